@@ -1,0 +1,1 @@
+"""One module per ``fluoronav`` subcommand; each defines ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Device drivers behind small interfaces, each with a simulator. No Qt."""

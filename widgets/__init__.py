@@ -1,0 +1,1 @@
+"""Qt views. Thin: no geometry, no math."""
