@@ -6,4 +6,4 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$here/scripts/setup.sh"
 source "$here/scripts/xdisplay.sh"
-exec "$here/.venv/bin/fluoronav" "$@"
+"$here/.venv/bin/fluoronav" "$@"
