@@ -1,0 +1,155 @@
+"""The bi-planar calibration cage: its file (``fluoronav.cage/1``) and its ball planes.
+
+After the robot paper (section II.C.1, figure 6): two parts, each two parallel
+layers of steel balls; a view's X-rays cross its two planes (DESIGN.md, Files).
+Every plane is validated on load: shape, finite values, coplanarity, at least
+``MIN_BALLS_PER_PLANE`` balls, and no two balls closer than one diameter.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CageFileError", "CagePlane", "Cage", "load_cage", "cage_from_dict",
+           "MIN_BALLS_PER_PLANE", "VIEWS"]
+
+VIEWS = ("ap", "lat")
+MIN_BALLS_PER_PLANE = 6
+COPLANAR_TOL_MM = 0.05
+
+
+class CageFileError(ValueError):
+    """A cage file is missing, malformed or describes an unusable cage."""
+
+
+@dataclass(frozen=True)
+class CagePlane:
+    """One layer of balls: ``balls_mm`` (N, 3) in the cage frame, all in one plane.
+
+    ``origin_mm``, ``axes`` (2, 3) and ``normal`` give 2-D in-plane coordinates
+    ``xy = (p - origin) @ axes.T`` (the plane's own frame, for homographies).
+    """
+    id: str
+    view: str
+    balls_mm: np.ndarray
+    origin_mm: np.ndarray
+    axes: np.ndarray
+    normal: np.ndarray
+
+    @property
+    def n_balls(self) -> int:
+        return len(self.balls_mm)
+
+    @property
+    def balls_2d(self) -> np.ndarray:
+        """(N, 2) in-plane coordinates of the balls, mm."""
+        return (self.balls_mm - self.origin_mm) @ self.axes.T
+
+    def to_3d(self, xy) -> np.ndarray:
+        """Cage-frame points (N, 3) of in-plane coordinates (N, 2)."""
+        return self.origin_mm + np.asarray(xy, float) @ self.axes
+
+
+@dataclass(frozen=True)
+class Cage:
+    name: str
+    ball_diameter_mm: float
+    planes: tuple[CagePlane, ...]
+    source: str = ""
+    sha256: str = ""
+
+    def planes_for(self, view: str) -> list[CagePlane]:
+        if view not in VIEWS:
+            raise CageFileError(f"view must be 'ap' or 'lat', got {view!r}")
+        return [p for p in self.planes if p.view == view]
+
+    def plane(self, plane_id: str) -> CagePlane:
+        for p in self.planes:
+            if p.id == plane_id:
+                return p
+        raise CageFileError(f"the cage has no plane {plane_id!r}")
+
+    def balls_for(self, view: str) -> np.ndarray:
+        """All ball centres (N, 3) of a view's planes, in plane order."""
+        return np.concatenate([p.balls_mm for p in self.planes_for(view)])
+
+
+def _plane(d, i: int, where: str) -> CagePlane:
+    if not isinstance(d, dict):
+        raise CageFileError(f"{where}: planes[{i}] must be an object with id, view, balls_mm")
+    for key in ("id", "view", "balls_mm"):
+        if key not in d:
+            raise CageFileError(f"{where}: planes[{i}] lacks {key!r}")
+    pid, view = d["id"], d["view"]
+    if not isinstance(pid, str) or not pid:
+        raise CageFileError(f"{where}: planes[{i}].id must be a non-empty string")
+    if view not in VIEWS:
+        raise CageFileError(f"{where}: plane {pid!r} has view {view!r}; use 'ap' or 'lat'")
+    try:
+        b = np.asarray(d["balls_mm"], dtype=float)
+    except (TypeError, ValueError):
+        raise CageFileError(f"{where}: plane {pid!r} balls_mm must be a list of [x, y, z] numbers") from None
+    if b.ndim != 2 or b.shape[1] != 3:
+        raise CageFileError(f"{where}: plane {pid!r} balls_mm must be a list of [x, y, z], got shape {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise CageFileError(f"{where}: plane {pid!r} has non-finite ball coordinates")
+    if len(b) < MIN_BALLS_PER_PLANE:
+        raise CageFileError(f"{where}: plane {pid!r} has {len(b)} balls; at least "
+                            f"{MIN_BALLS_PER_PLANE} are needed for a homography with outlier checks")
+    c = b.mean(axis=0)
+    _, s, vt = np.linalg.svd(b - c)
+    if s[1] < 1e-6 * max(s[0], 1.0):
+        raise CageFileError(f"{where}: plane {pid!r} balls are collinear; a plane needs a 2-D spread")
+    dist = (b - c) @ vt[2]
+    if np.max(np.abs(dist)) > COPLANAR_TOL_MM:
+        raise CageFileError(f"{where}: plane {pid!r} balls are not coplanar "
+                            f"(max {np.max(np.abs(dist)):.2f} mm off their plane)")
+    return CagePlane(pid, view, b, c, vt[:2].copy(), vt[2].copy())
+
+
+def cage_from_dict(d, where: str = "cage") -> Cage:
+    """Validate a parsed ``fluoronav.cage/1`` object and build the ``Cage``."""
+    if not isinstance(d, dict):
+        raise CageFileError(f"{where}: a cage file must hold a JSON object")
+    if d.get("format") != "fluoronav.cage/1":
+        raise CageFileError(f"{where}: format is {d.get('format')!r}, expected 'fluoronav.cage/1'")
+    diam = d.get("ball_diameter_mm")
+    if not isinstance(diam, (int, float)) or isinstance(diam, bool) or not (0.2 <= diam <= 20):
+        raise CageFileError(f"{where}: ball_diameter_mm must be a number in 0.2-20 mm, got {diam!r}")
+    planes = d.get("planes")
+    if not isinstance(planes, list) or not planes:
+        raise CageFileError(f"{where}: 'planes' must be a non-empty list")
+    ps = tuple(_plane(p, i, where) for i, p in enumerate(planes))
+    ids = [p.id for p in ps]
+    if len(set(ids)) != len(ids):
+        raise CageFileError(f"{where}: plane ids must be unique, got {ids}")
+    for view in VIEWS:
+        n = sum(p.view == view for p in ps)
+        if n < 2:
+            raise CageFileError(f"{where}: the {view} view has {n} plane(s); it needs two ball planes")
+    for p in ps:
+        xy = p.balls_2d
+        dd = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(xy)) * 1e9
+        if dd.min() < diam:
+            raise CageFileError(f"{where}: plane {p.id!r} has balls closer than one diameter "
+                                f"({dd.min():.2f} mm)")
+    return Cage(str(d.get("name", "")), float(diam), ps)
+
+
+def load_cage(path) -> Cage:
+    """Read and validate a cage file; ``CageFileError`` with a one-line reason otherwise."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise CageFileError(f"cannot read cage file {p}: {e.strerror or e}") from None
+    try:
+        d = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CageFileError(f"cage file {p.name} is not valid JSON: {e}") from None
+    cage = cage_from_dict(d, where=p.name)
+    return Cage(cage.name, cage.ball_diameter_mm, cage.planes, str(p), hashlib.sha256(raw).hexdigest())
