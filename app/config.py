@@ -1,0 +1,205 @@
+"""The user configuration: which devices are real or simulated, and their parameters.
+
+Defaults live in ``resources/config/default.toml``; the user file
+(``$XDG_CONFIG_HOME/fluoronav/config.toml``, default ``~/.config/...``) overrides
+any of them. Every key is checked against ``SCHEMA`` at start: an unknown key, a
+wrong type or a value out of range each give one line in ``ConfigError.problems``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import resources
+
+__all__ = ["Config", "ConfigError", "SCHEMA", "load_config", "user_config_path",
+           "default_config_path"]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``problems`` holds one actionable line per bad key."""
+
+    def __init__(self, problems: list[str], path: Path | None = None):
+        self.problems = list(problems)
+        self.path = path
+        where = f"{path}: " if path else ""
+        super().__init__(where + "; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its type, allowed choices or range, and meaning."""
+    type: type
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+    help: str = ""
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "carm": {
+        "kind": Key(str, choices=("simulated", "dicom_folder"), help="C-arm image source"),
+        "dicom_folder": Key(str, help="folder the C-arm writes DICOM files into"),
+        "acquire_timeout_s": Key(float, min=0.5, max=600.0, help="longest wait for an image"),
+        "seed": Key(int, min=0, max=2**31 - 1, help="noise seed of the simulated C-arm"),
+    },
+    "robot": {"kind": Key(str, choices=("simulated", "none"))},
+    "force_sensor": {
+        "kind": Key(str, choices=("simulated", "ati_netft")),
+        "host": Key(str, help="address of the ATI Net F/T box"),
+        "port": Key(int, min=1, max=65535),
+        "rate_hz": Key(float, min=1.0, max=7000.0),
+    },
+    "tracker": {"kind": Key(str, choices=("simulated", "none"))},
+    "devices": {"status_poll_s": Key(float, min=0.05, max=60.0)},
+    "ui": {"font_pt": Key(int, min=10, max=32)},
+    "session": {"data_dir": Key(str), "save_images": Key(bool)},
+}
+
+
+def default_config_path() -> Path:
+    return resources.path("config", "default.toml")
+
+
+def user_config_path() -> Path:
+    """``$XDG_CONFIG_HOME/fluoronav/config.toml`` (``~/.config`` when unset)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "fluoronav" / "config.toml"
+
+
+class Config:
+    """Validated configuration, read-only: ``config.carm.kind`` or ``config["carm"]["kind"]``."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], sources: tuple[Path, ...] = ()):
+        self._values = {s: MappingProxyType(dict(v)) for s, v in values.items()}
+        self.sources = sources
+
+    def __getattr__(self, section: str):
+        try:
+            return _Section(self.__dict__["_values"][section])
+        except KeyError:
+            raise AttributeError(f"no configuration section {section!r}") from None
+
+    def __getitem__(self, section: str):
+        return self._values[section]
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {s: dict(v) for s, v in self._values.items()}
+
+    def __repr__(self) -> str:
+        return f"Config({self.as_dict()!r})"
+
+
+class _Section:
+    def __init__(self, values):
+        self._v = values
+
+    def __getattr__(self, key):
+        try:
+            return self.__dict__["_v"][key]
+        except KeyError:
+            raise AttributeError(f"no configuration key {key!r}") from None
+
+
+def _type_name(t: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[t]
+
+
+def _check_value(name: str, key: Key, value: Any) -> tuple[Any, str | None]:
+    """(coerced value, problem or None) for one key."""
+    ok = isinstance(value, key.type) and not (key.type is not bool and isinstance(value, bool))
+    if key.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        return value, f"{name} must be {_type_name(key.type)}, got {value!r}"
+    if key.choices is not None and value not in key.choices:
+        return value, f"{name} must be one of {', '.join(map(repr, key.choices))}, got {value!r}"
+    if key.type is float and not math.isfinite(value):
+        return value, f"{name} must be a finite number, got {value!r}"
+    lo = -math.inf if key.min is None else key.min
+    hi = math.inf if key.max is None else key.max
+    if key.type in (int, float) and not lo <= value <= hi:
+        return value, f"{name} = {value!r} is out of range [{lo:g}, {hi:g}]"
+    return value, None
+
+
+def validate(data: dict[str, Any], base: dict[str, dict[str, Any]] | None = None):
+    """Merge ``data`` over ``base`` checking each key; (merged, problems)."""
+    merged = {s: dict(v) for s, v in (base or {}).items()}
+    problems: list[str] = []
+    for section, table in data.items():
+        if section not in SCHEMA:
+            problems.append(f"unknown section [{section}] (known: {', '.join(SCHEMA)})")
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{section} must be a table [{section}], got {table!r}")
+            continue
+        for k, value in table.items():
+            name = f"{section}.{k}"
+            if k not in SCHEMA[section]:
+                problems.append(f"unknown key {name} (known: {', '.join(SCHEMA[section])})")
+                continue
+            value, problem = _check_value(name, SCHEMA[section][k], value)
+            if problem:
+                problems.append(problem)
+            else:
+                merged.setdefault(section, {})[k] = value
+    return merged, problems
+
+
+def _check_together(values: dict[str, dict[str, Any]]) -> list[str]:
+    """Problems that involve more than one key."""
+    problems = []
+    carm = values.get("carm", {})
+    if carm.get("kind") == "dicom_folder" and not str(carm.get("dicom_folder", "")).strip():
+        problems.append('carm.dicom_folder must name a folder when carm.kind = "dicom_folder"')
+    fs = values.get("force_sensor", {})
+    if fs.get("kind") == "ati_netft" and not str(fs.get("host", "")).strip():
+        problems.append('force_sensor.host must be set when force_sensor.kind = "ati_netft"')
+    return problems
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError([f"configuration file not found: {path}"], path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"not valid TOML ({e}); fix the file or remove it"], path) from None
+    except OSError as e:
+        raise ConfigError([f"cannot read the configuration file ({e.strerror})"], path) from None
+
+
+def load_defaults() -> Config:
+    """The shipped defaults alone (the fallback when the user file is bad)."""
+    path = default_config_path()
+    values, problems = validate(_read_toml(path))
+    missing = [f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys if k not in values.get(s, {})]
+    problems += [f"default for {name} is missing" for name in missing]
+    if problems:
+        raise ConfigError(problems, path)
+    return Config(values, (path,))
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Defaults overlaid with the user file; ``path`` None: the user file if it exists.
+
+    Raises ConfigError listing every bad key (unknown, wrong type, out of range).
+    """
+    defaults = load_defaults()
+    if path is None:
+        path = user_config_path()
+        if not path.exists():
+            return defaults
+    path = Path(path)
+    values, problems = validate(_read_toml(path), defaults.as_dict())
+    problems += _check_together(values) if not problems else []
+    if problems:
+        raise ConfigError(problems, path)
+    return Config(values, defaults.sources + (path,))

@@ -1,0 +1,34 @@
+"""Shared fixtures: keep the tests away from the user's real config, data and settings."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path_factory, monkeypatch):
+    """XDG config/data homes in a temporary folder, so no test reads or writes ``~``."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    return home
+
+
+@pytest.fixture
+def qsettings_path(tmp_path):
+    """QSettings (organisation "fluoronav") written as INI files under ``tmp_path``."""
+    from PySide6.QtCore import QSettings
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path))
+    yield tmp_path
+
+
+def pytest_collection_modifyitems(config, items):
+    """GUI tests need a real X server: skip them, saying why, when none is set."""
+    if os.environ.get("DISPLAY"):
+        return
+    skip = pytest.mark.skip(reason="needs a real X server: set DISPLAY (scripts/run-tests.sh starts Xvfb)")
+    for item in items:
+        if "gui" in item.keywords:
+            item.add_marker(skip)
