@@ -1,0 +1,14 @@
+"""Digitally reconstructed radiographs: cone-beam line integrals of attenuation.
+
+- ``shear_warp``: the fast CPU renderer (Joseph's method as warped slices, OpenCV).
+- ``joseph_torch``: the same sampling in torch, differentiable w.r.t. pose, for GPUs.
+- ``siddon``: the exact, slow reference (voxels as constant boxes).
+Every renderer returns ``∫ μ dl`` (dimensionless) per detector pixel, float32 (rows, cols).
+"""
+from core.drr.volume_grid import DrrError, MuGrid
+from core.drr.shear_warp import ShearWarpRenderer, render_drr
+from core.drr.siddon import siddon_drr
+from core.drr.joseph_torch import joseph_drr_torch, pose_matrix_torch
+
+__all__ = ["DrrError", "MuGrid", "ShearWarpRenderer", "render_drr", "siddon_drr",
+           "joseph_drr_torch", "pose_matrix_torch"]
