@@ -1,0 +1,107 @@
+"""6-axis force/torque sensor: the interface and a simulator.
+
+A reading is a ``WrenchSample``: ``t`` (``time.perf_counter`` seconds, when it was
+measured), ``wrench`` = [fx, fy, fz (N), tx, ty, tz (N*m)] in the sensor frame,
+``sequence`` (increments per sample; gaps mean lost samples) and ``status``
+(0 = healthy). ``read()`` returns the newest sample and raises ``DeviceError`` when
+the stream has been silent longer than the sensor's timeout.
+"""
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.weight_compensation import GRAVITY_BASE
+from devices.base import DeviceError, DeviceStatus
+
+__all__ = ["WrenchSample", "ForceSensor", "SimulatedForceSensor"]
+
+
+@dataclass(frozen=True)
+class WrenchSample:
+    t: float
+    wrench: np.ndarray
+    sequence: int
+    status: int = 0
+
+
+class ForceSensor(abc.ABC):
+    status: DeviceStatus = DeviceStatus.DISCONNECTED
+
+    @abc.abstractmethod
+    def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    def disconnect(self) -> None: ...
+
+    @abc.abstractmethod
+    def read(self) -> WrenchSample:
+        """The newest sample; ``DeviceError`` if the stream is stale."""
+
+
+class SimulatedForceSensor(ForceSensor):
+    """Tool weight rotated with the pose + hand wrench + offsets + gain error + noise + drift.
+
+    The caller (the control loop) sets the sensor orientation ``R_base_sensor`` and the
+    simulated hand wrench (base frame, torque about the sensor origin) each cycle. Noise
+    defaults follow an ATI Mini45 (resolution 1/16 N, 1/752 N*m) with cable and
+    temperature effects: force sigma 0.15 N, torque sigma 0.004 N*m, drift random walk.
+    """
+
+    def __init__(self, mass_kg=30.0 / 9.80665, com_sensor_mm=(0.0, 0.0, 70.0),
+                 force_offset_N=(0.0, 0.0, 0.0), torque_offset_Nm=(0.0, 0.0, 0.0),
+                 force_noise_N=0.15, torque_noise_Nm=0.004, drift_N_per_sqrt_s=0.02,
+                 gain_error=0.005, timeout_s=0.05, seed=0, clock=time.perf_counter):
+        self.mass_kg = float(mass_kg)
+        self.com_sensor_mm = np.asarray(com_sensor_mm, float)
+        self.offset = np.concatenate([force_offset_N, torque_offset_Nm]).astype(float)
+        self.noise = np.array([force_noise_N] * 3 + [torque_noise_Nm] * 3, float)
+        self.drift_rate = float(drift_N_per_sqrt_s)
+        self.timeout_s = float(timeout_s)
+        self._rng = np.random.default_rng(seed)
+        self._gain = 1.0 + gain_error * self._rng.uniform(-1, 1, 6)
+        self._drift = np.zeros(6)
+        self._clock = clock
+        self.R_base_sensor = np.eye(3)
+        self.hand_wrench_base = np.zeros(6)
+        self._seq = 0
+        self._last: WrenchSample | None = None
+        self._stalled = False
+
+    def connect(self) -> None:
+        self.status = DeviceStatus.SIMULATED
+        self._last = None
+
+    def disconnect(self) -> None:
+        self.status = DeviceStatus.DISCONNECTED
+
+    def stall(self, stalled: bool = True) -> None:
+        """Fault on demand: the stream stops (the last sample is repeated, then times out)."""
+        self._stalled = stalled
+
+    def true_wrench(self) -> np.ndarray:
+        """Noise-free reading: tool weight + hand wrench + offsets (sensor frame)."""
+        R = self.R_base_sensor
+        G = R.T @ (self.mass_kg * GRAVITY_BASE)
+        hand = np.concatenate([R.T @ self.hand_wrench_base[:3], R.T @ self.hand_wrench_base[3:]])
+        load = np.concatenate([G, np.cross(self.com_sensor_mm / 1000.0, G)])
+        return self._gain * (load + hand) + self.offset
+
+    def read(self) -> WrenchSample:
+        if self.status is DeviceStatus.DISCONNECTED:
+            raise DeviceError("force sensor not connected: connect it first")
+        now = self._clock()
+        if self._stalled:
+            if self._last is None or now - self._last.t > self.timeout_s:
+                raise DeviceError("force sensor stream stopped: check the sensor cable and power, "
+                                  "then reset the fault")
+            return self._last
+        dt = 0.0 if self._last is None else max(0.0, now - self._last.t)
+        self._drift[:3] += self.drift_rate * np.sqrt(dt) * self._rng.standard_normal(3)
+        w = self.true_wrench() + self._drift + self.noise * self._rng.standard_normal(6)
+        self._seq += 1
+        self._last = WrenchSample(now, w, self._seq)
+        return self._last
