@@ -1,0 +1,256 @@
+"""Which detected blob is which ball: per-plane labelling by local affine hashing.
+
+The balls of one cage plane are coplanar, so plane -> (distortion-corrected)
+image is a homography, and locally an affine map. Every ordered basis
+(a, b, c) of neighbouring balls gives affine coordinates of the nearby balls
+that no affine map changes (geometric hashing). Image bases vote for model
+bases whose coordinates they reproduce; the best-voted hypotheses are grown
+(homography refitted on widening neighbourhoods) and scored by inliers; the
+winner must beat the runner-up clearly and pass a residual gate. A blob that
+fits no plane stays unmatched: the labelling never forces a match.
+Works for any cage whose per-plane layouts have no symmetry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial import cKDTree
+
+__all__ = ["LabellingError", "PlaneMatch", "label_plane", "label_view", "fit_homography"]
+
+K_MODEL, N_MODEL_COORDS = 6, 10
+K_IMAGE, N_IMAGE_COORDS = 6, 12
+HASH_TOL = 0.06
+MIN_SIN = 0.35
+N_GROW = 10
+
+
+class LabellingError(ValueError):
+    """The balls of a plane could not be identified."""
+
+
+@dataclass(frozen=True)
+class PlaneMatch:
+    """``ball_idx`` (K,) balls of the plane matched to ``point_idx`` (K,) detections;
+    ``H_img_plane`` maps in-plane mm to ideal pixels; ``residual_px`` (K,);
+    ``expected`` the number of the plane's balls predicted inside the image;
+    ``score_margin`` the winner's inliers minus the runner-up's."""
+    ball_idx: np.ndarray
+    point_idx: np.ndarray
+    H_img_plane: np.ndarray
+    residual_px: np.ndarray
+    expected: int
+    score_margin: int
+
+    @property
+    def n_matched(self) -> int:
+        return len(self.ball_idx)
+
+    @property
+    def rms_px(self) -> float:
+        return float(np.sqrt(np.mean(self.residual_px ** 2))) if len(self.residual_px) else float("nan")
+
+
+def fit_homography(src, dst) -> np.ndarray:
+    """Least-squares homography ``dst ~ H src`` (normalised DLT, OpenCV), (N >= 4, 2) each."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    if len(src) < 4 or src.shape != dst.shape:
+        raise LabellingError("a homography needs at least 4 matched balls")
+    H, _ = cv2.findHomography(src, dst, 0)
+    if H is None or not np.all(np.isfinite(H)):
+        raise LabellingError("degenerate ball layout: the matched balls are collinear")
+    return H
+
+
+def _apply_h(H, xy):
+    p = np.asarray(xy, float) @ H[:, :2].T + H[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return p[:, :2] / p[:, 2:3]
+
+
+def _bases(pts, k, n_coords):
+    """Ordered local bases and the affine coordinates of their neighbours.
+
+    Returns (basis (B, 3) point indices, coords (E, 2), owner (E,) basis index,
+    member (E,) point index)."""
+    n = len(pts)
+    kk = min(k + 1, n)
+    nc = min(n_coords + 1, n)
+    _, nn = cKDTree(pts).query(pts, max(kk, nc))
+    bases, coords, owner, member = [], [], [], []
+    for a in range(n):
+        nbrs = nn[a, 1:kk]
+        ring = nn[a, 1:nc]
+        for b in nbrs:
+            for c in nbrs:
+                if b == c:
+                    continue
+                e1, e2 = pts[b] - pts[a], pts[c] - pts[a]
+                cr = e1[0] * e2[1] - e1[1] * e2[0]
+                if abs(cr) < MIN_SIN * np.linalg.norm(e1) * np.linalg.norm(e2):
+                    continue
+                others = ring[(ring != b) & (ring != c)]
+                M = np.linalg.inv(np.column_stack([e1, e2]))
+                q = (pts[others] - pts[a]) @ M.T
+                keep = np.all(np.abs(q) < 4, axis=1)
+                bases.append((a, b, c))
+                coords.append(q[keep]), member.append(others[keep])
+                owner.append(np.full(keep.sum(), len(bases) - 1))
+    if not bases:
+        return np.zeros((0, 3), int), np.zeros((0, 2)), np.zeros(0, int), np.zeros(0, int)
+    return np.array(bases), np.concatenate(coords), np.concatenate(owner), np.concatenate(member)
+
+
+def _hypotheses(model, pts, n_best):
+    """Top (model basis, image basis) pairs by votes, with their correspondences."""
+    mb, mq, mo, mm = _bases(model, K_MODEL, N_MODEL_COORDS)
+    ib, iq, io, im = _bases(pts, K_IMAGE, N_IMAGE_COORDS)
+    if len(mb) == 0 or len(ib) == 0:
+        return []
+    pairs = cKDTree(iq).sparse_distance_matrix(cKDTree(mq), HASH_TOL, output_type="ndarray")
+    if len(pairs) == 0:
+        return []
+    i, j = pairs["i"], pairs["j"]
+    key = io[i].astype(np.int64) * len(mb) + mo[j]
+    uk, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+    order = np.argsort(-counts)[: n_best]
+    out = []
+    for o in order:
+        if counts[o] < 3:
+            break
+        sel = inv == o
+        ibi, mbi = divmod(int(uk[o]), len(mb))
+        corr_m = np.concatenate([mb[mbi], mm[j[sel]]])
+        corr_i = np.concatenate([ib[ibi], im[i[sel]]])
+        out.append((int(counts[o]), corr_m, corr_i))
+    return out
+
+
+def _match(pred, tree, tol):
+    """Mutual-nearest matches of predicted points to detections within ``tol`` px."""
+    d, idx = tree.query(pred, distance_upper_bound=tol)
+    ok = np.isfinite(d)
+    m_idx, p_idx = np.nonzero(ok)[0], idx[ok]
+    # keep the closest prediction per detection
+    order = np.argsort(d[ok])
+    _, first = np.unique(p_idx[order], return_index=True)
+    keep = order[first]
+    return m_idx[keep], p_idx[keep], d[ok][keep]
+
+
+def _grow(model, pts, tree, corr_m, corr_i, tol, seed):
+    """Refit the homography on widening rings around ``seed``; final inlier set."""
+    try:
+        H = fit_homography(model[corr_m], pts[corr_i])
+    except LabellingError:
+        return None
+    dist = np.linalg.norm(model - model[seed], axis=1)
+    r = np.partition(dist, min(8, len(dist) - 1))[min(8, len(dist) - 1)]
+    for _ in range(8):
+        near = np.nonzero(dist <= r)[0]
+        mi, pi, _ = _match(_apply_h(H, model[near]), tree, tol)
+        if len(mi) >= 4:
+            try:
+                H = fit_homography(model[near[mi]], pts[pi])
+            except LabellingError:
+                return None
+        if r >= dist.max():
+            break
+        r *= 1.7
+    mi, pi, d = _match(_apply_h(H, model), tree, tol)
+    if len(mi) < 4:
+        return None
+    H = fit_homography(model[mi], pts[pi])
+    res = np.linalg.norm(_apply_h(H, model[mi]) - pts[pi], axis=1)
+    return H, mi, pi, res
+
+
+def _inside(uv, shape, margin):
+    rows, cols = shape
+    return ((uv[:, 0] > margin) & (uv[:, 0] < cols - 1 - margin)
+            & (uv[:, 1] > margin) & (uv[:, 1] < rows - 1 - margin))
+
+
+def label_plane(model_xy, points_px, image_shape, margin_px: float = 4.0,
+                max_rms_px: float = 1.5, min_balls: int = 6) -> PlaneMatch:
+    """Identify one plane's balls among the detected centres (ideal pixels).
+
+    ``model_xy`` (M, 2) in-plane mm; ``points_px`` (N, 2). Raises
+    ``LabellingError`` when no hypothesis explains at least ``min_balls`` balls
+    with RMS <= ``max_rms_px``, or two different labellings fit equally well."""
+    model = np.asarray(model_xy, float)
+    pts = np.asarray(points_px, float)
+    if model.ndim != 2 or model.shape[1] != 2 or len(model) < min_balls:
+        raise LabellingError(f"a plane needs at least {min_balls} balls in the cage file")
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise LabellingError(f"detections must have shape (N, 2), got {pts.shape}")
+    if len(pts) < min_balls:
+        raise LabellingError(f"only {len(pts)} balls detected: reposition the cage so its balls are in the beam")
+    tree = cKDTree(pts)
+    nn = tree.query(pts, 2)[0][:, 1]
+    tol = 0.3 * float(np.median(nn))
+    results = []
+    for votes, cm, ci in _hypotheses(model, pts, 4 * N_GROW)[:N_GROW * 4]:
+        g = _grow(model, pts, tree, cm, ci, tol, cm[0])
+        if g is None:
+            continue
+        H, mi, pi, res = g
+        # tighten: robust residual gate, then refit
+        s = max(0.3, 1.4826 * float(np.median(res)))
+        ok = res < max(1.0, 4 * s)
+        if ok.sum() >= 4:
+            H = fit_homography(model[mi[ok]], pts[pi[ok]])
+            mi, pi = mi[ok], pi[ok]
+            res = np.linalg.norm(_apply_h(H, model[mi]) - pts[pi], axis=1)
+        results.append((len(mi), -float(np.sqrt(np.mean(res ** 2))), H, mi, pi, res))
+        if len(results) >= N_GROW and results[-1][0] >= 0.8 * len(model):
+            break
+    if not results:
+        raise LabellingError("the cage's balls were not recognised: check the cage file matches the cage "
+                             "and that enough of its balls are in the beam")
+    results.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    n, neg_rms, H, mi, pi, res = results[0]
+    runner = max((r[0] for r in results[1:] if not _same(r, results[0])), default=0)
+    expected = int(_inside(_apply_h(H, model), image_shape, margin_px).sum())
+    if n < min_balls:
+        raise LabellingError(f"only {n} balls of a plane identified (need {min_balls}): "
+                             "reposition the cage so more of its balls are in the beam")
+    if -neg_rms > max_rms_px:
+        raise LabellingError(f"plane fit residual {-neg_rms:.2f} px exceeds {max_rms_px} px: "
+                             "check the distortion plate and the cage file")
+    if runner >= 0.8 * n:
+        raise LabellingError("ambiguous ball layout: two labellings fit equally well; "
+                             "the cage file's plane may be symmetric")
+    return PlaneMatch(mi, pi, H, res, expected, n - runner)
+
+
+def _same(a, b):
+    """Two results with mostly the same correspondences."""
+    sa = set(zip(a[3].tolist(), a[4].tolist()))
+    sb = set(zip(b[3].tolist(), b[4].tolist()))
+    return len(sa & sb) >= 0.5 * min(len(sa), len(sb))
+
+
+def label_view(planes_xy, points_px, image_shape, **kw) -> list[PlaneMatch]:
+    """Label every plane of one view; a detection claimed by two planes goes to the
+    plane where it fits better and is dropped from the other (then refitted)."""
+    pts = np.asarray(points_px, float)
+    matches = [label_plane(m, pts, image_shape, **kw) for m in planes_xy]
+    owner = {}
+    for k, m in enumerate(matches):
+        for b, p, r in zip(m.ball_idx, m.point_idx, m.residual_px):
+            if p not in owner or r < owner[p][1]:
+                owner[p] = (k, r)
+    out = []
+    for k, (m, model) in enumerate(zip(matches, planes_xy)):
+        keep = np.array([owner[p][0] == k for p in m.point_idx], bool)
+        if keep.all():
+            out.append(m)
+            continue
+        bi, pi = m.ball_idx[keep], m.point_idx[keep]
+        H = fit_homography(np.asarray(model)[bi], pts[pi])
+        res = np.linalg.norm(_apply_h(H, np.asarray(model)[bi]) - pts[pi], axis=1)
+        out.append(PlaneMatch(bi, pi, H, res, m.expected, m.score_margin))
+    return out
