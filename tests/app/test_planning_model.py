@@ -1,0 +1,223 @@
+"""PlanModel: every edit undoable, drags merge, 3D follows the clicks, plans reload exactly."""
+import json
+
+import numpy as np
+import pytest
+
+from app.planning import PLAN_FORMAT, PlanFileError, PlanModel, load_plan_file
+from core.cone_beam import ConeBeamGeometry
+from core.planning import ConeBeamPair, PlanningError
+
+ISO = np.array([0.0, 0.0, -140.0])
+
+
+def carm(beam, up, sad=600.0, sid=1000.0, shape=(400, 400), spacing=0.4):
+    beam = np.asarray(beam, float) / np.linalg.norm(beam)
+    u = np.cross(beam, up)
+    u /= np.linalg.norm(u)
+    v = np.cross(beam, u)
+    source = ISO - sad * beam
+    origin = source + sid * beam - u * spacing * (shape[1] - 1) / 2 - v * spacing * (shape[0] - 1) / 2
+    return ConeBeamGeometry(source, origin, u, v, (spacing, spacing), shape)
+
+
+@pytest.fixture
+def calib():
+    return ConeBeamPair(carm([0, 0, 1], [0, 1, 0]), carm([1, 0, 0], [0, 0, 1]))
+
+
+@pytest.fixture
+def model(qapp, calib):
+    return PlanModel(calib)
+
+
+ENTRY, TARGET = ISO + [15.0, 20.0, 10.0], ISO + [5.0, 22.0, -30.0]
+
+
+def plan_one(model, calib, entry=ENTRY, target=TARGET, **kw):
+    tid = model.add(**kw)
+    for kind, p in (("entry", entry), ("target", target)):
+        uv = calib.project(p)
+        model.set_click(tid, kind, "ap", uv["ap"][0])
+        model.set_click(tid, kind, "lat", uv["lat"][0])
+    return tid
+
+
+def test_clicks_make_3d_points(model, calib):
+    tid = plan_one(model, calib)
+    t = model.get(tid)
+    assert np.linalg.norm(np.subtract(t.entry_mm, ENTRY)) < 1e-6
+    assert np.linalg.norm(np.subtract(t.target_mm, TARGET)) < 1e-6
+    assert t.length_mm == pytest.approx(np.linalg.norm(TARGET - ENTRY), abs=1e-6)
+    assert model.undo_stack.count() == 5 and model.gap_too_large(tid) == []
+
+
+def test_undo_redo_every_step(model, calib):
+    tid = plan_one(model, calib)
+    states = []
+    while model.undo_stack.canUndo():
+        states.append(model.trajectories())
+        model.undo_stack.undo()
+    assert len(model) == 0 and model.selected == ""
+    for expected in reversed(states):
+        model.undo_stack.redo()
+        assert model.trajectories() == expected
+    assert model.get(tid).complete
+
+
+def test_undo_partial_click_removes_3d(model, calib):
+    tid = plan_one(model, calib)
+    model.undo_stack.undo()  # target LAT click
+    t = model.get(tid)
+    assert t.target_mm is None and t.click("target", "ap") is not None and t.entry_mm is not None
+
+
+def test_drag_merges_into_one_step(model, calib):
+    tid = plan_one(model, calib)
+    n = model.undo_stack.count()
+    start = model.get(tid).click("entry", "ap")
+    for i in range(1, 11):
+        model.set_click(tid, "entry", "ap", (start[0] + i, start[1]), drag_token="drag-1")
+    assert model.undo_stack.count() == n + 1
+    assert model.get(tid).click("entry", "ap") == (start[0] + 10, start[1])
+    model.undo_stack.undo()
+    assert model.get(tid).click("entry", "ap") == start
+    assert np.linalg.norm(np.subtract(model.get(tid).entry_mm, ENTRY)) < 1e-6
+
+
+def test_two_drags_are_two_steps(model, calib):
+    tid = plan_one(model, calib)
+    n = model.undo_stack.count()
+    model.set_click(tid, "entry", "ap", (100, 100), drag_token="a")
+    model.set_click(tid, "entry", "ap", (101, 100), drag_token="a")
+    model.set_click(tid, "entry", "ap", (150, 100), drag_token="b")
+    assert model.undo_stack.count() == n + 2
+
+
+def test_moving_one_click_off_the_epipolar_line_flags_gap(model, calib):
+    tid = plan_one(model, calib)
+    uv = calib.project(ENTRY)["lat"][0]
+    model.set_click(tid, "entry", "lat", uv + [30, 0])  # 30 px along u: across the AP ray's line (along v is on it)
+    assert model.gap_too_large(tid) == ["entry"]
+    assert model.get(tid).entry_gap_mm > 2.0
+
+
+@pytest.mark.parametrize("field,value", [("name", "L5 left screw"), ("level", "S1"), ("side", "right"),
+                                         ("colour", "#123456"), ("diameter_mm", 7.5)])
+def test_field_edits_undo(model, calib, field, value):
+    tid = plan_one(model, calib)
+    before = model.get(tid)
+    model.set_fields(tid, **{field: value})
+    assert getattr(model.get(tid), field) == value
+    model.undo_stack.undo()
+    assert model.get(tid) == before
+    model.undo_stack.redo()
+    assert getattr(model.get(tid), field) == value
+
+
+def test_bad_field_value_rejected_and_not_pushed(model, calib):
+    tid = plan_one(model, calib)
+    n = model.undo_stack.count()
+    with pytest.raises(PlanningError, match="level"):
+        model.set_fields(tid, level="L7")
+    assert model.undo_stack.count() == n
+
+
+def test_unknown_field_rejected(model, calib):
+    tid = plan_one(model, calib)
+    with pytest.raises(PlanningError, match="editable fields"):
+        model.set_fields(tid, entry_mm=(0, 0, 0))
+
+
+def test_delete_and_undo_restores_position(model, calib):
+    a = plan_one(model, calib, level="L3")
+    b = plan_one(model, calib, level="L4")
+    c = plan_one(model, calib, level="L5")
+    removed = []
+    model.trajectory_removed.connect(removed.append)
+    model.remove(b)
+    assert model.ids() == [a, c] and removed == [b]
+    model.undo_stack.undo()
+    assert model.ids() == [a, b, c] and model.get(b).level == "L4"
+
+
+def test_default_names_and_colours(model):
+    a, b = model.add("L4", "left"), model.add("L4", "left")
+    assert model.get(a).name == "L4 left" and model.get(b).name == "L4 left 2"
+    assert model.get(a).colour != model.get(b).colour
+
+
+def test_signals(model, calib, qtbot):
+    with qtbot.waitSignal(model.selection_changed) as sel:
+        tid = model.add()
+    assert sel.args == [tid]
+    with qtbot.waitSignal(model.trajectory_changed) as ch:
+        model.set_click(tid, "entry", "ap", (10, 10))
+    assert ch.args == [tid]
+
+
+def test_calibration_change_recomputes(model, calib):
+    tid = plan_one(model, calib)
+    shifted = ConeBeamPair(*(g.transformed(np.array([[1, 0, 0, 5], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]))
+                             for g in calib.geometry.values()))
+    model.set_calibration(shifted)
+    assert np.allclose(np.subtract(model.get(tid).entry_mm, ENTRY), [5, 0, 0], atol=1e-6)
+
+
+def test_save_and_reload_exactly(model, calib, tmp_path, qapp):
+    a = plan_one(model, calib, level="L4", side="left")
+    plan_one(model, calib, entry=ENTRY + [-30, 0, 0], target=TARGET + [-20, 0, 0], level="L4", side="right")
+    model.set_fields(a, diameter_mm=5.5, colour="#00ff00")
+    model.select(a)
+    path = model.save(tmp_path / "plans" / "plan.json")
+    assert json.loads(path.read_text())["format"] == PLAN_FORMAT
+    other = PlanModel(calib)
+    other.load(path)
+    assert other.ids() == model.ids() and other.trajectories() == model.trajectories()
+    assert other.selected == a and other.undo_stack.count() == 0
+    no_calib = PlanModel(None)
+    no_calib.load(path)  # without a calibration the saved 3D points are kept
+    assert no_calib.trajectories() == model.trajectories()
+
+
+def test_save_is_atomic_on_failure(model, calib, tmp_path, monkeypatch):
+    plan_one(model, calib)
+    path = model.save(tmp_path / "plan.json")
+    before = path.read_text()
+    monkeypatch.setattr(json, "dump", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        model.save(path)
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+
+
+@pytest.mark.parametrize("content,match", [
+    ("{not json", "not a readable JSON plan"),
+    ('{"format": "fluoronav.plan/9", "trajectories": []}', "not a plan file of format"),
+    ('{"format": "fluoronav.plan/1"}', "no 'trajectories' list"),
+    ('{"format": "fluoronav.plan/1", "trajectories": [{"name": "a"}]}', "has no id"),
+    ('{"format": "fluoronav.plan/1", "trajectories": [{"id": "t1", "name": "a"}, {"id": "t1", "name": "b"}]}',
+     "appears twice"),
+    ('{"format": "fluoronav.plan/1", "trajectories": [{"id": "t1", "name": "a", "level": "C2"}]}',
+     r"trajectory 1 \(a\): level"),
+    ('{"format": "fluoronav.plan/1", "trajectories": [], "max_gap_mm": -1}', "max_gap_mm"),
+])
+def test_bad_plan_files(tmp_path, content, match):
+    p = tmp_path / "plan.json"
+    p.write_text(content)
+    with pytest.raises(PlanFileError, match=match):
+        load_plan_file(p)
+
+
+def test_missing_plan_file(tmp_path):
+    with pytest.raises(PlanFileError, match="no such plan file"):
+        load_plan_file(tmp_path / "nope.json")
+
+
+def test_failed_load_keeps_current_plan(model, calib, tmp_path):
+    plan_one(model, calib)
+    before = model.trajectories()
+    p = tmp_path / "bad.json"
+    p.write_text('{"format": "fluoronav.plan/1", "trajectories": [{"id": "x"}]}')
+    with pytest.raises(PlanFileError):
+        model.load(p)
+    assert model.trajectories() == before
