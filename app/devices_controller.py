@@ -1,0 +1,265 @@
+"""Device I/O off the GUI thread: one QThread and worker per device, queued signals.
+
+Each configured device gets a ``DeviceWorker`` living in its own thread. The
+worker builds the Qt-free driver (``devices/``), connects it, polls its status
+and runs blocking requests (a C-arm acquisition). The GUI only sees queued
+signals; ``DevicesController`` turns them into session updates
+(``Session.set_device_status`` / ``Session.set_image``).
+
+Driver interface used: ``connect()``, ``status() -> DeviceStatus`` (or a ``status`` attribute), optional
+``disconnect()``/``close()``, optional ``last_message``/``message`` (str), and
+for the C-arm ``acquire(view) -> FluoroImage``.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+import logging
+import time
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+
+from app.config import Config
+from app.session import DEVICES, Session
+from devices.base import DeviceError, DeviceStatus
+
+__all__ = ["DevicesController", "DeviceWorker", "DRIVERS", "driver_factory"]
+
+log = logging.getLogger(__name__)
+
+# (device, configured kind) -> (module, class, {driver kwarg: config key})
+DRIVERS = {
+    ("carm", "simulated"): ("devices.carm", "SimulatedCArm", {"seed": "seed"}),
+    ("carm", "dicom_folder"): ("devices.carm", "DicomFolderCArm", {"folder": "dicom_folder",
+                                                                   "timeout_s": "acquire_timeout_s"}),
+    ("robot", "simulated"): ("devices.robot", "SimulatedRobot", {}),
+    ("force_sensor", "simulated"): ("devices.force_sensor", "SimulatedForceSensor", {}),
+    ("force_sensor", "ati_netft"): ("devices.force_sensor", "NetFTSensor",
+                                    {"host": "host", "port": "port", "rate_hz": "rate_hz"}),
+    ("tracker", "simulated"): ("devices.tracker", "SimulatedTracker", {}),
+}
+
+
+def driver_factory(device: str, config: Config) -> tuple[Callable[[], Any] | None, str]:
+    """(factory building the configured driver, or None; why not)."""
+    kind = config[device]["kind"]
+    if kind == "none":
+        return None, f"not configured ({device}.kind = \"none\")"
+    module_name, class_name, keys = DRIVERS[(device, kind)]
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        return None, f"{kind} {device.replace('_', ' ')} driver not available in this build ({module_name}.{class_name})"
+    accepted = inspect.signature(cls).parameters
+    kwargs = {arg: config[device][key] for arg, key in keys.items() if arg in accepted}
+    return (lambda: cls(**kwargs)), ""
+
+
+def _message(driver) -> str:
+    for name in ("last_message", "message"):
+        m = getattr(driver, name, None)
+        if isinstance(m, str):
+            return m
+    return ""
+
+
+class DeviceWorker(QObject):
+    """Owns one driver in its thread. Slots run there; results leave by queued signals."""
+
+    status_changed = Signal(str, object, str)       # device, DeviceStatus, message
+    image_ready = Signal(int, str, object, float)   # request id, view, FluoroImage, seconds
+    request_failed = Signal(int, str, str)          # request id, view, message
+
+    def __init__(self, device: str, factory: Callable[[], Any], poll_s: float):
+        super().__init__()
+        self.device = device
+        self._factory = factory
+        self._poll_s = poll_s
+        self.driver = None
+        self._timer: QTimer | None = None
+        self._last: tuple | None = None
+
+    def _report(self, status: DeviceStatus, message: str) -> None:
+        if (status, message) != self._last:
+            self._last = (status, message)
+            self.status_changed.emit(self.device, status, message)
+
+    @Slot()
+    def start(self) -> None:
+        try:
+            self.driver = self._factory()
+            self.driver.connect()
+        except Exception as e:  # any driver failure is a fault the technician must see
+            self._report(DeviceStatus.FAULT, f"could not connect: {e}")
+            return
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.poll)
+        self._timer.start(int(self._poll_s * 1000))
+        self.poll()
+
+    @Slot()
+    def poll(self) -> None:
+        if self.driver is None:
+            return
+        try:
+            status = self.driver.status  # a method or an attribute, depending on the driver
+            status = status() if callable(status) else status
+        except Exception as e:
+            self._report(DeviceStatus.FAULT, f"status query failed: {e}")
+            return
+        if not isinstance(status, DeviceStatus):
+            self._report(DeviceStatus.FAULT, f"driver returned status {status!r}")
+            return
+        self._report(status, _message(self.driver))
+
+    @Slot(int, str)
+    def acquire(self, request_id: int, view: str) -> None:
+        if self.driver is None:
+            self.request_failed.emit(request_id, view, f"{self.device} is not connected")
+            return
+        t0 = time.monotonic()
+        try:
+            image = self.driver.acquire(view)
+        except (DeviceError, ValueError, RuntimeError, OSError) as e:
+            self.request_failed.emit(request_id, view, str(e))
+        else:
+            self.image_ready.emit(request_id, view, image, time.monotonic() - t0)
+        self.poll()
+
+    @Slot()
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        for name in ("disconnect", "close"):
+            fn = getattr(self.driver, name, None)
+            if callable(fn):
+                try:
+                    fn()
+                except Exception as e:
+                    log.warning("%s: %s failed: %s", self.device, name, e)
+                break
+        QThread.currentThread().quit()
+
+
+class DevicesController(QObject):
+    """Starts the configured devices and carries their news into the session.
+
+    ``acquire(view)`` asks the C-arm for a shot; ``busy_changed(view, busy)``
+    brackets it; the image lands in ``session.set_image(view, image)``.
+    """
+
+    busy_changed = Signal(str, bool)
+    device_status_changed = Signal(str, object, str)  # every device, also ones added by others
+    acquisition_failed = Signal(str, str)           # view, message
+    _acquire_request = Signal(int, str)
+    _stop_request = Signal()
+
+    def __init__(self, config: Config, session: Session, parent=None):
+        super().__init__(parent)
+        self.config = config
+        self.session = session
+        self.workers: dict[str, DeviceWorker] = {}
+        self.threads: dict[str, QThread] = {}
+        self._ids = itertools.count(1)
+        self._pending: dict[int, str] = {}
+
+    def start(self) -> None:
+        for device in DEVICES:
+            factory, why = driver_factory(device, self.config)
+            if factory is None:
+                self.session.set_device_status(device, DeviceStatus.DISCONNECTED, why)
+                log.info("%s: %s", device, why)
+                continue
+            self.add_device(device, factory)
+
+    def add_device(self, device: str, factory: Callable[[], Any]) -> DeviceWorker:
+        """Run the driver built by ``factory`` in its own thread (also for other parts' devices)."""
+        if device in self.workers:
+            raise ValueError(f"device {device!r} is already running")
+        worker = DeviceWorker(device, factory, self.config.devices.status_poll_s)
+        thread = QThread(self)
+        thread.setObjectName(f"fluoronav-{device}")
+        worker.moveToThread(thread)
+        thread.started.connect(worker.start)
+        worker.status_changed.connect(self._on_status)
+        worker.image_ready.connect(self._on_image)
+        worker.request_failed.connect(self._on_failed)
+        self._stop_request.connect(worker.stop)
+        if device == "carm":
+            self._acquire_request.connect(worker.acquire)
+        self.session.set_device_status(device, DeviceStatus.DISCONNECTED, "connecting…")
+        self.workers[device], self.threads[device] = worker, thread
+        thread.start()
+        return worker
+
+    # -- C-arm ------------------------------------------------------------------------
+    def can_acquire(self) -> bool:
+        return "carm" in self.workers and self.session.device_ready("carm") and not self._pending
+
+    def acquire(self, view: str) -> int:
+        """Ask the C-arm for a ``view`` shot; returns the request id."""
+        if view not in ("ap", "lat"):
+            raise ValueError(f"unknown view {view!r}: use 'ap' or 'lat'")
+        if "carm" not in self.workers:
+            raise DeviceError("no C-arm is configured: set [carm] kind in the configuration")
+        if self._pending:
+            raise DeviceError("the C-arm is still acquiring: wait for the image")
+        request_id = next(self._ids)
+        self._pending[request_id] = view
+        self.busy_changed.emit(view, True)
+        timeout_ms = int(self.config.carm.acquire_timeout_s * 1000)
+        QTimer.singleShot(timeout_ms, self, lambda: self._on_timeout(request_id))
+        log.info("acquiring %s…", view.upper())
+        self._acquire_request.emit(request_id, view)
+        return request_id
+
+    def _finish(self, request_id: int) -> str | None:
+        view = self._pending.pop(request_id, None)
+        if view is not None:
+            self.busy_changed.emit(view, False)
+        return view
+
+    def _on_image(self, request_id: int, view: str, image, seconds: float) -> None:
+        if self._finish(request_id) is None:
+            log.warning("a late %s image arrived after its time-out; it was not shown", view.upper())
+            return
+        try:
+            path = self.session.set_image(view, image)
+        except (ValueError, OSError) as e:
+            self.acquisition_failed.emit(view, str(e))
+            log.error("%s image not kept: %s", view.upper(), e)
+            return
+        log.info("%s image %dx%d in %.2f s%s", view.upper(), image.shape[1], image.shape[0], seconds,
+                 f", saved to {path}" if path else "")
+
+    def _on_failed(self, request_id: int, view: str, message: str) -> None:
+        self._finish(request_id)
+        log.error("acquire %s failed: %s", view.upper(), message)
+        self.acquisition_failed.emit(view, message)
+
+    def _on_timeout(self, request_id: int) -> None:
+        view = self._finish(request_id)
+        if view is not None:
+            msg = (f"no {view.upper()} image after {self.config.carm.acquire_timeout_s:g} s: "
+                   "check the C-arm and its connection")
+            log.error(msg)
+            self.acquisition_failed.emit(view, msg)
+
+    def _on_status(self, device: str, status, message: str) -> None:
+        if device in DEVICES:
+            self.session.set_device_status(device, status, message)
+        self.device_status_changed.emit(device, status, message)
+        log.log(logging.WARNING if status == DeviceStatus.FAULT else logging.INFO,
+                "%s: %s%s", device, status.value, f" ({message})" if message else "")
+
+    def shutdown(self, wait_s: float = 5.0) -> None:
+        """Stop every worker and its thread (waits ``wait_s`` for a request in progress)."""
+        self._stop_request.emit()  # each worker stops its driver, then its thread
+        for device, thread in self.threads.items():
+            if not thread.wait(int(wait_s * 1000)):
+                thread.quit()
+                log.warning("%s did not stop within %.0f s (a request was still running)", device, wait_s)
+        self.workers.clear()
+        self.threads.clear()

@@ -1,0 +1,158 @@
+"""The application shell: QApplication, theme, and the workstation that wires window,
+session and devices together. ``run_gui(config_path)`` is what ``fluoronav gui`` calls.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+import resources
+from app.config import Config, ConfigError, load_config, load_defaults
+from app.devices_controller import DevicesController
+from app.session import DEVICES, Session, SessionError
+from devices.base import DeviceError
+from widgets.main_window import MainWindow
+
+__all__ = ["Workstation", "create_application", "load_stylesheet", "run_gui"]
+
+log = logging.getLogger(__name__)
+
+
+def load_stylesheet(font_pt: int = 14) -> str:
+    """The dark theme with its font sizes (body, large, title) filled in."""
+    qss = resources.path("style", "dark.qss").read_text()
+    sizes = {"@BODY@": font_pt, "@LARGE@": round(font_pt * 1.3), "@TITLE@": round(font_pt * 1.6),
+             "@SMALL@": max(font_pt - 2, 10)}
+    for key, pt in sizes.items():
+        qss = qss.replace(key, f"{pt}pt")
+    return qss
+
+
+def create_application(argv=None, font_pt: int = 14) -> QApplication:
+    """The QApplication (reused when one exists) with the dark theme applied."""
+    app = QApplication.instance() or QApplication(list(argv if argv is not None else sys.argv[:1]))
+    app.setOrganizationName("fluoronav")
+    app.setApplicationName("fluoronav")
+    apply_theme(app, font_pt)
+    return app
+
+
+def apply_theme(app: QApplication, font_pt: int) -> None:
+    app.setStyle("Fusion")
+    font = QFont("DejaVu Sans")
+    font.setPointSize(font_pt)
+    app.setFont(font)
+    app.setStyleSheet(load_stylesheet(font_pt))
+
+
+class Workstation:
+    """Window + session + devices. Every widget action calls one method here."""
+
+    def __init__(self, config: Config | None = None, settings: QSettings | None = None):
+        self.config = config or load_defaults()
+        self.session = Session(self.config.session.data_dir or None,
+                               save_images=self.config.session.save_images)
+        self.window = MainWindow(settings)
+        self.devices = DevicesController(self.config, self.session, parent=self.window)
+        self.config_error_box: QMessageBox | None = None
+        self._wire()
+
+    def _wire(self) -> None:
+        w, s = self.window, self.session
+        w.log_panel.attach()
+        w.acquire_requested.connect(self.acquire)
+        w.workflow_bar.step_requested.connect(self.go_to_step)
+        self.devices.busy_changed.connect(w.set_busy)
+        self.devices.busy_changed.connect(lambda *_: self._update_actions())
+        self.devices.device_status_changed.connect(self._other_device_status)
+        for view, viewer in w.viewers.items():
+            viewer.image_dropped.connect(lambda image, v=view: self.load_image(v, image))
+        s.image_changed.connect(lambda view, image: w.viewers[view].set_image(image))
+        s.device_status_changed.connect(w.status_bar.set_status)
+        s.step_changed.connect(w.workflow_bar.set_current)
+        s.changed.connect(self._update_actions)
+        for device in DEVICES:
+            w.status_bar.set_status(device, *s.device_status(device))
+        self._update_actions()
+
+    def _other_device_status(self, device, status, message) -> None:
+        if device not in DEVICES:
+            self.window.status_bar.set_status(device, status, message)
+
+    def _update_actions(self) -> None:
+        s, w = self.session, self.window
+        w.workflow_bar.set_enabled_steps(s.allowed_steps(),
+                                         {step: s.step_blocker(step) or "" for step in w.workflow_bar.buttons})
+        carm, msg = s.device_status("carm")
+        why = "wait for the image in progress" if self.devices._pending else f"C-arm {carm.value}: {msg}"
+        w.set_acquire_enabled(self.devices.can_acquire(), why)
+
+    # -- actions (a script or a test calls these the same way) --------------------------
+    def start(self) -> None:
+        self.devices.start()
+
+    def acquire(self, view: str) -> int | None:
+        try:
+            return self.devices.acquire(view)
+        except (DeviceError, ValueError) as e:
+            log.error("cannot acquire %s: %s", view.upper(), e)
+            return None
+
+    def load_image(self, view: str, image) -> bool:
+        try:
+            self.session.set_image(view, image)
+        except (SessionError, OSError) as e:
+            log.error("%s image not loaded: %s", view.upper(), e)
+            return False
+        return True
+
+    def go_to_step(self, step: str) -> bool:
+        try:
+            self.session.go_to_step(step)
+        except SessionError as e:
+            log.warning("%s", e)
+            return False
+        log.info("workflow: %s", step)
+        return True
+
+    def report_config_error(self, error: ConfigError) -> QMessageBox:
+        """Log each bad key and show a (non-blocking) dialog: we run on the simulated defaults."""
+        for problem in error.problems:
+            log.error("configuration %s: %s", error.path, problem)
+        log.warning("started on the simulated defaults because the configuration is invalid")
+        box = QMessageBox(QMessageBox.Icon.Warning, "Configuration error",
+                          f"The configuration file {error.path} has problems:\n\n"
+                          + "\n".join(f"• {p}" for p in error.problems)
+                          + "\n\nfluoronav started on the simulated defaults. Fix the file and restart.",
+                          QMessageBox.StandardButton.Ok, self.window)
+        box.setObjectName("config_error_box")
+        box.open()
+        self.config_error_box = box
+        return box
+
+    def shutdown(self) -> None:
+        self.devices.shutdown()
+
+
+def run_gui(config_path=None) -> int:
+    """Start the workstation; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    error = None
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        error, config = e, load_defaults()
+    app = create_application(font_pt=config.ui.font_pt)
+    station = Workstation(config)
+    station.window.restore_layout()
+    station.window.show()
+    if error is not None:
+        QTimer.singleShot(0, lambda: station.report_config_error(error))
+    station.start()
+    code = app.exec()
+    station.shutdown()
+    return code

@@ -1,0 +1,158 @@
+"""The main window: AP and LAT viewers side by side, the 3D view, log, status and workflow bars.
+
+API for the other parts: ``window.viewers["ap"|"lat"]`` (FluoroViewer),
+``window.scene_view`` (SceneView), ``window.add_dock(title, widget, area)``,
+``window.log_panel``, ``window.status_bar.set_status(device, DeviceStatus, message)``,
+``window.workflow_bar``. The window holds no session state: ``app/main.py`` wires it.
+Docks and geometry persist through QSettings (organisation "fluoronav").
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QProgressBar, QSizePolicy,
+                               QSplitter, QToolBar, QWidget)
+
+from widgets.fluoro_viewer import FluoroViewer
+from widgets.log_panel import LogPanel
+from widgets.scene_view import SceneView
+from widgets.status_bar import DeviceStatusBar
+from widgets.workflow_bar import WorkflowBar
+
+__all__ = ["MainWindow", "BUSY_DELAY_MS"]
+
+BUSY_DELAY_MS = 150  # show the busy indication only for requests longer than this
+_AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetArea.RightDockWidgetArea,
+          "top": Qt.DockWidgetArea.TopDockWidgetArea, "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}
+_STATE_VERSION = 1
+
+
+class MainWindow(QMainWindow):
+    """The workstation window. ``acquire_requested(view)`` when F5/F6 or the buttons are used."""
+
+    acquire_requested = Signal(str)
+
+    def __init__(self, settings: QSettings | None = None, parent=None):
+        super().__init__(parent)
+        self.setObjectName("fluoronav_main_window")
+        self.setWindowTitle("fluoronav — fluoroscopy-guided spine robot")
+        self.settings = settings if settings is not None else QSettings("fluoronav", "fluoronav")
+        self.viewers = {"ap": FluoroViewer("ap"), "lat": FluoroViewer("lat")}
+        split = QSplitter(Qt.Orientation.Horizontal, objectName="viewer_splitter")
+        split.setChildrenCollapsible(False)
+        for v in self.viewers.values():
+            split.addWidget(v)
+        self.setCentralWidget(split)
+        self.scene_view = SceneView()
+        self.log_panel = LogPanel()
+        self.docks: dict[str, QDockWidget] = {}
+        self.add_dock("3D view", self.scene_view, "right")
+        self.add_dock("Log", self.log_panel, "bottom")
+        self._build_toolbar()
+        self._build_status_bar()
+        self._busy_timer = QTimer(self, singleShot=True, interval=BUSY_DELAY_MS)
+        self._busy_timer.timeout.connect(self._show_busy)
+        self._busy_view: str | None = None
+        self.resize(1600, 960)
+        self.resizeDocks([self.docks["3D view"]], [560], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Log"]], [170], Qt.Orientation.Vertical)
+
+    # -- building ---------------------------------------------------------------------
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Workflow", objectName="workflow_toolbar", movable=False)
+        bar.setIconSize(QSize(32, 32))
+        self.workflow_bar = WorkflowBar()
+        bar.addWidget(self.workflow_bar)
+        spacer = QWidget(objectName="toolbar_spacer")
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        bar.addWidget(spacer)
+        self.acquire_actions: dict[str, QAction] = {}
+        for view, key in (("ap", "F5"), ("lat", "F6")):
+            act = QAction(f"Acquire {view.upper()}  ({key})", self, objectName=f"acquire_{view}")
+            act.setShortcut(QKeySequence(key))
+            act.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+            act.triggered.connect(lambda _=False, v=view: self.acquire_requested.emit(v))
+            bar.addAction(act)
+            bar.widgetForAction(act).setObjectName("acquire_button")
+            self.acquire_actions[view] = act
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+        self.set_acquire_enabled(False, "no C-arm connected")
+
+    def _build_status_bar(self) -> None:
+        self.status_bar = DeviceStatusBar()
+        sb = self.statusBar()
+        sb.setSizeGripEnabled(False)
+        sb.addWidget(self.status_bar)
+        self.busy_label = QLabel(objectName="busy_label")
+        self.busy_bar = QProgressBar(objectName="busy_bar", maximumWidth=220)
+        self.busy_bar.setRange(0, 0)  # indeterminate
+        sb.addPermanentWidget(self.busy_label)
+        sb.addPermanentWidget(self.busy_bar)
+        self.busy_label.hide()
+        self.busy_bar.hide()
+
+    def add_dock(self, title: str, widget: QWidget, area: str = "right") -> QDockWidget:
+        """Dock ``widget`` (area "left"/"right"/"top"/"bottom"); its layout persists by title."""
+        if area not in _AREAS:
+            raise ValueError(f"unknown dock area {area!r} (areas: {', '.join(_AREAS)})")
+        if title in self.docks:
+            raise ValueError(f"a dock titled {title!r} already exists")
+        dock = QDockWidget(title, self)
+        dock.setObjectName("dock_" + "_".join(title.lower().split()))
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(_AREAS[area], dock)
+        self.docks[title] = dock
+        return dock
+
+    # -- acquisition feedback ---------------------------------------------------------
+    def set_acquire_enabled(self, enabled: bool, why_not: str = "") -> None:
+        for view, act in self.acquire_actions.items():
+            act.setEnabled(enabled)
+            act.setToolTip(f"Take a {view.upper()} shot" if enabled else f"Acquire {view.upper()}: {why_not}")
+
+    def set_busy(self, view: str, busy: bool) -> None:
+        """Bracket a request; the indication appears only after BUSY_DELAY_MS."""
+        if busy:
+            self._busy_view = view
+            self._busy_timer.start()
+        else:
+            self._busy_timer.stop()
+            self._busy_view = None
+            self.busy_label.hide()
+            self.busy_bar.hide()
+            for v in self.viewers.values():
+                v.setCursor(Qt.CursorShape.ArrowCursor)
+
+    def _show_busy(self) -> None:
+        if self._busy_view is None:
+            return
+        self.busy_label.setText(f"Acquiring {self._busy_view.upper()}…")
+        self.busy_label.show()
+        self.busy_bar.show()
+        self.viewers[self._busy_view].setCursor(Qt.CursorShape.BusyCursor)
+
+    def is_busy_shown(self) -> bool:
+        return self.busy_bar.isVisible()
+
+    # -- persistence ------------------------------------------------------------------
+    def restore_layout(self) -> bool:
+        """Restore geometry and dock layout saved by a previous run; False when none."""
+        geometry = self.settings.value("main_window/geometry")
+        state = self.settings.value("main_window/state")
+        ok = bool(geometry) and self.restoreGeometry(geometry)
+        ok = bool(state) and self.restoreState(state, _STATE_VERSION) and ok
+        return bool(ok)
+
+    def save_layout(self) -> None:
+        self.settings.setValue("main_window/geometry", self.saveGeometry())
+        self.settings.setValue("main_window/state", self.saveState(_STATE_VERSION))
+        self.settings.sync()
+
+    def closeEvent(self, ev) -> None:
+        self.save_layout()
+        self.log_panel.detach()
+        self.scene_view.shutdown()
+        super().closeEvent(ev)

@@ -1,0 +1,186 @@
+"""The 3D view: a VTK render window in Qt showing the operating-room scene.
+
+Named props (``set_actor(name, prop)``) are what the other parts add: the cage,
+the C-arm, the robot, the plans. The view always shows labelled world axes, a
+floor grid and an orientation marker, on a dark gradient (never black: a view
+that did not render is then easy to tell). World frame: millimetres; the
+camera presets assume patient axes x = left, y = posterior, z = head.
+"""
+from __future__ import annotations
+
+import numpy as np
+import vtkmodules.vtkInteractionStyle  # noqa: F401  (registers the interactor styles)
+import vtkmodules.vtkRenderingFreeType  # noqa: F401  (text of the axis labels)
+import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (the OpenGL render window)
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+from vtkmodules.qt.QVTKRenderWindowInteractor import QVTKRenderWindowInteractor
+from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkFiltersSources import vtkPlaneSource
+from vtkmodules.vtkInteractionStyle import vtkInteractorStyleTrackballCamera
+from vtkmodules.vtkInteractionWidgets import vtkOrientationMarkerWidget
+from vtkmodules.vtkRenderingAnnotation import vtkAxesActor
+from vtkmodules.vtkRenderingCore import (vtkActor, vtkPolyDataMapper, vtkProp, vtkRenderer,
+                                         vtkWindowToImageFilter)
+
+__all__ = ["SceneView", "CAMERA_PRESETS"]
+
+# name -> (direction from focal point to camera, view-up), patient axes x=L, y=P, z=H
+CAMERA_PRESETS = {
+    "ap": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),       # from the front, head up
+    "lateral": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),   # from the patient's left, head up
+    "axial": ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0)),    # from above the head, anterior up
+    "overview": ((0.55, -0.75, 0.45), (0.0, 0.0, 1.0)),  # front-left, from above: the default
+}
+
+BACKGROUND_BOTTOM = (0x1b / 255, 0x1f / 255, 0x24 / 255)
+BACKGROUND_TOP = (0x2c / 255, 0x34 / 255, 0x3e / 255)
+
+
+def _axes(length_mm: float) -> vtkAxesActor:
+    axes = vtkAxesActor()
+    axes.SetTotalLength(length_mm, length_mm, length_mm)
+    axes.SetShaftTypeToCylinder()
+    axes.SetCylinderRadius(0.015)
+    axes.SetConeRadius(0.06)
+    for label, caption in zip("XYZ", (axes.GetXAxisCaptionActor2D(), axes.GetYAxisCaptionActor2D(),
+                                      axes.GetZAxisCaptionActor2D())):
+        caption.GetTextActor().SetTextScaleModeToNone()  # fixed size in pixels, not scaled with the view
+        prop = caption.GetCaptionTextProperty()
+        prop.SetFontSize(18)
+        prop.SetBold(True)
+        prop.ShadowOff()
+        prop.SetColor(0.85, 0.87, 0.9)
+    return axes
+
+
+def _floor_grid(size_mm: float, step_mm: float, z_mm: float) -> vtkActor:
+    plane = vtkPlaneSource()
+    n = int(round(size_mm / step_mm))
+    half = size_mm / 2.0
+    plane.SetOrigin(-half, -half, z_mm)
+    plane.SetPoint1(half, -half, z_mm)
+    plane.SetPoint2(-half, half, z_mm)
+    plane.SetResolution(n, n)
+    mapper = vtkPolyDataMapper()
+    mapper.SetInputConnection(plane.GetOutputPort())
+    actor = vtkActor()
+    actor.SetMapper(mapper)
+    p = actor.GetProperty()
+    p.SetRepresentationToWireframe()
+    p.SetColor(0.33, 0.38, 0.45)
+    p.SetOpacity(0.6)
+    p.LightingOff()
+    actor.PickableOff()
+    return actor
+
+
+class SceneView(QWidget):
+    """VTK 3D view. ``set_actor(name, prop)`` adds or replaces a named prop."""
+
+    def __init__(self, parent=None, axes_mm: float = 150.0, grid_mm: float = 600.0,
+                 grid_step_mm: float = 50.0, floor_z_mm: float = -150.0):
+        super().__init__(parent)
+        self.setObjectName("scene_view")
+        self.vtk_widget = QVTKRenderWindowInteractor(self)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.vtk_widget)
+        self.renderer = vtkRenderer()
+        self.renderer.GradientBackgroundOn()
+        self.renderer.SetBackground(*BACKGROUND_BOTTOM)
+        self.renderer.SetBackground2(*BACKGROUND_TOP)
+        self.render_window = self.vtk_widget.GetRenderWindow()
+        self.render_window.AddRenderer(self.renderer)
+        self.interactor = self.render_window.GetInteractor()
+        self.interactor.SetInteractorStyle(vtkInteractorStyleTrackballCamera())
+        self._actors: dict[str, vtkProp] = {}
+        self._axes = _axes(axes_mm)
+        self._grid = _floor_grid(grid_mm, grid_step_mm, floor_z_mm)
+        self.renderer.AddActor(self._axes)
+        self.renderer.AddActor(self._grid)
+        self._marker = vtkOrientationMarkerWidget()
+        self._marker.SetOrientationMarker(vtkAxesActor())
+        self._marker.SetInteractor(self.interactor)
+        self._marker.SetViewport(0.0, 0.0, 0.22, 0.26)
+        self._initialized = False
+        self.camera_preset("overview")
+
+    def showEvent(self, ev) -> None:
+        super().showEvent(ev)
+        if not self._initialized:
+            self.vtk_widget.Initialize()
+            self._marker.SetEnabled(1)
+            self._marker.InteractiveOff()
+            self._initialized = True
+            self.camera_preset("overview")
+
+    def closeEvent(self, ev) -> None:
+        self.shutdown()
+        super().closeEvent(ev)
+
+    def shutdown(self) -> None:
+        """Release the OpenGL context (call before the application quits)."""
+        if self._initialized:
+            self._marker.SetEnabled(0)
+            self.vtk_widget.Finalize()
+            self._initialized = False
+
+    # -- props ------------------------------------------------------------------------
+    def set_actor(self, name: str, prop: vtkProp) -> None:
+        """Add ``prop`` under ``name``, replacing the prop that had that name."""
+        if not isinstance(prop, vtkProp):
+            raise TypeError(f"set_actor({name!r}) needs a vtkProp, got {type(prop).__name__}")
+        self.remove_actor(name)
+        self._actors[name] = prop
+        self.renderer.AddViewProp(prop)
+        self.render()
+
+    def remove_actor(self, name: str) -> None:
+        prop = self._actors.pop(name, None)
+        if prop is not None:
+            self.renderer.RemoveViewProp(prop)
+            self.render()
+
+    def actor(self, name: str) -> vtkProp | None:
+        return self._actors.get(name)
+
+    def actor_names(self) -> list[str]:
+        return list(self._actors)
+
+    # -- camera -----------------------------------------------------------------------
+    def reset_camera(self) -> None:
+        """Frame everything visible."""
+        self.renderer.ResetCamera()
+        self.render()
+
+    def camera_preset(self, name: str) -> None:
+        """Look from the front ("ap"), the patient's left ("lateral"), above ("axial") or "overview"."""
+        if name not in CAMERA_PRESETS:
+            raise ValueError(f"unknown camera preset {name!r} (presets: {', '.join(CAMERA_PRESETS)})")
+        direction, up = CAMERA_PRESETS[name]
+        cam = self.renderer.GetActiveCamera()
+        focal = np.array(cam.GetFocalPoint())
+        distance = cam.GetDistance()
+        cam.SetFocalPoint(*focal)
+        cam.SetPosition(*(focal + distance * np.array(direction)))
+        cam.SetViewUp(*up)
+        self.reset_camera()
+
+    def render(self) -> None:
+        if self._initialized:
+            self.render_window.Render()
+
+    def grab_rgb(self) -> np.ndarray:
+        """The rendered image, (rows, cols, 3) uint8, top row first (renders first)."""
+        if not self._initialized:
+            raise RuntimeError("the 3D view is not shown yet: show the window before grabbing it")
+        self.render_window.Render()
+        grab = vtkWindowToImageFilter()
+        grab.SetInput(self.render_window)
+        grab.SetInputBufferTypeToRGB()
+        grab.ReadFrontBufferOff()
+        grab.Update()
+        image = grab.GetOutput()
+        cols, rows, _ = image.GetDimensions()
+        rgb = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, cols, 3)
+        return np.ascontiguousarray(rgb[::-1])
