@@ -1,0 +1,1 @@
+"""The simulated operating room: image formation, II distortion, analytic objects, the scene."""
