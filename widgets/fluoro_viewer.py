@@ -267,6 +267,7 @@ class FluoroViewer(QWidget):
             return
         rect = self.content.mapRectToParent(self.image_item.mapRectToParent(self.image_item.boundingRect()))
         self.view_box.setRange(rect=rect, padding=0.02)
+        self.view_box.updateMatrix()  # scene mapping valid now, not only after the next paint
 
     # -- overlays ---------------------------------------------------------------------
     def overlay(self, name: str) -> pg.ItemGroup:

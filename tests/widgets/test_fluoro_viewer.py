@@ -1,0 +1,220 @@
+"""FluoroViewer: raw pixel coordinates of clicks (also with a display flip), window/level,
+the "no image" state, overlays and file drops."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QApplication, QGraphicsSceneMouseEvent
+
+from core.image_io import FluoroImage, write_png16
+from widgets.fluoro_viewer import PRESETS, FluoroViewer
+
+pytestmark = pytest.mark.gui
+
+ROWS, COLS = 60, 80
+
+
+def ramp_image() -> FluoroImage:
+    """16-bit shot: values 1000 + 10*col + 1000*row, distinct everywhere."""
+    v, u = np.mgrid[0:ROWS, 0:COLS]
+    return FluoroImage((1000 + 10 * u + 1000 * v).astype(np.uint16), view="ap")
+
+
+@pytest.fixture
+def viewer(qtbot):
+    w = FluoroViewer("ap")
+    qtbot.addWidget(w)
+    w.resize(640, 560)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+def pixel_centre_in_scene(viewer, u, v) -> QPointF:
+    """Where pyqtgraph draws the centre of stored pixel (u, v): the image item puts
+    the corner of data[row, col] at item coordinates (col, row)."""
+    return viewer.image_item.mapToScene(QPointF(u + 0.5, v + 0.5))
+
+
+def click_scene(viewer, scene_pos: QPointF, modifiers=Qt.KeyboardModifier.NoModifier):
+    """A real left click delivered to the graphics scene at an exact (sub-pixel) position."""
+    scene = viewer.graphics.scene()
+    screen = viewer.graphics.viewport().mapToGlobal(viewer.graphics.mapFromScene(scene_pos))
+    for kind in (QEvent.Type.GraphicsSceneMousePress, QEvent.Type.GraphicsSceneMouseRelease):
+        ev = QGraphicsSceneMouseEvent(kind)
+        ev.setScenePos(scene_pos)
+        ev.setScreenPos(screen)
+        ev.setButton(Qt.MouseButton.LeftButton)
+        ev.setButtons(Qt.MouseButton.LeftButton if kind == QEvent.Type.GraphicsSceneMousePress
+                      else Qt.MouseButton.NoButton)
+        ev.setModifiers(modifiers)
+        QApplication.sendEvent(scene, ev)
+
+
+def clicks(viewer):
+    got = []
+    viewer.pixel_clicked.connect(lambda u, v, m: got.append((u, v, m)))
+    return got
+
+
+def test_no_image_state_says_what_to_do(viewer):
+    assert not viewer.has_image()
+    assert viewer.empty_label.isVisible()
+    assert "No AP image" in viewer.empty_label.text()
+    assert "Acquire AP (F5)" in viewer.empty_label.text() and "drop" in viewer.empty_label.text()
+
+
+def test_set_image_leaves_the_no_image_state_and_clear_returns(viewer):
+    viewer.set_image(ramp_image())
+    assert viewer.has_image() and not viewer.empty_label.isVisible()
+    assert viewer.image_shape == (ROWS, COLS)
+    viewer.clear_image()
+    assert not viewer.has_image() and viewer.empty_label.isVisible()
+
+
+@pytest.mark.parametrize("u, v", [(0.0, 0.0), (37.0, 21.0), (12.25, 44.75), (79.0, 59.0)])
+def test_click_gives_raw_pixel_coordinates(viewer, u, v):
+    viewer.set_image(ramp_image())
+    got = clicks(viewer)
+    click_scene(viewer, pixel_centre_in_scene(viewer, u, v), Qt.KeyboardModifier.ShiftModifier)
+    assert len(got) == 1
+    assert got[0][0] == pytest.approx(u, abs=0.01) and got[0][1] == pytest.approx(v, abs=0.01)
+    assert got[0][2] & Qt.KeyboardModifier.ShiftModifier
+
+
+@pytest.mark.parametrize("flip_h, flip_v, rotate", [(True, False, 0), (False, True, 0), (True, True, 90)])
+def test_display_transform_moves_the_picture_not_the_coordinates(viewer, flip_h, flip_v, rotate):
+    viewer.set_image(ramp_image())
+    before = pixel_centre_in_scene(viewer, 10.0, 5.0)
+    mid_before = pixel_centre_in_scene(viewer, (COLS - 1) / 2, (ROWS - 1) / 2)
+    viewer.set_display_transform(flip_h=flip_h, flip_v=flip_v, rotate_deg=rotate)
+    after = pixel_centre_in_scene(viewer, 10.0, 5.0)
+    mid_after = pixel_centre_in_scene(viewer, (COLS - 1) / 2, (ROWS - 1) / 2)
+    # the pixel moved on screen, relative to the image centre (it is mirrored/rotated)
+    d0, d1 = before - mid_before, after - mid_after
+    assert abs(d1.x() - d0.x()) + abs(d1.y() - d0.y()) > 1.0
+    got = clicks(viewer)
+    click_scene(viewer, after)
+    assert got[0][0] == pytest.approx(10.0, abs=0.01) and got[0][1] == pytest.approx(5.0, abs=0.01)
+
+
+def test_flip_h_mirrors_about_the_image_centre(viewer):
+    viewer.set_image(ramp_image())
+    viewer.set_display_transform(flip_h=True)
+    # column 0 is now drawn where column COLS-1 is in display (content parent) coordinates
+    p = viewer.content.mapToParent(QPointF(0.0, 7.0))
+    assert (p.x(), p.y()) == pytest.approx((COLS - 1, 7.0), abs=1e-9)
+
+
+def test_overlay_children_use_raw_pixels_under_a_flip(viewer):
+    import pyqtgraph as pg
+    viewer.set_image(ramp_image())
+    marker = pg.ScatterPlotItem([30.0], [12.0])
+    marker.setParentItem(viewer.overlay("balls"))
+    viewer.set_display_transform(flip_v=True)
+    scene = marker.mapToScene(QPointF(30.0, 12.0))
+    assert viewer.scene_to_pixel(scene) == pytest.approx((30.0, 12.0), abs=1e-6)
+    assert scene == pixel_centre_in_scene(viewer, 30.0, 12.0)
+    viewer.set_overlay_visible("balls", False)
+    assert not viewer.overlay("balls").isVisible() and viewer.overlay_names() == ["balls"]
+
+
+def test_click_outside_the_image_emits_nothing(viewer):
+    viewer.set_image(ramp_image())
+    got = clicks(viewer)
+    click_scene(viewer, pixel_centre_in_scene(viewer, COLS + 3.0, 10.0))
+    assert got == []
+
+
+def test_click_without_image_emits_nothing(viewer):
+    got = clicks(viewer)
+    click_scene(viewer, QPointF(5.0, 5.0))
+    assert got == []
+
+
+def test_presets_are_the_stated_percentiles(viewer):
+    img = ramp_image()
+    viewer.set_image(img)
+    data = img.pixels.astype(float)
+    for name, (_, lo_p, hi_p) in PRESETS.items():
+        viewer.set_preset(name)
+        lo, hi = np.percentile(data, [lo_p, hi_p])
+        w, l = viewer.window_level
+        assert (w, l) == pytest.approx((hi - lo, (hi + lo) / 2), rel=1e-9)
+        assert tuple(viewer.image_item.levels) == pytest.approx((lo, hi))
+    viewer.set_preset("full")
+    assert viewer.window_level == pytest.approx((data.max() - data.min(), (data.max() + data.min()) / 2))
+
+
+def test_monochrome1_is_shown_inverted(viewer):
+    px = np.array([[0, 4095], [100, 200]], np.uint16)
+    viewer.set_image(FluoroImage(px, photometric="MONOCHROME1", bits_stored=12))
+    viewer.set_preset("full")
+    assert viewer.window_level == pytest.approx((4095.0, 4095.0 / 2))
+    np.testing.assert_allclose(viewer.image_item.image, 4095.0 - px)
+
+
+def test_window_level_setter_and_bad_values(viewer):
+    viewer.set_image(ramp_image())
+    viewer.window_level = (2000, 30000)
+    assert tuple(viewer.image_item.levels) == pytest.approx((29000, 31000))
+    with pytest.raises(ValueError, match="window must be a positive"):
+        viewer.window_level = (0, 100)
+    with pytest.raises(ValueError, match="window must be a positive"):
+        viewer.window_level = (100, float("nan"))
+
+
+def test_unknown_preset(viewer):
+    with pytest.raises(ValueError, match="unknown window/level preset"):
+        viewer.set_preset("lung")
+
+
+def test_bad_image_array(viewer):
+    with pytest.raises(ValueError, match="2-D numeric array"):
+        viewer.set_image(np.zeros((3, 4, 5)))
+
+
+def test_right_drag_changes_window_and_level(viewer, qtbot):
+    viewer.set_image(ramp_image())
+    w0, l0 = viewer.window_level
+    vp = viewer.graphics.viewport()
+    start = vp.rect().center()
+    qtbot.mousePress(vp, Qt.MouseButton.RightButton, pos=start)
+    for i in range(1, 11):
+        qtbot.mouseMove(vp, start + QPoint(8 * i, -5 * i))
+    qtbot.mouseRelease(vp, Qt.MouseButton.RightButton, pos=start + QPoint(80, -50))
+    w1, l1 = viewer.window_level
+    assert w1 > w0 and l1 > l0  # right widens the window, up raises the level
+
+
+def test_hover_reads_out_the_raw_value(viewer):
+    viewer.set_image(ramp_image())
+    seen = []
+    viewer.pixel_hovered.connect(lambda u, v: seen.append((u, v)))
+    viewer.graphics.scene().sigMouseMoved.emit(pixel_centre_in_scene(viewer, 7.0, 3.0))
+    assert seen[-1] == pytest.approx((7.0, 3.0), abs=0.01)
+    assert "value 4070" in viewer.readout.text()  # 1000 + 10*7 + 1000*3
+
+
+def test_dropping_a_png_reads_it(viewer, tmp_path):
+    path = write_png16(ramp_image(), tmp_path / "shot.png")
+    got = []
+    viewer.image_dropped.connect(got.append)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    ev = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                    Qt.KeyboardModifier.NoModifier)
+    viewer.dropEvent(ev)
+    assert len(got) == 1
+    np.testing.assert_array_equal(got[0].pixels, ramp_image().pixels)
+
+
+def test_dropping_a_bad_file_logs_and_emits_nothing(viewer, tmp_path, caplog):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    got = []
+    viewer.image_dropped.connect(got.append)
+    assert viewer.load_file(str(bad)) is None
+    assert got == [] and "not a DICOM, PNG or TIFF" in caplog.text
