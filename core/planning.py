@@ -32,7 +32,7 @@ __all__ = [
     "LEVELS", "SIDES", "VIEWS", "POINTS", "MAX_RAY_GAP_MM", "PlanningError", "ClickOutsideImageError",
     "RayGapWarning", "TwoViewCalibration", "ConeBeamPair", "Trajectory", "Located", "PatientAxes",
     "TrajectoryAngles", "ToolBand", "check_click", "epipolar_line", "snap_to_epipolar", "triangulate",
-    "locate_trajectory", "trajectory_angles", "image_angles", "tool_band",
+    "locate_trajectory", "trajectory_angles", "image_angles", "tool_band", "clip_polyline",
 ]
 
 LEVELS = ("T12", "L1", "L2", "L3", "L4", "L5", "S1")
@@ -128,13 +128,15 @@ def check_click(uv, shape, view: str = "") -> np.ndarray:
 
 # --- epipolar geometry ----------------------------------------------------------
 def epipolar_line(calib: TwoViewCalibration, from_view: str, uv, to_view: str,
-                  depth_range_mm=(50.0, 2500.0), n: int = 256) -> np.ndarray:
+                  depth_range_mm=(50.0, 2500.0), n: int = 256, shape=None) -> np.ndarray:
     """The X-ray of pixel ``uv`` of ``from_view`` drawn in ``to_view``: (M, 2) raw pixels.
 
     The ray is sampled at ``n`` depths (mm along the ray from its origin) and
     each sample projected, so that a distorted view gets its curve, not a line
     (the epipolar constraint of two calibrated views). Samples that do not
-    project (behind the source) are dropped.
+    project (behind the source) are dropped. With ``shape`` (rows, cols) of the
+    other image the ray is sampled again, ``n`` times, over just the depths
+    seen in that image, and clipped to it: (0, 2) when it misses the image.
     """
     _view(from_view), _view(to_view)
     if from_view == to_view:
@@ -143,12 +145,27 @@ def epipolar_line(calib: TwoViewCalibration, from_view: str, uv, to_view: str,
     if not (np.isfinite(d0) and np.isfinite(d1) and 0 <= d0 < d1) or n < 2:
         raise PlanningError(f"depth range must be 0 <= near < far mm with n >= 2, got {depth_range_mm}, n={n}")
     ray = calib.ray(from_view, _uv(uv))
-    uv_other = np.asarray(calib.project(ray.at(np.linspace(d0, d1, int(n))))[to_view], float)
-    keep = np.all(np.isfinite(uv_other), axis=1)
-    if keep.sum() < 2:
+    depths, uv_other = _sample_ray(calib, ray, to_view, np.linspace(d0, d1, int(n)))
+    if len(uv_other) < 2:
         raise PlanningError(f"the X-ray of this {from_view.upper()} pixel does not cross the "
                             f"{to_view.upper()} view: check the calibration")
-    return uv_other[keep]
+    if shape is None:
+        return uv_other
+    rows, cols = shape
+    inside = np.flatnonzero((uv_other[:, 0] >= -0.5) & (uv_other[:, 0] <= cols - 0.5)
+                            & (uv_other[:, 1] >= -0.5) & (uv_other[:, 1] <= rows - 0.5))
+    if len(inside) == 0:
+        return clip_polyline(uv_other, shape)  # a segment may still cross a corner
+    lo, hi = depths[max(inside[0] - 1, 0)], depths[min(inside[-1] + 1, len(depths) - 1)]
+    _, dense = _sample_ray(calib, ray, to_view, np.linspace(lo, hi, int(n)))
+    return clip_polyline(dense, shape)
+
+
+def _sample_ray(calib, ray: Ray, view: str, depths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(depths, pixels) of the ray's points at ``depths`` that project to finite pixels."""
+    uv = np.asarray(calib.project(ray.at(depths))[view], float)
+    keep = np.all(np.isfinite(uv), axis=1)
+    return depths[keep], uv[keep]
 
 
 def snap_to_epipolar(uv, polyline) -> tuple[np.ndarray, float]:
@@ -448,3 +465,40 @@ def tool_band(calib: TwoViewCalibration, view: str, entry_mm, target_mm, diamete
     ends = proj[2 * m:]
     hull = ends[ConvexHull(ends).vertices]
     return ToolBand(proj[:m], proj[m:2 * m], axis_uv, np.vstack([hull, hull[:1]]))
+
+
+def clip_polyline(polyline, shape, margin_px: float = 0.0) -> np.ndarray:
+    """The part of a polyline (M, 2) inside a (rows, cols) image (pixel edges, plus a margin).
+
+    Each segment is clipped exactly (Liang-Barsky), so that a sparsely sampled
+    epipolar line still reaches the image border. Returns (K, 2), K = 0 when
+    the polyline misses the image; only the first inside run is kept.
+    """
+    p = np.asarray(polyline, float)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise PlanningError(f"a polyline must be (M, 2) pixels, got shape {p.shape}")
+    rows, cols = shape
+    lo = np.array([-0.5 - margin_px, -0.5 - margin_px])
+    hi = np.array([cols - 0.5 + margin_px, rows - 0.5 + margin_px])
+    out: list[np.ndarray] = []
+    for a, b in zip(p[:-1], p[1:]):
+        d = b - a
+        t0, t1 = 0.0, 1.0
+        for k in range(2):
+            for q, r in ((-d[k], a[k] - lo[k]), (d[k], hi[k] - a[k])):
+                if q == 0:
+                    if r < 0:
+                        t0, t1 = 1.0, 0.0
+                elif q < 0:
+                    t0 = max(t0, r / q)
+                else:
+                    t1 = min(t1, r / q)
+        if t0 > t1:
+            if out:
+                break
+            continue
+        start, end = a + t0 * d, a + t1 * d
+        if not out:
+            out.append(start)
+        out.append(end)
+    return np.array(out).reshape(-1, 2)

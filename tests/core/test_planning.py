@@ -13,7 +13,8 @@ import pytest
 from core.cone_beam import ConeBeamGeometry
 from core.geometry import Ray, from_euler, triangulate_rays
 from core.planning import (MAX_RAY_GAP_MM, ClickOutsideImageError, ConeBeamPair, PatientAxes, PlanningError,
-                           RayGapWarning, Trajectory, TwoViewCalibration, check_click, epipolar_line, image_angles,
+                           RayGapWarning, Trajectory, TwoViewCalibration, check_click, clip_polyline, epipolar_line,
+                           image_angles,
                            locate_trajectory, snap_to_epipolar, tool_band, trajectory_angles, triangulate)
 
 ISO = np.array([0.0, 0.0, -140.0])
@@ -343,3 +344,35 @@ def test_trajectory_validation(kwargs, match):
 def test_trajectory_from_dict_unknown_field():
     with pytest.raises(PlanningError, match="unknown trajectory field"):
         Trajectory.from_dict({"name": "a", "colour_rgb": 3})
+
+
+# --- clipping ---------------------------------------------------------------------------------
+def test_clip_polyline_reaches_the_border_exactly():
+    line = np.array([[-100.0, 50.0], [300.0, 50.0], [700.0, 50.0]])
+    clipped = clip_polyline(line, (100, 640))
+    np.testing.assert_allclose(clipped, [[-0.5, 50], [300, 50], [639.5, 50]])
+
+
+def test_clip_polyline_missing_the_image_is_empty():
+    assert clip_polyline([[-100.0, -50.0], [-10.0, -60.0]], (100, 100)).shape == (0, 2)
+
+
+def test_clipped_epipolar_line_still_passes_through_truth():
+    calib = DistortedPair(pair())
+    pts = ISO + np.random.default_rng(12).uniform(-25, 25, (5, 3))  # all inside both images
+    uv = calib.project(pts)
+    for i in range(5):
+        line = epipolar_line(calib, "lat", uv["lat"][i], "ap", n=64, shape=SHAPE)  # resampled inside
+        assert line.min() >= -0.5 and line[:, 0].max() <= 639.5 and line[:, 1].max() <= 599.5
+        assert snap_to_epipolar(uv["ap"][i], line)[1] < 0.1
+
+
+def test_clip_polyline_bad_shape_rejected():
+    with pytest.raises(PlanningError, match="polyline"):
+        clip_polyline(np.zeros((3, 3)), (10, 10))
+
+
+def test_epipolar_line_missing_the_image_is_empty():
+    calib = pair()
+    far = calib.project(ISO + [0, 400, 0])  # far outside the LAT field along y
+    assert epipolar_line(calib, "ap", far["ap"][0], "lat", shape=SHAPE).shape == (0, 2)
