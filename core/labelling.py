@@ -71,36 +71,29 @@ def _apply_h(H, xy):
 
 
 def _bases(pts, k, n_coords):
-    """Ordered local bases and the affine coordinates of their neighbours.
+    """Ordered local bases and the affine coordinates of their neighbours (vectorised).
 
     Returns (basis (B, 3) point indices, coords (E, 2), owner (E,) basis index,
     member (E,) point index)."""
     n = len(pts)
-    kk = min(k + 1, n)
-    nc = min(n_coords + 1, n)
+    kk, nc = min(k + 1, n), min(n_coords + 1, n)
     _, nn = cKDTree(pts).query(pts, max(kk, nc))
-    bases, coords, owner, member = [], [], [], []
-    for a in range(n):
-        nbrs = nn[a, 1:kk]
-        ring = nn[a, 1:nc]
-        for b in nbrs:
-            for c in nbrs:
-                if b == c:
-                    continue
-                e1, e2 = pts[b] - pts[a], pts[c] - pts[a]
-                cr = e1[0] * e2[1] - e1[1] * e2[0]
-                if abs(cr) < MIN_SIN * np.linalg.norm(e1) * np.linalg.norm(e2):
-                    continue
-                others = ring[(ring != b) & (ring != c)]
-                M = np.linalg.inv(np.column_stack([e1, e2]))
-                q = (pts[others] - pts[a]) @ M.T
-                keep = np.all(np.abs(q) < 4, axis=1)
-                bases.append((a, b, c))
-                coords.append(q[keep]), member.append(others[keep])
-                owner.append(np.full(keep.sum(), len(bases) - 1))
-    if not bases:
-        return np.zeros((0, 3), int), np.zeros((0, 2)), np.zeros(0, int), np.zeros(0, int)
-    return np.array(bases), np.concatenate(coords), np.concatenate(owner), np.concatenate(member)
+    pi, pj = np.nonzero(~np.eye(kk - 1, dtype=bool))
+    A = np.repeat(np.arange(n), len(pi))
+    B, C = nn[:, 1 + pi].ravel(), nn[:, 1 + pj].ravel()
+    e1, e2 = pts[B] - pts[A], pts[C] - pts[A]
+    cr = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = np.abs(cr) >= MIN_SIN * np.linalg.norm(e1, axis=1) * np.linalg.norm(e2, axis=1)
+    A, B, C, e1, e2, cr = A[ok], B[ok], C[ok], e1[ok], e2[ok], cr[ok]
+    ring = nn[A, 1:nc]                                    # (nb, R)
+    w = pts[ring] - pts[A][:, None]                       # (nb, R, 2)
+    # inverse of [e1 e2] applied to w (closed-form 2x2)
+    q1 = (e2[:, None, 1] * w[..., 0] - e2[:, None, 0] * w[..., 1]) / cr[:, None]
+    q2 = (-e1[:, None, 1] * w[..., 0] + e1[:, None, 0] * w[..., 1]) / cr[:, None]
+    keep = (ring != B[:, None]) & (ring != C[:, None]) & (np.abs(q1) < 4) & (np.abs(q2) < 4)
+    owner, col = np.nonzero(keep)
+    coords = np.stack([q1[keep], q2[keep]], -1)
+    return np.stack([A, B, C], 1), coords, owner, ring[owner, col]
 
 
 def _hypotheses(model, pts, n_best):

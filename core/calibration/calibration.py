@@ -1,0 +1,276 @@
+"""``CageCalibration``: raw pixels of the AP and LAT shots <-> rays in the cage frame.
+
+Per view it holds the distortion correction and both models (2D-2D plane
+homographies and the 3D-2D camera); ``method`` picks the one that ``ray``,
+``locate`` and ``project`` use. Saved as ``fluoronav.calib/1`` JSON, written
+atomically, validated on load.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.calibration.models import apply_h, p_rays, project_p
+from core.distortion import distortion_from_dict, DistortionError
+from core.geometry import Ray
+
+__all__ = ["CalibrationError", "CalibrationFileError", "PlaneFit", "ViewCalibration", "CageCalibration",
+           "METHODS", "FORMAT"]
+
+FORMAT = "fluoronav.calib/1"
+METHODS = ("2d2d", "3d2d")
+VIEWS = ("ap", "lat")
+
+
+class CalibrationError(ValueError):
+    """A calibration could not be computed or fails a quality gate."""
+
+
+class CalibrationFileError(ValueError):
+    """A calibration file is missing, malformed or of another format."""
+
+
+@dataclass
+class PlaneFit:
+    """One ball plane of a view: its frame, homography and matched balls."""
+    plane_id: str
+    origin_mm: np.ndarray          # (3,)
+    axes: np.ndarray               # (2, 3) in-plane unit axes
+    H_img_plane: np.ndarray        # plane mm (2D) -> ideal px
+    ball_idx: np.ndarray           # (K,) indices into the plane's balls
+    uv_raw: np.ndarray             # (K, 2) detected raw px
+    residual_px: np.ndarray        # (K,) of the selected method
+    residual_mm: np.ndarray        # (K,)
+    expected: int = 0
+
+    def to_3d(self, xy):
+        return self.origin_mm + np.asarray(xy, float) @ self.axes
+
+    def to_dict(self):
+        return {"plane_id": self.plane_id, "origin_mm": self.origin_mm.tolist(), "axes": self.axes.tolist(),
+                "H_img_plane": self.H_img_plane.tolist(), "ball_idx": self.ball_idx.tolist(),
+                "uv_raw": self.uv_raw.tolist(), "residual_px": self.residual_px.tolist(),
+                "residual_mm": self.residual_mm.tolist(), "expected": self.expected}
+
+    @classmethod
+    def from_dict(cls, d):
+        f = cls(str(d["plane_id"]), _arr(d["origin_mm"], (3,)), _arr(d["axes"], (2, 3)),
+                _arr(d["H_img_plane"], (3, 3)), np.asarray(d["ball_idx"], int),
+                _arr(d["uv_raw"], (-1, 2)), np.asarray(d["residual_px"], float),
+                np.asarray(d["residual_mm"], float), int(d.get("expected", 0)))
+        return f
+
+
+def _arr(x, shape):
+    a = np.asarray(x, float)
+    if a.ndim != len(shape) or any(s not in (-1, t) for s, t in zip(shape, a.shape)):
+        raise CalibrationFileError(f"calibration file: an array has shape {a.shape}, expected {shape}")
+    if not np.all(np.isfinite(a)):
+        raise CalibrationFileError("calibration file: an array has non-finite values")
+    return a
+
+
+@dataclass
+class ViewCalibration:
+    view: str
+    image_shape: tuple
+    distortion: object
+    P: np.ndarray                  # 3x4, cage mm -> ideal px
+    planes: list                   # [PlaneFit]
+    figures: dict = field(default_factory=dict)
+
+    def rays(self, uv_raw, method) -> tuple[np.ndarray, np.ndarray]:
+        """(origins, unit directions) (N, 3) of raw pixels (N, 2), source -> detector."""
+        ideal = self.distortion.raw_to_ideal(np.atleast_2d(np.asarray(uv_raw, float)))
+        centre = np.mean([p.origin_mm for p in self.planes], axis=0)
+        if method == "3d2d":
+            return p_rays(self.P, ideal, centre)
+        pts = np.stack([p.to_3d(apply_h(np.linalg.inv(p.H_img_plane), ideal)) for p in self.planes], 1)
+        o = pts.mean(axis=1)
+        if pts.shape[1] == 2:
+            d = pts[:, 1] - pts[:, 0]
+        else:   # more than two planes: least-squares line through the plane points
+            d = np.stack([np.linalg.svd(q - q.mean(0))[2][0] for q in pts])
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        _, dref = p_rays(self.P, ideal, centre)
+        d *= np.sign(np.sum(d * dref, axis=1))[:, None]
+        return o, d
+
+    def project(self, X, method) -> np.ndarray:
+        """Raw pixels (N, 2) of cage points (N, 3)."""
+        ideal = project_p(self.P, X)
+        if method == "2d2d":
+            ideal = self._solve_2d2d(X, ideal)
+        return self.distortion.ideal_to_raw(ideal)
+
+    def _solve_2d2d(self, X, uv0, iterations=8):
+        """The ideal pixel whose 2D-2D line passes through X: Gauss-Newton on the
+        perpendicular offset, started from the 3D-2D projection."""
+        uv = uv0.copy()
+        ident = type("I", (), {"raw_to_ideal": staticmethod(lambda q: q)})
+        saved, self.distortion = self.distortion, ident
+        try:
+            for _ in range(iterations):
+                r0 = self._offset(X, uv)
+                J = np.stack([(self._offset(X, uv + e) - r0) / 1e-3 for e in (np.array([1e-3, 0]),
+                                                                              np.array([0, 1e-3]))], -1)
+                step = np.linalg.solve(J + 1e-12 * np.eye(2), r0[..., None])[..., 0]
+                uv = uv - step
+                if np.max(np.abs(step), initial=0) < 1e-6:
+                    break
+        finally:
+            self.distortion = saved
+        return uv
+
+    def _offset(self, X, uv):
+        o, d = self.rays(uv, "2d2d")
+        w = X - o
+        perp = w - np.sum(w * d, axis=1, keepdims=True) * d
+        # express in a 2D basis orthogonal to d (stable: from the 3D-2D camera axes)
+        e1 = np.cross(d, self.P[2, :3])
+        e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+        e2 = np.cross(d, e1)
+        return np.stack([np.sum(perp * e1, 1), np.sum(perp * e2, 1)], -1)
+
+    def to_dict(self):
+        return {"image_shape": list(self.image_shape), "distortion": self.distortion.to_dict(),
+                "P": self.P.tolist(), "planes": [p.to_dict() for p in self.planes], "figures": self.figures}
+
+    @classmethod
+    def from_dict(cls, view, d):
+        shape = tuple(int(x) for x in d["image_shape"])
+        if len(shape) != 2 or min(shape) < 1:
+            raise CalibrationFileError(f"calibration file: bad image_shape for {view}")
+        planes = [PlaneFit.from_dict(p) for p in d["planes"]]
+        if len(planes) < 2:
+            raise CalibrationFileError(f"calibration file: the {view} view needs two planes")
+        return cls(view, shape, distortion_from_dict(d["distortion"]), _arr(d["P"], (3, 4)), planes,
+                   dict(d.get("figures", {})))
+
+
+@dataclass
+class CageCalibration:
+    """Both views' calibration in the cage frame, and its quality figures."""
+    method: str
+    views: dict                    # view -> ViewCalibration
+    cage: dict = field(default_factory=dict)      # name, file, sha256
+    created_utc: str = ""
+    figures: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise CalibrationError(f"method must be one of {METHODS}, got {self.method!r}")
+        if set(self.views) != set(VIEWS):
+            raise CalibrationError("a calibration needs both the AP and the LAT view")
+
+    def with_method(self, method) -> "CageCalibration":
+        return CageCalibration(method, self.views, self.cage, self.created_utc, self.figures)
+
+    # --- mapping ----------------------------------------------------------------
+    def ray(self, view: str, uv_raw) -> Ray:
+        """The X-ray through raw pixel (u, v) of ``view``, in the cage frame."""
+        q = _uv(uv_raw, single=True)
+        o, d = self._view(view).rays(q, self.method)
+        return Ray(o[0], d[0])
+
+    def locate_many(self, uv_ap, uv_lat) -> tuple[np.ndarray, np.ndarray]:
+        """Closest points between AP and LAT rays (N, 3) and their gaps (N,) in mm."""
+        a, b = _uv(uv_ap), _uv(uv_lat)
+        if len(a) != len(b):
+            raise CalibrationError(f"AP and LAT pixel lists differ in length ({len(a)} vs {len(b)})")
+        o1, d1 = self.views["ap"].rays(a, self.method)
+        o2, d2 = self.views["lat"].rays(b, self.method)
+        w0 = o1 - o2
+        c = np.sum(d1 * d2, 1)
+        den = 1 - c * c
+        if np.any(den < 1e-9):
+            raise CalibrationError("the AP and LAT rays are parallel: the views are too close in angle")
+        e, f = np.sum(d1 * w0, 1), np.sum(d2 * w0, 1)
+        s, t = (c * f - e) / den, (f - c * e) / den
+        pa, pb = o1 + s[:, None] * d1, o2 + t[:, None] * d2
+        return 0.5 * (pa + pb), np.linalg.norm(pa - pb, axis=1)
+
+    def locate(self, uv_ap, uv_lat) -> tuple[np.ndarray, float]:
+        p, g = self.locate_many(_uv(uv_ap, True), _uv(uv_lat, True))
+        return p[0], float(g[0])
+
+    def project(self, points_mm) -> dict:
+        """Raw pixels {"ap": (N, 2), "lat": (N, 2)} of cage-frame points (N, 3) or (3,)."""
+        X = np.asarray(points_mm, float)
+        single = X.ndim == 1
+        X = np.atleast_2d(X)
+        if X.shape[1] != 3 or not np.all(np.isfinite(X)):
+            raise CalibrationError(f"points must be finite (N, 3) in mm, got shape {X.shape}")
+        out = {v: self.views[v].project(X, self.method) for v in VIEWS}
+        return {v: (uv[0] if single else uv) for v, uv in out.items()}
+
+    def _view(self, view):
+        if view not in self.views:
+            raise CalibrationError(f"view must be 'ap' or 'lat', got {view!r}")
+        return self.views[view]
+
+    # --- files ------------------------------------------------------------------
+    def to_dict(self):
+        return {"format": FORMAT, "method": self.method, "created_utc": self.created_utc,
+                "cage": self.cage, "figures": self.figures,
+                "views": {v: self.views[v].to_dict() for v in VIEWS}}
+
+    def save(self, path) -> Path:
+        """Write atomically (temp file in the same folder, then os.replace)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_dict(), f, default=float)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return p
+
+    @classmethod
+    def load(cls, path) -> "CageCalibration":
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except OSError as e:
+            raise CalibrationFileError(f"cannot read calibration file {p}: {e.strerror or e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CalibrationFileError(f"calibration file {p.name} is not valid JSON: {e}") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, dict) else None
+            raise CalibrationFileError(f"{p.name} is not a fluoronav calibration (format {got!r}, "
+                                       f"expected {FORMAT!r}): run fluoronav calibrate")
+        try:
+            if d.get("method") not in METHODS:
+                raise CalibrationFileError(f"{p.name}: unknown method {d.get('method')!r}")
+            views = {v: ViewCalibration.from_dict(v, d["views"][v]) for v in VIEWS}
+        except (KeyError, TypeError, ValueError, DistortionError) as e:
+            if isinstance(e, CalibrationFileError):
+                raise
+            raise CalibrationFileError(f"{p.name} is incomplete or corrupt ({type(e).__name__}: {e}): "
+                                       "run fluoronav calibrate again") from None
+        return cls(d["method"], views, dict(d.get("cage", {})), str(d.get("created_utc", "")),
+                   dict(d.get("figures", {})))
+
+
+def _uv(x, single=False) -> np.ndarray:
+    a = np.asarray(x, float)
+    if single:
+        if a.shape != (2,):
+            raise CalibrationError(f"a pixel must be (u, v), got shape {a.shape}")
+        a = a[None]
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise CalibrationError(f"pixels must have shape (N, 2), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise CalibrationError("pixel coordinates must be finite")
+    return a

@@ -1,0 +1,153 @@
+"""From a cage file and two raw shots to a ``CageCalibration`` with its quality gates.
+
+Per view: detect balls (raw px) -> distortion-correct the centres -> label
+each plane -> fit the 3D-2D camera on all labelled balls, reject balls that
+disagree with the other layer (residual gate), refit the plane homographies
+(2D-2D) -> residuals per ball and plane, leave-one-out errors. Then the
+two-view gate (angle between the views) and the figures.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+
+import numpy as np
+
+from core.beads import BeadDetectionError, detect_beads
+from core.calibration.calibration import CageCalibration, CalibrationError, PlaneFit, ViewCalibration
+from core.calibration.models import (ModelError, apply_h, fit_projection, loo_dlt_px, loo_homography_px,
+                                     p_rays, project_p)
+from core.distortion import NoDistortion
+from core.labelling import LabellingError, fit_homography, label_view
+
+__all__ = ["calibrate_view", "calibrate", "DEFAULT_METHOD", "MAX_PLANE_RMS_PX", "MIN_VIEW_ANGLE_DEG"]
+
+DEFAULT_METHOD = "3d2d"
+MAX_PLANE_RMS_PX = 1.0
+MIN_VIEW_ANGLE_DEG = 30.0
+MIN_SPREAD_RATIO = 0.15
+
+
+def _label(cage, view, ideal, shape):
+    planes = cage.planes_for(view)
+    try:
+        matches = label_view([p.balls_2d for p in planes], ideal, shape)
+    except LabellingError as e:
+        raise CalibrationError(f"{view.upper()} shot: {e}") from None
+    return planes, matches
+
+
+def _reject_outliers(planes, matches, ideal):
+    """3D-2D fit over both layers; drop balls whose reprojection disagrees (> 4 sigma)."""
+    keep = [np.ones(m.n_matched, bool) for m in matches]
+    for _ in range(3):
+        X = np.concatenate([p.balls_mm[m.ball_idx[k]] for p, m, k in zip(planes, matches, keep)])
+        uv = np.concatenate([ideal[m.point_idx[k]] for m, k in zip(matches, keep)])
+        P = fit_projection(X, uv)
+        changed = False
+        for p, m, k in zip(planes, matches, keep):
+            r = np.linalg.norm(project_p(P, p.balls_mm[m.ball_idx]) - ideal[m.point_idx], axis=1)
+            s = 1.4826 * np.median(r[k]) + 1e-9
+            new = r < max(0.75, 4 * s)
+            changed |= bool(np.any(new != k))
+            k[:] = new
+        if not changed:
+            break
+    return P, keep
+
+
+def _gate_plane(view, plane, xy, rms):
+    s = np.linalg.svd(xy - xy.mean(0), compute_uv=False)
+    if s[1] < MIN_SPREAD_RATIO * s[0]:
+        raise CalibrationError(f"{view.upper()} shot: the matched balls of plane {plane.id} lie near a line: "
+                               "reposition the cage so more of it is in the beam")
+    if rms > MAX_PLANE_RMS_PX:
+        raise CalibrationError(f"{view.upper()} shot: plane {plane.id} residual {rms:.2f} px exceeds "
+                               f"{MAX_PLANE_RMS_PX} px: check the distortion plate shot or re-acquire")
+
+
+def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
+    """One view's ``ViewCalibration`` (method-independent) and its figures."""
+    distortion = distortion or NoDistortion()
+    pixels = np.asarray(pixels)
+    try:
+        beads = detect_beads(pixels, polarity)
+    except BeadDetectionError as e:
+        raise CalibrationError(f"{view.upper()} shot: {e}") from None
+    ideal = distortion.raw_to_ideal(beads.centres_px)
+    planes, matches = _label(cage, view, ideal, pixels.shape)
+    try:
+        P, keep = _reject_outliers(planes, matches, ideal)
+    except ModelError as e:
+        raise CalibrationError(f"{view.upper()} shot: {e}") from None
+    centre = np.mean([p.origin_mm for p in planes], axis=0)
+    fits, figs = [], {"balls_detected": int(len(beads)), "merged_blobs_dropped": int(beads.dropped_merged),
+                      "polarity": int(beads.polarity), "planes": {}}
+    all_loo = {"2d2d": [], "3d2d": []}
+    X_all = np.concatenate([p.balls_mm[m.ball_idx[k]] for p, m, k in zip(planes, matches, keep)])
+    uv_all = np.concatenate([ideal[m.point_idx[k]] for m, k in zip(matches, keep)])
+    loo3 = loo_dlt_px(X_all, uv_all)
+    off = 0
+    for p, m, k in zip(planes, matches, keep):
+        bi, uv = m.ball_idx[k], ideal[m.point_idx[k]]
+        xy = p.balls_2d[bi]
+        if len(bi) < 6:
+            raise CalibrationError(f"{view.upper()} shot: only {len(bi)} balls of plane {p.id} fit: "
+                                   "reposition the cage so its balls are in the beam")
+        H = fit_homography(xy, uv)
+        r2 = np.linalg.norm(apply_h(H, xy) - uv, axis=1)
+        r2_mm = np.linalg.norm(apply_h(np.linalg.inv(H), uv) - xy, axis=1)
+        r3 = np.linalg.norm(project_p(P, p.balls_mm[bi]) - uv, axis=1)
+        o, d = p_rays(P, uv, centre)
+        w = p.balls_mm[bi] - o
+        r3_mm = np.linalg.norm(w - np.sum(w * d, 1, keepdims=True) * d, axis=1)
+        loo2 = loo_homography_px(xy, uv)
+        all_loo["2d2d"].append(loo2), all_loo["3d2d"].append(loo3[off:off + len(bi)])
+        off += len(bi)
+        rms = lambda a: float(np.sqrt(np.nanmean(np.asarray(a) ** 2)))
+        _gate_plane(view, p, xy, min(rms(r2), rms(r3)))
+        fits.append((PlaneFit(p.id, p.origin_mm, p.axes, H, bi, beads.centres_px[m.point_idx[k]],
+                              r3, r3_mm, m.expected), r2, r2_mm))
+        figs["planes"][p.id] = {"expected_in_view": int(m.expected), "matched": int(len(bi)),
+                                "rejected_outliers": int((~k).sum()),
+                                "rms_px_2d2d": rms(r2), "rms_mm_2d2d": rms(r2_mm),
+                                "rms_px_3d2d": rms(r3), "rms_mm_3d2d": rms(r3_mm),
+                                "loo_rms_px_2d2d": rms(loo2), "loo_rms_px_3d2d": rms(loo3[off - len(bi):off])}
+    for meth in ("2d2d", "3d2d"):
+        figs[f"loo_rms_px_{meth}"] = float(np.sqrt(np.nanmean(np.concatenate(all_loo[meth]) ** 2)))
+    vc = ViewCalibration(view, tuple(pixels.shape), distortion, P, [f[0] for f in fits], figs)
+    vc._resid = {p.plane_id: (r2, r2_mm) for p, r2, r2_mm in fits}
+    return vc
+
+
+def _view_angle_deg(views):
+    axes = [views[v].P[2, :3] / np.linalg.norm(views[v].P[2, :3]) for v in ("ap", "lat")]
+    return float(np.degrees(np.arccos(min(1.0, abs(axes[0] @ axes[1])))))
+
+
+def _select_residuals(vc, method):
+    """Per-ball residuals of the chosen method into the PlaneFits (for the file / the wizard)."""
+    for pf in vc.planes:
+        if method == "2d2d":
+            pf.residual_px, pf.residual_mm = vc._resid[pf.plane_id]
+
+
+def calibrate(cage, images: dict, distortions: dict | None = None, method: str = DEFAULT_METHOD,
+              polarity: dict | None = None) -> CageCalibration:
+    """Calibrate both views. ``images``: {"ap": raw pixels, "lat": raw pixels};
+    ``distortions``: per view correction (None = undistorted flat panel)."""
+    distortions = distortions or {}
+    polarity = polarity or {}
+    views = {v: calibrate_view(cage, v, images[v], distortions.get(v), polarity.get(v)) for v in ("ap", "lat")}
+    angle = _view_angle_deg(views)
+    if angle < MIN_VIEW_ANGLE_DEG:
+        raise CalibrationError(f"the AP and LAT views are only {angle:.0f} deg apart (need "
+                               f"{MIN_VIEW_ANGLE_DEG:.0f}): rotate the C-arm about 90 deg between the shots")
+    for vc in views.values():
+        _select_residuals(vc, method)
+    figs = {"view_angle_deg": angle}
+    for v, vc in views.items():
+        for k in ("loo_rms_px_2d2d", "loo_rms_px_3d2d", "balls_detected"):
+            figs[f"{v}_{k}"] = vc.figures[k]
+    cage_info = {"name": cage.name, "file": cage.source, "sha256": cage.sha256}
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return CageCalibration(method, views, cage_info, now, figs)
