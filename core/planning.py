@@ -9,7 +9,8 @@ show the same point. Pixels are raw (column, row); millimetres and radians.
 
 Conventions for angles (``trajectory_angles``): the trajectory direction is
 ``d = unit(target - entry)`` (into the bone). Patient axes are given in the
-cage frame by ``PatientAxes`` (left, posterior, superior: LPS). The
+cage frame by ``PatientAxes`` (left, posterior, superior: LPS; by default the
+cage's standard mounting over a prone patient). The
 transverse angle is measured in the axial plane from the anterior axis
 (``-posterior``) towards patient left; the sagittal angle in the sagittal
 plane from the anterior axis towards superior. *Medial* angulation is the
@@ -345,14 +346,16 @@ def locate_trajectory(calib: TwoViewCalibration | None, traj: Trajectory,
 class PatientAxes:
     """Patient directions (unit, LPS) expressed in the cage frame.
 
-    ``from_rotation(R_cage_lps)``: columns of R are left, posterior, superior.
-    The default is the cage's own axes read as LPS (x left, y posterior, z
-    superior); give the real mounting when it is known (e.g. from the
-    simulator's ``T_world_cage`` with a world in LPS: ``R_cage_lps = R_world_cage.T``).
+    The default is the cage mounted as ``resources/cages/README.md`` and the
+    simulated operating room place it over a prone patient: cage +x = patient
+    left (towards the lateral part), +y = caudal (along the table), +z =
+    posterior (up). ``from_rotation(R_cage_lps)`` takes any other mounting: the
+    columns of R are left, posterior, superior (with a world in LPS,
+    ``R_cage_lps = R_world_cage.T``).
     """
     left: tuple = (1.0, 0.0, 0.0)
-    posterior: tuple = (0.0, 1.0, 0.0)
-    superior: tuple = (0.0, 0.0, 1.0)
+    posterior: tuple = (0.0, 0.0, 1.0)
+    superior: tuple = (0.0, -1.0, 0.0)
 
     def __post_init__(self):
         R = np.column_stack([unit(_point(getattr(self, a), a)) for a in ("left", "posterior", "superior")])

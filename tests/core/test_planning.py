@@ -376,3 +376,11 @@ def test_epipolar_line_missing_the_image_is_empty():
     calib = pair()
     far = calib.project(ISO + [0, 400, 0])  # far outside the LAT field along y
     assert epipolar_line(calib, "ap", far["ap"][0], "lat", shape=SHAPE).shape == (0, 2)
+
+
+def test_default_patient_axes_match_the_simulated_cage_mounting():
+    from core.simulation.scene import R_WORLD_CAGE  # world = LPS
+    default = PatientAxes()
+    mounted = PatientAxes.from_rotation(R_WORLD_CAGE.T)
+    for a in ("left", "posterior", "superior"):
+        np.testing.assert_allclose(getattr(default, a), getattr(mounted, a), atol=1e-12)
