@@ -50,25 +50,39 @@ class IIDistortion:
         shift = (mag * math.sin(p + b0), mag * math.cos(q - a0))
         return cls(tuple(map(float, centre_px)), float(radius_px), k1, k2, float(s), shift)
 
+    def _forward(self, u, v):
+        cu, cv = self.centre_px
+        du, dv = u - cu, v - cv
+        rho2 = (du * du + dv * dv) * (1.0 / self.radius_px ** 2)
+        g = 1 + self.k1 * rho2 + self.k2 * rho2 * rho2
+        phi = self.s * rho2
+        cs, sn = np.cos(phi) * g, np.sin(phi) * g
+        return (cu + cs * du - sn * dv + self.shift_px[0] * rho2,
+                cv + sn * du + cs * dv + self.shift_px[1] * rho2)
+
     def ideal_to_raw(self, uv) -> np.ndarray:
         """Raw pixel of ideal pixel coordinates (..., 2)."""
         p = np.asarray(uv, float)
-        c = np.asarray(self.centre_px)
-        d = p - c
-        rho2 = np.sum(d * d, axis=-1, keepdims=True) / self.radius_px ** 2
-        d = d * (1 + self.k1 * rho2 + self.k2 * rho2 ** 2)
-        phi = self.s * rho2
-        cs, sn = np.cos(phi), np.sin(phi)
-        rot = np.concatenate([cs * d[..., :1] - sn * d[..., 1:], sn * d[..., :1] + cs * d[..., 1:]], -1)
-        return c + rot + np.asarray(self.shift_px) * rho2
+        return np.stack(self._forward(p[..., 0], p[..., 1]), -1)
 
-    def raw_to_ideal(self, uv, tol_px: float = 1e-6, max_iter: int = 100) -> np.ndarray:
-        """Ideal pixel of raw pixel coordinates (..., 2): inverse of ``ideal_to_raw``."""
+    def raw_to_ideal(self, uv, tol_px: float = 1e-7, max_iter: int = 30, initial=None) -> np.ndarray:
+        """Ideal pixel of raw pixel coordinates (..., 2): Newton's method on ``ideal_to_raw``.
+
+        ``initial``: an optional first guess (..., 2), e.g. interpolated from a cached grid.
+        """
         q = np.asarray(uv, float)
-        p = q.copy()
+        qu, qv = q[..., 0], q[..., 1]
+        p0 = q if initial is None else np.where(np.isfinite(initial), initial, q)
+        u, v = p0[..., 0].copy(), p0[..., 1].copy()
+        h = 1e-3
         for _ in range(max_iter):
-            r = q - self.ideal_to_raw(p)
-            p = p + r
-            if not np.any(np.abs(r) > tol_px):
-                return p
+            fu, fv = self._forward(u, v)
+            ru, rv = qu - fu, qv - fv
+            if not (np.any(np.abs(ru) > tol_px) or np.any(np.abs(rv) > tol_px)):
+                return np.stack([u, v], -1)
+            a, c = self._forward(u + h, v)
+            b, d = self._forward(u, v + h)
+            a, c, b, d = (a - fu) / h, (c - fv) / h, (b - fu) / h, (d - fv) / h  # Jacobian [[a b] [c d]]
+            det = a * d - b * c
+            u, v = u + (d * ru - b * rv) / det, v + (a * rv - c * ru) / det
         raise DistortionError("distortion inversion did not converge: the point is far outside the field")

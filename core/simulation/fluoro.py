@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -49,27 +51,30 @@ class DetectorModel:
         return (1 << self.bits_stored) - 1
 
 
-def raw_to_ideal_grid(shape, distortion, field_mask=None) -> np.ndarray:
-    """(rows, cols, 2) ideal position of each raw pixel centre (NaN outside ``field_mask``)."""
+@functools.lru_cache(maxsize=8)
+def raw_to_ideal_grid(shape, distortion) -> np.ndarray:
+    """(rows, cols, 2) ideal position of each raw pixel centre, NaN outside the round field (cached)."""
     rows, cols = shape
     vv, uu = np.mgrid[0:rows, 0:cols].astype(float)
     raw = np.stack([uu, vv], -1)
     if distortion is None:
-        return raw
-    out = np.full_like(raw, np.nan)
-    m = np.ones(shape, bool) if field_mask is None else field_mask
-    out[m] = distortion.raw_to_ideal(raw[m])
+        out = raw
+    else:
+        out = np.full_like(raw, np.nan)
+        m = field_mask(shape, distortion)
+        out[m] = distortion.raw_to_ideal(raw[m])
+    out.setflags(write=False)
     return out
 
 
-def _raw_box(obj, geometry, distortion, shape):
+def _raw_box(obj, geometry, normal, sid, distortion, shape):
     """Raw-pixel box (r0, r1, c0, c1) that can hold the object's shadow, or None."""
     pts = obj.bounding_points()
     uv = geometry.project(pts)
-    depth = (pts - geometry.source_mm) @ -geometry.detector_normal
+    depth = (pts - geometry.source_mm) @ -normal
     if np.any(depth <= 0) or not np.all(np.isfinite(uv)):
         return None
-    r = obj.reach_mm * geometry.source_to_detector_mm / depth.min() / min(geometry.pixel_spacing_mm) + 2
+    r = obj.reach_mm * sid / depth.min() / min(geometry.pixel_spacing_mm) + 2
     lo, hi = uv.min(0) - r, uv.max(0) + r
     if distortion is not None:
         t = np.linspace(0, 1, 9)
@@ -84,35 +89,67 @@ def _raw_box(obj, geometry, distortion, shape):
 
 
 def object_transmission(objects, geometry: ConeBeamGeometry, distortion=None, supersample: int = 4) -> np.ndarray:
-    """(rows, cols) mean over each raw pixel's area of exp(-Σ μ·chord) of the analytic objects."""
-    shape = geometry.shape
+    """(rows, cols) mean over each raw pixel's area of exp(-Σ μ·chord) of the analytic objects.
+
+    Each raw pixel is cut into ``supersample``² sub-pixels; each sub-pixel centre is
+    mapped to its ideal position and its ray's exact chords are summed.
+    """
+    shape = tuple(geometry.shape)
     trans = np.ones(shape, np.float32)
-    boxes = [(o, _raw_box(o, geometry, distortion, shape)) for o in objects]
-    touched = np.zeros(shape, bool)
-    for _, b in boxes:
-        if b is not None:
-            touched[b[0]:b[1], b[2]:b[3]] = True
-    if not touched.any():
+    normal, sid = geometry.detector_normal, geometry.source_to_detector_mm
+    boxes = [(o, _raw_box(o, geometry, normal, sid, distortion, shape)) for o in objects]
+    boxes = [(o, b) for o, b in boxes if b is not None]
+    if not boxes:
         return trans
+    touched = np.zeros(shape, bool)
+    for _, (r0, r1, c0, c1) in boxes:
+        touched[r0:r1, c0:c1] = True
     index = np.full(shape, -1, np.int64)
     index[touched] = np.arange(touched.sum())
     s = supersample
     off = (np.arange(s) + 0.5) / s - 0.5
     ou, ov = (a.ravel() for a in np.meshgrid(off, off))
-    integral = np.zeros((touched.sum(), s * s))
-    for obj, b in boxes:
-        if b is None:
-            continue
-        r0, r1, c0, c1 = b
+    subs, rows_of = [], []
+    for _, (r0, r1, c0, c1) in boxes:
         vv, uu = np.mgrid[r0:r1, c0:c1]
-        sub = np.stack([uu[..., None] + ou, vv[..., None] + ov], -1).reshape(-1, 2)
-        ideal = sub if distortion is None else distortion.raw_to_ideal(sub)
-        d = geometry.pixel_to_detector_mm(ideal) - geometry.source_mm
-        d /= np.linalg.norm(d, axis=1, keepdims=True)
-        L = obj.mu_per_mm * obj.chords(geometry.source_mm, d)
-        integral[index[r0:r1, c0:c1].ravel()] += L.reshape(-1, s * s)
+        subs.append(np.stack([uu[..., None] + ou, vv[..., None] + ov], -1).reshape(-1, 2))
+        rows_of.append(index[r0:r1, c0:c1].ravel())
+    sub = np.concatenate(subs)
+    # sub-pixel ideal positions: interpolated from the cached grid, checked (and refined) to 1e-3 px
+    # (outside the round field, where the detector is black, the raw position stands in)
+    ideal = sub
+    if distortion is not None:
+        ideal = _bilinear(raw_to_ideal_grid(shape, distortion), sub)
+        inside = np.all(np.isfinite(ideal), axis=1)
+        ideal[inside] = distortion.raw_to_ideal(sub[inside], tol_px=1e-3, initial=ideal[inside])
+        ideal[~inside] = sub[~inside]
+    d = geometry.pixel_to_detector_mm(ideal) - geometry.source_mm
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    integral = np.zeros((touched.sum(), s * s))
+    start = 0
+    for (obj, _), rows in zip(boxes, rows_of):
+        seg = d[start:start + rows.size * s * s]
+        start += seg.shape[0]
+        integral[rows] += (obj.mu_per_mm * obj.chords(geometry.source_mm, seg)).reshape(-1, s * s)
     trans[touched] = np.exp(-integral).mean(1)
     return trans
+
+
+def _bilinear(grid, uv) -> np.ndarray:
+    """Bilinear interpolation of a (rows, cols, 2) grid at pixel positions (N, 2) (clamped at the border)."""
+    rows, cols = grid.shape[:2]
+    u = np.clip(uv[:, 0], 0, cols - 1.000001)
+    v = np.clip(uv[:, 1], 0, rows - 1.000001)
+    i, j = u.astype(np.int64), v.astype(np.int64)
+    a, b = u - i, v - j
+    k = j * cols + i
+    out = np.empty((len(uv), 2))
+    for c in range(2):
+        g = grid[..., c].ravel()
+        top = g[k] + a * (g[k + 1] - g[k])
+        bot = g[k + cols] + a * (g[k + cols + 1] - g[k + cols])
+        out[:, c] = top + b * (bot - top)
+    return out
 
 
 def field_mask(shape, distortion) -> np.ndarray:
@@ -133,7 +170,7 @@ def form_image(drr_ideal: np.ndarray, geometry: ConeBeamGeometry, objects=(), di
     if drr_ideal.shape != tuple(geometry.shape):
         raise SceneError(f"DRR shape {drr_ideal.shape} differs from the detector {geometry.shape}")
     mask = field_mask(geometry.shape, distortion)
-    ideal = raw_to_ideal_grid(geometry.shape, distortion, mask)
+    ideal = raw_to_ideal_grid(tuple(geometry.shape), distortion)
     if distortion is None:
         drr = drr_ideal.astype(np.float32)
     else:
