@@ -1,0 +1,147 @@
+"""Per-level dimensions drawn from the morphometry table and the seed, and the spine's layout.
+
+Sizes follow ``resources/phantom/lumbar_morphometry.json`` (Zindrick 1987,
+Panjabi 1991/1992, Zhou 2000; see the file): a whole-patient scale ~N(1, 0.04),
+a per-level scale ~N(1, 0.025), per-pedicle width ~N(1, 0.06) and transverse
+angle +-N(0, 2 deg). The lordosis (L1 to S1 end-plate frames) is spread over
+the segments in the table's proportions; the layout stacks the bodies and discs
+along it with L3's body centre at the world origin (patient LPS).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+import resources
+
+__all__ = ["CANONICAL_LEVELS", "PhantomError", "LevelParams", "morphometry", "draw_parameters",
+           "spine_frames"]
+
+CANONICAL_LEVELS = ("T12", "L1", "L2", "L3", "L4", "L5", "S1")
+
+
+class PhantomError(ValueError):
+    """A phantom request that cannot be built (unknown level, out-of-range angle or size)."""
+
+
+@dataclass(frozen=True)
+class LevelParams:
+    """Dimensions of one vertebra in mm and radians (sides: index 0 left, 1 right)."""
+    name: str
+    body_width: float
+    body_depth: float
+    height_anterior: float
+    height_posterior: float
+    pedicle_width: tuple[float, float]
+    pedicle_height: float
+    transverse_angle: tuple[float, float]
+    sagittal_angle: float
+    canal_width: float
+    canal_depth: float
+    spinous_length: float
+    spinous_height: float
+    transverse_span: float
+    disc_below: float
+    lordosis_below: float      # radians, table proportion
+    fractured: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.name[0]
+
+    @property
+    def height_center(self) -> float:
+        return 0.5 * (self.height_anterior + self.height_posterior)
+
+
+@lru_cache(maxsize=1)
+def morphometry() -> dict:
+    """The per-level table (mm, degrees) from the resources folder."""
+    with open(resources.path("phantom", "lumbar_morphometry.json"), encoding="utf-8") as f:
+        data = json.load(f)
+    if data.get("format") != "fluoronav.morphometry/1":
+        raise PhantomError("lumbar_morphometry.json has an unknown format: reinstall fluoronav")
+    return data["levels"]
+
+
+def draw_parameters(rng: np.random.Generator, fracture_level: str | None,
+                    fracture_loss: float) -> dict[str, LevelParams]:
+    """Seeded dimensions of every canonical level (always drawn in the same order)."""
+    table = morphometry()
+    g = float(np.clip(rng.normal(1.0, 0.04), 0.9, 1.1))
+    out = {}
+    for name in CANONICAL_LEVELS:
+        m = table[name]
+        s = g * float(np.clip(rng.normal(1.0, 0.025), 0.94, 1.06))
+        pw = np.clip(rng.normal(1.0, 0.06, 2), 0.85, 1.15) * m["pedicle_width"] * s
+        ta = np.radians(m["pedicle_transverse_angle"] + np.clip(rng.normal(0.0, 2.0, 2), -4, 4))
+        ha = m["body_height_anterior"] * s
+        frac = name == fracture_level
+        if frac:
+            ha *= 1.0 - fracture_loss
+        out[name] = LevelParams(
+            name=name, body_width=m["body_width"] * s, body_depth=m["body_depth"] * s,
+            height_anterior=ha, height_posterior=m["body_height_posterior"] * s,
+            pedicle_width=(float(pw[0]), float(pw[1])), pedicle_height=m["pedicle_height"] * s,
+            transverse_angle=(float(ta[0]), float(ta[1])),
+            sagittal_angle=float(np.radians(m["pedicle_sagittal_angle"])),
+            canal_width=m["canal_width"] * s, canal_depth=m["canal_depth"] * s,
+            spinous_length=m["spinous_length"] * s, spinous_height=m["spinous_height"] * s,
+            transverse_span=m["transverse_span"] * s, disc_below=m["disc_height_below"] * s,
+            lordosis_below=float(np.radians(m["segment_lordosis_below"])), fractured=frac)
+    return out
+
+
+def _tilts(params: dict[str, LevelParams], lordosis_rad: float) -> dict[str, float]:
+    """Sagittal tilt psi of each level (superior axis leans posterior by psi); L3 = 0."""
+    lumbar = [n for n in CANONICAL_LEVELS[1:-1]]
+    table_sum = sum(params[n].lordosis_below for n in lumbar)
+    scale = lordosis_rad / table_sum
+    psi = {"L3": 0.0}
+    names = list(CANONICAL_LEVELS)
+    i3 = names.index("L3")
+    for i in range(i3 - 1, -1, -1):          # upward: upper = lower + segment angle of the upper
+        seg = params[names[i]].lordosis_below * (scale if names[i] != "T12" else 1.0)
+        psi[names[i]] = psi[names[i + 1]] + seg
+    for i in range(i3 + 1, len(names)):      # downward
+        psi[names[i]] = psi[names[i - 1]] - params[names[i - 1]].lordosis_below * scale
+    for name, p in params.items():           # a wedge fracture kyphoses the levels above it
+        if p.fractured:
+            wedge = np.arctan((p.height_posterior - p.height_anterior) / p.body_depth)
+            k = names.index(name)
+            psi[name] -= 0.5 * wedge
+            for upper in names[:k]:
+                psi[upper] -= wedge
+    return psi
+
+
+def spine_frames(params: dict[str, LevelParams], lordosis_rad: float,
+                 axial_rotation_rad: dict[str, float]) -> dict[str, np.ndarray]:
+    """T_world_vertebra per canonical level: bodies and discs stacked along the lordotic curve."""
+    psi = _tilts(params, lordosis_rad)
+    names = list(CANONICAL_LEVELS)
+    zaxis = {n: np.array([0.0, np.sin(psi[n]), np.cos(psi[n])]) for n in names}
+    centre = {"L3": np.zeros(3)}
+    i3 = names.index("L3")
+    for i in range(i3 - 1, -1, -1):
+        up, lo = names[i], names[i + 1]
+        u = zaxis[up] + zaxis[lo]
+        step = params[lo].height_center / 2 + params[up].disc_below + params[up].height_center / 2
+        centre[up] = centre[lo] + step * u / np.linalg.norm(u)
+    for i in range(i3 + 1, len(names)):
+        up, lo = names[i - 1], names[i]
+        u = zaxis[up] + zaxis[lo]
+        step = params[up].height_center / 2 + params[up].disc_below + params[lo].height_center / 2
+        centre[lo] = centre[up] - step * u / np.linalg.norm(u)
+    frames = {}
+    for n in names:
+        R = Rotation.from_rotvec([-psi[n], 0, 0]) * Rotation.from_rotvec([0, 0, axial_rotation_rad.get(n, 0.0)])
+        T = np.eye(4)
+        T[:3, :3] = R.as_matrix()
+        T[:3, 3] = centre[n]
+        frames[n] = T
+    return frames

@@ -1,0 +1,236 @@
+"""``make_spine_phantom``: the procedural lumbar spine CT with its ground truth."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+import numpy as np
+
+from core.phantom.anatomy import (CANONICAL_LEVELS, LevelParams, PhantomError, draw_parameters,
+                                  spine_frames)
+from core.phantom.parts import Grid, Part, evaluate, rasterize
+from core.phantom.sdf import ellipse_approx, occupancy
+from core.phantom.soft_tissue import HU, BodyShape, draw_body_shape, paint_soft_tissue, BACK_OFFSET_MM
+from core.phantom.truth import SIDES, PedicleTruth, VertebraTruth
+from core.phantom.vertebra import body_height, vertebra_parts
+from core.volume import Volume
+
+__all__ = ["SpinePhantom", "make_spine_phantom"]
+
+CORTEX_MM = 1.2
+
+
+@dataclass(frozen=True, eq=False)
+class SpinePhantom:
+    """A phantom CT (``volume``, world = patient LPS, origin at L3's body centre) and its truth."""
+    volume: Volume
+    levels: dict                      # name -> VertebraTruth, cranial to caudal
+    seed: int
+    lordosis_deg: float
+    axial_rotation_deg: dict          # name -> degrees about each body's superior axis
+    fracture_level: str | None
+    hu_cortical: float
+    hu_cancellous: float
+    params: dict = field(repr=False, default_factory=dict)   # name -> LevelParams (mm, rad)
+
+    def pedicle(self, level: str, side: str) -> PedicleTruth:
+        if level not in self.levels:
+            raise PhantomError(f"level {level!r} is not in this phantom (it has {', '.join(self.levels)})")
+        if side not in SIDES:
+            raise PhantomError(f"side must be 'left' or 'right', got {side!r}")
+        return self.levels[level].pedicles[side]
+
+
+def _check_args(seed, spacing_mm, levels, fracture_level, fracture_loss, lordosis_deg, shape):
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise PhantomError(f"seed must be a non-negative integer, got {seed!r}")
+    sp = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (3,))
+    if not np.all(np.isfinite(sp)) or np.any(sp < 0.2) or np.any(sp > 5.0):
+        raise PhantomError(f"spacing_mm must be between 0.2 and 5 mm, got {spacing_mm}")
+    bad = [lv for lv in levels if lv not in CANONICAL_LEVELS]
+    if not levels or bad:
+        raise PhantomError(f"unknown level(s) {bad}: choose among {', '.join(CANONICAL_LEVELS)}")
+    if fracture_level is not None and fracture_level not in levels:
+        raise PhantomError(f"fracture level {fracture_level!r} is not among the levels drawn")
+    if fracture_level == "S1":
+        raise PhantomError("a compression fracture is modelled for T12-L5, not the sacrum")
+    if not 0.05 <= fracture_loss <= 0.7:
+        raise PhantomError(f"fracture_loss (anterior height lost) must be 0.05-0.7, got {fracture_loss}")
+    if lordosis_deg is not None and not 0.0 <= lordosis_deg <= 75.0:
+        raise PhantomError(f"lordosis_deg must be 0-75 degrees (L1-S1), got {lordosis_deg}")
+    if shape is not None and (len(shape) != 3 or min(shape) < 8 or max(shape) > 1024):
+        raise PhantomError(f"shape must be (nz, ny, nx) with 8-1024 voxels each, got {shape}")
+    return sp.copy()
+
+
+def _axial_rotations(rng_values, axial_rotation_deg) -> dict[str, float]:
+    if axial_rotation_deg is None:
+        return {n: float(v) for n, v in zip(CANONICAL_LEVELS, rng_values)}
+    if isinstance(axial_rotation_deg, dict):
+        bad = [k for k in axial_rotation_deg if k not in CANONICAL_LEVELS]
+        if bad:
+            raise PhantomError(f"axial rotation given for unknown level(s) {bad}")
+        vals = {n: float(axial_rotation_deg.get(n, 0.0)) for n in CANONICAL_LEVELS}
+    else:
+        vals = {n: float(axial_rotation_deg) for n in CANONICAL_LEVELS}
+    if any(not np.isfinite(v) or abs(v) > 30 for v in vals.values()):
+        raise PhantomError("axial rotation must be within +-30 degrees per level")
+    return vals
+
+
+def _grid(levels_parts, shape_body: BodyShape, spine_y, spacing, shape) -> Grid:
+    lo = np.min([p.world_box(0.0)[0] for parts in levels_parts for p in parts], axis=0)
+    hi = np.max([p.world_box(0.0)[1] for parts in levels_parts for p in parts], axis=0)
+    zlo, zhi = lo[2] - 12.0, hi[2] + 12.0
+    ys = spine_y(np.linspace(zlo, zhi, 64))
+    box_lo = np.array([-shape_body.half_width - 4, ys.min() + BACK_OFFSET_MM - 2 * shape_body.half_depth - 4, zlo])
+    box_hi = np.array([shape_body.half_width + 4, ys.max() + BACK_OFFSET_MM + 4, zhi])
+    if shape is None:
+        n_xyz = np.ceil((box_hi - box_lo) / spacing).astype(int) + 1
+    else:
+        n_xyz = np.array(shape[::-1], dtype=int)
+    centre = 0.5 * (box_lo + box_hi)
+    origin = centre - 0.5 * (n_xyz - 1) * spacing
+    return Grid(origin=origin, spacing=spacing, shape=tuple(int(v) for v in n_xyz[::-1]))
+
+
+def _find_crossing(parts: list[Part], start, direction, length, step=0.05, inside_first=True) -> float:
+    """Distance along the ray where the surface is crossed (inside -> outside), to 1e-3 mm."""
+    s = np.arange(0.0, length, step)
+    d = evaluate(parts, start + s[:, None] * direction)
+    outside = np.nonzero(d > 0)[0]
+    if inside_first and (d[0] > 0 or outside.size == 0):
+        raise PhantomError("pedicle axis does not leave the bone: phantom parameters are inconsistent")
+    i = outside[0]
+    a, b = s[i - 1], s[i]
+    for _ in range(12):                  # bisection on the exact surface
+        m = 0.5 * (a + b)
+        if evaluate(parts, start + m * direction) > 0:
+            b = m
+        else:
+            a = m
+    return 0.5 * (a + b)
+
+
+def _pedicle_truth(ped: PedicleTruth, parts: list[Part], body: Part) -> PedicleTruth:
+    """Entry: where the axis leaves the posterior bone surface; target: 80 % along the body chord."""
+    s_entry = _find_crossing(parts, ped.isthmus_mm, -ped.axis, 60.0)
+    entry = ped.isthmus_mm - s_entry * ped.axis
+    s = np.arange(0.0, 120.0, 0.05)
+    inside = evaluate([body], entry + s[:, None] * ped.axis) < 0
+    idx = np.nonzero(inside)[0]
+    if idx.size == 0:
+        raise PhantomError(f"{ped.level} {ped.side} pedicle axis misses the vertebral body")
+    s_in, s_out = s[idx[0]], s[idx[-1]]
+    s_t = min(s_in + 0.8 * (s_out - s_in), s_out - 4.0)
+    return replace(ped, entry_mm=entry, target_mm=entry + s_t * ped.axis, cortex_mm=CORTEX_MM)
+
+
+def _vertebra_truth(p: LevelParams, T_wv, peds) -> VertebraTruth:
+    R, t = T_wv[:3, :3], T_wv[:3, 3]
+    slope = (p.height_anterior - p.height_posterior) / (2 * p.body_depth)
+    n_sup = R @ (np.array([0.0, slope, 1.0]) / np.hypot(1, slope))
+    n_inf = R @ (np.array([0.0, slope, -1.0]) / np.hypot(1, slope))
+    h0 = float(body_height(p, 0.0))
+    return VertebraTruth(name=p.name, T_world_vertebra=T_wv, body_width_mm=p.body_width,
+                         body_depth_mm=p.body_depth, height_anterior_mm=p.height_anterior,
+                         height_posterior_mm=p.height_posterior, superior_normal=n_sup, inferior_normal=n_inf,
+                         superior_endplate_mm=t + R[:, 2] * h0 / 2, inferior_endplate_mm=t - R[:, 2] * h0 / 2,
+                         fractured=p.fractured, pedicles=peds)
+
+
+def _disc_part(up: LevelParams, lo: LevelParams, T_up, T_lo) -> Part:
+    c = 0.5 * (T_up[:3, 3] + T_lo[:3, 3])
+    z = T_up[:3, 2] + T_lo[:3, 2]
+    z /= np.linalg.norm(z)
+    x = T_up[:3, 0] - np.dot(T_up[:3, 0], z) * z
+    x /= np.linalg.norm(x)
+    T = np.eye(4)
+    T[:3, :3] = np.column_stack([x, np.cross(z, x), z])
+    T[:3, 3] = c
+    W = 0.5 * (up.body_width + lo.body_width)
+    D = 0.5 * (up.body_depth + lo.body_depth)
+    half_h = 0.5 * np.linalg.norm(T_up[:3, 3] - T_lo[:3, 3])
+    bx, by, y0 = 0.49 * W, 0.57 * D, 0.075 * D
+
+    def sdf(x_, y_, z_):
+        return np.maximum(np.maximum(ellipse_approx(x_, y_ - y0, bx, by), y_ - 0.5 * D), np.abs(z_) - half_h)
+    return Part(f"disc_{up.name}_{lo.name}", T, (bx, by + y0, half_h), sdf)
+
+
+def _paint(hu, grid: Grid, parts: list[Part], inside_hu, shell_hu=None, shell_mm=0.0):
+    """Composite a solid (and its cortical shell) over hu with anti-aliased partial volumes."""
+    res = rasterize(parts, grid, margin=3.0)
+    if res is None:
+        return
+    sl, d = res
+    vox = float(np.mean(grid.spacing))
+    occ = occupancy(d, vox)
+    block = hu[sl]
+    if shell_hu is None:
+        block += (inside_hu - block) * occ
+        return
+    occ_in = occupancy(d + shell_mm, vox)
+    block *= 1.0 - occ
+    block += shell_hu * (occ - occ_in) + inside_hu * occ_in
+
+
+
+def make_spine_phantom(seed: int = 0, spacing_mm=1.0, levels=CANONICAL_LEVELS, fracture_level: str | None = None,
+                       lordosis_deg: float | None = None, axial_rotation_deg=None, shape=None,
+                       fracture_loss: float = 0.4, soft_tissue: bool = True) -> SpinePhantom:
+    """Procedural lumbar spine CT (HU) with per-level ground truth; see ``core.phantom``.
+
+    ``lordosis_deg``: L1-S1 angle, None draws ~N(50, 7) from the seed.
+    ``axial_rotation_deg``: None draws ~N(0, 2) per level; a number rotates every level; a dict per level.
+    ``shape``: hu array shape (nz, ny, nx), centred on the trunk; None fits the trunk and the levels.
+    ``fracture_loss``: fraction of anterior body height lost at ``fracture_level``.
+    Cached: the same arguments return the same (read-only) phantom.
+    """
+    rot = axial_rotation_deg
+    rot_key = tuple(sorted(rot.items())) if isinstance(rot, dict) else rot
+    return _cached(int(seed) if isinstance(seed, (int, np.integer)) else seed,
+                   tuple(np.broadcast_to(np.asarray(spacing_mm, float), (3,)).tolist()),
+                   tuple(levels), fracture_level, lordosis_deg, rot_key,
+                   None if shape is None else tuple(int(v) for v in shape), float(fracture_loss), bool(soft_tissue))
+
+
+@lru_cache(maxsize=4)
+def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape, fracture_loss, soft_tissue):
+    spacing = _check_args(seed, spacing, levels, fracture_level, fracture_loss, lordosis_deg, shape)
+    levels = tuple(n for n in CANONICAL_LEVELS if n in levels)      # cranial to caudal
+    rng = np.random.default_rng(seed)
+    params = draw_parameters(rng, fracture_level, fracture_loss)
+    lordosis = float(np.clip(rng.normal(50.0, 7.0), 30.0, 68.0)) if lordosis_deg is None else float(lordosis_deg)
+    rot_draw = np.clip(rng.normal(0.0, 2.0, len(CANONICAL_LEVELS)), -5, 5)
+    rot = _axial_rotations(rot_draw, dict(rot_key) if isinstance(rot_key, tuple) else rot_key)
+    hu_cort = float(np.clip(rng.normal(1000.0, 60.0), 800.0, 1200.0))
+    hu_canc = float(np.clip(rng.normal(230.0, 30.0), 150.0, 300.0))
+    body_shape = draw_body_shape(rng)
+    frames = spine_frames(params, np.radians(lordosis), {n: np.radians(v) for n, v in rot.items()})
+
+    zs = np.array([frames[n][2, 3] for n in CANONICAL_LEVELS])[::-1]
+    ys = np.array([frames[n][1, 3] for n in CANONICAL_LEVELS])[::-1]
+    spine_y = lambda z: np.interp(z, zs, ys)  # noqa: E731  (posterior offset of the spine at height z)
+
+    built = {n: vertebra_parts(params[n], frames[n]) for n in levels}
+    grid = _grid([built[n][0] for n in levels], body_shape, spine_y, spacing, shape)
+    hu = np.full(grid.shape, HU["air"], dtype=np.float32)
+    if soft_tissue:
+        psoas_x = 0.5 * np.mean([params[n].body_width for n in levels]) + 2.0
+        paint_soft_tissue(hu, grid, body_shape, spine_y, psoas_x)
+    for up, lo in zip(levels[:-1], levels[1:]):
+        if CANONICAL_LEVELS.index(lo) - CANONICAL_LEVELS.index(up) == 1:
+            _paint(hu, grid, [_disc_part(params[up], params[lo], frames[up], frames[lo])], HU["disc"])
+    truths = {}
+    for n in levels:
+        parts, body, peds = built[n]
+        _paint(hu, grid, parts, hu_canc, hu_cort, CORTEX_MM)
+        peds = {s: _pedicle_truth(peds[s], parts, body) for s in SIDES}
+        truths[n] = _vertebra_truth(params[n], frames[n], peds)
+    hu.setflags(write=False)
+    T = np.diag([*grid.spacing, 1.0])
+    T[:3, 3] = grid.origin
+    return SpinePhantom(volume=Volume(hu, tuple(grid.spacing), T), levels=truths, seed=seed,
+                        lordosis_deg=lordosis, axial_rotation_deg=rot, fracture_level=fracture_level,
+                        hu_cortical=hu_cort, hu_cancellous=hu_canc, params=params)
