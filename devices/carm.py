@@ -1,0 +1,213 @@
+"""C-arm image sources: one interface for the simulated C-arm and the real ones.
+
+``acquire`` blocks until the image is there (the GUI calls it from a worker
+thread) and returns a raw ``FluoroImage``; failures raise ``DeviceError`` with a
+message a technician can act on. ``last_message`` says what the status bar shows.
+"""
+from __future__ import annotations
+
+import abc
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.image_io import FluoroImage, ImageReadError, read_image
+from devices.base import DeviceError, DeviceStatus
+
+__all__ = ["CArmSource", "SimulatedCArm", "DicomFolderSource", "DicomFolderCArm"]
+
+
+class CArmSource(abc.ABC):
+    """An image source: connect, ask for a shot of a view, read its status."""
+    name: str = "C-arm"
+    last_message: str = ""
+
+    @abc.abstractmethod
+    def status(self) -> DeviceStatus: ...
+
+    @abc.abstractmethod
+    def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    def disconnect(self) -> None: ...
+
+    @abc.abstractmethod
+    def acquire(self, view: str, **pose) -> FluoroImage:
+        """Blocking: the next shot of ``view`` ("ap" or "lat")."""
+
+    def set_pose(self, primary_deg: float, secondary_deg: float) -> None:
+        """Orbit the C-arm (where the source can be driven)."""
+        raise DeviceError(f"{self.name} cannot be positioned from fluoronav: set the angles on the C-arm")
+
+
+def _check_view(view):
+    if view not in ("ap", "lat"):
+        raise DeviceError(f"unknown view {view!r}: ask for 'ap' or 'lat'")
+
+
+class SimulatedCArm(CArmSource):
+    """The virtual C-arm of the simulated operating room (wraps ``core.simulation.SimulatedOR``).
+
+    Orbit (primary = LAO+/RAO-, secondary = cranial+/caudal-, degrees), SID and
+    detector type; ``last_shot`` / ``last_shots[view]`` keep the ground truth.
+    ``latency_s``: the least time an acquisition takes, like a real exposure.
+    """
+    name = "Simulated C-arm"
+
+    def __init__(self, seed: int = 0, detector: str = "image_intensifier", sid_mm: float = 1000.0,
+                 sod_mm: float = 625.0, shape=(512, 512), latency_s: float = 0.15, scene=None, **scene_kwargs):
+        self.seed, self.latency_s = int(seed), float(latency_s)
+        self._scene_args = dict(seed=int(seed), detector=detector, sid_mm=sid_mm, sod_mm=sod_mm,
+                                shape=tuple(shape), **scene_kwargs)
+        self.scene = scene
+        self.primary_deg, self.secondary_deg = 0.0, 0.0
+        self.last_shot = None
+        self.last_shots: dict = {}
+        self._connected = False
+        self._lock = threading.Lock()
+        self.last_message = "not connected"
+
+    def status(self) -> DeviceStatus:
+        return DeviceStatus.SIMULATED if self._connected else DeviceStatus.DISCONNECTED
+
+    def connect(self) -> None:
+        """Builds the scene (phantom CT, cage) the first time: a few seconds."""
+        with self._lock:
+            if self.scene is None:
+                from core.simulation.scene import SimulatedOR
+                try:
+                    self.scene = SimulatedOR(**self._scene_args)
+                except (ValueError, ImportError) as e:
+                    self.last_message = f"simulation could not start: {e}"
+                    raise DeviceError(self.last_message) from e
+            self._connected = True
+            self.last_message = self._describe()
+
+    def disconnect(self) -> None:
+        self._connected = False
+        self.last_message = "disconnected"
+
+    def _describe(self) -> str:
+        kind = "II" if self.scene.detector.kind == "image_intensifier" else "flat panel"
+        return f"{kind}, SID {self.scene.sid_mm:.0f} mm, {self.primary_deg:+.0f}°/{self.secondary_deg:+.0f}°"
+
+    def set_pose(self, primary_deg: float, secondary_deg: float) -> None:
+        if not (abs(primary_deg) <= 120 and abs(secondary_deg) <= 60):
+            raise DeviceError("C-arm angles out of range: primary within ±120°, secondary within ±60°")
+        self.primary_deg, self.secondary_deg = float(primary_deg), float(secondary_deg)
+        if self._connected:
+            self.last_message = self._describe()
+
+    def set_cage_pose(self, T_world_cage) -> None:
+        """Where the robot holds the cage (world frame); until the robot exists, from configuration."""
+        T = np.asarray(T_world_cage, float)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise DeviceError("cage pose must be a finite 4x4 transform")
+        if self.scene is None:
+            self._scene_args["T_world_cage"] = T
+        else:
+            self.scene.T_world_cage = T
+
+    def acquire(self, view: str, primary_deg: float | None = None, secondary_deg: float | None = None,
+                with_cage: bool = True, instruments=()) -> FluoroImage:
+        _check_view(view)
+        if not self._connected:
+            raise DeviceError("the simulated C-arm is not connected: connect it first")
+        p = self.primary_deg if primary_deg is None else float(primary_deg)
+        s = self.secondary_deg if secondary_deg is None else float(secondary_deg)
+        t0 = time.monotonic()
+        with self._lock:
+            try:
+                shot = self.scene.acquire(view, p, s, with_cage=with_cage, instruments=instruments)
+            except ValueError as e:
+                raise DeviceError(f"simulated acquisition failed: {e}") from e
+            self.last_shot = shot
+            self.last_shots[view] = shot
+        time.sleep(max(0.0, self.latency_s - (time.monotonic() - t0)))
+        return shot.image
+
+
+class DicomFolderSource(CArmSource):
+    """Takes each new image file (DICOM, or 16-bit PNG/TIFF) that appears in a folder.
+
+    The C-arm (or its DICOM node) writes there; files present at ``connect`` are
+    ignored. A file counts once its size has been stable for ``settle_s``.
+    """
+    name = "DICOM folder"
+
+    def __init__(self, folder, timeout_s: float = 30.0, poll_s: float = 0.2, settle_s: float = 0.3):
+        if not (timeout_s > 0 and poll_s > 0 and settle_s >= 0):
+            raise DeviceError("timeout_s and poll_s must be positive, settle_s non-negative")
+        self.folder = Path(folder).expanduser()
+        self.timeout_s, self.poll_s, self.settle_s = float(timeout_s), float(poll_s), float(settle_s)
+        self._seen: set[str] = set()
+        self._connected = False
+        self.last_message = "not connected"
+
+    def status(self) -> DeviceStatus:
+        if not self._connected:
+            return DeviceStatus.DISCONNECTED
+        if not self.folder.is_dir():
+            self.last_message = f"folder {self.folder} is gone: check the network share or the disk"
+            return DeviceStatus.FAULT
+        return DeviceStatus.CONNECTED
+
+    def connect(self) -> None:
+        if not self.folder.is_dir():
+            self.last_message = f"folder {self.folder} does not exist: create it or set carm.dicom_folder"
+            raise DeviceError(self.last_message)
+        self._seen = set(self._listing())
+        self._connected = True
+        self.last_message = f"watching {self.folder}"
+
+    def disconnect(self) -> None:
+        self._connected = False
+        self.last_message = "disconnected"
+
+    def _listing(self) -> dict:
+        out = {}
+        with os.scandir(self.folder) as it:
+            for e in it:
+                if e.is_file() and not e.name.startswith("."):
+                    out[e.path] = e.stat().st_size
+        return out
+
+    def acquire(self, view: str, **pose) -> FluoroImage:
+        _check_view(view)
+        if not self._connected:
+            raise DeviceError("the DICOM folder source is not connected: connect it first")
+        deadline = time.monotonic() + self.timeout_s
+        sizes: dict = {}
+        while True:
+            try:
+                listing = self._listing()
+            except OSError as e:
+                raise DeviceError(f"cannot read folder {self.folder}: {e.strerror or e}") from e
+            now = time.monotonic()
+            for path in sorted(set(listing) - self._seen, key=lambda p: (os.path.getmtime(p), p)):
+                size, since = sizes.get(path, (None, now))
+                if size != listing[path]:
+                    sizes[path] = (listing[path], now)
+                    continue
+                if now - since >= self.settle_s:
+                    self._seen.add(path)
+                    return self._read(path, view)
+            if now > deadline:
+                raise DeviceError(f"no new image in {self.folder} after {self.timeout_s:g} s: "
+                                  "check that the C-arm sends its images to this folder")
+            time.sleep(self.poll_s)
+
+    def _read(self, path, view) -> FluoroImage:
+        try:
+            img = read_image(path)
+        except ImageReadError as e:
+            self.last_message = str(e)
+            raise DeviceError(f"new file could not be read: {e}") from e
+        self.last_message = f"last image {Path(path).name}"
+        return img if img.view else img.with_view(view)
+
+
+DicomFolderCArm = DicomFolderSource  # the name app/devices_controller.py looks up
