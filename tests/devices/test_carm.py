@@ -31,7 +31,7 @@ def test_simulated_carm_returns_a_shot_with_metadata(carm):
     assert img.primary_angle_deg == 12.0 and img.secondary_angle_deg == -8.0
     shot = carm.last_shots["lat"]
     assert shot is carm.last_shot and shot.image is img
-    beam = shot.geometry_world.detector_origin_mm - shot.geometry_world.source_mm
+    beam = -shot.geometry_world.detector_normal  # source -> detector
     # LAT beam (+x) tilted 8° caudal (towards -z), then turned 12° LAO about the long axis
     c8, s8, c12, s12 = np.cos(np.radians(8)), np.sin(np.radians(8)), np.cos(np.radians(12)), np.sin(np.radians(12))
     np.testing.assert_allclose(beam / np.linalg.norm(beam), [c8 * c12, -c8 * s12, -s8], atol=1e-9)
