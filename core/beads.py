@@ -76,11 +76,13 @@ def _candidates(d: np.ndarray, kernel_px: int, min_area: int, ball_r: float = 0.
     th = d - _background(d, kernel_px)
     hp = th - cv2.blur(th, (3, 3))
     sigma = 1.4826 * float(np.median(np.abs(hp - np.median(hp)))) * 1.5 + 1e-6
-    seg = th
+    thr = max(6 * sigma, floor)
+    mask = (th > thr).astype(np.uint8)
     if ball_r >= 2.0:
         k = int(round(1.2 * ball_r)) | 1
-        seg = cv2.morphologyEx(th, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    mask = (seg > max(6 * sigma, floor)).astype(np.uint8)
+        se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        core_ = (cv2.morphologyEx(th, cv2.MORPH_OPEN, se) > thr).astype(np.uint8)
+        mask &= cv2.dilate(core_, se)    # restore each ball's footprint, not the wire
     n, labels, stats, cent = cv2.connectedComponentsWithStats(mask, connectivity=8)
     rows = []
     for i in range(1, n):
@@ -107,7 +109,8 @@ def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0):
     rows, labels, th, sigma = _candidates(d, kernel_px, min_area, ball_r, floor)
     shp = [_shape(labels, th, r) for r in rows]
     r_eq = np.array([np.sqrt(r[5] / np.pi) for r in rows]) if rows else np.zeros(0)
-    round_ = np.array([s[0] > 0.8 and 0.8 < s[1] < 1.25 for s in shp], bool)
+    # pixel quantisation makes small discs look less round: relax below r = 4 px
+    round_ = np.array([s[0] > (0.8 if r >= 4 else 0.6) and 0.75 < s[1] < 1.3 for s, r in zip(shp, r_eq)], bool)
     if round_.sum() < 3:
         return [], 0.0, 0, 0.0
     med = float(np.median(r_eq[round_]))
@@ -119,15 +122,16 @@ def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0):
 
 def _plane_background(patch, yy, xx, ring):
     """Least-squares plane through the annulus pixels, one robust re-fit."""
-    A = np.column_stack([np.ones(ring.sum()), xx[ring], yy[ring]])
+    x0, y0 = xx.mean(), yy.mean()
+    A = np.column_stack([np.ones(ring.sum()), xx[ring] - x0, yy[ring] - y0])
     b = patch[ring]
-    coef, *_ = np.linalg.lstsq(A, b, rcond=None)
+    coef = np.linalg.solve(A.T @ A, A.T @ b)      # 3x3 normal equations (centred: well conditioned)
     res = b - A @ coef
     s = 1.4826 * np.median(np.abs(res)) + 1e-9
     ok = np.abs(res) < 3 * s
     if ok.sum() > 6:
-        coef, *_ = np.linalg.lstsq(A[ok], b[ok], rcond=None)
-    return coef[0] + coef[1] * xx + coef[2] * yy
+        coef = np.linalg.solve(A[ok].T @ A[ok], A[ok].T @ b[ok])
+    return coef[0] + coef[1] * (xx - x0) + coef[2] * (yy - y0)
 
 
 def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import scipy.linalg
 from scipy.interpolate import CloughTocher2DInterpolator, LinearNDInterpolator
 from scipy.ndimage import map_coordinates
 
@@ -74,7 +75,7 @@ class _Poly2D:
         A = _design(src, centre, scale, order)
         if len(src) < A.shape[1] + 2:
             raise DistortionError(f"order-{order} polynomial needs more than {A.shape[1] + 1} plate balls")
-        coef, *_ = np.linalg.lstsq(A, dst - src, rcond=None)
+        coef = scipy.linalg.lstsq(A, dst - src, lapack_driver="gelsy", check_finite=False)[0]
         return cls(order, np.asarray(centre, float), float(scale), coef)
 
     def __call__(self, q):

@@ -63,12 +63,13 @@ def carm_geometry(view, shape=(512, 512), pixel_mm=0.5, sid=1000.0, sod=600.0,
     return ConeBeamGeometry(src, origin, du, dv, (pixel_mm, pixel_mm), shape)
 
 
-def _ball_chords(geom, centre, radius, raw_to_ideal, ss=4):
+def _ball_chords(geom, centre, radius, distortion, ss=4):
     """(rows, cols) slice box and the mean chord length (mm) per pixel of one ball."""
     c_uv = geom.project(centre)
-    if raw_to_ideal is not None:
-        from scipy.optimize import fsolve
-        c_uv = fsolve(lambda q: raw_to_ideal(q) - c_uv, c_uv)
+    raw_to_ideal = None
+    if distortion is not None:
+        c_uv = distortion.ideal_to_raw(c_uv)
+        raw_to_ideal = distortion.raw_to_ideal
     dist = np.linalg.norm(centre - geom.source_mm)
     r_px = radius * geom.source_to_detector_mm / dist / geom.pixel_spacing_mm[0] * 1.15 + 3
     u0, u1 = int(np.floor(c_uv[0] - r_px)), int(np.ceil(c_uv[0] + r_px))
@@ -121,11 +122,10 @@ def render(geom, balls_mm, ball_diameter_mm=4.0, mu_ball=0.35, distortion=None, 
         a = rng.uniform(0, np.pi)
         d = np.abs((xx - cols * 0.4) * np.sin(a) - (yy - rows * 0.55) * np.cos(a))
         att += 1.5 * (d < 1.5 * cols / 512)
-    r2i = distortion.raw_to_ideal if distortion is not None else None
     balls = np.asarray(balls_mm, float)
     allb = balls if extra_balls_mm is None else np.vstack([balls, extra_balls_mm])
     for c in allb:
-        res = _ball_chords(geom, c, ball_diameter_mm / 2, r2i)
+        res = _ball_chords(geom, c, ball_diameter_mm / 2, distortion)
         if res is not None:
             sl, chord = res
             att[sl] += mu_ball * chord
@@ -154,3 +154,22 @@ def default_pair(cage, shape=(512, 512), pixel_mm=0.5, seed=0, distortion=False,
         img, uv = render(geom, balls, cage.ball_diameter_mm, distortion=dist, seed=seed * 7 + len(out), **kw)
         out[view] = dict(image=img, geometry=geom, distortion=dist, uv_raw=uv, balls_mm=balls)
     return out
+
+
+def plate_shot(plate_xy, geom, distortion=None, rot_deg=7.0, flip=False, gap_mm=30.0, seed=0,
+               diameter_mm=2.0, **kw):
+    """A shot of a distortion plate held ``gap_mm`` in front of the detector."""
+    rows, cols = geom.shape
+    centre = geom.pixel_to_detector_mm(np.array([(cols - 1) / 2, (rows - 1) / 2]))
+    centre = centre + gap_mm * geom.detector_normal
+    a = np.radians(rot_deg)
+    u = np.cos(a) * geom.detector_u + np.sin(a) * geom.detector_v
+    v = -np.sin(a) * geom.detector_u + np.cos(a) * geom.detector_v
+    if flip:
+        v = -v
+    xy = np.asarray(plate_xy, float)
+    balls = centre + xy[:, :1] * u + xy[:, 1:] * v
+    kw.setdefault("clutter", False)
+    kw.setdefault("kwire", False)
+    img, uv = render(geom, balls, diameter_mm, mu_ball=0.6, distortion=distortion, seed=seed, **kw)
+    return img, uv
