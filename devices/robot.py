@@ -1,0 +1,171 @@
+"""Robot arm: the interface the control loop drives, and a simulator.
+
+State (``RobotState``): ``t`` (``time.perf_counter`` s when measured), joint
+positions ``q`` and velocities ``qd`` (mm or rad, per second), ``enabled``, and
+``fault`` (None or one line saying what to do). Commands are joint velocities;
+``stop()`` commands zero at once. A robot that is not enabled, or in fault,
+ignores motion commands and brakes.
+"""
+from __future__ import annotations
+
+import abc
+import collections
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.kinematics.base import Kinematics
+from devices.base import DeviceError, DeviceStatus
+
+__all__ = ["RobotState", "Robot", "SimulatedRobot"]
+
+
+@dataclass(frozen=True)
+class RobotState:
+    t: float
+    q: np.ndarray
+    qd: np.ndarray
+    enabled: bool
+    fault: str | None = None
+
+
+class Robot(abc.ABC):
+    kinematics: Kinematics
+    status: DeviceStatus = DeviceStatus.DISCONNECTED
+
+    @abc.abstractmethod
+    def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    def disconnect(self) -> None: ...
+
+    @abc.abstractmethod
+    def enable(self) -> None:
+        """Release brakes and servo on; raises ``DeviceError`` while in fault."""
+
+    @abc.abstractmethod
+    def disable(self) -> None: ...
+
+    @abc.abstractmethod
+    def state(self) -> RobotState:
+        """The newest measured state; ``DeviceError`` if the link is down."""
+
+    @abc.abstractmethod
+    def command_joint_velocity(self, qd) -> None: ...
+
+    def command_task_velocity(self, Xd) -> None:
+        """Task-space velocity through the inverse Jacobian (eq. 15 for the hybrid robot)."""
+        q = self.state().q
+        self.command_joint_velocity(self.kinematics.inverse_pose_jacobian(q) @ np.asarray(Xd, float))
+
+    def stop(self) -> None:
+        self.command_joint_velocity(np.zeros(self.kinematics.n_joints))
+
+    @abc.abstractmethod
+    def reset_fault(self) -> None: ...
+
+
+class SimulatedRobot(Robot):
+    """Joint velocity servos (first order, time constant ``tau_s``) behind a command
+    latency, with the joints' own speed/acceleration limits, hard stops at the joint
+    limits, encoder noise, and faults and stalls on demand. ``step(now)`` advances the
+    physics to ``now`` (the control loop calls it each cycle)."""
+
+    def __init__(self, kinematics: Kinematics, q0, latency_s=0.001, tau_s=0.01,
+                 encoder_noise=(0.002, 2e-5), seed=0, clock=time.perf_counter, timeout_s=0.05):
+        self.kinematics = kinematics
+        self.limits = kinematics.joint_limits
+        self._q = np.asarray(q0, float).copy()
+        self._qd = np.zeros_like(self._q)
+        self._cmd = np.zeros_like(self._q)
+        self._pending = collections.deque()
+        self.latency_s, self.tau_s, self.timeout_s = latency_s, tau_s, timeout_s
+        kin_rot = np.array([n.startswith("theta") or n.startswith("A") for n in kinematics.joint_names])
+        self._noise = np.where(kin_rot, encoder_noise[1], encoder_noise[0])
+        self._rng = np.random.default_rng(seed)
+        self._clock = clock
+        self._t = clock()
+        self._t_state = self._t
+        self.enabled = False
+        self.fault: str | None = None
+        self._stalled = False
+
+    # -- interface ---------------------------------------------------------------
+    def connect(self) -> None:
+        self.status = DeviceStatus.SIMULATED
+        self._t = self._t_state = self._clock()
+
+    def disconnect(self) -> None:
+        self.enabled = False
+        self.status = DeviceStatus.DISCONNECTED
+
+    def enable(self) -> None:
+        if self.fault:
+            raise DeviceError(f"robot in fault ({self.fault}); reset the fault before enabling")
+        self.enabled = True
+
+    def disable(self) -> None:
+        self.enabled = False
+        self._cmd[:] = 0
+
+    def state(self) -> RobotState:
+        if self.status is DeviceStatus.DISCONNECTED:
+            raise DeviceError("robot not connected: connect it first")
+        if self._stalled and self._clock() - self._t_state > self.timeout_s:
+            raise DeviceError("robot state stream stopped: check the robot controller link, "
+                              "then reset the fault")
+        q = self._q + self._noise * self._rng.standard_normal(self._q.shape)
+        return RobotState(self._t_state, q, self._qd.copy(), self.enabled, self.fault)
+
+    def command_joint_velocity(self, qd) -> None:
+        qd = np.asarray(qd, float)
+        if qd.shape != self._q.shape or not np.all(np.isfinite(qd)):
+            raise DeviceError("joint velocity command has the wrong size or non-finite values")
+        self._pending.append((self._clock() + self.latency_s, qd.copy()))
+
+    def stop(self) -> None:
+        self._pending.clear()
+        self._cmd[:] = 0
+
+    def reset_fault(self) -> None:
+        self.fault = None
+        self._stalled = False
+
+    # -- simulation -------------------------------------------------------------
+    def inject_fault(self, message: str) -> None:
+        """Fault on demand: servo off, brakes on (motion ends within the braking time)."""
+        self.fault = message
+        self.enabled = False
+
+    def stall(self, stalled: bool = True) -> None:
+        """The state stream stops updating (the loop's watchdog must notice)."""
+        self._stalled = stalled
+
+    @property
+    def true_q(self) -> np.ndarray:
+        return self._q.copy()
+
+    def step(self, now: float | None = None) -> None:
+        now = self._clock() if now is None else now
+        dt = now - self._t
+        if dt <= 0:
+            return
+        while self._pending and self._pending[0][0] <= now:
+            self._cmd = self._pending.popleft()[1]
+        target = self._cmd if (self.enabled and not self.fault) else np.zeros_like(self._cmd)
+        target = np.clip(target, -self.limits.velocity, self.limits.velocity)
+        acc = (target - self._qd) / max(self.tau_s, dt)
+        acc = np.clip(acc, -2 * self.limits.acceleration, 2 * self.limits.acceleration)
+        self._qd = self._qd + acc * dt
+        q = self._q + self._qd * dt
+        hit = (q < self.limits.lower) | (q > self.limits.upper)
+        if np.any(hit):                      # a hard stop: the mechanism stops, servo faults
+            q = np.clip(q, self.limits.lower, self.limits.upper)
+            self._qd[hit] = 0.0
+            i = int(np.flatnonzero(hit)[0])
+            self.inject_fault(f"joint {self.kinematics.joint_names[i]} hit its hard stop: "
+                              "jog it back by hand-wheel, then reset the fault")
+        self._q, self._t = q, now
+        if not self._stalled:
+            self._t_state = now
