@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
+import math
 import json
 import logging
 import os
@@ -299,3 +300,395 @@ def load_plan_file(path) -> dict:
         raise PlanFileError(f"{path}: not a readable JSON plan ({e})") from None
     _parse_plan(d)
     return d
+
+
+# --- the controller ------------------------------------------------------------------------
+def _other(view: str) -> str:
+    return "lat" if view == "ap" else "ap"
+
+
+class PlanningController(QObject):
+    """Connects viewer clicks and handle drags, the panel and the 3D view to a ``PlanModel``.
+
+    Placing a point: ``new_trajectory()`` (N) starts with the entry; a click in
+    either view sets it there and the other view shows that pixel's X-ray as a
+    dashed (epipolar) line; the click in the other view is snapped to the line
+    (unless ``snap`` is off or Shift is held) and gives the 3D point; then the
+    target the same way. Handles drag in either view; everything follows live.
+    ``message(text, warn)`` says what to do next, or what is wrong.
+    """
+    message = Signal(str, bool)
+
+    def __init__(self, model: PlanModel, viewers: dict, panel=None, scene_view=None, confirm=None,
+                 T_scene_cage=None, patient_axes=None, shortcut_parent=None, parent=None):
+        from core.planning import PatientAxes
+        from widgets.trajectory_overlays import EpipolarOverlay
+
+        super().__init__(parent)
+        self.model, self.viewers, self.panel = model, viewers, panel
+        self.scene = None
+        if scene_view is not None:
+            from widgets.scene_trajectories import SceneTrajectories
+            self.scene = SceneTrajectories(scene_view, T_scene_cage)
+        self.confirm = confirm or self._ask
+        self.patient_axes = patient_axes or PatientAxes()
+        self.snap = True
+        self.placing: tuple[str, str] | None = None  # (trajectory id, "entry"|"target")
+        self._drag = None                             # (tid, kind, view, token) while a handle moves
+        self._overlays = {v: {} for v in VIEWS}
+        self._epipolar = {v: EpipolarOverlay(viewers[v].overlay("epipolar")) for v in VIEWS}
+        for v in VIEWS:
+            viewers[v].pixel_clicked.connect(lambda u, vv, mods, view=v: self.click(view, u, vv, mods))
+        model.trajectory_changed.connect(self._refresh)
+        model.trajectory_removed.connect(self._drop)
+        model.selection_changed.connect(self._selection_changed)
+        model.order_changed.connect(self._refresh_panel)
+        model.undo_stack.indexChanged.connect(self._undo_state)
+        if panel is not None:
+            self._connect_panel(panel)
+        if shortcut_parent is not None:
+            self.install_shortcuts(shortcut_parent)
+        self.refresh_all()
+
+    # -- user actions ----------------------------------------------------------------------
+    def new_trajectory(self, level: str | None = None, side: str | None = None) -> str:
+        """Create a trajectory (default: the other side of the last one, or the next level)."""
+        if level is None or side is None:
+            level, side = self._next_level_side()
+        tid = self.model.add(level, side)
+        self.placing = (tid, "entry")
+        self._say(f"{self.model.get(tid).name}: click the ENTRY point in the AP or the LAT image")
+        self._refresh_epipolar()
+        return tid
+
+    def _next_level_side(self) -> tuple[str, str]:
+        if not len(self.model):
+            return "L4", "left"
+        last = self.model.trajectories()[-1]
+        if last.side == "left":
+            return last.level, "right"
+        i = LEVELS.index(last.level)
+        return LEVELS[min(i + 1, len(LEVELS) - 1)], "left"
+
+    def place(self, kind: str) -> None:
+        """Click ``kind`` of the selected trajectory again, in both views (one undo step)."""
+        tid = self.model.selected
+        if not tid:
+            self._say("select a trajectory in the table first", warn=True)
+            return
+        t = self.model.get(tid)
+        if any(t.click(kind, v) is not None for v in VIEWS):
+            self.model.undo_stack.beginMacro(f"re-place {kind} of {t.name}")
+            for v in VIEWS:
+                if self.model.get(tid).click(kind, v) is not None:
+                    self.model.set_click(tid, kind, v, None)
+            self.model.undo_stack.endMacro()
+        self.placing = (tid, kind)
+        self._say(f"{t.name}: click the {kind.upper()} point in the AP or the LAT image")
+        self._refresh_epipolar()
+
+    def cancel(self) -> None:
+        """Esc: stop placing points (the clicks made so far stay, Ctrl+Z removes them)."""
+        if self.placing is not None:
+            self.placing = None
+            self._say("placing cancelled")
+        self._refresh_epipolar()
+
+    def click(self, view: str, u: float, v: float, modifiers=None) -> None:
+        """A click on ``view`` at raw pixel (u, v): places the pending point, if any."""
+        from PySide6.QtCore import Qt
+
+        from core.planning import ClickOutsideImageError, check_click, epipolar_line, snap_to_epipolar
+
+        if self.placing is None or self.placing[0] not in self.model:
+            self.placing = None
+            self._say("press N (New) to plan a trajectory, or drag a handle to move a point")
+            return
+        tid, kind = self.placing
+        try:
+            uv = check_click((u, v), self.viewers[view].image_shape, view)
+        except ClickOutsideImageError as e:
+            self._say(str(e), warn=True)
+            return
+        other = _other(view)
+        first = self.model.get(tid).click(kind, other)
+        shift = modifiers is not None and bool(modifiers & Qt.KeyboardModifier.ShiftModifier)
+        if first is not None and self.snap != shift and self.model.calibration is not None:
+            line = epipolar_line(self.model.calibration, other, first, view, shape=self.viewers[view].image_shape)
+            if len(line) >= 2:
+                uv, _ = snap_to_epipolar(uv, line)
+        t = self.model.set_click(tid, kind, view, uv)
+        self._after_click(tid, kind, view, t)
+
+    def _after_click(self, tid: str, kind: str, view: str, t) -> None:
+        other = _other(view)
+        if t.click(kind, other) is None:
+            self._say(f"{t.name}: now click the {kind.upper()} in the {other.upper()} image, on the dashed line")
+        elif not self._gap_message(tid, kind):
+            if kind == "entry" and any(t.click("target", v) is None for v in VIEWS):
+                self.placing = (tid, "target")
+                self._say(f"{t.name}: entry placed. Now click the TARGET point in the AP or the LAT image")
+            else:
+                self.placing = None
+                self._say(f"{t.name} planned" + (f": {t.length_mm:.1f} mm" if t.complete else ""))
+        self._refresh_epipolar()
+
+    def _gap_message(self, tid: str, kind: str) -> bool:
+        """Say so (and return True) when the two clicks of ``kind`` do not show the same point."""
+        t = self.model.get(tid)
+        gap = getattr(t, f"{kind}_gap_mm")
+        if gap is None or gap <= self.model.max_gap_mm:
+            return False
+        self._say(f"{t.name} {kind}: the AP and LAT clicks are {gap:.1f} mm apart: they do not show the same "
+                  "point. Drag a handle onto the dashed line", warn=True)
+        return True
+
+    def handle_dragged(self, view: str, tid: str, kind: str, u: float, v: float, finished: bool) -> None:
+        """A handle of ``tid`` moves in ``view``: one undo step per drag, live in both views and 3D."""
+        from core.planning import ClickOutsideImageError, check_click
+
+        if self._drag is None or self._drag[:3] != (tid, kind, view):
+            self._drag = (tid, kind, view, object())
+            self.model.select(tid)
+        token = self._drag[3]
+        try:
+            uv = check_click((u, v), self.viewers[view].image_shape, view)
+        except ClickOutsideImageError as e:
+            self._say(str(e) + " (the handle stays inside)", warn=True)
+            self._drag = None if finished else self._drag
+            self._refresh(tid)
+            return
+        self.model.set_click(tid, kind, view, uv, drag_token=token)
+        if finished:
+            self._drag = None
+            if not self._gap_message(tid, kind):
+                self._say(f"{self.model.get(tid).name}: {kind} moved in {view.upper()}")
+            self._refresh_epipolar()
+
+    def delete_selected(self) -> bool:
+        """Delete the selected trajectory after confirmation; True when deleted."""
+        tid = self.model.selected
+        if not tid:
+            self._say("select a trajectory to delete", warn=True)
+            return False
+        name = self.model.get(tid).name
+        if not self.confirm(f"Delete trajectory {name}?\n\nCtrl+Z brings it back."):
+            return False
+        if self.placing and self.placing[0] == tid:
+            self.placing = None
+        self.model.remove(tid)
+        self._say(f"{name} deleted (Ctrl+Z brings it back)")
+        return True
+
+    def undo(self) -> None:
+        self._say(f"undo: {self.model.undo_stack.undoText()}" if self.model.undo_stack.canUndo() else "nothing to undo")
+        self.model.undo_stack.undo()
+        self._refresh_epipolar()
+
+    def redo(self) -> None:
+        self._say(f"redo: {self.model.undo_stack.redoText()}" if self.model.undo_stack.canRedo() else "nothing to redo")
+        self.model.undo_stack.redo()
+        self._refresh_epipolar()
+
+    def save(self, path) -> Path:
+        path = self.model.save(path)
+        self._say(f"plan saved to {path}")
+        return path
+
+    def load(self, path) -> None:
+        try:
+            self.model.load(path)
+        except PlanFileError as e:
+            self._say(str(e), warn=True)
+            raise
+        self.placing = None
+        self.refresh_all()
+        self._say(f"plan loaded from {path}: {len(self.model)} trajectories")
+
+    def set_snap(self, on: bool) -> None:
+        self.snap = bool(on)
+
+    def set_calibration(self, calibration) -> None:
+        self.model.set_calibration(calibration)
+        self.refresh_all()
+
+    # -- wiring ------------------------------------------------------------------------------
+    def _connect_panel(self, panel) -> None:
+        panel.new_requested.connect(lambda: self.new_trajectory())
+        panel.place_requested.connect(self.place)
+        panel.delete_requested.connect(self.delete_selected)
+        panel.undo_requested.connect(self.undo)
+        panel.redo_requested.connect(self.redo)
+        panel.selection_requested.connect(self.model.select)
+        panel.edit_requested.connect(self._edit)
+        panel.snap_toggled.connect(self.set_snap)
+        panel.save_requested.connect(self._save_dialog)
+        panel.load_requested.connect(self._load_dialog)
+        self.message.connect(panel.set_status)
+
+    def _edit(self, tid: str, field: str, value) -> None:
+        try:
+            self.model.set_fields(tid, **{field: value})
+        except PlanningError as e:
+            self._say(str(e), warn=True)
+            self._refresh_panel()
+
+    def install_shortcuts(self, parent) -> list:
+        """N new, E/T re-place entry/target, Delete, Ctrl+Z, Ctrl+Shift+Z (and Ctrl+Y), Esc."""
+        from PySide6.QtCore import Qt
+        from PySide6.QtGui import QKeySequence, QShortcut
+
+        keys = (("N", self.new_trajectory), ("E", lambda: self.place("entry")), ("T", lambda: self.place("target")),
+                (QKeySequence.StandardKey.Delete, self.delete_selected), (QKeySequence.StandardKey.Undo, self.undo),
+                ("Ctrl+Shift+Z", self.redo), ("Ctrl+Y", self.redo), ("Esc", self.cancel))
+        self.shortcuts = []
+        for key, slot in keys:
+            s = QShortcut(QKeySequence(key), parent)
+            s.setContext(Qt.ShortcutContext.WindowShortcut)
+            s.activated.connect(lambda slot=slot: slot())
+            self.shortcuts.append(s)
+        return self.shortcuts
+
+    def _ask(self, text: str) -> bool:
+        from PySide6.QtWidgets import QMessageBox
+
+        parent = self.panel.window() if self.panel is not None else None
+        answer = QMessageBox.question(parent, "Delete trajectory", text,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _save_dialog(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self.panel, "Save plan", "plan.json", "Plans (*.json)")
+        if path:
+            self.save(path)
+
+    def _load_dialog(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self.panel, "Load plan", "", "Plans (*.json)")
+        if path:
+            try:
+                self.load(path)
+            except PlanFileError:
+                pass  # already said in the panel
+
+    def _say(self, text: str, warn: bool = False) -> None:
+        (log.warning if warn else log.info)("planning: %s", text)
+        self.message.emit(text, warn)
+
+    # -- drawing -----------------------------------------------------------------------------
+    def refresh_all(self) -> None:
+        for tid in self.model.ids():
+            self._refresh(tid)
+        self._refresh_panel()
+        self._refresh_epipolar()
+        self._undo_state()
+
+    def _overlay(self, view: str, tid: str):
+        from widgets.trajectory_overlays import TrajectoryOverlay
+
+        if tid not in self._overlays[view]:
+            self._overlays[view][tid] = TrajectoryOverlay(
+                self.viewers[view].overlay("trajectories"),
+                on_drag=lambda kind, u, v, fin, view=view, tid=tid: self.handle_dragged(view, tid, kind, u, v, fin))
+        return self._overlays[view][tid]
+
+    def _refresh(self, tid: str) -> None:
+        """Redraw ``tid`` in both views and in 3D, and its table row."""
+        from core.planning import tool_band
+
+        t = self.model.get(tid)
+        selected = tid == self.model.selected
+        warn = bool(self.model.gap_too_large(tid))
+        calib = self.model.calibration
+        for view in VIEWS:
+            clicks = {k: t.click(k, view) for k in POINTS}
+            outline = axis = None
+            if t.complete and calib is not None:
+                band = tool_band(calib, view, t.entry_mm, t.target_mm, t.diameter_mm)
+                outline, axis = band.outline, band.axis
+            elif clicks["entry"] is not None and clicks["target"] is not None:
+                axis = [clicks["entry"], clicks["target"]]
+            self._overlay(view, tid).update(clicks, t.colour, t.name, outline, axis, selected, warn)
+        if self.scene is not None:
+            self.scene.update(tid, t.entry_mm, t.target_mm, t.colour, t.diameter_mm, selected)
+        self._refresh_panel()
+        if self._drag is not None and self._drag[0] == tid:
+            self._refresh_epipolar()
+
+    def _drop(self, tid: str) -> None:
+        for view in VIEWS:
+            overlay = self._overlays[view].pop(tid, None)
+            if overlay is not None:
+                overlay.remove()
+        if self.scene is not None:
+            self.scene.remove(tid)
+        if self.placing and self.placing[0] == tid:
+            self.placing = None
+        self._refresh_panel()
+        self._refresh_epipolar()
+
+    def _selection_changed(self, tid: str) -> None:
+        for t in self.model.ids():
+            self._refresh(t)
+        if self.panel is not None:
+            self.panel.set_selected(tid)
+
+    def epipolar_source(self):
+        """(tid, kind, view) of the point whose X-ray is drawn in the other view, or None."""
+        if self._drag is not None:
+            return self._drag[:3]
+        if self.placing is None or self.placing[0] not in self.model:
+            return None
+        tid, kind = self.placing
+        t = self.model.get(tid)
+        clicked = [v for v in VIEWS if t.click(kind, v) is not None]
+        return (tid, kind, clicked[0]) if len(clicked) == 1 else None
+
+    def _refresh_epipolar(self) -> None:
+        from core.planning import epipolar_line
+
+        src, calib = self.epipolar_source(), self.model.calibration
+        lines = {v: None for v in VIEWS}
+        colour = "#ffffff"
+        if src is not None and calib is not None and src[0] in self.model:
+            tid, kind, view = src
+            t = self.model.get(tid)
+            other = _other(view)
+            shape = self.viewers[other].image_shape
+            try:
+                lines[other] = epipolar_line(calib, view, t.click(kind, view), other, shape=shape)
+            except PlanningError as e:
+                self._say(str(e), warn=True)
+            colour = t.colour
+        for v in VIEWS:
+            self._epipolar[v].set_line(lines[v], colour)
+
+    def _refresh_panel(self) -> None:
+        if self.panel is None:
+            return
+        from core.planning import trajectory_angles
+
+        rows = []
+        for tid, t in zip(self.model.ids(), self.model.trajectories()):
+            row = {"tid": tid, "name": t.name, "level": t.level, "side": t.side, "colour": t.colour,
+                   "diameter": t.diameter_mm, "length": None, "medial": None, "cranial": None,
+                   "gap": None, "warn": bool(self.model.gap_too_large(tid))}
+            gaps = [g for g in (t.entry_gap_mm, t.target_gap_mm) if g is not None]
+            row["gap"] = max(gaps) if gaps else None
+            if t.complete and t.length_mm >= 1.0:
+                a = trajectory_angles(t.entry_mm, t.target_mm, t.side, self.patient_axes)
+                row.update(length=a.length_mm, medial=math.degrees(a.medial_rad), cranial=math.degrees(a.cranial_rad))
+            rows.append(row)
+        self.panel.set_rows(rows)
+        self.panel.set_selected(self.model.selected)
+
+    def _undo_state(self, *_):
+        import shiboken6
+
+        if self.panel is not None and shiboken6.isValid(self.model.undo_stack) and shiboken6.isValid(self.panel):
+            s = self.model.undo_stack
+            self.panel.set_undo_state(s.canUndo(), s.canRedo(), s.undoText(), s.redoText())

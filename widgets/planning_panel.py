@@ -1,0 +1,186 @@
+"""The planning panel: the trajectory table and large buttons (for gloved hands).
+
+Thin: it shows rows the controller formats (``set_rows``) and emits what the
+user asked for; it keeps no plan state. Angles arrive in degrees (UI).
+Columns: name, level, side, length, medial, cranial, tool diameter, ray gap.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHeaderView,
+                               QLabel, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from core.planning import LEVELS, SIDES
+
+__all__ = ["PlanningPanel", "COLUMNS"]
+
+COLUMNS = ("Name", "Level", "Side", "Length mm", "Medial °", "Cranial °", "Ø mm", "Gap mm")
+BUTTON_HEIGHT = 48
+_WARN = QColor("#ff5050")
+
+
+class PlanningPanel(QWidget):
+    """Signals carry trajectory ids (str) and the requested values."""
+    new_requested = Signal()
+    place_requested = Signal(str)              # "entry" | "target"
+    delete_requested = Signal()
+    undo_requested = Signal()
+    redo_requested = Signal()
+    save_requested = Signal()
+    load_requested = Signal()
+    selection_requested = Signal(str)          # tid, "" for none
+    edit_requested = Signal(str, str, object)  # tid, field, value
+    snap_toggled = Signal(bool)
+
+    def __init__(self, levels=LEVELS, sides=SIDES, parent=None):
+        super().__init__(parent)
+        self.setObjectName("planning_panel")
+        self.levels, self.sides = tuple(levels), tuple(sides)
+        self._tids: list[str] = []
+        self._filling = False
+        self._build()
+
+    def _build(self) -> None:
+        self.table = QTableWidget(0, len(COLUMNS), objectName="trajectory_table")
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(40)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table.itemChanged.connect(self._item_changed)
+        self.table.setToolTip("Medial: tip towards the midline (+). Cranial: tip towards the head (+). "
+                              "Gap: distance between the AP and LAT rays of a point (large = clicks disagree)")
+
+        buttons = QGridLayout()
+        self.buttons = {}
+        for i, (key, text, tip, signal) in enumerate((
+                ("new", "New  (N)", "Create a trajectory, then click its entry in either view", self.new_requested),
+                ("entry", "Entry  (E)", "Click the entry point again in both views", None),
+                ("target", "Target  (T)", "Click the target point again in both views", None),
+                ("delete", "Delete  (Del)", "Delete the selected trajectory (asks first)", self.delete_requested),
+                ("undo", "Undo  (Ctrl+Z)", "Undo the last edit", self.undo_requested),
+                ("redo", "Redo  (Ctrl+Shift+Z)", "Redo", self.redo_requested),
+                ("save", "Save plan…", "Save the plan to a file", self.save_requested),
+                ("load", "Load plan…", "Load a plan file (replaces this plan)", self.load_requested))):
+            b = QPushButton(text, objectName=f"plan_{key}", toolTip=tip)
+            b.setMinimumHeight(BUTTON_HEIGHT)
+            if signal is not None:
+                b.clicked.connect(signal.emit)
+            else:
+                b.clicked.connect(lambda _=False, k=key: self.place_requested.emit(k))
+            buttons.addWidget(b, i // 2, i % 2)
+            self.buttons[key] = b
+        self.snap_box = QCheckBox("Snap the second click to the dashed line  (Shift: free)", objectName="plan_snap")
+        self.snap_box.setChecked(True)
+        self.snap_box.toggled.connect(self.snap_toggled.emit)
+        self.status = QLabel(objectName="plan_status", wordWrap=True)
+        self.status.setMinimumHeight(40)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.status)
+        layout.addWidget(self.snap_box)
+        layout.addLayout(buttons)
+
+    # -- showing -------------------------------------------------------------------------
+    def set_rows(self, rows: list[dict]) -> None:
+        """Rows: dicts with tid, name, level, side, colour, length, medial, cranial, diameter,
+        gap (numbers or None) and warn (bool). Rows are reused while the ids keep their order."""
+        self._filling = True
+        try:
+            tids = [r["tid"] for r in rows]
+            if tids != self._tids:
+                self.table.setRowCount(0)
+                self.table.setRowCount(len(rows))
+                for i, r in enumerate(rows):
+                    self._make_row(i, r)
+                self._tids = tids
+            for i, r in enumerate(rows):
+                self._fill_row(i, r)
+        finally:
+            self._filling = False
+
+    def _make_row(self, i: int, r: dict) -> None:
+        for col in range(len(COLUMNS)):
+            item = QTableWidgetItem()
+            flags = Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled
+            if col == 0:
+                flags |= Qt.ItemFlag.ItemIsEditable
+            item.setFlags(flags)
+            if col >= 3:
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.table.setItem(i, col, item)
+        tid = r["tid"]
+        for col, field, options in ((1, "level", self.levels), (2, "side", self.sides)):
+            box = QComboBox(objectName=f"plan_{field}")
+            box.addItems(options)
+            box.currentTextChanged.connect(lambda text, t=tid, f=field: self._edit(t, f, text))
+            self.table.setCellWidget(i, col, box)
+        spin = QDoubleSpinBox(objectName="plan_diameter", decimals=1, minimum=0.5, maximum=20.0, singleStep=0.5)
+        spin.valueChanged.connect(lambda value, t=tid: self._edit(t, "diameter_mm", float(value)))
+        self.table.setCellWidget(i, 6, spin)
+
+    def _fill_row(self, i: int, r: dict) -> None:
+        def num(x, fmt="{:.1f}"):
+            return "—" if x is None else fmt.format(x)
+
+        name_item = self.table.item(i, 0)
+        name_item.setText(r["name"])
+        name_item.setForeground(QBrush(QColor(r["colour"])))
+        for col, key in ((3, "length"), (4, "medial"), (5, "cranial")):
+            self.table.item(i, col).setText(num(r.get(key)))
+        gap_item = self.table.item(i, 7)
+        gap_item.setText(num(r.get("gap"), "{:.2f}"))
+        gap_item.setForeground(QBrush(_WARN if r.get("warn") else QColor("#d0d0d0")))
+        gap_item.setToolTip("the AP and LAT clicks do not show the same point: move a handle onto the dashed line"
+                            if r.get("warn") else "")
+        for col, key in ((1, "level"), (2, "side")):
+            box = self.table.cellWidget(i, col)
+            if box.currentText() != r[key]:
+                box.blockSignals(True)
+                box.setCurrentText(r[key])
+                box.blockSignals(False)
+        spin = self.table.cellWidget(i, 6)
+        if abs(spin.value() - r["diameter"]) > 1e-9:
+            spin.blockSignals(True)
+            spin.setValue(r["diameter"])
+            spin.blockSignals(False)
+
+    def set_selected(self, tid: str) -> None:
+        self._filling = True
+        try:
+            if tid in self._tids:
+                self.table.selectRow(self._tids.index(tid))
+            else:
+                self.table.clearSelection()
+        finally:
+            self._filling = False
+
+    def set_status(self, text: str, warn: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("color: #ff6060; font-weight: bold;" if warn else "")
+
+    def set_undo_state(self, can_undo: bool, can_redo: bool, undo_text: str = "", redo_text: str = "") -> None:
+        self.buttons["undo"].setEnabled(can_undo)
+        self.buttons["redo"].setEnabled(can_redo)
+        self.buttons["undo"].setToolTip(f"Undo {undo_text}" if undo_text else "Nothing to undo")
+        self.buttons["redo"].setToolTip(f"Redo {redo_text}" if redo_text else "Nothing to redo")
+
+    # -- user input ------------------------------------------------------------------------
+    def _edit(self, tid: str, field: str, value) -> None:
+        if not self._filling:
+            self.edit_requested.emit(tid, field, value)
+
+    def _item_changed(self, item: QTableWidgetItem) -> None:
+        if not self._filling and item.column() == 0 and item.row() < len(self._tids):
+            self.edit_requested.emit(self._tids[item.row()], "name", item.text())
+
+    def _selection_changed(self) -> None:
+        if self._filling:
+            return
+        rows = {i.row() for i in self.table.selectedIndexes()}
+        self.selection_requested.emit(self._tids[min(rows)] if rows else "")

@@ -1,0 +1,114 @@
+"""Planned trajectories in the 3D view: a tube of the tool's diameter, entry and target spheres.
+
+Thin VTK: one ``vtkAssembly`` per trajectory, added to the scene view as
+``"trajectory:<id>"`` and updated in place (sources re-parameterised, one
+render), so that a handle drag redraws at once. Points arrive in the cage
+frame; ``T_scene_cage`` places them in the scene's frame.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtGui import QColor
+from vtkmodules.vtkCommonMath import vtkMatrix4x4
+from vtkmodules.vtkFiltersCore import vtkTubeFilter
+from vtkmodules.vtkFiltersSources import vtkLineSource, vtkSphereSource
+from vtkmodules.vtkRenderingCore import vtkActor, vtkAssembly, vtkPolyDataMapper
+
+__all__ = ["SceneTrajectories", "actor_name"]
+
+
+def actor_name(tid: str) -> str:
+    return f"trajectory:{tid}"
+
+
+class _TrajectoryActor:
+    """Tube + two spheres of one trajectory, as a vtkAssembly."""
+
+    def __init__(self):
+        self.line = vtkLineSource()
+        self.tube = vtkTubeFilter()
+        self.tube.SetInputConnection(self.line.GetOutputPort())
+        self.tube.SetNumberOfSides(24)
+        self.tube.CappingOn()
+        self.spheres = {k: vtkSphereSource() for k in ("entry", "target")}
+        self.assembly = vtkAssembly()
+        self.actors = {}
+        for key, source in (("tube", self.tube), *self.spheres.items()):
+            if key != "tube":
+                source.SetThetaResolution(24)
+                source.SetPhiResolution(16)
+            mapper = vtkPolyDataMapper()
+            mapper.SetInputConnection(source.GetOutputPort())
+            actor = vtkActor()
+            actor.SetMapper(mapper)
+            self.actors[key] = actor
+            self.assembly.AddPart(actor)
+
+    def update(self, entry_mm, target_mm, colour: str, diameter_mm: float, selected: bool) -> None:
+        c = QColor(colour)
+        rgb = (c.redF(), c.greenF(), c.blueF())
+        r = 0.5 * diameter_mm
+        self.line.SetPoint1(*entry_mm)
+        self.line.SetPoint2(*target_mm)
+        self.tube.SetRadius(r)
+        self.spheres["entry"].SetCenter(*entry_mm)
+        self.spheres["target"].SetCenter(*target_mm)
+        for key, sphere in self.spheres.items():
+            sphere.SetRadius(1.6 * r if key == "entry" else 1.3 * r)
+        for key, actor in self.actors.items():
+            prop = actor.GetProperty()
+            prop.SetColor(*(rgb if key != "target" else tuple(0.6 * x + 0.4 for x in rgb)))
+            prop.SetOpacity(1.0 if selected or key != "tube" else 0.75)
+            prop.SetSpecular(0.3)
+
+
+class SceneTrajectories:
+    """Keeps ``scene_view`` (widgets.scene_view.SceneView) showing the complete trajectories."""
+
+    def __init__(self, scene_view, T_scene_cage=None):
+        self.scene_view = scene_view
+        self._actors: dict[str, _TrajectoryActor] = {}
+        self._matrix = vtkMatrix4x4()
+        self.set_transform(np.eye(4) if T_scene_cage is None else T_scene_cage)
+
+    def set_transform(self, T_scene_cage) -> None:
+        T = np.asarray(T_scene_cage, float)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise ValueError(f"T_scene_cage must be a finite 4x4 transform, got shape {T.shape}")
+        for i in range(4):
+            for j in range(4):
+                self._matrix.SetElement(i, j, T[i, j])
+        for a in self._actors.values():
+            a.assembly.SetUserMatrix(self._matrix)
+        self.scene_view.render()
+
+    def update(self, tid: str, entry_mm, target_mm, colour: str, diameter_mm: float,
+               selected: bool = False, render: bool = True) -> None:
+        """Show (or, with a missing point, hide) trajectory ``tid``."""
+        if entry_mm is None or target_mm is None:
+            self.remove(tid)
+            return
+        actor = self._actors.get(tid)
+        if actor is None:
+            actor = self._actors[tid] = _TrajectoryActor()
+            actor.assembly.SetUserMatrix(self._matrix)
+            actor.update(entry_mm, target_mm, colour, diameter_mm, selected)
+            self.scene_view.set_actor(actor_name(tid), actor.assembly)  # renders
+            return
+        actor.update(entry_mm, target_mm, colour, diameter_mm, selected)
+        if render:
+            self.scene_view.render()
+
+    def remove(self, tid: str) -> None:
+        if self._actors.pop(tid, None) is not None:
+            self.scene_view.remove_actor(actor_name(tid))
+
+    def ids(self) -> list[str]:
+        return list(self._actors)
+
+    def tid_of_prop(self, prop) -> str | None:
+        """The trajectory a picked prop belongs to (for 3D picking), or None."""
+        for tid, a in self._actors.items():
+            if prop is a.assembly or prop in a.actors.values():
+                return tid
+        return None
