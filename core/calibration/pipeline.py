@@ -22,7 +22,7 @@ from core.labelling import LabellingError, fit_homography, label_view
 __all__ = ["calibrate_view", "calibrate", "DEFAULT_METHOD", "MAX_PLANE_RMS_PX", "MIN_VIEW_ANGLE_DEG"]
 
 DEFAULT_METHOD = "3d2d"
-MAX_PLANE_RMS_PX = 1.0
+MAX_PLANE_RMS_PX = 3.0
 MIN_VIEW_ANGLE_DEG = 30.0
 MIN_SPREAD_RATIO = 0.15
 
@@ -30,7 +30,7 @@ MIN_SPREAD_RATIO = 0.15
 def _label(cage, view, ideal, shape):
     planes = cage.planes_for(view)
     try:
-        matches = label_view([p.balls_2d for p in planes], ideal, shape)
+        matches = label_view([p.balls_2d for p in planes], ideal, shape, max_rms_px=MAX_PLANE_RMS_PX)
     except LabellingError as e:
         raise CalibrationError(f"{view.upper()} shot: {e}") from None
     return planes, matches
