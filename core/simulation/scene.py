@@ -168,6 +168,12 @@ class SimulatedOR:
         return SimulatedShot(img, view, geo, dist, self.T_world_cage.copy(), info)
 
 
+    def plate_shot(self, view: str, primary_deg: float = 0.0, secondary_deg: float = 0.0, **kwargs):
+        """The distortion plate on the detector at this pose (see ``core.simulation.plate``)."""
+        from core.simulation.plate import plate_shot
+        return plate_shot(self, view, primary_deg, secondary_deg, **kwargs)
+
+
 def body_extent(volume, hu_threshold: float = -500.0) -> tuple[np.ndarray, np.ndarray]:
     """World (min, max) corners of the voxels denser than ``hu_threshold`` (the skin's box)."""
     solid = volume.hu > hu_threshold
