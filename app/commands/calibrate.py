@@ -126,3 +126,7 @@ def _summary(cal, args) -> None:
             print(f"  {pid}: matched {pf['matched']}/{pf['expected_in_view']} in view, "
                   f"rms {pf[f'rms_px_{cal.method}']:.3f} px ({pf[f'rms_mm_{cal.method}']:.3f} mm), "
                   f"outliers {pf['rejected_outliers']}")
+    worst = max(pf[f"rms_px_{cal.method}"] for vc in cal.views.values() for pf in vc.figures["planes"].values())
+    if worst > 1.0:
+        print(f"warning: plane residuals up to {worst:.2f} px: the shots look distorted; calibrate with "
+              "a distortion plate (--plate, --plate-ap, --plate-lat) for sub-millimetre accuracy")
