@@ -2,8 +2,8 @@
 
 Sizes follow ``resources/phantom/lumbar_morphometry.json`` (Zindrick 1987,
 Panjabi 1991/1992, Zhou 2000; see the file): a whole-patient scale ~N(1, 0.04),
-a per-level scale ~N(1, 0.025), per-pedicle width ~N(1, 0.06) and transverse
-angle +-N(0, 2 deg). The lordosis (L1 to S1 end-plate frames) is spread over
+a per-level scale ~N(1, 0.025), pedicle width ~N(1, 0.04) and transverse angle
++-N(0, 1.5 deg) per level, plus a left/right asymmetry. The lordosis (L1 to S1 end-plate frames) is spread over
 the segments in the table's proportions; the layout stacks the bodies and discs
 along it with L3's body centre at the world origin (patient LPS).
 """
@@ -68,30 +68,52 @@ def morphometry() -> dict:
     return data["levels"]
 
 
+def _monotone(values: list[float], step: float) -> list[float]:
+    """Lumbar trend kept after the random draw: each level at least ``step`` above the one before."""
+    out = [values[0]]
+    for v in values[1:]:
+        out.append(max(v, out[-1] + step))
+    return out
+
+
 def draw_parameters(rng: np.random.Generator, fracture_level: str | None,
                     fracture_loss: float) -> dict[str, LevelParams]:
-    """Seeded dimensions of every canonical level (always drawn in the same order)."""
+    """Seeded dimensions of every canonical level (always drawn in the same order).
+
+    Pedicle width and transverse angle keep their caudal growth over L1-L5
+    (Zindrick 1987) whatever the draw; left and right differ symmetrically
+    about the level's value (asymmetry up to ~8 % and ~3 deg).
+    """
     table = morphometry()
     g = float(np.clip(rng.normal(1.0, 0.04), 0.9, 1.1))
+    n = len(CANONICAL_LEVELS)
+    s = g * np.clip(rng.normal(1.0, 0.025, n), 0.94, 1.06)
+    pw = [table[m]["pedicle_width"] * s[i] * float(np.clip(rng.normal(1.0, 0.04), 0.9, 1.1))
+          for i, m in enumerate(CANONICAL_LEVELS)]
+    ta = [table[m]["pedicle_transverse_angle"] + float(np.clip(rng.normal(0.0, 1.5), -3, 3))
+          for m in CANONICAL_LEVELS]
+    lumbar = slice(1, 6)
+    pw[lumbar] = _monotone(pw[lumbar], 0.4)
+    ta[lumbar] = _monotone(ta[lumbar], 0.5)
+    asym_w = np.clip(rng.normal(0.0, 0.03, n), -0.08, 0.08)
+    asym_a = np.clip(rng.normal(0.0, 1.2, n), -3.0, 3.0)
     out = {}
-    for name in CANONICAL_LEVELS:
-        m = table[name]
-        s = g * float(np.clip(rng.normal(1.0, 0.025), 0.94, 1.06))
-        pw = np.clip(rng.normal(1.0, 0.06, 2), 0.85, 1.15) * m["pedicle_width"] * s
-        ta = np.radians(m["pedicle_transverse_angle"] + np.clip(rng.normal(0.0, 2.0, 2), -4, 4))
-        ha = m["body_height_anterior"] * s
+    for i, name in enumerate(CANONICAL_LEVELS):
+        m, si = table[name], float(s[i])
+        ha = m["body_height_anterior"] * si
         frac = name == fracture_level
         if frac:
             ha *= 1.0 - fracture_loss
         out[name] = LevelParams(
-            name=name, body_width=m["body_width"] * s, body_depth=m["body_depth"] * s,
-            height_anterior=ha, height_posterior=m["body_height_posterior"] * s,
-            pedicle_width=(float(pw[0]), float(pw[1])), pedicle_height=m["pedicle_height"] * s,
-            transverse_angle=(float(ta[0]), float(ta[1])),
+            name=name, body_width=m["body_width"] * si, body_depth=m["body_depth"] * si,
+            height_anterior=ha, height_posterior=m["body_height_posterior"] * si,
+            pedicle_width=(pw[i] * (1 + asym_w[i]), pw[i] * (1 - asym_w[i])),
+            pedicle_height=m["pedicle_height"] * si,
+            transverse_angle=(float(np.radians(ta[i] + asym_a[i])), float(np.radians(ta[i] - asym_a[i]))),
             sagittal_angle=float(np.radians(m["pedicle_sagittal_angle"])),
-            canal_width=m["canal_width"] * s, canal_depth=m["canal_depth"] * s,
-            spinous_length=m["spinous_length"] * s, spinous_height=m["spinous_height"] * s,
-            transverse_span=m["transverse_span"] * s, disc_below=m["disc_height_below"] * s,
+            canal_width=m["canal_width"] * si, canal_depth=m["canal_depth"] * si,
+            spinous_length=m["spinous_length"] * si, spinous_height=m["spinous_height"] * si,
+            transverse_span=m["transverse_span"] * si, disc_below=m["disc_height_below"] * si,
             lordosis_below=float(np.radians(m["segment_lordosis_below"])), fractured=frac)
     return out
 

@@ -33,6 +33,11 @@ class SpinePhantom:
     hu_cancellous: float
     params: dict = field(repr=False, default_factory=dict)   # name -> LevelParams (mm, rad)
 
+    @property
+    def pedicles(self) -> list[PedicleTruth]:
+        """Every pedicle, cranial to caudal, left before right."""
+        return [v.pedicles[s] for v in self.levels.values() for s in SIDES]
+
     def pedicle(self, level: str, side: str) -> PedicleTruth:
         if level not in self.levels:
             raise PhantomError(f"level {level!r} is not in this phantom (it has {', '.join(self.levels)})")
@@ -41,7 +46,7 @@ class SpinePhantom:
         return self.levels[level].pedicles[side]
 
 
-def _check_args(seed, spacing_mm, levels, fracture_level, fracture_loss, lordosis_deg, shape):
+def _check_args(seed, spacing_mm, levels, fracture_level, fracture_loss, lordosis_deg, shape, center_mm):
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise PhantomError(f"seed must be a non-negative integer, got {seed!r}")
     sp = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (3,))
@@ -60,6 +65,8 @@ def _check_args(seed, spacing_mm, levels, fracture_level, fracture_loss, lordosi
         raise PhantomError(f"lordosis_deg must be 0-75 degrees (L1-S1), got {lordosis_deg}")
     if shape is not None and (len(shape) != 3 or min(shape) < 8 or max(shape) > 1024):
         raise PhantomError(f"shape must be (nz, ny, nx) with 8-1024 voxels each, got {shape}")
+    if center_mm is not None and (len(center_mm) != 3 or not np.all(np.isfinite(center_mm))):
+        raise PhantomError(f"center_mm must be a finite (x, y, z) in mm, got {center_mm}")
     return sp.copy()
 
 
@@ -78,7 +85,7 @@ def _axial_rotations(rng_values, axial_rotation_deg) -> dict[str, float]:
     return vals
 
 
-def _grid(levels_parts, shape_body: BodyShape, spine_y, spacing, shape) -> Grid:
+def _grid(levels_parts, shape_body: BodyShape, spine_y, spacing, shape, center_mm) -> Grid:
     lo = np.min([p.world_box(0.0)[0] for parts in levels_parts for p in parts], axis=0)
     hi = np.max([p.world_box(0.0)[1] for parts in levels_parts for p in parts], axis=0)
     zlo, zhi = lo[2] - 12.0, hi[2] + 12.0
@@ -89,7 +96,7 @@ def _grid(levels_parts, shape_body: BodyShape, spine_y, spacing, shape) -> Grid:
         n_xyz = np.ceil((box_hi - box_lo) / spacing).astype(int) + 1
     else:
         n_xyz = np.array(shape[::-1], dtype=int)
-    centre = 0.5 * (box_lo + box_hi)
+    centre = 0.5 * (box_lo + box_hi) if center_mm is None else np.asarray(center_mm, dtype=float)
     origin = centre - 0.5 * (n_xyz - 1) * spacing
     return Grid(origin=origin, spacing=spacing, shape=tuple(int(v) for v in n_xyz[::-1]))
 
@@ -178,12 +185,14 @@ def _paint(hu, grid: Grid, parts: list[Part], inside_hu, shell_hu=None, shell_mm
 
 def make_spine_phantom(seed: int = 0, spacing_mm=1.0, levels=CANONICAL_LEVELS, fracture_level: str | None = None,
                        lordosis_deg: float | None = None, axial_rotation_deg=None, shape=None,
-                       fracture_loss: float = 0.4, soft_tissue: bool = True) -> SpinePhantom:
+                       fracture_loss: float = 0.4, soft_tissue: bool = True, center_mm=None) -> SpinePhantom:
     """Procedural lumbar spine CT (HU) with per-level ground truth; see ``core.phantom``.
 
     ``lordosis_deg``: L1-S1 angle, None draws ~N(50, 7) from the seed.
     ``axial_rotation_deg``: None draws ~N(0, 2) per level; a number rotates every level; a dict per level.
-    ``shape``: hu array shape (nz, ny, nx), centred on the trunk; None fits the trunk and the levels.
+    ``shape``: hu array shape (nz, ny, nx); None fits the trunk and the levels.
+    ``center_mm``: world centre of the grid (default: the centre of the trunk around the levels);
+    with ``shape`` it cuts a small field of view, e.g. one vertebra at fine spacing for tests.
     ``fracture_loss``: fraction of anterior body height lost at ``fracture_level``.
     Cached: the same arguments return the same (read-only) phantom.
     """
@@ -192,12 +201,14 @@ def make_spine_phantom(seed: int = 0, spacing_mm=1.0, levels=CANONICAL_LEVELS, f
     return _cached(int(seed) if isinstance(seed, (int, np.integer)) else seed,
                    tuple(np.broadcast_to(np.asarray(spacing_mm, float), (3,)).tolist()),
                    tuple(levels), fracture_level, lordosis_deg, rot_key,
-                   None if shape is None else tuple(int(v) for v in shape), float(fracture_loss), bool(soft_tissue))
+                   None if shape is None else tuple(int(v) for v in shape), float(fracture_loss), bool(soft_tissue),
+                   None if center_mm is None else tuple(float(v) for v in center_mm))
 
 
 @lru_cache(maxsize=4)
-def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape, fracture_loss, soft_tissue):
-    spacing = _check_args(seed, spacing, levels, fracture_level, fracture_loss, lordosis_deg, shape)
+def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape, fracture_loss, soft_tissue,
+            center_mm):
+    spacing = _check_args(seed, spacing, levels, fracture_level, fracture_loss, lordosis_deg, shape, center_mm)
     levels = tuple(n for n in CANONICAL_LEVELS if n in levels)      # cranial to caudal
     rng = np.random.default_rng(seed)
     params = draw_parameters(rng, fracture_level, fracture_loss)
@@ -214,7 +225,7 @@ def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape,
     spine_y = lambda z: np.interp(z, zs, ys)  # noqa: E731  (posterior offset of the spine at height z)
 
     built = {n: vertebra_parts(params[n], frames[n]) for n in levels}
-    grid = _grid([built[n][0] for n in levels], body_shape, spine_y, spacing, shape)
+    grid = _grid([built[n][0] for n in levels], body_shape, spine_y, spacing, shape, center_mm)
     hu = np.full(grid.shape, HU["air"], dtype=np.float32)
     if soft_tissue:
         psoas_x = 0.5 * np.mean([params[n].body_width for n in levels]) + 2.0
