@@ -70,7 +70,7 @@ class MainWindow(QMainWindow):
         for view, key in (("ap", "F5"), ("lat", "F6")):
             act = QAction(f"Acquire {view.upper()}  ({key})", self, objectName=f"acquire_{view}")
             act.setShortcut(QKeySequence(key))
-            act.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
             act.triggered.connect(lambda _=False, v=view: self.acquire_requested.emit(v))
             bar.addAction(act)
             bar.widgetForAction(act).setObjectName("acquire_button")

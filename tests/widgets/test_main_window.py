@@ -1,0 +1,205 @@
+"""The main window on the workstation: 3D view really rendered (screenshot), status and
+workflow bars follow the session, acquisition in a worker thread, persistence, config errors."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings, Qt, QThread
+from PySide6.QtWidgets import QApplication, QLabel
+
+from app.config import ConfigError, load_defaults
+from app.main import Workstation, load_stylesheet
+from core.image_io import FluoroImage
+from devices.base import DeviceStatus
+
+pytestmark = pytest.mark.gui
+
+
+class FakeCArm:
+    """Test double behind the C-arm driver interface: a known image after ``delay_s``."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self._status = DeviceStatus.DISCONNECTED
+        self.threads: list[str] = []
+
+    def connect(self):
+        self._status = DeviceStatus.SIMULATED
+
+    def status(self):
+        return self._status
+
+    def acquire(self, view):
+        self.threads.append((QThread.currentThread().objectName(), threading.get_ident()))
+        time.sleep(self.delay_s)
+        px = np.full((40, 50), 2000, np.uint16)
+        px[10, 20] = 100 if view == "ap" else 200
+        return FluoroImage(px, pixel_spacing_mm=(0.4, 0.4), sid_mm=1000.0, view=view)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return QSettings(str(tmp_path / "fluoronav.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def station(qtbot, settings):
+    st = Workstation(load_defaults(), settings=settings)
+    qtbot.addWidget(st.window)
+    st.window.show()
+    qtbot.waitExposed(st.window)
+    yield st
+    st.shutdown()
+    st.window.close()
+
+
+def screen_rgb(widget) -> np.ndarray:
+    """What the X server shows of ``widget`` (a real screenshot, OpenGL included)."""
+    top_left = widget.mapToGlobal(widget.rect().topLeft())
+    pix = QApplication.primaryScreen().grabWindow(0, top_left.x(), top_left.y(), widget.width(), widget.height())
+    img = pix.toImage().convertToFormat(pix.toImage().Format.Format_RGB888)
+    arr = np.frombuffer(img.constBits(), np.uint8, img.sizeInBytes())
+    return arr.reshape(img.height(), img.bytesPerLine())[:, : img.width() * 3].reshape(img.height(), img.width(), 3)
+
+
+def test_window_shows_viewers_3d_view_status_and_workflow(station, qtbot):
+    w = station.window
+    assert set(w.viewers) == {"ap", "lat"} and all(v.isVisible() for v in w.viewers.values())
+    assert w.scene_view.isVisible() and w.status_bar.isVisible() and w.workflow_bar.isVisible()
+    ap, lat = (w.viewers[k].mapTo(w, w.viewers[k].rect().topLeft()) for k in ("ap", "lat"))
+    assert ap.x() < lat.x() and ap.y() == lat.y(), "AP and LAT side by side"
+    qtbot.wait(200)
+    w.raise_()
+    QApplication.processEvents()
+    shot = screen_rgb(w.scene_view)
+    assert shot.shape[0] > 200 and shot.shape[1] > 300
+    assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 50, "the 3D view on screen is blank"
+    assert shot.std() > 3.0
+    rgb = w.scene_view.grab_rgb()
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50 and rgb.std() > 3.0
+
+
+def test_status_bar_follows_the_session_with_colour_and_tooltip(station):
+    station.session.set_device_status("tracker", DeviceStatus.FAULT, "marker occluded")
+    pill = station.window.status_bar.pill("tracker")
+    assert pill.text().endswith("Tracker: fault") and "marker occluded" in pill.toolTip()
+    assert "#8f1f1a" in pill.styleSheet()
+    station.window.status_bar.set_status("footswitch", DeviceStatus.CONNECTED, "pedal ok")
+    assert "Footswitch: connected" in station.window.status_bar.pill("footswitch").text()
+    with pytest.raises(TypeError):
+        station.window.status_bar.set_status("robot", "connected")
+
+
+def test_workflow_bar_enables_steps_as_the_session_allows_and_highlights_the_current(station, qtbot):
+    bar = station.window.workflow_bar
+    assert [s for s, b in bar.buttons.items() if b.isEnabled()] == ["calibrate"]
+    assert bar.buttons["plan"].toolTip() == "calibrate the cage first"
+    qtbot.mouseClick(bar.buttons["calibrate"], Qt.MouseButton.LeftButton)
+    assert station.session.step == "calibrate" and bar.buttons["calibrate"].isChecked()
+    station.session.set_calibration({"rms_px": 0.3})
+    assert bar.buttons["plan"].isEnabled()
+    qtbot.mouseClick(bar.buttons["plan"], Qt.MouseButton.LeftButton)
+    assert station.session.step == "plan"
+    assert bar.buttons["plan"].isChecked() and not bar.buttons["calibrate"].isChecked()
+    assert not station.go_to_step("verify")  # refused, with a log line, nothing changes
+    assert bar.current == "plan"
+
+
+def test_acquire_runs_off_the_gui_thread_and_fills_the_viewer(station, qtbot):
+    w = station.window
+    assert not w.acquire_actions["ap"].isEnabled()  # no C-arm yet
+    fake = FakeCArm(delay_s=0.0)
+    station.devices.add_device("carm", lambda: fake)
+    qtbot.waitUntil(lambda: w.acquire_actions["ap"].isEnabled(), timeout=3000)
+    assert "simulated" in w.status_bar.pill("carm").text()
+    w.acquire_actions["lat"].trigger()
+    qtbot.waitUntil(lambda: w.viewers["lat"].has_image(), timeout=3000)
+    assert fake.threads == [("fluoronav-carm", fake.threads[0][1])]
+    assert fake.threads[0][1] != threading.get_ident(), "acquired on the GUI thread"
+    assert station.session.image("lat").pixels[10, 20] == 200
+    assert not w.is_busy_shown()
+    saved = sorted(p.name for p in station.session.folder.iterdir())
+    assert saved == ["lat-001.dcm", "session.json"]
+
+
+def test_slow_acquisition_shows_busy_and_disables_acquire(station, qtbot):
+    w = station.window
+    station.devices.add_device("carm", lambda: FakeCArm(delay_s=0.6))
+    qtbot.waitUntil(lambda: w.acquire_actions["ap"].isEnabled(), timeout=3000)
+    with qtbot.waitActive(w):
+        w.activateWindow()
+    t0 = time.monotonic()
+    qtbot.keyClick(w, Qt.Key.Key_F5)
+    assert time.monotonic() - t0 < 0.3, "the GUI thread must not wait for the C-arm"
+    assert not w.acquire_actions["lat"].isEnabled()
+    qtbot.waitUntil(w.is_busy_shown, timeout=1000)
+    assert "Acquiring AP" in w.busy_label.text()
+    qtbot.waitUntil(lambda: w.viewers["ap"].has_image(), timeout=3000)
+    assert not w.is_busy_shown() and w.acquire_actions["lat"].isEnabled()
+
+
+def test_dropped_image_goes_through_the_session(station):
+    img = FakeCArm().acquire("ap")
+    station.window.viewers["ap"].image_dropped.emit(img)
+    assert station.session.image("ap") is not None and station.window.viewers["ap"].has_image()
+    station.window.viewers["ap"].image_dropped.emit(img.with_view("lat"))  # wrong view: refused
+    assert station.session.image("ap").view == "ap"
+
+
+def test_log_panel_shows_records_coloured_by_level(station):
+    logging.getLogger("core.calibration").error("only 5 balls found on plane ap_1")
+    QApplication.processEvents()
+    html = station.window.log_panel.document().toHtml()
+    assert "only 5 balls found on plane ap_1" in html and "#ff7b72" in html
+
+
+def test_add_dock_and_its_bad_input(station):
+    w = station.window
+    dock = w.add_dock("Robot", QLabel("jog"), "left")
+    assert w.dockWidgetArea(dock) == Qt.DockWidgetArea.LeftDockWidgetArea
+    with pytest.raises(ValueError, match="already exists"):
+        w.add_dock("Robot", QLabel("again"), "left")
+    with pytest.raises(ValueError, match="unknown dock area"):
+        w.add_dock("Plan", QLabel("p"), "middle")
+
+
+def test_layout_persists_between_runs(qtbot, settings):
+    first = Workstation(load_defaults(), settings=settings)
+    qtbot.addWidget(first.window)
+    first.window.show()
+    qtbot.waitExposed(first.window)
+    assert not first.window.restore_layout()  # nothing saved yet
+    first.window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, first.window.docks["Log"])
+    first.window.resize(1234, 876)
+    first.window.close()  # saves
+    first.shutdown()
+    second = Workstation(load_defaults(), settings=settings)
+    qtbot.addWidget(second.window)
+    assert second.window.restore_layout()
+    second.window.show()
+    qtbot.waitExposed(second.window)
+    assert second.window.dockWidgetArea(second.window.docks["Log"]) == Qt.DockWidgetArea.LeftDockWidgetArea
+    assert (second.window.width(), second.window.height()) == (1234, 876)
+    second.shutdown()
+    second.window.close()
+
+
+def test_config_error_is_shown_and_logged(station):
+    err = ConfigError(["unknown key carm.kindd (known: kind)", "ui.font_pt = 99 is out of range [10, 32]"],
+                      "/etc/fluoronav.toml")
+    box = station.report_config_error(err)
+    assert box.isVisible() and "unknown key carm.kindd" in box.text() and "simulated defaults" in box.text()
+    QApplication.processEvents()
+    text = station.window.log_panel.toPlainText()
+    assert "unknown key carm.kindd" in text and "out of range" in text
+    box.close()
+
+
+def test_stylesheet_sizes_are_large_enough():
+    qss = load_stylesheet(14)
+    assert "@" not in qss.replace("@media", "")
+    assert "font-size: 14pt" in qss and "font-size: 18pt" in qss and "min-height: 44px" in qss
