@@ -1,0 +1,314 @@
+"""The robot control process: the loop at 1 kHz where the GUI cannot stall it.
+
+``RobotController`` (parent side, no Qt) starts the process, sends commands through a
+queue, reads state from a state queue (about 100 Hz) and from shared memory (always
+the newest), and stops the robot through a shared-memory flag that the loop checks
+every cycle and while it waits for the next one: a stop needs no queue, no pickling
+and no GIL of the parent. The loop sleeps most of the period and busy-waits the last
+``spin_s`` on ``time.perf_counter`` (a system-wide monotonic clock on Linux, so the
+parent and the loop share the time base). If the parent process dies, the loop stops
+the robot and exits.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import multiprocessing as mp
+import os
+import queue
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from devices.base import DeviceError
+
+__all__ = ["ControllerConfig", "RobotController", "SHM"]
+
+
+class SHM:
+    """Indices in the shared double array."""
+    STOP_SEQ, STOP_T, STOP_DONE_T, HEARTBEAT, CYCLES, FAULT, QUIT = range(7)
+    Q = 8                 # 5 joint positions
+    QD = 13               # 5 commanded joint velocities
+    X = 18                # 5 task pose values
+    HAND = 23             # 6 compensated hand wrench (base frame)
+    SIZE = 32
+
+
+@dataclass
+class ControllerConfig:
+    robot_file: str | None = None       # resources/robots/hybrid5.json when None
+    period_s: float = 0.001
+    spin_s: float = 0.0002              # busy-wait this long before each period
+    realtime_priority: int = 10         # SCHED_FIFO priority if the OS grants it (0: don't ask)
+    watchdog_s: float = 0.02
+    jog_hold_s: float = 0.15
+    deadman_s: float = 0.2
+    state_every: int = 10               # cycles between state-queue messages
+    record_periods: int = 0             # keep this many loop periods for benchmarks
+    sensor_noise: bool = True           # simulated sensor noise, drift and gain error
+    assume_identified_tool: bool = False  # start with the simulated tool's true load
+    sim_latency_s: float = 0.001
+    home_pose: list | None = None       # [x, y, z, theta_x, theta_y] (mm, rad)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _build(config: ControllerConfig, clock=None):
+    """Robot, sensor and the loop, inside the control process (simulation); ``clock``
+    (default ``time.perf_counter``) is the devices' time base."""
+    clock = clock or time.perf_counter
+    from core.control_limits import MotionLimiter, cartesian_limits_from_doc
+    from core.kinematics.hybrid5 import load_hybrid5
+    from core.weight_compensation import ToolLoad
+    from devices.control_loop import ControlLoop, LoopTiming
+    from devices.force_sensor import SimulatedForceSensor
+    from devices.robot import SimulatedRobot
+    from resources import path as resource_path
+
+    file = config.robot_file or resource_path("robots", "hybrid5.json")
+    with open(file) as f:
+        doc = json.load(f)
+    kin = load_hybrid5(file)
+    cart = cartesian_limits_from_doc(doc)
+    home = doc["home_pose"]
+    X0 = config.home_pose or [*home["xyz_mm"], *np.radians(home["theta_xy_deg"])]
+    robot = SimulatedRobot(kin, kin.joints_for_pose(X0), latency_s=config.sim_latency_s,
+                           seed=config.seed, clock=clock)
+    T_fs = np.array(doc["T_flange_sensor"], float)
+    tool = doc["simulated_tool"]
+    com_s = T_fs[:3, :3].T @ (np.array(tool["com_flange_mm"]) - T_fs[:3, 3])
+    noise = {} if config.sensor_noise else dict(force_noise_N=0.0, torque_noise_Nm=0.0,
+                                                drift_N_per_sqrt_s=0.0, gain_error=0.0)
+    sensor = SimulatedForceSensor(tool["weight_N"] / 9.80665, com_s, tool["force_offset_N"],
+                                  tool["torque_offset_Nm"], seed=config.seed + 1, clock=clock,
+                                  **noise)
+    load = (ToolLoad(tool["weight_N"] / 9.80665, com_s, np.array(tool["force_offset_N"]),
+                     np.array(tool["torque_offset_Nm"])) if config.assume_identified_tool else None)
+    timing = LoopTiming(config.period_s, config.watchdog_s, config.jog_hold_s, config.deadman_s)
+    loop = ControlLoop(robot, sensor, kin, MotionLimiter(kin, cart, config.period_s), T_fs,
+                       load, timing)
+    robot.connect()
+    sensor.connect()
+    robot.enable()
+    return loop
+
+
+def _state_message(loop, now, cycles, last_period):
+    return {"t": now, "cycle": cycles, "mode": loop.mode, "fault": loop.fault,
+            "q": loop.q.copy(), "qd_cmd": loop.qd_cmd.copy(), "pose": loop.X.copy(),
+            "wrench": np.asarray(loop.wrench).copy(), "hand": np.asarray(loop.hand).copy(),
+            "limits": list(loop.reasons), "speed": loop.speed, "drag_mode": loop.admittance.mode,
+            "damping": (loop.admittance.pos.damping, loop.admittance.rot.damping),
+            "identify": loop.identify_progress, "period_ms": 1000 * last_period,
+            "tool_load": None if loop.tool_load is None else _load_dict(loop.tool_load)}
+
+
+def _load_dict(load):
+    d = asdict(load)
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+
+
+def _publish(shm, loop, cycles, now):
+    shm[SHM.HEARTBEAT] = now
+    shm[SHM.CYCLES] = cycles
+    shm[SHM.FAULT] = 1.0 if loop.fault else 0.0
+    if loop.q is not None:
+        shm[SHM.Q:SHM.Q + 5] = loop.q
+        shm[SHM.X:SHM.X + 5] = loop.X
+    shm[SHM.QD:SHM.QD + 5] = loop.qd_cmd
+    shm[SHM.HAND:SHM.HAND + 6] = loop.hand
+
+
+def control_main(config: ControllerConfig, shm, cmd_q, state_q) -> None:
+    """The control process: build the simulated devices, then loop until told to quit."""
+    from core.weight_compensation import ToolLoad  # noqa: F401 (unpickling tool loads)
+    loop = _build(config)
+    realtime = _ask_realtime(config.realtime_priority)
+    parent = os.getppid()
+    periods = np.zeros(config.record_periods) if config.record_periods else None
+    stop_seen = shm[SHM.STOP_SEQ]
+    period, spin = config.period_s, config.spin_s
+    gc.collect()
+    gc.freeze()
+    gc.disable()                     # no collector pauses inside the loop
+    now = time.perf_counter()
+    next_t, last_start, cycles, n_rec = now, now, 0, 0
+    while not shm[SHM.QUIT]:
+        start = time.perf_counter()
+        last_period = start - last_start
+        last_start = start
+        if periods is not None and cycles > 0:
+            periods[n_rec % len(periods)] = last_period
+            n_rec += 1
+        if shm[SHM.STOP_SEQ] != stop_seen:
+            stop_seen = shm[SHM.STOP_SEQ]
+            loop.stop(start)
+            shm[SHM.STOP_DONE_T] = time.perf_counter()
+        else:
+            while True:
+                try:
+                    cmd = cmd_q.get_nowait()
+                except queue.Empty:
+                    break
+                if cmd[0] == "sim":
+                    _simulate(loop, cmd[1:], start)
+                else:
+                    loop.handle(cmd, start)
+            loop.cycle(start)
+        cycles += 1
+        _publish(shm, loop, cycles, start)
+        if cycles % config.state_every == 0 or loop.events:
+            msg = _state_message(loop, start, cycles, last_period) if loop.q is not None else {}
+            msg["events"], loop.events = loop.events, []
+            msg["realtime"] = realtime
+            try:
+                state_q.put_nowait(msg)
+            except queue.Full:
+                pass
+        if cycles % 200 == 0 and os.getppid() != parent:
+            loop.stop(start)                    # the GUI is gone: stop and leave
+            break
+        next_t += period
+        if time.perf_counter() > next_t + period:
+            next_t = time.perf_counter()         # overran a whole period: resynchronise
+        _wait_until(next_t, spin, shm, stop_seen, loop)
+    loop.stop(time.perf_counter())
+    if periods is not None:
+        k = min(n_rec, len(periods))
+        state_q.put({"periods": periods[:k] if n_rec <= len(periods) else periods})
+    gc.enable()
+
+
+def _ask_realtime(priority: int) -> bool:
+    """Real-time scheduling for the loop when allowed (Linux SCHED_FIFO); else stay normal.
+    The loop sleeps most of each period, so it leaves the core to others."""
+    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (PermissionError, OSError):
+        return False
+
+
+def _wait_until(deadline, spin, shm, stop_seen, loop):
+    """Sleep, then busy-wait the last ``spin`` seconds, answering a stop at once."""
+    remaining = deadline - time.perf_counter()
+    if remaining > spin:
+        time.sleep(remaining - spin)
+    while time.perf_counter() < deadline:
+        if shm[SHM.STOP_SEQ] != stop_seen:
+            return                              # the next cycle begins now and stops
+
+
+def _simulate(loop, args, now):
+    """Simulation-only commands: a hand on the tool, faults and stalls."""
+    what, *rest = args
+    if what == "hand":
+        loop.sensor.hand_wrench_base = np.asarray(rest[0], float)
+    elif what == "sensor_stall":
+        loop.sensor.stall(bool(rest[0]))
+    elif what == "robot_stall":
+        loop.robot.stall(bool(rest[0]))
+    elif what == "robot_fault":
+        loop.robot.inject_fault(rest[0])
+
+
+class RobotController:
+    """Parent-side handle of the control process (plain Python: the Qt adapter is in app/)."""
+
+    def __init__(self, config: ControllerConfig | None = None, start_method: str = "spawn"):
+        self.config = config or ControllerConfig()
+        self._ctx = mp.get_context(start_method)
+        self.shm = self._ctx.RawArray("d", SHM.SIZE)
+        self.cmd_q = self._ctx.Queue()
+        self.state_q = self._ctx.Queue(maxsize=2000)
+        self.process = None
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.process = self._ctx.Process(target=control_main, name="fluoronav-robot-control",
+                                         args=(self.config, self.shm, self.cmd_q, self.state_q),
+                                         daemon=True)
+        self.process.start()
+        end = time.monotonic() + timeout_s
+        while self.shm[SHM.CYCLES] < 10:
+            if not self.process.is_alive() or time.monotonic() > end:
+                raise DeviceError("the robot control process did not start: see the log, "
+                                  "then restart fluoronav")
+            time.sleep(0.01)
+
+    # -- commands ---------------------------------------------------------------
+    def stop(self) -> float:
+        """STOP: seen by the loop within one period. Returns the request time."""
+        t = time.perf_counter()
+        self.shm[SHM.STOP_T] = t
+        self.shm[SHM.STOP_SEQ] += 1
+        return t
+
+    def stop_latency_s(self) -> float | None:
+        done, req = self.shm[SHM.STOP_DONE_T], self.shm[SHM.STOP_T]
+        return done - req if done >= req > 0 else None
+
+    def send(self, *cmd) -> None:
+        self.cmd_q.put(tuple(cmd))
+
+    def reset(self):
+        self.send("reset")
+
+    def jog_joint(self, fractions):
+        self.send("jog_joint", np.asarray(fractions, float))
+
+    def jog_task(self, fractions, frame="base"):
+        self.send("jog_task", np.asarray(fractions, float), frame)
+
+    def step_task(self, delta, frame="base"):
+        self.send("step_task", np.asarray(delta, float), frame)
+
+    def step_joint(self, delta):
+        self.send("step_joint", np.asarray(delta, float))
+
+    def admittance(self, enabled: bool):
+        self.send("admittance", bool(enabled))
+
+    def deadman(self):
+        self.send("deadman")
+
+    # -- state ------------------------------------------------------------------
+    def latest(self) -> dict:
+        s = np.frombuffer(self.shm, dtype=float)
+        return {"heartbeat": s[SHM.HEARTBEAT], "cycles": int(s[SHM.CYCLES]),
+                "fault": bool(s[SHM.FAULT]), "q": s[SHM.Q:SHM.Q + 5].copy(),
+                "qd_cmd": s[SHM.QD:SHM.QD + 5].copy(), "pose": s[SHM.X:SHM.X + 5].copy(),
+                "hand": s[SHM.HAND:SHM.HAND + 6].copy()}
+
+    def drain(self, limit: int = 10000) -> list[dict]:
+        out = []
+        for _ in range(limit):
+            try:
+                out.append(self.state_q.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def close(self, timeout_s: float = 3.0) -> list[dict]:
+        """Stop the robot, end the process; returns the last state messages."""
+        rest = []
+        if self.process is None:
+            return rest
+        self.stop()
+        self.shm[SHM.QUIT] = 1.0
+        end = time.monotonic() + timeout_s
+        while self.process.is_alive() and time.monotonic() < end:
+            rest += self.drain()
+            self.process.join(0.02)
+        rest += self.drain()
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(1.0)
+        self.process = None
+        return rest
