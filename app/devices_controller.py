@@ -34,10 +34,8 @@ DRIVERS = {
     ("carm", "simulated"): ("devices.carm", "SimulatedCArm", {"seed": "seed"}),
     ("carm", "dicom_folder"): ("devices.carm", "DicomFolderCArm", {"folder": "dicom_folder",
                                                                    "timeout_s": "acquire_timeout_s"}),
-    ("robot", "simulated"): ("devices.robot", "SimulatedRobot", {}),
     ("force_sensor", "simulated"): ("devices.force_sensor", "SimulatedForceSensor", {}),
-    ("force_sensor", "ati_netft"): ("devices.force_sensor", "NetFTSensor",
-                                    {"host": "host", "port": "port", "rate_hz": "rate_hz"}),
+    ("force_sensor", "ati_netft"): ("devices.ati_netft", "AtiNetFt", {"host": "host", "port": "port"}),
     ("tracker", "simulated"): ("devices.tracker", "SimulatedTracker", {}),
 }
 
@@ -47,6 +45,8 @@ def driver_factory(device: str, config: Config) -> tuple[Callable[[], Any] | Non
     kind = config[device]["kind"]
     if kind == "none":
         return None, f"not configured ({device}.kind = \"none\")"
+    if device == "robot":  # its control loop runs in its own process, started by the robot panel
+        return None, f"{kind} robot: started by the robot panel"
     module_name, class_name, keys = DRIVERS[(device, kind)]
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -209,7 +209,8 @@ class DevicesController(QObject):
         request_id = next(self._ids)
         self._pending[request_id] = view
         self.busy_changed.emit(view, True)
-        timeout_ms = int(self.config.carm.acquire_timeout_s * 1000)
+        # the driver has the same time-out; the margin lets its own message arrive first
+        timeout_ms = int((self.config.carm.acquire_timeout_s + 5.0) * 1000)
         QTimer.singleShot(timeout_ms, self, lambda: self._on_timeout(request_id))
         log.info("acquiring %s…", view.upper())
         self._acquire_request.emit(request_id, view)
@@ -242,7 +243,7 @@ class DevicesController(QObject):
     def _on_timeout(self, request_id: int) -> None:
         view = self._finish(request_id)
         if view is not None:
-            msg = (f"no {view.upper()} image after {self.config.carm.acquire_timeout_s:g} s: "
+            msg = (f"no {view.upper()} image after {self.config.carm.acquire_timeout_s + 5:g} s: "
                    "check the C-arm and its connection")
             log.error(msg)
             self.acquisition_failed.emit(view, msg)

@@ -30,7 +30,8 @@ __all__ = ["FluoroViewer", "PRESETS", "preset_levels"]
 log = logging.getLogger(__name__)
 
 # name -> (label, low percentile, high percentile) of the displayed values
-# (larger = brighter). Bone and steel attenuate: they are the dark end of a
+# (larger = brighter), taken without the pixels at the image's extreme values
+# (collimator shadow, saturation) except for "full". Bone and steel attenuate: they are the dark end of a
 # fluoroscopy shot, so "bone" stretches the lower part of the histogram.
 PRESETS = {
     "auto": ("Auto", 1.0, 99.0),
@@ -45,7 +46,12 @@ def preset_levels(display: np.ndarray, name: str) -> tuple[float, float]:
     if name not in PRESETS:
         raise ValueError(f"unknown window/level preset {name!r} (presets: {', '.join(PRESETS)})")
     _, lo_p, hi_p = PRESETS[name]
-    lo, hi = np.percentile(display, [lo_p, hi_p])
+    values = np.asarray(display)
+    if name != "full":
+        # collimator shadow and saturation sit at the extremes: leave them out
+        inner = values[(values > values.min()) & (values < values.max())]
+        values = inner if inner.size >= 0.05 * values.size else values
+    lo, hi = np.percentile(values, [lo_p, hi_p])
     if hi <= lo:  # flat image: keep a window of one grey level
         hi = lo + 1.0
     return float(lo), float(hi)

@@ -138,14 +138,25 @@ def test_presets_are_the_stated_percentiles(viewer):
     img = ramp_image()
     viewer.set_image(img)
     data = img.pixels.astype(float)
+    inner = data[(data > data.min()) & (data < data.max())]
     for name, (_, lo_p, hi_p) in PRESETS.items():
         viewer.set_preset(name)
-        lo, hi = np.percentile(data, [lo_p, hi_p])
+        lo, hi = np.percentile(data if name == "full" else inner, [lo_p, hi_p])
         w, l = viewer.window_level
         assert (w, l) == pytest.approx((hi - lo, (hi + lo) / 2), rel=1e-9)
         assert tuple(viewer.image_item.levels) == pytest.approx((lo, hi))
     viewer.set_preset("full")
     assert viewer.window_level == pytest.approx((data.max() - data.min(), (data.max() + data.min()) / 2))
+
+
+def test_auto_ignores_collimator_shadow_and_saturation(viewer):
+    rng = np.random.default_rng(3)
+    px = rng.integers(1000, 3001, size=(100, 100)).astype(np.uint16)
+    px[:, :30] = 0        # collimator shadow: 30 % of the image
+    px[:, -10:] = 4095    # saturated: 10 %
+    viewer.set_image(px)
+    lo, hi = viewer.window_level[1] - viewer.window_level[0] / 2, viewer.window_level[1] + viewer.window_level[0] / 2
+    assert lo == pytest.approx(1020, abs=10) and hi == pytest.approx(2980, abs=10)  # p1..p99 of U(1000, 3000)
 
 
 def test_monochrome1_is_shown_inverted(viewer):
