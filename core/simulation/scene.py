@@ -117,19 +117,8 @@ class SimulatedOR:
 
     def carm_geometry(self, view: str, primary_deg: float = 0.0, secondary_deg: float = 0.0) -> ConeBeamGeometry:
         """Ideal pinhole of the C-arm in the world frame at this view and orbit."""
-        if view not in VIEWS:
-            raise SceneError(f"view must be 'ap' or 'lat', got {view!r}")
-        if not (abs(primary_deg) <= 120 and abs(secondary_deg) <= 60):
-            raise SceneError("C-arm angles out of range: primary within ±120°, secondary within ±60°")
-        beam, u, v, tilt = _BASE[view]
-        R = _rot([0, 0, -1.0], math.radians(primary_deg)) @ _rot(tilt, math.radians(secondary_deg))
-        b, u, v = R @ beam, R @ u, R @ v
-        source = self.isocentre_mm - self.sod_mm * b
-        centre = self.isocentre_mm + (self.sid_mm - self.sod_mm) * b
-        rows, cols = self.shape
-        su, sv = self.pixel_spacing_mm
-        origin = centre - (cols - 1) / 2 * su * u - (rows - 1) / 2 * sv * v
-        return ConeBeamGeometry(source, origin, u, v, self.pixel_spacing_mm, self.shape)
+        return carm_geometry(view, primary_deg, secondary_deg, self.isocentre_mm, self.sid_mm, self.sod_mm,
+                             self.pixel_spacing_mm, self.shape)
 
     def distortion_for(self, view: str, primary_deg: float = 0.0, secondary_deg: float = 0.0):
         """The II distortion at this pose (None for a flat panel)."""
@@ -172,6 +161,25 @@ class SimulatedOR:
         """The distortion plate on the detector at this pose (see ``core.simulation.plate``)."""
         from core.simulation.plate import plate_shot
         return plate_shot(self, view, primary_deg, secondary_deg, **kwargs)
+
+
+def carm_geometry(view: str, primary_deg: float, secondary_deg: float, isocentre_mm, sid_mm: float,
+                  sod_mm: float, pixel_spacing_mm, shape) -> ConeBeamGeometry:
+    """The C-arm's pinhole in the world frame (module docstring: views and angle senses)."""
+    if view not in VIEWS:
+        raise SceneError(f"view must be 'ap' or 'lat', got {view!r}")
+    if not (abs(primary_deg) <= 120 and abs(secondary_deg) <= 60):
+        raise SceneError("C-arm angles out of range: primary within ±120°, secondary within ±60°")
+    beam, u, v, tilt = _BASE[view]
+    R = _rot([0, 0, -1.0], math.radians(primary_deg)) @ _rot(tilt, math.radians(secondary_deg))
+    b, u, v = R @ beam, R @ u, R @ v
+    iso = np.asarray(isocentre_mm, float)
+    source = iso - sod_mm * b
+    centre = iso + (sid_mm - sod_mm) * b
+    rows, cols = shape
+    su, sv = pixel_spacing_mm
+    origin = centre - (cols - 1) / 2 * su * u - (rows - 1) / 2 * sv * v
+    return ConeBeamGeometry(source, origin, u, v, (su, sv), (rows, cols))
 
 
 def body_extent(volume, hu_threshold: float = -500.0) -> tuple[np.ndarray, np.ndarray]:
