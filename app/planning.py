@@ -612,9 +612,12 @@ class PlanningController(QObject):
                 outline, axis = band.outline, band.axis
             elif clicks["entry"] is not None and clicks["target"] is not None:
                 axis = [clicks["entry"], clicks["target"]]
-            self._overlay(view, tid).update(clicks, t.colour, t.name, outline, axis, selected, warn)
+            self._overlay(view, tid).update(clicks, t.colour, t.name, outline, axis, selected, warn, t.side)
         if self.scene is not None:
+            first = not self.scene.ids() and t.complete
             self.scene.update(tid, t.entry_mm, t.target_mm, t.colour, t.diameter_mm, selected)
+            if first:  # the first trajectory in 3D: show it, later the user's camera is kept
+                self.scene.focus()
         self._refresh_panel()
         if self._drag is not None and self._drag[0] == tid:
             self._refresh_epipolar()

@@ -207,7 +207,7 @@ def triangulate(calib: TwoViewCalibration, uv_ap, uv_lat, max_gap_mm: float = MA
         raise PlanningError(f"the ray-gap threshold must be positive, got {max_gap_mm}")
     try:
         point, gap = calib.locate(a, b)
-    except GeometryError as e:
+    except ValueError as e:  # GeometryError, CalibrationError: e.g. parallel rays
         raise PlanningError(f"cannot triangulate these clicks: {e}") from None
     ok = bool(gap <= max_gap_mm)
     if not ok:

@@ -2,20 +2,26 @@
 
 Thin: it shows rows the controller formats (``set_rows``) and emits what the
 user asked for; it keeps no plan state. Angles arrive in degrees (UI).
-Columns: name, level, side, length, medial, cranial, tool diameter, ray gap.
+Columns: name, level, side, length, medial, cranial, tool diameter, ray gap; the
+row below the table edits the selected trajectory (name, level, side, diameter).
 """
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHeaderView,
-                               QLabel, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout,
+                               QHeaderView, QLabel, QLineEdit, QPushButton, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from core.planning import LEVELS, SIDES
 
 __all__ = ["PlanningPanel", "COLUMNS"]
 
-COLUMNS = ("Name", "Level", "Side", "Length mm", "Medial °", "Cranial °", "Ø mm", "Gap mm")
+COLUMNS = ("Name", "Level", "Side", "Length", "Medial°", "Cranial°", "Ø mm", "Gap mm")
+_TIPS = ("Trajectory name (edit below)", "Vertebra", "Pedicle side", "Entry to target, mm",
+         "Angle towards the midline in the axial plane (+ = tip converges)",
+         "Angle in the sagittal plane (+ = tip towards the head)", "Tool diameter, mm",
+         "Largest distance between the AP and LAT rays of the entry or target, mm (red: the clicks disagree)")
 BUTTON_HEIGHT = 48
 _WARN = QColor("#ff5050")
 
@@ -38,6 +44,8 @@ class PlanningPanel(QWidget):
         self.setObjectName("planning_panel")
         self.levels, self.sides = tuple(levels), tuple(sides)
         self._tids: list[str] = []
+        self._rows: dict[str, dict] = {}
+        self._selected = ""
         self._filling = False
         self._build()
 
@@ -48,12 +56,36 @@ class PlanningPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(40)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(False)
+        header.setMinimumSectionSize(40)
+        for col, tip in enumerate(_TIPS):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
+        self.table.setMinimumHeight(4 * 40 + 36)  # four trajectories visible: L-level left/right pairs
+        self.setMinimumWidth(660)
         self.table.itemSelectionChanged.connect(self._selection_changed)
-        self.table.itemChanged.connect(self._item_changed)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setToolTip("Medial: tip towards the midline (+). Cranial: tip towards the head (+). "
                               "Gap: distance between the AP and LAT rays of a point (large = clicks disagree)")
+
+        editor = QHBoxLayout()
+        self.name_edit = QLineEdit(objectName="plan_name", placeholderText="name")
+        self.name_edit.editingFinished.connect(lambda: self._edit_selected("name", self.name_edit.text()))
+        self.level_box = QComboBox(objectName="plan_level")
+        self.level_box.addItems(self.levels)
+        self.level_box.activated.connect(lambda i: self._edit_selected("level", self.level_box.itemText(i)))
+        self.side_box = QComboBox(objectName="plan_side")
+        self.side_box.addItems(self.sides)
+        self.side_box.activated.connect(lambda i: self._edit_selected("side", self.side_box.itemText(i)))
+        self.diameter_spin = QDoubleSpinBox(objectName="plan_diameter", decimals=1, minimum=0.5, maximum=20.0,
+                                            singleStep=0.5, suffix=" mm", toolTip="Tool diameter")
+        self.diameter_spin.valueChanged.connect(lambda x: self._edit_selected("diameter_mm", float(x)))
+        for w in (self.name_edit, self.level_box, self.side_box, self.diameter_spin):
+            w.setMinimumHeight(BUTTON_HEIGHT)
+            editor.addWidget(w, 2 if w is self.name_edit else 1)
+        self.editors = (self.name_edit, self.level_box, self.side_box, self.diameter_spin)
 
         buttons = QGridLayout()
         self.buttons = {}
@@ -82,6 +114,7 @@ class PlanningPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
+        layout.addLayout(editor)
         layout.addWidget(self.status)
         layout.addWidget(self.snap_box)
         layout.addLayout(buttons)
@@ -99,30 +132,20 @@ class PlanningPanel(QWidget):
                 for i, r in enumerate(rows):
                     self._make_row(i, r)
                 self._tids = tids
+            self._rows = {}
             for i, r in enumerate(rows):
                 self._fill_row(i, r)
+            self._fill_editor()
         finally:
             self._filling = False
 
     def _make_row(self, i: int, r: dict) -> None:
         for col in range(len(COLUMNS)):
             item = QTableWidgetItem()
-            flags = Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled
-            if col == 0:
-                flags |= Qt.ItemFlag.ItemIsEditable
-            item.setFlags(flags)
+            item.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
             if col >= 3:
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(i, col, item)
-        tid = r["tid"]
-        for col, field, options in ((1, "level", self.levels), (2, "side", self.sides)):
-            box = QComboBox(objectName=f"plan_{field}")
-            box.addItems(options)
-            box.currentTextChanged.connect(lambda text, t=tid, f=field: self._edit(t, f, text))
-            self.table.setCellWidget(i, col, box)
-        spin = QDoubleSpinBox(objectName="plan_diameter", decimals=1, minimum=0.5, maximum=20.0, singleStep=0.5)
-        spin.valueChanged.connect(lambda value, t=tid: self._edit(t, "diameter_mm", float(value)))
-        self.table.setCellWidget(i, 6, spin)
 
     def _fill_row(self, i: int, r: dict) -> None:
         def num(x, fmt="{:.1f}"):
@@ -131,34 +154,47 @@ class PlanningPanel(QWidget):
         name_item = self.table.item(i, 0)
         name_item.setText(r["name"])
         name_item.setForeground(QBrush(QColor(r["colour"])))
-        for col, key in ((3, "length"), (4, "medial"), (5, "cranial")):
+        self.table.item(i, 1).setText(r["level"])
+        self.table.item(i, 2).setText(r["side"])
+        for col, key in ((3, "length"), (4, "medial"), (5, "cranial"), (6, "diameter")):
             self.table.item(i, col).setText(num(r.get(key)))
         gap_item = self.table.item(i, 7)
         gap_item.setText(num(r.get("gap"), "{:.2f}"))
         gap_item.setForeground(QBrush(_WARN if r.get("warn") else QColor("#d0d0d0")))
         gap_item.setToolTip("the AP and LAT clicks do not show the same point: move a handle onto the dashed line"
                             if r.get("warn") else "")
-        for col, key in ((1, "level"), (2, "side")):
-            box = self.table.cellWidget(i, col)
-            if box.currentText() != r[key]:
-                box.blockSignals(True)
-                box.setCurrentText(r[key])
-                box.blockSignals(False)
-        spin = self.table.cellWidget(i, 6)
-        if abs(spin.value() - r["diameter"]) > 1e-9:
-            spin.blockSignals(True)
-            spin.setValue(r["diameter"])
-            spin.blockSignals(False)
+        self._rows[r["tid"]] = r
 
     def set_selected(self, tid: str) -> None:
         self._filling = True
         try:
-            if tid in self._tids:
+            self._selected = tid if tid in self._tids else ""
+            if self._selected:
                 self.table.selectRow(self._tids.index(tid))
             else:
                 self.table.clearSelection()
+            self._fill_editor()
         finally:
             self._filling = False
+
+    def _fill_editor(self) -> None:
+        """The editor row shows the selected trajectory (disabled when none)."""
+        r = self._rows.get(self._selected)
+        for w in self.editors:
+            w.setEnabled(r is not None)
+            w.blockSignals(True)
+        try:
+            if r is not None:
+                if not self.name_edit.hasFocus():
+                    self.name_edit.setText(r["name"])
+                self.level_box.setCurrentText(r["level"])
+                self.side_box.setCurrentText(r["side"])
+                self.diameter_spin.setValue(r["diameter"])
+            else:
+                self.name_edit.clear()
+        finally:
+            for w in self.editors:
+                w.blockSignals(False)
 
     def set_status(self, text: str, warn: bool = False) -> None:
         self.status.setText(text)
@@ -171,13 +207,9 @@ class PlanningPanel(QWidget):
         self.buttons["redo"].setToolTip(f"Redo {redo_text}" if redo_text else "Nothing to redo")
 
     # -- user input ------------------------------------------------------------------------
-    def _edit(self, tid: str, field: str, value) -> None:
-        if not self._filling:
-            self.edit_requested.emit(tid, field, value)
-
-    def _item_changed(self, item: QTableWidgetItem) -> None:
-        if not self._filling and item.column() == 0 and item.row() < len(self._tids):
-            self.edit_requested.emit(self._tids[item.row()], "name", item.text())
+    def _edit_selected(self, field: str, value) -> None:
+        if not self._filling and self._selected:
+            self.edit_requested.emit(self._selected, field, value)
 
     def _selection_changed(self) -> None:
         if self._filling:

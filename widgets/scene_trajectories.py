@@ -103,6 +103,18 @@ class SceneTrajectories:
         if self._actors.pop(tid, None) is not None:
             self.scene_view.remove_actor(actor_name(tid))
 
+    def focus(self, tid: str | None = None) -> None:
+        """Frame the trajectory ``tid`` (or all of them) with some margin, keeping the view direction."""
+        actors = [self._actors[tid]] if tid in self._actors else list(self._actors.values())
+        if not actors:
+            return
+        bounds = np.array([a.assembly.GetBounds() for a in actors])
+        lo, hi = bounds[:, 0::2].min(axis=0), bounds[:, 1::2].max(axis=0)
+        centre, size = (lo + hi) / 2, max(float(np.max(hi - lo)), 20.0)
+        margin = 0.25 * size + 5.0
+        self.scene_view.renderer.ResetCamera(*np.ravel(np.column_stack([centre - margin, centre + margin])))
+        self.scene_view.render()
+
     def ids(self) -> list[str]:
         return list(self._actors)
 

@@ -76,9 +76,11 @@ class TrajectoryOverlay:
         self.on_drag(kind, p.x(), p.y(), finished)
 
     def update(self, clicks: dict, colour: str, name: str, band_outline=None, axis=None,
-               selected: bool = False, warn: bool = False) -> None:
+               selected: bool = False, warn: bool = False, side: str = "left") -> None:
         """Redraw: ``clicks`` {"entry": (u, v)|None, "target": ...}; ``band_outline`` (M, 2);
-        ``axis`` (N, 2) the projected 3D axis; ``warn`` marks a point whose clicks disagree."""
+        ``axis`` (N, 2) the projected 3D axis; ``warn`` marks a point whose clicks disagree.
+        The label sits above the entry for a left pedicle and below it for a right one, so
+        that a lateral view, where both sides overlap, keeps the two names apart."""
         self._updating = True
         try:
             width = 3 if selected else 2
@@ -90,6 +92,9 @@ class TrajectoryOverlay:
                     if (h.pos().x(), h.pos().y()) != (uv[0], uv[1]):
                         h.setPos(QPointF(float(uv[0]), float(uv[1])))
                     h.setPen(pg.mkPen("#ff3030" if warn else colour, width=width + 1))
+                    fill = QColor(colour)
+                    fill.setAlpha(0 if kind == "entry" else 160)  # a ring shows the bone under the entry
+                    h.setBrush(fill)
                     h.setHoverPen(pg.mkPen("#ffffff", width=width + 2))
             if axis is not None and len(axis) >= 2:
                 a = np.asarray(axis, float)
@@ -110,6 +115,7 @@ class TrajectoryOverlay:
             self.label.setVisible(anchor is not None)
             if anchor is not None:
                 self.label.setText(name, color=colour)
+                self.label.setAnchor((1.1, 1.1) if side == "left" else (-0.1, -0.1))
                 self.label.setPos(float(anchor[0]), float(anchor[1]))
         finally:
             self._updating = False

@@ -46,33 +46,19 @@ class TruthCalibration:
 
 
 def _truth(sim):
-    """Two pedicles (entry, target) in the cage frame: the phantom's L4 left/right when it exists."""
+    """The phantom's L4 pedicles: (entry, target) in the cage frame, level, side."""
     T_cage_world = invert(sim.T_world_cage)
-    try:
-        from core.phantom import make_spine_phantom  # noqa: F401  (the phantom engineer's module)
-        truths = sim.phantom_truth  # set in the fixture
-        pairs = [(t.entry_mm, t.target_mm, t.level, t.side) for t in truths]
-    except (ImportError, AttributeError):
-        # Block phantom: pedicle-like trajectories near the isocentre (world LPS, mm)
-        pairs = [((22.0, 35.0, 5.0), (8.0, -15.0, 10.0), "L4", "left"),
-                 ((-22.0, 35.0, 5.0), (-8.0, -15.0, 10.0), "L4", "right")]
-    return [(apply(T_cage_world, np.asarray(e, float)), apply(T_cage_world, np.asarray(t, float)), lv, sd)
-            for e, t, lv, sd in pairs]
+    return [(apply(T_cage_world, np.asarray(p.entry_mm, float)), apply(T_cage_world, np.asarray(p.target_mm, float)),
+             p.level, p.side) for p in sim.phantom_truth]
 
 
 @pytest.fixture(scope="module")
 def simulated():
+    from core.phantom import make_spine_phantom
     from core.simulation.scene import SimulatedOR
-    try:
-        from core.phantom import make_spine_phantom
-        phantom = make_spine_phantom(seed=3)
-        truth = [t for t in phantom.pedicles if t.level == "L4"][:2]
-    except Exception:  # phantom not there yet: the simulator's block phantom
-        from core.simulation.block_phantom import block_phantom
-        phantom, truth = block_phantom(spacing_mm=4.0, seed=3), None
+    phantom = make_spine_phantom(seed=3, spacing_mm=2.0)  # coarse voxels: the shots are only a backdrop here
     sim = SimulatedOR(seed=3, phantom=phantom, shape=SHAPE, field_diameter_mm=230.0)
-    if truth is not None:
-        sim.phantom_truth = truth
+    sim.phantom_truth = [phantom.pedicle("L4", side) for side in ("left", "right")]
     shots = {v: sim.acquire(v) for v in ("ap", "lat")}
     return sim, shots
 
@@ -259,17 +245,25 @@ def test_keyboard_shortcuts_and_delete_confirmation(planning, qtbot):
     assert len(model) == 0
 
 
-def test_panel_edits_are_undoable(planning):
+def test_panel_edits_are_undoable(planning, qtbot):
     window, model, ctrl, calib, answers, sim = planning
     tid = ctrl.new_trajectory()
     panel = ctrl.panel
-    panel.table.cellWidget(0, 1).setCurrentText("S1")
-    panel.table.cellWidget(0, 6).setValue(7.5)
-    assert model.get(tid).level == "S1" and model.get(tid).diameter_mm == 7.5
-    ctrl.undo()
-    ctrl.undo()
-    assert model.get(tid).level == "L4" and model.get(tid).diameter_mm == 6.5
-    assert panel.table.cellWidget(0, 1).currentText() == "L4"
+    panel.level_box.setCurrentText("S1")
+    panel.level_box.activated.emit(panel.level_box.currentIndex())  # what a user's choice emits
+    panel.diameter_spin.setValue(7.5)
+    panel.name_edit.setText("S1 left screw")
+    panel.name_edit.editingFinished.emit()
+    t = model.get(tid)
+    assert (t.level, t.diameter_mm, t.name) == ("S1", 7.5, "S1 left screw")
+    assert panel.table.item(0, 0).text() == "S1 left screw" and panel.table.item(0, 6).text() == "7.5"
+    for _ in range(3):
+        ctrl.undo()
+    t = model.get(tid)
+    assert (t.level, t.diameter_mm, t.name) == ("L4", 6.5, "L4 left")
+    assert panel.level_box.currentText() == "L4" and panel.diameter_spin.value() == 6.5
+    model.select("")
+    assert not panel.level_box.isEnabled()
 
 
 def test_click_without_trajectory_says_what_to_do(planning):
