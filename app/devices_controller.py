@@ -255,12 +255,17 @@ class DevicesController(QObject):
         log.log(logging.WARNING if status == DeviceStatus.FAULT else logging.INFO,
                 "%s: %s%s", device, status.value, f" ({message})" if message else "")
 
-    def shutdown(self, wait_s: float = 5.0) -> None:
-        """Stop every worker and its thread (waits ``wait_s`` for a request in progress)."""
+    def shutdown(self, patience_s: float = 60.0) -> None:
+        """Stop every worker and its thread. A request in progress (a C-arm still
+        building its scene, an acquisition) is waited for, up to ``patience_s``."""
         self._stop_request.emit()  # each worker stops its driver, then its thread
         for device, thread in self.threads.items():
-            if not thread.wait(int(wait_s * 1000)):
-                thread.quit()
-                log.warning("%s did not stop within %.0f s (a request was still running)", device, wait_s)
+            if thread.wait(2000):
+                continue
+            log.warning("waiting for %s to finish its request before quitting…", device)
+            if not thread.wait(int(patience_s * 1000)):
+                log.error("%s did not stop within %.0f s; stopping its thread by force", device, patience_s)
+                thread.terminate()
+                thread.wait(2000)
         self.workers.clear()
         self.threads.clear()
