@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.cone_beam import ConeBeamGeometry
-from core.drr import MuGrid, ShearWarpRenderer
+from core.drr import DrrRenderer, MuGrid
 from core.geometry import from_euler, invert, make_transform
 from core.image_io import FluoroImage
 from core.simulation.distortion import IIDistortion
@@ -81,7 +81,8 @@ class SimulatedOR:
     def __init__(self, seed: int = 0, phantom=None, cage=None, T_world_cage=None,
                  detector: str = "image_intensifier", sid_mm: float = 1000.0, sod_mm: float = 625.0,
                  pixel_spacing_mm: float | None = None, shape=(512, 512), field_diameter_mm: float = 230.0,
-                 isocentre_mm=(0.0, 0.0, 0.0), detector_model: DetectorModel | None = None):
+                 isocentre_mm=(0.0, 0.0, 0.0), detector_model: DetectorModel | None = None,
+                 render_device: str = "auto"):
         if not (0 < sod_mm < sid_mm):
             raise SceneError(f"need 0 < source-to-isocentre ({sod_mm}) < source-to-detector ({sid_mm}) mm")
         self.seed, self.sid_mm, self.sod_mm = int(seed), float(sid_mm), float(sod_mm)
@@ -95,7 +96,7 @@ class SimulatedOR:
             raise SceneError("detector and detector_model.kind disagree")
         self.volume = self._volume(phantom, seed)
         self.cage = self._cage(cage)
-        self.renderer = ShearWarpRenderer(MuGrid.from_volume(self.volume), air_mu=AIR_MU_PER_MM)
+        self.renderer = DrrRenderer(MuGrid.from_volume(self.volume), render_device, air_mu=AIR_MU_PER_MM)
         self.T_world_cage = (default_T_world_cage(self.volume, self.cage) if T_world_cage is None
                              else np.asarray(T_world_cage, float))
         self._shots = 0

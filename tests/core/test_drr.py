@@ -176,3 +176,27 @@ def test_bad_oversample_is_refused():
 def test_pose_needs_six_parameters():
     with pytest.raises(DrrError, match="6 parameters"):
         pose_matrix_torch(torch.zeros(5))
+
+
+def test_renderer_picks_the_cpu_without_a_gpu():
+    from core.drr import DrrRenderer
+    grid = _body(n=20, sp=5.0)
+    geo = geometry(shape=(20, 20), ps=6.0)
+    r = DrrRenderer(grid, "auto")
+    assert r.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    np.testing.assert_allclose(DrrRenderer(grid, "cpu").render(geo), ShearWarpRenderer(grid).render(geo))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_path_agrees_with_cpu_path():
+    from core.drr import DrrRenderer
+    grid = _body(seed=3)
+    geo = geometry(shape=(40, 48), ps=3.0, angles_deg=(0, 10, 20))
+    gpu, cpu = DrrRenderer(grid, "cuda").render(geo), DrrRenderer(grid, "cpu").render(geo)
+    assert ncc(gpu, cpu) >= 0.999
+
+
+def test_unknown_render_device_is_refused():
+    from core.drr import DrrRenderer
+    with pytest.raises(DrrError, match="device"):
+        DrrRenderer(_body(n=8, sp=10.0), "tpu")
