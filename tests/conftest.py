@@ -15,13 +15,14 @@ def isolated_user_dirs(tmp_path_factory, monkeypatch):
     return home
 
 
-@pytest.fixture
-def qsettings_path(tmp_path):
-    """QSettings (organisation "fluoronav") written as INI files under ``tmp_path``."""
+@pytest.fixture(scope="session", autouse=True)
+def isolated_qsettings(tmp_path_factory):
+    """QSettings of every test (window layout, ...) under a temporary folder, never ``~``."""
     from PySide6.QtCore import QSettings
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path))
-    yield tmp_path
+    folder = str(tmp_path_factory.mktemp("qsettings"))
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, folder)
+    return folder
 
 
 def pytest_collection_modifyitems(config, items):
