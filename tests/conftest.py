@@ -25,6 +25,14 @@ def isolated_qsettings(tmp_path_factory):
     return folder
 
 
+@pytest.fixture
+def qsettings_path(tmp_path):
+    """A folder for a test's own QSettings files (``QSettings(str(path / "x.ini"), IniFormat)``)."""
+    from PySide6.QtCore import QSettings
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path))
+    yield tmp_path
+
+
 def pytest_collection_modifyitems(config, items):
     """GUI tests need a real X server: skip them, saying why, when none is set."""
     if os.environ.get("DISPLAY"):
