@@ -227,11 +227,14 @@ class RobotController:
         self.state_q = self._ctx.Queue(maxsize=2000)
         self.process = None
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def start(self, timeout_s: float = 30.0, wait: bool = True) -> None:
+        """Start the control process; with ``wait``, return once it runs (``ready()``)."""
         self.process = self._ctx.Process(target=control_main, name="fluoronav-robot-control",
                                          args=(self.config, self.shm, self.cmd_q, self.state_q),
                                          daemon=True)
         self.process.start()
+        if not wait:
+            return
         end = time.monotonic() + timeout_s
         while self.shm[SHM.CYCLES] < 10:
             if not self.process.is_alive() or time.monotonic() > end:
@@ -291,6 +294,9 @@ class RobotController:
             except queue.Empty:
                 break
         return out
+
+    def ready(self) -> bool:
+        return self.shm[SHM.CYCLES] >= 10
 
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
