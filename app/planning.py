@@ -33,7 +33,7 @@ from core.planning import (LEVELS, MAX_RAY_GAP_MM, POINTS, SIDES, VIEWS, Plannin
                            TwoViewCalibration, locate_trajectory)
 
 __all__ = ["PlanModel", "PlanFileError", "PLAN_FORMAT", "PALETTE", "load_plan_file", "save_plan_file",
-           "PlanningController"]
+           "PlanningController", "install_planning"]
 
 log = logging.getLogger(__name__)
 
@@ -695,3 +695,32 @@ class PlanningController(QObject):
         if self.panel is not None and shiboken6.isValid(self.model.undo_stack) and shiboken6.isValid(self.panel):
             s = self.model.undo_stack
             self.panel.set_undo_state(s.canUndo(), s.canRedo(), s.undoText(), s.redoText())
+
+
+def install_planning(window, session=None, T_scene_cage=None, patient_axes=None, confirm=None) -> PlanningController:
+    """Add planning to the main window: the "Planning" dock, overlays in both viewers,
+    trajectories in the 3D view, shortcuts; returns the controller (``.model`` is the plan).
+
+    ``window`` needs ``viewers``, ``scene_view`` and ``add_dock`` (widgets.main_window).
+    With a ``session`` (app.session.Session) the plan follows ``session.calibration``
+    and every change is handed to ``session.set_plans`` (a list of ``Trajectory``).
+    ``T_scene_cage`` places the cage frame in the 3D view's frame (the simulator's
+    ``T_world_cage``); ``patient_axes`` defaults to the cage's standard mounting.
+    """
+    from PySide6.QtCore import Qt
+
+    from widgets.planning_panel import PlanningPanel
+
+    panel = PlanningPanel()
+    dock = window.add_dock("Planning", panel, "right")
+    model = PlanModel(getattr(session, "calibration", None), parent=window)
+    controller = PlanningController(model, window.viewers, panel, window.scene_view, confirm=confirm,
+                                    T_scene_cage=T_scene_cage, patient_axes=patient_axes,
+                                    shortcut_parent=window, parent=window)
+    scene_dock = window.scene_view.parentWidget()
+    if hasattr(window, "resizeDocks") and scene_dock is not None and scene_dock in window.findChildren(type(dock)):
+        window.resizeDocks([scene_dock, dock], [1, 1], Qt.Orientation.Vertical)  # share the column evenly
+    if session is not None:
+        session.calibration_changed.connect(controller.set_calibration)
+        model.changed.connect(lambda: session.set_plans(model.trajectories()))
+    return controller

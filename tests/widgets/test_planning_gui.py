@@ -272,3 +272,37 @@ def test_click_without_trajectory_says_what_to_do(planning):
     ctrl.message.connect(lambda text, warn: messages.append(text))
     click_pixel(window.viewers["ap"], 100, 100)
     assert len(model) == 0 and "press N" in messages[-1]
+
+
+def test_install_planning_in_the_workstation(qtbot, simulated, qsettings_path):
+    """The planning dock on the real workstation: follows the session's calibration and hands plans back."""
+    from PySide6.QtCore import QSettings
+
+    from app.config import load_defaults
+    from app.main import Workstation
+    from app.planning import install_planning
+
+    sim, shots = simulated
+    settings = QSettings(str(qsettings_path / "fluoronav.ini"), QSettings.Format.IniFormat)
+    station = Workstation(load_defaults(), settings=settings)
+    qtbot.addWidget(station.window)
+    try:
+        ctrl = install_planning(station.window, station.session, T_scene_cage=sim.T_world_cage)
+        station.window.show()
+        qtbot.waitExposed(station.window)
+        assert "Planning" in station.window.docks
+        for v, s in shots.items():
+            station.session.set_image(v, s.image)
+        calib = TruthCalibration(shots)
+        station.session.set_calibration(calib)
+        assert ctrl.model.calibration is calib
+        entry, target, _, _ = _truth(sim)[0]
+        tid = plan_by_clicks(station.window, ctrl, calib, entry, target, np.random.default_rng(2))
+        assert station.session.plans == ctrl.model.trajectories()
+        assert np.linalg.norm(np.subtract(station.session.plans[0].entry_mm, entry)) < 0.5
+        ctrl.confirm = lambda text: True
+        ctrl.delete_selected()
+        assert station.session.plans == [] and tid not in ctrl.model
+    finally:
+        station.shutdown()
+        station.window.close()
