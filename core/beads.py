@@ -7,8 +7,9 @@ then each centre refined by background-corrected intensity weighting (a plane
 fitted to an annulus around the ball is subtracted, the positive remainder
 weights the centroid, iterated on a re-centred disc). The sub-pixel bias of
 that estimator on clean balls is measured in tests/core/test_beads.py.
-Touching balls (merged blobs) and balls cut by the field edge are dropped,
-never guessed. Pixel (u, v) = (column, row), centre of pixel (0, 0) at (0, 0).
+Touching pairs of balls are split by a two-ball template fit (core.bead_pairs)
+when it explains the blob; otherwise merged blobs and balls cut by the field
+edge are dropped, never guessed. Pixel (u, v) = (column, row), centre of pixel (0, 0) at (0, 0).
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["BeadDetectionError", "Beads", "density_of", "detect_beads", "refine_centre"]
+from core.bead_pairs import build_template, split_pair
+
+__all__ = ["BeadDetectionError", "Beads", "density_of", "detect_beads", "refine_centre", "field_mask"]
 
 
 class BeadDetectionError(ValueError):
@@ -35,6 +38,7 @@ class Beads:
     roundness: np.ndarray
     polarity: int
     dropped_merged: int = 0
+    split_pairs: int = 0
 
     def __len__(self):
         return len(self.centres_px)
@@ -78,8 +82,8 @@ def _candidates(d: np.ndarray, kernel_px: int, min_area: int, ball_r: float = 0.
     sigma = 1.4826 * float(np.median(np.abs(hp - np.median(hp)))) * 1.5 + 1e-6
     thr = max(6 * sigma, floor)
     mask = (th > thr).astype(np.uint8)
-    if ball_r >= 2.0:
-        k = int(round(1.2 * ball_r)) | 1
+    if ball_r >= 3.0:
+        k = int(0.8 * ball_r) | 1
         se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
         core_ = (cv2.morphologyEx(th, cv2.MORPH_OPEN, se) > thr).astype(np.uint8)
         mask &= cv2.dilate(core_, se)    # restore each ball's footprint, not the wire
@@ -106,18 +110,24 @@ def _shape(labels, th, row):
 
 
 def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0):
+    """(selected balls, median radius, merged blobs [(mask, offset)], median peak, noise sigma)."""
     rows, labels, th, sigma = _candidates(d, kernel_px, min_area, ball_r, floor)
     shp = [_shape(labels, th, r) for r in rows]
     r_eq = np.array([np.sqrt(r[5] / np.pi) for r in rows]) if rows else np.zeros(0)
     # pixel quantisation makes small discs look less round: relax below r = 4 px
     round_ = np.array([s[0] > (0.8 if r >= 4 else 0.6) and 0.75 < s[1] < 1.3 for s, r in zip(shp, r_eq)], bool)
     if round_.sum() < 3:
-        return [], 0.0, 0, 0.0
+        return [], 0.0, [], 0.0, sigma
     med = float(np.median(r_eq[round_]))
     keep = round_ & (r_eq > 0.7 * med) & (r_eq < 1.4 * med)
-    merged = int(np.sum(~round_ & (r_eq > 1.2 * med) & (r_eq < 2.2 * med)))
+    # two touching balls: about twice the area, elongated (roundness 0.3-0.8)
+    pair = ~round_ & (r_eq > 1.15 * med) & (r_eq < 1.6 * med) & np.array([0.3 < s[0] < 0.85 for s in shp])
+    merged = []
+    for k in np.nonzero(pair)[0]:
+        i, x, y, w, h, _ = rows[k]
+        merged.append((labels[y:y + h, x:x + w] == i, (x, y)))
     sel = [(rows[k], r_eq[k], shp[k]) for k in np.nonzero(keep)[0]]
-    return sel, med, merged, float(np.median([s[2] for s in shp if s[0] > 0.8] or [0.0]))
+    return sel, med, merged, float(np.median([s[2] for s in shp if s[0] > 0.8] or [0.0])), sigma
 
 
 def _plane_background(patch, yy, xx, ring):
@@ -138,7 +148,9 @@ def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4):
     """Background-corrected intensity-weighted centre of the ball near ``uv0``.
 
     The window disc has radius ``1.25 r + 2`` px, the background annulus the
-    next 3 px. Returns ((u, v), peak) or (None, 0) when the window leaves the image."""
+    next 3 px (pixels outside the exposed field, NaN in ``d``, are left out of
+    the annulus). Returns ((u, v), peak) or (None, 0) when the disc leaves the
+    image or the field."""
     R = 1.25 * radius_px + 2.0
     Ro = R + 3.0
     c = np.asarray(uv0, float)
@@ -153,7 +165,11 @@ def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4):
         yy, xx = np.mgrid[v0:v1, u0:u1]
         r2 = (xx - c[0]) ** 2 + (yy - c[1]) ** 2
         inner, ring = r2 <= R * R, (r2 > R * R) & (r2 <= Ro * Ro)
-        w = np.where(inner, patch - _plane_background(patch, yy, xx, ring), 0.0)
+        fin = np.isfinite(patch)
+        if not fin[inner].all() or fin[ring].mean() < 0.4:
+            return None, 0.0
+        patch = np.where(fin, patch, 0.0)
+        w = np.where(inner, patch - _plane_background(patch, yy, xx, ring & fin), 0.0)
         w = np.maximum(w, 0.0)
         s = w.sum()
         if s <= 0:
@@ -167,14 +183,43 @@ def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4):
     return c, peak
 
 
+def field_mask(pixels, polarity: int = 1) -> np.ndarray:
+    """Exposed field: False on a large flat region at the dense extreme (the unexposed
+    surround of an image intensifier's round field, or a collimator), eroded 2 px.
+    ``polarity`` as in ``density_of``: the dense extreme is the minimum for +1."""
+    a = np.asarray(pixels, np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    span = max(hi - lo, 1e-6)
+    flat = a <= lo + 0.01 * span if polarity > 0 else a >= hi - 0.01 * span
+    if flat.mean() <= 0.02:      # a few saturated pixels in balls, not an area
+        return np.ones(a.shape, bool)
+    return cv2.erode((~flat).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+
+
 def _detect_polarity(pixels, polarity, kernel_px, min_area):
+    field = field_mask(pixels, polarity)
+    if field.mean() < 0.05:
+        return None, [], 0.0, ([], 0.0)
     d = density_of(pixels, polarity)
-    sel, med, merged, peak = _select(d, kernel_px, min_area)
+    if not field.all():     # flatten the unexposed surround so it makes no edges
+        d = d.copy()
+        d[~field] = float(np.median(d[field]))
+    sel, med, merged, peak, sigma = _select(d, kernel_px, min_area, floor=_floor(d, kernel_px, field))
     if sel:   # second pass with the ball size and contrast known: a tighter
         # background (opening 5 r wide) and a threshold at 30 % of a ball's peak
         k2 = max(9, int(5 * med) | 1)
-        sel, med, merged, _ = _select(d, k2, min_area, ball_r=med, floor=0.3 * peak)
-    return d, sel, med, merged
+        sel, med, merged, _, sigma = _select(d, k2, min_area, ball_r=med, floor=0.3 * peak)
+    if not field.all():
+        d = d.copy()
+        d[~field] = np.nan        # refine_centre rejects windows that leave the field
+    return d, sel, med, (merged, sigma)
+
+
+def _floor(d, kernel_px, field):
+    """First-pass threshold: a quarter of the strongest structures' top-hat (steel balls
+    are the densest compact objects) so that the blurred tails of neighbours do not merge."""
+    th = d - _background(d, kernel_px)
+    return 0.25 * float(np.percentile(th[field][::7], 99.7))
 
 
 def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = None,
@@ -198,7 +243,7 @@ def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = No
         d, sel, med, merged = _detect_polarity(a, pol, kernel, min_area_px)
         if best is None or len(sel) > len(best[1]):
             best = (d, sel, med, merged, pol)
-    d, sel, med, merged, pol = best
+    d, sel, med, (merged, sigma), pol = best
     if not sel:
         raise BeadDetectionError("no round balls found in the image: check that the cage is in the beam "
                                  "and the exposure is not saturated")
@@ -211,4 +256,23 @@ def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = No
         cs.append(c), rs.append(r_eq), ks.append(peak), ro.append(shp[0])
     if not cs:
         raise BeadDetectionError("all candidate balls touch the image edge: centre the cage in the field")
-    return Beads(np.array(cs), np.array(rs), np.array(ks), np.array(ro), pol, merged)
+    split = _split_merged(d, merged, np.array(cs), med, float(np.median(ks)), sigma)
+    for c in split:
+        cs.append(c), rs.append(med), ks.append(float(np.median(ks))), ro.append(0.0)
+    return Beads(np.array(cs), np.array(rs), np.array(ks), np.array(ro), pol,
+                 len(merged) - len(split) // 2, len(split) // 2)
+
+
+def _split_merged(d, merged, centres, radius, amplitude, sigma):
+    """Centres of the balls of merged pairs that a two-ball fit explains (see core.bead_pairs)."""
+    if not merged:
+        return []
+    template = build_template(d, centres, radius)
+    if template is None:
+        return []
+    out = []
+    for mask, offset in merged:
+        two = split_pair(d, mask, offset, template, amplitude, sigma)
+        if two is not None:
+            out.extend(two)
+    return out

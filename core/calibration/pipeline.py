@@ -12,7 +12,7 @@ import datetime as _dt
 
 import numpy as np
 
-from core.beads import BeadDetectionError, detect_beads
+from core.beads import BeadDetectionError, detect_beads, field_mask
 from core.calibration.calibration import CageCalibration, CalibrationError, PlaneFit, ViewCalibration
 from core.calibration.models import (ModelError, apply_h, fit_projection, loo_dlt_px, loo_homography_px,
                                      p_rays, project_p)
@@ -80,6 +80,7 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     except ModelError as e:
         raise CalibrationError(f"{view.upper()} shot: {e}") from None
     centre = np.mean([p.origin_mm for p in planes], axis=0)
+    field = _usable_field(pixels, beads)
     fits, figs = [], {"balls_detected": int(len(beads)), "merged_blobs_dropped": int(beads.dropped_merged),
                       "polarity": int(beads.polarity), "planes": {}}
     all_loo = {"2d2d": [], "3d2d": []}
@@ -105,9 +106,10 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
         off += len(bi)
         rms = lambda a: float(np.sqrt(np.nanmean(np.asarray(a) ** 2)))
         _gate_plane(view, p, xy, min(rms(r2), rms(r3)))
+        expected = _expected(field, distortion.ideal_to_raw(apply_h(H, p.balls_2d)))
         fits.append((PlaneFit(p.id, p.origin_mm, p.axes, H, bi, beads.centres_px[m.point_idx[k]],
-                              r3, r3_mm, m.expected), r2, r2_mm))
-        figs["planes"][p.id] = {"expected_in_view": int(m.expected), "matched": int(len(bi)),
+                              r3, r3_mm, expected), r2, r2_mm))
+        figs["planes"][p.id] = {"expected_in_view": expected, "matched": int(len(bi)),
                                 "rejected_outliers": int((~k).sum()),
                                 "rms_px_2d2d": rms(r2), "rms_mm_2d2d": rms(r2_mm),
                                 "rms_px_3d2d": rms(r3), "rms_mm_3d2d": rms(r3_mm),
@@ -117,6 +119,22 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     vc = ViewCalibration(view, tuple(pixels.shape), distortion, P, [f[0] for f in fits], figs)
     vc._resid = {p.plane_id: (r2, r2_mm) for p, r2, r2_mm in fits}
     return vc
+
+
+def _usable_field(pixels, beads):
+    """Pixels where a whole ball would lie inside the exposed field."""
+    import cv2
+    f = field_mask(pixels, beads.polarity).astype(np.uint8)
+    r = int(np.ceil(np.median(beads.radius_px))) + 1
+    return cv2.erode(f, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
+
+
+def _expected(field, uv_raw):
+    """How many predicted ball centres fall where a whole ball is visible."""
+    q = np.rint(uv_raw).astype(int)
+    rows, cols = field.shape
+    ok = (q[:, 0] >= 0) & (q[:, 0] < cols) & (q[:, 1] >= 0) & (q[:, 1] < rows)
+    return int(field[q[ok, 1], q[ok, 0]].sum())
 
 
 def _view_angle_deg(views):
