@@ -69,7 +69,7 @@ class DeviceWorker(QObject):
     """Owns one driver in its thread. Slots run there; results leave by queued signals."""
 
     status_changed = Signal(str, object, str)       # device, DeviceStatus, message
-    image_ready = Signal(int, str, object, float)   # request id, view, FluoroImage, seconds
+    image_ready = Signal(int, str, object, float, object)  # request id, view, FluoroImage, seconds, truth
     request_failed = Signal(int, str, str)          # request id, view, message
 
     def __init__(self, device: str, factory: Callable[[], Any], poll_s: float):
@@ -125,8 +125,15 @@ class DeviceWorker(QObject):
         except (DeviceError, ValueError, RuntimeError, OSError) as e:
             self.request_failed.emit(request_id, view, str(e))
         else:
-            self.image_ready.emit(request_id, view, image, time.monotonic() - t0)
+            self.image_ready.emit(request_id, view, image, time.monotonic() - t0, self._truth(view))
         self.poll()
+
+    def _truth(self, view: str):
+        """A simulator's ground truth of the shot just taken (None for a real device)."""
+        shot = getattr(self.driver, "last_shots", {}).get(view)
+        if shot is None:
+            return None
+        return {"shot": shot, "cage": getattr(getattr(self.driver, "scene", None), "cage", None)}
 
     @Slot()
     def stop(self) -> None:
@@ -153,6 +160,7 @@ class DevicesController(QObject):
     busy_changed = Signal(str, bool)
     device_status_changed = Signal(str, object, str)  # every device, also ones added by others
     acquisition_failed = Signal(str, str)           # view, message
+    simulated_shot = Signal(str, object)            # view, {"shot": SimulatedShot, "cage": Cage}
     _acquire_request = Signal(int, str)
     _stop_request = Signal()
 
@@ -222,7 +230,7 @@ class DevicesController(QObject):
             self.busy_changed.emit(view, False)
         return view
 
-    def _on_image(self, request_id: int, view: str, image, seconds: float) -> None:
+    def _on_image(self, request_id: int, view: str, image, seconds: float, truth=None) -> None:
         if self._finish(request_id) is None:
             log.warning("a late %s image arrived after its time-out; it was not shown", view.upper())
             return
@@ -234,6 +242,8 @@ class DevicesController(QObject):
             return
         log.info("%s image %dx%d in %.2f s%s", view.upper(), image.shape[1], image.shape[0], seconds,
                  f", saved to {path}" if path else "")
+        if truth is not None:
+            self.simulated_shot.emit(view, truth)
 
     def _on_failed(self, request_id: int, view: str, message: str) -> None:
         self._finish(request_id)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import sys
 
+import numpy as np
+
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QApplication, QMessageBox
@@ -16,10 +18,13 @@ from app.devices_controller import DevicesController
 from app.session import DEVICES, Session, SessionError
 from devices.base import DeviceError
 from widgets.main_window import MainWindow
+from widgets.scene_view import cone_beam_actor, points_actor
 
 __all__ = ["Workstation", "create_application", "load_stylesheet", "run_gui"]
 
 log = logging.getLogger(__name__)
+
+BEAM_COLOURS = {"ap": (0.37, 0.69, 0.94), "lat": (0.95, 0.76, 0.3)}
 
 
 def load_stylesheet(font_pt: int = 14) -> str:
@@ -69,6 +74,7 @@ class Workstation:
         self.devices.busy_changed.connect(w.set_busy)
         self.devices.busy_changed.connect(lambda *_: self._update_actions())
         self.devices.device_status_changed.connect(self._other_device_status)
+        self.devices.simulated_shot.connect(self.show_simulated_room)
         for view, viewer in w.viewers.items():
             viewer.image_dropped.connect(lambda image, v=view: self.load_image(v, image))
         s.image_changed.connect(lambda view, image: w.viewers[view].set_image(image))
@@ -78,6 +84,19 @@ class Workstation:
         for device in DEVICES:
             w.status_bar.set_status(device, *s.device_status(device))
         self._update_actions()
+
+    def show_simulated_room(self, view: str, truth: dict) -> None:
+        """Draw the simulated C-arm beam of the last ``view`` shot and the true cage balls."""
+        shot, cage = truth["shot"], truth.get("cage")
+        sv = self.window.scene_view
+        first = not sv.actor_names()
+        sv.set_actor(f"carm_{view}", cone_beam_actor(shot.geometry_world, BEAM_COLOURS[view]))
+        if cage is not None:
+            balls = np.concatenate([p.balls_mm for p in cage.planes])
+            T = np.asarray(shot.T_world_cage)
+            sv.set_actor("cage", points_actor(balls @ T[:3, :3].T + T[:3, 3], cage.ball_diameter_mm / 2))
+        if first:
+            sv.camera_preset("overview")
 
     def _other_device_status(self, device, status, message) -> None:
         if device not in DEVICES:

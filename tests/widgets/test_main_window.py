@@ -203,3 +203,42 @@ def test_stylesheet_sizes_are_large_enough():
     qss = load_stylesheet(14)
     assert "@" not in qss.replace("@media", "")
     assert "font-size: 14pt" in qss and "font-size: 18pt" in qss and "min-height: 44px" in qss
+
+
+class FakeSimCArm(FakeCArm):
+    """A C-arm double that, like the simulator, keeps the true geometry of its last shots."""
+
+    def __init__(self):
+        super().__init__()
+        from core.cage import load_cage
+        from resources import path
+        self.scene = type("Scene", (), {"cage": load_cage(path("cages", "default.json"))})()
+        self.last_shots = {}
+
+    def acquire(self, view):
+        from core.cone_beam import ConeBeamGeometry
+        image = super().acquire(view)
+        rows, cols = image.shape
+        u, v, sp = np.array([1.0, 0, 0]), np.array([0, 0, -1.0]), 0.5
+        centre = np.array([0.0, 375.0, 0.0])  # source 625 mm before the isocentre, detector 375 mm after
+        geometry = ConeBeamGeometry(np.array([0.0, -625.0, 0.0]),
+                                    centre - (cols - 1) / 2 * sp * u - (rows - 1) / 2 * sp * v,
+                                    u, v, (sp, sp), (rows, cols))
+        T = np.eye(4)
+        T[:3, 3] = (5000.0, 0.0, 0.0)  # far away: the cage must be drawn where T puts it
+        self.last_shots[view] = type("Shot", (), {"geometry_world": geometry, "T_world_cage": T})()
+        return image
+
+
+def test_simulated_shot_draws_beam_and_cage_where_the_truth_says(station, qtbot):
+    station.devices.add_device("carm", FakeSimCArm)
+    qtbot.waitUntil(lambda: station.window.acquire_actions["ap"].isEnabled(), timeout=3000)
+    station.acquire("ap")
+    qtbot.waitUntil(lambda: "cage" in station.window.scene_view.actor_names(), timeout=3000)
+    sv = station.window.scene_view
+    assert sorted(sv.actor_names()) == ["cage", "carm_ap"]
+    xmin, xmax = sv.actor("cage").GetBounds()[:2]
+    assert xmin > 4500 and xmax < 5500  # balls at T_world_cage, within the cage's extent
+    bx = sv.actor("carm_ap").GetBounds()
+    assert (bx[2], bx[3]) == pytest.approx((-625.0, 375.0), abs=1e-3)  # source to detector along y
+    assert (bx[0], bx[1]) == pytest.approx((-12.5, 12.5), abs=1e-3)    # 50 columns of 0.5 mm
