@@ -5,10 +5,12 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
+from scipy import ndimage
 
 from core.phantom.anatomy import (CANONICAL_LEVELS, LevelParams, PhantomError, draw_parameters,
                                   spine_frames)
 from core.phantom.parts import Grid, Part, evaluate, rasterize
+from core.phantom.ribs_pelvis import iliac_parts
 from core.phantom.sdf import ellipse_approx, occupancy
 from core.phantom.soft_tissue import HU, BodyShape, draw_body_shape, paint_soft_tissue, BACK_OFFSET_MM
 from core.phantom.truth import SIDES, PedicleTruth, VertebraTruth
@@ -165,7 +167,15 @@ def _disc_part(up: LevelParams, lo: LevelParams, T_up, T_lo) -> Part:
     return Part(f"disc_{up.name}_{lo.name}", T, (bx, by + y0, half_h), sdf)
 
 
-def _paint(hu, grid: Grid, parts: list[Part], inside_hu, shell_hu=None, shell_mm=0.0):
+def _texture(shape, spacing, rng, sd_hu: float, cell_mm: float = 2.5) -> np.ndarray:
+    """Smooth random field (float32, standard deviation ~sd_hu) at ~cell_mm scale: trabecular texture."""
+    n = np.maximum(2, np.ceil(np.array(shape) * spacing[::-1] / cell_mm).astype(int) + 1)
+    coarse = rng.normal(0.0, sd_hu * 2.35, tuple(n)).astype(np.float32)  # trilinear upsampling: sd x ~1/2.35
+    return ndimage.zoom(coarse, np.array(shape) / n, order=1, grid_mode=True, mode="nearest")[
+        : shape[0], : shape[1], : shape[2]]
+
+
+def _paint(hu, grid: Grid, parts: list[Part], inside_hu, shell_hu=None, shell_mm=0.0, rng=None, sd_hu=0.0):
     """Composite a solid (and its cortical shell) over hu with anti-aliased partial volumes."""
     res = rasterize(parts, grid, margin=3.0)
     if res is None:
@@ -178,14 +188,15 @@ def _paint(hu, grid: Grid, parts: list[Part], inside_hu, shell_hu=None, shell_mm
         block += (inside_hu - block) * occ
         return
     occ_in = occupancy(d + shell_mm, vox)
+    inside = inside_hu if sd_hu <= 0 else inside_hu + _texture(d.shape, grid.spacing, rng, sd_hu)
     block *= 1.0 - occ
-    block += shell_hu * (occ - occ_in) + inside_hu * occ_in
-
+    block += shell_hu * (occ - occ_in) + inside * occ_in
 
 
 def make_spine_phantom(seed: int = 0, spacing_mm=1.0, levels=CANONICAL_LEVELS, fracture_level: str | None = None,
                        lordosis_deg: float | None = None, axial_rotation_deg=None, shape=None,
-                       fracture_loss: float = 0.4, soft_tissue: bool = True, center_mm=None) -> SpinePhantom:
+                       fracture_loss: float = 0.4, soft_tissue: bool = True, center_mm=None,
+                       trabecular_hu_sd: float = 25.0) -> SpinePhantom:
     """Procedural lumbar spine CT (HU) with per-level ground truth; see ``core.phantom``.
 
     ``lordosis_deg``: L1-S1 angle, None draws ~N(50, 7) from the seed.
@@ -194,6 +205,7 @@ def make_spine_phantom(seed: int = 0, spacing_mm=1.0, levels=CANONICAL_LEVELS, f
     ``center_mm``: world centre of the grid (default: the centre of the trunk around the levels);
     with ``shape`` it cuts a small field of view, e.g. one vertebra at fine spacing for tests.
     ``fracture_loss``: fraction of anterior body height lost at ``fracture_level``.
+    ``trabecular_hu_sd``: smooth ~2.5 mm texture of the cancellous bone (0: uniform).
     Cached: the same arguments return the same (read-only) phantom.
     """
     rot = axial_rotation_deg
@@ -202,13 +214,15 @@ def make_spine_phantom(seed: int = 0, spacing_mm=1.0, levels=CANONICAL_LEVELS, f
                    tuple(np.broadcast_to(np.asarray(spacing_mm, float), (3,)).tolist()),
                    tuple(levels), fracture_level, lordosis_deg, rot_key,
                    None if shape is None else tuple(int(v) for v in shape), float(fracture_loss), bool(soft_tissue),
-                   None if center_mm is None else tuple(float(v) for v in center_mm))
+                   None if center_mm is None else tuple(float(v) for v in center_mm), float(trabecular_hu_sd))
 
 
 @lru_cache(maxsize=4)
 def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape, fracture_loss, soft_tissue,
-            center_mm):
+            center_mm, trabecular_hu_sd):
     spacing = _check_args(seed, spacing, levels, fracture_level, fracture_loss, lordosis_deg, shape, center_mm)
+    if not 0.0 <= trabecular_hu_sd <= 150.0:
+        raise PhantomError(f"trabecular_hu_sd must be 0-150 HU, got {trabecular_hu_sd}")
     levels = tuple(n for n in CANONICAL_LEVELS if n in levels)      # cranial to caudal
     rng = np.random.default_rng(seed)
     params = draw_parameters(rng, fracture_level, fracture_loss)
@@ -225,6 +239,11 @@ def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape,
     spine_y = lambda z: np.interp(z, zs, ys)  # noqa: E731  (posterior offset of the spine at height z)
 
     built = {n: vertebra_parts(params[n], frames[n]) for n in levels}
+    if "S1" in built:       # iliac wings belong to the S1 drawing; crest at the L4-L5 disc
+        z_crest = 0.5 * (frames["L4"][2, 3] + frames["L5"][2, 3])
+        parts, body, peds = built["S1"]
+        i = [p.name for p in parts].index("canal")       # before the canal and the pedicles
+        built["S1"] = (parts[:i] + iliac_parts(params["S1"], frames["S1"], z_crest) + parts[i:], body, peds)
     grid = _grid([built[n][0] for n in levels], body_shape, spine_y, spacing, shape, center_mm)
     hu = np.full(grid.shape, HU["air"], dtype=np.float32)
     if soft_tissue:
@@ -236,7 +255,8 @@ def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape,
     truths = {}
     for n in levels:
         parts, body, peds = built[n]
-        _paint(hu, grid, parts, hu_canc, hu_cort, CORTEX_MM)
+        _paint(hu, grid, parts, hu_canc, hu_cort, CORTEX_MM,
+               np.random.default_rng([seed, CANONICAL_LEVELS.index(n)]), trabecular_hu_sd)
         peds = {s: _pedicle_truth(peds[s], parts, body) for s in SIDES}
         truths[n] = _vertebra_truth(params[n], frames[n], peds)
     hu.setflags(write=False)

@@ -43,11 +43,26 @@ def _blobs(rng, n, y_range, semi_range):
                             rng.uniform(*semi_range, (n, 3))])
 
 
+def _gas_loops(rng, n_loops: int, per_loop: int = 4) -> np.ndarray:
+    """Bowel gas: short chains of small ellipsoids along a random bend (irregular, not round)."""
+    centres = _blobs(rng, n_loops, (-100, -60), (4, 9))
+    rows = []
+    for cx, cy, cz, a, b, c in centres:
+        d = rng.normal(0, 1, 3)
+        d /= np.linalg.norm(d)
+        bend = rng.normal(0, 0.35, 3)
+        for i in range(per_loop):
+            t = (i - 0.5 * (per_loop - 1)) * 1.3 * max(a, b, c)
+            p = np.array([cx, cy, cz]) + t * d + 0.05 * t * t * bend
+            rows.append([*p, *(np.array([a, b, c]) * rng.uniform(0.7, 1.2, 3))])
+    return np.array(rows)
+
+
 def draw_body_shape(rng: np.random.Generator) -> BodyShape:
     return BodyShape(half_width=float(np.clip(rng.normal(150, 10), 125, 175)),
                      half_depth=float(np.clip(rng.normal(115, 8), 100, 135)),
                      fat_mm=float(np.clip(rng.normal(18, 5), 8, 32)),
-                     gas=_blobs(rng, 10, (-105, -55), (5, 14)),
+                     gas=_gas_loops(rng, 8),
                      fat_lumps=_blobs(rng, 24, (-110, -35), (10, 25)))
 
 
@@ -105,9 +120,11 @@ def _paint_blobs(hu, grid: Grid, shape: BodyShape, spine_y, blobs, value, vox, s
 
 def _paint_psoas(hu, grid: Grid, spine_y, muscle_x: float, vox) -> None:
     """Psoas major: absent above ~T12, radius growing caudally to ~26 mm."""
+    z_all = grid.origin[2] + grid.spacing[2] * np.arange(grid.shape[0])
+    sy = spine_y(z_all)
     for sgn in (1.0, -1.0):
         x0 = sgn * (muscle_x + 26.0)
-        sl = grid.index_box(np.array([x0 - 54.0, -1e4, -1e4]), np.array([x0 + 54.0, 1e4, 110.0]))
+        sl = grid.index_box(np.array([x0 - 27.0, sy.min() - 26.0, -1e4]), np.array([x0 + 27.0, sy.max() + 26.0, 110.0]))
         if sl is None:
             continue
         x, y, z = grid.coords(sl)

@@ -15,7 +15,8 @@ import numpy as np
 
 from core.phantom.anatomy import LevelParams
 from core.phantom.parts import Part
-from core.phantom.sdf import capsule, ellipse_approx, ellipsoid_approx, round_box
+from core.phantom.ribs_pelvis import rib_parts
+from core.phantom.sdf import ellipse_approx, ellipsoid_approx, round_box
 from core.phantom.truth import SIDES, PedicleTruth, pedicle_distance
 
 __all__ = ["vertebra_parts", "PEDICLE_TAPER", "ENDPLATE_CONCAVITY_MM"]
@@ -144,6 +145,8 @@ def _arch_parts(p: LevelParams, T_wv, peds: dict) -> list[Part]:
     parts += _spinous_parts(p, T_wv, mid)
     if p.kind == "S":
         parts += _sacral_parts(p, T_wv)
+    if p.kind == "T":
+        parts += rib_parts(p, T_wv)
     return parts
 
 

@@ -6,6 +6,8 @@ from core.phantom import CANONICAL_LEVELS, PhantomError, make_spine_phantom
 from core.phantom.build import _cached
 from core.grading import grade_trajectory
 
+TEXTURE_HU = 4 * 25.0      # trabecular texture: smooth field with a 25 HU standard deviation
+
 
 @pytest.fixture(scope="module")
 def small():
@@ -40,7 +42,7 @@ def test_small_phantom_layout(small):
 
 def test_tissue_hu_at_known_points(small):
     v, l3, l4 = small.volume, small.levels["L3"], small.levels["L4"]
-    assert v.sample(l3.body_center_mm) == pytest.approx(small.hu_cancellous, abs=1.0)
+    assert v.sample(l3.body_center_mm) == pytest.approx(small.hu_cancellous, abs=TEXTURE_HU)
     assert 150.0 <= small.hu_cancellous <= 300.0 and 800.0 <= small.hu_cortical <= 1200.0
     disc = 0.5 * (l3.inferior_endplate_mm + l4.superior_endplate_mm)
     assert v.sample(disc) == pytest.approx(80.0, abs=3.0)
@@ -54,13 +56,24 @@ def test_tissue_hu_at_known_points(small):
     assert np.any(np.abs(hu - 50.0) < 3.0)      # erector spinae
 
 
+def test_trabecular_texture_has_the_stated_spread():
+    g = np.stack(np.meshgrid(*[np.linspace(-8.0, 8.0, 9)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    textured = make_spine_phantom(spacing_mm=1.0, levels=("L3",), shape=(40, 50, 60), center_mm=(0, 0, 0))
+    hu = textured.volume.sample(g)
+    assert hu.std() == pytest.approx(25.0, abs=8.0)
+    assert hu.mean() == pytest.approx(textured.hu_cancellous, abs=12.0)
+    plain = make_spine_phantom(spacing_mm=1.0, levels=("L3",), shape=(40, 50, 60), center_mm=(0, 0, 0),
+                               trabecular_hu_sd=0.0)
+    assert np.allclose(plain.volume.sample(g), plain.hu_cancellous, atol=0.01)
+
+
 def test_cortical_shell_around_cancellous_core(fine_l3):
     v, l3 = fine_l3.volume, fine_l3.levels["L3"]
     R, c = l3.T_world_vertebra[:3, :3], l3.body_center_mm
     y = np.linspace(-0.5 * l3.body_depth_mm - 4.0, 0.0, 200)            # anterior wall -> centre
     hu = v.sample(c + y[:, None] * R[:, 1])
     assert hu.max() == pytest.approx(fine_l3.hu_cortical, abs=150.0)
-    assert hu[-1] == pytest.approx(fine_l3.hu_cancellous, abs=1.0)
+    assert hu[-1] == pytest.approx(fine_l3.hu_cancellous, abs=TEXTURE_HU)
     assert hu[0] < 100.0
 
 
@@ -144,7 +157,7 @@ def test_entry_on_posterior_cortex_and_target_in_anterior_body(fine_l3):
         assert v.sample(p.entry_mm + 0.5 * p.axis) > 400.0                # just inside: cortex
         assert v.sample(p.entry_mm - 1.0 * p.axis) < 100.0                # just outside: soft tissue
         assert _local(l3, p.entry_mm)[1] > 0.5 * l3.body_depth_mm + 10.0  # behind the canal's front
-        assert v.sample(p.target_mm) == pytest.approx(fine_l3.hu_cancellous, abs=1.0)
+        assert v.sample(p.target_mm) == pytest.approx(fine_l3.hu_cancellous, abs=TEXTURE_HU)
         assert _local(l3, p.target_mm)[1] < -l3.body_depth_mm / 6.0       # anterior third
         assert 35.0 < p.length_mm < 60.0
 
