@@ -8,10 +8,14 @@ voxel (0, 0, 0) is index (0, 0, 0). ``T_world_voxel`` is the 4x4 affine
 its columns are orthogonal with lengths ``spacing_mm``.
 
 Attenuation: ``mu = mu_water(E) * (1 + HU / 1000)``, clipped at 0 (the
-definition of the Hounsfield scale, water-equivalent: bone's stronger
-photo-electric effect at low energy is ignored). ``MU_WATER_PER_MM`` = 0.0193/mm
-is water at 70 keV, the effective energy of a ~110-120 kVp fluoroscopy beam;
-``mu_water`` interpolates NIST XCOM water mass attenuation (log-log).
+definition of the Hounsfield scale, water-equivalent). ``MU_WATER_PER_MM`` =
+0.0193/mm is water at 70 keV, about the effective energy of the CT that the HU
+come from. At a lower fluoroscopy energy bone attenuates relatively more
+(photo-electric effect); ``mu(energy_kev, bone_model=True)`` uses the bilinear
+water/bone scaling (Kinahan et al., Med Phys 1998;25:2046): HU <= 0 is an
+air-water mix, HU > 0 a water-cortical bone mix whose bone fraction is
+HU / ``HU_CORTICAL_70KEV``. Tables: NIST XCOM mass attenuation of liquid water
+and of cortical bone (ICRU-44, 1.92 g/cm^3), log-log interpolation.
 """
 from __future__ import annotations
 
@@ -20,29 +24,41 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Volume", "VolumeError", "MU_WATER_PER_MM", "mu_water", "HU_AIR"]
+__all__ = ["Volume", "VolumeError", "MU_WATER_PER_MM", "mu_water", "mu_bone", "HU_AIR", "HU_CORTICAL_70KEV"]
 
 HU_AIR = -1000.0
 
 # NIST XCOM, water (liquid), total attenuation with coherent scattering, cm^2/g (rho = 1 g/cm^3).
 _NIST_WATER_KEV = np.array([30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0])
 _NIST_WATER_CM2_G = np.array([0.3756, 0.2683, 0.2269, 0.2059, 0.1837, 0.1707, 0.1505])
+_NIST_BONE_CM2_G = np.array([1.331, 0.6655, 0.4242, 0.3148, 0.2229, 0.1855, 0.1480])   # ICRU-44 cortical
+_BONE_DENSITY = 1.92
 
 
 class VolumeError(ValueError):
     """A volume (array, spacing, placement) or a request on it is invalid."""
 
 
-def mu_water(energy_kev: float = 70.0) -> float:
-    """Linear attenuation of water in 1/mm at a photon energy (NIST XCOM, log-log interpolation)."""
+def _nist(energy_kev, table_cm2_g, density) -> float:
     e = float(energy_kev)
     if not np.isfinite(e) or not (_NIST_WATER_KEV[0] <= e <= _NIST_WATER_KEV[-1]):
         raise VolumeError(f"energy {energy_kev} keV is outside the tabulated 30-150 keV range")
-    log_mu = np.interp(np.log(e), np.log(_NIST_WATER_KEV), np.log(_NIST_WATER_CM2_G))
-    return float(np.exp(log_mu)) / 10.0  # cm^-1 -> mm^-1
+    log_mu = np.interp(np.log(e), np.log(_NIST_WATER_KEV), np.log(table_cm2_g))
+    return float(np.exp(log_mu)) * density / 10.0  # cm^-1 -> mm^-1
+
+
+def mu_water(energy_kev: float = 70.0) -> float:
+    """Linear attenuation of water in 1/mm at a photon energy (NIST XCOM, log-log interpolation)."""
+    return _nist(energy_kev, _NIST_WATER_CM2_G, 1.0)
+
+
+def mu_bone(energy_kev: float = 70.0) -> float:
+    """Linear attenuation of cortical bone (ICRU-44, 1.92 g/cm^3) in 1/mm (NIST XCOM)."""
+    return _nist(energy_kev, _NIST_BONE_CM2_G, _BONE_DENSITY)
 
 
 MU_WATER_PER_MM = mu_water(70.0)
+HU_CORTICAL_70KEV = 1000.0 * (mu_bone(70.0) / MU_WATER_PER_MM - 1.0)   # ~1600 HU
 
 
 def _as_points(points, name: str) -> tuple[np.ndarray, tuple]:
@@ -160,10 +176,19 @@ class Volume:
                                        mode="constant", cval=HU_AIR, prefilter=order > 1)
         return vals.reshape(ijk.shape[:-1])
 
-    def mu(self, energy_kev: float | None = None) -> np.ndarray:
-        """Linear attenuation per mm, float32 (nz, ny, nx): mu_water * (1 + HU/1000), clipped at 0."""
-        mw = MU_WATER_PER_MM if energy_kev is None else mu_water(energy_kev)
-        out = self.hu.astype(np.float32) * np.float32(mw / 1000.0) + np.float32(mw)
+    def mu(self, energy_kev: float | None = None, bone_model: bool = False) -> np.ndarray:
+        """Linear attenuation per mm, float32 (nz, ny, nx), clipped at 0 (module docstring).
+
+        Default: ``mu_water(E) * (1 + HU/1000)`` at E = 70 keV. ``bone_model=True``: the
+        bilinear water/bone scaling at ``energy_kev`` (identical to the default at 70 keV).
+        """
+        e = 70.0 if energy_kev is None else float(energy_kev)
+        mw = mu_water(e)
+        hu = self.hu.astype(np.float32)
+        out = hu * np.float32(mw / 1000.0) + np.float32(mw)
+        if bone_model:
+            slope = np.float32((mu_bone(e) - mw) / HU_CORTICAL_70KEV)
+            np.copyto(out, np.float32(mw) + hu * slope, where=hu > 0)
         np.maximum(out, 0.0, out=out)
         return out
 

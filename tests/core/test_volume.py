@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from core.volume import HU_AIR, MU_WATER_PER_MM, Volume, VolumeError, mu_water
+from core.volume import HU_AIR, HU_CORTICAL_70KEV, MU_WATER_PER_MM, Volume, VolumeError, mu_bone, mu_water
 
 
 def _oblique(hu=None, spacing=(0.7, 0.9, 2.5)):
@@ -62,6 +62,20 @@ def test_mu_follows_the_hounsfield_definition():
     assert MU_WATER_PER_MM == pytest.approx(0.0193, abs=0.0003)   # NIST water, 70 keV
     assert mu_water(60.0) == pytest.approx(0.02059, rel=1e-6)       # a tabulated NIST point
     assert mu_water(50.0) > mu_water(100.0)
+
+
+def test_bone_model_raises_bone_contrast_at_low_energy():
+    hu = np.array([[[-1000, -500, 0, 0.5 * HU_CORTICAL_70KEV, HU_CORTICAL_70KEV]]], np.float32)
+    vol = Volume(hu, (1, 1, 1))
+    assert np.allclose(vol.mu(70.0, bone_model=True), vol.mu(), rtol=1e-5)   # same at the CT energy
+    assert HU_CORTICAL_70KEV == pytest.approx(1600.0, abs=30.0)
+    m50 = vol.mu(50.0, bone_model=True)[0, 0]
+    assert m50[0] == 0.0 and m50[1] == pytest.approx(0.5 * mu_water(50.0), rel=1e-5)
+    assert m50[4] == pytest.approx(mu_bone(50.0), rel=1e-5)                   # NIST: 0.4242 cm2/g x 1.92
+    assert mu_bone(50.0) == pytest.approx(0.04242 * 1.92, rel=1e-6)
+    assert m50[3] == pytest.approx(0.5 * (mu_water(50.0) + mu_bone(50.0)), rel=1e-5)
+    # bone/water ratio is higher at 50 keV than the HU scale assumes
+    assert m50[4] / m50[2] > 1.0 + HU_CORTICAL_70KEV / 1000.0 + 0.8
 
 
 def test_resampled_keeps_the_world_box_and_values():
