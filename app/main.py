@@ -167,7 +167,9 @@ def run_gui(config_path=None) -> int:
         error, config = e, load_defaults()
     app = create_application(font_pt=config.ui.font_pt)
     station = Workstation(config)
-    station.window.restore_layout()
+    if not station.window.restore_layout():  # first run: nearly the whole screen
+        area = app.primaryScreen().availableGeometry()
+        station.window.setGeometry(area.adjusted(0, 0, -area.width() // 20, -area.height() // 20))
     station.window.show()
     if error is not None:
         QTimer.singleShot(0, lambda: station.report_config_error(error))

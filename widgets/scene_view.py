@@ -222,7 +222,7 @@ class SceneView(QWidget):
         cam.SetPosition(*(focal + distance * np.array(direction)))
         cam.SetViewUp(*up)
         self.renderer.ResetCamera()
-        cam.Zoom(1.3)  # ResetCamera frames the bounding sphere: generous; come closer
+        cam.Zoom(1.15)  # ResetCamera frames the bounding sphere: generous; come closer
         self.render()
 
     def render(self) -> None:
