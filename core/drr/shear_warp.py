@@ -47,6 +47,7 @@ class ShearWarpRenderer:
             raise DrrError(f"oversample must be within 0.25-4, got {oversample}")
         self.grid, self.oversample, self.air_mu = grid, float(oversample), float(air_mu)
         self._stacks: dict = {}
+        self._weights: dict = {}  # path-length weights per (geometry, axis), the last few
 
     def _stack(self, axis: int):
         if axis not in self._stacks:
@@ -78,7 +79,16 @@ class ShearWarpRenderer:
         rows, cols = geometry.shape
         img = cv2.warpPerspective(acc, Hm, (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return img * self.grid.path_weight(geometry, c)
+        return img * self._path_weight(geometry, c)
+
+    def _path_weight(self, geometry, axis) -> np.ndarray:
+        key = (geometry.source_mm.tobytes(), geometry.detector_origin_mm.tobytes(), geometry.detector_u.tobytes(),
+               geometry.detector_v.tobytes(), geometry.pixel_spacing_mm, geometry.shape, axis)
+        if key not in self._weights:
+            if len(self._weights) >= 4:
+                self._weights.pop(next(iter(self._weights)))
+            self._weights[key] = self.grid.path_weight(geometry, axis)
+        return self._weights[key]
 
     @staticmethod
     def _splat(acc, sl, bbox, t, sx, sy, X0, Y0, m) -> None:

@@ -67,6 +67,29 @@ def raw_to_ideal_grid(shape, distortion) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _ideal_grid_and_jacobian(shape, distortion):
+    """Ideal position of each raw pixel centre and d(ideal)/d(raw) (rows, cols, 2, 2); raw outside the field."""
+    rows, cols = shape
+    vv, uu = np.mgrid[0:rows, 0:cols].astype(float)
+    raw = np.stack([uu, vv], -1)
+    jac = np.zeros((rows, cols, 2, 2))
+    jac[..., 0, 0] = jac[..., 1, 1] = 1.0
+    if distortion is None:
+        return raw, jac
+    ideal = raw_to_ideal_grid(shape, distortion)
+    inside = np.all(np.isfinite(ideal), axis=-1)
+    h = 0.25
+    for k, step in enumerate(([h, 0.0], [0.0, h])):
+        plus = distortion.raw_to_ideal(raw[inside] + step)
+        minus = distortion.raw_to_ideal(raw[inside] - step)
+        jac[inside, :, k] = (plus - minus) / (2 * h)
+    centre = np.where(inside[..., None], ideal, raw)
+    centre.setflags(write=False)
+    jac.setflags(write=False)
+    return centre, jac
+
+
 def _raw_box(obj, geometry, normal, sid, distortion, shape):
     """Raw-pixel box (r0, r1, c0, c1) that can hold the object's shadow, or None."""
     pts = obj.bounding_points()
@@ -108,21 +131,18 @@ def object_transmission(objects, geometry: ConeBeamGeometry, distortion=None, su
     index[touched] = np.arange(touched.sum())
     s = supersample
     off = (np.arange(s) + 0.5) / s - 0.5
-    ou, ov = (a.ravel() for a in np.meshgrid(off, off))
+    offsets = np.stack([a.ravel() for a in np.meshgrid(off, off)], 1)  # (s², 2) raw sub-pixel offsets
+    centre, jac = _ideal_grid_and_jacobian(shape, distortion)
     subs, rows_of = [], []
     for _, (r0, r1, c0, c1) in boxes:
-        vv, uu = np.mgrid[r0:r1, c0:c1]
-        subs.append(np.stack([uu[..., None] + ou, vv[..., None] + ov], -1).reshape(-1, 2))
+        # sub-pixel ideal positions: the pixel centre's exact ideal position plus the local
+        # Jacobian times the offset (second-order error < 1e-3 px for II distortion)
+        c, J = centre[r0:r1, c0:c1, None, :], jac[r0:r1, c0:c1, None]
+        su = c[..., 0] + J[..., 0, 0] * offsets[:, 0] + J[..., 0, 1] * offsets[:, 1]
+        sv = c[..., 1] + J[..., 1, 0] * offsets[:, 0] + J[..., 1, 1] * offsets[:, 1]
+        subs.append(np.stack([su.ravel(), sv.ravel()], 1))
         rows_of.append(index[r0:r1, c0:c1].ravel())
-    sub = np.concatenate(subs)
-    # sub-pixel ideal positions: interpolated from the cached grid, checked (and refined) to 1e-3 px
-    # (outside the round field, where the detector is black, the raw position stands in)
-    ideal = sub
-    if distortion is not None:
-        ideal = _bilinear(raw_to_ideal_grid(shape, distortion), sub)
-        inside = np.all(np.isfinite(ideal), axis=1)
-        ideal[inside] = distortion.raw_to_ideal(sub[inside], tol_px=1e-3, initial=ideal[inside])
-        ideal[~inside] = sub[~inside]
+    ideal = np.concatenate(subs)
     d = geometry.pixel_to_detector_mm(ideal) - geometry.source_mm
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     integral = np.zeros((touched.sum(), s * s))
@@ -135,30 +155,17 @@ def object_transmission(objects, geometry: ConeBeamGeometry, distortion=None, su
     return trans
 
 
-def _bilinear(grid, uv) -> np.ndarray:
-    """Bilinear interpolation of a (rows, cols, 2) grid at pixel positions (N, 2) (clamped at the border)."""
-    rows, cols = grid.shape[:2]
-    u = np.clip(uv[:, 0], 0, cols - 1.000001)
-    v = np.clip(uv[:, 1], 0, rows - 1.000001)
-    i, j = u.astype(np.int64), v.astype(np.int64)
-    a, b = u - i, v - j
-    k = j * cols + i
-    out = np.empty((len(uv), 2))
-    for c in range(2):
-        g = grid[..., c].ravel()
-        top = g[k] + a * (g[k + 1] - g[k])
-        bot = g[k + cols] + a * (g[k + cols + 1] - g[k + cols])
-        out[:, c] = top + b * (bot - top)
-    return out
-
-
+@functools.lru_cache(maxsize=8)
 def field_mask(shape, distortion) -> np.ndarray:
-    """True inside the II's round field (raw pixels); all True for a flat panel."""
+    """True inside the II's round field (raw pixels); all True for a flat panel (cached, read-only)."""
     if distortion is None:
-        return np.ones(shape, bool)
-    vv, uu = np.mgrid[0:shape[0], 0:shape[1]]
-    cu, cv = distortion.centre_px
-    return (uu - cu) ** 2 + (vv - cv) ** 2 <= distortion.radius_px ** 2
+        m = np.ones(shape, bool)
+    else:
+        vv, uu = np.mgrid[0:shape[0], 0:shape[1]]
+        cu, cv = distortion.centre_px
+        m = (uu - cu) ** 2 + (vv - cv) ** 2 <= distortion.radius_px ** 2
+    m.setflags(write=False)
+    return m
 
 
 def form_image(drr_ideal: np.ndarray, geometry: ConeBeamGeometry, objects=(), distortion=None,
@@ -169,7 +176,7 @@ def form_image(drr_ideal: np.ndarray, geometry: ConeBeamGeometry, objects=(), di
     """
     if drr_ideal.shape != tuple(geometry.shape):
         raise SceneError(f"DRR shape {drr_ideal.shape} differs from the detector {geometry.shape}")
-    mask = field_mask(geometry.shape, distortion)
+    mask = field_mask(tuple(geometry.shape), distortion)
     ideal = raw_to_ideal_grid(tuple(geometry.shape), distortion)
     if distortion is None:
         drr = drr_ideal.astype(np.float32)

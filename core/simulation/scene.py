@@ -82,7 +82,7 @@ class SimulatedOR:
                  detector: str = "image_intensifier", sid_mm: float = 1000.0, sod_mm: float = 625.0,
                  pixel_spacing_mm: float | None = None, shape=(512, 512), field_diameter_mm: float = 230.0,
                  isocentre_mm=(0.0, 0.0, 0.0), detector_model: DetectorModel | None = None,
-                 render_device: str = "auto"):
+                 render_device: str = "auto", bowel_gas: int = 0):
         if not (0 < sod_mm < sid_mm):
             raise SceneError(f"need 0 < source-to-isocentre ({sod_mm}) < source-to-detector ({sid_mm}) mm")
         self.seed, self.sid_mm, self.sod_mm = int(seed), float(sid_mm), float(sod_mm)
@@ -99,6 +99,7 @@ class SimulatedOR:
         self.renderer = DrrRenderer(MuGrid.from_volume(self.volume), render_device, air_mu=AIR_MU_PER_MM)
         self.T_world_cage = (default_T_world_cage(self.volume, self.cage) if T_world_cage is None
                              else np.asarray(T_world_cage, float))
+        self.gas = bowel_gas_blobs(self.volume, bowel_gas, seed)
         self._shots = 0
 
     @staticmethod
@@ -142,7 +143,7 @@ class SimulatedOR:
         """One shot: raw image with DICOM-like metadata, and the ground truth geometry."""
         geo = self.carm_geometry(view, primary_deg, secondary_deg)
         dist = self.distortion_for(view, primary_deg, secondary_deg)
-        objects = (self.cage_objects() if with_cage else []) + list(instruments)
+        objects = (self.cage_objects() if with_cage else []) + list(self.gas) + list(instruments)
         if seed is None:
             seed = self.seed * 100003 + self._shots
         self._shots += 1
@@ -181,6 +182,30 @@ def carm_geometry(view: str, primary_deg: float, secondary_deg: float, isocentre
     su, sv = pixel_spacing_mm
     origin = centre - (cols - 1) / 2 * su * u - (rows - 1) / 2 * sv * v
     return ConeBeamGeometry(source, origin, u, v, (su, sv), (rows, cols))
+
+
+def bowel_gas_blobs(volume, count: int, seed: int) -> list:
+    """``count`` seeded gas pockets (spheres of negative attenuation) in the soft tissue in front of the spine.
+
+    Each removes the attenuation of the tissue it replaces (μ from the HU at its centre).
+    """
+    if count < 0:
+        raise SceneError(f"bowel_gas must be a count >= 0, got {count}")
+    rng = np.random.default_rng(10007 + seed)
+    out, tries = [], 0
+    while len(out) < count and tries < 200 * max(count, 1):
+        tries += 1
+        c = rng.uniform([-110, -140, -120], [110, -50, 120])
+        r = rng.uniform(8, 22)
+        hu = volume.sample(np.array([c, c + [r, 0, 0], c - [r, 0, 0], c + [0, r, 0], c - [0, r, 0]]))
+        if np.all((hu > -200) & (hu < 150)):  # entirely within soft tissue
+            out.append(Sphere(c, r, -_mu_soft(float(np.mean(hu)))))
+    return out
+
+
+def _mu_soft(hu: float) -> float:
+    from core.volume import MU_WATER_PER_MM
+    return MU_WATER_PER_MM * (1 + hu / 1000.0)
 
 
 def body_extent(volume, hu_threshold: float = -500.0) -> tuple[np.ndarray, np.ndarray]:
