@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from scipy.spatial import cKDTree
+
 from core.bead_pairs import build_template, split_pair
 
 __all__ = ["BeadDetectionError", "Beads", "density_of", "detect_beads", "refine_centre", "field_mask"]
@@ -119,7 +121,9 @@ def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0):
     if round_.sum() < 3:
         return [], 0.0, [], 0.0, sigma
     med = float(np.median(r_eq[round_]))
-    keep = round_ & (r_eq > 0.7 * med) & (r_eq < 1.4 * med)
+    peaks = np.array([s[2] for s in shp])
+    # a round blob far denser than a ball is two balls stacked in projection: drop it
+    keep = round_ & (r_eq > 0.7 * med) & (r_eq < 1.4 * med) & (peaks < 1.5 * np.median(peaks[round_]))
     # two touching balls: about twice the area, elongated (roundness 0.3-0.8)
     pair = ~round_ & (r_eq > 1.15 * med) & (r_eq < 1.6 * med) & np.array([0.3 < s[0] < 0.85 for s in shp])
     merged = []
@@ -144,13 +148,14 @@ def _plane_background(patch, yy, xx, ring):
     return coef[0] + coef[1] * (xx - x0) + coef[2] * (yy - y0)
 
 
-def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4):
+def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4, others=None):
     """Background-corrected intensity-weighted centre of the ball near ``uv0``.
 
     The window disc has radius ``1.25 r + 2`` px, the background annulus the
     next 3 px (pixels outside the exposed field, NaN in ``d``, are left out of
-    the annulus). Returns ((u, v), peak) or (None, 0) when the disc leaves the
-    image or the field."""
+    the annulus). ``others`` (K, 2): centres of neighbouring balls whose discs
+    (radius r + 1.5 px) are left out of both the annulus and the weights.
+    Returns ((u, v), peak) or (None, 0) when the disc leaves the image or the field."""
     R = 1.25 * radius_px + 2.0
     Ro = R + 3.0
     c = np.asarray(uv0, float)
@@ -168,6 +173,12 @@ def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4):
         fin = np.isfinite(patch)
         if not fin[inner].all() or fin[ring].mean() < 0.4:
             return None, 0.0
+        if others is not None and len(others):
+            for o in others:
+                fin &= (xx - o[0]) ** 2 + (yy - o[1]) ** 2 > (radius_px + 1.5) ** 2
+            if fin[ring].mean() < 0.3:
+                return None, 0.0
+            inner &= fin
         patch = np.where(fin, patch, 0.0)
         w = np.where(inner, patch - _plane_background(patch, yy, xx, ring & fin), 0.0)
         w = np.maximum(w, 0.0)
@@ -257,10 +268,31 @@ def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = No
     if not cs:
         raise BeadDetectionError("all candidate balls touch the image edge: centre the cage in the field")
     split = _split_merged(d, merged, np.array(cs), med, float(np.median(ks)), sigma)
+    cs = _deconflict(d, cs, rs)
     for c in split:
         cs.append(c), rs.append(med), ks.append(float(np.median(ks))), ro.append(0.0)
     return Beads(np.array(cs), np.array(rs), np.array(ks), np.array(ro), pol,
                  len(merged) - len(split) // 2, len(split) // 2)
+
+
+def _deconflict(d, cs, rs):
+    """Re-centre balls with a neighbour near their window, leaving the neighbour's disc out
+    (its shadow would tilt the background plane and pull the centroid)."""
+    cs = [np.asarray(c) for c in cs]
+    if len(cs) < 2:
+        return cs
+    c = np.array(cs)
+    reach = 2.5 * float(np.max(rs)) + 7.0
+    tree = cKDTree(c)
+    out = []
+    for k, nb in enumerate(tree.query_ball_point(c, reach)):
+        nb = [j for j in nb if j != k]
+        if nb:
+            new, _ = refine_centre(d, c[k], rs[k], others=c[nb])
+            out.append(c[k] if new is None else new)
+        else:
+            out.append(c[k])
+    return out
 
 
 def _split_merged(d, merged, centres, radius, amplitude, sigma):
