@@ -59,6 +59,7 @@ class SimulatedShot:
         return uv if self.distortion is None else self.distortion.ideal_to_raw(uv)
 
     def in_field(self, uv_raw, margin_px: float = 0.0) -> np.ndarray:
+        """True where raw pixels (N, 2) lie on the detector and inside the II's round field."""
         ok = self.geometry_world.contains(uv_raw, margin_px)
         if self.distortion is not None:
             c = np.asarray(self.distortion.centre_px)
@@ -76,11 +77,20 @@ class SimulatedShot:
 
 
 class SimulatedOR:
-    """Phantom, cage and C-arm; ``acquire`` returns what a real C-arm would, plus the truth."""
+    """Phantom, cage and C-arm; ``acquire`` returns what a real C-arm would, plus the truth.
+
+    ``phantom``: a SpinePhantom or a Volume (default: ``make_spine_phantom(seed)``);
+    ``cage``: a Cage (default: resources/cages/default.json); ``T_world_cage``
+    (default: ``default_T_world_cage``, settable later); ``detector``:
+    "image_intensifier" (distortion, round field) or "flat_panel"; ``sid_mm`` and
+    ``sod_mm`` (source to isocentre); ``pixel_spacing_mm``: a number or (column,
+    row), default field / pixels; ``detector_model`` overrides noise, blur, bits;
+    ``render_device``: "auto", "cpu" or "cuda"; ``bowel_gas``: number of gas pockets.
+    """
 
     def __init__(self, seed: int = 0, phantom=None, cage=None, T_world_cage=None,
                  detector: str = "image_intensifier", sid_mm: float = 1000.0, sod_mm: float = 625.0,
-                 pixel_spacing_mm: float | None = None, shape=(512, 512), field_diameter_mm: float = 230.0,
+                 pixel_spacing_mm=None, shape=(512, 512), field_diameter_mm: float = 230.0,
                  isocentre_mm=(0.0, 0.0, 0.0), detector_model: DetectorModel | None = None,
                  render_device: str = "auto", bowel_gas: int = 0):
         if not (0 < sod_mm < sid_mm):
@@ -88,8 +98,11 @@ class SimulatedOR:
         self.seed, self.sid_mm, self.sod_mm = int(seed), float(sid_mm), float(sod_mm)
         self.shape = (int(shape[0]), int(shape[1]))
         self.field_diameter_mm = float(field_diameter_mm)
-        ps = pixel_spacing_mm or self.field_diameter_mm / max(self.shape)
-        self.pixel_spacing_mm = (float(ps), float(ps))
+        ps = self.field_diameter_mm / max(self.shape) if pixel_spacing_mm is None else pixel_spacing_mm
+        su, sv = np.broadcast_to(np.asarray(ps, float), (2,))  # a number, or (column, row) spacing
+        if not (su > 0 and sv > 0):
+            raise SceneError(f"pixel spacing must be positive, got {pixel_spacing_mm}")
+        self.pixel_spacing_mm = (float(su), float(sv))
         self.isocentre_mm = np.asarray(isocentre_mm, float)
         self.detector = detector_model or DetectorModel(kind=detector)
         if detector_model is not None and detector_model.kind != detector and detector != "image_intensifier":

@@ -207,6 +207,18 @@ def test_lateral_shot_sees_the_lateral_part(sim):
     assert np.isfinite(lat[:, 0]).mean() > 0.6 and not np.isfinite(balls["ap_1"][:, 0]).any()
 
 
+def test_non_square_pixels():
+    s = SimulatedOR(phantom=block_phantom(8.0), shape=(60, 80), pixel_spacing_mm=(2.0, 2.5))
+    g = s.carm_geometry("lat")
+    assert g.pixel_spacing_mm == (2.0, 2.5) and g.shape == (60, 80)
+    assert s.acquire("lat").image.pixel_spacing_mm == (2.0, 2.5)
+
+
+def test_bad_pixel_spacing_is_refused():
+    with pytest.raises(SceneError, match="pixel spacing"):
+        SimulatedOR(phantom=block_phantom(8.0), pixel_spacing_mm=(0.4, -1.0))
+
+
 def test_flat_panel_has_no_distortion_and_no_round_field():
     s = SimulatedOR(phantom=block_phantom(6.0), detector="flat_panel", shape=(96, 96), pixel_spacing_mm=2.4)
     shot = s.acquire("ap")
