@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # the identification poses (theta_x, theta_y) in degrees: the paper's table-7 span, 9 poses
 IDENTIFY_ANGLES_DEG = [(tx, ty) for tx in (-30, 0, 30) for ty in (-20, 0, 20)]
-REPEAT_MS = 50          # hold-to-run and dead-man repeat (the loop lets go after 150/200 ms)
+REPEAT_MS = 50          # hold-to-run and dead-man repeat (the loop lets go after 300/400 ms)
 HISTORY_S = 10.0
 
 
@@ -119,7 +119,9 @@ class RobotControllerClient(QObject):
             self.controller.send(*self._held)
 
     def release(self) -> None:
-        """Button released: stop repeating; the loop brakes when the last jog expires."""
+        """Button released: stop repeating and tell the loop to brake now."""
+        if self._held is not None:
+            self.controller.send("release")
         self._held = None
         self._repeat.stop()
 
@@ -170,7 +172,7 @@ def install_robot_panel(window, config: ControllerConfig | None = None,
 
     def redraw(state):
         now = time.monotonic()
-        if now - last[0] >= 1 / 30:          # the 3D view at 30 Hz at most
+        if now - last[0] >= 1 / 20:          # the 3D view at 20 Hz at most
             last[0] = now
             actors.update(state["q"])
             window.scene_view.render()

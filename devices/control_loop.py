@@ -32,8 +32,8 @@ ADMITTANCE, IDENTIFY, STOPPED, FAULT = "admittance", "identify", "stopped", "fau
 class LoopTiming:
     period_s: float = 0.001
     watchdog_s: float = 0.02
-    jog_hold_s: float = 0.15
-    deadman_s: float = 0.2
+    jog_hold_s: float = 0.3           # a jog lapses unless renewed (a frozen GUI stops it)
+    deadman_s: float = 0.4            # admittance lapses without a dead-man heartbeat
     move_gain: float = 10.0           # 1/s, task-space P gain of step moves
     settle_s: float = 0.4             # identification: dwell before averaging
     average_s: float = 0.3            # identification: averaging window
@@ -93,6 +93,10 @@ class ControlLoop:
             return
         if name == "deadman":
             self._deadman_until = now + self.timing.deadman_s
+            return
+        if name == "release":               # jog button released: brake now
+            if self.mode in (JOG_JOINT, JOG_TASK):
+                self.mode = IDLE
             return
         if self.mode in (STOPPED, FAULT):
             return                          # motion refused until reset

@@ -228,6 +228,9 @@ class RobotPanel(QWidget):
             self.client.hold_jog_joint(v)
 
     def keyPressEvent(self, ev):
+        if ev.key() == STOP_KEY:               # also when the window is not the active one
+            self.client.stop()
+            return
         if ev.key() == DEADMAN_KEY and not ev.isAutoRepeat():
             self.client.set_deadman(True)
             return

@@ -109,7 +109,15 @@ def test_jog_is_hold_to_run(loop):
     loop.handle(("jog_joint", np.array([0, 0, 1.0, 0, 0])), loop.clock.t)
     run(loop, 0.1)
     assert loop.qd_cmd[2] > 0
-    run(loop, 0.3)                   # not renewed: released after 0.15 s, then braked
+    run(loop, 0.5)                   # not renewed: lapses after 0.3 s, then brakes
+    assert loop.mode == IDLE and np.allclose(loop.qd_cmd, 0)
+
+
+def test_released_jog_brakes_at_once(loop):
+    loop.handle(("jog_joint", np.array([0, 0, 1.0, 0, 0])), loop.clock.t)
+    run(loop, 0.1)
+    loop.handle(("release",), loop.clock.t)
+    run(loop, 0.15)                  # braking from 30 mm/s at 300 mm/s^2 takes 0.1 s
     assert loop.mode == IDLE and np.allclose(loop.qd_cmd, 0)
 
 
