@@ -1,0 +1,537 @@
+"""The technician's calibration, step by step, as logic a wizard, a script or a test calls alike.
+
+cage file -> distortion plate shot per view (or none: flat panel) -> AP and LAT
+shots with the cage -> detection, labelling and both models per view
+(``core.calibration.calibrate_view``) -> manual fixes (``core.calibration.manual``)
+-> accept (saved into the session folder with its time; the workflow moves on to
+planning) or reject (nothing changes). Long steps run on a worker thread and
+report progress by queued signals; failures arrive as one line (``failed``),
+never a traceback. ``install_calibration_wizard(window, session, ...)`` puts the
+wizard behind the workflow bar's Calibrate step.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+import resources
+from core.beads import BeadDetectionError, detect_beads
+from core.cage import CageFileError, load_cage
+from core.calibration import DEFAULT_METHOD, CageCalibration, CalibrationError, calibrate_view
+from core.calibration import manual
+from core.calibration.manual import ManualEditError, ViewLabels
+from core.calibration.models import apply_h, project_p
+from core.distortion import DistortionError, NoDistortion
+from core.image_io import FluoroImage, ImageReadError, read_image
+from core.labelling import LabellingError
+from core.plate import PlateError, label_plate, load_plate, plate_distortion
+
+__all__ = ["CalibrationWorkflow", "PlateResult", "ShotResult", "plate_step", "calibrate_shot", "refit_shot",
+           "residual_vectors_px", "install_calibration_wizard", "EXPECTED_ERRORS", "RESIDUAL_GAIN"]
+
+log = logging.getLogger(__name__)
+
+VIEWS = ("ap", "lat")
+RESIDUAL_GAIN = 20.0            # residual arrows are drawn this many times longer (said on screen)
+EXPECTED_ERRORS = (CalibrationError, ManualEditError, PlateError, BeadDetectionError, CageFileError,
+                   DistortionError, LabellingError, ImageReadError)
+
+
+# -- the steps, pure (no Qt): what the worker thread runs --------------------------------
+@dataclass
+class PlateResult:
+    """One view's distortion from its plate shot: the correction, its figures (held-out
+    RMS px per model, the model used), the plate balls found (raw px), where the
+    central-region homography puts them (ideal px) and the corrected residual (px)."""
+    image: FluoroImage
+    distortion: object
+    figures: dict
+    raw_px: np.ndarray
+    ideal_px: np.ndarray
+    residual_px: np.ndarray
+
+
+def plate_step(plate, image: FluoroImage) -> PlateResult:
+    """Fit a view's distortion from its plate shot (``core.plate.plate_distortion``) and the
+    grid it found, for display."""
+    pixels = image.display()
+    dist, figs = plate_distortion(plate, pixels, 1)
+    beads = detect_beads(pixels, 1)
+    det, ball = label_plate(plate, beads.centres_px)
+    raw = beads.centres_px[det]
+    ideal_pts = getattr(dist, "ideal_pts", None)
+    if ideal_pts is not None and len(ideal_pts) == len(raw):
+        ideal = np.asarray(ideal_pts)
+    else:        # the plate grid's ideal positions: the correction applied to the found balls
+        ideal = dist.raw_to_ideal(raw)
+    from core.labelling import fit_homography
+    from core.plate import CENTRAL_FRACTION
+    r = np.linalg.norm(raw - raw.mean(0), axis=1)
+    central = r <= CENTRAL_FRACTION * r.max()
+    H = fit_homography(plate.balls_mm[ball][central], raw[central])
+    p = plate.balls_mm[ball] @ H[:, :2].T + H[:, 2]
+    truth_ideal = p[:, :2] / p[:, 2:3]
+    resid = np.linalg.norm(dist.raw_to_ideal(raw) - truth_ideal, axis=1)
+    return PlateResult(image, dist, figs, raw, truth_ideal, resid)
+
+
+@dataclass
+class ShotResult:
+    """One view after detection, labelling and fitting: the labels (detections and the
+    cage ball of each), the fitted view or None, and the one-line reason when it failed."""
+    image: FluoroImage
+    labels: ViewLabels
+    fit: object = None
+    error: str = ""
+
+
+def calibrate_shot(cage, view: str, image: FluoroImage, distortion=None) -> ShotResult:
+    """Detect, label and fit one view automatically; a failure is kept as its message."""
+    pixels = image.display()
+    try:
+        beads = detect_beads(pixels, 1)
+    except BeadDetectionError as e:
+        return ShotResult(image, ViewLabels(view, np.zeros((0, 2)), (), np.zeros(0, int)),
+                          None, f"{view.upper()} shot: {e}")
+    radius = float(np.median(beads.radius_px))
+    fit, error = None, ""
+    try:
+        fit = calibrate_view(cage, view, pixels, distortion, 1)
+    except CalibrationError as e:
+        error = str(e)
+    labels = manual.labels_from_view(view, beads.centres_px, fit, beads.polarity, radius)
+    return ShotResult(image, labels, fit, error)
+
+
+def refit_shot(cage, shot: ShotResult, labels: ViewLabels, distortion=None) -> ShotResult:
+    """Refit a view from technician-edited labels."""
+    try:
+        fit = manual.fit_view(cage, labels, shot.image.display(), distortion)
+    except CalibrationError as e:
+        return ShotResult(shot.image, labels, None, str(e))
+    return ShotResult(shot.image, labels, fit, "")
+
+
+def residual_vectors_px(cage, shot: ShotResult, method: str) -> np.ndarray:
+    """(N, 2) raw-pixel offset from each detection to where the fitted model puts its
+    ball (NaN for unlabelled detections or without a fit)."""
+    out = np.full((len(shot.labels), 2), np.nan)
+    vc = shot.fit
+    if vc is None:
+        return out
+    for pf in vc.planes:
+        _, di = shot.labels.matched(pf.plane_id)
+        X = cage.plane(pf.plane_id).balls_mm[shot.labels.ball_idx[di]]
+        if method == "2d2d":
+            ideal = apply_h(pf.H_img_plane, (X - pf.origin_mm) @ pf.axes.T)
+        else:
+            ideal = project_p(vc.P, X)
+        out[di] = vc.distortion.ideal_to_raw(ideal) - shot.labels.centres_px[di]
+    return out
+
+
+# -- the workflow: state, worker thread, signals -------------------------------------------
+class _Relay(QObject):
+    """Lives in the GUI thread; the worker emits through it (queued connections)."""
+    done = Signal(object, object)      # handler, result
+    failed = Signal(str, str)          # step, message
+    progress = Signal(int, str)        # percent, what
+
+
+class CalibrationWorkflow(QObject):
+    """State of one calibration in progress. Signals (GUI thread): ``busy_changed(bool, str)``,
+    ``progress(int, str)``, ``failed(step, message)``, ``changed(what)`` with what in
+    {"cage", "plate", "shots", "result"}, ``finished(step)`` after each worker step,
+    ``accepted(path)``, ``rejected()``."""
+
+    busy_changed = Signal(bool, str)
+    progress = Signal(int, str)
+    failed = Signal(str, str)
+    changed = Signal(str)
+    finished = Signal(str)
+    accepted = Signal(object)
+    rejected = Signal()
+
+    def __init__(self, session=None, plate_source: Callable[[str], FluoroImage] | None = None,
+                 acquire: Callable[[str], object] | None = None, method: str = DEFAULT_METHOD, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.plate_source = plate_source
+        self.acquire_fn = acquire
+        self.method = method
+        self.cage = None
+        self.plate = None
+        self.use_plate = True
+        self.plates: dict[str, PlateResult] = {}
+        self.images: dict[str, FluoroImage] = {}
+        self.shots: dict[str, ShotResult] = {}
+        self.calibration: CageCalibration | None = None
+        self.calibration_error = ""
+        self.capture_session_images = False
+        self._busy = ""
+        self._relay = _Relay()
+        self._relay.done.connect(self._on_done)
+        self._relay.failed.connect(self._on_failed)
+        self._relay.progress.connect(self.progress)
+        if session is not None:
+            session.image_changed.connect(self._on_session_image)
+
+    # -- worker ------------------------------------------------------------------------
+    @property
+    def busy(self) -> str:
+        """What the worker is doing ("" when idle)."""
+        return self._busy
+
+    def _start(self, step: str, what: str, fn, handler) -> bool:
+        if self._busy:
+            self.failed.emit(step, f"wait: {self._busy} is still running")
+            return False
+        self._busy = what
+        self.busy_changed.emit(True, what)
+        self.progress.emit(0, what)
+
+        def work():
+            try:
+                result = fn(lambda pct, msg: self._relay.progress.emit(int(pct), msg))
+            except EXPECTED_ERRORS as e:
+                self._relay.failed.emit(step, str(e))
+            except Exception as e:  # noqa: BLE001 - a bug must reach the technician as one line
+                log.exception("calibration step %s failed", step)
+                self._relay.failed.emit(step, f"internal error ({type(e).__name__}: {e}): save the log "
+                                              "and report it")
+            else:
+                self._relay.done.emit((step, handler), result)
+        threading.Thread(target=work, name=f"calibration-{step}", daemon=True).start()
+        return True
+
+    def _end(self, step: str) -> None:
+        self._busy = ""
+        self.busy_changed.emit(False, "")
+        self.progress.emit(100, "")
+        self.finished.emit(step)
+
+    def _on_done(self, token, result) -> None:
+        step, handler = token
+        try:
+            handler(result)
+        finally:
+            self._end(step)
+
+    def _on_failed(self, step: str, message: str) -> None:
+        log.error("calibration: %s", message)
+        self._busy = ""
+        self.busy_changed.emit(False, "")
+        self.failed.emit(step, message)
+        self.finished.emit(step)
+
+    def _fail(self, step: str, message: str) -> bool:
+        log.error("calibration: %s", message)
+        self.failed.emit(step, message)
+        return False
+
+    # -- cage ----------------------------------------------------------------------------
+    @staticmethod
+    def default_cage_path() -> Path:
+        return Path(resources.path("cages", "default.json"))
+
+    def set_cage(self, path=None) -> bool:
+        """Load the cage file (default ``resources/cages/default.json``)."""
+        try:
+            cage = load_cage(path or self.default_cage_path())
+        except CageFileError as e:
+            return self._fail("cage", str(e))
+        self.cage = cage
+        self._invalidate_shots()
+        self.changed.emit("cage")
+        return True
+
+    def cage_summary(self) -> list[tuple[str, str, int]]:
+        """(plane id, view, ball count) of the cage."""
+        return [(p.id, p.view, p.n_balls) for p in (self.cage.planes if self.cage else ())]
+
+    # -- distortion ----------------------------------------------------------------------------
+    def set_plate_file(self, path=None) -> bool:
+        try:
+            self.plate = load_plate(path or resources.path("plates", "default.json"))
+        except PlateError as e:
+            return self._fail("plate", str(e))
+        self.plates.clear()
+        self.changed.emit("plate")
+        return True
+
+    def set_use_plate(self, use: bool) -> None:
+        """False: a flat panel, no distortion correction (the plate step is skipped)."""
+        self.use_plate = bool(use)
+        self._invalidate_shots()
+        self.changed.emit("plate")
+
+    def distortion(self, view: str):
+        if not self.use_plate or view not in self.plates:
+            return NoDistortion()
+        return self.plates[view].distortion
+
+    def distortion_done(self) -> bool:
+        return (not self.use_plate) or all(v in self.plates for v in VIEWS)
+
+    def load_plate_shot(self, view: str, image_or_path) -> bool:
+        """Fit ``view``'s distortion from a plate shot (FluoroImage or file), on the worker."""
+        if self.plate is None and not self.set_plate_file():
+            return False
+        image = self._image(image_or_path, f"{view.upper()} plate")
+        if image is None:
+            return False
+        plate = self.plate
+        return self._start("plate", f"fitting the {view.upper()} distortion",
+                           lambda report: plate_step(plate, image),
+                           lambda res: self._plate_done(view, res))
+
+    def acquire_plate_shot(self, view: str) -> bool:
+        """Shoot the plate with the C-arm (``plate_source``) and fit it, on the worker."""
+        if self.plate_source is None:
+            return self._fail("plate", "this C-arm cannot shoot the plate from fluoronav: load the plate shot "
+                                       "from a file")
+        if self.plate is None and not self.set_plate_file():
+            return False
+        plate, source = self.plate, self.plate_source
+
+        def work(report):
+            report(10, f"acquiring the {view.upper()} plate shot")
+            image = source(view)
+            report(50, f"fitting the {view.upper()} distortion")
+            return plate_step(plate, image)
+        return self._start("plate", f"plate shot {view.upper()}", work, lambda res: self._plate_done(view, res))
+
+    def _plate_done(self, view: str, res: PlateResult) -> None:
+        self.plates[view] = res
+        self._invalidate_shots()
+        self.changed.emit("plate")
+
+    # -- cage shots ---------------------------------------------------------------------------
+    def _image(self, image_or_path, what):
+        if isinstance(image_or_path, FluoroImage):
+            return image_or_path
+        try:
+            return read_image(image_or_path)
+        except (ImageReadError, ValueError, OSError) as e:
+            self._fail("shots", f"{what} image: {e}")
+            return None
+
+    def set_shot(self, view: str, image_or_path) -> bool:
+        """Use this AP/LAT shot with the cage (FluoroImage or a file)."""
+        if view not in VIEWS:
+            return self._fail("shots", f"unknown view {view!r}: use 'ap' or 'lat'")
+        image = self._image(image_or_path, view.upper())
+        if image is None:
+            return False
+        self.images[view] = image
+        self._invalidate_shots()
+        self.changed.emit("shots")
+        return True
+
+    def acquire_shot(self, view: str) -> bool:
+        """Ask the C-arm for a shot (the image comes back through the session)."""
+        if self.acquire_fn is None:
+            return self._fail("shots", "no C-arm is connected: load the shot from a file")
+        self.capture_session_images = True
+        return self.acquire_fn(view) is not None
+
+    def _on_session_image(self, view, image) -> None:
+        if self.capture_session_images:
+            self.set_shot(view, image)
+
+    def _invalidate_shots(self) -> None:
+        self.shots.clear()
+        self.calibration, self.calibration_error = None, ""
+
+    def run_calibration(self) -> bool:
+        """Detection, labelling and both models of each view, then the two-view figures."""
+        if self.cage is None and not self.set_cage():
+            return False
+        missing = [v.upper() for v in VIEWS if v not in self.images]
+        if missing:
+            return self._fail("calibrate", f"no {' and '.join(missing)} shot yet: acquire or load it")
+        cage, images = self.cage, dict(self.images)
+        dist = {v: self.distortion(v) for v in VIEWS}
+
+        def work(report):
+            out = {}
+            for k, v in enumerate(VIEWS):
+                report(5 + 45 * k, f"finding and identifying the balls in the {v.upper()} shot")
+                out[v] = calibrate_shot(cage, v, images[v], dist[v])
+            report(95, "two-view figures")
+            return out
+        return self._start("calibrate", "calibrating", work, self._shots_done)
+
+    def _shots_done(self, shots: dict) -> None:
+        self.shots.update(shots)
+        self._combine()
+        self.changed.emit("result")
+
+    def _combine(self) -> None:
+        self.calibration, self.calibration_error = None, ""
+        errors = [s.error for s in self.shots.values() if s.error]
+        if errors:
+            self.calibration_error = errors[0]
+            return
+        if set(self.shots) != set(VIEWS):
+            return
+        try:
+            self.calibration = manual.assemble(self.cage, {v: s.fit for v, s in self.shots.items()}, self.method)
+        except CalibrationError as e:
+            self.calibration_error = str(e)
+
+    # -- manual fixes ----------------------------------------------------------------------------
+    def nearest_detection(self, view: str, uv, max_px: float = 8.0) -> int | None:
+        shot = self.shots.get(view)
+        if shot is None or len(shot.labels) == 0:
+            return None
+        d = np.linalg.norm(shot.labels.centres_px - np.asarray(uv, float), axis=1)
+        i = int(np.argmin(d))
+        return i if d[i] <= max_px else None
+
+    def add_ball(self, view: str, uv) -> bool:
+        """Add a ball at a click (centre refined); it is labelled from its plane's fit."""
+        def edit(labels, shot):
+            new, i = manual.add_ball(labels, uv, shot.image.display())
+            return manual.complete_labels(new, self.cage, self.distortion(view), only={i})
+        return self._edit(view, edit)
+
+    def remove_detection(self, view: str, index: int) -> bool:
+        return self._edit(view, lambda labels, shot: manual.remove_detection(labels, index))
+
+    def assign(self, view: str, index: int, plane_id: str, ball: int) -> bool:
+        return self._edit(view, lambda labels, shot: manual.assign(labels, index, self.cage, plane_id, ball))
+
+    def unassign(self, view: str, index: int) -> bool:
+        return self._edit(view, lambda labels, shot: manual.unassign(labels, index))
+
+    def complete(self, view: str) -> bool:
+        """Label every detection that sits on a ball predicted from the assigned ones."""
+        return self._edit(view, lambda labels, shot: manual.complete_labels(labels, self.cage,
+                                                                            self.distortion(view)))
+
+    def _edit(self, view: str, edit) -> bool:
+        shot = self.shots.get(view)
+        if shot is None:
+            return self._fail("fix", f"calibrate first: the {view.upper()} shot has no detections yet")
+        if self._busy:
+            return self._fail("fix", f"wait: {self._busy} is still running")
+        try:
+            labels = edit(shot.labels, shot)
+        except ManualEditError as e:
+            return self._fail("fix", f"{view.upper()} shot: {e}")
+        cage, dist = self.cage, self.distortion(view)
+        return self._start("fix", f"recalibrating {view.upper()}",
+                           lambda report: refit_shot(cage, shot, labels, dist),
+                           lambda res: self._refit_done(view, res))
+
+    def _refit_done(self, view: str, res: ShotResult) -> None:
+        self.shots[view] = res
+        self._combine()
+        self.changed.emit("result")
+
+    # -- figures, accept, reject -------------------------------------------------------------------
+    def figures(self) -> dict:
+        """What the technician judges: per view and plane, balls found/matched and RMS px
+        of the model used; leave-one-out; angle between the views; the model."""
+        m = self.method
+        out = {"method": m, "views": {}, "view_angle_deg": None, "error": self.calibration_error}
+        for v, s in self.shots.items():
+            d = {"balls_detected": len(s.labels), "error": s.error, "planes": {}}
+            if s.fit is not None:
+                f = s.fit.figures
+                d["loo_rms_px"] = f[f"loo_rms_px_{m}"]
+                d["distortion"] = self.plates[v].figures["model"] if v in self.plates and self.use_plate else "none"
+                for pid, pf in f["planes"].items():
+                    d["planes"][pid] = {"matched": pf["matched"], "expected": pf["expected_in_view"],
+                                        "rms_px": pf[f"rms_px_{m}"], "rms_mm": pf[f"rms_mm_{m}"]}
+            out["views"][v] = d
+        if self.calibration is not None:
+            out["view_angle_deg"] = self.calibration.figures["view_angle_deg"]
+        return out
+
+    def accept(self, path=None) -> Path | None:
+        """Save the calibration (into the session folder unless ``path``), hand it to the
+        session and move the workflow on to planning. Returns the file."""
+        if self.calibration is None:
+            self._fail("accept", self.calibration_error or "nothing to accept yet: calibrate first")
+            return None
+        cal = self.calibration
+        now = _dt.datetime.now(_dt.timezone.utc)
+        cal.figures["accepted_utc"] = now.isoformat(timespec="seconds")
+        cal.figures["distortion"] = {v: self.plates[v].figures for v in self.plates} if self.use_plate else {}
+        if path is None:
+            if self.session is None:
+                self._fail("accept", "no session: give a file to save the calibration to")
+                return None
+            path = self.session.folder / f"calibration-{now.strftime('%Y%m%d-%H%M%S')}.json"
+        try:
+            saved = cal.save(path)
+        except OSError as e:
+            self._fail("accept", f"cannot write {path}: {e.strerror or e}: check the disk")
+            return None
+        if self.session is not None:
+            self.session.set_calibration(cal)
+            try:
+                self.session.go_to_step("plan")
+            except ValueError as e:
+                log.warning("%s", e)
+        log.info("calibration accepted, saved to %s", saved)
+        self.capture_session_images = False
+        self.accepted.emit(saved)
+        return saved
+
+    def reject(self) -> None:
+        """Drop this calibration attempt; the session keeps what it had."""
+        self._invalidate_shots()
+        self.capture_session_images = False
+        self.changed.emit("result")
+        self.rejected.emit()
+
+
+def plate_source_from(driver) -> Callable[[str], FluoroImage] | None:
+    """A plate-shot function for a simulated C-arm driver (its scene can shoot the plate)."""
+    scene = getattr(driver, "scene", None)
+    if scene is None or not hasattr(scene, "plate_shot"):
+        return None
+    return lambda view: scene.plate_shot(view, getattr(driver, "primary_deg", 0.0),
+                                         getattr(driver, "secondary_deg", 0.0)).image
+
+
+def install_calibration_wizard(window, session, devices=None, acquire=None):
+    """Open the calibration wizard from the workflow bar's Calibrate step. ``devices``
+    (app.devices_controller.DevicesController) gives the C-arm for plate shots;
+    ``acquire(view)`` asks for a cage shot (e.g. ``Workstation.acquire``). Returns a
+    function that opens the wizard (and returns it)."""
+    from widgets.calibration_wizard import CalibrationWizard
+    state = {}
+
+    def plate_source(view):
+        worker = getattr(devices, "workers", {}).get("carm")
+        src = plate_source_from(getattr(worker, "driver", None))
+        if src is None:
+            raise PlateError("this C-arm cannot shoot the plate from fluoronav: load the plate shot from a file")
+        return src(view)
+
+    def open_wizard():
+        wiz = state.get("wizard")
+        if wiz is None or not wiz.isVisible():
+            wf = CalibrationWorkflow(session, plate_source if devices is not None else None, acquire, parent=window)
+            wiz = CalibrationWizard(wf, window)
+            for v in VIEWS:
+                if session.image(v) is not None:
+                    wf.set_shot(v, session.image(v))
+            state["wizard"] = wiz
+        wiz.show()
+        wiz.raise_()
+        return wiz
+
+    window.workflow_bar.step_requested.connect(lambda step: open_wizard() if step == "calibrate" else None)
+    return open_wizard

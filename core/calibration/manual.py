@@ -1,0 +1,295 @@
+"""Technician-edited ball correspondences of one view, and the calibration refitted from them.
+
+When the automatic labelling of a shot fails or keeps a wrong blob, the
+technician fixes it by hand: add a ball at a click (its centre refined like the
+detector's, ``core.beads.refine_centre``), remove a detection, or assign a
+detection to a cage ball. ``complete_labels`` then predicts the other balls of
+a plane from the homography of its labelled ones (robot paper II.C.4: a ball
+plane maps to the ideal image by a homography) and labels the detections that
+sit on a prediction. ``fit_view`` refits both models of the view (3D-2D camera
+over all labelled balls, 2D-2D plane homographies) with the quality gates of
+``core.calibration.pipeline``; ``assemble`` joins two views into a
+``CageCalibration`` with the two-view gate. Pure numpy: no Qt.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from core.beads import density_of, field_mask, refine_centre
+from core.calibration.calibration import CageCalibration, CalibrationError, PlaneFit, ViewCalibration
+from core.calibration.models import (ModelError, apply_h, fit_projection, loo_dlt_px, loo_homography_px,
+                                     p_rays, project_p)
+from core.calibration.pipeline import MAX_PLANE_RMS_PX, MIN_SPREAD_RATIO, MIN_VIEW_ANGLE_DEG
+from core.distortion import NoDistortion
+from core.labelling import LabellingError, fit_homography
+
+__all__ = ["ManualEditError", "ViewLabels", "labels_from_view", "add_ball", "remove_detection", "assign",
+           "unassign", "complete_labels", "fit_view", "assemble", "MIN_BALLS_PER_PLANE"]
+
+MIN_BALLS_PER_PLANE = 6
+UNLABELLED = ("", -1)
+
+
+class ManualEditError(ValueError):
+    """A manual edit of the ball correspondences cannot be applied."""
+
+
+@dataclass(frozen=True)
+class ViewLabels:
+    """Detections of one view (raw px, (N, 2)) and the cage ball each one is (``plane_ids[i]``,
+    ``ball_idx[i]``); ``""``/-1 = not a ball of the cage. ``edits`` counts manual changes."""
+    view: str
+    centres_px: np.ndarray
+    plane_ids: tuple
+    ball_idx: np.ndarray
+    polarity: int = 1
+    radius_px: float = 3.0
+    edits: int = 0
+
+    def __post_init__(self):
+        c = np.asarray(self.centres_px, float).reshape(-1, 2)
+        object.__setattr__(self, "centres_px", c)
+        object.__setattr__(self, "ball_idx", np.asarray(self.ball_idx, int).reshape(-1))
+        object.__setattr__(self, "plane_ids", tuple(self.plane_ids))
+        if not (len(c) == len(self.plane_ids) == len(self.ball_idx)):
+            raise ManualEditError("detections and labels differ in number")
+
+    def __len__(self):
+        return len(self.centres_px)
+
+    def matched(self, plane_id) -> tuple[np.ndarray, np.ndarray]:
+        """(ball indices, detection indices) of ``plane_id``, by ball index."""
+        det = np.array([i for i, p in enumerate(self.plane_ids) if p == plane_id], int)
+        order = np.argsort(self.ball_idx[det])
+        return self.ball_idx[det][order], det[order]
+
+    def label_of(self, i) -> tuple[str, int]:
+        return self.plane_ids[i], int(self.ball_idx[i])
+
+    def _with(self, centres, planes, balls) -> "ViewLabels":
+        return replace(self, centres_px=centres, plane_ids=tuple(planes), ball_idx=balls, edits=self.edits + 1)
+
+
+def labels_from_view(view, centres_px, vc: ViewCalibration | None = None, polarity=1, radius_px=3.0,
+                     tol_px: float = 0.5) -> ViewLabels:
+    """Labels of detections ``centres_px`` from a fitted view (its planes' ``uv_raw``);
+    a ball whose centre is not among the detections is added as one."""
+    c = np.asarray(centres_px, float).reshape(-1, 2)
+    planes, balls = [""] * len(c), np.full(len(c), -1)
+    for pf in (vc.planes if vc is not None else []):
+        for b, uv in zip(pf.ball_idx, pf.uv_raw):
+            d, i = cKDTree(c).query(uv) if len(c) else (np.inf, -1)
+            if d > tol_px or planes[i]:
+                c = np.vstack([c, uv])
+                planes.append("")
+                balls = np.append(balls, -1)
+                i = len(c) - 1
+            planes[i], balls[i] = pf.plane_id, int(b)
+    return ViewLabels(view, c, planes, balls, int(polarity), float(radius_px))
+
+
+def _check_index(labels, i) -> int:
+    if not (isinstance(i, (int, np.integer)) and 0 <= i < len(labels)):
+        raise ManualEditError(f"no detection number {i}: pick a ball on the image")
+    return int(i)
+
+
+def add_ball(labels: ViewLabels, uv, pixels=None, max_shift_px: float | None = None) -> tuple[ViewLabels, int]:
+    """Add a detection at a clicked raw pixel; with ``pixels`` its centre is refined
+    (background-corrected intensity weighting). Returns (labels, its index)."""
+    q = np.asarray(uv, float)
+    if q.shape != (2,) or not np.all(np.isfinite(q)):
+        raise ManualEditError(f"a click must be a finite (u, v), got {q!r}")
+    if len(labels) and np.min(np.linalg.norm(labels.centres_px - q, axis=1)) < 0.8 * labels.radius_px:
+        raise ManualEditError("this ball is already detected: select it to assign or remove it")
+    if pixels is not None:
+        img = np.asarray(pixels)
+        rows, cols = img.shape
+        if not (0 <= q[0] <= cols - 1 and 0 <= q[1] <= rows - 1):
+            raise ManualEditError("the click is outside the image: click on the ball")
+        others = labels.centres_px[np.linalg.norm(labels.centres_px - q, axis=1) < 4 * labels.radius_px]
+        c, _ = refine_centre(density_of(img, labels.polarity), q, labels.radius_px, others=others)
+        limit = max_shift_px if max_shift_px is not None else 1.5 * labels.radius_px
+        if c is None or np.linalg.norm(np.asarray(c) - q) > limit:
+            raise ManualEditError("no ball found under the click: click on the centre of a ball")
+        q = np.asarray(c, float)
+    if len(labels) and np.min(np.linalg.norm(labels.centres_px - q, axis=1)) < 0.5 * labels.radius_px:
+        raise ManualEditError("this ball is already detected: select it to assign or remove it")
+    new = labels._with(np.vstack([labels.centres_px, q]), labels.plane_ids + ("",),
+                       np.append(labels.ball_idx, -1))
+    return new, len(new) - 1
+
+
+def remove_detection(labels: ViewLabels, i) -> ViewLabels:
+    """Drop detection ``i`` (a blob that is not a ball, or a wrong one)."""
+    i = _check_index(labels, i)
+    keep = np.arange(len(labels)) != i
+    return labels._with(labels.centres_px[keep], [p for k, p in enumerate(labels.plane_ids) if k != i],
+                        labels.ball_idx[keep])
+
+
+def assign(labels: ViewLabels, i, cage, plane_id: str, ball: int) -> ViewLabels:
+    """Detection ``i`` is ball ``ball`` of ``plane_id``; another detection holding that ball loses it."""
+    i = _check_index(labels, i)
+    plane = cage.plane(plane_id) if plane_id in [p.id for p in cage.planes] else None
+    if plane is None or plane.view != labels.view:
+        raise ManualEditError(f"{plane_id!r} is not a ball plane of the {labels.view.upper()} view")
+    if not (0 <= int(ball) < plane.n_balls):
+        raise ManualEditError(f"plane {plane_id} has balls 0-{plane.n_balls - 1}, not {ball}")
+    planes, balls = list(labels.plane_ids), labels.ball_idx.copy()
+    for k in range(len(planes)):
+        if planes[k] == plane_id and balls[k] == int(ball):
+            planes[k], balls[k] = UNLABELLED
+    planes[i], balls[i] = plane_id, int(ball)
+    return labels._with(labels.centres_px, planes, balls)
+
+
+def unassign(labels: ViewLabels, i) -> ViewLabels:
+    """Detection ``i`` is not a cage ball (kept, but left out of the fit)."""
+    i = _check_index(labels, i)
+    planes, balls = list(labels.plane_ids), labels.ball_idx.copy()
+    planes[i], balls[i] = UNLABELLED
+    return labels._with(labels.centres_px, planes, balls)
+
+
+def complete_labels(labels: ViewLabels, cage, distortion=None, tol_px: float | None = None,
+                    only=None) -> ViewLabels:
+    """Label unlabelled detections (all, or the indices ``only``) that sit on a ball predicted by
+    the homography of a plane's labelled balls (>= 4, ideal pixels); existing labels are kept."""
+    distortion = distortion or NoDistortion()
+    tol = tol_px if tol_px is not None else 0.6 * labels.radius_px
+    ideal = distortion.raw_to_ideal(labels.centres_px) if len(labels) else labels.centres_px
+    planes, balls = list(labels.plane_ids), labels.ball_idx.copy()
+    for plane in cage.planes_for(labels.view):
+        bi, di = labels.matched(plane.id)
+        if len(bi) < 4:
+            continue
+        try:
+            H = fit_homography(plane.balls_2d[bi], ideal[di])
+        except LabellingError:
+            continue
+        free = np.array([k for k in range(len(planes)) if not planes[k] and (only is None or k in only)], int)
+        todo = np.setdiff1d(np.arange(plane.n_balls), bi)
+        if len(free) == 0 or len(todo) == 0:
+            continue
+        d, j = cKDTree(ideal[free]).query(apply_h(H, plane.balls_2d[todo]), distance_upper_bound=tol)
+        for b, dj, jj in sorted(zip(todo, d, j), key=lambda t: t[1]):
+            if np.isfinite(dj) and not planes[free[jj]]:
+                planes[free[jj]], balls[free[jj]] = plane.id, int(b)
+    if planes == list(labels.plane_ids):
+        return labels
+    return replace(labels, plane_ids=tuple(planes), ball_idx=balls)
+
+
+def _rms(a) -> float:
+    a = np.asarray(a, float)
+    a = a[np.isfinite(a)]
+    return float(np.sqrt(np.mean(a ** 2))) if len(a) else float("nan")
+
+
+def _expected(pixels, polarity, radius_px, uv_raw) -> int:
+    """Predicted ball centres where a whole ball lies in the exposed field."""
+    import cv2
+    f = field_mask(pixels, polarity).astype(np.uint8)
+    r = int(np.ceil(radius_px)) + 1
+    f = cv2.erode(f, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
+    q = np.rint(uv_raw[np.all(np.isfinite(uv_raw), axis=1)]).astype(int)
+    ok = (q[:, 0] >= 0) & (q[:, 0] < f.shape[1]) & (q[:, 1] >= 0) & (q[:, 1] < f.shape[0])
+    return int(f[q[ok, 1], q[ok, 0]].sum())
+
+
+def _gates(view, plane, bi, xy, rms):
+    v = view.upper()
+    if len(bi) < MIN_BALLS_PER_PLANE:
+        raise CalibrationError(f"{v} shot: only {len(bi)} balls of plane {plane.id} are labelled (need "
+                               f"{MIN_BALLS_PER_PLANE}): assign more balls or reposition the cage")
+    s = np.linalg.svd(xy - xy.mean(0), compute_uv=False)
+    if s[1] < MIN_SPREAD_RATIO * s[0]:
+        raise CalibrationError(f"{v} shot: the labelled balls of plane {plane.id} lie near a line: "
+                               "label balls across the whole plane")
+    if rms > MAX_PLANE_RMS_PX:
+        raise CalibrationError(f"{v} shot: plane {plane.id} residual {rms:.2f} px exceeds {MAX_PLANE_RMS_PX} px: "
+                               "a ball is labelled wrongly; remove or reassign the one with the longest arrow")
+
+
+def fit_view(cage, labels: ViewLabels, pixels, distortion=None) -> ViewCalibration:
+    """Both models of one view from the labelled detections, with the pipeline's figures
+    (per plane: matched, expected in view, RMS px/mm of each model, leave-one-out)."""
+    distortion = distortion or NoDistortion()
+    pixels = np.asarray(pixels)
+    planes = cage.planes_for(labels.view)
+    ideal = distortion.raw_to_ideal(labels.centres_px) if len(labels) else labels.centres_px
+    per = [(p,) + labels.matched(p.id) for p in planes]
+    for p, bi, di in per:
+        if len(bi) < MIN_BALLS_PER_PLANE:
+            _gates(labels.view, p, bi, p.balls_2d[bi], 0.0)
+    X = np.concatenate([p.balls_mm[bi] for p, bi, _ in per])
+    uv = np.concatenate([ideal[di] for _, _, di in per])
+    try:
+        P = fit_projection(X, uv)
+    except ModelError as e:
+        raise CalibrationError(f"{labels.view.upper()} shot: {e}") from None
+    loo3 = loo_dlt_px(X, uv)
+    centre = np.mean([p.origin_mm for p in planes], axis=0)
+    figs = {"balls_detected": int(len(labels)), "merged_blobs_dropped": 0, "polarity": int(labels.polarity),
+            "manual_edits": int(labels.edits), "planes": {}}
+    fits, resid, off, loo2_all = [], {}, 0, []
+    for p, bi, di in per:
+        xy, q = p.balls_2d[bi], ideal[di]
+        H = fit_homography(xy, q)
+        r2 = np.linalg.norm(apply_h(H, xy) - q, axis=1)
+        r2_mm = np.linalg.norm(apply_h(np.linalg.inv(H), q) - xy, axis=1)
+        r3 = np.linalg.norm(project_p(P, p.balls_mm[bi]) - q, axis=1)
+        o, d = p_rays(P, q, centre)
+        w = p.balls_mm[bi] - o
+        r3_mm = np.linalg.norm(w - np.sum(w * d, 1, keepdims=True) * d, axis=1)
+        _gates(labels.view, p, bi, xy, min(_rms(r2), _rms(r3)))
+        loo2 = loo_homography_px(xy, q)
+        loo2_all.append(loo2)
+        l3 = loo3[off:off + len(bi)]
+        off += len(bi)
+        expected = _expected(pixels, labels.polarity, labels.radius_px, distortion.ideal_to_raw(apply_h(H, p.balls_2d)))
+        fits.append(PlaneFit(p.id, p.origin_mm, p.axes, H, bi, labels.centres_px[di], r3, r3_mm, expected))
+        resid[p.id] = (r2, r2_mm)
+        figs["planes"][p.id] = {"expected_in_view": expected, "matched": int(len(bi)), "rejected_outliers": 0,
+                                "rms_px_2d2d": _rms(r2), "rms_mm_2d2d": _rms(r2_mm),
+                                "rms_px_3d2d": _rms(r3), "rms_mm_3d2d": _rms(r3_mm),
+                                "loo_rms_px_2d2d": _rms(loo2), "loo_rms_px_3d2d": _rms(l3)}
+    figs["loo_rms_px_2d2d"] = _rms(np.concatenate(loo2_all))
+    figs["loo_rms_px_3d2d"] = _rms(loo3)
+    vc = ViewCalibration(labels.view, tuple(pixels.shape), distortion, P, fits, figs)
+    vc._resid = resid      # per-method residuals, as core.calibration.pipeline keeps them
+    return vc
+
+
+def view_angle_deg(views) -> float:
+    """Angle between the AP and LAT principal axes (rows 3 of the cameras)."""
+    a = [views[v].P[2, :3] / np.linalg.norm(views[v].P[2, :3]) for v in ("ap", "lat")]
+    return float(np.degrees(np.arccos(min(1.0, abs(a[0] @ a[1])))))
+
+
+def assemble(cage, views: dict, method: str) -> CageCalibration:
+    """A ``CageCalibration`` of two fitted views (``calibrate_view`` or ``fit_view``), with the
+    two-view gate and the figures of ``core.calibration.calibrate``."""
+    if set(views) != {"ap", "lat"}:
+        raise CalibrationError("a calibration needs both the AP and the LAT view")
+    angle = view_angle_deg(views)
+    if angle < MIN_VIEW_ANGLE_DEG:
+        raise CalibrationError(f"the AP and LAT views are only {angle:.0f} deg apart (need "
+                               f"{MIN_VIEW_ANGLE_DEG:.0f}): rotate the C-arm about 90 deg between the shots")
+    for vc in views.values():
+        for pf in vc.planes:
+            r = getattr(vc, "_resid", {}).get(pf.plane_id)
+            if method == "2d2d" and r is not None:
+                pf.residual_px, pf.residual_mm = r
+    figs = {"view_angle_deg": angle}
+    for v, vc in views.items():
+        for k in ("loo_rms_px_2d2d", "loo_rms_px_3d2d", "balls_detected"):
+            figs[f"{v}_{k}"] = vc.figures[k]
+    cage_info = {"name": cage.name, "file": cage.source, "sha256": cage.sha256}
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return CageCalibration(method, dict(views), cage_info, now, figs)
