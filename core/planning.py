@@ -432,15 +432,39 @@ def _perpendiculars(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p1, np.cross(a, p1)
 
 
+def _silhouette_offsets(calib, view: str, e, t, a, r) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets from the axis of the two generator lines whose tangent planes hold the source.
+
+    The source is where the view's rays through the projected entry and target
+    meet (for a pinhole exactly; otherwise their closest approach). With w the
+    perpendicular from the axis to the source (length L), the generators lie at
+    ``(r/L) w/L +/- sqrt(1 - r^2/L^2) m``, m = unit(a x w). Seen end-on (the two
+    rays coincide) any perpendicular pair is returned: the outline is then a disc.
+    """
+    uv = np.asarray(calib.project(np.stack([e, t]))[view], float)
+    try:
+        source, _ = triangulate_rays(calib.ray(view, uv[0]), calib.ray(view, uv[1]))
+    except GeometryError:
+        p1, _ = _perpendiculars(a)
+        return r * p1, -r * p1
+    w = source - e
+    w_perp = w - (w @ a) * a
+    L = float(np.linalg.norm(w_perp))
+    if L <= r:
+        raise PlanningError("the tool passes through the X-ray source: check the calibration")
+    m = np.cross(a, w_perp) / L
+    along, across = (r / L) * w_perp / L * r, r * np.sqrt(1.0 - (r / L) ** 2) * m
+    return along + across, along - across
+
+
 def tool_band(calib: TwoViewCalibration, view: str, entry_mm, target_mm, diameter_mm: float,
               n: int = 16) -> ToolBand:
     """Silhouette of a tool of ``diameter_mm`` along entry -> target, seen in ``view``.
 
-    Edges: each axis point offset by the radius along ``axis x ray``, the ray
-    being that view's X-ray through the axis point: the generator line tangent
-    to the cone of rays (exact to O(r^3 / D^2) at distance D from the source);
-    sampled, so distortion bends it. Outline: the convex hull of the projected
-    end circles (a central projection maps the convex cylinder to a convex set).
+    Edges: the two generator lines of the cylinder whose tangent planes contain
+    the X-ray source (``_silhouette_offsets``), sampled and projected, so that
+    distortion bends them. Outline: the convex hull of the projected end
+    circles (a central projection maps the convex cylinder to a convex set).
     """
     from scipy.spatial import ConvexHull
 
@@ -454,20 +478,15 @@ def tool_band(calib: TwoViewCalibration, view: str, entry_mm, target_mm, diamete
     a = unit(t - e)
     p1, p2 = _perpendiculars(a)
     axis3d = e + np.outer(np.linspace(0.0, 1.0, max(2, int(n))), t - e)
-    axis_uv = np.asarray(calib.project(axis3d)[view], float)
-    offsets = []
-    for q in axis_uv:
-        c = np.cross(a, calib.ray(view, q).direction)
-        offsets.append(c / np.linalg.norm(c) if np.linalg.norm(c) > 1e-9 else p1)  # end-on: any side
-    offsets = np.array(offsets) * r
     theta = np.linspace(0.0, 2 * np.pi, 32, endpoint=False)
     circle = r * (np.outer(np.cos(theta), p1) + np.outer(np.sin(theta), p2))
-    m = len(axis3d)
-    proj = np.asarray(calib.project(np.vstack([axis3d + offsets, axis3d - offsets, e + circle, t + circle]))[view],
+    off_a, off_b = _silhouette_offsets(calib, view, e, t, a, r)
+    k = len(axis3d)
+    proj = np.asarray(calib.project(np.vstack([axis3d, axis3d + off_a, axis3d + off_b, e + circle, t + circle]))[view],
                       float)
-    ends = proj[2 * m:]
+    ends = proj[3 * k:]
     hull = ends[ConvexHull(ends).vertices]
-    return ToolBand(proj[:m], proj[m:2 * m], axis_uv, np.vstack([hull, hull[:1]]))
+    return ToolBand(proj[k:2 * k], proj[2 * k:3 * k], proj[:k], np.vstack([hull, hull[:1]]))
 
 
 def clip_polyline(polyline, shape, margin_px: float = 0.0) -> np.ndarray:
@@ -483,25 +502,24 @@ def clip_polyline(polyline, shape, margin_px: float = 0.0) -> np.ndarray:
     rows, cols = shape
     lo = np.array([-0.5 - margin_px, -0.5 - margin_px])
     hi = np.array([cols - 0.5 + margin_px, rows - 0.5 + margin_px])
-    out: list[np.ndarray] = []
-    for a, b in zip(p[:-1], p[1:]):
-        d = b - a
-        t0, t1 = 0.0, 1.0
+    if len(p) < 2:
+        return np.zeros((0, 2))
+    a, d = p[:-1], np.diff(p, axis=0)
+    t0, t1 = np.zeros(len(a)), np.ones(len(a))
+    reject = np.zeros(len(a), bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
         for k in range(2):
-            for q, r in ((-d[k], a[k] - lo[k]), (d[k], hi[k] - a[k])):
-                if q == 0:
-                    if r < 0:
-                        t0, t1 = 1.0, 0.0
-                elif q < 0:
-                    t0 = max(t0, r / q)
-                else:
-                    t1 = min(t1, r / q)
-        if t0 > t1:
-            if out:
-                break
-            continue
-        start, end = a + t0 * d, a + t1 * d
-        if not out:
-            out.append(start)
-        out.append(end)
-    return np.array(out).reshape(-1, 2)
+            for q, r in ((-d[:, k], a[:, k] - lo[k]), (d[:, k], hi[k] - a[:, k])):
+                ratio = r / q
+                t0 = np.where(q < 0, np.maximum(t0, ratio), t0)
+                t1 = np.where(q > 0, np.minimum(t1, ratio), t1)
+                reject |= (q == 0) & (r < 0)
+    inside = ~reject & (t0 <= t1)
+    if not inside.any():
+        return np.zeros((0, 2))
+    i0 = int(np.argmax(inside))
+    stop = np.flatnonzero(~inside[i0:])
+    i1 = i0 + (int(stop[0]) if len(stop) else len(inside) - i0)  # the first inside run: i0 .. i1-1
+    run = slice(i0, i1)
+    ends = a[run] + t1[run, None] * d[run]
+    return np.vstack([a[i0] + t0[i0] * d[i0], ends])

@@ -8,6 +8,7 @@ frame; ``T_scene_cage`` places them in the scene's frame.
 from __future__ import annotations
 
 import numpy as np
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QColor
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 from vtkmodules.vtkFiltersCore import vtkTubeFilter
@@ -68,6 +69,7 @@ class SceneTrajectories:
     def __init__(self, scene_view, T_scene_cage=None):
         self.scene_view = scene_view
         self._actors: dict[str, _TrajectoryActor] = {}
+        self._render_pending = False
         self._matrix = vtkMatrix4x4()
         self.set_transform(np.eye(4) if T_scene_cage is None else T_scene_cage)
 
@@ -97,7 +99,18 @@ class SceneTrajectories:
             return
         actor.update(entry_mm, target_mm, colour, diameter_mm, selected)
         if render:
-            self.scene_view.render()
+            self.render_soon()
+
+    def render_soon(self) -> None:
+        """One render when control returns to the event loop, however many updates came before
+        (a drag or a selection change updates several trajectories at once)."""
+        if not self._render_pending:
+            self._render_pending = True
+            QTimer.singleShot(0, self._render_now)
+
+    def _render_now(self) -> None:
+        self._render_pending = False
+        self.scene_view.render()
 
     def remove(self, tid: str) -> None:
         if self._actors.pop(tid, None) is not None:

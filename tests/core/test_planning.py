@@ -384,3 +384,29 @@ def test_default_patient_axes_match_the_simulated_cage_mounting():
     mounted = PatientAxes.from_rotation(R_WORLD_CAGE.T)
     for a in ("left", "posterior", "superior"):
         np.testing.assert_allclose(getattr(default, a), getattr(mounted, a), atol=1e-12)
+
+
+def test_tool_band_edges_are_the_exact_silhouette():
+    """Against the tangent generators computed with the known source (oblique tool, near the source)."""
+    calib = pair(tilt_deg=10)
+    g = calib.geometry["lat"]
+    entry, target = ISO + [-150.0, 20.0, 30.0], ISO + [-100.0, -25.0, -10.0]  # closer to the LAT source
+    r = 4.0
+    band = tool_band(calib, "lat", entry, target, diameter_mm=2 * r, n=5)
+    a = (target - entry) / np.linalg.norm(target - entry)
+    w = g.source_mm - entry
+    w_perp = w - (w @ a) * a
+    L = np.linalg.norm(w_perp)
+    m = np.cross(a, w_perp) / L
+    exact = [(r / L) * w_perp / L + s * np.sqrt(1 - (r / L) ** 2) * m for s in (1, -1)]
+    axis = entry + np.outer(np.linspace(0, 1, 5), target - entry)
+    truths = [g.project(axis + r * n) for n in exact]
+    for edge in (band.edge_a, band.edge_b):
+        err = min(np.abs(edge - truth).max() for truth in truths)
+        assert err < 0.01, f"edge off the silhouette by {err:.4f} px"
+    assert np.abs(band.edge_a - band.edge_b).max() > 5  # two distinct edges
+
+
+def test_clip_polyline_keeps_the_first_inside_run():
+    line = np.array([[5.0, 5.0], [5.0, -20.0], [8.0, -20.0], [8.0, 5.0]])  # leaves through the top, comes back
+    np.testing.assert_allclose(clip_polyline(line, (10, 10)), [[5, 5], [5, -0.5]])
