@@ -84,7 +84,8 @@ def _plastimatch(volume, geo, sod, sid, threads: int, repeats: int):
         cmd = [exe, "drr", "-A", "cpu", "-i", "exact", "-t", "raw", "-P", "preprocess",
                "--sad", f"{sod}", "--sid", f"{sid}", "-r", f"{rows} {cols}", "-z", f"{rows * sv} {cols * su}",
                "-o", " ".join(f"{x:.6f}" for x in iso), "-n", " ".join(f"{x:.9f}" for x in geo.detector_normal),
-               "--vup", " ".join(f"{x:.9f}" for x in -geo.detector_v), "-O", os.path.join(d, "p_"), os.path.join(d, "v.mha")]
+               "--vup", " ".join(f"{x:.9f}" for x in -geo.detector_v),
+               "-O", os.path.join(d, "p_"), os.path.join(d, "v.mha")]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         times = []
         for _ in range(max(3, repeats // 2)):

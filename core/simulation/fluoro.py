@@ -192,7 +192,8 @@ def form_image(drr_ideal: np.ndarray, geometry: ConeBeamGeometry, objects=(), di
     t_ref = float(np.median(T[centre])) if centre.any() else 1.0
     n0 = detector.photons_ref / max(t_ref, 1e-6)  # brightness control: dose for the centre
     expected = n0 * T
-    counts = rng.poisson(expected).astype(np.float32) if (detector.noise and rng is not None) else expected.astype(np.float32)
+    noisy = detector.noise and rng is not None
+    counts = (rng.poisson(expected) if noisy else expected).astype(np.float32)
     if detector.blur_sigma_px > 0:
         counts = cv2.GaussianBlur(counts, (0, 0), detector.blur_sigma_px)
     gain = detector.signal_fraction * detector.full_scale / detector.photons_ref

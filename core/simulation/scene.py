@@ -19,7 +19,7 @@ import numpy as np
 
 from core.cone_beam import ConeBeamGeometry
 from core.drr import DrrRenderer, MuGrid
-from core.geometry import from_euler, invert, make_transform
+from core.geometry import invert, make_transform
 from core.image_io import FluoroImage
 from core.simulation.distortion import IIDistortion
 from core.simulation.fluoro import DetectorModel, form_image
