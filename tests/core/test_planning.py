@@ -410,3 +410,56 @@ def test_tool_band_edges_are_the_exact_silhouette():
 def test_clip_polyline_keeps_the_first_inside_run():
     line = np.array([[5.0, 5.0], [5.0, -20.0], [8.0, -20.0], [8.0, 5.0]])  # leaves through the top, comes back
     np.testing.assert_allclose(clip_polyline(line, (10, 10)), [[5, 5], [5, -0.5]])
+
+
+# --- with the real cage calibration on simulated shots -----------------------------------------
+@pytest.fixture(scope="module")
+def calibrated_or():
+    """Flat-panel shots of the spine phantom with the cage, calibrated by core.calibration."""
+    from core.calibration.pipeline import calibrate
+    from core.geometry import apply, invert
+    from core.phantom import make_spine_phantom
+    from core.simulation.scene import SimulatedOR
+
+    phantom = make_spine_phantom(seed=3, spacing_mm=2.0)
+    sim = SimulatedOR(seed=3, phantom=phantom, detector="flat_panel")
+    shots = {v: sim.acquire(v) for v in VIEWS_}
+    calib = calibrate(sim.cage, {v: s.image.pixels for v, s in shots.items()})
+    T_cage_world = invert(sim.T_world_cage)
+    points = []
+    for p in phantom.pedicles:
+        for X in (p.entry_mm, p.target_mm):
+            Xc = apply(T_cage_world, np.asarray(X, float))
+            uv = {v: s.project_raw(Xc)[0] for v, s in shots.items()}
+            if all(shots[v].in_field(uv[v][None], margin_px=5)[0] for v in VIEWS_):
+                points.append((Xc, uv))
+    assert len(points) >= 10
+    return calib, points
+
+
+VIEWS_ = ("ap", "lat")
+
+
+@pytest.mark.slow
+def test_pedicle_points_with_the_cage_calibration_within_half_mm(calibrated_or):
+    calib, points = calibrated_or
+    assert isinstance(calib, TwoViewCalibration)
+    rng = np.random.default_rng(21)
+    errors = []
+    for truth, uv in points:
+        noise = one_px_noise(rng, 2)
+        loc = triangulate(calib, uv["ap"] + noise[0], uv["lat"] + noise[1], shapes={"ap": (512, 512), "lat": (512, 512)})
+        errors.append(np.linalg.norm(loc.point_mm - truth))
+    assert max(errors) < 0.5, f"max {max(errors):.2f} mm over {len(errors)} pedicle points"
+
+
+@pytest.mark.slow
+def test_epipolar_line_with_the_cage_calibration(calibrated_or):
+    calib, points = calibrated_or
+    for truth, uv in points:
+        for a, b in (("ap", "lat"), ("lat", "ap")):
+            line = epipolar_line(calib, a, uv[a], b, shape=(512, 512))
+            # the calibration's own projection of the truth lies on the line; the simulator's within its error
+            own = calib.project(truth[None])[b][0]
+            assert snap_to_epipolar(own, line)[1] < 0.1
+            assert snap_to_epipolar(uv[b], line)[1] < 0.5
