@@ -1,20 +1,20 @@
 """``make_spine_phantom``: the procedural lumbar spine CT with its ground truth."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
 
-from core.phantom.anatomy import (CANONICAL_LEVELS, LevelParams, PhantomError, draw_parameters,
-                                  spine_frames)
-from core.phantom.parts import Grid, Part, evaluate, rasterize
+from core.phantom.anatomy import CANONICAL_LEVELS, LevelParams, PhantomError, draw_parameters, spine_frames
+from core.phantom.landmarks import pedicle_truth, vertebra_truth
+from core.phantom.parts import Grid, Part, rasterize
 from core.phantom.ribs_pelvis import iliac_parts
 from core.phantom.sdf import ellipse_approx, occupancy
 from core.phantom.soft_tissue import HU, BodyShape, draw_body_shape, paint_soft_tissue, BACK_OFFSET_MM
-from core.phantom.truth import SIDES, PedicleTruth, VertebraTruth
-from core.phantom.vertebra import body_height, vertebra_parts
+from core.phantom.truth import SIDES, PedicleTruth
+from core.phantom.vertebra import vertebra_parts
 from core.volume import Volume
 
 __all__ = ["SpinePhantom", "make_spine_phantom"]
@@ -103,51 +103,6 @@ def _grid(levels_parts, shape_body: BodyShape, spine_y, spacing, shape, center_m
     return Grid(origin=origin, spacing=spacing, shape=tuple(int(v) for v in n_xyz[::-1]))
 
 
-def _find_crossing(parts: list[Part], start, direction, length, step=0.05, inside_first=True) -> float:
-    """Distance along the ray where the surface is crossed (inside -> outside), to 1e-3 mm."""
-    s = np.arange(0.0, length, step)
-    d = evaluate(parts, start + s[:, None] * direction)
-    outside = np.nonzero(d > 0)[0]
-    if inside_first and (d[0] > 0 or outside.size == 0):
-        raise PhantomError("pedicle axis does not leave the bone: phantom parameters are inconsistent")
-    i = outside[0]
-    a, b = s[i - 1], s[i]
-    for _ in range(12):                  # bisection on the exact surface
-        m = 0.5 * (a + b)
-        if evaluate(parts, start + m * direction) > 0:
-            b = m
-        else:
-            a = m
-    return 0.5 * (a + b)
-
-
-def _pedicle_truth(ped: PedicleTruth, parts: list[Part], body: Part) -> PedicleTruth:
-    """Entry: where the axis leaves the posterior bone surface; target: 80 % along the body chord."""
-    s_entry = _find_crossing(parts, ped.isthmus_mm, -ped.axis, 60.0)
-    entry = ped.isthmus_mm - s_entry * ped.axis
-    s = np.arange(0.0, 120.0, 0.05)
-    inside = evaluate([body], entry + s[:, None] * ped.axis) < 0
-    idx = np.nonzero(inside)[0]
-    if idx.size == 0:
-        raise PhantomError(f"{ped.level} {ped.side} pedicle axis misses the vertebral body")
-    s_in, s_out = s[idx[0]], s[idx[-1]]
-    s_t = min(s_in + 0.8 * (s_out - s_in), s_out - 4.0)
-    return replace(ped, entry_mm=entry, target_mm=entry + s_t * ped.axis, cortex_mm=CORTEX_MM)
-
-
-def _vertebra_truth(p: LevelParams, T_wv, peds) -> VertebraTruth:
-    R, t = T_wv[:3, :3], T_wv[:3, 3]
-    slope = (p.height_anterior - p.height_posterior) / (2 * p.body_depth)
-    n_sup = R @ (np.array([0.0, slope, 1.0]) / np.hypot(1, slope))
-    n_inf = R @ (np.array([0.0, slope, -1.0]) / np.hypot(1, slope))
-    h0 = float(body_height(p, 0.0))
-    return VertebraTruth(name=p.name, T_world_vertebra=T_wv, body_width_mm=p.body_width,
-                         body_depth_mm=p.body_depth, height_anterior_mm=p.height_anterior,
-                         height_posterior_mm=p.height_posterior, superior_normal=n_sup, inferior_normal=n_inf,
-                         superior_endplate_mm=t + R[:, 2] * h0 / 2, inferior_endplate_mm=t - R[:, 2] * h0 / 2,
-                         fractured=p.fractured, pedicles=peds)
-
-
 def _disc_part(up: LevelParams, lo: LevelParams, T_up, T_lo) -> Part:
     c = 0.5 * (T_up[:3, 3] + T_lo[:3, 3])
     z = T_up[:3, 2] + T_lo[:3, 2]
@@ -217,13 +172,26 @@ def make_spine_phantom(seed: int = 0, spacing_mm=1.0, levels=CANONICAL_LEVELS, f
                    None if center_mm is None else tuple(float(v) for v in center_mm), float(trabecular_hu_sd))
 
 
-@lru_cache(maxsize=4)
-def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape, fracture_loss, soft_tissue,
-            center_mm, trabecular_hu_sd):
-    spacing = _check_args(seed, spacing, levels, fracture_level, fracture_loss, lordosis_deg, shape, center_mm)
-    if not 0.0 <= trabecular_hu_sd <= 150.0:
-        raise PhantomError(f"trabecular_hu_sd must be 0-150 HU, got {trabecular_hu_sd}")
-    levels = tuple(n for n in CANONICAL_LEVELS if n in levels)      # cranial to caudal
+@dataclass(frozen=True)
+class _Patient:
+    """Everything the seed decides."""
+    params: dict
+    lordosis_deg: float
+    rotation_deg: dict
+    hu_cortical: float
+    hu_cancellous: float
+    body: BodyShape
+    frames: dict
+
+    def spine_y(self, z):
+        """Antero-posterior position of the body centres at height z (the sagittal curve)."""
+        zs = np.array([self.frames[n][2, 3] for n in CANONICAL_LEVELS])[::-1]
+        ys = np.array([self.frames[n][1, 3] for n in CANONICAL_LEVELS])[::-1]
+        return np.interp(z, zs, ys)
+
+
+def _draw_patient(seed, fracture_level, fracture_loss, lordosis_deg, rot_key) -> _Patient:
+    """All random draws, always in the same order, whatever is requested afterwards."""
     rng = np.random.default_rng(seed)
     params = draw_parameters(rng, fracture_level, fracture_loss)
     lordosis = float(np.clip(rng.normal(50.0, 7.0), 30.0, 68.0)) if lordosis_deg is None else float(lordosis_deg)
@@ -231,37 +199,51 @@ def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape,
     rot = _axial_rotations(rot_draw, dict(rot_key) if isinstance(rot_key, tuple) else rot_key)
     hu_cort = float(np.clip(rng.normal(1000.0, 60.0), 800.0, 1200.0))
     hu_canc = float(np.clip(rng.normal(230.0, 30.0), 150.0, 300.0))
-    body_shape = draw_body_shape(rng)
+    body = draw_body_shape(rng)
     frames = spine_frames(params, np.radians(lordosis), {n: np.radians(v) for n, v in rot.items()})
+    return _Patient(params, lordosis, rot, hu_cort, hu_canc, body, frames)
 
-    zs = np.array([frames[n][2, 3] for n in CANONICAL_LEVELS])[::-1]
-    ys = np.array([frames[n][1, 3] for n in CANONICAL_LEVELS])[::-1]
-    spine_y = lambda z: np.interp(z, zs, ys)  # noqa: E731  (posterior offset of the spine at height z)
 
-    built = {n: vertebra_parts(params[n], frames[n]) for n in levels}
-    if "S1" in built:       # iliac wings belong to the S1 drawing; crest at the L4-L5 disc
-        z_crest = 0.5 * (frames["L4"][2, 3] + frames["L5"][2, 3])
+def _level_parts(pt: _Patient, levels) -> dict:
+    """name -> (parts, body part, provisional pedicles); S1 also carries the iliac wings."""
+    built = {n: vertebra_parts(pt.params[n], pt.frames[n]) for n in levels}
+    if "S1" in built:       # crest at the L4-L5 disc
+        z_crest = 0.5 * (pt.frames["L4"][2, 3] + pt.frames["L5"][2, 3])
         parts, body, peds = built["S1"]
         i = [p.name for p in parts].index("canal")       # before the canal and the pedicles
-        built["S1"] = (parts[:i] + iliac_parts(params["S1"], frames["S1"], z_crest) + parts[i:], body, peds)
-    grid = _grid([built[n][0] for n in levels], body_shape, spine_y, spacing, shape, center_mm)
+        built["S1"] = (parts[:i] + iliac_parts(pt.params["S1"], pt.frames["S1"], z_crest) + parts[i:], body, peds)
+    return built
+
+
+@lru_cache(maxsize=4)
+def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape, fracture_loss, soft_tissue,
+            center_mm, trabecular_hu_sd):
+    spacing = _check_args(seed, spacing, levels, fracture_level, fracture_loss, lordosis_deg, shape, center_mm)
+    if not 0.0 <= trabecular_hu_sd <= 150.0:
+        raise PhantomError(f"trabecular_hu_sd must be 0-150 HU, got {trabecular_hu_sd}")
+    levels = tuple(n for n in CANONICAL_LEVELS if n in levels)      # cranial to caudal
+    pt = _draw_patient(seed, fracture_level, fracture_loss, lordosis_deg, rot_key)
+    built = _level_parts(pt, levels)
+    grid = _grid([built[n][0] for n in levels], pt.body, pt.spine_y, spacing, shape, center_mm)
     hu = np.full(grid.shape, HU["air"], dtype=np.float32)
     if soft_tissue:
-        psoas_x = 0.5 * np.mean([params[n].body_width for n in levels]) + 2.0
-        paint_soft_tissue(hu, grid, body_shape, spine_y, psoas_x)
+        psoas_x = 0.5 * np.mean([pt.params[n].body_width for n in levels]) + 2.0
+        paint_soft_tissue(hu, grid, pt.body, pt.spine_y, psoas_x)
     for up, lo in zip(levels[:-1], levels[1:]):
         if CANONICAL_LEVELS.index(lo) - CANONICAL_LEVELS.index(up) == 1:
-            _paint(hu, grid, [_disc_part(params[up], params[lo], frames[up], frames[lo])], HU["disc"])
+            disc = _disc_part(pt.params[up], pt.params[lo], pt.frames[up], pt.frames[lo])
+            _paint(hu, grid, [disc], HU["disc"])
     truths = {}
     for n in levels:
         parts, body, peds = built[n]
-        _paint(hu, grid, parts, hu_canc, hu_cort, CORTEX_MM,
+        _paint(hu, grid, parts, pt.hu_cancellous, pt.hu_cortical, CORTEX_MM,
                np.random.default_rng([seed, CANONICAL_LEVELS.index(n)]), trabecular_hu_sd)
-        peds = {s: _pedicle_truth(peds[s], parts, body) for s in SIDES}
-        truths[n] = _vertebra_truth(params[n], frames[n], peds)
+        peds = {s: pedicle_truth(peds[s], parts, body, CORTEX_MM) for s in SIDES}
+        truths[n] = vertebra_truth(pt.params[n], pt.frames[n], peds)
     hu.setflags(write=False)
     T = np.diag([*grid.spacing, 1.0])
     T[:3, 3] = grid.origin
     return SpinePhantom(volume=Volume(hu, tuple(grid.spacing), T), levels=truths, seed=seed,
-                        lordosis_deg=lordosis, axial_rotation_deg=rot, fracture_level=fracture_level,
-                        hu_cortical=hu_cort, hu_cancellous=hu_canc, params=params)
+                        lordosis_deg=pt.lordosis_deg, axial_rotation_deg=pt.rotation_deg,
+                        fracture_level=fracture_level, hu_cortical=pt.hu_cortical,
+                        hu_cancellous=pt.hu_cancellous, params=pt.params)
