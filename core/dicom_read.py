@@ -90,10 +90,37 @@ def _frame_count(ds: pydicom.Dataset) -> int:
         return 1
 
 
-def _spacing(ds: pydicom.Dataset, notes: list) -> tuple[float, float] | None:
+def _in_items(items, keyword: str):
+    """Depth-first search of ``keyword`` in sequence items (functional group macros nest one level)."""
+    for item in items:
+        if keyword in item:
+            return item.get(keyword)
+        for elem in item:
+            if elem.VR == "SQ":
+                found = _in_items(elem.value, keyword)
+                if found is not None:
+                    return found
+    return None
+
+
+def _find(ds: pydicom.Dataset, keyword: str, frame: int = 0):
+    """``keyword`` at the top level, else in the frame's per-frame functional groups, else in
+    the shared ones (enhanced multi-frame XA/XRF keep geometry there); None when absent."""
+    if keyword in ds:
+        return ds.get(keyword)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence", None)
+    if per_frame is not None and frame < len(per_frame):
+        found = _in_items([per_frame[frame]], keyword)
+        if found is not None:
+            return found
+    shared = ds.get("SharedFunctionalGroupsSequence", None)
+    return _in_items(shared, keyword) if shared is not None else None
+
+
+def _spacing(ds: pydicom.Dataset, notes: list, frame: int = 0) -> tuple[float, float] | None:
     """(column, row) spacing in mm at the detector; DICOM lists row first."""
     for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
-        value = ds.get(keyword, None)
+        value = _find(ds, keyword, frame)
         if value is None:
             continue
         try:
@@ -112,8 +139,8 @@ def _spacing(ds: pydicom.Dataset, notes: list) -> tuple[float, float] | None:
     return None
 
 
-def _float(ds: pydicom.Dataset, keyword: str, notes: list) -> float | None:
-    value = ds.get(keyword, None)
+def _float(ds: pydicom.Dataset, keyword: str, notes: list, frame: int = 0) -> float | None:
+    value = _find(ds, keyword, frame)
     if value is None or value == "":
         return None
     try:
@@ -135,14 +162,16 @@ def _angle(ds: pydicom.Dataset, keyword: str, frame: int, notes: list) -> float 
                 return values[frame]
         except (TypeError, ValueError):
             notes.append(f"{keyword}Increment is not numeric: ignored")
-    return _float(ds, keyword, notes)
+    return _float(ds, keyword, notes, frame)
 
 
-def _acquired_at(ds: pydicom.Dataset, notes: list) -> _dt.datetime | None:
-    """AcquisitionDateTime, else Acquisition / Content / Series / Study date and time."""
+def _acquired_at(ds: pydicom.Dataset, notes: list, frame: int = 0) -> _dt.datetime | None:
+    """Frame / Acquisition DateTime, else Acquisition / Content / Series / Study date and time."""
     try:
-        if ds.get("AcquisitionDateTime"):
-            return DT(ds.AcquisitionDateTime)
+        for keyword in ("FrameAcquisitionDateTime", "AcquisitionDateTime"):
+            value = _find(ds, keyword, frame)
+            if value:
+                return DT(value)
         for prefix in ("Acquisition", "Content", "Series", "Study"):
             date = ds.get(prefix + "Date", None)
             if date:
@@ -205,10 +234,11 @@ def read_dicom(path, frame: int = 0) -> FluoroImage:
     pixels = _to_unsigned(_decode(ds, int(frame), name), ds, bits_stored, extra)
     return FluoroImage(
         pixels=pixels, photometric=str(ds.PhotometricInterpretation).strip(),
-        pixel_spacing_mm=_spacing(ds, notes), sid_mm=_float(ds, "DistanceSourceToDetector", notes),
+        pixel_spacing_mm=_spacing(ds, notes, int(frame)),
+        sid_mm=_float(ds, "DistanceSourceToDetector", notes, int(frame)),
         primary_angle_deg=_angle(ds, "PositionerPrimaryAngle", int(frame), notes),
         secondary_angle_deg=_angle(ds, "PositionerSecondaryAngle", int(frame), notes),
-        acquired_at=_acquired_at(ds, notes), source=name, bits_stored=bits_stored, extra=extra)
+        acquired_at=_acquired_at(ds, notes, int(frame)), source=name, bits_stored=bits_stored, extra=extra)
 
 
 def n_frames(path) -> int:

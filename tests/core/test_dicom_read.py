@@ -329,3 +329,32 @@ def test_32bit_rejected(tmp_path):
 def test_pixel_data_shorter_than_header_says():
     with pytest.raises(ImageReadError, match=r"cannot be decoded .*less than expected.*copy it again"):
         read_dicom(get_testdata_file("MR_truncated.dcm"))
+
+
+def test_enhanced_multiframe_geometry_from_functional_groups(tmp_path):
+    """Enhanced XA keeps spacing, angles and times per frame in functional groups, SID shared."""
+    frames = np.stack([ramp(seed=i) for i in range(3)])
+    ds = make_ds(frames, sop="1.2.840.10008.5.1.4.1.1.12.1.1")  # Enhanced XA Image Storage
+    per_frame = []
+    for i in range(3):
+        props, pos, content, item = Dataset(), Dataset(), Dataset(), Dataset()
+        props.ImagerPixelSpacing = [0.2 + 0.01 * i, 0.25]
+        pos.PositionerPrimaryAngle, pos.PositionerSecondaryAngle = 10.0 * i, -5.0
+        content.FrameAcquisitionDateTime = f"2026031410150{i}"
+        item.FramePixelDataPropertiesSequence = [props]
+        item.PositionerPositionSequence = [pos]
+        item.FrameContentSequence = [content]
+        per_frame.append(item)
+    geometry, shared = Dataset(), Dataset()
+    geometry.DistanceSourceToDetector = 1195.0
+    shared.XRayGeometrySequence = [geometry]
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.SharedFunctionalGroupsSequence = [shared]
+    p = save(ds, tmp_path)
+    for i in range(3):
+        im = read_dicom(p, frame=i)
+        assert im.pixel_spacing_mm == pytest.approx((0.25, 0.2 + 0.01 * i))
+        assert im.primary_angle_deg == pytest.approx(10.0 * i) and im.secondary_angle_deg == pytest.approx(-5.0)
+        assert im.sid_mm == pytest.approx(1195.0)
+        assert im.acquired_at == dt.datetime(2026, 3, 14, 10, 15, i)
+        np.testing.assert_array_equal(im.pixels, frames[i])
