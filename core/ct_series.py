@@ -80,8 +80,8 @@ def list_series(source) -> dict[str, dict]:
 def _group(datasets) -> dict[str, list]:
     groups = defaultdict(list)
     for ds in datasets:
-        if "PixelData" not in ds:
-            continue
+        if "PixelData" not in ds or "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]:
+            continue      # not an image, or the scout view stored in the same series
         groups[str(ds.get("SeriesInstanceUID", "unknown"))].append(ds)
     if not groups:
         raise CTSeriesError("the DICOM files hold no images (no Pixel Data): export the CT image series")

@@ -88,6 +88,17 @@ def test_ignores_a_stray_non_dicom_file_in_a_folder(tmp_path):
     _assert_same(load_ct_series(tmp_path), vol)
 
 
+def test_skips_a_localizer_in_the_same_series(tmp_path):
+    vol = _volume()
+    files = write_ct_series(vol, tmp_path)
+    scout = pydicom.dcmread(files[0])
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+    scout.SOPInstanceUID = pydicom.uid.generate_uid()
+    scout.save_as(tmp_path / "scout.dcm", enforce_file_format=True)
+    _assert_same(load_ct_series(tmp_path), vol)
+
+
 def test_rejects_an_empty_folder(tmp_path):
     with pytest.raises(CTSeriesError, match="holds no files"):
         load_ct_series(tmp_path)
