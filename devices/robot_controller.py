@@ -129,6 +129,7 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q) -> None:
     realtime = _ask_realtime(config.realtime_priority)
     parent = os.getppid()
     periods = np.zeros(config.record_periods) if config.record_periods else None
+    works = np.zeros(config.record_periods) if config.record_periods else None
     stop_seen = shm[SHM.STOP_SEQ]
     period, spin = config.period_s, config.spin_s
     # the state queue's feeder thread shares the GIL: let the loop take it back within
@@ -174,6 +175,8 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q) -> None:
         if cycles % 200 == 0 and os.getppid() != parent:
             loop.stop(start)                    # the GUI is gone: stop and leave
             break
+        if works is not None:
+            works[cycles % len(works)] = time.perf_counter() - start
         next_t += period
         if time.perf_counter() > next_t + period:
             next_t = time.perf_counter()         # overran a whole period: resynchronise
@@ -182,6 +185,7 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q) -> None:
     if periods is not None:
         k = min(n_rec, len(periods))
         state_q.put({"periods": periods[:k] if n_rec <= len(periods) else periods,
+                     "work": works[1:k + 1] if n_rec <= len(periods) else works,
                      "realtime": realtime})
     gc.enable()
 
@@ -199,10 +203,13 @@ def _ask_realtime(priority: int) -> bool:
 
 
 def _wait_until(deadline, spin, shm, stop_seen, loop):
-    """Sleep, then busy-wait the last ``spin`` seconds, answering a stop at once."""
-    remaining = deadline - time.perf_counter()
-    if remaining > spin:
-        time.sleep(remaining - spin)
+    """Sleep in slices of at most 0.2 ms, then busy-wait the last ``spin`` seconds; a stop
+    request ends the wait at once (the next cycle, which stops, begins now)."""
+    while True:
+        remaining = deadline - time.perf_counter() - spin
+        if remaining <= 0 or shm[SHM.STOP_SEQ] != stop_seen:
+            break
+        time.sleep(min(remaining, 0.0002))
     while time.perf_counter() < deadline:
         if shm[SHM.STOP_SEQ] != stop_seen:
             return                              # the next cycle begins now and stops
