@@ -174,12 +174,15 @@ def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4, oth
         if not fin[inner].all() or fin[ring].mean() < 0.4:
             return None, 0.0
         if others is not None and len(others):
+            own = np.ones_like(inner)
             for o in others:
-                fin &= (xx - o[0]) ** 2 + (yy - o[1]) ** 2 > (radius_px + 1.5) ** 2
+                d2 = (xx - o[0]) ** 2 + (yy - o[1]) ** 2
+                fin &= d2 > (radius_px + 1.5) ** 2      # background: off the neighbour's disc
+                own &= d2 > r2                          # weights: this ball's side only
             if fin[ring].mean() < 0.3:
                 return None, 0.0
-            inner &= fin
-        patch = np.where(fin, patch, 0.0)
+            inner &= own
+        patch = np.where(np.isfinite(patch), patch, 0.0)     # only NaN off-field (never weighted)
         w = np.where(inner, patch - _plane_background(patch, yy, xx, ring & fin), 0.0)
         w = np.maximum(w, 0.0)
         s = w.sum()

@@ -47,7 +47,7 @@ def _reject_outliers(planes, matches, ideal):
         for p, m, k in zip(planes, matches, keep):
             r = np.linalg.norm(project_p(P, p.balls_mm[m.ball_idx]) - ideal[m.point_idx], axis=1)
             s = 1.4826 * np.median(r[k]) + 1e-9
-            new = r < max(0.75, 4 * s)
+            new = r < max(0.4, 4 * s)
             changed |= bool(np.any(new != k))
             k[:] = new
         if not changed:
