@@ -114,10 +114,24 @@ def read_image(path) -> FluoroImage:
         raise ImageReadError(f"cannot open image file {p}: {e.strerror or e}") from None
     if kind == "dicom":
         from core.dicom_read import read_dicom  # lazy: owned by the planning engineer
-        return read_dicom(p, frame=0)
+        img = read_dicom(p, frame=0)
+        return img if img.view is not None else img.with_view(_dicom_view(p))
     if kind in ("png", "tiff"):
         return _read_raster(p)
     raise ImageReadError(f"{p} is not a DICOM, PNG or TIFF image: export the shot as DICOM or 16-bit PNG")
+
+
+_VIEW_POSITIONS = {"AP": "ap", "PA": "ap", "LL": "lat", "RL": "lat", "LAT": "lat", "LATERAL": "lat"}
+
+
+def _dicom_view(p: Path) -> str | None:
+    """"ap" / "lat" from View Position (0018,5101) when the file states it, else None."""
+    import pydicom
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["ViewPosition"])
+    except Exception:  # the reader above already accepted the file; a view is optional
+        return None
+    return _VIEW_POSITIONS.get(str(ds.get("ViewPosition", "")).strip().upper())
 
 
 def _read_raster(p: Path) -> FluoroImage:

@@ -65,7 +65,7 @@ def test_dicom_xa_round_trip_through_read_image(tmp_path):
     img = _shot(photometric="MONOCHROME1", bits=12)
     back = read_image(write_dicom_xa(img, tmp_path / "x.dcm"))
     np.testing.assert_array_equal(back.pixels, img.pixels)
-    assert back.photometric == "MONOCHROME1" and back.bits_stored == 12
+    assert back.photometric == "MONOCHROME1" and back.bits_stored == 12 and back.view == "lat"
     assert back.pixel_spacing_mm == pytest.approx((0.30, 0.42))
     assert back.sid_mm == pytest.approx(1012.5)
     assert back.primary_angle_deg == pytest.approx(-12.5)
