@@ -330,6 +330,7 @@ class PlanningController(QObject):
         if scene_view is not None:
             from widgets.scene_trajectories import SceneTrajectories
             self.scene = SceneTrajectories(scene_view, T_scene_cage)
+            self.scene.enable_picking(self._picked_in_3d)
         self.confirm = confirm or self._ask
         self.patient_axes = patient_axes or PatientAxes()
         self.snap = True
@@ -504,6 +505,11 @@ class PlanningController(QObject):
         self.placing = None
         self.refresh_all()
         self._say(f"plan loaded from {path}: {len(self.model)} trajectories")
+
+    def _picked_in_3d(self, tid: str) -> None:
+        if tid in self.model:
+            self.model.select(tid)
+            self._say(f"{self.model.get(tid).name} selected")
 
     def set_snap(self, on: bool) -> None:
         self.snap = bool(on)

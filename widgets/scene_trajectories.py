@@ -13,7 +13,7 @@ from PySide6.QtGui import QColor
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 from vtkmodules.vtkFiltersCore import vtkTubeFilter
 from vtkmodules.vtkFiltersSources import vtkLineSource, vtkSphereSource
-from vtkmodules.vtkRenderingCore import vtkActor, vtkAssembly, vtkPolyDataMapper
+from vtkmodules.vtkRenderingCore import vtkActor, vtkAssembly, vtkPolyDataMapper, vtkPropPicker
 
 __all__ = ["SceneTrajectories", "actor_name"]
 
@@ -127,6 +127,48 @@ class SceneTrajectories:
         margin = 0.25 * size + 5.0
         self.scene_view.renderer.ResetCamera(*np.ravel(np.column_stack([centre - margin, centre + margin])))
         self.scene_view.render()
+
+    # -- picking ------------------------------------------------------------------------------
+    def pick_at(self, x: float, y: float) -> str | None:
+        """The trajectory drawn at display pixel (x, y) of the 3D view (VTK: origin bottom-left)."""
+        picker = vtkPropPicker()
+        if not picker.Pick(x, y, 0, self.scene_view.renderer):
+            return None
+        for prop in (picker.GetViewProp(), picker.GetActor(), picker.GetAssembly()):
+            tid = self.tid_of_prop(prop) if prop is not None else None
+            if tid is not None:
+                return tid
+        return None
+
+    def display_position(self, tid: str) -> tuple[float, float]:
+        """Display pixel (VTK, origin bottom-left) of the middle of ``tid``'s tube (for tests, tooltips)."""
+        a = self._actors[tid]
+        mid = 0.5 * (np.array(a.line.GetPoint1()) + np.array(a.line.GetPoint2()))
+        p = np.array([*mid, 1.0])
+        T = np.array([[self._matrix.GetElement(i, j) for j in range(4)] for i in range(4)])
+        r = self.scene_view.renderer
+        r.SetWorldPoint(*(T @ p))
+        r.WorldToDisplay()
+        x, y, _ = r.GetDisplayPoint()
+        return x, y
+
+    def enable_picking(self, on_pick) -> None:
+        """Call ``on_pick(tid)`` when a trajectory is clicked (press and release without moving)."""
+        interactor = self.scene_view.interactor
+        state = {}
+
+        def press(obj, _event):
+            state["pos"] = obj.GetEventPosition()
+
+        def release(obj, _event):
+            start, end = state.pop("pos", None), obj.GetEventPosition()
+            if start is not None and abs(start[0] - end[0]) + abs(start[1] - end[1]) <= 3:
+                tid = self.pick_at(*end)
+                if tid is not None:
+                    on_pick(tid)
+
+        interactor.AddObserver("LeftButtonPressEvent", press, 1.0)
+        interactor.AddObserver("LeftButtonReleaseEvent", release, 1.0)
 
     def ids(self) -> list[str]:
         return list(self._actors)

@@ -311,3 +311,19 @@ def test_install_planning_in_the_workstation(qtbot, simulated, qsettings_path):
     finally:
         station.shutdown()
         station.window.close()
+
+
+def test_picking_a_trajectory_in_3d_selects_it(planning):
+    window, model, ctrl, calib, answers, sim = planning
+    rng = np.random.default_rng(4)
+    tids = [plan_by_clicks(window, ctrl, calib, e, t, rng) for e, t, _, _ in _truth(sim)]
+    window.scene_view.camera_preset("ap")
+    ctrl.scene.focus()
+    QApplication.processEvents()
+    for tid in tids:
+        x, y = ctrl.scene.display_position(tid)
+        assert ctrl.scene.pick_at(x, y) == tid
+        ctrl._picked_in_3d(tid)
+        assert model.selected == tid
+        assert ctrl.panel.table.selectedItems()[0].row() == model.ids().index(tid)
+    assert ctrl.scene.pick_at(2, 2) is None  # the corner shows no trajectory
