@@ -20,6 +20,7 @@ from core.volume import Volume
 __all__ = ["SpinePhantom", "make_spine_phantom"]
 
 CORTEX_MM = 1.2
+Z_MARGIN_MM = 30.0      # soft tissue above and below the outermost bone: shots centred on T12 or S1
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,7 +91,7 @@ def _axial_rotations(rng_values, axial_rotation_deg) -> dict[str, float]:
 def _grid(levels_parts, shape_body: BodyShape, spine_y, spacing, shape, center_mm) -> Grid:
     lo = np.min([p.world_box(0.0)[0] for parts in levels_parts for p in parts], axis=0)
     hi = np.max([p.world_box(0.0)[1] for parts in levels_parts for p in parts], axis=0)
-    zlo, zhi = lo[2] - 12.0, hi[2] + 12.0
+    zlo, zhi = lo[2] - Z_MARGIN_MM, hi[2] + Z_MARGIN_MM
     ys = spine_y(np.linspace(zlo, zhi, 64))
     box_lo = np.array([-shape_body.half_width - 4, ys.min() + BACK_OFFSET_MM - 2 * shape_body.half_depth - 4, zlo])
     box_hi = np.array([shape_body.half_width + 4, ys.max() + BACK_OFFSET_MM + 4, zhi])

@@ -2,7 +2,7 @@
 
 Simplified on purpose (they carry no ground truth): a 12th rib is a tapered
 capsule from the side of T12 running laterally, posteriorly then down; an iliac
-wing is a 7 mm thick elliptic plate from the sacro-iliac joint, opening
+wing is an elliptic plate (3 mm in the fossa, ~11 mm at the rim) from the sacro-iliac joint, opening
 anteriorly ~35 deg from the coronal plane, with its crest at the L4-L5 disc
 (the landmark surgeons count levels from on an AP shot).
 """
@@ -44,6 +44,13 @@ def rib_parts(p: LevelParams, T_wv) -> list[Part]:
     return parts
 
 
+def _wing(x, y, z, a, b):
+    """Elliptic plate, thin in the fossa (3 mm) and thick at its rim (crest, ~11 mm)."""
+    r2 = np.clip((x / a) ** 2 + (z / b) ** 2, 0.0, 1.0)
+    half_t = 1.5 + 4.0 * r2 ** 3
+    return smax(ellipse_approx(x, z, a, b), np.abs(y) - half_t, 1.0)
+
+
 def iliac_parts(s1: LevelParams, T_s1, z_crest: float) -> list[Part]:
     """Iliac wings (world-vertical plates) joined to the S1 alae; crest at height ``z_crest``."""
     parts = []
@@ -59,7 +66,6 @@ def iliac_parts(s1: LevelParams, T_s1, z_crest: float) -> list[Part]:
         T = np.eye(4)
         T[:3, :3] = np.column_stack([u, w, [0.0, 0.0, 1.0]])
         T[:3, 3] = centre
-        parts.append(Part(f"ilium_{side}", T, (58.0, 5.0, half_h + 1),
-                          lambda x, y, z, hh=half_h: smax(ellipse_approx(x, z, 56.0, hh), np.abs(y) - 3.5, 1.0),
-                          "union", 5.0))
+        parts.append(Part(f"ilium_{side}", T, (58.0, 6.0, half_h + 1),
+                          lambda x, y, z, hh=half_h: _wing(x, y, z, 56.0, hh), "union", 5.0))
     return parts
