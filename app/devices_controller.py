@@ -212,6 +212,9 @@ class DevicesController(QObject):
             raise ValueError(f"unknown view {view!r}: use 'ap' or 'lat'")
         if "carm" not in self.workers:
             raise DeviceError("no C-arm is configured: set [carm] kind in the configuration")
+        status, message = self.session.device_status("carm")
+        if not self.session.device_ready("carm"):
+            raise DeviceError(f"the C-arm is {status.value}" + (f": {message}" if message else ""))
         if self._pending:
             raise DeviceError("the C-arm is still acquiring: wait for the image")
         request_id = next(self._ids)

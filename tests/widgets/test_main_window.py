@@ -242,3 +242,48 @@ def test_simulated_shot_draws_beam_and_cage_where_the_truth_says(station, qtbot)
     bx = sv.actor("carm_ap").GetBounds()
     assert (bx[2], bx[3]) == pytest.approx((-625.0, 375.0), abs=1e-3)  # source to detector along y
     assert (bx[0], bx[1]) == pytest.approx((-12.5, 12.5), abs=1e-3)    # 50 columns of 0.5 mm
+
+
+class BrokenCArm(FakeCArm):
+    def acquire(self, view):
+        from devices.base import DeviceError
+        raise DeviceError("generator not ready: check the C-arm's X-ray enable key")
+
+
+class UnpluggedCArm(FakeCArm):
+    def connect(self):
+        raise OSError("no route to host 10.0.0.9")
+
+
+def test_failed_acquisition_is_logged_and_releases_the_buttons(station, qtbot):
+    w = station.window
+    failures = []
+    station.devices.acquisition_failed.connect(lambda v, m: failures.append((v, m)))
+    station.devices.add_device("carm", BrokenCArm)
+    qtbot.waitUntil(lambda: w.acquire_actions["lat"].isEnabled(), timeout=3000)
+    station.acquire("lat")
+    qtbot.waitUntil(lambda: bool(failures), timeout=3000)
+    assert failures == [("lat", "generator not ready: check the C-arm's X-ray enable key")]
+    assert not w.viewers["lat"].has_image() and not w.is_busy_shown()
+    assert w.acquire_actions["lat"].isEnabled()
+    QApplication.processEvents()
+    assert "acquire LAT failed: generator not ready" in w.log_panel.toPlainText()
+
+
+def test_connection_failure_is_a_fault_in_the_status_bar(station, qtbot):
+    station.devices.add_device("carm", UnpluggedCArm)
+    pill = station.window.status_bar.pill("carm")
+    qtbot.waitUntil(lambda: "fault" in pill.text(), timeout=3000)
+    assert "no route to host 10.0.0.9" in pill.toolTip()
+    assert not station.window.acquire_actions["ap"].isEnabled()
+    assert station.acquire("ap") is None  # F5 on a faulty C-arm: refused with the reason
+    QApplication.processEvents()
+    assert "cannot acquire AP: the C-arm is fault" in station.window.log_panel.toPlainText()
+
+
+def test_acquire_refuses_unknown_view_and_missing_carm(station):
+    with pytest.raises(ValueError, match="unknown view"):
+        station.devices.acquire("axial")
+    from devices.base import DeviceError
+    with pytest.raises(DeviceError, match="no C-arm is configured"):
+        station.devices.acquire("ap")
