@@ -270,6 +270,12 @@ class ControlLoop:
             return kin.inverse_pose_jacobian(self.q) @ self._jog
         if self.mode == ADMITTANCE:
             Xd = self.admittance.step(self.hand, self.X[3], dt)
+            if self.admittance.mode == ORIENTATION:
+                # the paper drags orientation in joint coordinates: joints 4 and 5 only,
+                # pivoting about the flange (theta_x = ... + theta4, theta_y = -theta5, eq. 10)
+                qd = np.zeros(kin.n_joints)
+                qd[3], qd[4] = Xd[3], -Xd[4]
+                return qd
             return kin.inverse_pose_jacobian(self.q) @ Xd
         if self.mode in (MOVE, IDENTIFY):
             return self._track(now)

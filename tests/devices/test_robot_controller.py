@@ -208,3 +208,31 @@ def test_process_watchdog_fault_event(controller):
     controller.reset()
     time.sleep(0.1)
     assert not controller.latest()["fault"]
+
+
+def test_tool_frame_jog_moves_along_tool_axis(loop):
+    loop.handle(("move_pose", np.array([625, 475, -135, 0.3, -0.2])), loop.clock.t)
+    run(loop, 3.0)
+    axis = loop.kin.forward(loop.q)[:3, 2]
+    p0 = loop.kin.forward(loop.q)[:3, 3]
+    loop.handle(("jog_task", np.array([0, 0, 1.0, 0, 0]), "tool"), loop.clock.t)
+    run(loop, 0.2)
+    d = loop.kin.forward(loop.q)[:3, 3] - p0
+    assert np.linalg.norm(d) > 1.0
+    assert np.linalg.norm(np.cross(d / np.linalg.norm(d), axis)) < 0.01   # along +z of the tool
+    assert d @ axis > 0
+
+
+def test_orientation_drag_pivots_about_flange(loop):
+    loop.handle(("drag_mode", "orientation"), loop.clock.t)
+    loop.handle(("admittance", True), loop.clock.t)
+    flange0 = loop.kin.flange(loop.q)[:3, 3]
+    ty0 = loop.X[4]
+
+    def each(lp):
+        lp.handle(("deadman",), lp.clock.t)
+        lp.sensor.hand_wrench_base = np.array([0, 0, 0, 0, 0.6, 0])   # 0.6 N*m about base y
+
+    run(loop, 0.5, each)
+    assert loop.X[4] - ty0 > np.radians(0.5)
+    assert np.linalg.norm(loop.kin.flange(loop.q)[:3, 3] - flange0) < 0.05
