@@ -703,13 +703,16 @@ class PlanningController(QObject):
             self.panel.set_undo_state(s.canUndo(), s.canRedo(), s.undoText(), s.redoText())
 
 
-def install_planning(window, session=None, T_scene_cage=None, patient_axes=None, confirm=None) -> PlanningController:
+def install_planning(window, session=None, T_scene_cage=None, patient_axes=None, confirm=None,
+                     autosave_ms: int | None = 500) -> PlanningController:
     """Add planning to the main window: the "Planning" dock, overlays in both viewers,
     trajectories in the 3D view, shortcuts; returns the controller (``.model`` is the plan).
 
     ``window`` needs ``viewers``, ``scene_view`` and ``add_dock`` (widgets.main_window).
     With a ``session`` (app.session.Session) the plan follows ``session.calibration``
-    and every change is handed to ``session.set_plans`` (a list of ``Trajectory``).
+    and every change is handed to ``session.set_plans`` (a list of ``Trajectory``) and,
+    ``autosave_ms`` after the last change, written to ``<session folder>/plan.json``
+    (``PlanModel.load`` reads it back exactly).
     ``T_scene_cage`` places the cage frame in the 3D view's frame (the simulator's
     ``T_world_cage``); ``patient_axes`` defaults to the cage's standard mounting.
     """
@@ -717,7 +720,7 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
 
     from widgets.planning_panel import PlanningPanel
 
-    panel = PlanningPanel()
+    panel = PlanningPanel(colours=PALETTE)
     dock = window.add_dock("Planning", panel, "right")
     model = PlanModel(getattr(session, "calibration", None), parent=window)
     controller = PlanningController(model, window.viewers, panel, window.scene_view, confirm=confirm,
@@ -729,4 +732,18 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
     if session is not None:
         session.calibration_changed.connect(controller.set_calibration)
         model.changed.connect(lambda: session.set_plans(model.trajectories()))
+        if autosave_ms is not None:
+            from PySide6.QtCore import QTimer
+
+            timer = QTimer(controller, singleShot=True, interval=int(autosave_ms))
+            timer.timeout.connect(lambda: _autosave(model, session))
+            model.changed.connect(timer.start)
+            controller.autosave_timer = timer
     return controller
+
+
+def _autosave(model: PlanModel, session) -> None:
+    try:
+        model.save(Path(session.folder) / "plan.json")
+    except OSError as e:  # a full disk must not stop planning; the log says it
+        log.error("the plan could not be saved in the session folder: %s", e)

@@ -39,10 +39,11 @@ class PlanningPanel(QWidget):
     edit_requested = Signal(str, str, object)  # tid, field, value
     snap_toggled = Signal(bool)
 
-    def __init__(self, levels=LEVELS, sides=SIDES, parent=None):
+    def __init__(self, levels=LEVELS, sides=SIDES, colours=("#ffb000", "#00c8ff", "#ff5fd2", "#8cff3c"),
+                 parent=None):
         super().__init__(parent)
         self.setObjectName("planning_panel")
-        self.levels, self.sides = tuple(levels), tuple(sides)
+        self.levels, self.sides, self.colours = tuple(levels), tuple(sides), tuple(colours)
         self._tids: list[str] = []
         self._rows: dict[str, dict] = {}
         self._selected = ""
@@ -82,10 +83,13 @@ class PlanningPanel(QWidget):
         self.diameter_spin = QDoubleSpinBox(objectName="plan_diameter", decimals=1, minimum=0.5, maximum=20.0,
                                             singleStep=0.5, suffix=" mm", toolTip="Tool diameter")
         self.diameter_spin.valueChanged.connect(lambda x: self._edit_selected("diameter_mm", float(x)))
-        for w in (self.name_edit, self.level_box, self.side_box, self.diameter_spin):
+        self.colour_button = QPushButton("", objectName="plan_colour", toolTip="Next colour")
+        self.colour_button.setFixedWidth(BUTTON_HEIGHT)
+        self.colour_button.clicked.connect(self._next_colour)
+        for w in (self.name_edit, self.level_box, self.side_box, self.diameter_spin, self.colour_button):
             w.setMinimumHeight(BUTTON_HEIGHT)
-            editor.addWidget(w, 2 if w is self.name_edit else 1)
-        self.editors = (self.name_edit, self.level_box, self.side_box, self.diameter_spin)
+            editor.addWidget(w, 2 if w is self.name_edit else (0 if w is self.colour_button else 1))
+        self.editors = (self.name_edit, self.level_box, self.side_box, self.diameter_spin, self.colour_button)
 
         buttons = QGridLayout()
         self.buttons = {}
@@ -190,7 +194,9 @@ class PlanningPanel(QWidget):
                 self.level_box.setCurrentText(r["level"])
                 self.side_box.setCurrentText(r["side"])
                 self.diameter_spin.setValue(r["diameter"])
+                self.colour_button.setStyleSheet(f"background-color: {r['colour']};")
             else:
+                self.colour_button.setStyleSheet("")
                 self.name_edit.clear()
         finally:
             for w in self.editors:
@@ -207,6 +213,15 @@ class PlanningPanel(QWidget):
         self.buttons["redo"].setToolTip(f"Redo {redo_text}" if redo_text else "Nothing to redo")
 
     # -- user input ------------------------------------------------------------------------
+    def _next_colour(self) -> None:
+        r = self._rows.get(self._selected)
+        if r is None:
+            return
+        current = r["colour"].lower()
+        options = [c.lower() for c in self.colours]
+        nxt = options[(options.index(current) + 1) % len(options)] if current in options else options[0]
+        self._edit_selected("colour", nxt)
+
     def _edit_selected(self, field: str, value) -> None:
         if not self._filling and self._selected:
             self.edit_requested.emit(self._selected, field, value)

@@ -13,7 +13,7 @@ import pytest
 from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtWidgets import QApplication, QGraphicsSceneMouseEvent
 
-from app.planning import PlanModel, PlanningController
+from app.planning import PALETTE, PlanModel, PlanningController
 from core.geometry import apply, invert, triangulate_rays
 from core.planning import PatientAxes
 from widgets.main_window import MainWindow
@@ -77,7 +77,7 @@ def planning(qtbot, simulated):
         window.viewers[v].set_image(s.image)
     calib = TruthCalibration(shots)
     model = PlanModel(calib, parent=window)
-    panel = PlanningPanel()
+    panel = PlanningPanel(colours=PALETTE)
     window.add_dock("Planning", panel, "right")
     answers = []
     ctrl = PlanningController(model, window.viewers, panel, window.scene_view,
@@ -259,6 +259,10 @@ def test_panel_edits_are_undoable(planning, qtbot):
     panel.diameter_spin.setValue(7.5)
     panel.name_edit.setText("S1 left screw")
     panel.name_edit.editingFinished.emit()
+    before_colour = model.get(tid).colour
+    panel.colour_button.click()
+    assert model.get(tid).colour == PALETTE[(PALETTE.index(before_colour) + 1) % len(PALETTE)]
+    ctrl.undo()
     t = model.get(tid)
     assert (t.level, t.diameter_mm, t.name) == ("S1", 7.5, "S1 left screw")
     assert panel.table.item(0, 0).text() == "S1 left screw" and panel.table.item(0, 6).text() == "7.5"
@@ -305,6 +309,11 @@ def test_install_planning_in_the_workstation(qtbot, simulated, qsettings_path):
         tid = plan_by_clicks(station.window, ctrl, calib, entry, target, np.random.default_rng(2))
         assert station.session.plans == ctrl.model.trajectories()
         assert np.linalg.norm(np.subtract(station.session.plans[0].entry_mm, entry)) < 0.5
+        saved = station.session.folder / "plan.json"
+        qtbot.waitUntil(lambda: saved.exists() and not ctrl.autosave_timer.isActive(), timeout=3000)
+        reloaded = PlanModel(calib)
+        reloaded.load(saved)
+        assert reloaded.trajectories() == ctrl.model.trajectories()
         ctrl.confirm = lambda text: True
         ctrl.delete_selected()
         assert station.session.plans == [] and tid not in ctrl.model
