@@ -164,25 +164,33 @@ def _spinous_parts(p: LevelParams, T_wv, mid) -> list[Part]:
 
 
 def _sacral_parts(p: LevelParams, T_wv) -> list[Part]:
-    """S1: alae and the upper sacrum below the body (simplified shapes)."""
+    """S1: alae, then three fused segments (S2-S4) shrinking and curving back (sacral kyphosis)."""
     W, D, Hp = p.body_width, p.body_depth, p.height_posterior
     parts = []
     for side, sgn in (("left", 1.0), ("right", -1.0)):
         parts.append(Part(f"ala_{side}", _place(T_wv, [sgn * (0.5 * W + 12), 0.15 * D, -2.0]), (24, 16, 17),
                           lambda x, y, z: ellipsoid_approx(x, y, z, 23.0, 15.0, 16.0), "union", 4.0))
-        parts.append(Part(f"lateral_mass_{side}", _place(T_wv, [sgn * (0.5 * W + 6), 0.3 * D, -0.5 * Hp - 14]),
-                          (17, 14, 21), lambda x, y, z: ellipsoid_approx(x, y, z, 16.0, 13.0, 20.0), "union", 4.0))
-    parts.append(Part("sacrum", _place(T_wv, [0.0, 0.2 * D, -0.5 * Hp - 18]), (0.5 * W, 16, 24),
-                      lambda x, y, z: ellipsoid_approx(x, y, z, 0.5 * W - 1, 15.0, 23.0), "union", 4.0))
+    for k in (1, 2, 3):
+        hx, hy, hz = 0.5 * W * (0.9 - 0.18 * k), 0.5 * D * (0.85 - 0.12 * k), 9.0
+        y, z = 1.5 * k * k + 2.0 * k, -0.5 * Hp - 1.0 - (k - 0.5) * 19.0
+        tilt = np.radians(12.0 * k)
+        R = np.array([[1.0, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]])
+        wing = 12.0 * (1.0 - 0.2 * k)
+        for name, c, half in ((f"S{k + 1}_body", [0.0, y, z], (hx, hy, hz)),
+                              (f"S{k + 1}_mass_left", [hx + wing, y + 2, z], (wing + 2, 0.9 * hy, hz)),
+                              (f"S{k + 1}_mass_right", [-hx - wing, y + 2, z], (wing + 2, 0.9 * hy, hz)),
+                              (f"S{k + 1}_dorsal", [0.0, y + hy + 9.0, z], (0.9 * hx, 3.0, hz))):
+            parts.append(Part(name, _place(T_wv, c, R), half,
+                              lambda x_, y_, z_, h=half: round_box(x_, y_, z_, *h, min(2.5, min(h))), "union", 3.0))
     return parts
 
 
 def _canal_part(p: LevelParams, T_wv) -> Part:
     a, b = 0.5 * p.canal_width, 0.5 * p.canal_depth
     yc = 0.5 * p.body_depth + b
-    zc = -10.0 if p.kind == "S" else 0.0
-    return Part("canal", _place(T_wv, [0.0, yc, zc]), (a, b, 0.5 * p.height_posterior + 30),
-                lambda x, y, z: ellipse_approx(x, y, a, b), "subtract", 1.0)
+    zc, hz = (0.0, 0.5 * p.height_posterior + 30) if p.kind != "S" else (-4.0, 0.5 * p.height_posterior + 10)
+    return Part("canal", _place(T_wv, [0.0, yc, zc]), (a, b, hz),
+                lambda x, y, z: np.maximum(ellipse_approx(x, y, a, b), np.abs(z) - hz), "subtract", 1.0)
 
 
 def vertebra_parts(p: LevelParams, T_wv) -> tuple[list[Part], Part, dict[str, PedicleTruth]]:
