@@ -83,7 +83,7 @@ def _walk_grid(pts):
     seed = int(np.argmin(np.linalg.norm(pts - np.median(pts, axis=0), axis=1) + 1e3 * (d[:, 4] > 1.3 * spacing)))
     vec = pts[nn[seed, 1:5]] - pts[seed]
     g1 = vec[0]
-    g2 = next((v for v in vec[1:] if abs(np.cross(g1, v)) > 0.7 * np.linalg.norm(g1) * np.linalg.norm(v)), None)
+    g2 = next((v for v in vec[1:] if abs(g1[0] * v[1] - g1[1] * v[0]) > 0.7 * np.linalg.norm(g1) * np.linalg.norm(v)), None)
     if g2 is None:
         raise PlateError("the plate grid was not recognised: check the plate shot")
     ij = {seed: (0, 0)}
