@@ -316,6 +316,10 @@ class PlanningController(QObject):
     (unless ``snap`` is off or Shift is held) and gives the 3D point; then the
     target the same way. Handles drag in either view; everything follows live.
     ``message(text, warn)`` says what to do next, or what is wrong.
+
+    Viewer overlay layers used (``viewer.overlay(name)``, each can be hidden):
+    "trajectories" (handles and axes), "tool" (the tool band), "labels" (names),
+    "epipolar" (the dashed line of the point being placed).
     """
     message = Signal(str, bool)
 
@@ -337,6 +341,9 @@ class PlanningController(QObject):
         self.placing: tuple[str, str] | None = None  # (trajectory id, "entry"|"target")
         self._drag = None                             # (tid, kind, view, token) while a handle moves
         self._overlays = {v: {} for v in VIEWS}
+        for v in VIEWS:  # created bottom to top: the band under the handles, names on top
+            for layer in ("epipolar", "tool", "trajectories", "labels"):
+                viewers[v].overlay(layer)
         self._epipolar = {v: EpipolarOverlay(viewers[v].overlay("epipolar")) for v in VIEWS}
         for v in VIEWS:
             viewers[v].pixel_clicked.connect(lambda u, vv, mods, view=v: self.click(view, u, vv, mods))
@@ -597,9 +604,11 @@ class PlanningController(QObject):
         from widgets.trajectory_overlays import TrajectoryOverlay
 
         if tid not in self._overlays[view]:
+            viewer = self.viewers[view]
             self._overlays[view][tid] = TrajectoryOverlay(
-                self.viewers[view].overlay("trajectories"),
-                on_drag=lambda kind, u, v, fin, view=view, tid=tid: self.handle_dragged(view, tid, kind, u, v, fin))
+                viewer.overlay("trajectories"),
+                on_drag=lambda kind, u, v, fin, view=view, tid=tid: self.handle_dragged(view, tid, kind, u, v, fin),
+                tool_group=viewer.overlay("tool"), label_group=viewer.overlay("labels"))
         return self._overlays[view][tid]
 
     def _refresh(self, tid: str) -> None:

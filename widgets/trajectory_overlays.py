@@ -46,14 +46,18 @@ def _polygon(points) -> QPolygonF:
 
 
 class TrajectoryOverlay:
-    """One trajectory in one viewer. ``on_drag(kind, u, v, finished)`` is called while a handle moves."""
+    """One trajectory in one viewer. ``on_drag(kind, u, v, finished)`` is called while a handle moves.
 
-    def __init__(self, group: pg.ItemGroup, on_drag=None):
+    ``group`` holds the handles and the axis; the tool band goes in ``tool_group`` and
+    the name in ``label_group`` when given (separate overlay layers a user can hide).
+    """
+
+    def __init__(self, group: pg.ItemGroup, on_drag=None, tool_group=None, label_group=None):
         self.group = group
         self.on_drag = on_drag
         self._updating = False
         self.band = QGraphicsPolygonItem()
-        self.band.setParentItem(group)
+        self.band.setParentItem(tool_group if tool_group is not None else group)
         self.axis = pg.PlotCurveItem()
         self.axis.setParentItem(group)
         self.handles = {}
@@ -67,7 +71,7 @@ class TrajectoryOverlay:
             h.sigPositionChangeFinished.connect(lambda item, k=kind: self._moved(k, item, True))
             self.handles[kind] = h
         self.label = pg.TextItem(anchor=(0, 1.2))
-        self.label.setParentItem(group)
+        self.label.setParentItem(label_group if label_group is not None else group)
 
     def _moved(self, kind, item, finished: bool) -> None:
         if self._updating or self.on_drag is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QGraphicsSceneMouseEvent
 
 from app.planning import PALETTE, PlanModel, PlanningController
@@ -336,3 +337,46 @@ def test_picking_a_trajectory_in_3d_selects_it(planning):
         assert model.selected == tid
         assert ctrl.panel.table.selectedItems()[0].row() == model.ids().index(tid)
     assert ctrl.scene.pick_at(2, 2) is None  # the corner shows no trajectory
+
+
+def drag_pixel(viewer, start_uv, end_uv, steps=6):
+    """A real left-button drag in the viewer's scene from raw pixel start to end."""
+    scene = viewer.graphics.scene()
+    points = [viewer.pixel_to_scene(*(np.asarray(start_uv) + f * (np.subtract(end_uv, start_uv))))
+              for f in np.linspace(0, 1, steps + 1)]
+    def send(kind, pos, buttons):
+        ev = QGraphicsSceneMouseEvent(kind)
+        ev.setScenePos(pos)
+        ev.setScreenPos(viewer.graphics.viewport().mapToGlobal(viewer.graphics.mapFromScene(pos)))
+        ev.setButton(Qt.MouseButton.LeftButton)
+        ev.setButtons(buttons)
+        ev.setButtonDownScenePos(Qt.MouseButton.LeftButton, points[0])
+        ev.setButtonDownScreenPos(Qt.MouseButton.LeftButton,
+                                  viewer.graphics.viewport().mapToGlobal(viewer.graphics.mapFromScene(points[0])))
+        QApplication.sendEvent(scene, ev)
+    send(QEvent.Type.GraphicsSceneMousePress, points[0], Qt.MouseButton.LeftButton)
+    for p in points[1:]:
+        QTest.qWait(25)  # pyqtgraph drops mouse moves that come faster than its rate limit
+        send(QEvent.Type.GraphicsSceneMouseMove, p, Qt.MouseButton.LeftButton)
+    send(QEvent.Type.GraphicsSceneMouseRelease, points[-1], Qt.MouseButton.NoButton)
+
+
+@pytest.mark.parametrize("flip_h", [False, True])
+def test_mouse_drag_of_a_handle_in_a_flipped_view(planning, flip_h):
+    """Dragging a handle by mouse moves the raw click where the mouse goes, display flip or not."""
+    window, model, ctrl, calib, answers, sim = planning
+    entry, target, _, _ = _truth(sim)[0]
+    tid = plan_by_clicks(window, ctrl, calib, entry, target, np.random.default_rng(3))
+    viewer = window.viewers["ap"]
+    viewer.set_display_transform(flip_h=flip_h)
+    QApplication.processEvents()
+    n = model.undo_stack.count()
+    start = model.get(tid).click("entry", "ap")
+    end = (start[0] + 12.0, start[1] - 7.0)
+    drag_pixel(viewer, start, end)
+    moved = model.get(tid).click("entry", "ap")
+    assert np.allclose(moved, end, atol=0.05), f"handle went to {moved}, not {end}"
+    assert model.undo_stack.count() == n + 1
+    assert model.get(tid).entry_gap_mm > 1.0  # moved off the LAT click's ray: flagged
+    ctrl.undo()
+    assert model.get(tid).click("entry", "ap") == start
