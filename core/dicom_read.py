@@ -25,7 +25,7 @@ from pydicom.valuerep import DA, DT, TM
 
 from core.image_io import FluoroImage, ImageReadError
 
-__all__ = ["read_dicom", "read_dicom_frames", "n_frames", "dicom_summary"]
+__all__ = ["read_dicom", "read_dicom_frames", "n_frames", "dicom_summary", "find_dicom_images"]
 
 _MONO = ("MONOCHROME1", "MONOCHROME2")
 
@@ -263,3 +263,47 @@ def dicom_summary(path) -> dict:
             "n_frames": _frame_count(ds), "photometric": str(ds.PhotometricInterpretation),
             "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "")),
             "bits_stored": int(ds.get("BitsStored", ds.BitsAllocated))}
+
+
+def find_dicom_images(folder, recursive: bool = True) -> list[dict]:
+    """The X-ray images in a folder (e.g. a C-arm export or a DICOMDIR tree), for "open folder".
+
+    Reads headers only. Each entry is ``dicom_summary`` plus ``path``, ``series``,
+    ``instance`` and ``acquired_at`` (None when unknown), sorted by series, time,
+    instance number and name. Files that are not DICOM images (DICOMDIR, reports,
+    colour images, other files) are skipped; an unreadable folder is an ImageReadError.
+    """
+    root = os.fspath(folder)
+    if not os.path.isdir(root):
+        raise ImageReadError(f"{root}: no such folder")
+    walker = os.walk(root) if recursive else [(root, [], os.listdir(root))]
+    found = []
+    for base, _, files in walker:
+        for name in files:
+            path = os.path.join(base, name)
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception:  # not DICOM, or unreadable: not an image to offer
+                continue
+            if not _looks_like_image(ds):
+                continue
+            notes: list[str] = []
+            found.append({"path": path, "modality": str(ds.get("Modality", "")), "rows": int(ds.Rows),
+                          "columns": int(ds.Columns), "n_frames": _frame_count(ds),
+                          "photometric": str(ds.PhotometricInterpretation).strip(),
+                          "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "")),
+                          "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
+                          "series": str(ds.get("SeriesInstanceUID", "")),
+                          "instance": int(ds.get("InstanceNumber", 0) or 0),
+                          "acquired_at": _acquired_at(ds, notes)})
+    far_past = _dt.datetime.min
+    return sorted(found, key=lambda e: (e["series"], (e["acquired_at"] or far_past).replace(tzinfo=None),
+                                        e["instance"], e["path"]))
+
+
+def _looks_like_image(ds: pydicom.Dataset) -> bool:
+    """Header test for ``find_dicom_images`` (pixels were not read: no PixelData check)."""
+    return (str(ds.get("PhotometricInterpretation", "")).strip() in _MONO
+            and int(ds.get("SamplesPerPixel", 1) or 1) == 1
+            and int(ds.get("BitsAllocated", 0) or 0) in (8, 16)
+            and int(ds.get("Rows", 0) or 0) > 0 and int(ds.get("Columns", 0) or 0) > 0)

@@ -7,6 +7,7 @@ encapsulated stream of a file that ships with pydicom into an XA dataset.
 """
 import datetime as dt
 import io
+import os
 
 import numpy as np
 import pydicom
@@ -358,3 +359,32 @@ def test_enhanced_multiframe_geometry_from_functional_groups(tmp_path):
         assert im.sid_mm == pytest.approx(1195.0)
         assert im.acquired_at == dt.datetime(2026, 3, 14, 10, 15, i)
         np.testing.assert_array_equal(im.pixels, frames[i])
+
+
+def test_find_dicom_images_in_a_folder(tmp_path):
+    from core.dicom_read import find_dicom_images
+
+    sub = tmp_path / "export" / "series1"
+    sub.mkdir(parents=True)
+    series = generate_uid()
+    for i, time in enumerate(["101500", "101200", "101800"]):  # written out of time order
+        ds = make_ds(ramp(seed=i), SeriesInstanceUID=series, InstanceNumber=i + 1,
+                     AcquisitionDate="20260314", AcquisitionTime=time)
+        save(ds, sub, f"IMG{i}.dcm")
+    save(make_ds(np.stack([ramp(seed=9)] * 2), SeriesInstanceUID=series), tmp_path, "run.dcm")
+    (tmp_path / "notes.txt").write_text("not an image")
+    rgb = make_ds(np.zeros((4, 4), np.uint8), photometric="RGB")
+    rgb.SamplesPerPixel = 3
+    save(rgb, tmp_path, "colour.dcm")
+    found = find_dicom_images(tmp_path)
+    names = [os.path.basename(e["path"]) for e in found]
+    assert names == ["run.dcm", "IMG1.dcm", "IMG0.dcm", "IMG2.dcm"]  # no time first, then by time
+    assert found[0]["n_frames"] == 2 and found[1]["acquired_at"] == dt.datetime(2026, 3, 14, 10, 12)
+    assert [os.path.basename(e["path"]) for e in find_dicom_images(tmp_path, recursive=False)] == ["run.dcm"]
+
+
+def test_find_dicom_images_missing_folder(tmp_path):
+    from core.dicom_read import find_dicom_images
+
+    with pytest.raises(ImageReadError, match="no such folder"):
+        find_dicom_images(tmp_path / "absent")
