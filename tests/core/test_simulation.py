@@ -282,3 +282,15 @@ def test_bowel_gas_brightens_the_soft_tissue():
 def test_negative_gas_count_is_refused():
     with pytest.raises(SceneError, match="bowel_gas"):
         SimulatedOR(phantom=block_phantom(8.0), bowel_gas=-1)
+
+
+def test_simulated_shot_survives_a_dicom_round_trip(sim, tmp_path):
+    pytest.importorskip("core.dicom_read")
+    from core.image_io import read_image, write_dicom_xa
+    shot = sim.acquire("lat", -15.0, 10.0)
+    back = read_image(write_dicom_xa(shot.image, tmp_path / "lat.dcm"))
+    np.testing.assert_array_equal(back.pixels, shot.image.pixels)
+    assert back.view == "lat" and back.bits_stored == 12 and back.photometric == "MONOCHROME2"
+    assert back.pixel_spacing_mm == pytest.approx(sim.pixel_spacing_mm)
+    assert back.sid_mm == pytest.approx(shot.geometry_world.source_to_detector_mm)
+    assert (back.primary_angle_deg, back.secondary_angle_deg) == pytest.approx((-15.0, 10.0))
