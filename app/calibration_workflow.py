@@ -119,13 +119,14 @@ def refit_shot(cage, shot: ShotResult, labels: ViewLabels, distortion=None) -> S
     return ShotResult(shot.image, labels, fit, "")
 
 
-def residual_vectors_px(cage, shot: ShotResult, method: str) -> np.ndarray:
+def residual_vectors_px(cage, shot: ShotResult, method: str, distortion=None) -> np.ndarray:
     """(N, 2) raw-pixel offset from each detection to where the fitted model puts its
-    ball (NaN for unlabelled detections or without a fit)."""
+    ball (NaN for unlabelled detections). Without a fit (a gate failed): the offset from
+    a robust per-plane homography (``manual.diagnose``), which points at a wrong label."""
     out = np.full((len(shot.labels), 2), np.nan)
     vc = shot.fit
     if vc is None:
-        return out
+        return manual.diagnose(shot.labels, cage, distortion)
     for pf in vc.planes:
         _, di = shot.labels.matched(pf.plane_id)
         X = cage.plane(pf.plane_id).balls_mm[shot.labels.ball_idx[di]]

@@ -28,7 +28,7 @@ from core.distortion import NoDistortion
 from core.labelling import LabellingError, fit_homography
 
 __all__ = ["ManualEditError", "ViewLabels", "labels_from_view", "add_ball", "remove_detection", "assign",
-           "unassign", "complete_labels", "fit_view", "assemble", "MIN_BALLS_PER_PLANE"]
+           "unassign", "complete_labels", "diagnose", "fit_view", "assemble", "MIN_BALLS_PER_PLANE"]
 
 MIN_BALLS_PER_PLANE = 6
 UNLABELLED = ("", -1)
@@ -183,6 +183,27 @@ def complete_labels(labels: ViewLabels, cage, distortion=None, tol_px: float | N
     if planes == list(labels.plane_ids):
         return labels
     return replace(labels, plane_ids=tuple(planes), ball_idx=balls)
+
+
+def diagnose(labels: ViewLabels, cage, distortion=None) -> np.ndarray:
+    """(N, 2) raw-pixel offset from each labelled detection to its ball as a robust (RANSAC)
+    homography of its plane's labelled balls predicts it; NaN elsewhere. When a fit fails the
+    gate, the wrongly labelled ball stands out by the longest offset."""
+    import cv2
+    distortion = distortion or NoDistortion()
+    out = np.full((len(labels), 2), np.nan)
+    if len(labels) == 0:
+        return out
+    ideal = distortion.raw_to_ideal(labels.centres_px)
+    for plane in cage.planes_for(labels.view):
+        bi, di = labels.matched(plane.id)
+        if len(bi) < 5:
+            continue
+        H, _ = cv2.findHomography(plane.balls_2d[bi], ideal[di], cv2.RANSAC, 1.0)
+        if H is None:
+            continue
+        out[di] = distortion.ideal_to_raw(apply_h(H, plane.balls_2d[bi])) - labels.centres_px[di]
+    return out
 
 
 def _rms(a) -> float:
