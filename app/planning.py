@@ -215,11 +215,24 @@ class PlanModel(QObject):
             self._selected = tid
             self.selection_changed.emit(tid)
 
-    def set_calibration(self, calibration: TwoViewCalibration | None) -> None:
-        """New calibration: every trajectory's 3D points are recomputed from its clicks."""
+    def set_calibration(self, calibration: TwoViewCalibration | None, keep: str = "3d") -> None:
+        """Use a new calibration (new shots, or the same shots calibrated again).
+
+        ``keep="3d"`` (new shots): a point that has its 3D position keeps it, the
+        plan in the cage frame never moves silently, and its clicks become its
+        projections in the new images; points without 3D are located from their
+        clicks. ``keep="clicks"`` (same shots): every 3D point is recomputed from
+        its clicks. The undo history is cleared: its clicks belong to the old images.
+        """
+        if keep not in ("3d", "clicks"):
+            raise PlanningError(f"keep must be '3d' or 'clicks', got {keep!r}")
         self.calibration = calibration
+        self.undo_stack.clear()
         for tid in self._order:
-            self._items[tid] = self._located(self._items[tid])
+            t = self._items[tid]
+            if keep == "3d" and calibration is not None:
+                t = _reprojected(calibration, t)
+            self._items[tid] = self._located(t)
             self.trajectory_changed.emit(tid)
         self.changed.emit()
 
@@ -245,6 +258,18 @@ class PlanModel(QObject):
 
     def load(self, path) -> None:
         self.load_dict(load_plan_file(path))
+
+
+def _reprojected(calibration: TwoViewCalibration, t: Trajectory) -> Trajectory:
+    """``t`` with the clicks of each 3D point replaced by its projections (raw pixels)."""
+    for kind in POINTS:
+        point = getattr(t, f"{kind}_mm")
+        if point is None:
+            continue
+        uv = calibration.project([list(point)])
+        for view in VIEWS:
+            t = t.with_click(kind, view, [float(x) for x in uv[view][0]])
+    return t
 
 
 def _parse_plan(d) -> tuple[dict, list, str, float]:
@@ -439,6 +464,9 @@ class PlanningController(QObject):
             else:
                 self.placing = None
                 self._say(f"{t.name} planned" + (f": {t.length_mm:.1f} mm" if t.complete else ""))
+        if self.model.calibration is None:
+            self._say("no calibration yet: the clicks are kept, and the 3D trajectory appears once the cage is "
+                      "calibrated", warn=True)
         self._refresh_epipolar()
 
     def _gap_message(self, tid: str, kind: str) -> bool:
@@ -521,8 +549,10 @@ class PlanningController(QObject):
     def set_snap(self, on: bool) -> None:
         self.snap = bool(on)
 
-    def set_calibration(self, calibration) -> None:
-        self.model.set_calibration(calibration)
+    def set_calibration(self, calibration, keep: str = "3d") -> None:
+        """A new calibration (see ``PlanModel.set_calibration``); placing stops."""
+        self.placing = None
+        self.model.set_calibration(calibration, keep)
         self.refresh_all()
 
     # -- wiring ------------------------------------------------------------------------------

@@ -156,12 +156,36 @@ def test_signals(model, calib, qtbot):
     assert ch.args == [tid]
 
 
-def test_calibration_change_recomputes(model, calib):
+def _shifted(calib, dx_mm):
+    T = np.eye(4)
+    T[0, 3] = dx_mm
+    return ConeBeamPair(*(g.transformed(T) for g in calib.geometry.values()))
+
+
+def test_recalibrating_the_same_shots_recomputes_3d_from_clicks(model, calib):
     tid = plan_one(model, calib)
-    shifted = ConeBeamPair(*(g.transformed(np.array([[1, 0, 0, 5], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]))
-                             for g in calib.geometry.values()))
-    model.set_calibration(shifted)
+    model.set_calibration(_shifted(calib, 5.0), keep="clicks")
     assert np.allclose(np.subtract(model.get(tid).entry_mm, ENTRY), [5, 0, 0], atol=1e-6)
+    assert model.undo_stack.count() == 0
+
+
+def test_new_shots_keep_the_3d_plan_and_reproject_the_clicks(model, calib):
+    tid = plan_one(model, calib)
+    partial = model.add()
+    model.set_click(partial, "entry", "ap", (200.0, 210.0))
+    new = _shifted(calib, 5.0)  # the C-arm moved by 5 mm
+    model.set_calibration(new)  # keep="3d"
+    t = model.get(tid)
+    assert np.linalg.norm(np.subtract(t.entry_mm, ENTRY)) < 1e-6
+    assert np.linalg.norm(np.subtract(t.target_mm, TARGET)) < 1e-6
+    np.testing.assert_allclose(t.click("entry", "lat"), new.project(ENTRY)["lat"][0], atol=1e-9)
+    assert model.get(partial).click("entry", "ap") == (200.0, 210.0)  # no 3D yet: the click stays
+    assert model.undo_stack.count() == 0
+
+
+def test_bad_keep_rejected(model, calib):
+    with pytest.raises(PlanningError, match="keep"):
+        model.set_calibration(calib, keep="both")
 
 
 def test_save_and_reload_exactly(model, calib, tmp_path, qapp):

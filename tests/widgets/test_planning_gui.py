@@ -380,3 +380,17 @@ def test_mouse_drag_of_a_handle_in_a_flipped_view(planning, flip_h):
     assert model.get(tid).entry_gap_mm > 1.0  # moved off the LAT click's ray: flagged
     ctrl.undo()
     assert model.get(tid).click("entry", "ap") == start
+
+
+def test_without_calibration_clicks_are_kept_and_located_later(planning):
+    window, model, ctrl, calib, answers, sim = planning
+    messages = []
+    ctrl.message.connect(lambda text, warn: messages.append((text, warn)))
+    ctrl.set_calibration(None)
+    entry, target, _, _ = _truth(sim)[0]
+    tid = plan_by_clicks(window, ctrl, calib, entry, target, np.random.default_rng(8))
+    assert model.get(tid).entry_mm is None and messages[-1][1] and "no calibration" in messages[-1][0]
+    assert not ctrl._epipolar["lat"].visible and tid not in ctrl.scene.ids()
+    ctrl.set_calibration(calib)  # the calibration of these very shots arrives
+    t = model.get(tid)
+    assert np.linalg.norm(np.subtract(t.entry_mm, entry)) < 0.6 and tid in ctrl.scene.ids()
