@@ -65,6 +65,8 @@ class Workstation:
         self.devices = DevicesController(self.config, self.session, parent=self.window)
         self.config_error_box: QMessageBox | None = None
         self._wire()
+        from app.calibration_workflow import install_calibration_wizard  # the Calibrate step opens the wizard
+        self.open_calibration = install_calibration_wizard(self.window, self.session, self.devices, self.acquire)
 
     def _wire(self) -> None:
         w, s = self.window, self.session
