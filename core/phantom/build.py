@@ -123,12 +123,15 @@ def _disc_part(up: LevelParams, lo: LevelParams, T_up, T_lo) -> Part:
     return Part(f"disc_{up.name}_{lo.name}", T, (bx, by + y0, half_h), sdf)
 
 
-def _texture(shape, spacing, rng, sd_hu: float, cell_mm: float = 2.5) -> np.ndarray:
-    """Smooth random field (float32, standard deviation ~sd_hu) at ~cell_mm scale: trabecular texture."""
+def _texture(shape, spacing, rng, sd_hu: float, where: np.ndarray, cell_mm: float = 2.5) -> np.ndarray:
+    """Smooth random field (SD ~sd_hu, ~cell_mm scale: trabecular texture) at the voxels ``where``."""
     n = np.maximum(2, np.ceil(np.array(shape) * spacing[::-1] / cell_mm).astype(int) + 1)
     coarse = rng.normal(0.0, sd_hu * 2.35, tuple(n)).astype(np.float32)  # trilinear upsampling: sd x ~1/2.35
-    return ndimage.zoom(coarse, np.array(shape) / n, order=1, grid_mode=True, mode="nearest")[
-        : shape[0], : shape[1], : shape[2]]
+    idx = np.nonzero(where)
+    coords = [i * ((m - 1) / max(s - 1, 1)) for i, m, s in zip(idx, n, shape)]
+    out = np.zeros(shape, np.float32)
+    out[idx] = ndimage.map_coordinates(coarse, coords, order=1, mode="nearest")
+    return out
 
 
 def _paint(hu, grid: Grid, parts: list[Part], inside_hu, shell_hu=None, shell_mm=0.0, rng=None, sd_hu=0.0):
@@ -144,7 +147,7 @@ def _paint(hu, grid: Grid, parts: list[Part], inside_hu, shell_hu=None, shell_mm
         block += (inside_hu - block) * occ
         return
     occ_in = occupancy(d + shell_mm, vox)
-    inside = inside_hu if sd_hu <= 0 else inside_hu + _texture(d.shape, grid.spacing, rng, sd_hu)
+    inside = inside_hu if sd_hu <= 0 else inside_hu + _texture(d.shape, grid.spacing, rng, sd_hu, occ_in > 0)
     block *= 1.0 - occ
     block += shell_hu * (occ - occ_in) + inside * occ_in
 

@@ -4,7 +4,7 @@ Each takes coordinates in the primitive's own frame as broadcastable arrays.
 Formulas after I. Quilez, "distance functions" (iquilezles.org): rounded box,
 capsule, approximate ellipse/ellipsoid (k0*(k0-1)/k1) and the polynomial smooth
 minimum. ``ellipse_exact`` is the closest point on an ellipse by the
-curvature-centre iteration (Chou, 2017, "0xfaded"), converged to 1e-7 mm in 5 iterations;
+curvature-centre iteration (Chou, 2017, "0xfaded"), converged to ~1e-6 mm in 4 iterations (checked against a 200 000-point polygon);
 it is what the pedicle ground truth uses, so grading is exact.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ def ellipse_approx(x, y, a, b):
     return np.where(k1 > 1e-12, d, inner)
 
 
-def ellipse_exact(x, y, a, b, iterations: int = 6):
+def ellipse_exact(x, y, a, b, iterations: int = 4):
     """Signed Euclidean distance to the ellipse with semi-axes a (x) and b (y); arrays broadcast."""
     px, py = np.abs(x), np.abs(y)
     tx = np.full(np.broadcast(px, py, a, b).shape, np.sqrt(0.5))

@@ -226,5 +226,18 @@ def test_rejects_a_level_not_in_the_phantom(small):
         small.pedicle("L1", "left")
 
 
+def test_exact_ellipse_distance_against_a_dense_polygon():
+    """The pedicle surface distance (truth and voxels) is exact: 1e-5 mm against 400 000 vertices."""
+    from scipy.spatial import cKDTree
+    from core.phantom.sdf import ellipse_exact
+    rng = np.random.default_rng(0)
+    for a, b in ((6.0, 2.5), (3.5, 8.0), (9.0, 7.0)):
+        th = np.linspace(0.0, 2 * np.pi, 400001)
+        P = rng.uniform(-15, 15, (500, 2))
+        d_ref, _ = cKDTree(np.column_stack([a * np.cos(th), b * np.sin(th)])).query(P)
+        d_ref = np.where((P[:, 0] / a) ** 2 + (P[:, 1] / b) ** 2 < 1, -d_ref, d_ref)
+        assert np.max(np.abs(ellipse_exact(P[:, 0], P[:, 1], a, b) - d_ref)) < 1e-5
+
+
 def test_canonical_levels():
     assert CANONICAL_LEVELS == ("T12", "L1", "L2", "L3", "L4", "L5", "S1")
