@@ -52,6 +52,16 @@ class NoDistortion:
         return {"kind": "none"}
 
 
+def _consistent_inverse(forward, inverse, ideal, iterations=6):
+    """ideal -> raw that inverts ``forward`` exactly (to 1e-6 px): start from the fitted
+    inverse map, then fixed-point steps (the Jacobian of a distortion is close to I),
+    so that projecting and locating agree."""
+    raw = inverse(ideal)
+    for _ in range(iterations):
+        raw = raw + (ideal - forward(raw))
+    return raw
+
+
 def _monomials(order):
     return [(i, j) for n in range(order + 1) for i in range(n + 1) for j in [n - i]]
 
@@ -104,7 +114,7 @@ class PolynomialDistortion:
         return self.forward(_as_uv(uv))
 
     def ideal_to_raw(self, uv):
-        return self.inverse(_as_uv(uv))
+        return _consistent_inverse(self.raw_to_ideal, self.inverse, _as_uv(uv))
 
     def to_dict(self):
         return {"kind": self.kind, "forward": self.forward.to_dict(), "inverse": self.inverse.to_dict(),
@@ -196,7 +206,7 @@ class LocalDistortion:
         return self._fwd(_as_uv(uv).astype(float))
 
     def ideal_to_raw(self, uv):
-        return self._inv(_as_uv(uv).astype(float))
+        return _consistent_inverse(self.raw_to_ideal, self._inv, _as_uv(uv).astype(float))
 
     def to_dict(self):
         return {"kind": "local", "method": self.method, "raw_pts": self.raw_pts.tolist(),
