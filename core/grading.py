@@ -12,7 +12,8 @@ a CT slice across the pedicle), over the pedicle proper (from its junction with
 the posterior arch to the posterior wall of the body; see
 ``core.phantom.truth``). The screw is a cylinder of the given diameter from
 entry to target; its surface is sampled every 0.1 mm along the axis and every
-5 degrees around it (error < 0.01 mm for screws up to 8 mm).
+5 degrees around it, then finely (41 x 41) around the worst sample: the breach
+is found to ~0.001 mm.
 """
 from __future__ import annotations
 
@@ -80,17 +81,48 @@ def _check(entry_mm, target_mm, diameter_mm, pedicle) -> tuple[np.ndarray, np.nd
     return pts[0], pts[1], d
 
 
-def _screw_surface(entry, target, radius):
-    """Surface samples (n_axial, n_angle, 3) and the axial positions along the screw."""
-    axis = target - entry
-    length = np.linalg.norm(axis)
-    axis /= length
-    u = np.cross(axis, [1.0, 0.0, 0.0] if abs(axis[0]) < 0.9 else [0.0, 1.0, 0.0])
-    u /= np.linalg.norm(u)
-    v = np.cross(axis, u)
-    t = np.linspace(0.0, length, int(np.ceil(length / _AXIAL_STEP_MM)) + 1)
-    ring = radius * (np.cos(_ANGLES)[:, None] * u + np.sin(_ANGLES)[:, None] * v)
-    return entry + t[:, None, None] * axis + ring[None], t
+class _Screw:
+    """A cylinder of radius r along entry -> target; surface points by (axial t, angle phi)."""
+
+    def __init__(self, entry, target, radius):
+        self.entry, self.radius = entry, radius
+        self.length = float(np.linalg.norm(target - entry))
+        self.axis = (target - entry) / self.length
+        u = np.cross(self.axis, [1.0, 0.0, 0.0] if abs(self.axis[0]) < 0.9 else [0.0, 1.0, 0.0])
+        self.u = u / np.linalg.norm(u)
+        self.v = np.cross(self.axis, self.u)
+
+    def surface(self, t, phi) -> np.ndarray:
+        """Points (len(t) * len(phi), 3) for every pair of axial position and angle."""
+        t, phi = np.clip(np.asarray(t, float), 0.0, self.length), np.asarray(phi, float)
+        ring = self.radius * (np.cos(phi)[:, None] * self.u + np.sin(phi)[:, None] * self.v)
+        return (self.entry + t[:, None, None] * self.axis + ring[None]).reshape(-1, 3)
+
+
+def _max_distance(screw: _Screw, pedicle: PedicleTruth, t, phi):
+    """(distance, t, phi, point) of the sample farthest outside the cortex within the pedicle proper."""
+    pts = screw.surface(t, phi)
+    ok = pedicle.in_pedicle_range(pts)
+    if not ok.any():
+        return None
+    d = np.where(ok, pedicle.signed_distance(pts), -np.inf)
+    i = int(np.argmax(d))
+    return float(d[i]), t[i // len(phi)], phi[i % len(phi)], pts[i]
+
+
+def _worst_point(screw: _Screw, pedicle: PedicleTruth):
+    """Coarse grid over the surface, then 41 x 41 samples around its best (+-1 step, +-5 deg)."""
+    t = np.linspace(0.0, screw.length, int(np.ceil(screw.length / _AXIAL_STEP_MM)) + 1)
+    coarse = _max_distance(screw, pedicle, t, _ANGLES)
+    if coarse is None:
+        return None
+    d0, t0, p0, point0 = coarse
+    step = t[1] - t[0] if t.size > 1 else 0.0
+    fine = _max_distance(screw, pedicle, np.linspace(t0 - step, t0 + step, 41),
+                         np.linspace(p0 - np.radians(5.0), p0 + np.radians(5.0), 41))
+    if fine is not None and fine[0] > d0:
+        return fine[0], fine[3]
+    return d0, point0
 
 
 def _breach_side(pedicle: PedicleTruth, point) -> str:
@@ -106,23 +138,19 @@ def _breach_side(pedicle: PedicleTruth, point) -> str:
 def grade_trajectory(entry_mm, target_mm, diameter_mm: float, pedicle: PedicleTruth) -> GradeResult:
     """Gertzbein-Robbins grade of a screw from ``entry_mm`` to ``target_mm`` (module docstring)."""
     entry, target, diameter = _check(entry_mm, target_mm, diameter_mm, pedicle)
-    surface, t = _screw_surface(entry, target, 0.5 * diameter)
-    flat = surface.reshape(-1, 3)
-    inside_range = pedicle.in_pedicle_range(flat)
-    axis_pts = entry + t[:, None] * (target - entry) / np.linalg.norm(target - entry)
-    on_axis = pedicle.in_pedicle_range(axis_pts)
-    length_in = float(on_axis.sum() * (t[1] - t[0])) if t.size > 1 else 0.0
-    if not inside_range.any() or length_in < 1.0:
+    screw = _Screw(entry, target, 0.5 * diameter)
+    t = np.arange(0.0, screw.length, 0.05)
+    length_in = float(pedicle.in_pedicle_range(entry + t[:, None] * screw.axis).sum() * 0.05)
+    worst = _worst_point(screw, pedicle) if length_in >= 1.0 else None
+    if worst is None:
         raise GradingError(f"the trajectory does not pass through the {pedicle.level} {pedicle.side} pedicle: "
                            "check the level and side, or the entry point")
-    d = pedicle.signed_distance(flat[inside_range])
-    i = int(np.argmax(d))
-    worst = float(d[i])
-    breach = max(worst, 0.0)
-    point = flat[inside_range][i] if breach > 0 else None
+    d, point = worst
+    breach = max(d, 0.0)
+    point = point if breach > 0 else None
     return GradeResult(grade=gr_grade(breach), breach_mm=breach,
                        breach_side=_breach_side(pedicle, point) if point is not None else None,
-                       clearance_mm=-worst, breach_point_mm=point, length_in_pedicle_mm=length_in,
+                       clearance_mm=-d, breach_point_mm=point, length_in_pedicle_mm=length_in,
                        level=pedicle.level, side=pedicle.side)
 
 
