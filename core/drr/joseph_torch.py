@@ -1,7 +1,7 @@
 """Joseph's DRR in torch: the differentiable twin of the shear-warp renderer, and the GPU path.
 
 Each ray from the source to a pixel centre meets every slice across the main axis
-at one point, sampled bilinearly (``grid_sample`` at an integer slice coordinate);
+at one point, sampled bilinearly (2-D ``grid_sample`` over the batch of slices);
 the sum times the ray length between slices is the line integral (Joseph 1982).
 The pose enters through ``T_world_voxel`` (a tensor), so gradients flow to a
 6-DoF pose built with ``pose_matrix_torch`` (for CT↔X-ray registration).
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from core.cone_beam import ConeBeamGeometry
+from core.drr.shear_warp import _LAYOUT
 from core.drr.volume_grid import DrrError, MuGrid
 
 
@@ -54,16 +55,18 @@ def joseph_drr_torch(mu: torch.Tensor, T_world_voxel: torch.Tensor, geometry: Co
     Tinv = torch.linalg.inv(T)
     S = Tinv[:3, :3] @ Sw + Tinv[:3, 3]
     d = Dw @ Tinv[:3, :3].T + Tinv[:3, 3] - S  # (P, 3) index units per unit α
-    sizes = torch.tensor([mu.shape[2], mu.shape[1], mu.shape[0]], dtype=dt, device=dev)
-    n = mu.shape[2 - axis]
-    vol = mu[None, None]
+    # slices across the main axis as a batch of 2-D images: bilinear within each slice (Joseph)
+    perm, (ca, ra) = _LAYOUT[axis]
+    stack = mu.permute(*perm).contiguous()[:, None]  # (n, 1, rows, cols)
+    n, _, nr, nc = stack.shape
+    scale = torch.tensor([2.0 / (nc - 1), 2.0 / (nr - 1)], dtype=dt, device=dev)
     total = torch.zeros(Dw.shape[0], dtype=dt, device=dev)
     for k0 in range(0, n, slice_chunk):
         k = torch.arange(k0, min(n, k0 + slice_chunk), dtype=dt, device=dev)
-        a = (k[None, :] - S[axis]) / d[:, axis:axis + 1]  # (P, K) ray parameter at each slice
-        pts = S + a[..., None] * d[:, None, :]  # (P, K, 3) in (i, j, k)
-        g = 2 * pts / (sizes - 1) - 1
-        s = F.grid_sample(vol, g[None, None], mode="bilinear", padding_mode="zeros", align_corners=True)
-        total = total + torch.where((a > 0) & (a < 1), s[0, 0, 0], torch.zeros_like(a)).sum(1)
+        a = (k[:, None] - S[axis]) / d[None, :, axis]  # (K, P) ray parameter at each slice
+        xy = S[[ca, ra]] + a[..., None] * d[None, :, [ca, ra]]  # (K, P, 2) in-slice (column, row)
+        s = F.grid_sample(stack[k0:k0 + len(k)], (xy * scale - 1)[:, :, None, :], mode="bilinear",
+                          padding_mode="zeros", align_corners=True)[:, 0, :, 0]  # (K, P)
+        total = total + torch.where((a > 0) & (a < 1), s, torch.zeros_like(s)).sum(0)
     w = torch.linalg.norm(Dw - Sw, dim=1) / d[:, axis].abs()
     return (total * w).reshape(geometry.shape)
