@@ -73,11 +73,14 @@ class ControlLoop:
         self._deadman_until = 0.0
         self._jog = np.zeros(5)
         self._target = None
+        self._deadline = 0.0
+        self._now = 0.0
         self._ident: _Identify | None = None
         self._last_t = None
 
     # -- commands -----------------------------------------------------------------
     def handle(self, cmd: tuple, now: float) -> None:
+        self._now = now
         name, *args = cmd
         if name == "reset":
             self._reset(now)
@@ -151,21 +154,41 @@ class ControlLoop:
                 if frame == "tool":
                     d[:3] = self.kin.forward(self.q)[:3, :3] @ d[:3]
                 target = self.X + d
-            self.kin.joints_for_pose(target)        # reachable and inside joint limits
-            c = self.limiter.cart
-            if np.any(target < c.box_lower - 1e-9) or np.any(target > c.box_upper + 1e-9):
-                raise KinematicsError("that step leaves the allowed workspace: step the other way")
+            self._check_target(target)
         except KinematicsError as e:
             self.events.append(("refused", str(e)))
             return
-        self._target = target
+        self._set_target(target)
         self.mode = MOVE
+
+    def _check_target(self, target) -> None:
+        """Reachable, inside the joint limits and inside the workspace box, or raise."""
+        self.kin.joints_for_pose(target)
+        c = self.limiter.cart
+        if np.any(target < c.box_lower - 1e-9) or np.any(target > c.box_upper + 1e-9):
+            raise KinematicsError("that move leaves the allowed workspace: move the other way "
+                                  "or nearer the middle of the workspace")
+
+    def _set_target(self, target) -> None:
+        """Track ``target``; give up (and say so) if it is not reached in 3x the nominal time."""
+        c = self.limiter.cart
+        err = np.abs(target - self.X)
+        nominal = max(np.linalg.norm(err[:3]) / (c.linear_speed * self.speed),
+                      np.linalg.norm(err[3:]) / (c.angular_speed * self.speed))
+        self._target = target
+        self._deadline = self._now + 3 * nominal + 2.0
 
     def _start_identify(self, angles_deg):
         X = self.X.copy()
         targets = [np.r_[X[:3], math.radians(a), math.radians(b)] for a, b in angles_deg]
+        try:
+            for t in targets:
+                self._check_target(t)
+        except KinematicsError as e:
+            self.events.append(("refused", f"the identification poses do not fit here ({e})"))
+            return
         self._ident = _Identify(targets)
-        self._target = targets[0]
+        self._set_target(targets[0])
         self.mode = IDENTIFY
 
     def _rezero(self):
@@ -237,7 +260,7 @@ class ControlLoop:
 
     def cycle(self, now: float) -> None:
         dt = self.timing.period_s if self._last_t is None else min(max(now - self._last_t, 1e-4), 0.01)
-        self._last_t = now
+        self._last_t = self._now = now
         if hasattr(self.robot, "step"):
             self.robot.step(now)
         if self.mode == FAULT:                    # keep showing where the robot is
@@ -291,6 +314,11 @@ class ControlLoop:
             self.events.append(("arrived", self.X.copy()))
         if self.mode not in (MOVE, IDENTIFY):
             return np.zeros(self.kin.n_joints)
+        if now > self._deadline:
+            self.events.append(("refused", "the move did not arrive in time (a limit held it "
+                                "back): jog to a freer pose and try again"))
+            self.mode, self._target, self._ident = IDLE, None, None
+            return np.zeros(self.kin.n_joints)
         Xd = self.timing.move_gain * err
         c = self.limiter.cart
         s = max(np.linalg.norm(Xd[:3]) / (c.linear_speed * self.speed),
@@ -313,7 +341,7 @@ class ControlLoop:
         idf.index += 1
         self.events.append(("identify_progress", (idf.index, len(idf.targets))))
         if idf.index < len(idf.targets):
-            self._target = idf.targets[idf.index]
+            self._set_target(idf.targets[idf.index])
             return
         self.mode, self._ident = IDLE, None
         try:

@@ -236,3 +236,19 @@ def test_orientation_drag_pivots_about_flange(loop):
     run(loop, 0.5, each)
     assert loop.X[4] - ty0 > np.radians(0.5)
     assert np.linalg.norm(loop.kin.flange(loop.q)[:3, 3] - flange0) < 0.05
+
+
+def test_identification_refused_beyond_workspace(loop):
+    loop.handle(("identify_tool", [(-50, 0), (40, 0), (0, 30), (0, -30)]), loop.clock.t)
+    assert loop.mode == IDLE
+    assert loop.events[-1][0] == "refused" and "identification" in loop.events[-1][1]
+
+
+def test_blocked_move_gives_up_with_message(loop):
+    loop.handle(("step_task", np.array([20.0, 0, 0, 0, 0]), "base"), loop.clock.t)
+    loop.limiter.cart = type(loop.limiter.cart)(**{**loop.limiter.cart.__dict__,
+                                                    "box_upper": loop.X + np.array([5, 50, 50, 1, 1])})
+    run(loop, 6.0)
+    assert loop.mode == IDLE
+    assert any(k == "refused" and "did not arrive" in m for k, m in loop.events)
+    assert loop.X[0] < 625 + 5 + 1e-6
