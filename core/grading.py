@@ -17,7 +17,7 @@ is found to ~0.001 mm.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,6 +44,7 @@ class GradeResult:
     length_in_pedicle_mm: float       # length of the screw axis within the pedicle proper
     level: str = ""
     side: str = ""
+    body_breach_mm: float | None = None   # grade_plan only: how far the screw leaves the vertebra's bone
 
     @property
     def acceptable(self) -> bool:
@@ -155,9 +156,23 @@ def grade_trajectory(entry_mm, target_mm, diameter_mm: float, pedicle: PedicleTr
 
 
 def grade_plan(phantom, level: str, side: str, entry_mm, target_mm, diameter_mm: float) -> GradeResult:
-    """Grade a planned screw on ``phantom.levels[level]``'s ``side`` pedicle ("left"/"right")."""
+    """Grade a planned screw on ``phantom.levels[level]``'s ``side`` pedicle ("left"/"right").
+
+    Also reports ``body_breach_mm``: how far the screw's surface anterior of the pedicle goes
+    outside the vertebra's drawn bone (anterior or lateral wall of the body perforated; 0 when
+    contained). Not part of the Gertzbein-Robbins grade.
+    """
     try:
         pedicle = phantom.pedicle(level, side)
     except ValueError as e:
         raise GradingError(str(e)) from e
-    return grade_trajectory(entry_mm, target_mm, diameter_mm, pedicle)
+    result = grade_trajectory(entry_mm, target_mm, diameter_mm, pedicle)
+    vertebra = phantom.levels[level]
+    if vertebra.bone_sdf is None:
+        return result
+    screw = _Screw(*_check(entry_mm, target_mm, diameter_mm, pedicle)[:2], 0.5 * float(diameter_mm))
+    t = np.linspace(0.0, screw.length, int(np.ceil(screw.length / _AXIAL_STEP_MM)) + 1)
+    pts = screw.surface(t, _ANGLES)
+    beyond = pedicle.pedicle_coordinates(pts)[:, 2] > pedicle.half_length_mm
+    d = vertebra.bone_signed_distance(pts[beyond]) if beyond.any() else np.array([0.0])
+    return replace(result, body_breach_mm=max(float(d.max()), 0.0))

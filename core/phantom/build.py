@@ -243,7 +243,7 @@ def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape,
         _paint(hu, grid, parts, pt.hu_cancellous, pt.hu_cortical, CORTEX_MM,
                np.random.default_rng([seed, CANONICAL_LEVELS.index(n)]), trabecular_hu_sd)
         peds = {s: pedicle_truth(peds[s], parts, body, CORTEX_MM) for s in SIDES}
-        truths[n] = vertebra_truth(pt.params[n], pt.frames[n], peds)
+        truths[n] = vertebra_truth(pt.params[n], pt.frames[n], peds, parts)
     hu.setflags(write=False)
     T = np.diag([*grid.spacing, 1.0])
     T[:3, 3] = grid.origin

@@ -51,7 +51,7 @@ def pedicle_truth(ped: PedicleTruth, parts: list[Part], body: Part, cortex_mm: f
     return replace(ped, entry_mm=entry, target_mm=entry + s_t * ped.axis, cortex_mm=cortex_mm)
 
 
-def vertebra_truth(p: LevelParams, T_wv, peds) -> VertebraTruth:
+def vertebra_truth(p: LevelParams, T_wv, peds, parts: list[Part]) -> VertebraTruth:
     R, t = T_wv[:3, :3], T_wv[:3, 3]
     slope = (p.height_anterior - p.height_posterior) / (2 * p.body_depth)
     n_sup = R @ (np.array([0.0, slope, 1.0]) / np.hypot(1, slope))
@@ -61,4 +61,5 @@ def vertebra_truth(p: LevelParams, T_wv, peds) -> VertebraTruth:
                          body_depth_mm=p.body_depth, height_anterior_mm=p.height_anterior,
                          height_posterior_mm=p.height_posterior, superior_normal=n_sup, inferior_normal=n_inf,
                          superior_endplate_mm=t + R[:, 2] * h0 / 2, inferior_endplate_mm=t - R[:, 2] * h0 / 2,
-                         fractured=p.fractured, pedicles=peds)
+                         fractured=p.fractured, pedicles=peds,
+                         bone_sdf=lambda P: evaluate(parts, P))

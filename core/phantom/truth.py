@@ -14,6 +14,7 @@ cortex is the same ellipse shrunk by ``cortex_mm``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -99,6 +100,13 @@ class VertebraTruth:
     inferior_endplate_mm: np.ndarray
     fractured: bool = False
     pedicles: dict = field(default_factory=dict)   # side -> PedicleTruth
+    bone_sdf: Callable | None = field(default=None, repr=False)   # world points -> mm to the drawn bone
+
+    def bone_signed_distance(self, points) -> np.ndarray:
+        """Distance (mm) of world points to this vertebra's outer bone surface as drawn; < 0 inside."""
+        if self.bone_sdf is None:
+            raise ValueError(f"{self.name} has no bone surface attached")
+        return self.bone_sdf(np.asarray(points, dtype=float))
 
     @property
     def body_center_mm(self) -> np.ndarray:

@@ -71,6 +71,18 @@ def test_grade_plan_uses_the_named_pedicle(phantom):
     assert grade_plan(phantom, "L3", "left", p.entry_mm, p.target_mm, DIAMETER).grade == "E"
 
 
+def test_plan_reports_a_screw_through_the_anterior_cortex(phantom):
+    p, vt = phantom.pedicle("L4", "right"), phantom.levels["L4"]
+    assert grade_plan(phantom, "L4", "right", p.entry_mm, p.target_mm, DIAMETER).body_breach_mm == 0.0
+    s = np.arange(0.0, 40.0, 0.01)                  # anterior wall: where the axis leaves the bone
+    wall = s[np.argmax(vt.bone_signed_distance(p.target_mm + s[:, None] * p.axis) > 0)]
+    for beyond in (3.0, 8.0):
+        g = grade_plan(phantom, "L4", "right", p.entry_mm, p.target_mm + (wall + beyond) * p.axis, DIAMETER)
+        assert g.grade == "A"                                        # the pedicle itself is fine
+        # the tip passes the wall by `beyond` on its axis, its rim by up to one radius more (curved wall)
+        assert beyond - 0.05 <= g.body_breach_mm <= beyond + 0.5 * DIAMETER
+
+
 def test_grade_boundaries():
     assert [gr_grade(b) for b in (0.0, 1.99, 2.0, 3.99, 4.0, 5.99, 6.0, 20.0)] == \
         ["A", "B", "C", "C", "D", "D", "E", "E"]
