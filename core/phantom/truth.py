@@ -102,6 +102,15 @@ class VertebraTruth:
     pedicles: dict = field(default_factory=dict)   # side -> PedicleTruth
     bone_sdf: Callable | None = field(default=None, repr=False)   # world points -> mm to the drawn bone
 
+    def __getstate__(self):
+        """Pickles without the drawn surface (a closure): a copy in another process has no bone_sdf."""
+        state = self.__dict__.copy()
+        state["bone_sdf"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     def bone_signed_distance(self, points) -> np.ndarray:
         """Distance (mm) of world points to this vertebra's outer bone surface as drawn; < 0 inside."""
         if self.bone_sdf is None:

@@ -239,5 +239,13 @@ def test_exact_ellipse_distance_against_a_dense_polygon():
         assert np.max(np.abs(ellipse_exact(P[:, 0], P[:, 1], a, b) - d_ref)) < 1e-5
 
 
+def test_phantom_pickles_for_worker_processes(small):
+    import pickle
+    copy = pickle.loads(pickle.dumps(small))
+    assert np.array_equal(copy.volume.hu, small.volume.hu)
+    assert np.allclose(copy.pedicle("L4", "left").entry_mm, small.pedicle("L4", "left").entry_mm)
+    assert copy.levels["L3"].bone_sdf is None and small.levels["L3"].bone_sdf is not None
+
+
 def test_canonical_levels():
     assert CANONICAL_LEVELS == ("T12", "L1", "L2", "L3", "L4", "L5", "S1")
