@@ -222,14 +222,20 @@ def fit_local(raw, ideal, method="cubic", fallback=None) -> LocalDistortion:
     return LocalDistortion(raw, ideal, method, fb, h)
 
 
-def fit_distortion(raw, ideal):
-    """All models; returns (best, {name: held-out RMS px}). Lowest held-out error wins."""
+MODELS = ("polynomial", "local_linear", "local_cubic")
+
+
+def fit_distortion(raw, ideal, model: str | None = None):
+    """All models; returns (chosen, {name: held-out RMS px}). The lowest held-out error
+    wins unless ``model`` (one of ``MODELS``) names one (e.g. the paper's local_linear)."""
+    if model is not None and model not in MODELS:
+        raise DistortionError(f"unknown distortion model {model!r}; use one of {MODELS}")
     poly = fit_polynomial(raw, ideal)
     cands = {"polynomial": poly,
              "local_linear": fit_local(raw, ideal, "linear", poly),
              "local_cubic": fit_local(raw, ideal, "cubic", poly)}
     figs = {k: v.heldout_rms_px for k, v in cands.items()}
-    best = min(cands, key=lambda k: figs[k])
+    best = model or min(cands, key=lambda k: figs[k])
     return cands[best], figs
 
 

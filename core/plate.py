@@ -147,8 +147,10 @@ def label_plate(plate: Plate, pts) -> tuple[np.ndarray, np.ndarray]:
     return idx[keep], hit[keep]
 
 
-def plate_distortion(plate: Plate, pixels, polarity=None):
-    """Fit the correction of one view from its plate shot: (distortion, figures)."""
+def plate_distortion(plate: Plate, pixels, polarity=None, model: str | None = None):
+    """Fit the correction of one view from its plate shot: (distortion, figures).
+
+    ``model``: force one of ``core.distortion.MODELS``; default the best held-out."""
     try:
         beads = detect_beads(pixels, polarity)
     except BeadDetectionError as e:
@@ -167,9 +169,9 @@ def plate_distortion(plate: Plate, pixels, polarity=None):
         raise PlateError(f"plate shot: {e}") from None
     p = xy @ H[:, :2].T + H[:, 2]
     ideal = p[:, :2] / p[:, 2:3]
-    dist, figs = fit_distortion(raw, ideal)
+    dist, figs = fit_distortion(raw, ideal, model)
     figs = {f"heldout_rms_px_{k}": v for k, v in figs.items()}
-    figs.update({"plate_balls_matched": int(len(raw)), "model": getattr(dist, "method", dist.kind)
-                 if dist.kind == "local" else dist.kind,
+    figs.update({"plate_balls_matched": int(len(raw)),
+                 "model": f"local_{dist.method}" if dist.kind == "local" else dist.kind,
                  "max_correction_px": float(np.max(np.linalg.norm(ideal - raw, axis=1)))})
     return dist, figs
