@@ -524,6 +524,8 @@ def install_calibration_wizard(window, session, devices=None, acquire=None):
     def open_wizard():
         wiz = state.get("wizard")
         if wiz is None or not wiz.isVisible():
+            if wiz is not None:
+                wiz.deleteLater()
             wf = CalibrationWorkflow(session, plate_source if devices is not None else None, acquire, parent=window)
             wiz = CalibrationWizard(wf, window)
             for v in VIEWS:

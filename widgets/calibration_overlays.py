@@ -44,10 +44,11 @@ class BallOverlay:
     def __init__(self, group: pg.ItemGroup):
         self.group = group
         self.arrows = pg.PlotCurveItem(connect="pairs", antialias=True)
+        self.long_arrows = pg.PlotCurveItem(connect="pairs", antialias=True)
         self.rings = _Scatter(pxMode=False, antialias=True)
         self.unlabelled = _Scatter(pxMode=False, antialias=True, symbol="s")
         self.selected = _Scatter(pxMode=False, antialias=True)
-        for z, item in enumerate((self.rings, self.unlabelled, self.arrows, self.selected)):
+        for z, item in enumerate((self.rings, self.unlabelled, self.arrows, self.long_arrows, self.selected)):
             item.setParentItem(group)
             item.setZValue(z)
             item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)   # clicks go to the viewer
@@ -70,15 +71,19 @@ class BallOverlay:
     def _set_arrows(self, c, k, residual_px, gain):
         if residual_px is None:
             self.arrows.setData([], [])
+            self.long_arrows.setData([], [])
             return
         r = np.asarray(residual_px, float).reshape(-1, 2)
         ok = np.all(np.isfinite(r), axis=1)
         d = gain * r[ok]
         n = np.linalg.norm(d, axis=1, keepdims=True)
-        d = np.where(n > ARROW_CAP_PX, d * ARROW_CAP_PX / np.maximum(n, 1e-9), d)   # a wrong label: capped
-        seg = np.empty((2 * ok.sum(), 2))
-        seg[0::2], seg[1::2] = c[ok], c[ok] + d
-        self.arrows.setData(seg[:, 0], seg[:, 1], connect="pairs", pen=_pen("#f4f7fa", 2.0))
+        long = n[:, 0] > ARROW_CAP_PX
+        d = np.where(long[:, None], d * ARROW_CAP_PX / np.maximum(n, 1e-9), d)   # a wrong label: capped, red
+        for item, sel, colour, width in ((self.arrows, ~long, "#f4f7fa", 2.0),
+                                         (self.long_arrows, long, UNLABELLED_COLOUR, 4.0)):
+            seg = np.empty((2 * sel.sum(), 2))
+            seg[0::2], seg[1::2] = c[ok][sel], c[ok][sel] + d[sel]
+            item.setData(seg[:, 0], seg[:, 1], connect="pairs", pen=_pen(colour, width))
 
     def set_selected(self, uv, radius_px: float = 5.0) -> None:
         if uv is None:
@@ -91,6 +96,7 @@ class BallOverlay:
         for item in (self.rings, self.unlabelled, self.selected):
             item.setData([], [])
         self.arrows.setData([], [])
+        self.long_arrows.setData([], [])
         self.count = 0
 
 

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QFile
                                QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QWizard,
                                QWizardPage)
 
-from widgets.calibration_overlays import (BallOverlay, PLANE_COLOURS, PLATE_RESIDUAL_FULL_PX, PlateOverlay,
+from widgets.calibration_overlays import (ARROW_CAP_PX, BallOverlay, PLANE_COLOURS, PLATE_RESIDUAL_FULL_PX, PlateOverlay,
                                           UNLABELLED_COLOUR)
 from widgets.fluoro_viewer import FluoroViewer
 
@@ -439,7 +439,8 @@ class BallsPage(_Page):
                                              f"{p.id}", "wizard_legend", wrap=False))
         self.legend.addWidget(_label(f"<span style='color:{UNLABELLED_COLOUR}; font-size:20pt'>□</span> "
                                      "not a cage ball", "wizard_legend", wrap=False))
-        self.legend.addWidget(_label(f"white lines: residual × {RESIDUAL_GAIN:g}", "wizard_legend", wrap=False))
+        self.legend.addWidget(_label(f"white lines: residual × {RESIDUAL_GAIN:g} (red: longer than "
+                                     f"{ARROW_CAP_PX:g} px, shortened)", "wizard_legend", wrap=False))
         self.legend.addStretch(1)
 
     def initializePage(self):
@@ -494,31 +495,46 @@ class FiguresPage(_Page):
 
     def refresh(self):
         f = self.wf.figures()
-        angle = f["view_angle_deg"]
-        self.summary.setText(f"Model used: {METHOD_NAMES.get(f['method'], f['method'])}\n"
-                             f"Angle between the views: {angle:.1f}°" if angle is not None else
-                             f"Model used: {METHOD_NAMES.get(f['method'], f['method'])}\nno calibration")
+        self.summary.setText("\n".join(_summary_lines(f, self.wf)))
         rows = []
         for v, d in f["views"].items():
-            dist = d.get("distortion", "none")
             for pid, p in d["planes"].items():
                 rows.append((v.upper(), pid, f"{p['matched']} / {p['expected']}", f"{p['rms_px']:.3f}",
                              f"{p['rms_mm']:.3f}", ""))
             if "loo_rms_px" in d:
-                rows.append((v.upper(), f"both planes · distortion: {dist}", f"{d['balls_detected']} detected",
-                             "", "", f"{d['loo_rms_px']:.3f}"))
+                rows.append((v.upper(), "both planes", f"{d['balls_detected']} detected", "", "",
+                             f"{d['loo_rms_px']:.3f}"))
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, text in enumerate(row):
                 item = QTableWidgetItem(text)
-                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter if c != 1 else Qt.AlignmentFlag.AlignLeft
-                                      | Qt.AlignmentFlag.AlignVCenter)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 self.table.setItem(r, c, item)
         self.show_error(f["error"])
         super().refresh()
 
     def isComplete(self):
         return self.wf.calibration is not None and not self.wf.busy
+
+
+def _summary_lines(f, wf) -> list[str]:
+    """Model, angle, distortion per view and a verdict, for the figures page."""
+    lines = [f"Model used:       {METHOD_NAMES.get(f['method'], f['method'])}"]
+    angle = f["view_angle_deg"]
+    lines.append(f"Angle between the views: {angle:.1f}°" if angle is not None else "No calibration yet")
+    for v in VIEWS:
+        res = wf.plates.get(v) if wf.use_plate else None
+        if res is not None:
+            m = res.figures["model"]
+            lines.append(f"{v.upper()} distortion: {m.replace('_', ' ')}, held-out "
+                         f"{res.figures[f'heldout_rms_px_{m}']:.3f} px")
+        else:
+            lines.append(f"{v.upper()} distortion: none (flat panel)")
+    worst = max((p["rms_px"] for d in f["views"].values() for p in d["planes"].values()), default=None)
+    if angle is not None and worst is not None:
+        lines.append("Verdict: every plane fits within 0.3 px — good to accept" if worst <= 0.3 else
+                     f"Verdict: a plane fits to {worst:.2f} px — check the balls (page 4) or the plate shots")
+    return lines
 
 
 class CalibrationWizard(QWizard):

