@@ -34,9 +34,10 @@ class MuGrid:
         object.__setattr__(self, "T_world_voxel", T)
 
     @classmethod
-    def from_volume(cls, volume) -> "MuGrid":
-        """From a ``core.volume.Volume`` (``mu()`` in 1/mm, ``T_world_voxel``)."""
-        return cls(np.clip(volume.mu(), 0.0, None), volume.T_world_voxel)
+    def from_volume(cls, volume, energy_kev: float | None = None) -> "MuGrid":
+        """From a ``core.volume.Volume``: μ at 70 keV, or at ``energy_kev`` with the water/bone model."""
+        mu = volume.mu() if energy_kev is None else volume.mu(energy_kev, bone_model=True)
+        return cls(np.clip(mu, 0.0, None), volume.T_world_voxel)
 
     @property
     def shape_xyz(self) -> tuple[int, int, int]:

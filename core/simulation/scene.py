@@ -85,14 +85,16 @@ class SimulatedOR:
     "image_intensifier" (distortion, round field) or "flat_panel"; ``sid_mm`` and
     ``sod_mm`` (source to isocentre); ``pixel_spacing_mm``: a number or (column,
     row), default field / pixels; ``detector_model`` overrides noise, blur, bits;
-    ``render_device``: "auto", "cpu" or "cuda"; ``bowel_gas``: number of gas pockets.
+    ``render_device``: "auto", "cpu" or "cuda"; ``bowel_gas``: number of gas pockets;
+    ``energy_kev``: effective beam energy for HU -> μ (water/bone model; steel balls use
+    ``MU_STEEL_PER_MM``, ~60 keV).
     """
 
     def __init__(self, seed: int = 0, phantom=None, cage=None, T_world_cage=None,
                  detector: str = "image_intensifier", sid_mm: float = 1000.0, sod_mm: float = 625.0,
                  pixel_spacing_mm=None, shape=(512, 512), field_diameter_mm: float = 230.0,
                  isocentre_mm=(0.0, 0.0, 0.0), detector_model: DetectorModel | None = None,
-                 render_device: str = "auto", bowel_gas: int = 0):
+                 render_device: str = "auto", bowel_gas: int = 0, energy_kev: float = 60.0):
         if not (0 < sod_mm < sid_mm):
             raise SceneError(f"need 0 < source-to-isocentre ({sod_mm}) < source-to-detector ({sid_mm}) mm")
         self.seed, self.sid_mm, self.sod_mm = int(seed), float(sid_mm), float(sod_mm)
@@ -109,10 +111,12 @@ class SimulatedOR:
             raise SceneError("detector and detector_model.kind disagree")
         self.volume = self._volume(phantom, seed)
         self.cage = self._cage(cage)
-        self.renderer = DrrRenderer(MuGrid.from_volume(self.volume), render_device, air_mu=AIR_MU_PER_MM)
+        self.energy_kev = float(energy_kev)
+        self.renderer = DrrRenderer(MuGrid.from_volume(self.volume, self.energy_kev), render_device,
+                                    air_mu=AIR_MU_PER_MM)
         self.T_world_cage = (default_T_world_cage(self.volume, self.cage) if T_world_cage is None
                              else np.asarray(T_world_cage, float))
-        self.gas = bowel_gas_blobs(self.volume, bowel_gas, seed)
+        self.gas = bowel_gas_blobs(self.volume, bowel_gas, seed, self.energy_kev)
         self._shots = 0
 
     @staticmethod
@@ -197,7 +201,7 @@ def carm_geometry(view: str, primary_deg: float, secondary_deg: float, isocentre
     return ConeBeamGeometry(source, origin, u, v, (su, sv), (rows, cols))
 
 
-def bowel_gas_blobs(volume, count: int, seed: int) -> list:
+def bowel_gas_blobs(volume, count: int, seed: int, energy_kev: float = 70.0) -> list:
     """``count`` seeded gas pockets (spheres of negative attenuation) in the soft tissue in front of the spine.
 
     Each removes the attenuation of the tissue it replaces (μ from the HU at its centre).
@@ -212,13 +216,13 @@ def bowel_gas_blobs(volume, count: int, seed: int) -> list:
         r = rng.uniform(8, 22)
         hu = volume.sample(np.array([c, c + [r, 0, 0], c - [r, 0, 0], c + [0, r, 0], c - [0, r, 0]]))
         if np.all((hu > -200) & (hu < 150)):  # entirely within soft tissue
-            out.append(Sphere(c, r, -_mu_soft(float(np.mean(hu)))))
+            out.append(Sphere(c, r, -_mu_soft(float(np.mean(hu)), energy_kev)))
     return out
 
 
-def _mu_soft(hu: float) -> float:
-    from core.volume import MU_WATER_PER_MM
-    return MU_WATER_PER_MM * (1 + hu / 1000.0)
+def _mu_soft(hu: float, energy_kev: float) -> float:
+    from core.volume import mu_water
+    return mu_water(energy_kev) * (1 + hu / 1000.0)
 
 
 def body_extent(volume, hu_threshold: float = -500.0) -> tuple[np.ndarray, np.ndarray]:
