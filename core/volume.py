@@ -172,7 +172,7 @@ class Volume:
         ijk = self.world_to_index(points_world)
         flat = ijk.reshape(-1, 3)
         coords = flat[:, ::-1].T  # (k, j, i) rows for the (nz, ny, nx) array
-        vals = ndimage.map_coordinates(self.hu.astype(np.float32, copy=False), coords, order=order,
+        vals = ndimage.map_coordinates(self.hu, coords, output=np.float32, order=order,   # no copy of hu
                                        mode="constant", cval=HU_AIR, prefilter=order > 1)
         return vals.reshape(ijk.shape[:-1])
 
@@ -203,10 +203,12 @@ class Volume:
         n_new = np.maximum(1, np.floor((n_old - 1) * old_sp / new_sp + 1e-9).astype(int) + 1)
         axes = [np.arange(n_new[a]) * new_sp[a] / old_sp[a] for a in range(3)]  # old index coords
         kk, jj, ii = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
-        vals = ndimage.map_coordinates(self.hu.astype(np.float32, copy=False), [kk, jj, ii],
+        vals = ndimage.map_coordinates(self.hu, [kk, jj, ii], output=np.float32,
                                        order=order, mode="nearest", prefilter=order > 1)
         T = self.T_world_voxel.copy()
         T[:3, :3] = self.rotation * new_sp
+        if self.hu.dtype == np.int16:
+            vals = np.round(vals)
         return Volume(vals.astype(self.hu.dtype), tuple(new_sp), T)
 
     def cropped(self, index_min, index_max) -> "Volume":
