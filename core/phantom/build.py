@@ -167,6 +167,8 @@ def make_spine_phantom(seed: int = 0, spacing_mm=1.0, levels=CANONICAL_LEVELS, f
     ``trabecular_hu_sd``: smooth ~2.5 mm texture of the cancellous bone (0: uniform).
     Cached: the same arguments return the same (read-only) phantom.
     """
+    if isinstance(levels, str):
+        levels = (levels,)
     rot = axial_rotation_deg
     rot_key = tuple(sorted(rot.items())) if isinstance(rot, dict) else rot
     return _cached(int(seed) if isinstance(seed, (int, np.integer)) else seed,
