@@ -619,7 +619,7 @@ class PlanningController(QObject):
                 pass  # already said in the panel
 
     def _say(self, text: str, warn: bool = False) -> None:
-        (log.warning if warn else log.info)("planning: %s", text)
+        (log.warning if warn else log.info)("%s", text)
         self.message.emit(text, warn)
 
     # -- drawing -----------------------------------------------------------------------------
@@ -767,7 +767,7 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
                                     shortcut_parent=window, parent=window)
     scene_dock = window.scene_view.parentWidget()
     if hasattr(window, "resizeDocks") and scene_dock is not None and scene_dock in window.findChildren(type(dock)):
-        window.resizeDocks([scene_dock, dock], [1, 1], Qt.Orientation.Vertical)  # share the column evenly
+        window.resizeDocks([scene_dock, dock], [45, 55], Qt.Orientation.Vertical)  # 3D above, plan below
     if session is not None:
         session.calibration_changed.connect(controller.set_calibration)
         model.changed.connect(lambda: session.set_plans(model.trajectories()))

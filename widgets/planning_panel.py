@@ -64,7 +64,7 @@ class PlanningPanel(QWidget):
         header.setMinimumSectionSize(40)
         for col, tip in enumerate(_TIPS):
             self.table.horizontalHeaderItem(col).setToolTip(tip)
-        self.table.setMinimumHeight(4 * 40 + 36)  # four trajectories visible: L-level left/right pairs
+        self.table.setMinimumHeight(3 * 40 + 36)  # three trajectories at least; the dock may grow
         self.setMinimumWidth(660)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -99,7 +99,7 @@ class PlanningPanel(QWidget):
                 ("target", "Target  (T)", "Click the target point again in both views", None),
                 ("delete", "Delete  (Del)", "Delete the selected trajectory (asks first)", self.delete_requested),
                 ("undo", "Undo  (Ctrl+Z)", "Undo the last edit", self.undo_requested),
-                ("redo", "Redo  (Ctrl+Shift+Z)", "Redo", self.redo_requested),
+                ("redo", "Redo", "Redo (Ctrl+Shift+Z or Ctrl+Y)", self.redo_requested),
                 ("save", "Save plan…", "Save the plan to a file", self.save_requested),
                 ("load", "Load plan…", "Load a plan file (replaces this plan)", self.load_requested))):
             b = QPushButton(text, objectName=f"plan_{key}", toolTip=tip)
@@ -108,7 +108,7 @@ class PlanningPanel(QWidget):
                 b.clicked.connect(signal.emit)
             else:
                 b.clicked.connect(lambda _=False, k=key: self.place_requested.emit(k))
-            buttons.addWidget(b, i // 2, i % 2)
+            buttons.addWidget(b, i // 3, i % 3)
             self.buttons[key] = b
         self.snap_box = QCheckBox("Snap the second click to the dashed line  (Shift: free)", objectName="plan_snap")
         self.snap_box.setChecked(True)
