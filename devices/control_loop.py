@@ -37,6 +37,8 @@ class LoopTiming:
     move_gain: float = 10.0           # 1/s, task-space P gain of step moves
     settle_s: float = 0.4             # identification: dwell before averaging
     average_s: float = 0.3            # identification: averaging window
+    following_mm: float = 3.0         # largest lag behind the command (linear joints)
+    following_rad: float = 0.05       # largest lag behind the command (rotary joints)
 
 
 @dataclass
@@ -64,7 +66,7 @@ class ControlLoop:
         self.speed = 0.5
         self.qd_cmd = np.zeros(kin.n_joints)
         self.want = np.zeros(kin.n_joints)
-        self.q = self.X = None
+        self.q = self.X = self.q_ref = None
         self.wrench = np.zeros(6)
         self.hand = np.zeros(6)
         self.reasons: list = []
@@ -274,10 +276,31 @@ class ControlLoop:
             return
         if self.mode == STOPPED:
             return
+        if not self._follow(dt):
+            return
         want = self._wanted(now, dt)
-        qd, self.reasons = self.limiter.limit(self.q, self.qd_cmd, want)
+        qd, self.reasons = self.limiter.limit(self.q_ref, self.qd_cmd, want)
         self.qd_cmd = qd
         self.robot.command_joint_velocity(qd)
+
+    def _follow(self, dt) -> bool:
+        """The limits act on the commanded reference ``q_ref`` (the integral of the commands,
+        re-synchronised to the measurement whenever the robot is commanded at rest), so a
+        lagging servo cannot carry the robot past a limit; a robot that falls too far
+        behind its reference (blocked, overloaded) is a fault."""
+        if self.q_ref is None or not np.any(self.qd_cmd):
+            self.q_ref = self.q.copy()
+            return True
+        self.q_ref = self.q_ref + self.qd_cmd * dt
+        err = np.abs(self.q - self.q_ref)
+        tol = np.where(self.kin.revolute, self.timing.following_rad, self.timing.following_mm)
+        bad = np.flatnonzero(err > tol)
+        if bad.size:
+            i = int(bad[0])
+            self._fault(f"joint {self.kin.joint_names[i]} is {err[i]:.3g} behind its command: the "
+                        "robot is blocked or overloaded; clear the obstruction, then reset")
+            return False
+        return True
 
     def _wanted(self, now, dt) -> np.ndarray:
         """The joint velocity the current mode asks for (before limits)."""

@@ -81,8 +81,7 @@ class SimulatedRobot(Robot):
         self._cmd = np.zeros_like(self._q)
         self._pending = collections.deque()
         self.latency_s, self.tau_s, self.timeout_s = latency_s, tau_s, timeout_s
-        kin_rot = np.array([n.startswith("theta") or n.startswith("A") for n in kinematics.joint_names])
-        self._noise = np.where(kin_rot, encoder_noise[1], encoder_noise[0])
+        self._noise = np.where(kinematics.revolute, encoder_noise[1], encoder_noise[0])
         self._rng = np.random.default_rng(seed)
         self._clock = clock
         self._t = clock()

@@ -51,7 +51,7 @@ class RobotPanel(QWidget):
         self.client = client
         kin = client.kinematics
         self.joint_names, self.limits = kin.joint_names, kin.joint_limits
-        self._rotary = np.array([n.startswith("theta") for n in self.joint_names])
+        self._rotary = np.asarray(kin.revolute, bool)
         layout = QVBoxLayout(self)
         self.stop_button = _button("STOP  (Esc)", STOP_STYLE, "robot_stop")
         self.stop_button.pressed.connect(client.stop)

@@ -72,6 +72,7 @@ class Kinematics(abc.ABC):
 
     joint_names: tuple[str, ...]
     joint_limits: JointLimits
+    revolute: np.ndarray          # per joint: True for a rotary joint (rad), False for linear (mm)
 
     @property
     def n_joints(self) -> int:

@@ -52,6 +52,7 @@ class Hybrid5(Kinematics):
     """Forward (eq. 10), closed-form inverse (eq. 11) and Jacobians (eq. 14-15)."""
 
     joint_names = ("l11", "l14", "l3", "theta4", "theta5")
+    revolute = np.array([False, False, False, True, True])
 
     def __init__(self, params: Hybrid5Parameters, limits: JointLimits,
                  T_flange_cage=None, workspace_mm=None):

@@ -32,6 +32,7 @@ class SerialDH(Kinematics):
         self.dh = dh
         self.joint_limits = limits
         self.joint_names = tuple(names or (f"A{i + 1}" for i in range(len(dh))))
+        self.revolute = np.ones(len(dh), bool)
         if limits.lower.shape != (len(dh),):
             raise KinematicsError("one joint limit per DH row is needed")
         self.T_flange_tool = np.eye(4) if T_flange_tool is None else np.asarray(T_flange_tool, float)

@@ -251,4 +251,19 @@ def test_blocked_move_gives_up_with_message(loop):
     run(loop, 6.0)
     assert loop.mode == IDLE
     assert any(k == "refused" and "did not arrive" in m for k, m in loop.events)
-    assert loop.X[0] < 625 + 5 + 1e-6
+    assert loop.X[0] < 625 + 5 + 0.01          # the box, within encoder noise (2 um)
+
+
+def test_blocked_robot_is_a_following_error_fault(loop):
+    loop.handle(("jog_joint", np.array([0, 0, 1.0, 0, 0])), loop.clock.t)
+    run(loop, 0.1)
+    loop.robot.limits = type(loop.robot.limits)(loop.robot.limits.lower, loop.robot.limits.upper,
+                                                loop.robot.limits.velocity * 0.01,
+                                                loop.robot.limits.acceleration)   # a jam
+
+    def each(lp):
+        lp.handle(("jog_joint", np.array([0, 0, 1.0, 0, 0])), lp.clock.t)
+
+    run(loop, 0.5, each)
+    assert loop.mode == FAULT and "behind its command" in loop.fault
+    assert np.all(loop.qd_cmd == 0)
