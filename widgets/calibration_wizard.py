@@ -113,10 +113,15 @@ def _show(viewer, image) -> None:
         viewer._wizard_image = image
 
 
-def _viewer(view, name):
+def _viewer(view, name, empty_text, dropped=None):
+    """A viewer for the wizard; ``empty_text`` says what to do while it has no image;
+    ``dropped(image)`` takes a file dropped on it."""
     v = FluoroViewer(view)
     v.setObjectName(f"{name}_{view}")
     v.setMinimumSize(420, 380)
+    v.empty_label.setText(empty_text)
+    if dropped is not None:
+        v.image_dropped.connect(dropped)
     return v
 
 
@@ -193,7 +198,9 @@ class DistortionPage(_Page):
         grid = QGridLayout()
         self.viewers, self.overlays, self.figs, self.buttons = {}, {}, {}, []
         for col, v in enumerate(VIEWS):
-            self.viewers[v] = _viewer(v, "plate_viewer")
+            self.viewers[v] = _viewer(v, "plate_viewer", f"No {v.upper()} plate shot\n\npress Shoot plate "
+                                      f"{v.upper()}, or drop a plate shot file here",
+                                      lambda image, v=v: self.wf.load_plate_shot(v, image))
             self.overlays[v] = PlateOverlay(self.viewers[v].overlay("plate"))
             buttons = QHBoxLayout()
             for b in (_button(f"Shoot plate {v.upper()}", lambda v=v: self.wf.acquire_plate_shot(v), "wizard_primary"),
@@ -231,9 +238,12 @@ class DistortionPage(_Page):
             if res is None:
                 self.overlays[v].clear()
                 self.figs[v].setText("no plate shot yet" if use else "flat panel: no correction")
-                if not use:
+                if getattr(self.viewers[v], "_wizard_image", None) is not None:
                     self.viewers[v].clear_image()
                     self.viewers[v]._wizard_image = None
+                self.viewers[v].empty_label.setText("Flat panel: no plate shot needed" if not use else
+                                                    f"No {v.upper()} plate shot\n\npress Shoot plate {v.upper()}, "
+                                                    "or drop a plate shot file here")
                 continue
             _show(self.viewers[v], res.image)
             self.overlays[v].set_grid(res.raw_px, res.ideal_px, res.residual_px)
@@ -267,7 +277,9 @@ class ShotsPage(_Page):
             row = QHBoxLayout()
             row.addWidget(_button(f"Acquire {v.upper()}", lambda v=v: self.wf.acquire_shot(v), "wizard_primary"))
             row.addWidget(_button(f"Load {v.upper()}…", lambda v=v: self._load(v)))
-            self.viewers[v] = _viewer(v, "shot_viewer")
+            self.viewers[v] = _viewer(v, "shot_viewer", f"No {v.upper()} shot with the cage\n\npress Acquire "
+                                      f"{v.upper()}, or drop a DICOM/PNG file here",
+                                      lambda image, v=v: self.wf.set_shot(v, image))
             self.state[v] = _label("", "wizard_hint")
             grid.addLayout(row, 0, col)
             grid.addWidget(self.viewers[v], 1, col)
@@ -342,7 +354,7 @@ class BallsPage(_Page):
         grid = QGridLayout()
         self.viewers, self.overlays, self.state = {}, {}, {}
         for col, v in enumerate(VIEWS):
-            self.viewers[v] = _viewer(v, "balls_viewer")
+            self.viewers[v] = _viewer(v, "balls_viewer", "Find the balls on page 3 first")
             self.overlays[v] = BallOverlay(self.viewers[v].overlay("balls"))
             self.viewers[v].pixel_clicked.connect(lambda u, vv, mods, v=v: self.click(v, u, vv))
             self.state[v] = _label("", "wizard_hint")
@@ -484,7 +496,7 @@ class FiguresPage(_Page):
         self.summary = _label("", "wizard_figures")
         self.box.addWidget(self.summary)
         self.table = QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["View", "Plane", "Balls matched / in view", "RMS px", "RMS mm",
+        self.table.setHorizontalHeaderLabels(["View", "Plane", "Matched / in view", "RMS px", "RMS mm",
                                               "Leave-one-out px"])
         self.table.setMinimumHeight(330)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
