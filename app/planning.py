@@ -462,8 +462,14 @@ class PlanningController(QObject):
                 self.placing = (tid, "target")
                 self._say(f"{t.name}: entry placed. Now click the TARGET point in the AP or the LAT image")
             else:
+                from core.planning import plan_warnings
+
                 self.placing = None
-                self._say(f"{t.name} planned" + (f": {t.length_mm:.1f} mm" if t.complete else ""))
+                problems = plan_warnings(t, self.patient_axes, self.model.max_gap_mm)
+                if problems:
+                    self._say(f"{t.name}: " + "; ".join(problems), warn=True)
+                else:
+                    self._say(f"{t.name} planned" + (f": {t.length_mm:.1f} mm" if t.complete else ""))
         if self.model.calibration is None:
             self._say("no calibration yet: the clicks are kept, and the 3D trajectory appears once the cage is "
                       "calibrated", warn=True)
@@ -718,7 +724,7 @@ class PlanningController(QObject):
     def _refresh_panel(self) -> None:
         if self.panel is None:
             return
-        from core.planning import trajectory_angles
+        from core.planning import plan_warnings, trajectory_angles
 
         rows = []
         for tid, t in zip(self.model.ids(), self.model.trajectories()):
@@ -727,6 +733,7 @@ class PlanningController(QObject):
                    "gap": None, "warn": bool(self.model.gap_too_large(tid))}
             gaps = [g for g in (t.entry_gap_mm, t.target_gap_mm) if g is not None]
             row["gap"] = max(gaps) if gaps else None
+            row["problems"] = plan_warnings(t, self.patient_axes, self.model.max_gap_mm)
             if t.complete and t.length_mm >= 1.0:
                 a = trajectory_angles(t.entry_mm, t.target_mm, t.side, self.patient_axes)
                 row.update(length=a.length_mm, medial=math.degrees(a.medial_rad), cranial=math.degrees(a.cranial_rad))

@@ -33,7 +33,7 @@ __all__ = [
     "LEVELS", "SIDES", "VIEWS", "POINTS", "MAX_RAY_GAP_MM", "PlanningError", "ClickOutsideImageError",
     "RayGapWarning", "TwoViewCalibration", "ConeBeamPair", "Trajectory", "Located", "PatientAxes",
     "TrajectoryAngles", "ToolBand", "check_click", "epipolar_line", "snap_to_epipolar", "triangulate",
-    "locate_trajectory", "trajectory_angles", "image_angles", "tool_band", "clip_polyline",
+    "locate_trajectory", "trajectory_angles", "image_angles", "tool_band", "clip_polyline", "plan_warnings",
 ]
 
 LEVELS = ("T12", "L1", "L2", "L3", "L4", "L5", "S1")
@@ -523,3 +523,34 @@ def clip_polyline(polyline, shape, margin_px: float = 0.0) -> np.ndarray:
     run = slice(i0, i1)
     ends = a[run] + t1[run, None] * d[run]
     return np.vstack([a[i0] + t0[i0] * d[i0], ends])
+
+
+MIN_LENGTH_MM, MAX_LENGTH_MM = 15.0, 90.0  # outside this a pedicle trajectory is almost surely mis-clicked
+
+
+def plan_warnings(traj: Trajectory, axes: PatientAxes = PatientAxes(),
+                  max_gap_mm: float = MAX_RAY_GAP_MM) -> list[str]:
+    """What looks wrong with a trajectory, one line each (empty when nothing does).
+
+    Checks: clicks that disagree (ray gap over ``max_gap_mm``), a target behind
+    the entry (swapped points), a length outside 15-90 mm, and a tip heading
+    away from the midline (negative medial angulation).
+    """
+    out = []
+    for kind in POINTS:
+        gap = getattr(traj, f"{kind}_gap_mm")
+        if gap is not None and gap > max_gap_mm:
+            out.append(f"{kind}: the AP and LAT clicks are {gap:.1f} mm apart (do not show the same point)")
+    if not traj.complete:
+        return out
+    length = traj.length_mm
+    if length < 1.0:
+        return out + ["entry and target coincide"]
+    a = trajectory_angles(traj.entry_mm, traj.target_mm, traj.side, axes)
+    if a.direction @ np.asarray(axes.posterior) >= 0:
+        out.append("the target is not anterior to the entry: entry and target swapped?")
+    if not MIN_LENGTH_MM <= length <= MAX_LENGTH_MM:
+        out.append(f"length {length:.0f} mm is outside {MIN_LENGTH_MM:.0f}-{MAX_LENGTH_MM:.0f} mm")
+    if a.medial_rad < 0:
+        out.append(f"the tip points {np.degrees(-a.medial_rad):.0f}° away from the midline (lateral)")
+    return out

@@ -126,7 +126,7 @@ class PlanningPanel(QWidget):
     # -- showing -------------------------------------------------------------------------
     def set_rows(self, rows: list[dict]) -> None:
         """Rows: dicts with tid, name, level, side, colour, length, medial, cranial, diameter,
-        gap (numbers or None) and warn (bool). Rows are reused while the ids keep their order."""
+        gap (numbers or None), warn (bool: the gap is too large) and problems (lines to show). Rows are reused while the ids keep their order."""
         self._filling = True
         try:
             tids = [r["tid"] for r in rows]
@@ -156,8 +156,10 @@ class PlanningPanel(QWidget):
             return "—" if x is None else fmt.format(x)
 
         name_item = self.table.item(i, 0)
-        name_item.setText(r["name"])
+        problems = r.get("problems") or []
+        name_item.setText(("⚠ " if problems else "") + r["name"])
         name_item.setForeground(QBrush(QColor(r["colour"])))
+        name_item.setToolTip("\n".join(problems))
         self.table.item(i, 1).setText(r["level"])
         self.table.item(i, 2).setText(r["side"])
         for col, key in ((3, "length"), (4, "medial"), (5, "cranial"), (6, "diameter")):

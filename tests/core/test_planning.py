@@ -5,6 +5,7 @@ spine 140 mm below the cage origin, source-to-isocentre 600 mm, SID 1000 mm,
 0.3 mm detector pixels (0.18 mm at the spine). A distorted variant bends the
 pixel mapping with a radial term, as an image intensifier does.
 """
+import re
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ from core.cone_beam import ConeBeamGeometry
 from core.geometry import Ray, from_euler, triangulate_rays
 from core.planning import (MAX_RAY_GAP_MM, ClickOutsideImageError, ConeBeamPair, PatientAxes, PlanningError,
                            RayGapWarning, Trajectory, TwoViewCalibration, check_click, clip_polyline, epipolar_line,
-                           image_angles,
+                           image_angles, plan_warnings,
                            locate_trajectory, snap_to_epipolar, tool_band, trajectory_angles, triangulate)
 
 ISO = np.array([0.0, 0.0, -140.0])
@@ -465,3 +466,38 @@ def test_epipolar_line_with_the_cage_calibration(calibrated_or):
             on_ray = ray.at((truth - ray.origin) @ ray.direction)
             assert snap_to_epipolar(calib.project(on_ray[None])[b][0], line)[1] < 0.1
             assert snap_to_epipolar(uv[b], line)[1] < 0.5
+
+
+# --- plausibility -------------------------------------------------------------------------------
+def _complete(entry, target, side="left", gaps=(0.1, 0.2)):
+    return Trajectory("t", side=side, entry_mm=tuple(entry), target_mm=tuple(target),
+                      entry_gap_mm=gaps[0], target_gap_mm=gaps[1])
+
+
+def test_plan_warnings_none_for_a_good_pedicle_trajectory():
+    axes = PatientAxes()
+    entry = np.array([25.0, 0.0, 0.0])
+    target = entry + 50 * direction(axes, -15.0, 3.0)  # left pedicle, 15 deg medial
+    assert plan_warnings(_complete(entry, target), axes) == []
+
+
+@pytest.mark.parametrize("case,match", [
+    ("swapped", "swapped"), ("short", "outside 15-90 mm"), ("long", "outside 15-90 mm"),
+    ("lateral", "away from the midline"), ("gap", "entry: the AP and LAT clicks are 3.5 mm apart")])
+def test_plan_warnings(case, match):
+    axes = PatientAxes()
+    entry = np.array([25.0, 0.0, 0.0])
+    d = direction(axes, -15.0, 3.0)
+    target, gaps = entry + 50 * d, (0.1, 0.2)
+    if case == "swapped":
+        entry, target = target, entry
+    elif case == "short":
+        target = entry + 10 * d
+    elif case == "long":
+        target = entry + 120 * d
+    elif case == "lateral":
+        target = entry + 50 * direction(axes, 10.0, 0.0)  # left pedicle heading further left
+    elif case == "gap":
+        gaps = (3.5, 0.2)
+    warnings_ = plan_warnings(_complete(entry, target, gaps=gaps), axes)
+    assert any(re.search(match, w) for w in warnings_), warnings_

@@ -149,6 +149,7 @@ def test_plan_two_trajectories_by_clicking(planning):
     assert sorted(ctrl.scene.ids()) == sorted(tids)
     table = ctrl.panel.table
     assert table.rowCount() == 2 and table.item(0, 3).text() != "—"
+    assert not table.item(0, 0).text().startswith("⚠")  # the phantom's true pedicles look right
     length = float(table.item(0, 3).text())
     assert length == pytest.approx(np.linalg.norm(truth[0][1] - truth[0][0]), abs=0.7)
 
@@ -202,6 +203,8 @@ def test_unsnapped_wrong_click_is_flagged(planning):
     click_pixel(window.viewers["lat"], *off, modifiers=Qt.KeyboardModifier.ShiftModifier)  # Shift: no snap
     assert model.gap_too_large(tid) == ["entry"]
     assert messages[-1][1] and "do not show the same point" in messages[-1][0]
+    name_item = ctrl.panel.table.item(0, 0)
+    assert name_item.text().startswith("⚠") and "apart" in name_item.toolTip()
     assert ctrl._overlays["ap"][tid].handles["entry"].pen.color().name() == "#ff3030"
 
 
