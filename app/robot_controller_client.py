@@ -8,7 +8,6 @@ cage) to the 3D view, and returns the client.
 from __future__ import annotations
 
 import collections
-import logging
 import time
 
 import numpy as np
@@ -18,8 +17,6 @@ from core.kinematics.hybrid5 import load_hybrid5
 from devices.robot_controller import ControllerConfig, RobotController
 
 __all__ = ["RobotControllerClient", "install_robot_panel", "IDENTIFY_ANGLES_DEG"]
-
-log = logging.getLogger(__name__)
 
 # the identification poses (theta_x, theta_y) in degrees: the paper's table-7 span, 9 poses
 IDENTIFY_ANGLES_DEG = [(tx, ty) for tx in (-30, 0, 30) for ty in (-20, 0, 20)]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.admittance import ORIENTATION, POSITION, FuzzyAdmittance
+from core.admittance import ORIENTATION, FuzzyAdmittance
 from core.control_limits import MotionLimiter
 from core.kinematics.base import KinematicsError
 from core.kinematics.hybrid5 import Hybrid5

@@ -52,6 +52,10 @@ class ControllerConfig:
     assume_identified_tool: bool = False  # start with the simulated tool's true load
     sim_latency_s: float = 0.001
     home_pose: list | None = None       # [x, y, z, theta_x, theta_y] (mm, rad)
+    netft_host: str | None = None       # a real ATI Net F/T at this address instead of the
+    netft_port: int = 49152             # simulated sensor (the robot stays simulated)
+    netft_counts_per_force: float = 1e6
+    netft_counts_per_torque: float = 1e6
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -82,9 +86,14 @@ def _build(config: ControllerConfig, clock=None):
     com_s = T_fs[:3, :3].T @ (np.array(tool["com_flange_mm"]) - T_fs[:3, 3])
     noise = {} if config.sensor_noise else dict(force_noise_N=0.0, torque_noise_Nm=0.0,
                                                 drift_N_per_sqrt_s=0.0, gain_error=0.0)
-    sensor = SimulatedForceSensor(tool["weight_N"] / 9.80665, com_s, tool["force_offset_N"],
-                                  tool["torque_offset_Nm"], seed=config.seed + 1, clock=clock,
-                                  **noise)
+    if config.netft_host:
+        from devices.ati_netft import AtiNetFt
+        sensor = AtiNetFt(config.netft_host, config.netft_port, config.netft_counts_per_force,
+                          config.netft_counts_per_torque, timeout_s=config.watchdog_s, clock=clock)
+    else:
+        sensor = SimulatedForceSensor(tool["weight_N"] / 9.80665, com_s, tool["force_offset_N"],
+                                      tool["torque_offset_Nm"], seed=config.seed + 1, clock=clock,
+                                      **noise)
     load = (ToolLoad(tool["weight_N"] / 9.80665, com_s, np.array(tool["force_offset_N"]),
                      np.array(tool["torque_offset_Nm"])) if config.assume_identified_tool else None)
     timing = LoopTiming(config.period_s, config.watchdog_s, config.jog_hold_s, config.deadman_s)
@@ -218,6 +227,9 @@ def _wait_until(deadline, spin, shm, stop_seen, loop):
 def _simulate(loop, args, now):
     """Simulation-only commands: a hand on the tool, faults and stalls."""
     what, *rest = args
+    if what.startswith("sensor") or what == "hand":
+        if not hasattr(loop.sensor, "stall"):
+            return                              # a real sensor: nothing to simulate
     if what == "hand":
         loop.sensor.hand_wrench_base = np.asarray(rest[0], float)
     elif what == "sensor_stall":

@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import queue
 import random
+import sys
 import threading
 import time
 
@@ -135,6 +136,7 @@ def _in_thread(config, seconds, load) -> dict:
     """Baseline: the same loop in a thread of this process."""
     shm = mp.RawArray("d", SHM.SIZE)
     cmd_q, state_q = queue.Queue(), queue.Queue()
+    switch = sys.getswitchinterval()          # the loop changes it (process-wide)
     th = threading.Thread(target=control_main, args=(config, shm, cmd_q, state_q), daemon=True)
     th.start()
     while shm[SHM.CYCLES] < 10:
@@ -143,6 +145,7 @@ def _in_thread(config, seconds, load) -> dict:
     shm[SHM.QUIT] = 1.0
     th.join(5.0)
     gc.enable()
+    sys.setswitchinterval(switch)
     while True:
         msg = state_q.get()
         if "periods" in msg:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from core.admittance import (ORIENTATION, POSITION, AdmittanceError, AdmittanceParameters,
+from core.admittance import (ORIENTATION, AdmittanceError, AdmittanceParameters,
                              ArmStiffnessRLS, FuzzyAdmittance, FuzzyDamping, dead_band)
 
 

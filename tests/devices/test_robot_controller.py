@@ -1,5 +1,4 @@
 """The control loop (cycle by cycle with a fake clock) and the control process (spawned)."""
-import json
 import time
 
 import numpy as np
@@ -267,3 +266,26 @@ def test_blocked_robot_is_a_following_error_fault(loop):
     run(loop, 0.5, each)
     assert loop.mode == FAULT and "behind its command" in loop.fault
     assert np.all(loop.qd_cmd == 0)
+
+
+def test_loop_reads_a_real_netft_stream_and_trips_when_it_stops():
+    """The control loop with the ATI driver against the fake Net F/T on loopback."""
+    from test_ati_netft import FakeNetFt
+    server = FakeNetFt(n=300, rate_hz=1000.0, wrench=(0, 0, -30.0, 0, 0, 0))
+    server.start()
+    lp = _build(ControllerConfig(netft_host="127.0.0.1", netft_port=server.port,
+                                 watchdog_s=0.05))
+    try:
+        lp.sensor.connect()
+        deadline = time.perf_counter() + 3.0
+        while lp.sensor._latest is None and time.perf_counter() < deadline:
+            time.sleep(0.005)
+        lp.cycle(time.perf_counter())
+        assert lp.mode == IDLE
+        assert np.allclose(lp.wrench, [0, 0, -30.0, 0, 0, 0], atol=1e-6)
+        server.join(3.0)                                  # the stream ends after 300 records
+        time.sleep(0.1)
+        lp.cycle(time.perf_counter())
+        assert lp.mode == FAULT and "Net F/T" in lp.fault
+    finally:
+        lp.sensor.disconnect()
