@@ -48,14 +48,28 @@ class LevelParams:
     disc_below: float
     lordosis_below: float      # radians, table proportion
     fractured: bool = False
+    height_anterior_intact: float = 0.0   # before a fracture (0: same as height_anterior)
 
     @property
     def kind(self) -> str:
         return self.name[0]
 
     @property
-    def height_center(self) -> float:
-        return 0.5 * (self.height_anterior + self.height_posterior)
+    def collapse(self) -> float:
+        """Anterior height lost by a wedge fracture of the superior end-plate (mm)."""
+        return max(self.height_anterior_intact - self.height_anterior, 0.0) if self.fractured else 0.0
+
+    def endplate_z(self, y):
+        """(superior, inferior) end-plate heights above the body centre at depth y (rim plane).
+
+        The intact body is a wedge from the posterior to the anterior height; a fracture
+        lowers only the superior end-plate, by ``collapse`` at the anterior wall, 0 posteriorly.
+        """
+        D, Hp = self.body_depth, self.height_posterior
+        ha = self.height_anterior + self.collapse
+        f = (0.5 * D - np.asarray(y, dtype=float)) / D          # 0 posterior wall, 1 anterior wall
+        h_intact = Hp + (ha - Hp) * f
+        return 0.5 * h_intact - self.collapse * f, -0.5 * h_intact
 
 
 @lru_cache(maxsize=1)
@@ -114,7 +128,8 @@ def draw_parameters(rng: np.random.Generator, fracture_level: str | None,
             canal_width=m["canal_width"] * si, canal_depth=m["canal_depth"] * si,
             spinous_length=m["spinous_length"] * si, spinous_height=m["spinous_height"] * si,
             transverse_span=m["transverse_span"] * si, disc_below=m["disc_height_below"] * si,
-            lordosis_below=float(np.radians(m["segment_lordosis_below"])), fractured=frac)
+            lordosis_below=float(np.radians(m["segment_lordosis_below"])), fractured=frac,
+            height_anterior_intact=m["body_height_anterior"] * si)
     return out
 
 
@@ -133,10 +148,8 @@ def _tilts(params: dict[str, LevelParams], lordosis_rad: float) -> dict[str, flo
         psi[names[i]] = psi[names[i - 1]] - params[names[i - 1]].lordosis_below * scale
     for name, p in params.items():           # a wedge fracture kyphoses the levels above it
         if p.fractured:
-            wedge = np.arctan((p.height_posterior - p.height_anterior) / p.body_depth)
-            k = names.index(name)
-            psi[name] -= 0.5 * wedge
-            for upper in names[:k]:
+            wedge = np.arctan(p.collapse / p.body_depth)
+            for upper in names[:names.index(name)]:
                 psi[upper] -= wedge
     return psi
 
@@ -152,12 +165,12 @@ def spine_frames(params: dict[str, LevelParams], lordosis_rad: float,
     for i in range(i3 - 1, -1, -1):
         up, lo = names[i], names[i + 1]
         u = zaxis[up] + zaxis[lo]
-        step = params[lo].height_center / 2 + params[up].disc_below + params[up].height_center / 2
+        step = params[lo].endplate_z(0.0)[0] + params[up].disc_below - params[up].endplate_z(0.0)[1]
         centre[up] = centre[lo] + step * u / np.linalg.norm(u)
     for i in range(i3 + 1, len(names)):
         up, lo = names[i - 1], names[i]
         u = zaxis[up] + zaxis[lo]
-        step = params[up].height_center / 2 + params[up].disc_below + params[lo].height_center / 2
+        step = -params[up].endplate_z(0.0)[1] + params[up].disc_below + params[lo].endplate_z(0.0)[0]
         centre[lo] = centre[up] - step * u / np.linalg.norm(u)
     frames = {}
     for n in names:

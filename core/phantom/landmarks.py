@@ -12,7 +12,6 @@ import numpy as np
 from core.phantom.anatomy import LevelParams, PhantomError
 from core.phantom.parts import Part, evaluate
 from core.phantom.truth import PedicleTruth, VertebraTruth
-from core.phantom.vertebra import body_height
 
 __all__ = ["pedicle_truth", "vertebra_truth", "TARGET_FRACTION"]
 
@@ -52,14 +51,17 @@ def pedicle_truth(ped: PedicleTruth, parts: list[Part], body: Part, cortex_mm: f
 
 
 def vertebra_truth(p: LevelParams, T_wv, peds, parts: list[Part]) -> VertebraTruth:
+    """End-plate planes from the body's rim (``LevelParams.endplate_z``), in the world."""
     R, t = T_wv[:3, :3], T_wv[:3, 3]
-    slope = (p.height_anterior - p.height_posterior) / (2 * p.body_depth)
-    n_sup = R @ (np.array([0.0, slope, 1.0]) / np.hypot(1, slope))
-    n_inf = R @ (np.array([0.0, slope, -1.0]) / np.hypot(1, slope))
-    h0 = float(body_height(p, 0.0))
+    eps = 1.0
+    (top_a, bot_a), (top_p, bot_p) = p.endplate_z(-eps), p.endplate_z(eps)
+    d_top, d_bot = (top_p - top_a) / (2 * eps), (bot_p - bot_a) / (2 * eps)     # slopes along y
+    n_sup = R @ (np.array([0.0, -d_top, 1.0]) / np.hypot(1, d_top))
+    n_inf = R @ (np.array([0.0, d_bot, -1.0]) / np.hypot(1, d_bot))
+    top0, bot0 = p.endplate_z(0.0)
     return VertebraTruth(name=p.name, T_world_vertebra=T_wv, body_width_mm=p.body_width,
                          body_depth_mm=p.body_depth, height_anterior_mm=p.height_anterior,
                          height_posterior_mm=p.height_posterior, superior_normal=n_sup, inferior_normal=n_inf,
-                         superior_endplate_mm=t + R[:, 2] * h0 / 2, inferior_endplate_mm=t - R[:, 2] * h0 / 2,
+                         superior_endplate_mm=t + R[:, 2] * float(top0), inferior_endplate_mm=t + R[:, 2] * float(bot0),
                          fractured=p.fractured, pedicles=peds,
                          bone_sdf=lambda P: evaluate(parts, P))

@@ -43,18 +43,15 @@ def _frame_along(direction, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     return np.column_stack([x, np.cross(z, x), z])
 
 
-def body_height(p: LevelParams, y):
-    """Wedge: posterior height at y=+D/2, anterior height at y=-D/2."""
-    return p.height_posterior + (p.height_anterior - p.height_posterior) * (0.5 * p.body_depth - y) / p.body_depth
-
-
 def _body_sdf(p: LevelParams):
     W, D = p.body_width, p.body_depth
     bx, by, y0 = 0.5 * W, 0.575 * D, 0.075 * D
 
     def sdf(x, y, z):
         r2 = np.clip((x / bx) ** 2 + ((y - y0) / by) ** 2, 0.0, 1.0)
-        hz = 0.5 * body_height(p, y) - ENDPLATE_CONCAVITY_MM * (1.0 - r2)
+        top, bottom = p.endplate_z(y)
+        z = z - 0.5 * (top + bottom)                          # a fracture lowers only the top
+        hz = 0.5 * (top - bottom) - ENDPLATE_CONCAVITY_MM * (1.0 - r2)
         waist = 1.0 - 0.07 * (1.0 - np.clip((z / hz) ** 2, 0.0, 1.0))
         d2 = np.maximum(ellipse_approx(x, y - y0, bx * waist, by * waist), y - 0.5 * D)
         dz = np.abs(z) - hz
@@ -65,7 +62,8 @@ def _body_sdf(p: LevelParams):
 
 
 def body_part(p: LevelParams, T_wv) -> Part:
-    half = (0.5 * p.body_width + 1, 0.65 * p.body_depth + 1, 0.5 * max(p.height_anterior, p.height_posterior) + 1)
+    half = (0.5 * p.body_width + 1, 0.65 * p.body_depth + 1,
+            0.5 * max(p.height_anterior + p.collapse, p.height_posterior) + 1)
     return Part("body", T_wv.copy(), half, _body_sdf(p), "union", 1.5)
 
 

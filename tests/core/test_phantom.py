@@ -145,9 +145,17 @@ def test_fracture_reduces_anterior_height():
     assert _bone_extent(broken, "L3", y_post) == pytest.approx(_bone_extent(intact, "L3", y_post), abs=1.5)
     assert broken.levels["L3"].fractured and not broken.levels["L2"].fractured
     assert broken.levels["L3"].height_anterior_mm == pytest.approx(0.6 * intact.levels["L3"].height_anterior_mm)
-    # the wedge tilts the superior end-plate forward (its normal leans anteriorly, toward -y)
-    n_b = _local(broken.levels["L3"], broken.levels["L3"].body_center_mm + broken.levels["L3"].superior_normal)
-    assert n_b[1] < -0.1
+    # only the superior end-plate collapses: it tilts forward by atan(lost height / depth)
+    b3, i3 = broken.levels["L3"], intact.levels["L3"]
+    lost, D = 0.4 * i3.height_anterior_mm, i3.body_depth_mm
+    slope = (i3.height_anterior_mm - i3.height_posterior_mm) / (2 * D)       # intact wedge of the rim
+    tilt = np.degrees(np.arccos(np.clip(b3.superior_normal @ i3.superior_normal, -1, 1)))
+    assert tilt == pytest.approx(np.degrees(np.arctan(slope) - np.arctan(slope - lost / D)), abs=1e-6)
+    assert _local(b3, b3.body_center_mm + b3.superior_normal)[1] < _local(i3, i3.body_center_mm + i3.superior_normal)[1]
+    assert np.allclose(b3.inferior_normal, i3.inferior_normal, atol=1e-9)
+    # and the spine above kyphoses by the same angle
+    z2b, z2i = broken.levels["L2"].T_world_vertebra[:3, 2], intact.levels["L2"].T_world_vertebra[:3, 2]
+    assert np.degrees(np.arccos(np.clip(z2b @ z2i, -1, 1))) == pytest.approx(np.degrees(np.arctan(lost / D)), abs=1e-6)
 
 
 def test_entry_on_posterior_cortex_and_target_in_anterior_body(fine_l3):
