@@ -489,6 +489,15 @@ class CalibrationWorkflow(QObject):
         self.accepted.emit(saved)
         return saved
 
+    def detach(self) -> None:
+        """Stop following the session's images (the wizard is closed for good)."""
+        self.capture_session_images = False
+        if self.session is not None:
+            try:
+                self.session.image_changed.disconnect(self._on_session_image)
+            except ValueError:
+                pass
+
     def reject(self) -> None:
         """Drop this calibration attempt; the session keeps what it had."""
         self._invalidate_shots()
@@ -525,6 +534,7 @@ def install_calibration_wizard(window, session, devices=None, acquire=None):
         wiz = state.get("wizard")
         if wiz is None or not wiz.isVisible():
             if wiz is not None:
+                wiz.workflow.detach()
                 wiz.deleteLater()
             wf = CalibrationWorkflow(session, plate_source if devices is not None else None, acquire, parent=window)
             wiz = CalibrationWizard(wf, window)

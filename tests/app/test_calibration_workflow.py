@@ -261,3 +261,38 @@ def test_manual_labelling_from_four_assigned_balls_is_completed(labels_ap, sim):
     uv = vc.project(cage.balls_for("ap"), "3d2d")
     ok = np.isfinite(truth[:, 0])
     assert np.sqrt(np.mean(np.sum((uv[ok] - truth[ok]) ** 2, 1))) < 0.1
+
+
+@pytest.mark.gui
+def test_plate_shot_from_the_c_arm_fits_the_distortion(qtbot, tmp_path):
+    """Image intensifier: the simulated C-arm shoots the plate; the correction agrees with the
+    simulator's distortion up to the ideal frame's homography; a cage shot is no plate shot."""
+    import cv2
+    from app.calibration_workflow import plate_source_from
+    from core.simulation.block_phantom import block_phantom
+    from core.simulation.scene import SimulatedOR
+    from devices.carm import SimulatedCArm
+    scene = SimulatedOR(seed=5, phantom=block_phantom(4.0, seed=2), shape=SHAPE)
+    carm = SimulatedCArm(scene=scene, latency_s=0.0)
+    carm.connect()
+    wf = CalibrationWorkflow(None, plate_source_from(carm))
+    run(qtbot, wf, wf.acquire_plate_shot, "ap", timeout=40000)
+    res = wf.plates["ap"]
+    assert set(res.figures) >= {"heldout_rms_px_polynomial", "heldout_rms_px_local_linear",
+                                "heldout_rms_px_local_cubic", "model"}
+    assert min(v for k, v in res.figures.items() if k.startswith("heldout")) < 0.1
+    assert len(res.raw_px) > 250 and np.median(res.residual_px) < 0.1
+    truth = scene.plate_shot("ap")
+    ok = np.isfinite(truth.balls_raw_px[:, 0])
+    j = np.argmin(np.linalg.norm(truth.balls_raw_px[ok][None] - res.raw_px[:, None], axis=2), axis=1)
+    corr = res.distortion.raw_to_ideal(truth.balls_raw_px[ok][j])
+    H, _ = cv2.findHomography(truth.balls_ideal_px[ok][j], corr, 0)
+    p = truth.balls_ideal_px[ok][j] @ H[:, :2].T + H[:, 2]
+    assert np.sqrt(np.mean(np.sum((p[:, :2] / p[:, 2:3] - corr) ** 2, 1))) < 0.05
+    assert not wf.distortion_done()          # LAT still missing
+    wf.set_use_plate(False)
+    assert wf.distortion_done()
+    wf.set_use_plate(True)
+    with qtbot.waitSignal(wf.failed, timeout=40000) as sig:
+        wf.load_plate_shot("lat", scene.acquire("lat").image)
+    assert sig.args[0] == "plate" and "\n" not in sig.args[1] and "lat" not in wf.plates
