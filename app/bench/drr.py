@@ -30,7 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--oversample", type=float, default=1.0,
                         help="reference-plane grid density over the voxel pitch (accuracy/speed, default 1)")
-    parser.add_argument("--device", default="cpu", help="also time the torch twin on this device (cpu, cuda)")
+    parser.add_argument("--device", default="cpu",
+                        help="time the torch twin on this device (cpu, cuda; 'none' to skip it)")
 
 
 def _volume(n: int):
@@ -132,23 +133,27 @@ def run(args) -> dict:
     out["mean_line_integral_exact"] = float(exact.mean())
     out["exact_pixels_compared"] = int(len(uv))
     plm = _plastimatch(vol, geo[512], sod, sid, args.threads, args.repeats)
-    mu = torch.from_numpy(grid.mu).to(args.device)
-    T = torch.from_numpy(grid.T_world_voxel).to(args.device)
+    twin_ms = None
+    if args.device != "none":
+        mu = torch.from_numpy(grid.mu).to(args.device)
+        T = torch.from_numpy(grid.T_world_voxel).to(args.device)
 
-    def twin():
-        with torch.no_grad():
-            joseph_drr_torch(mu, T, geo[512])
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
+        def twin():
+            with torch.no_grad():
+                joseph_drr_torch(mu, T, geo[512])
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
 
-    twin_ms = _median_ms(twin, max(1, min(args.repeats, 3)))
-    out[f"torch_twin_ms_512_{args.device}"] = twin_ms
+        twin_ms = _median_ms(twin, max(1, min(args.repeats, 3)))
+        out[f"torch_twin_ms_512_{args.device}"] = twin_ms
     if plm is not None:
         out["baseline_name"] = "plastimatch drr -i exact (cpu, reported compute time)"
         out["baseline_ms_512"] = plm[0]
         out["baseline_ncc_vs_fast"] = _ncc(plm[1], fast)
-    else:
+    elif twin_ms is not None:
         out["baseline_name"] = f"torch grid_sample Joseph ray marcher ({args.device})"
         out["baseline_ms_512"] = twin_ms
+    else:
+        return out
     out["speedup_vs_baseline"] = out["baseline_ms_512"] / out["ms_per_drr_512"]
     return out

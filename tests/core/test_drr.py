@@ -200,3 +200,18 @@ def test_unknown_render_device_is_refused():
     from core.drr import DrrRenderer
     with pytest.raises(DrrError, match="device"):
         DrrRenderer(_body(n=8, sp=10.0), "tpu")
+
+
+def test_benchmark_runs_on_a_small_volume():
+    """``fluoronav bench drr`` end to end on an 80³ phantom (the full-size figures are the benchmark's)."""
+    import argparse
+
+    from app.bench import drr as bench
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = bench.run(parser.parse_args(["--size", "80", "--repeats", "1", "--exact-step", "32", "--device", "none"]))
+    assert out["ms_per_drr_512"] > 0 and out["exact_pixels_compared"] == 256
+    assert out["ncc_vs_exact"] >= 0.99
+    assert out["mae_vs_exact"] < 0.03 * out["mean_line_integral_exact"]
+    if "baseline_ms_512" in out:  # plastimatch installed: same geometry, same picture
+        assert out["baseline_ncc_vs_fast"] >= 0.98
