@@ -221,7 +221,7 @@ def _level_parts(pt: _Patient, levels) -> dict:
     return built
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)   # a default phantom is ~150 MB
 def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape, fracture_loss, soft_tissue,
             center_mm, trabecular_hu_sd):
     spacing = _check_args(seed, spacing, levels, fracture_level, fracture_loss, lordosis_deg, shape, center_mm)
