@@ -90,6 +90,10 @@ class ArmStiffnessRLS:
         gain = Pphi / (self.lam + phi @ Pphi)
         self.theta = self.theta + gain * (dF - phi @ self.theta)
         self.P = (self.P - np.outer(gain, Pphi)) / self.lam
+        if not np.all(np.isfinite(self.P)) or np.trace(self.P) > 1e6:
+            self.P = np.eye(2) * 1e3            # forgetting without excitation: bound the covariance
+        if not np.all(np.isfinite(self.theta)):
+            self.theta = np.array([self.k_min, 0.0])
         return self.stiffness
 
 
@@ -136,11 +140,12 @@ class AdmittanceAxisGroup:
         self._mag = 0.0
         self._rate = 0.0
         self._prev_F = None
+        self._prev_speed = 0.0
         self.damping = params.damping_max
 
     def reset(self) -> None:
         self.v[:] = 0.0
-        self._mag, self._rate, self._prev_F = 0.0, 0.0, None
+        self._mag, self._rate, self._prev_F, self._prev_speed = 0.0, 0.0, None, 0.0
 
     def damping_bounds(self) -> tuple[float, float]:
         k = self.rls.stiffness
@@ -155,10 +160,12 @@ class AdmittanceAxisGroup:
         mag = float(np.linalg.norm(F))
         a = dt / (self.tau + dt)
         self._rate += a * ((mag - self._mag) / dt - self._rate)
-        if self.variable and self._prev_F is not None:
-            dx = float(np.linalg.norm(self.v)) * dt
-            self.rls.update(mag - self._prev_F, dx if mag > 0 else 0.0, 0.0)
-        self._prev_F, self._mag = mag, mag
+        speed = float(np.linalg.norm(self.v))
+        if self.variable and self._prev_F is not None and mag > 0:
+            # the hand follows the tool: force change against the tool's displacement and
+            # speed change along the push (Mao et al. [35])
+            self.rls.update(mag - self._prev_F, speed * dt, speed - self._prev_speed)
+        self._prev_F, self._mag, self._prev_speed = mag, mag, speed
         lo, hi = self.damping_bounds()
         level = self.fuzzy.level(mag, self._rate) if self.variable else 1.0
         self.damping = lo + level * (hi - lo)

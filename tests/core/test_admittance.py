@@ -92,3 +92,17 @@ def test_bad_parameters_raise():
         AdmittanceParameters(mass=0.0, damping_floor=1, damping_max=2, damping_per_stiffness=0,
                              dead_band=1, force_ref=1, rate_ref=1, stiffness0=0,
                              stiffness_min=0, stiffness_max=1)
+
+
+def test_long_push_keeps_damping_finite():
+    """Steady guiding (little excitation for the stiffness estimate) stays well defined."""
+    adm = FuzzyAdmittance()
+    rng = np.random.default_rng(5)
+    for _ in range(5000):
+        out = adm.step(np.r_[0, 6.0 + 0.1 * rng.standard_normal(), 0, 0, 0, 0], 0.0, 0.001)
+    # unbounded, the forgetting factor would grow the covariance by 0.995^-n (e^25 here,
+    # an overflow after 2.5 min at 1 kHz)
+    assert np.trace(adm.pos.rls.P) <= 1e6
+    lo, hi = adm.pos.damping_bounds()
+    assert np.all(np.isfinite(out)) and lo <= adm.pos.damping <= hi
+    assert 0.0 <= adm.pos.rls.stiffness <= 2.0
