@@ -111,8 +111,11 @@ def _shape(labels, th, row):
     return roundness, fill, peak
 
 
-def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0):
-    """(selected balls, median radius, merged blobs [(mask, offset)], median peak, noise sigma)."""
+def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0, saturated=None):
+    """(selected balls, median radius, merged blobs [(mask, offset)], median peak, noise sigma).
+
+    ``saturated``: where the detector clipped (no tissue in the beam): a ball there
+    shows only its dense core, a smaller but still symmetric disc, so it is kept."""
     rows, labels, th, sigma = _candidates(d, kernel_px, min_area, ball_r, floor)
     shp = [_shape(labels, th, r) for r in rows]
     r_eq = np.array([np.sqrt(r[5] / np.pi) for r in rows]) if rows else np.zeros(0)
@@ -124,6 +127,12 @@ def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0):
     peaks = np.array([s[2] for s in shp])
     # a round blob far denser than a ball is two balls stacked in projection: drop it
     keep = round_ & (r_eq > 0.7 * med) & (r_eq < 1.4 * med) & (peaks < 1.5 * np.median(peaks[round_]))
+    if saturated is not None:
+        small = round_ & (r_eq > 0.3 * med) & (r_eq <= 0.7 * med)
+        for k in np.nonzero(small)[0]:
+            i, x, y, w, h, _ = rows[k]
+            ring = saturated[max(y - 3, 0):y + h + 3, max(x - 3, 0):x + w + 3]
+            keep[k] = ring.mean() > 0.5
     # two touching balls: about twice the area, elongated (roundness 0.3-0.8)
     pair = ~round_ & (r_eq > 1.15 * med) & (r_eq < 1.6 * med) & np.array([0.3 < s[0] < 0.85 for s in shp])
     merged = []
@@ -222,11 +231,20 @@ def _detect_polarity(pixels, polarity, kernel_px, min_area):
     if sel:   # second pass with the ball size and contrast known: a tighter
         # background (opening 5 r wide) and a threshold at 30 % of a ball's peak
         k2 = max(9, int(5 * med) | 1)
-        sel, med, merged, _, sigma = _select(d, k2, min_area, ball_r=med, floor=0.3 * peak)
+        sel, med, merged, _, sigma = _select(d, k2, min_area, ball_r=med, floor=0.3 * peak,
+                                             saturated=_saturated(pixels, polarity))
     if not field.all():
         d = d.copy()
         d[~field] = np.nan        # refine_centre rejects windows that leave the field
     return d, sel, med, (merged, sigma)
+
+
+def _saturated(pixels, polarity):
+    """Pixels clipped at the bright (least dense) extreme, or None when there are few."""
+    a = np.asarray(pixels, np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    s = a >= hi - 0.002 * (hi - lo) if polarity > 0 else a <= lo + 0.002 * (hi - lo)
+    return s if s.mean() > 0.005 else None
 
 
 def _floor(d, kernel_px, field):

@@ -82,6 +82,8 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     centre = np.mean([p.origin_mm for p in planes], axis=0)
     field = _usable_field(pixels, beads)
     fits, figs = [], {"balls_detected": int(len(beads)), "merged_blobs_dropped": int(beads.dropped_merged),
+                      "touching_pairs_split": int(beads.split_pairs),
+                      "ball_radius_px": float(np.median(beads.radius_px)),
                       "polarity": int(beads.polarity), "planes": {}}
     all_loo = {"2d2d": [], "3d2d": []}
     X_all = np.concatenate([p.balls_mm[m.ball_idx[k]] for p, m, k in zip(planes, matches, keep)])
