@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-import math
 import json
+import math
 import logging
 import os
 import tempfile
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QUndoCommand, QUndoStack
+import shiboken6
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoStack
 
-from core.planning import (LEVELS, MAX_RAY_GAP_MM, POINTS, SIDES, VIEWS, PlanningError, Trajectory,
-                           TwoViewCalibration, locate_trajectory)
+from core.planning import (LEVELS, MAX_RAY_GAP_MM, POINTS, VIEWS, ClickOutsideImageError, PatientAxes,
+                           PlanningError, Trajectory, TwoViewCalibration, check_click, epipolar_line,
+                           locate_trajectory, plan_warnings, snap_to_epipolar, tool_band, trajectory_angles)
 
 __all__ = ["PlanModel", "PlanFileError", "PLAN_FORMAT", "PALETTE", "load_plan_file", "save_plan_file",
            "PlanningController", "install_planning"]
@@ -350,7 +351,6 @@ class PlanningController(QObject):
 
     def __init__(self, model: PlanModel, viewers: dict, panel=None, scene_view=None, confirm=None,
                  T_scene_cage=None, patient_axes=None, shortcut_parent=None, parent=None):
-        from core.planning import PatientAxes
         from widgets.trajectory_overlays import EpipolarOverlay
 
         super().__init__(parent)
@@ -429,10 +429,6 @@ class PlanningController(QObject):
 
     def click(self, view: str, u: float, v: float, modifiers=None) -> None:
         """A click on ``view`` at raw pixel (u, v): places the pending point, if any."""
-        from PySide6.QtCore import Qt
-
-        from core.planning import ClickOutsideImageError, check_click, epipolar_line, snap_to_epipolar
-
         if self.placing is None or self.placing[0] not in self.model:
             self.placing = None
             self._say("press N (New) to plan a trajectory, or drag a handle to move a point")
@@ -462,8 +458,6 @@ class PlanningController(QObject):
                 self.placing = (tid, "target")
                 self._say(f"{t.name}: entry placed. Now click the TARGET point in the AP or the LAT image")
             else:
-                from core.planning import plan_warnings
-
                 self.placing = None
                 problems = plan_warnings(t, self.patient_axes, self.model.max_gap_mm)
                 if problems:
@@ -487,8 +481,6 @@ class PlanningController(QObject):
 
     def handle_dragged(self, view: str, tid: str, kind: str, u: float, v: float, finished: bool) -> None:
         """A handle of ``tid`` moves in ``view``: one undo step per drag, live in both views and 3D."""
-        from core.planning import ClickOutsideImageError, check_click
-
         if self._drag is None or self._drag[:3] != (tid, kind, view):
             self._drag = (tid, kind, view, object())
             self.model.select(tid)
@@ -584,9 +576,6 @@ class PlanningController(QObject):
 
     def install_shortcuts(self, parent) -> list:
         """N new, E/T re-place entry/target, Delete, Ctrl+Z, Ctrl+Shift+Z (and Ctrl+Y), Esc."""
-        from PySide6.QtCore import Qt
-        from PySide6.QtGui import QKeySequence, QShortcut
-
         keys = (("N", self.new_trajectory), ("E", lambda: self.place("entry")), ("T", lambda: self.place("target")),
                 (QKeySequence.StandardKey.Delete, self.delete_selected), (QKeySequence.StandardKey.Undo, self.undo),
                 ("Ctrl+Shift+Z", self.redo), ("Ctrl+Y", self.redo), ("Esc", self.cancel))
@@ -649,8 +638,6 @@ class PlanningController(QObject):
 
     def _refresh(self, tid: str) -> None:
         """Redraw ``tid`` in both views and in 3D, and its table row."""
-        from core.planning import tool_band
-
         t = self.model.get(tid)
         selected = tid == self.model.selected
         warn = bool(self.model.gap_too_large(tid))
@@ -703,8 +690,6 @@ class PlanningController(QObject):
         return (tid, kind, clicked[0]) if len(clicked) == 1 else None
 
     def _refresh_epipolar(self) -> None:
-        from core.planning import epipolar_line
-
         src, calib = self.epipolar_source(), self.model.calibration
         lines = {v: None for v in VIEWS}
         colour = "#ffffff"
@@ -724,8 +709,6 @@ class PlanningController(QObject):
     def _refresh_panel(self) -> None:
         if self.panel is None:
             return
-        from core.planning import plan_warnings, trajectory_angles
-
         rows = []
         for tid, t in zip(self.model.ids(), self.model.trajectories()):
             row = {"tid": tid, "name": t.name, "level": t.level, "side": t.side, "colour": t.colour,
@@ -742,8 +725,6 @@ class PlanningController(QObject):
         self.panel.set_selected(self.model.selected)
 
     def _undo_state(self, *_):
-        import shiboken6
-
         if self.panel is not None and shiboken6.isValid(self.model.undo_stack) and shiboken6.isValid(self.panel):
             s = self.model.undo_stack
             self.panel.set_undo_state(s.canUndo(), s.canRedo(), s.undoText(), s.redoText())
@@ -762,8 +743,6 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
     ``T_scene_cage`` places the cage frame in the 3D view's frame (the simulator's
     ``T_world_cage``); ``patient_axes`` defaults to the cage's standard mounting.
     """
-    from PySide6.QtCore import Qt
-
     from widgets.planning_panel import PlanningPanel
 
     panel = PlanningPanel(colours=PALETTE)
@@ -779,8 +758,6 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
         session.calibration_changed.connect(controller.set_calibration)
         model.changed.connect(lambda: session.set_plans(model.trajectories()))
         if autosave_ms is not None:
-            from PySide6.QtCore import QTimer
-
             timer = QTimer(controller, singleShot=True, interval=int(autosave_ms))
             timer.timeout.connect(lambda: _autosave(model, session))
             model.changed.connect(timer.start)

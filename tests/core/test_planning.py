@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from core.cone_beam import ConeBeamGeometry
-from core.geometry import Ray, from_euler, triangulate_rays
+from core.geometry import from_euler, triangulate_rays
 from core.planning import (MAX_RAY_GAP_MM, ClickOutsideImageError, ConeBeamPair, PatientAxes, PlanningError,
                            RayGapWarning, Trajectory, TwoViewCalibration, check_click, clip_polyline, epipolar_line,
                            image_angles, plan_warnings,
