@@ -99,6 +99,16 @@ def test_cropped_keeps_world_positions():
     assert sub.hu[0, 0, 0] == vol.hu[3, 2, 1]
 
 
+def test_cropped_to_world_box_holds_the_box():
+    vol, _ = _oblique(np.zeros((20, 18, 16), np.float32))
+    lo, hi = vol.center_world() - 2.0, vol.center_world() + 2.0
+    sub = vol.cropped_to_world_box(lo, hi, margin_vox=0)
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    ijk = sub.world_to_index(corners)
+    assert np.all(ijk >= -1e-9) and np.all(ijk <= np.array(sub.shape_xyz) - 1 + 1e-9)
+    assert np.all(np.array(sub.shape_xyz) < np.array(vol.shape_xyz))
+
+
 def test_rejects_a_2d_array():
     with pytest.raises(VolumeError, match="3-D"):
         Volume(np.zeros((4, 4), np.float32), (1, 1, 1))
