@@ -17,7 +17,25 @@ import numpy as np
 from core.image_io import FluoroImage, ImageReadError, read_image
 from devices.base import DeviceError, DeviceStatus
 
-__all__ = ["CArmSource", "SimulatedCArm", "DicomFolderSource", "DicomFolderCArm"]
+__all__ = ["CArmSource", "SimulatedCArm", "DicomFolderSource", "DicomFolderCArm", "carm_preset"]
+
+_PRESET_KEYS = {"detector", "sid_mm", "sod_mm", "field_diameter_mm", "shape"}
+
+
+def carm_preset(name: str) -> dict:
+    """Scene arguments of a named C-arm (resources/carm/presets.json)."""
+    import json
+
+    from resources import path
+    d = json.loads(path("carm", "presets.json").read_text())
+    presets = d.get("presets", {}) if d.get("format") == "fluoronav.carm_presets/1" else {}
+    if name not in presets:
+        raise DeviceError(f"unknown C-arm preset {name!r}: choose one of {', '.join(sorted(presets))}")
+    p = presets[name]
+    missing = _PRESET_KEYS - set(p)
+    if missing:
+        raise DeviceError(f"C-arm preset {name!r} lacks {', '.join(sorted(missing))}: fix resources/carm/presets.json")
+    return {k: (tuple(p[k]) if k == "shape" else p[k]) for k in _PRESET_KEYS}
 
 
 class CArmSource(abc.ABC):
@@ -52,16 +70,24 @@ class SimulatedCArm(CArmSource):
     """The virtual C-arm of the simulated operating room (wraps ``core.simulation.SimulatedOR``).
 
     Orbit (primary = LAO+/RAO-, secondary = cranial+/caudal-, degrees), SID and
-    detector type; ``last_shot`` / ``last_shots[view]`` keep the ground truth.
+    detector type, or a named ``preset``; other keyword arguments go to the scene
+    (phantom, cage, T_world_cage, pixel_spacing_mm, ...). ``last_shot`` /
+    ``last_shots[view]`` keep the ground truth.
     ``latency_s``: the least time an acquisition takes, like a real exposure.
     """
     name = "Simulated C-arm"
 
-    def __init__(self, seed: int = 0, detector: str = "image_intensifier", sid_mm: float = 1000.0,
-                 sod_mm: float = 625.0, shape=(512, 512), latency_s: float = 0.15, scene=None, **scene_kwargs):
+    def __init__(self, seed: int = 0, detector: str | None = None, sid_mm: float | None = None,
+                 sod_mm: float | None = None, shape=None, latency_s: float = 0.15, scene=None,
+                 preset: str | None = None, **scene_kwargs):
         self.seed, self.latency_s = int(seed), float(latency_s)
-        self._scene_args = dict(seed=int(seed), detector=detector, sid_mm=sid_mm, sod_mm=sod_mm,
-                                shape=tuple(shape), **scene_kwargs)
+        # built-in defaults (the 9-inch II), then the named preset, then explicit arguments
+        self._scene_args = dict(seed=int(seed), detector="image_intensifier", sid_mm=1000.0, sod_mm=625.0,
+                                shape=(512, 512))
+        if preset:
+            self._scene_args.update(carm_preset(preset))
+        given = dict(detector=detector, sid_mm=sid_mm, sod_mm=sod_mm, shape=None if shape is None else tuple(shape))
+        self._scene_args.update({k: v for k, v in given.items() if v is not None}, **scene_kwargs)
         self.scene = scene
         self.primary_deg, self.secondary_deg = 0.0, 0.0
         self.last_shot = None

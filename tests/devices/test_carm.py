@@ -129,3 +129,19 @@ def test_folder_that_disappears_is_a_fault(tmp_path):
 def test_folder_source_cannot_be_positioned(tmp_path):
     with pytest.raises(DeviceError, match="cannot be positioned"):
         DicomFolderSource(tmp_path).set_pose(10, 0)
+
+
+def test_presets_set_the_detector():
+    from devices.carm import carm_preset
+    p = carm_preset("flat_panel_30cm")
+    assert p["detector"] == "flat_panel" and p["shape"] == (1024, 1024) and p["sid_mm"] == 1100.0
+    c = SimulatedCArm(preset="ii_12in", phantom=block_phantom(8.0), shape=(64, 64), pixel_spacing_mm=4.7,
+                      latency_s=0.0)
+    c.connect()
+    img = c.acquire("ap")
+    assert img.shape == (64, 64) and c.scene.field_diameter_mm == 300.0  # explicit arguments win
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(DeviceError, match="unknown C-arm preset 'ii_99'"):
+        SimulatedCArm(preset="ii_99")
