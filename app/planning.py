@@ -539,6 +539,14 @@ class PlanningController(QObject):
         self.refresh_all()
         self._say(f"plan loaded from {path}: {len(self.model)} trajectories")
 
+    def view_along(self) -> None:
+        """V: the 3D view looks down the selected trajectory."""
+        tid = self.model.selected
+        if self.scene is None or tid not in self.scene.ids():
+            self._say("select a complete trajectory to look along it", warn=True)
+            return
+        self.scene.view_along(tid)
+
     def _picked_in_3d(self, tid: str) -> None:
         if tid in self.model:
             self.model.select(tid)
@@ -563,6 +571,7 @@ class PlanningController(QObject):
         panel.selection_requested.connect(self.model.select)
         panel.edit_requested.connect(self._edit)
         panel.snap_toggled.connect(self.set_snap)
+        panel.view_along_requested.connect(self.view_along)
         panel.save_requested.connect(self._save_dialog)
         panel.load_requested.connect(self._load_dialog)
         self.message.connect(panel.set_status)
@@ -575,8 +584,10 @@ class PlanningController(QObject):
             self._refresh_panel()
 
     def install_shortcuts(self, parent) -> list:
-        """N new, E/T re-place entry/target, Delete, Ctrl+Z, Ctrl+Shift+Z (and Ctrl+Y), Esc."""
+        """N new, E/T re-place entry/target, V look along in 3D, Delete, Ctrl+Z, Ctrl+Shift+Z
+        (and Ctrl+Y), Esc."""
         keys = (("N", self.new_trajectory), ("E", lambda: self.place("entry")), ("T", lambda: self.place("target")),
+                ("V", self.view_along),
                 (QKeySequence.StandardKey.Delete, self.delete_selected), (QKeySequence.StandardKey.Undo, self.undo),
                 ("Ctrl+Shift+Z", self.redo), ("Ctrl+Y", self.redo), ("Esc", self.cancel))
         self.shortcuts = []

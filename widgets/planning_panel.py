@@ -33,6 +33,7 @@ class PlanningPanel(QWidget):
     delete_requested = Signal()
     undo_requested = Signal()
     redo_requested = Signal()
+    view_along_requested = Signal()
     save_requested = Signal()
     load_requested = Signal()
     selection_requested = Signal(str)          # tid, "" for none
@@ -100,6 +101,8 @@ class PlanningPanel(QWidget):
                 ("delete", "Delete  (Del)", "Delete the selected trajectory (asks first)", self.delete_requested),
                 ("undo", "Undo  (Ctrl+Z)", "Undo the last edit", self.undo_requested),
                 ("redo", "Redo", "Redo (Ctrl+Shift+Z or Ctrl+Y)", self.redo_requested),
+                ("view", "3D: along  (V)", "Look down the selected trajectory in the 3D view",
+                 self.view_along_requested),
                 ("save", "Save plan…", "Save the plan to a file", self.save_requested),
                 ("load", "Load plan…", "Load a plan file (replaces this plan)", self.load_requested))):
             b = QPushButton(text, objectName=f"plan_{key}", toolTip=tip)

@@ -128,6 +128,25 @@ class SceneTrajectories:
         self.scene_view.renderer.ResetCamera(*np.ravel(np.column_stack([centre - margin, centre + margin])))
         self.scene_view.render()
 
+    def view_along(self, tid: str, back_mm: float = 150.0) -> None:
+        """Camera on the trajectory's axis behind the entry, looking at the target (the
+        surgeon's view down the tool), the patient's head up when it can be."""
+        a = self._actors[tid]
+        T = np.array([[self._matrix.GetElement(i, j) for j in range(4)] for i in range(4)])
+        e = (T @ [*a.line.GetPoint1(), 1.0])[:3]
+        t = (T @ [*a.line.GetPoint2(), 1.0])[:3]
+        d = (t - e) / max(np.linalg.norm(t - e), 1e-9)
+        up = np.array([0.0, 0.0, 1.0])  # scene z = head (widgets.scene_view presets)
+        if abs(d @ up) > 0.95:
+            up = np.array([0.0, -1.0, 0.0])
+        cam = self.scene_view.renderer.GetActiveCamera()
+        cam.SetFocalPoint(*t)
+        cam.SetPosition(*(e - back_mm * d))
+        cam.SetViewUp(*up)
+        cam.OrthogonalizeViewUp()
+        self.scene_view.renderer.ResetCameraClippingRange()
+        self.scene_view.render()
+
     # -- picking ------------------------------------------------------------------------------
     def pick_at(self, x: float, y: float) -> str | None:
         """The trajectory drawn at display pixel (x, y) of the 3D view (VTK: origin bottom-left)."""

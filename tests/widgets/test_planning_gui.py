@@ -397,3 +397,20 @@ def test_without_calibration_clicks_are_kept_and_located_later(planning):
     ctrl.set_calibration(calib)  # the calibration of these very shots arrives
     t = model.get(tid)
     assert np.linalg.norm(np.subtract(t.entry_mm, entry)) < 0.6 and tid in ctrl.scene.ids()
+
+
+def test_view_along_the_selected_trajectory(planning):
+    window, model, ctrl, calib, answers, sim = planning
+    entry, target, _, _ = _truth(sim)[0]
+    tid = plan_by_clicks(window, ctrl, calib, entry, target, np.random.default_rng(6))
+    ctrl.view_along()
+    cam = window.scene_view.renderer.GetActiveCamera()
+    t = model.get(tid)
+    e_world, t_world = (apply(sim.T_world_cage, np.array(p)) for p in (t.entry_mm, t.target_mm))
+    axis = (t_world - e_world) / np.linalg.norm(t_world - e_world)
+    look = np.array(cam.GetDirectionOfProjection())
+    assert np.degrees(np.arccos(np.clip(look @ axis, -1, 1))) < 0.01
+    assert np.allclose(cam.GetFocalPoint(), t_world, atol=1e-6)
+    x, y = ctrl.scene.display_position(tid)  # the trajectory is in the middle of the view
+    w, h = window.scene_view.render_window.GetSize()
+    assert abs(x - w / 2) < 0.1 * w and abs(y - h / 2) < 0.1 * h
