@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -136,6 +136,17 @@ def residual_vectors_px(cage, shot: ShotResult, method: str, distortion=None) ->
             ideal = project_p(vc.P, X)
         out[di] = vc.distortion.ideal_to_raw(ideal) - shot.labels.centres_px[di]
     return out
+
+
+def _in_field(image: FluoroImage, uv, radius_px) -> np.ndarray:
+    """Which raw pixels (N, 2) have a whole ball's disc inside the exposed field."""
+    import cv2
+    from core.beads import field_mask
+    f = field_mask(image.display(), 1).astype(np.uint8)
+    r = int(np.ceil(radius_px)) + 1
+    f = cv2.erode(f, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
+    q = np.clip(np.rint(uv).astype(int), 0, [f.shape[1] - 1, f.shape[0] - 1])
+    return f[q[:, 1], q[:, 0]]
 
 
 # -- the workflow: state, worker thread, signals -------------------------------------------
@@ -396,6 +407,39 @@ class CalibrationWorkflow(QObject):
         d = np.linalg.norm(shot.labels.centres_px - np.asarray(uv, float), axis=1)
         i = int(np.argmin(d))
         return i if d[i] <= max_px else None
+
+    def predicted_balls(self, view: str) -> tuple[list, np.ndarray]:
+        """Where the fitted view puts every ball of its planes: ([(plane id, ball)], raw px (N, 2)),
+        only those inside the image; empty without a fit."""
+        shot = self.shots.get(view)
+        if shot is None or shot.fit is None:
+            return [], np.zeros((0, 2))
+        keys = [(p.id, b) for p in self.cage.planes_for(view) for b in range(p.n_balls)]
+        uv = shot.fit.project(self.cage.balls_for(view), self.method)
+        rows, cols = shot.image.shape
+        ok = np.all(np.isfinite(uv), axis=1) & (uv[:, 0] >= 0) & (uv[:, 0] <= cols - 1) \
+            & (uv[:, 1] >= 0) & (uv[:, 1] <= rows - 1)
+        return [k for k, o in zip(keys, ok) if o], uv[ok]
+
+    def missing_balls_px(self, view: str) -> np.ndarray:
+        """Predicted raw px of the balls inside the image that no detection is labelled as."""
+        keys, uv = self.predicted_balls(view)
+        if not keys:
+            return uv
+        shot = self.shots[view]
+        have = set(zip(shot.labels.plane_ids, shot.labels.ball_idx.tolist()))
+        uv = uv[[k not in have for k in keys]]
+        return uv[_in_field(shot.image, uv, shot.labels.radius_px)]
+
+    def suggest_label(self, view: str, index: int, max_px: float = 3.0):
+        """The cage ball whose predicted position is nearest detection ``index``: (plane id, ball,
+        distance px), or None when none is within ``max_px`` or there is no fit."""
+        keys, uv = self.predicted_balls(view)
+        if not keys or not (0 <= index < len(self.shots[view].labels)):
+            return None
+        d = np.linalg.norm(uv - self.shots[view].labels.centres_px[index], axis=1)
+        k = int(np.argmin(d))
+        return (keys[k][0], keys[k][1], float(d[k])) if d[k] <= max_px else None
 
     def add_ball(self, view: str, uv) -> bool:
         """Add a ball at a click (centre refined); it is labelled from its plane's fit."""

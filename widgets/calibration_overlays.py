@@ -12,13 +12,14 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 
-__all__ = ["BallOverlay", "PlateOverlay", "PLANE_COLOURS", "UNLABELLED_COLOUR", "SELECTED_COLOUR",
+__all__ = ["BallOverlay", "PlateOverlay", "PLANE_COLOURS", "UNLABELLED_COLOUR", "SELECTED_COLOUR", "MISSING_COLOUR",
            "residual_colour"]
 
 # colour-blind-safe pairs, bright on a dark X-ray: first plane of a view blue, second orange
 PLANE_COLOURS = ("#4fb3ff", "#ff9f1c", "#7bd389", "#e86fb0")
 UNLABELLED_COLOUR = "#ff4d4d"
 SELECTED_COLOUR = "#ffe14d"
+MISSING_COLOUR = "#c9d1da"
 ARROW_CAP_PX = 60.0               # longer residual arrows (a wrong label) are drawn this long
 PLATE_RESIDUAL_FULL_PX = 0.3       # plate dots are red at this corrected residual and above
 
@@ -48,7 +49,9 @@ class BallOverlay:
         self.rings = _Scatter(pxMode=False, antialias=True)
         self.unlabelled = _Scatter(pxMode=False, antialias=True, symbol="s")
         self.selected = _Scatter(pxMode=False, antialias=True)
-        for z, item in enumerate((self.rings, self.unlabelled, self.arrows, self.long_arrows, self.selected)):
+        self.missing = _Scatter(pxMode=False, antialias=True)
+        for z, item in enumerate((self.missing, self.rings, self.unlabelled, self.arrows, self.long_arrows,
+                                  self.selected)):
             item.setParentItem(group)
             item.setZValue(z)
             item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)   # clicks go to the viewer
@@ -85,6 +88,11 @@ class BallOverlay:
             seg[0::2], seg[1::2] = c[ok][sel], c[ok][sel] + d[sel]
             item.setData(seg[:, 0], seg[:, 1], connect="pairs", pen=_pen(colour, width))
 
+    def set_missing(self, uv_px, radius_px: float = 5.0) -> None:
+        """Dotted grey rings where the fit predicts a cage ball that no detection is labelled as."""
+        self.missing.setData(pos=np.asarray(uv_px, float).reshape(-1, 2), size=2 * radius_px + 5, brush=None,
+                             symbol="o", pen=_pen(MISSING_COLOUR, 2.0, Qt.PenStyle.DotLine))
+
     def set_selected(self, uv, radius_px: float = 5.0) -> None:
         if uv is None:
             self.selected.setData([], [])
@@ -93,7 +101,7 @@ class BallOverlay:
                               pen=_pen(SELECTED_COLOUR, 3.5))
 
     def clear(self) -> None:
-        for item in (self.rings, self.unlabelled, self.selected):
+        for item in (self.rings, self.unlabelled, self.selected, self.missing):
             item.setData([], [])
         self.arrows.setData([], [])
         self.long_arrows.setData([], [])

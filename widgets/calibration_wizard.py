@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QFile
                                QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QWizard,
                                QWizardPage)
 
-from widgets.calibration_overlays import (ARROW_CAP_PX, BallOverlay, PLANE_COLOURS, PLATE_RESIDUAL_FULL_PX, PlateOverlay,
-                                          UNLABELLED_COLOUR)
+from widgets.calibration_overlays import (ARROW_CAP_PX, BallOverlay, PLANE_COLOURS, PLATE_RESIDUAL_FULL_PX,
+                                          MISSING_COLOUR, PlateOverlay, UNLABELLED_COLOUR)
 from widgets.fluoro_viewer import FluoroViewer
 
 __all__ = ["CalibrationWizard", "PAGES"]
@@ -255,7 +255,8 @@ class DistortionPage(_Page):
 
 
 def _plate_text(figs, residual) -> str:
-    names = {"polynomial": "global polynomial", "local_linear": "local, linear cells", "local_cubic": "local, cubic cells"}
+    names = {"polynomial": "global polynomial", "local_linear": "local, linear cells",
+             "local_cubic": "local, cubic cells"}
     used = figs.get("model")
     lines = [f"{figs['plate_balls_matched']} plate balls · largest correction {figs['max_correction_px']:.1f} px",
              "held-out RMS per method:"]
@@ -364,6 +365,7 @@ class BallsPage(_Page):
         self.box.addLayout(grid, 1)
         self.box.addWidget(self.progress_row)
         self.selected: tuple[str, int] | None = None
+        self._select_added: str | None = None
 
     @property
     def mode(self) -> str:
@@ -376,7 +378,7 @@ class BallsPage(_Page):
         """What a left click on a view does in the current mode."""
         if self.mode == "add":
             self.selected = None
-            self.wf.add_ball(view, (u, v))
+            self._select_added = view if self.wf.add_ball(view, (u, v)) else None
             return
         i = self.wf.nearest_detection(view, (u, v))
         if self.mode == "remove":
@@ -403,7 +405,12 @@ class BallsPage(_Page):
             return
         v, i = self.selected
         pid, ball = self.wf.shots[v].labels.label_of(i)
-        self.selection.setText(f"{v.upper()} detection {i}: " + (f"{pid} ball {ball}" if pid else "not a cage ball"))
+        text = f"{v.upper()} detection {i}: " + (f"{pid} ball {ball}" if pid else "not a cage ball")
+        hint = None if pid else self.wf.suggest_label(v, i)
+        if hint is not None:       # pre-fill the ball the fit predicts here: Assign is one press
+            pid, ball = hint[0], hint[1]
+            text += f" (fit predicts {pid} ball {ball} {hint[2]:.1f} px away)"
+        self.selection.setText(text)
         self.plane_box.blockSignals(True)
         self.plane_box.clear()
         self.plane_box.addItems([p.id for p in self.wf.cage.planes_for(v)])
@@ -451,6 +458,8 @@ class BallsPage(_Page):
                                              f"{p.id}", "wizard_legend", wrap=False))
         self.legend.addWidget(_label(f"<span style='color:{UNLABELLED_COLOUR}; font-size:20pt'>□</span> "
                                      "not a cage ball", "wizard_legend", wrap=False))
+        self.legend.addWidget(_label(f"<span style='color:{MISSING_COLOUR}; font-size:20pt'>◌</span> "
+                                     "predicted, not found", "wizard_legend", wrap=False))
         self.legend.addWidget(_label(f"white lines: residual × {RESIDUAL_GAIN:g} (red: longer than "
                                      f"{ARROW_CAP_PX:g} px, shortened)", "wizard_legend", wrap=False))
         self.legend.addStretch(1)
@@ -470,12 +479,15 @@ class BallsPage(_Page):
             _show(self.viewers[v], shot.image)
             ids = [p.id for p in self.wf.cage.planes_for(v)]
             k = [ids.index(p) if p in ids else -1 for p in shot.labels.plane_ids]
-            self.overlays[v].set_balls(shot.labels.centres_px, k, residual_vectors_px(self.wf.cage, shot, self.wf.method,
-                                                                           self.wf.distortion(v)),
-                                       RESIDUAL_GAIN, shot.labels.radius_px)
+            vec = residual_vectors_px(self.wf.cage, shot, self.wf.method, self.wf.distortion(v))
+            self.overlays[v].set_balls(shot.labels.centres_px, k, vec, RESIDUAL_GAIN, shot.labels.radius_px)
+            self.overlays[v].set_missing(self.wf.missing_balls_px(v), shot.labels.radius_px)
             n = {pid: int(np.sum(np.array(shot.labels.plane_ids) == pid)) for pid in ids}
             self.state[v].setText(f"{len(shot.labels)} detections; " + ", ".join(f"{p}: {n[p]}" for p in ids)
                                   + (f"\n⚠ {shot.error}" if shot.error else ""))
+        if self._select_added and not self.wf.busy:      # the ball just added, ready to assign
+            v = self._select_added
+            self.selected, self._select_added = (v, len(self.wf.shots[v].labels) - 1), None
         if self.selected and (self.selected[0] not in self.wf.shots
                               or self.selected[1] >= len(self.wf.shots[self.selected[0]].labels)):
             self.selected = None

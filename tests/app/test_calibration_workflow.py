@@ -104,6 +104,8 @@ def test_remove_then_add_a_ball_changes_the_matched_set(qtbot, calibrated, sim):
     assert wf.figures()["views"]["ap"]["planes"][pid]["matched"] == n0 - 1
     assert wf.calibration is not cal0 and wf.calibration.views["ap"].figures["manual_edits"] == 1
     assert ball not in wf.shots["ap"].labels.matched(pid)[0]
+    missing = wf.missing_balls_px("ap")           # drawn as "predicted, not found"
+    assert np.min(np.linalg.norm(missing - uv, axis=1)) < 0.2
     # add it back by a click 1.5 px off its centre: refined, labelled from the plane's fit
     run(qtbot, wf, wf.add_ball, "ap", uv + [1.0, -1.1])
     labels = wf.shots["ap"].labels
@@ -128,6 +130,7 @@ def test_wrong_assignment_fails_the_residual_gate_and_unassign_recovers(qtbot, c
     assert np.nanmedian(length) < 0.3
     run(qtbot, wf, wf.unassign, "lat", int(di[0]))
     assert wf.calibration is not None
+    assert wf.suggest_label("lat", int(di[0]))[:2] == (pid, int(bi[0]))   # the fit says which ball it is
     vec = residual_vectors_px(wf.cage, wf.shots["lat"], wf.method)
     ok = np.isfinite(vec[:, 0])
     assert ok.sum() >= 50 and np.sqrt(np.mean(np.sum(vec[ok] ** 2, 1))) < 0.3
