@@ -4,6 +4,7 @@ session and devices together. ``run_gui(config_path)`` is what ``fluoronav gui``
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import numpy as np
@@ -159,6 +160,20 @@ class Workstation:
         self.devices.shutdown()
 
 
+def _quit_on_signals(app: QApplication) -> None:
+    """Ctrl+C / SIGTERM close the window cleanly (layout saved, devices stopped)."""
+    def close(*_):
+        for w in app.topLevelWidgets():
+            if isinstance(w, MainWindow):
+                w.close()
+        app.quit()
+    signal.signal(signal.SIGINT, close)
+    signal.signal(signal.SIGTERM, close)
+    timer = QTimer(app)  # lets Python run its signal handlers while Qt waits
+    timer.timeout.connect(lambda: None)
+    timer.start(250)
+
+
 def run_gui(config_path=None) -> int:
     """Start the workstation; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -176,6 +191,7 @@ def run_gui(config_path=None) -> int:
     if error is not None:
         QTimer.singleShot(0, lambda: station.report_config_error(error))
     station.start()
+    _quit_on_signals(app)
     code = app.exec()
     station.shutdown()
     return code
