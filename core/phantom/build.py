@@ -53,8 +53,8 @@ def _check_args(seed, spacing_mm, levels, fracture_level, fracture_loss, lordosi
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise PhantomError(f"seed must be a non-negative integer, got {seed!r}")
     sp = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (3,))
-    if not np.all(np.isfinite(sp)) or np.any(sp < 0.2) or np.any(sp > 5.0):
-        raise PhantomError(f"spacing_mm must be between 0.2 and 5 mm, got {spacing_mm}")
+    if not np.all(np.isfinite(sp)) or np.any(sp < 0.2) or np.any(sp > 10.0):
+        raise PhantomError(f"spacing_mm must be between 0.2 and 10 mm, got {spacing_mm}")
     bad = [lv for lv in levels if lv not in CANONICAL_LEVELS]
     if not levels or bad:
         raise PhantomError(f"unknown level(s) {bad}: choose among {', '.join(CANONICAL_LEVELS)}")
