@@ -34,8 +34,6 @@ DRIVERS = {
     ("carm", "simulated"): ("devices.carm", "SimulatedCArm", {"seed": "seed"}),
     ("carm", "dicom_folder"): ("devices.carm", "DicomFolderCArm", {"folder": "dicom_folder",
                                                                    "timeout_s": "acquire_timeout_s"}),
-    ("force_sensor", "simulated"): ("devices.force_sensor", "SimulatedForceSensor", {}),
-    ("force_sensor", "ati_netft"): ("devices.ati_netft", "AtiNetFt", {"host": "host", "port": "port"}),
     ("tracker", "simulated"): ("devices.tracker", "SimulatedTracker", {}),
 }
 
@@ -45,8 +43,9 @@ def driver_factory(device: str, config: Config) -> tuple[Callable[[], Any] | Non
     kind = config[device]["kind"]
     if kind == "none":
         return None, f"not configured ({device}.kind = \"none\")"
-    if device == "robot":  # its control loop runs in its own process, started by the robot panel
-        return None, f"{kind} robot: started by the robot panel"
+    if device in ("robot", "force_sensor"):
+        # the robot's control loop owns both, in its own process (app.robot_controller_client)
+        return None, f"{kind} {device.replace('_', ' ')}: started with the robot panel"
     module_name, class_name, keys = DRIVERS[(device, kind)]
     try:
         cls = getattr(importlib.import_module(module_name), class_name)

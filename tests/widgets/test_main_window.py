@@ -287,3 +287,28 @@ def test_acquire_refuses_unknown_view_and_missing_carm(station):
     from devices.base import DeviceError
     with pytest.raises(DeviceError, match="no C-arm is configured"):
         station.devices.acquire("ap")
+
+
+def test_driver_factory_builds_the_configured_c_arm(tmp_path):
+    from app.config import load_config
+    from app.devices_controller import driver_factory
+    from devices.carm import DicomFolderSource, SimulatedCArm
+    p = tmp_path / "c.toml"
+    p.write_text('[carm]\nseed = 7\n[robot]\nkind = "none"\n')
+    factory, why = driver_factory("carm", load_config(p))
+    carm = factory()
+    assert why == "" and isinstance(carm, SimulatedCArm) and carm.seed == 7
+    p.write_text(f'[carm]\nkind = "dicom_folder"\ndicom_folder = "{tmp_path}"\nacquire_timeout_s = 12\n')
+    carm = driver_factory("carm", load_config(p))[0]()
+    assert isinstance(carm, DicomFolderSource) and carm.folder == tmp_path and carm.timeout_s == 12.0
+
+
+def test_driver_factory_leaves_robot_and_force_sensor_to_the_robot_process(tmp_path):
+    from app.config import load_config
+    from app.devices_controller import driver_factory
+    p = tmp_path / "c.toml"
+    p.write_text('[robot]\nkind = "none"\n')
+    config = load_config(p)
+    assert driver_factory("robot", config) == (None, 'not configured (robot.kind = "none")')
+    factory, why = driver_factory("force_sensor", config)
+    assert factory is None and why == "simulated force sensor: started with the robot panel"
