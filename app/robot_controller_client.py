@@ -14,6 +14,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.kinematics.hybrid5 import load_hybrid5
+from devices.base import DeviceStatus
 from devices.robot_controller import ControllerConfig, RobotController
 
 __all__ = ["RobotControllerClient", "install_robot_panel", "IDENTIFY_ANGLES_DEG"]
@@ -29,6 +30,7 @@ class RobotControllerClient(QObject):
     fault_raised = Signal(str)            # one line saying what to do
     event = Signal(str, object)           # "tool_load", "identify_progress", "refused", ...
     ready_changed = Signal(bool)
+    device_status = Signal(str, object, str)   # ("robot" | "force_sensor", DeviceStatus, message)
 
     def __init__(self, config: ControllerConfig | None = None, parent=None, poll_ms: int = 20):
         super().__init__(parent)
@@ -60,10 +62,12 @@ class RobotControllerClient(QObject):
         if not self._ready and self.controller.ready():
             self._ready = True
             self.ready_changed.emit(True)
+            self._emit_status(None)
         if self.controller.process is not None and not self.controller.alive():
             self._poll.stop()
-            self.fault_raised.emit("the robot control process ended: restart fluoronav; the "
-                                   "robot is stopped")
+            message = "the robot control process ended: restart fluoronav; the robot is stopped"
+            self.fault_raised.emit(message)
+            self.device_status.emit("robot", DeviceStatus.FAULT, message)
             return
         last = None
         for msg in self.controller.drain():
@@ -75,8 +79,22 @@ class RobotControllerClient(QObject):
                     self.fault_raised.emit(payload)
                 self.event.emit(kind, payload)
         if last is not None:
+            if (last["fault"] or None) != (self.state.get("fault") or None):
+                self._emit_status(last["fault"])
             self.state = last
             self.state_changed.emit(last)
+
+    def _emit_status(self, fault) -> None:
+        """Device pills: the loop's fault names the device that failed."""
+        sensor_sim = self.controller.config.netft_host is None
+        ok_robot = (DeviceStatus.SIMULATED, "simulated hybrid robot, 1 kHz control process")
+        ok_sensor = ((DeviceStatus.SIMULATED, "simulated 6-axis sensor") if sensor_sim else
+                     (DeviceStatus.CONNECTED, f"ATI Net F/T {self.controller.config.netft_host}"))
+        sensor_fault = bool(fault) and ("sensor" in fault or "Net F/T" in fault)
+        self.device_status.emit("robot", *((DeviceStatus.FAULT, fault) if fault and not sensor_fault
+                                           else ok_robot))
+        self.device_status.emit("force_sensor", *((DeviceStatus.FAULT, fault) if sensor_fault
+                                                  else ok_sensor))
 
     # -- actions (one per panel control) -------------------------------------------------
     def stop(self) -> None:
@@ -150,9 +168,11 @@ class RobotControllerClient(QObject):
         return t - time.perf_counter(), w
 
 
-def install_robot_panel(window, config: ControllerConfig | None = None,
-                        area: str = "left") -> RobotControllerClient:
-    """Dock the robot panel in ``window`` and show the robot in ``window.scene_view``."""
+def install_robot_panel(window, config: ControllerConfig | None = None, area: str = "left",
+                        session=None) -> RobotControllerClient:
+    """Dock the robot panel in ``window`` and show the robot in ``window.scene_view``; the
+    robot and force-sensor statuses go to ``session.set_device_status`` when a session is
+    given, else straight to ``window.status_bar``."""
     from PySide6.QtWidgets import QApplication
 
     from widgets.robot_panel import RobotPanel
@@ -175,6 +195,10 @@ def install_robot_panel(window, config: ControllerConfig | None = None,
             window.scene_view.render()
 
     client.state_changed.connect(redraw)
+    if session is not None:
+        client.device_status.connect(session.set_device_status)
+    elif hasattr(window, "status_bar"):
+        client.device_status.connect(window.status_bar.set_status)
     app = QApplication.instance()
     if app is not None:
         app.aboutToQuit.connect(client.shutdown)
