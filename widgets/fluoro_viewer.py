@@ -166,13 +166,13 @@ class FluoroViewer(QWidget):
 
     # -- image ------------------------------------------------------------------------
     def set_image(self, image) -> None:
-        """Show a FluoroImage (or 2-D array) and apply the "auto" window/level."""
+        """Show a FluoroImage (or 2-D array) with the chosen preset (at first "auto")."""
         raw, display = _display_array(image)
         self._raw, self._display = raw, display
         self.image_item.setImage(display, autoLevels=False)
         self.empty_label.hide()
         self._apply_display_transform()
-        self.set_preset("auto")
+        self.set_preset(self.preset_box.currentData() or "auto")
 
     def clear_image(self) -> None:
         """Back to the "no image" state, which says what to do."""
@@ -337,10 +337,23 @@ class FluoroViewer(QWidget):
         urls = ev.mimeData().urls() if ev.mimeData().hasUrls() else []
         if len(urls) == 1 and urls[0].isLocalFile():
             ev.acceptProposedAction()
+            self._drop_text = self.empty_label.text()
+            self.empty_label.setText(f"Drop to load as the {self.view_name.upper()} image")
+            self.empty_label.show()
+
+    def dragLeaveEvent(self, ev) -> None:
+        self._end_drop_feedback()
+
+    def _end_drop_feedback(self) -> None:
+        if getattr(self, "_drop_text", None) is not None:
+            self.empty_label.setText(self._drop_text)
+            self.empty_label.setVisible(not self.has_image())
+            self._drop_text = None
 
     def dropEvent(self, ev) -> None:
         path = ev.mimeData().urls()[0].toLocalFile()
         ev.acceptProposedAction()
+        self._end_drop_feedback()
         self.load_file(path)
 
     def load_file(self, path: str):

@@ -159,6 +159,17 @@ def test_auto_ignores_collimator_shadow_and_saturation(viewer):
     assert lo == pytest.approx(1020, abs=10) and hi == pytest.approx(2980, abs=10)  # p1..p99 of U(1000, 3000)
 
 
+def test_a_new_image_keeps_the_chosen_preset(viewer):
+    viewer.set_image(ramp_image())
+    viewer.set_preset("bone")
+    img = FluoroImage((ramp_image().pixels // 2).astype(np.uint16))
+    viewer.set_image(img)
+    data = img.pixels.astype(float)
+    inner = data[(data > data.min()) & (data < data.max())]
+    lo, hi = np.percentile(inner, [PRESETS["bone"][1], PRESETS["bone"][2]])
+    assert viewer.window_level == pytest.approx((hi - lo, (hi + lo) / 2))
+
+
 def test_monochrome1_is_shown_inverted(viewer):
     px = np.array([[0, 4095], [100, 200]], np.uint16)
     viewer.set_image(FluoroImage(px, photometric="MONOCHROME1", bits_stored=12))
