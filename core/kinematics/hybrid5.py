@@ -154,6 +154,10 @@ class Hybrid5(Kinematics):
     def forward(self, q) -> np.ndarray:
         return self.flange(q) @ self.T_flange_tool
 
+    def cage(self, q) -> np.ndarray:
+        """``T_base_cage = T_base_flange @ T_flange_cage`` (the calibration cage on the flange)."""
+        return self.flange(q) @ self.T_flange_cage
+
     def inverse(self, T_base_tool, q_seed=None, ignore_spin: bool = False) -> np.ndarray:
         """Joints for a tool pose; the spin about the tool axis must be zero (5 DoF)
         unless ``ignore_spin``. ``q_seed`` is unused: the solution is closed-form."""

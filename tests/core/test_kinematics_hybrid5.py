@@ -130,6 +130,9 @@ def test_unclosable_chain_raises():
         ROBOT.pose([0.0, 5000.0, 600, 0, 0])
 
 
-def test_flange_cage_transform_is_exposed():
-    assert ROBOT.T_flange_cage.shape == (4, 4)
-    assert np.allclose(ROBOT.T_flange_cage[3], [0, 0, 0, 1])
+def test_cage_pose_follows_flange():
+    q = ROBOT.joints_for_pose([600, 500, -100, 0.3, -0.2])
+    T = ROBOT.cage(q)
+    assert np.allclose(T, ROBOT.flange(q) @ ROBOT.T_flange_cage)
+    # the file's mount: 100 mm below the flange along the flange's -z, same axes
+    assert np.allclose(T[:3, 3], ROBOT.flange(q)[:3, 3] - 100 * ROBOT.flange(q)[:3, 2])
