@@ -1,11 +1,13 @@
 """Pedicle trajectory planning from two calibrated fluoroscopy views (issue 5).
 
 The surgeon clicks a trajectory's entry and target in the AP and the lateral
-image; each pair of clicks becomes a 3D point in the cage frame by two-view
-triangulation (the midpoint of the common perpendicular of the two X-rays, the
-robot paper's point reconstruction from two calibrated views, section II.C),
-and the length of that perpendicular, the ray gap, says whether the two clicks
-show the same point. Pixels are raw (column, row); millimetres and radians.
+image; each pair of clicks becomes a 3D point in the cage frame (the robot
+paper's figure 9: an AP click gives a ray through its points P11, P21 on the
+two AP planes, a LAT click a ray through P31, P41; the target point lies where
+the two rays meet, here the midpoint of their common perpendicular). The
+length of that perpendicular, the ray gap, says whether the two clicks show
+the same point. The result is the paper's T_path (eq. 23) in the cage
+(bi-planar) frame. Pixels are raw (column, row); millimetres and radians.
 
 Conventions for angles (``trajectory_angles``): the trajectory direction is
 ``d = unit(target - entry)`` (into the bone). Patient axes are given in the
