@@ -105,6 +105,7 @@ class FluoroViewer(QWidget):
         self._display: np.ndarray | None = None
         self._levels = (0.0, 1.0)
         self._drag_start = None
+        self._hover_text = ""
         self._flip_h, self._flip_v, self._rotate_deg = False, False, 0.0
         self._overlays: dict[str, pg.ItemGroup] = {}
         self.setObjectName(f"fluoro_viewer_{view_name}")
@@ -221,7 +222,8 @@ class FluoroViewer(QWidget):
         self.window_level = (hi - lo, (hi + lo) / 2.0)
 
     def _drag_window_level(self, ev) -> None:
-        """Right/middle drag: right widens the window, up raises the level (brighter... darker)."""
+        """Right/middle drag: rightwards widens the window, upwards raises the level;
+        a full drag of 400 screen pixels spans the image's whole value range."""
         if self._display is None:
             return
         if ev.isStart() or self._drag_start is None:
@@ -316,21 +318,19 @@ class FluoroViewer(QWidget):
             return
         u, v = self.scene_to_pixel(scene_pos)
         if not self._inside(u, v):
-            self.readout.setText(self._levels_text())
-            return
-        value = self._raw[min(int(round(v)), self._raw.shape[0] - 1), min(int(round(u)), self._raw.shape[1] - 1)]
-        self.readout.setText(f"u {u:7.1f}   v {v:7.1f}   value {value:g}     {self._levels_text()}")
-        self.pixel_hovered.emit(u, v)
-
-    def _levels_text(self) -> str:
-        w, l = self.window_level
-        return f"W {w:.0f}  L {l:.0f}"
+            self._hover_text = ""
+        else:
+            rows, cols = self._raw.shape
+            value = self._raw[min(int(round(v)), rows - 1), min(int(round(u)), cols - 1)]
+            self._hover_text = f"u {u:7.1f}   v {v:7.1f}   value {value:g}     "
+            self.pixel_hovered.emit(u, v)
+        self._update_readout_levels()
 
     def _update_readout_levels(self) -> None:
+        """Readout: the pixel under the cursor (raw u, v and stored value), then W/L."""
         if self._raw is not None:
-            text = self.readout.text()
-            head = text.rsplit("W ", 1)[0] if "W " in text else ""
-            self.readout.setText(head + self._levels_text())
+            w, l = self.window_level
+            self.readout.setText(f"{self._hover_text}W {w:.0f}  L {l:.0f}")
 
     # -- drag and drop ----------------------------------------------------------------
     def dragEnterEvent(self, ev) -> None:
