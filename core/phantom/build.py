@@ -134,6 +134,34 @@ def _texture(shape, spacing, rng, sd_hu: float, where: np.ndarray, cell_mm: floa
     return out
 
 
+def _canal_tubes(pt: "_Patient", levels, scale: float) -> list[Part]:
+    """Elliptic tubes joining the canal centres of the drawn levels (cross-section x ``scale``)."""
+    centres, semis = [], []
+    for n in levels:
+        p, T = pt.params[n], pt.frames[n]
+        centres.append(T[:3, :3] @ [0.0, 0.5 * p.body_depth + 0.5 * p.canal_depth, 0.0] + T[:3, 3])
+        semis.append((0.5 * p.canal_width * scale, 0.5 * p.canal_depth * scale))
+    if len(levels) == 1 or levels[0] != "S1":                 # run on past the outermost levels
+        T = pt.frames[levels[0]]
+        centres.insert(0, centres[0] + 30.0 * T[:3, 2])
+        semis.insert(0, semis[0])
+    if levels[-1] != "S1":
+        centres.append(centres[-1] - 30.0 * pt.frames[levels[-1]][:3, 2])
+        semis.append(semis[-1])
+    tubes = []
+    for A, B, (a, b) in zip(centres[:-1], centres[1:], semis[1:]):
+        z = (A - B) / np.linalg.norm(A - B)
+        x = np.cross([0.0, 1.0, 0.0], z)
+        x /= np.linalg.norm(x)
+        T = np.eye(4)
+        T[:3, :3] = np.column_stack([x, np.cross(z, x), z])
+        T[:3, 3] = 0.5 * (A + B)
+        hl = 0.5 * np.linalg.norm(A - B) + 2.0
+        tubes.append(Part("canal_tube", T, (a, b, hl),
+                          lambda x_, y_, z_, a=a, b=b, hl=hl: np.maximum(ellipse_approx(x_, y_, a, b), np.abs(z_) - hl)))
+    return tubes
+
+
 def _paint(hu, grid: Grid, parts: list[Part], inside_hu, shell_hu=None, shell_mm=0.0, rng=None, sd_hu=0.0):
     """Composite a solid (and its cortical shell) over hu with anti-aliased partial volumes."""
     res = rasterize(parts, grid, margin=3.0)
@@ -235,6 +263,8 @@ def _cached(seed, spacing, levels, fracture_level, lordosis_deg, rot_key, shape,
     if soft_tissue:
         psoas_x = 0.5 * np.mean([pt.params[n].body_width for n in levels]) + 2.0
         paint_soft_tissue(hu, grid, pt.body, pt.spine_y, psoas_x)
+        for tissue, scale in (("fat", 1.0), ("csf", 0.7)):       # epidural fat around the thecal sac
+            _paint(hu, grid, _canal_tubes(pt, levels, scale), HU[tissue])
     for up, lo in zip(levels[:-1], levels[1:]):
         if CANONICAL_LEVELS.index(lo) - CANONICAL_LEVELS.index(up) == 1:
             disc = _disc_part(pt.params[up], pt.params[lo], pt.frames[up], pt.frames[lo])

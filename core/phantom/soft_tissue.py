@@ -5,7 +5,7 @@ spine's sagittal curve ``spine_y(z)``, so it is drawn once as a 2-D template and
 shifted per slice (linear interpolation: edges stay anti-aliased). The psoas
 (growing caudally), lumps of mesenteric fat and bowel-gas pockets are 3-D
 shapes drawn in their bounding boxes. HU: skin +30, fat -100, muscle +50,
-viscera +35, bowel gas -950.
+viscera +35, bowel gas -950 (and, drawn with the spine: disc +80, CSF +10).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from core.phantom.sdf import ellipse_approx, ellipsoid_approx, occupancy
 __all__ = ["BodyShape", "draw_body_shape", "paint_soft_tissue", "HU", "BACK_OFFSET_MM"]
 
 HU = {"air": -1000.0, "skin": 30.0, "fat": -100.0, "muscle": 50.0, "viscera": 35.0, "gas": -950.0,
-      "disc": 80.0}
+      "disc": 80.0, "csf": 10.0}
 
 BACK_OFFSET_MM = 85.0   # skin of the back, posterior to the body centres
 SKIN_MM = 2.0

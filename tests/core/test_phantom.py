@@ -46,6 +46,8 @@ def test_tissue_hu_at_known_points(small):
     assert 150.0 <= small.hu_cancellous <= 300.0 and 800.0 <= small.hu_cortical <= 1200.0
     disc = 0.5 * (l3.inferior_endplate_mm + l4.superior_endplate_mm)
     assert v.sample(disc) == pytest.approx(80.0, abs=3.0)
+    canal = l3.body_center_mm + l3.T_world_vertebra[:3, 1] * (0.5 * l3.body_depth_mm + 0.5 * small.params["L3"].canal_depth)
+    assert v.sample(canal) == pytest.approx(10.0, abs=3.0)             # CSF in the thecal sac
     assert v.sample(v.bounds_world()[0]) == pytest.approx(-1000.0)
     # a line from the back through the left erector spinae: air, fat, muscle
     z = l3.body_center_mm[2] + 20.0
