@@ -388,3 +388,13 @@ def test_find_dicom_images_missing_folder(tmp_path):
 
     with pytest.raises(ImageReadError, match="no such folder"):
         find_dicom_images(tmp_path / "absent")
+
+
+def test_big_endian_file_reads_like_little_endian():
+    """Explicit VR Big Endian (retired, still written by old systems): same pixels as the LE original."""
+    big = read_dicom(get_testdata_file("MR_small_bigendian.dcm"))
+    little = read_dicom(get_testdata_file("MR_small.dcm"))
+    assert big.extra["transfer_syntax"] == "1.2.840.10008.1.2.2"
+    np.testing.assert_array_equal(big.pixels, little.pixels)
+    assert big.pixel_spacing_mm == little.pixel_spacing_mm  # Pixel Spacing fallback, noted
+    assert any("Pixel Spacing (0028,0030)" in n for n in big.extra["notes"])
