@@ -340,7 +340,7 @@ class BallsPage(_Page):
         self.box.addLayout(tools)
         pick = QHBoxLayout()
         self.selection = _label("Select: click a ring or square", "wizard_figures", wrap=False)
-        self.selection.setMinimumWidth(420)
+        self.selection.setMinimumWidth(560)
         pick.addWidget(self.selection)
         self.plane_box, self.ball_box = QComboBox(), QSpinBox()
         pick.addWidget(_label("is ball", "wizard_hint", wrap=False))
@@ -405,11 +405,11 @@ class BallsPage(_Page):
             return
         v, i = self.selected
         pid, ball = self.wf.shots[v].labels.label_of(i)
-        text = f"{v.upper()} detection {i}: " + (f"{pid} ball {ball}" if pid else "not a cage ball")
+        text = f"{v.upper()} #{i}: " + (f"{pid} ball {ball}" if pid else "not a cage ball")
         hint = None if pid else self.wf.suggest_label(v, i)
         if hint is not None:       # pre-fill the ball the fit predicts here: Assign is one press
             pid, ball = hint[0], hint[1]
-            text += f" (fit predicts {pid} ball {ball} {hint[2]:.1f} px away)"
+            text += f"; fit: {pid} ball {ball} ({hint[2]:.1f} px)"
         self.selection.setText(text)
         self.plane_box.blockSignals(True)
         self.plane_box.clear()
@@ -460,8 +460,8 @@ class BallsPage(_Page):
                                      "not a cage ball", "wizard_legend", wrap=False))
         self.legend.addWidget(_label(f"<span style='color:{MISSING_COLOUR}; font-size:20pt'>◌</span> "
                                      "predicted, not found", "wizard_legend", wrap=False))
-        self.legend.addWidget(_label(f"white lines: residual × {RESIDUAL_GAIN:g} (red: longer than "
-                                     f"{ARROW_CAP_PX:g} px, shortened)", "wizard_legend", wrap=False))
+        self.legend.addWidget(_label(f"lines: residual × {RESIDUAL_GAIN:g} (red: over {ARROW_CAP_PX:g} px, "
+                                     "shortened)", "wizard_legend", wrap=False))
         self.legend.addStretch(1)
 
     def initializePage(self):
