@@ -105,6 +105,9 @@ class ControlLoop:
             return
         if self.mode in (STOPPED, FAULT):
             return                          # motion refused until reset
+        if self.q is None:
+            self.events.append(("refused", "the robot state has not been read yet: try again"))
+            return
         if name == "jog_joint":
             self._start(JOG_JOINT, now)
             self._jog = np.asarray(args[0], float) * self.speed * self.kin.joint_limits.velocity
@@ -124,6 +127,8 @@ class ControlLoop:
             self._start_identify(args[0])
         elif name == "rezero":
             self._rezero()
+        else:
+            self.events.append(("refused", f"unknown robot command {name!r}"))
 
     def _start(self, mode, now):
         self.mode = mode

@@ -166,11 +166,18 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q) -> None:
                     cmd = cmd_q.get_nowait()
                 except queue.Empty:
                     break
-                if cmd[0] == "sim":
-                    _simulate(loop, cmd[1:], start)
-                else:
-                    loop.handle(cmd, start)
-            loop.cycle(start)
+                try:
+                    if cmd[0] == "sim":
+                        _simulate(loop, cmd[1:], start)
+                    else:
+                        loop.handle(cmd, start)
+                except Exception as e:         # a bad command must not end the loop
+                    loop.events.append(("refused", f"command {cmd[0]!r} failed: {e}"))
+            try:
+                loop.cycle(start)
+            except Exception as e:             # never leave the robot moving on a bug
+                loop._fault(f"internal error in the control loop ({type(e).__name__}: {e}): "
+                            "the robot is stopped; report it, then reset")
         cycles += 1
         _publish(shm, loop, cycles, start)
         if cycles % config.state_every == 0 or loop.events:

@@ -289,3 +289,24 @@ def test_loop_reads_a_real_netft_stream_and_trips_when_it_stops():
         assert lp.mode == FAULT and "Net F/T" in lp.fault
     finally:
         lp.sensor.disconnect()
+
+
+def test_motion_command_before_first_state_is_refused():
+    clock = Clock()
+    lp = _build(ControllerConfig(sensor_noise=False, sim_latency_s=0.0), clock)
+    lp.handle(("identify_tool", [(0, 0)]), clock.t)
+    lp.handle(("jog_task", np.array([1.0, 0, 0, 0, 0]), "tool"), clock.t)
+    assert lp.mode == IDLE and [e[0] for e in lp.events] == ["refused", "refused"]
+
+
+def test_process_survives_a_bad_command(controller):
+    controller.send("step_task", "not a vector")
+    controller.send("no_such_command")
+    time.sleep(0.2)
+    assert controller.alive()
+    x0 = controller.latest()["pose"][0]
+    for _ in range(5):
+        controller.jog_task([1.0, 0, 0, 0, 0])
+        time.sleep(0.03)
+    time.sleep(0.2)
+    assert controller.latest()["pose"][0] > x0 + 1
