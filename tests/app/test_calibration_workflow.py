@@ -299,3 +299,31 @@ def test_plate_shot_from_the_c_arm_fits_the_distortion(qtbot, tmp_path):
     with qtbot.waitSignal(wf.failed, timeout=40000) as sig:
         wf.load_plate_shot("lat", scene.acquire("lat").image)
     assert sig.args[0] == "plate" and "\n" not in sig.args[1] and "lat" not in wf.plates
+
+
+def test_a_shifted_detection_shows_in_the_residuals_and_removing_it_restores_the_fit(labels_ap, sim):
+    """A blob 2 px off its ball (e.g. a ball over a screw head) labelled as that ball: its plane's
+    RMS rises and its residual is the largest; removing it gives back the clean fit."""
+    cage, shot = labels_ap
+    _, shots, _ = sim
+    pixels = shot.image.display()
+    pid = cage.planes_for("ap")[0].id
+    clean = manual.fit_view(cage, shot.labels, pixels)
+    bi, di = shot.labels.matched(pid)
+    k = int(di[len(di) // 2])
+    c = shot.labels.centres_px.copy()
+    c[k] += [2.0, 0.0]
+    bad = manual.ViewLabels("ap", c, shot.labels.plane_ids, shot.labels.ball_idx, shot.labels.polarity,
+                            shot.labels.radius_px)
+    vc = manual.fit_view(cage, bad, pixels)
+    f0, f1 = clean.figures["planes"][pid], vc.figures["planes"][pid]
+    assert f1["rms_px_3d2d"] > f0["rms_px_3d2d"] + 0.1
+    pf = next(p for p in vc.planes if p.plane_id == pid)
+    assert np.argmax(pf.residual_px) == list(di).index(k) and 1.5 < pf.residual_px.max() < 2.1
+    fixed = manual.fit_view(cage, manual.remove_detection(bad, k), pixels)
+    assert fixed.figures["planes"][pid]["matched"] == f0["matched"] - 1
+    assert abs(fixed.figures["planes"][pid]["rms_px_3d2d"] - f0["rms_px_3d2d"]) < 0.02
+    truth = shots["ap"].project_raw(cage.balls_for("ap"))
+    ok = np.isfinite(truth[:, 0])
+    err = lambda v: np.sqrt(np.mean(np.sum((v.project(cage.balls_for("ap"), "3d2d")[ok] - truth[ok]) ** 2, 1)))
+    assert err(fixed) < 0.03 and err(vc) > 2 * err(fixed)     # reprojection vs truth, px
