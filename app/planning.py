@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import shiboken6
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoStack
 
 from core.planning import (LEVELS, MAX_RAY_GAP_MM, POINTS, VIEWS, ClickOutsideImageError, PatientAxes,
@@ -585,18 +585,32 @@ class PlanningController(QObject):
 
     def install_shortcuts(self, parent) -> list:
         """N new, E/T re-place entry/target, V look along in 3D, Delete, Ctrl+Z, Ctrl+Shift+Z
-        (and Ctrl+Y), Esc."""
+        (and Ctrl+Y), and Esc to stop placing.
+
+        Esc is not a shortcut: the robot panel's emergency stop owns it (two Esc shortcuts in
+        one window would make both ambiguous, so neither would fire). Placing listens to the
+        Esc key presses nobody else took, through an event filter on ``parent``.
+        """
         keys = (("N", self.new_trajectory), ("E", lambda: self.place("entry")), ("T", lambda: self.place("target")),
                 ("V", self.view_along),
                 (QKeySequence.StandardKey.Delete, self.delete_selected), (QKeySequence.StandardKey.Undo, self.undo),
-                ("Ctrl+Shift+Z", self.redo), ("Ctrl+Y", self.redo), ("Esc", self.cancel))
+                ("Ctrl+Shift+Z", self.redo), ("Ctrl+Y", self.redo))
         self.shortcuts = []
         for key, slot in keys:
             s = QShortcut(QKeySequence(key), parent)
             s.setContext(Qt.ShortcutContext.WindowShortcut)
             s.activated.connect(lambda slot=slot: slot())
             self.shortcuts.append(s)
+        parent.installEventFilter(self)
         return self.shortcuts
+
+    def eventFilter(self, obj, event) -> bool:
+        """Esc that reached the window unclaimed: stop placing (see ``install_shortcuts``)."""
+        if (event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Escape
+                and self.placing is not None):
+            self.cancel()
+            return True
+        return False
 
     def _ask(self, text: str) -> bool:
         from PySide6.QtWidgets import QMessageBox
