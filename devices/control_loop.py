@@ -117,7 +117,10 @@ class ControlLoop:
         elif name in ("step_task", "move_pose", "step_joint"):
             self._start_move(name, np.asarray(args[0], float), args[1] if len(args) > 1 else "base")
         elif name == "admittance":
-            if args[0]:
+            if args[0] and self.tool_load is None:
+                self.events.append(("refused", "identify the tool load first (Tool load tab): "
+                                    "without it the tool's weight would move the robot"))
+            elif args[0]:
                 self.admittance.reset()
                 self.mode = ADMITTANCE
                 self._deadman_until = now + self.timing.deadman_s

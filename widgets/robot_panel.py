@@ -69,6 +69,11 @@ class RobotPanel(QWidget):
         layout.addLayout(banner)
         self.status_label = QLabel("starting the robot controller…", objectName="robot_status")
         layout.addWidget(self.status_label)
+        self.message_label = QLabel(objectName="robot_message", wordWrap=True)
+        self.message_label.setStyleSheet("color: #f0c674;")
+        layout.addWidget(self.message_label)
+        self._message_timer = QTimer(self, singleShot=True, interval=8000)
+        self._message_timer.timeout.connect(self.message_label.clear)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._jog_tab(), "Jog")
         self.tabs.addTab(self._joint_tab(), "Joints")
@@ -77,6 +82,8 @@ class RobotPanel(QWidget):
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self._plots())
         self._set_fault(None)
+        self.tabs.setEnabled(False)               # until the control loop runs; STOP always works
+        client.ready_changed.connect(self.tabs.setEnabled)
         client.state_changed.connect(self.show_state)
         client.fault_raised.connect(self._set_fault)
         client.event.connect(self._on_event)
@@ -291,11 +298,20 @@ class RobotPanel(QWidget):
                 f"{load.torque_rms_Nm:.4f} N·m RMS over {load.n_poses} poses "
                 "(paper table 7: ≤ 0.75 N, ≤ 0.06 N·m mean)")
         elif kind == "refused":
-            self.status_label.setText(f"refused: {payload}")
+            self.show_message(f"Not done: {payload}")
+
+    def show_message(self, text: str) -> None:
+        """A result or refusal, kept on screen for 8 s."""
+        self.message_label.setText(text)
+        self._message_timer.start()
 
     def _update_plots(self):
-        t, w = self.client.plot_data()
+        hand = bool(self.client.state.get("tool_load"))
+        t, w = self.client.plot_data(hand=hand)
         if len(t) == 0:
             return
+        what = "hand" if hand else "sensor (tool weight included)"
+        self.force_plot.setTitle(f"{what} force (N), last 10 s")
+        self.torque_plot.setTitle(f"{what} torque (N·m)")
         for k, c in enumerate(self.curves):
             c.setData(t, w[:, k])

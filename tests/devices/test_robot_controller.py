@@ -310,3 +310,11 @@ def test_process_survives_a_bad_command(controller):
         time.sleep(0.03)
     time.sleep(0.2)
     assert controller.latest()["pose"][0] > x0 + 1
+
+
+def test_admittance_refused_without_tool_load():
+    clock = Clock()
+    lp = _build(ControllerConfig(sensor_noise=False, sim_latency_s=0.0), clock)
+    lp.cycle(clock.t)
+    lp.handle(("admittance", True), clock.t)
+    assert lp.mode == IDLE and lp.events[-1][0] == "refused" and "tool load" in lp.events[-1][1]
