@@ -259,8 +259,8 @@ def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = No
     """Find the compact round balls of the dominant size in a raw image.
 
     ``pixels``: raw 2-D array, larger = brighter unless ``polarity=-1``; with
-    ``polarity=None`` both are tried and the one with more round blobs of one
-    size wins (16-bit PNG/TIFF carry no photometric tag). ``kernel_px``: the
+    ``polarity=None`` both are tried and the one whose round blobs have the
+    larger summed contrast-to-noise wins (16-bit PNG/TIFF carry no photometric tag). ``kernel_px``: the
     background opening size, default 10 % of the smaller image side (must
     exceed a ball's diameter)."""
     a = np.asarray(pixels)
@@ -273,9 +273,11 @@ def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = No
     best = None
     for pol in tries:
         d, sel, med, merged = _detect_polarity(a, pol, kernel, min_area_px)
-        if best is None or len(sel) > len(best[1]):
-            best = (d, sel, med, merged, pol)
-    d, sel, med, (merged, sigma), pol = best
+        # steel balls are the highest-contrast compact blobs: score by summed contrast-to-noise
+        score = sum(min(s[2][2] / max(merged[1], 1e-6), 1000.0) for s in sel)
+        if best is None or score > best[0]:
+            best = (score, (d, sel, med, merged, pol))
+    d, sel, med, (merged, sigma), pol = best[1]
     if not sel:
         raise BeadDetectionError("no round balls found in the image: check that the cage is in the beam "
                                  "and the exposure is not saturated")
