@@ -398,3 +398,58 @@ def test_big_endian_file_reads_like_little_endian():
     np.testing.assert_array_equal(big.pixels, little.pixels)
     assert big.pixel_spacing_mm == little.pixel_spacing_mm  # Pixel Spacing fallback, noted
     assert any("Pixel Spacing (0028,0030)" in n for n in big.extra["notes"])
+
+
+# --- JPEG lossless (process 14): no encoder is installed, so the test writes the stream itself ----------
+def _jpeg_lossless(pixels: np.ndarray, precision: int) -> bytes:
+    """A baseline JPEG lossless (SOF3) stream, selection value 1 (left predictor), ITU T.81 H.1.
+
+    One Huffman table with every difference category 0-16 coded on 5 bits keeps the
+    writer tiny; the decoder (pylibjpeg-libjpeg) is what is under test.
+    """
+    rows, cols = pixels.shape
+    x = pixels.astype(np.int64)
+    pred = np.empty_like(x)
+    pred[0, 0] = 1 << (precision - 1)
+    pred[0, 1:] = x[0, :-1]   # first line: the left neighbour
+    pred[1:, 0] = x[:-1, 0]   # first column: the neighbour above
+    pred[1:, 1:] = x[1:, :-1]  # predictor 1: left
+    diff = (x - pred) & 0xFFFF
+    diff = np.where(diff >= 0x8000, diff - 0x10000, diff).ravel()
+    bits = []
+    for d in diff.tolist():
+        ssss = 16 if d == -32768 else abs(d).bit_length()
+        bits.append(format(ssss, "05b"))  # Huffman code of category ssss (all 5 bits long)
+        if 0 < ssss < 16:
+            bits.append(format(d if d > 0 else d + (1 << ssss) - 1, f"0{ssss}b"))
+    stream = "".join(bits)
+    stream += "1" * (-len(stream) % 8)
+    data = bytearray()
+    for i in range(0, len(stream), 8):
+        byte = int(stream[i:i + 8], 2)
+        data.append(byte)
+        if byte == 0xFF:
+            data.append(0x00)  # byte stuffing
+    counts = [0] * 16
+    counts[4] = 17  # seventeen codes of length 5, symbols 0..16
+    dht = bytes([0x00]) + bytes(counts) + bytes(range(17))
+    sof = bytes([precision]) + rows.to_bytes(2, "big") + cols.to_bytes(2, "big") + bytes([1, 1, 0x11, 0])
+    sos = bytes([1, 1, 0x00, 1, 0, 0])  # Ns=1, Cs=1, tables 0, Ss=1 (predictor), Se=0, Ah/Al=0
+
+    def segment(marker, body):
+        return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+
+    return (b"\xff\xd8" + segment(0xC3, sof) + segment(0xC4, dht) + segment(0xDA, sos) + bytes(data)
+            + b"\xff\xd9")
+
+
+@pytest.mark.parametrize("bits,ts", [(12, "1.2.840.10008.1.2.4.70"), (16, "1.2.840.10008.1.2.4.70"),
+                                     (16, "1.2.840.10008.1.2.4.57")])
+def test_jpeg_lossless_process_14(tmp_path, bits, ts):
+    px = ramp(40, 52, bits=bits, seed=13).astype(np.uint16)
+    ds = make_ds(px, ts=UID(ts), bits_stored=bits)
+    ds.PixelData = encapsulate([_jpeg_lossless(px, bits)])
+    ds["PixelData"].VR = "OB"
+    im = read_dicom(save(ds, tmp_path))
+    assert im.extra["transfer_syntax"] == ts and im.bits_stored == bits
+    np.testing.assert_array_equal(im.pixels, px)
