@@ -453,3 +453,12 @@ def test_jpeg_lossless_process_14(tmp_path, bits, ts):
     im = read_dicom(save(ds, tmp_path))
     assert im.extra["transfer_syntax"] == ts and im.bits_stored == bits
     np.testing.assert_array_equal(im.pixels, px)
+
+
+def test_jpeg_ls_near_lossless(tmp_path):
+    from pydicom.uid import JPEGLSNearLossless
+
+    p, reference, src = _transplant("JPEGLSNearLossless_16.dcm", JPEGLSNearLossless, tmp_path)
+    im = read_dicom(p)
+    assert im.extra["transfer_syntax"] == JPEGLSNearLossless
+    np.testing.assert_array_equal(im.pixels, reference)  # the same decode as pydicom's own file
