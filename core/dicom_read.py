@@ -214,44 +214,67 @@ def _decode(ds: pydicom.Dataset, frame: int, name: str) -> np.ndarray:
 def read_dicom(path, frame: int = 0) -> FluoroImage:
     """One frame of a DICOM X-ray image as a raw ``FluoroImage``; raises ImageReadError."""
     name = os.fspath(path)
-    ds = _open(name)
-    _check_image(ds, name)
-    _check_decodable(ds, name)
+    ds = _open_image(name)
     count = _frame_count(ds)
     if not isinstance(frame, (int, np.integer)) or not 0 <= frame < count:
         raise ImageReadError(f"{name}: frame {frame} does not exist; the file has {count} frame(s)")
+    return _frame_image(ds, name, int(frame))
+
+
+def _open_image(name: str) -> pydicom.Dataset:
+    ds = _open(name)
+    _check_image(ds, name)
+    _check_decodable(ds, name)
+    return ds
+
+
+def _frame_image(ds: pydicom.Dataset, name: str, frame: int) -> FluoroImage:
+    """Frame ``frame`` of an opened, checked dataset, with its geometry."""
     bits_stored = int(ds.get("BitsStored", ds.BitsAllocated) or ds.BitsAllocated)
     notes: list[str] = []
     extra = {"notes": notes, "modality": str(ds.get("Modality", "")),
              "sop_class_uid": str(ds.get("SOPClassUID", "")),
              "transfer_syntax": str(ds.file_meta.TransferSyntaxUID),
-             "n_frames": count, "frame": int(frame)}
+             "n_frames": _frame_count(ds), "frame": frame}
     for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth",
                     "DistanceSourceToPatient", "ImageType", "SeriesInstanceUID", "SOPInstanceUID"):
         if keyword in ds:
             value = ds.get(keyword)
             extra[keyword] = list(value) if isinstance(value, pydicom.multival.MultiValue) else value
-    pixels = _to_unsigned(_decode(ds, int(frame), name), ds, bits_stored, extra)
+    pixels = _to_unsigned(_decode(ds, frame, name), ds, bits_stored, extra)
     return FluoroImage(
         pixels=pixels, photometric=str(ds.PhotometricInterpretation).strip(),
-        pixel_spacing_mm=_spacing(ds, notes, int(frame)),
-        sid_mm=_float(ds, "DistanceSourceToDetector", notes, int(frame)),
-        primary_angle_deg=_angle(ds, "PositionerPrimaryAngle", int(frame), notes),
-        secondary_angle_deg=_angle(ds, "PositionerSecondaryAngle", int(frame), notes),
-        acquired_at=_acquired_at(ds, notes, int(frame)), source=name, bits_stored=bits_stored, extra=extra)
+        pixel_spacing_mm=_spacing(ds, notes, frame),
+        sid_mm=_float(ds, "DistanceSourceToDetector", notes, frame),
+        primary_angle_deg=_angle(ds, "PositionerPrimaryAngle", frame, notes),
+        secondary_angle_deg=_angle(ds, "PositionerSecondaryAngle", frame, notes),
+        acquired_at=_acquired_at(ds, notes, frame), source=name, bits_stored=bits_stored, extra=extra)
 
 
 def n_frames(path) -> int:
-    """Number of frames of a DICOM X-ray image (1 for a single shot); raises ImageReadError."""
+    """Number of frames of a DICOM X-ray image (1 for a single shot), from the header only."""
     name = os.fspath(path)
-    ds = _open(name)
-    _check_image(ds, name)
+    if not os.path.isfile(name):
+        raise ImageReadError(f"{name}: no such file")
+    try:
+        ds = pydicom.dcmread(name, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise ImageReadError(f"{name}: not a DICOM file (no 'DICM' preamble)") from None
+    except Exception as e:
+        raise ImageReadError(f"{name}: damaged or truncated DICOM header ({type(e).__name__})") from None
+    if not _looks_like_image(ds):
+        raise ImageReadError(f"{name}: not a greyscale X-ray image (8-16 bit MONOCHROME1/2)")
     return _frame_count(ds)
 
 
 def read_dicom_frames(path) -> list[FluoroImage]:
-    """Every frame of a (multi-frame XA/RF) DICOM file, e.g. for a thumbnail strip."""
-    return [read_dicom(path, i) for i in range(n_frames(path))]
+    """Every frame of a (multi-frame XA/RF) DICOM file, e.g. for a thumbnail strip.
+
+    The file is read once and each frame decoded once (not one file read per frame).
+    """
+    name = os.fspath(path)
+    ds = _open_image(name)
+    return [_frame_image(ds, name, i) for i in range(_frame_count(ds))]
 
 
 def dicom_summary(path) -> dict:

@@ -462,3 +462,20 @@ def test_jpeg_ls_near_lossless(tmp_path):
     im = read_dicom(p)
     assert im.extra["transfer_syntax"] == JPEGLSNearLossless
     np.testing.assert_array_equal(im.pixels, reference)  # the same decode as pydicom's own file
+
+
+def test_frames_read_the_file_once(tmp_path, monkeypatch):
+    import core.dicom_read as dr
+
+    p = save(make_ds(np.stack([ramp(seed=i) for i in range(5)])), tmp_path)
+    reads = []
+    real = dr.pydicom.dcmread
+    monkeypatch.setattr(dr.pydicom, "dcmread", lambda *a, **k: reads.append(a) or real(*a, **k))
+    frames = read_dicom_frames(p)
+    assert len(frames) == 5 and len(reads) == 1
+    assert [f.extra["frame"] for f in frames] == list(range(5))
+
+
+def test_n_frames_of_a_report_is_refused():
+    with pytest.raises(ImageReadError, match="not a greyscale X-ray image"):
+        n_frames(get_testdata_file("test-SR.dcm"))
