@@ -264,6 +264,11 @@ class CalibrationWorkflow(QObject):
         self.changed.emit("cage")
         return True
 
+    def cage_layouts(self) -> list[tuple[str, str, np.ndarray]]:
+        """(plane id, view, in-plane ball positions (N, 2) mm) per plane: the drawing whose
+        numbers the technician assigns."""
+        return [(p.id, p.view, p.balls_2d) for p in (self.cage.planes if self.cage else ())]
+
     def cage_summary(self) -> list[tuple[str, str, int]]:
         """(plane id, view, ball count) of the cage."""
         return [(p.id, p.view, p.n_balls) for p in (self.cage.planes if self.cage else ())]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QFont
 
-__all__ = ["BallOverlay", "PlateOverlay", "PLANE_COLOURS", "UNLABELLED_COLOUR", "SELECTED_COLOUR", "MISSING_COLOUR",
+__all__ = ["BallOverlay", "PlateOverlay", "CageLayoutView", "PLANE_COLOURS", "UNLABELLED_COLOUR", "SELECTED_COLOUR",
+           "MISSING_COLOUR",
            "residual_colour"]
 
 # colour-blind-safe pairs, bright on a dark X-ray: first plane of a view blue, second orange
@@ -143,3 +144,36 @@ class PlateOverlay:
         self.dots.setData([], [])
         self.lines.setData([], [])
         self.count = 0
+
+
+class CageLayoutView(pg.GraphicsLayoutWidget):
+    """The cage's planes drawn flat, one plot per plane, each ball with its number (what
+    "Assign ... ball N of plane P" refers to), in the plane's colour within its view."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent=parent)
+        self.setBackground("#15181c")
+        self.plots = {}
+
+    def set_layouts(self, layouts) -> None:
+        """``layouts``: [(plane id, view, xy (N, 2) mm)]."""
+        self.clear()
+        self.plots = {}
+        index_in_view: dict = {}
+        for k, (pid, view, xy) in enumerate(layouts):
+            colour = PLANE_COLOURS[index_in_view.setdefault(view, {}).setdefault(pid, len(index_in_view[view]))]
+            plot = self.addPlot(row=k // 2, col=k % 2, title=f"<span style='font-size:14pt'>{pid} "
+                                                               f"({view.upper()})</span>")
+            plot.setAspectLocked(True)
+            plot.invertY(True)
+            plot.hideAxis("left")
+            plot.hideAxis("bottom")
+            xy = np.asarray(xy, float)
+            plot.addItem(_Scatter(pos=xy, size=12, pen=_pen(colour, 2.0), brush=None, pxMode=True))
+            font = QFont("DejaVu Sans", 10)
+            for i, (x, y) in enumerate(xy):
+                t = pg.TextItem(str(i), color="#dde3ea", anchor=(0.5, 1.0))
+                t.setFont(font)
+                t.setPos(x, y)
+                plot.addItem(t)
+            self.plots[pid] = plot

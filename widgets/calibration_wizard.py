@@ -16,7 +16,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QFile
                                QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QWizard,
                                QWizardPage)
 
-from widgets.calibration_overlays import (ARROW_CAP_PX, BallOverlay, PLANE_COLOURS, PLATE_RESIDUAL_FULL_PX,
+from widgets.calibration_overlays import (ARROW_CAP_PX, BallOverlay, CageLayoutView, PLANE_COLOURS,
+                                          PLATE_RESIDUAL_FULL_PX,
                                           MISSING_COLOUR, PlateOverlay, UNLABELLED_COLOUR)
 from widgets.fluoro_viewer import FluoroViewer
 
@@ -128,8 +129,9 @@ def _viewer(view, name, empty_text, dropped=None):
 # -- 1 cage ------------------------------------------------------------------------------
 class CagePage(_Page):
     def __init__(self, wizard):
-        super().__init__(wizard, "1   Cage", "Confirm the cage mounted on the robot. The default is the fluoronav "
-                                            "bi-planar cage; choose its file if another cage is mounted.")
+        super().__init__(wizard, "1   Cage", "Confirm the cage mounted on the robot (default: the fluoronav "
+                                            "bi-planar cage). The drawings number each plane's balls for manual "
+                                            "fixes (plane axes: a shot may show them turned or mirrored).")
         row = QHBoxLayout()
         self.path = _label("", "wizard_figures")
         row.addWidget(self.path, 1)
@@ -142,7 +144,12 @@ class CagePage(_Page):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.box.addWidget(self.table, 1)
+        self.table.setMaximumWidth(420)
+        self.layouts = CageLayoutView()
+        row = QHBoxLayout()
+        row.addWidget(self.table)
+        row.addWidget(self.layouts, 1)
+        self.box.addLayout(row, 1)
         self.box.addWidget(self.progress_row)
 
     def _browse(self):
@@ -166,6 +173,7 @@ class CagePage(_Page):
         self.path.setText(cage.source if cage else "no cage file loaded")
         self.name.setText(f"{cage.name} — balls {cage.ball_diameter_mm:g} mm" if cage else "")
         rows = self.wf.cage_summary()
+        self.layouts.set_layouts(self.wf.cage_layouts())
         self.table.setRowCount(len(rows))
         for r, (pid, view, n) in enumerate(rows):
             for c, text in enumerate((pid, view.upper(), str(n))):
