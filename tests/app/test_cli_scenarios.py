@@ -1,0 +1,308 @@
+"""Acceptance: ``fluoronav calibrate / locate / project`` on scenarios nobody tuned for.
+
+An outside reviewer's check of the DESIGN.md command-line contract. Each
+scenario (``scenario_factory``) has its own random asymmetric cage file in a
+rotated, offset file frame, its own C-arm pose, detector and file format; the
+truth comes from the simulator. Goals (issue 4): locate RMS <= 0.25 mm and max
+<= 0.6 mm for targets 90-220 mm from the cage planes, reprojection RMS <= 0.3 px,
+>= 95 % of the clearly visible balls matched and no wrong match, <= 1 s per
+AP+LAT pair on 2 cores (asserted as CPU time <= 2 s: robust to a loaded runner).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import scenario_factory as sf
+from app.cli import main
+
+S = sf.Spec
+SCENARIOS = {
+    # flat panel, LAO/cranial AP with RAO/caudal LAT (~65 deg apart), tilted lateral part, DICOM MONOCHROME1 12-bit
+    "flat_oblique_dicom_m1": S(seed=101, ap_pose=(12.0, 8.0), lat_pose=(-6.0, -10.0), fmt="dcm12_m1",
+                               n_balls=(16, 20, 18, 15), pitch_mm=11.0, gap_ap_mm=40.0, gap_lat_mm=60.0,
+                               lat_tilt_deg=6.0, sid_mm=1150.0, sod_mm=720.0, pixel_mm=0.45),
+    # image intensifier with a plate per view, K-wires, 16-bit PNG, AP RAO/cranial
+    "ii_plate_png_kwires": S(seed=30, detector="image_intensifier", pixel_mm=0.45, fmt="png16",
+                             clutter=("kwire",), ap_pose=(-8.0, 5.0), lat_pose=(5.0, 0.0)),
+    # non-square detector and pixels, part of the cage out of the field, 16-bit TIFF, SID 900
+    "nonsquare_offfield_tiff": S(seed=103, shape=(640, 768), pixel_mm=(0.3, 0.33), fmt="tiff16",
+                                 sid_mm=900.0, sod_mm=580.0, cage_shift_mm=(35.0, 0.0, 30.0),
+                                 n_balls=(25, 22, 19, 21), half_span_mm=70.0, pitch_mm=11.0,
+                                 gap_ap_mm=35.0, gap_lat_mm=50.0, lat_pose=(0.0, 12.0)),
+}
+
+
+def cli(argv) -> tuple[int, str, str]:
+    """Run ``fluoronav argv`` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line_error(code, out, err, command):
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one error line, got: {err!r}"
+    assert lines[0].startswith(f"fluoronav {command}: error: ")
+    assert "Traceback" not in err and out.strip() == ""
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """name -> (scenario, calibration file dict, calibration path, CPU seconds of calibrate)."""
+    import core.calibration, core.plate  # noqa: F401  (imports are not part of the per-pair time)
+    done = {}
+    for name, spec in SCENARIOS.items():
+        sc = sf.build(spec, tmp_path_factory.mktemp(name))
+        path = sc.dir / "calib.json"
+        t = time.process_time()
+        code, out, err = cli(sc.calibrate_args(path))
+        cpu = time.process_time() - t
+        done[name] = (sc, code, out, err, path, cpu)
+    return done
+
+
+def _ok(calibrated, name):
+    sc, code, out, err, path, cpu = calibrated[name]
+    assert code == 0, f"calibrate failed on {name}: {err.strip()}"
+    return sc, json.loads(path.read_text()), path, cpu, out
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_locate_meets_the_goals(calibrated, name, tmp_path):
+    sc, _, path, _, _ = _ok(calibrated, name)
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({v: sc.targets_uv[v].tolist() for v in ("ap", "lat")}))
+    code, out, err = cli(["locate", "--calib", path, "--pairs", pairs])
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(res) == {"points_mm", "ray_gap_mm"}
+    e = np.linalg.norm(np.asarray(res["points_mm"]) - sc.targets_mm, axis=1)
+    assert np.sqrt(np.mean(e ** 2)) <= 0.25, f"locate RMS {np.sqrt(np.mean(e ** 2)):.3f} mm"
+    assert e.max() <= 0.6, f"locate max {e.max():.3f} mm"
+    gaps = np.asarray(res["ray_gap_mm"])
+    assert gaps.shape == (len(e),) and np.all(gaps >= 0) and np.median(gaps) <= 0.5
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_single_locate_agrees_with_pairs(calibrated, name):
+    sc, _, path, _, _ = _ok(calibrated, name)
+    (ua, va), (ul, vl) = sc.targets_uv["ap"][0], sc.targets_uv["lat"][0]
+    code, out, err = cli(["locate", "--calib", path, "--ap", f"{ua},{va}", "--lat", f"{ul},{vl}"])
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(res) == {"point_mm", "ray_gap_mm"}
+    assert np.linalg.norm(np.asarray(res["point_mm"]) - sc.targets_mm[0]) <= 0.6
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_project_meets_the_reprojection_goal(calibrated, name, tmp_path):
+    sc, _, path, _, _ = _ok(calibrated, name)
+    pts = tmp_path / "points.json"
+    pts.write_text(json.dumps(sc.targets_mm.tolist()))
+    code, out, err = cli(["project", "--calib", path, "--points", pts])
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(res) == {"ap", "lat"}
+    for v in ("ap", "lat"):
+        e = np.linalg.norm(np.asarray(res[v]) - sc.targets_uv[v], axis=1)
+        assert np.sqrt(np.mean(e ** 2)) <= 0.3, f"{v} reprojection RMS {np.sqrt(np.mean(e ** 2)):.3f} px"
+    x, y, z = sc.targets_mm[0]
+    code, out, err = cli(["project", "--calib", path, "--point", f"{x},{y},{z}"])
+    assert code == 0, err
+    one = json.loads(out)
+    for v in ("ap", "lat"):
+        assert np.linalg.norm(np.asarray(one[v]) - sc.targets_uv[v][0]) <= 0.6
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_balls_matched_and_never_wrong(calibrated, name):
+    """>= 95 % of the clearly visible balls matched; every match within 1.5 px of its ball's true shadow."""
+    sc, calib, _, _, _ = _ok(calibrated, name)
+    for v in ("ap", "lat"):
+        clear = sf.clear_balls(sc, v)
+        n_clear = n_hit = 0
+        for pl in calib["views"][v]["planes"]:
+            idx = np.asarray(pl["ball_idx"], int)
+            truth = sc.balls_uv[v][pl["plane_id"]][idx]
+            d = np.linalg.norm(np.asarray(pl["uv_raw"]) - truth, axis=1)
+            assert np.all(d <= 1.5), f"{v} {pl['plane_id']}: wrong match, {np.sum(~(d <= 1.5))} ball(s)"
+            ok = clear[pl["plane_id"]]
+            n_clear += int(ok.sum())
+            n_hit += int(ok[idx].sum())
+        assert n_clear >= 12
+        assert n_hit >= 0.95 * n_clear, f"{v}: {n_hit}/{n_clear} clearly visible balls matched"
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
+    strict=True, reason="with a plate, calibrate takes ~3 s of CPU (the plate's distortion fit: local-model "
+                        "held-out evaluation), over the 1 s per pair goal")) if SCENARIOS[n].detector != "flat_panel"
+    else n for n in SCENARIOS])
+def test_calibrate_time_per_pair(calibrated, name):
+    """<= 1 s per AP+LAT pair on 2 cores: CPU time of the command (modules already imported) <= 2 s."""
+    _, _, _, cpu, _ = _ok(calibrated, name)
+    assert cpu <= 2.0, f"calibrate used {cpu:.2f} s of CPU"
+
+
+def test_summary_names_every_plane(calibrated):
+    sc, calib, _, _, out = _ok(calibrated, "flat_oblique_dicom_m1")
+    for p in sc.cage.planes:
+        assert p.id in out
+    assert "matched" in out
+
+
+def test_real_entry_point_end_to_end(calibrated, tmp_path):
+    """The installed ``fluoronav`` command (not main()) on one scenario: exit 0 and JSON on stdout."""
+    sc, _, path, _, _ = _ok(calibrated, "flat_oblique_dicom_m1")
+    exe = [sys.executable, "-m", "app.cli"]
+    out = tmp_path / "c.json"
+    r = subprocess.run(exe + [str(a) for a in sc.calibrate_args(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (ua, va), (ul, vl) = sc.targets_uv["ap"][1], sc.targets_uv["lat"][1]
+    r = subprocess.run(exe + ["locate", "--calib", str(out), "--ap", f"{ua},{va}", "--lat", f"{ul},{vl}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert np.linalg.norm(np.asarray(json.loads(r.stdout)["point_mm"]) - sc.targets_mm[1]) <= 0.6
+
+
+# --- bad input: exit non-zero with one line that says what to do -----------------------
+
+@pytest.fixture(scope="module")
+def base(calibrated):
+    return calibrated["flat_oblique_dicom_m1"][0]
+
+
+def _calibrate(sc, tmp_path, **replace):
+    args = {"cage": sc.cage_path, "ap": sc.ap_path, "lat": sc.lat_path, **replace}
+    out = tmp_path / "out.json"
+    code, o, e = cli(["calibrate", "--cage", args["cage"], "--ap", args["ap"], "--lat", args["lat"], "--out", out])
+    return code, o, e, out
+
+
+def test_missing_image(base, tmp_path):
+    code, o, e, out = _calibrate(base, tmp_path, ap=tmp_path / "nope.dcm")
+    line = one_line_error(code, o, e, "calibrate")
+    assert "nope.dcm" in line and not out.exists()
+
+
+def test_corrupt_image(base, tmp_path):
+    bad = tmp_path / "cut.dcm"
+    bad.write_bytes(base.lat_path.read_bytes()[:2000])
+    code, o, e, out = _calibrate(base, tmp_path, lat=bad)
+    line = one_line_error(code, o, e, "calibrate")
+    assert "LAT" in line and not out.exists()
+
+
+def test_corrupt_cage_file(base, tmp_path):
+    bad = tmp_path / "cage.json"
+    bad.write_text('{"format": "fluoronav.cage/1", "planes": [')
+    code, o, e, out = _calibrate(base, tmp_path, cage=bad)
+    assert "cage.json" in one_line_error(code, o, e, "calibrate")
+
+
+@pytest.fixture(scope="module")
+def no_cage_shots(base, tmp_path_factory):
+    d = tmp_path_factory.mktemp("nocage")
+    scene = sf.build_scene(base.spec, json.loads(base.cage_path.read_text()), sf.file_frame(base.spec))
+    return {v: sf.write_image(scene.acquire(v, *getattr(base.spec, f"{v}_pose"), with_cage=False).image,
+                              "png16", d / v) for v in ("ap", "lat")}
+
+
+def test_images_without_the_cage(base, no_cage_shots, tmp_path):
+    code, o, e, out = _calibrate(base, tmp_path, ap=no_cage_shots["ap"], lat=no_cage_shots["lat"])
+    one_line_error(code, o, e, "calibrate")
+    assert not out.exists()
+
+
+def test_images_of_another_cage(base, tmp_path):
+    """The shots are of one asymmetric cage, the file describes another: refuse, never a wrong calibration."""
+    other = tmp_path / "other.json"
+    sf.write_cage(S(seed=999, n_balls=(18, 18, 18, 18)), other)
+    code, o, e, out = _calibrate(base, tmp_path, cage=other)
+    one_line_error(code, o, e, "calibrate")
+    assert not out.exists()
+
+
+def test_swapped_views(base, tmp_path):
+    code, o, e, out = _calibrate(base, tmp_path, ap=base.lat_path, lat=base.ap_path)
+    one_line_error(code, o, e, "calibrate")
+
+
+@pytest.fixture(scope="module")
+def symmetric(tmp_path_factory):
+    """A cage whose every plane is a 5x5 grid (symmetric), and its shots."""
+    d = tmp_path_factory.mktemp("sym")
+    g = np.array([[x, y] for x in range(-40, 41, 20) for y in range(-40, 41, 20)], float)
+    z = np.zeros(len(g))
+    cage = {"format": "fluoronav.cage/1", "name": "symmetric grids", "ball_diameter_mm": 4.0, "planes": [
+        {"id": "ap_1", "view": "ap", "balls_mm": np.column_stack([g, z]).tolist()},
+        {"id": "ap_2", "view": "ap", "balls_mm": np.column_stack([g + 10, z + 50]).tolist()},
+        {"id": "lat_1", "view": "lat", "balls_mm": np.column_stack([z + 170, g[:, 0], g[:, 1] - 140]).tolist()},
+        {"id": "lat_2", "view": "lat", "balls_mm": np.column_stack([z + 220, g[:, 0] + 10, g[:, 1] - 130]).tolist()}]}
+    path = d / "sym.json"
+    path.write_text(json.dumps(cage))
+    scene = sf.build_scene(S(seed=5, file_frame_seed=None), cage, np.eye(4))
+    shots = {v: sf.write_image(scene.acquire(v, 4.0, 3.0).image, "png16", d / v) for v in ("ap", "lat")}
+    return path, shots
+
+
+def test_symmetric_cage_is_refused(symmetric, base, tmp_path):
+    path, shots = symmetric
+    code, o, e, out = _calibrate(base, tmp_path, cage=path, ap=shots["ap"], lat=shots["lat"])
+    one_line_error(code, o, e, "calibrate")
+    assert not out.exists()
+
+
+def test_views_too_close_in_angle(tmp_path):
+    """A cage whose 'lat' planes are horizontal too, shot from above 12 deg apart: the angle gate must refuse."""
+    from core.cage import cage_from_dict
+    from core.geometry import make_transform
+    from core.simulation.scene import R_WORLD_CAGE, SimulatedOR
+    rng = np.random.default_rng(4)
+    layers = []
+    for _ in range(2):
+        a = sf.poisson_layer(rng, 14, 11.0, 32.0, window=0.0)
+        layers += [a, sf.poisson_layer(rng, 14, 11.0, 32.0, window=0.0, avoid=a)]
+    planes = [{"id": pid, "view": pid[:-2], "balls_mm": np.column_stack(
+        [b[:, 0] + dx, b[:, 1], np.full(len(b), z)]).tolist()}
+        for pid, b, dx, z in zip(("ap_1", "ap_2", "lat_1", "lat_2"), layers, (-40, -40, 40, 40), (0, 50, 5, 55))]
+    d = {"format": "fluoronav.cage/1", "name": "flat pair", "ball_diameter_mm": 4.0, "planes": planes}
+    (tmp_path / "cage.json").write_text(json.dumps(d))
+    scene = SimulatedOR(seed=2, phantom=sf._phantom("spine2"), cage=cage_from_dict(d), detector="flat_panel",
+                        pixel_spacing_mm=0.4, render_device="cpu",
+                        T_world_cage=make_transform(R_WORLD_CAGE, [0, 150.0, 0]))
+    ap = sf.write_image(scene.acquire("ap", -6.0, 0.0).image, "png16", tmp_path / "ap")
+    lat = sf.write_image(scene.acquire("ap", 6.0, 0.0).image, "png16", tmp_path / "lat")
+    code, o, e = cli(["calibrate", "--cage", tmp_path / "cage.json", "--ap", ap, "--lat", lat,
+                      "--out", tmp_path / "c.json"])
+    line = one_line_error(code, o, e, "calibrate")
+    assert "deg apart" in line and "rotate" in line
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_locate_needs_a_valid_calibration(tmp_path):
+    code, o, e = cli(["locate", "--calib", tmp_path / "none.json", "--ap", "1,2", "--lat", "3,4"])
+    assert "none.json" in one_line_error(code, o, e, "locate")
+    (tmp_path / "x.json").write_text("[1, 2")
+    code, o, e = cli(["project", "--calib", tmp_path / "x.json", "--point", "1,2,3"])
+    one_line_error(code, o, e, "project")
+
+
+# --- defects found by the sweep (issue 4 goals not met): strict xfail, remove when fixed ---------
+
+def _calibrate_spec(spec, tmp_path):
+    sc = sf.build(spec, tmp_path)
+    out = tmp_path / "calib.json"
+    t = time.process_time()
+    code, o, e = cli(sc.calibrate_args(out))
+    return sc, code, e, out, time.process_time() - t
