@@ -31,7 +31,8 @@ from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoStack
 
 from core.planning import (LEVELS, MAX_RAY_GAP_MM, POINTS, VIEWS, ClickOutsideImageError, PatientAxes,
                            PlanningError, Trajectory, TwoViewCalibration, check_click, epipolar_line,
-                           locate_trajectory, plan_warnings, snap_to_epipolar, tool_band, trajectory_angles)
+                           image_angles, locate_trajectory, plan_warnings, snap_to_epipolar, tool_band,
+                           trajectory_angles)
 
 __all__ = ["PlanModel", "PlanFileError", "PLAN_FORMAT", "PALETTE", "load_plan_file", "save_plan_file",
            "PlanningController", "install_planning"]
@@ -745,6 +746,9 @@ class PlanningController(QObject):
             if t.complete and t.length_mm >= 1.0:
                 a = trajectory_angles(t.entry_mm, t.target_mm, t.side, self.patient_axes)
                 row.update(length=a.length_mm, medial=math.degrees(a.medial_rad), cranial=math.degrees(a.cranial_rad))
+                if self.model.calibration is not None:
+                    drawn = image_angles(self.model.calibration, t.entry_mm, t.target_mm)
+                    row["image_angles"] = {v: (math.degrees(ang), px) for v, (ang, px) in drawn.items()}
             rows.append(row)
         self.panel.set_rows(rows)
         self.panel.set_selected(self.model.selected)

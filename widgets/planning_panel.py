@@ -129,7 +129,8 @@ class PlanningPanel(QWidget):
     # -- showing -------------------------------------------------------------------------
     def set_rows(self, rows: list[dict]) -> None:
         """Rows: dicts with tid, name, level, side, colour, length, medial, cranial, diameter,
-        gap (numbers or None), warn (bool: the gap is too large) and problems (lines to show). Rows are reused while the ids keep their order."""
+        gap (numbers or None), warn (bool: the gap is too large), problems (lines to show) and
+        image_angles ({view: (degrees, length px)}: the trajectory as drawn in each image). Rows are reused while the ids keep their order."""
         self._filling = True
         try:
             tids = [r["tid"] for r in rows]
@@ -167,6 +168,11 @@ class PlanningPanel(QWidget):
         self.table.item(i, 2).setText(r["side"])
         for col, key in ((3, "length"), (4, "medial"), (5, "cranial"), (6, "diameter")):
             self.table.item(i, col).setText(num(r.get(key)))
+        drawn = r.get("image_angles") or {}
+        tip = "\n".join(f"{v.upper()} image: drawn at {ang:.1f}° from the image's +u (column) axis towards +v "
+                        f"(clockwise on an unflipped screen), {px:.0f} px long" for v, (ang, px) in drawn.items())
+        for col in (4, 5):
+            self.table.item(i, col).setToolTip(tip)
         gap_item = self.table.item(i, 7)
         gap_item.setText(num(r.get("gap"), "{:.2f}"))
         gap_item.setForeground(QBrush(_WARN if r.get("warn") else QColor("#d0d0d0")))

@@ -150,6 +150,13 @@ def test_plan_two_trajectories_by_clicking(planning):
     table = ctrl.panel.table
     assert table.rowCount() == 2 and table.item(0, 3).text() != "—"
     assert not table.item(0, 0).text().startswith("⚠")  # the phantom's true pedicles look right
+    tip = table.item(0, 4).toolTip()  # angles relative to the image axes, as drawn
+    from core.planning import image_angles
+    expected = image_angles(calib, *truth[0][:2])
+    import re
+    shown = {v.lower(): float(a) for v, a in re.findall(r"(AP|LAT) image: drawn at (-?[\d.]+)°", tip)}
+    for view in ("ap", "lat"):  # clicks carry 1 px of noise: the drawn angle within a degree
+        assert shown[view] == pytest.approx(np.degrees(expected[view][0]), abs=1.0)
     length = float(table.item(0, 3).text())
     assert length == pytest.approx(np.linalg.norm(truth[0][1] - truth[0][0]), abs=0.7)
 
