@@ -6,8 +6,11 @@ clicks into 3D points. Every edit goes through ``model.undo_stack`` as a
 ``QUndoCommand`` that swaps whole records, so undo puts back exactly what was
 there; dragging a handle merges into one undo step. 3D points are always
 recomputed from the clicks with the current calibration (cheap: two rays).
-Plans are saved as ``{"format": "fluoronav.plan/1", ...}``, written atomically
-and validated on load.
+Plans are saved as ``{"format": "fluoronav.plan/1", "frame": "cage",
+"calibration": {...}, "trajectories": [{"id", "name", "level", "side", "colour",
+"diameter_mm", "clicks", "entry_mm", "target_mm", "entry_gap_mm", "target_gap_mm"}]}``
+(points in mm in the cage frame, clicks in raw pixels), written atomically and
+validated on load.
 
 ``PlanningController`` (further down) connects the viewers, the panel and the
 3D view to the model: click entry in one view, the epipolar line appears in
@@ -241,6 +244,7 @@ class PlanModel(QObject):
     # -- file ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"format": PLAN_FORMAT, "saved_at": _dt.datetime.now().isoformat(timespec="seconds"),
+                "frame": "cage", "calibration": _calibration_id(self.calibration),
                 "max_gap_mm": self.max_gap_mm, "selected": self._selected or None,
                 "trajectories": [{"id": tid, **self._items[tid].to_dict()} for tid in self._order]}
 
@@ -260,6 +264,16 @@ class PlanModel(QObject):
 
     def load(self, path) -> None:
         self.load_dict(load_plan_file(path))
+
+
+def _calibration_id(calibration) -> dict | None:
+    """What identifies the calibration the 3D points are in (CageCalibration: time, cage, method)."""
+    if calibration is None:
+        return None
+    cage = getattr(calibration, "cage", None)
+    return {"type": type(calibration).__name__, "created_utc": getattr(calibration, "created_utc", None),
+            "method": getattr(calibration, "method", None),
+            "cage": {k: cage.get(k) for k in ("name", "sha256")} if isinstance(cage, dict) else None}
 
 
 def _reprojected(calibration: TwoViewCalibration, t: Trajectory) -> Trajectory:

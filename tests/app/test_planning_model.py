@@ -194,7 +194,9 @@ def test_save_and_reload_exactly(model, calib, tmp_path, qapp):
     model.set_fields(a, diameter_mm=5.5, colour="#00ff00")
     model.select(a)
     path = model.save(tmp_path / "plans" / "plan.json")
-    assert json.loads(path.read_text())["format"] == PLAN_FORMAT
+    saved = json.loads(path.read_text())
+    assert saved["format"] == PLAN_FORMAT and saved["frame"] == "cage"
+    assert saved["calibration"]["type"] == "ConeBeamPair"
     other = PlanModel(calib)
     other.load(path)
     assert other.ids() == model.ids() and other.trajectories() == model.trajectories()
