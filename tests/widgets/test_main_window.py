@@ -57,6 +57,16 @@ def station(qtbot, settings):
     st.window.close()
 
 
+@pytest.fixture
+def quiet_station(qtbot, settings):
+    """A workstation not shown on screen (no OpenGL context: quicker) for model-to-widget wiring."""
+    st = Workstation(load_defaults(), settings=settings)
+    qtbot.addWidget(st.window)
+    yield st
+    st.shutdown()
+    st.window.close()
+
+
 def screen_rgb(widget) -> np.ndarray:
     """What the X server shows of ``widget`` (a real screenshot, OpenGL included)."""
     top_left = widget.mapToGlobal(widget.rect().topLeft())
@@ -89,15 +99,15 @@ def test_window_shows_viewers_3d_view_status_and_workflow(station, qtbot):
     assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50 and rgb.std() > 3.0
 
 
-def test_status_bar_follows_the_session_with_colour_and_tooltip(station):
-    station.session.set_device_status("tracker", DeviceStatus.FAULT, "marker occluded")
-    pill = station.window.status_bar.pill("tracker")
+def test_status_bar_follows_the_session_with_colour_and_tooltip(quiet_station):
+    quiet_station.session.set_device_status("tracker", DeviceStatus.FAULT, "marker occluded")
+    pill = quiet_station.window.status_bar.pill("tracker")
     assert pill.text().endswith("Tracker: fault") and "marker occluded" in pill.toolTip()
     assert "#8f1f1a" in pill.styleSheet()
-    station.window.status_bar.set_status("footswitch", DeviceStatus.CONNECTED, "pedal ok")
-    assert "Footswitch: connected" in station.window.status_bar.pill("footswitch").text()
+    quiet_station.window.status_bar.set_status("footswitch", DeviceStatus.CONNECTED, "pedal ok")
+    assert "Footswitch: connected" in quiet_station.window.status_bar.pill("footswitch").text()
     with pytest.raises(TypeError):
-        station.window.status_bar.set_status("robot", "connected")
+        quiet_station.window.status_bar.set_status("robot", "connected")
 
 
 def test_workflow_bar_enables_steps_as_the_session_allows_and_highlights_the_current(station, qtbot):
@@ -148,23 +158,23 @@ def test_slow_acquisition_shows_busy_and_disables_acquire(station, qtbot):
     assert not w.is_busy_shown() and w.acquire_actions["lat"].isEnabled()
 
 
-def test_dropped_image_goes_through_the_session(station):
+def test_dropped_image_goes_through_the_session(quiet_station):
     img = FakeCArm().acquire("ap")
-    station.window.viewers["ap"].image_dropped.emit(img)
-    assert station.session.image("ap") is not None and station.window.viewers["ap"].has_image()
-    station.window.viewers["ap"].image_dropped.emit(img.with_view("lat"))  # wrong view: refused
-    assert station.session.image("ap").view == "ap"
+    quiet_station.window.viewers["ap"].image_dropped.emit(img)
+    assert quiet_station.session.image("ap") is not None and quiet_station.window.viewers["ap"].has_image()
+    quiet_station.window.viewers["ap"].image_dropped.emit(img.with_view("lat"))  # wrong view: refused
+    assert quiet_station.session.image("ap").view == "ap"
 
 
-def test_log_panel_shows_records_coloured_by_level(station):
+def test_log_panel_shows_records_coloured_by_level(quiet_station):
     logging.getLogger("core.calibration").error("only 5 balls found on plane ap_1")
     QApplication.processEvents()
-    html = station.window.log_panel.document().toHtml()
+    html = quiet_station.window.log_panel.document().toHtml()
     assert "only 5 balls found on plane ap_1" in html and "#ff7b72" in html
 
 
-def test_add_dock_and_its_bad_input(station):
-    w = station.window
+def test_add_dock_and_its_bad_input(quiet_station):
+    w = quiet_station.window
     dock = w.add_dock("Robot", QLabel("jog"), "left")
     assert w.dockWidgetArea(dock) == Qt.DockWidgetArea.LeftDockWidgetArea
     with pytest.raises(ValueError, match="already exists"):
@@ -194,13 +204,13 @@ def test_layout_persists_between_runs(qtbot, settings):
     second.window.close()
 
 
-def test_config_error_is_shown_and_logged(station):
+def test_config_error_is_shown_and_logged(quiet_station):
     err = ConfigError(["unknown key carm.kindd (known: kind)", "ui.font_pt = 99 is out of range [10, 32]"],
                       "/etc/fluoronav.toml")
-    box = station.report_config_error(err)
+    box = quiet_station.report_config_error(err)
     assert box.isVisible() and "unknown key carm.kindd" in box.text() and "simulated defaults" in box.text()
     QApplication.processEvents()
-    text = station.window.log_panel.toPlainText()
+    text = quiet_station.window.log_panel.toPlainText()
     assert "unknown key carm.kindd" in text and "out of range" in text
     box.close()
 
@@ -287,12 +297,12 @@ def test_connection_failure_is_a_fault_in_the_status_bar(station, qtbot):
     assert "cannot acquire AP: the C-arm is fault" in station.window.log_panel.toPlainText()
 
 
-def test_acquire_refuses_unknown_view_and_missing_carm(station):
+def test_acquire_refuses_unknown_view_and_missing_carm(quiet_station):
     with pytest.raises(ValueError, match="unknown view"):
-        station.devices.acquire("axial")
+        quiet_station.devices.acquire("axial")
     from devices.base import DeviceError
     with pytest.raises(DeviceError, match="no C-arm is configured"):
-        station.devices.acquire("ap")
+        quiet_station.devices.acquire("ap")
 
 
 def test_driver_factory_builds_the_configured_c_arm(tmp_path):
