@@ -239,6 +239,20 @@ def _detect_polarity(pixels, polarity, kernel_px, min_area):
     return d, sel, med, (merged, sigma)
 
 
+def _polarity_score(pixels, polarity, kernel_px, min_area):
+    """Summed contrast-to-noise of the first-pass round blobs under one polarity
+    hypothesis: steel balls are the highest-contrast compact blobs."""
+    field = field_mask(pixels, polarity)
+    if field.mean() < 0.05:
+        return 0.0
+    d = density_of(pixels, polarity)
+    if not field.all():
+        d = d.copy()
+        d[~field] = float(np.median(d[field]))
+    sel, _, _, _, sigma = _select(d, kernel_px, min_area, floor=_floor(d, kernel_px, field))
+    return float(sum(min(s[2][2] / max(sigma, 1e-6), 1000.0) for s in sel))
+
+
 def _saturated(pixels, polarity):
     """Pixels clipped at the bright (least dense) extreme, or None when there are few."""
     a = np.asarray(pixels, np.float32)
@@ -269,15 +283,8 @@ def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = No
     if not np.all(np.isfinite(a.astype(np.float64, copy=False))) if a.dtype.kind == "f" else False:
         raise BeadDetectionError("image has non-finite pixels")
     kernel = int(kernel_px or max(9, 0.1 * min(a.shape)))
-    tries = [polarity] if polarity in (1, -1) else [1, -1]
-    best = None
-    for pol in tries:
-        d, sel, med, merged = _detect_polarity(a, pol, kernel, min_area_px)
-        # steel balls are the highest-contrast compact blobs: score by summed contrast-to-noise
-        score = sum(min(s[2][2] / max(merged[1], 1e-6), 1000.0) for s in sel)
-        if best is None or score > best[0]:
-            best = (score, (d, sel, med, merged, pol))
-    d, sel, med, (merged, sigma), pol = best[1]
+    pol = polarity if polarity in (1, -1) else max((1, -1), key=lambda p: _polarity_score(a, p, kernel, min_area_px))
+    d, sel, med, (merged, sigma) = _detect_polarity(a, pol, kernel, min_area_px)
     if not sel:
         raise BeadDetectionError("no round balls found in the image: check that the cage is in the beam "
                                  "and the exposure is not saturated")
