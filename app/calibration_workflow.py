@@ -357,7 +357,14 @@ class CalibrationWorkflow(QObject):
         if self.acquire_fn is None:
             return self._fail("shots", "no C-arm is connected: load the shot from a file")
         self.capture_session_images = True
-        return self.acquire_fn(view) is not None
+        if self.acquire_fn(view) is None:
+            return self._fail("shots", f"the C-arm cannot take the {view.upper()} shot now: check its status "
+                                       "in the status bar, or load the shot from a file")
+        return True
+
+    def report(self, step: str, message: str) -> None:
+        """A failure found elsewhere (e.g. the C-arm's), shown like the workflow's own."""
+        self._fail(step, message)
 
     def _on_session_image(self, view, image) -> None:
         if self.capture_session_images:
@@ -587,6 +594,10 @@ def install_calibration_wizard(window, session, devices=None, acquire=None):
                 wiz.deleteLater()
             wf = CalibrationWorkflow(session, plate_source if devices is not None else None, acquire, parent=window)
             wiz = CalibrationWizard(wf, window)
+            failed = getattr(devices, "acquisition_failed", None)
+            if failed is not None:
+                failed.connect(lambda view, msg, wf=wf: wf.report("shots", f"{view.upper()} shot: {msg}")
+                               if wf.capture_session_images else None)
             for v in VIEWS:
                 if session.image(v) is not None:
                     wf.set_shot(v, session.image(v))

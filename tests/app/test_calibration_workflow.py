@@ -181,6 +181,13 @@ def test_bad_inputs_are_one_line_failures(qtbot, tmp_path):
     assert "calibrate first" in sig.args[1]
     with qtbot.waitSignal(wf.failed, timeout=1000):
         assert not wf.set_shot("ap", tmp_path / "missing.dcm")
+    with qtbot.waitSignal(wf.failed, timeout=1000) as sig:
+        assert not wf.acquire_shot("ap")
+    assert "load the shot from a file" in sig.args[1]
+    wf.acquire_fn = lambda view: None          # the C-arm refuses (not connected, busy)
+    with qtbot.waitSignal(wf.failed, timeout=1000) as sig:
+        assert not wf.acquire_shot("lat")
+    assert sig.args[1].startswith("the C-arm cannot take the LAT shot now")
 
 
 # -- core.calibration.manual: the edits' input checks ------------------------------------
