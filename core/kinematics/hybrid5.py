@@ -159,9 +159,12 @@ class Hybrid5(Kinematics):
         return self.flange(q) @ self.T_flange_cage
 
     def inverse(self, T_base_tool, q_seed=None, ignore_spin: bool = False) -> np.ndarray:
-        """Joints for a tool pose; the spin about the tool axis must be zero (5 DoF)
-        unless ``ignore_spin``. ``q_seed`` is unused: the solution is closed-form."""
+        """Joints for a tool pose, given as ``T_base_tool`` (4x4; its spin about the tool axis
+        must be zero, 5 DoF, unless ``ignore_spin``) or as the task pose
+        ``[x, y, z, theta_x, theta_y]``. ``q_seed`` is unused: the solution is closed-form."""
         T = np.asarray(T_base_tool, float)
+        if T.shape == (5,):
+            return self.joints_for_pose(T)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise KinematicsError("T_base_tool must be a finite 4x4 transform")
         R = T[:3, :3] @ _RX_PI[:3, :3]

@@ -37,6 +37,11 @@ def test_round_trip_4x4_tool_pose():
         assert np.allclose(T[:3, 3], X[:3], atol=1e-6)
 
 
+def test_inverse_accepts_task_pose():
+    X = workspace_poses(1)[0]
+    assert np.allclose(ROBOT.inverse(X), ROBOT.joints_for_pose(X))
+
+
 def test_workspace_corners_reachable_within_limits():
     ranges = [(550, 700), (350, 600), (-250, -20),
               (math.radians(-40), math.radians(40)), (math.radians(-30), math.radians(30))]
