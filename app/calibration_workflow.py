@@ -30,8 +30,8 @@ from core.calibration.manual import ManualEditError, ViewLabels
 from core.calibration.models import apply_h, project_p
 from core.distortion import DistortionError, NoDistortion
 from core.image_io import FluoroImage, ImageReadError, read_image
-from core.labelling import LabellingError
-from core.plate import PlateError, label_plate, load_plate, plate_distortion
+from core.labelling import LabellingError, fit_homography
+from core.plate import CENTRAL_FRACTION, PlateError, label_plate, load_plate, plate_distortion
 
 __all__ = ["CalibrationWorkflow", "PlateResult", "ShotResult", "plate_step", "calibrate_shot", "refit_shot",
            "residual_vectors_px", "install_calibration_wizard", "EXPECTED_ERRORS", "RESIDUAL_GAIN"]
@@ -59,27 +59,19 @@ class PlateResult:
 
 
 def plate_step(plate, image: FluoroImage) -> PlateResult:
-    """Fit a view's distortion from its plate shot (``core.plate.plate_distortion``) and the
-    grid it found, for display."""
+    """Fit a view's distortion from its plate shot (``core.plate.plate_distortion``), and the
+    grid for display: the balls found, their ideal positions as core.plate defines them (the
+    homography of the central region, robot paper II.C.2) and the residual of the correction."""
     pixels = image.display()
     dist, figs = plate_distortion(plate, pixels, 1)
     beads = detect_beads(pixels, 1)
     det, ball = label_plate(plate, beads.centres_px)
-    raw = beads.centres_px[det]
-    ideal_pts = getattr(dist, "ideal_pts", None)
-    if ideal_pts is not None and len(ideal_pts) == len(raw):
-        ideal = np.asarray(ideal_pts)
-    else:        # the plate grid's ideal positions: the correction applied to the found balls
-        ideal = dist.raw_to_ideal(raw)
-    from core.labelling import fit_homography
-    from core.plate import CENTRAL_FRACTION
+    raw, xy = beads.centres_px[det], plate.balls_mm[ball]
     r = np.linalg.norm(raw - raw.mean(0), axis=1)
     central = r <= CENTRAL_FRACTION * r.max()
-    H = fit_homography(plate.balls_mm[ball][central], raw[central])
-    p = plate.balls_mm[ball] @ H[:, :2].T + H[:, 2]
-    truth_ideal = p[:, :2] / p[:, 2:3]
-    resid = np.linalg.norm(dist.raw_to_ideal(raw) - truth_ideal, axis=1)
-    return PlateResult(image, dist, figs, raw, truth_ideal, resid)
+    ideal = apply_h(fit_homography(xy[central], raw[central]), xy)
+    resid = np.linalg.norm(dist.raw_to_ideal(raw) - ideal, axis=1)
+    return PlateResult(image, dist, figs, raw, ideal, resid)
 
 
 @dataclass
