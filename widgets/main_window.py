@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QProgressBar, QSizePolicy,
-                               QSplitter, QToolBar, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMenu, QProgressBar, QSizePolicy,
+                               QSplitter, QToolBar, QToolButton, QWidget)
 
 from widgets.fluoro_viewer import FluoroViewer
 from widgets.log_panel import LogPanel
@@ -46,9 +46,10 @@ class MainWindow(QMainWindow):
         self.scene_view = SceneView()
         self.log_panel = LogPanel()
         self.docks: dict[str, QDockWidget] = {}
+        self._layout_restored = False
+        self._build_toolbar()
         self.add_dock("3D view", self.scene_view, "right")
         self.add_dock("Log", self.log_panel, "bottom")
-        self._build_toolbar()
         self._build_status_bar()
         self._busy_timer = QTimer(self, singleShot=True, interval=BUSY_DELAY_MS)
         self._busy_timer.timeout.connect(self._show_busy)
@@ -66,6 +67,11 @@ class MainWindow(QMainWindow):
         spacer = QWidget(objectName="toolbar_spacer")
         spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         bar.addWidget(spacer)
+        self.panels_menu = QMenu("Panels", self)
+        panels = QToolButton(text="Panels", objectName="panels_button", popupMode=QToolButton.ToolButtonPopupMode.InstantPopup)
+        panels.setToolTip("Show or hide the docked panels (3D view, log, …)")
+        panels.setMenu(self.panels_menu)
+        bar.addWidget(panels)
         self.acquire_actions: dict[str, QAction] = {}
         for view, key in (("ap", "F5"), ("lat", "F6")):
             act = QAction(f"Acquire {view.upper()}  ({key})", self, objectName=f"acquire_{view}")
@@ -91,12 +97,17 @@ class MainWindow(QMainWindow):
         self.busy_label.hide()
         self.busy_bar.hide()
 
-    def add_dock(self, title: str, widget: QWidget, area: str = "right") -> QDockWidget:
-        """Dock ``widget`` (area "left"/"right"/"top"/"bottom"); its layout persists by title."""
+    def add_dock(self, title: str, widget: QWidget, area: str = "right",
+                 tab_with: str | None = None) -> QDockWidget:
+        """Dock ``widget`` (area "left"/"right"/"top"/"bottom"), sharing the area evenly
+        with the docks already there, or as a tab beside dock ``tab_with``. The layout
+        persists by title; "Panels" in the toolbar shows a closed dock again."""
         if area not in _AREAS:
             raise ValueError(f"unknown dock area {area!r} (areas: {', '.join(_AREAS)})")
         if title in self.docks:
             raise ValueError(f"a dock titled {title!r} already exists")
+        if tab_with is not None and tab_with not in self.docks:
+            raise ValueError(f"no dock titled {tab_with!r} to put {title!r} beside")
         dock = QDockWidget(title, self)
         dock.setObjectName("dock_" + "_".join(title.lower().split()))
         dock.setWidget(widget)
@@ -104,8 +115,27 @@ class MainWindow(QMainWindow):
                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.addDockWidget(_AREAS[area], dock)
+        if tab_with is not None:
+            self.tabifyDockWidget(self.docks[tab_with], dock)
+            dock.raise_()
+        else:  # once the layout has placed the new dock
+            QTimer.singleShot(0, self, lambda a=_AREAS[area]: self._share_area(a))
         self.docks[title] = dock
+        self.panels_menu.addAction(dock.toggleViewAction())
         return dock
+
+    def _share_area(self, area) -> None:
+        """Give the docks stacked in ``area`` equal shares (a new one must not squeeze the 3D view);
+        a layout restored from the settings is left as the user made it."""
+        if self._layout_restored:
+            return
+        docks = [d for d in self.findChildren(QDockWidget)
+                 if self.dockWidgetArea(d) == area and not d.isFloating() and not self.tabifiedDockWidgets(d)]
+        if len(docks) > 1:
+            vertical = area in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea)
+            total = self.height() if vertical else self.width()
+            self.resizeDocks(docks, [max(total // (len(docks) + 1), 120)] * len(docks),
+                             Qt.Orientation.Vertical if vertical else Qt.Orientation.Horizontal)
 
     # -- acquisition feedback ---------------------------------------------------------
     def set_acquire_enabled(self, enabled: bool, why_not: str = "") -> None:
@@ -144,6 +174,7 @@ class MainWindow(QMainWindow):
         state = self.settings.value("main_window/state")
         ok = bool(geometry) and self.restoreGeometry(geometry)
         ok = bool(state) and self.restoreState(state, _STATE_VERSION) and ok
+        self._layout_restored = bool(ok)
         return bool(ok)
 
     def save_layout(self) -> None:

@@ -181,6 +181,25 @@ def test_add_dock_and_its_bad_input(quiet_station):
         w.add_dock("Robot", QLabel("again"), "left")
     with pytest.raises(ValueError, match="unknown dock area"):
         w.add_dock("Plan", QLabel("p"), "middle")
+    with pytest.raises(ValueError, match="no dock titled 'Sky'"):
+        w.add_dock("Plan", QLabel("p"), "right", tab_with="Sky")
+    tab = w.add_dock("Verify", QLabel("v"), "bottom", tab_with="Log")
+    assert w.tabifiedDockWidgets(tab) == [w.docks["Log"]]
+    titles = [a.text() for a in w.panels_menu.actions()]
+    assert titles == ["3D view", "Log", "Robot", "Verify"]
+
+
+def test_a_new_dock_beside_the_3d_view_does_not_squeeze_it(station, qtbot):
+    w = station.window
+    w.add_dock("Planning", QLabel("plan"), "right")
+    qtbot.waitUntil(lambda: w.docks["Planning"].isVisible())
+    qtbot.wait(50)
+    h3d, hplan = w.docks["3D view"].height(), w.docks["Planning"].height()
+    assert abs(h3d - hplan) < 0.25 * (h3d + hplan), (h3d, hplan)
+    w.docks["3D view"].close()
+    assert not w.docks["3D view"].isVisible()
+    w.panels_menu.actions()[0].trigger()  # "Panels" → "3D view" brings it back
+    assert w.docks["3D view"].isVisible()
 
 
 def test_layout_persists_between_runs(qtbot, settings):
