@@ -23,7 +23,7 @@ __all__ = ["RobotPanel", "STOP_KEY", "DEADMAN_KEY"]
 STOP_KEY = Qt.Key.Key_Escape
 DEADMAN_KEY = Qt.Key.Key_F8
 CART_AXES = ("x", "y", "z", "θx", "θy")
-STEP_CHOICES = {"0.1 mm / 0.1°": 0.1, "1 mm / 1°": 1.0, "5 mm / 5°": 5.0}
+STEP_CHOICES = {"step 0.1 mm / 0.1°": 0.1, "step 1 mm / 1°": 1.0, "step 5 mm / 5°": 5.0}
 BIG = "min-height: 52px; min-width: 64px; font-size: 16pt; font-weight: bold;"
 STOP_STYLE = ("QPushButton { min-height: 72px; font-size: 24pt; font-weight: bold; color: #fff3f0;"
               " background: #b3261e; border: 2px solid #e0574f; border-radius: 8px; }"
@@ -97,7 +97,7 @@ class RobotPanel(QWidget):
         w = QWidget()
         g = QGridLayout(w)
         self.frame_combo = QComboBox(objectName="robot_frame")
-        self.frame_combo.addItems(["base", "tool"])
+        self.frame_combo.addItems(["base frame", "tool frame"])
         self.mode_combo = QComboBox(objectName="robot_jog_mode")
         self.mode_combo.addItems(["hold to move", "step"])
         self.step_combo = QComboBox(objectName="robot_step")
@@ -108,26 +108,24 @@ class RobotPanel(QWidget):
         self.speed_slider.setValue(50)
         self.speed_label = QLabel("speed 50 %")
         self.speed_slider.valueChanged.connect(self._speed_changed)
-        g.addWidget(QLabel("frame"), 0, 0)
-        g.addWidget(self.frame_combo, 0, 1)
-        g.addWidget(QLabel("mode"), 0, 2)
-        g.addWidget(self.mode_combo, 0, 3)
-        g.addWidget(QLabel("step"), 1, 0)
-        g.addWidget(self.step_combo, 1, 1)
-        g.addWidget(self.speed_label, 1, 2)
-        g.addWidget(self.speed_slider, 1, 3)
+        g.addWidget(self.frame_combo, 0, 0, 1, 2)
+        g.addWidget(self.mode_combo, 0, 2, 1, 2)
+        g.addWidget(self.step_combo, 1, 0, 1, 2)
+        g.addWidget(self.speed_label, 2, 0, 1, 1)
+        g.addWidget(self.speed_slider, 2, 1, 1, 3)
+        self.frame_combo.setToolTip("jog frame: robot base or tool")
+        self.step_combo.setToolTip("step size (step mode)")
         self.cart_buttons = {}
         for i, axis in enumerate(CART_AXES):
             for j, sign in enumerate((-1, 1)):
                 b = _button(f"{axis} {'−' if sign < 0 else '+'}", name=f"jog_{i}_{sign:+d}")
                 b.pressed.connect(lambda i=i, s=sign: self._cart_pressed(i, s))
                 b.released.connect(self.client.release)
-                g.addWidget(b, 2 + i, 1 + 2 * j, 1, 2 if j == 0 else 1)
+                g.addWidget(b, 3 + i, 2 * j, 1, 2)
                 self.cart_buttons[(i, sign)] = b
-            g.addWidget(QLabel(axis), 2 + i, 0)
         self.pose_label = QLabel(objectName="robot_pose")
         self.pose_label.setStyleSheet("font-family: 'DejaVu Sans Mono';")
-        g.addWidget(self.pose_label, 7, 0, 1, 4)
+        g.addWidget(self.pose_label, 8, 0, 1, 4)
         return w
 
     def _joint_tab(self):
@@ -167,7 +165,7 @@ class RobotPanel(QWidget):
             self.drag_group.addButton(r)
             h.addWidget(r)
         v.addLayout(h)
-        self.deadman_button = _button("Hold to guide by hand  (F8)", DEADMAN_STYLE, "robot_deadman")
+        self.deadman_button = _button("Hold to guide  (F8)", DEADMAN_STYLE, "robot_deadman")
         self.deadman_button.pressed.connect(lambda: self.client.set_deadman(True))
         self.deadman_button.released.connect(lambda: self.client.set_deadman(False))
         v.addWidget(self.deadman_button)
@@ -179,11 +177,13 @@ class RobotPanel(QWidget):
     def _load_tab(self):
         w = QWidget()
         v = QVBoxLayout(w)
-        self.identify_button = _button("Identify tool load (robot moves)", name="robot_identify")
+        self.identify_button = _button("Identify tool load", name="robot_identify")
+        self.identify_button.setToolTip("the robot tilts the tool through 9 poses")
         self.identify_button.clicked.connect(lambda: self.client.identify_tool())
         self.identify_progress = QProgressBar(objectName="robot_identify_progress")
         self.identify_progress.setMinimumHeight(28)
-        self.zero_button = _button("Zero here (hands off)", name="robot_zero")
+        self.zero_button = _button("Zero here", name="robot_zero")
+        self.zero_button.setToolTip("hands off the tool: re-zero the sensor at this pose")
         self.zero_button.clicked.connect(self.client.rezero)
         self.load_label = QLabel("no tool load identified: forces include the tool weight",
                                  objectName="robot_load", wordWrap=True)
@@ -212,7 +212,7 @@ class RobotPanel(QWidget):
         self.client.set_speed(value / 100.0)
 
     def _cart_pressed(self, i, sign):
-        frame = self.frame_combo.currentText()
+        frame = self.frame_combo.currentText().split()[0]
         if self.mode_combo.currentText() == "step":
             size = STEP_CHOICES[self.step_combo.currentText()]
             delta = np.zeros(5)
@@ -271,8 +271,8 @@ class RobotPanel(QWidget):
         self.status_label.setText(f"mode: {mode}   limits active: {limits}{rt}")
         X = s["pose"]
         self.pose_label.setText(
-            f"tip x {X[0]:7.1f}  y {X[1]:7.1f}  z {X[2]:7.1f} mm   "
-            f"θx {math.degrees(X[3]):6.1f}°  θy {math.degrees(X[4]):6.1f}°")
+            f"tip x {X[0]:7.1f}  y {X[1]:7.1f}  z {X[2]:7.1f} mm\n"
+            f"    θx {math.degrees(X[3]):6.1f}°  θy {math.degrees(X[4]):6.1f}°")
         lo, hi = self.limits.lower, self.limits.upper
         for i, (bar, label) in enumerate(zip(self.joint_bars, self.joint_labels)):
             q = s["q"][i]

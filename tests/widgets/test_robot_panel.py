@@ -124,3 +124,19 @@ def test_scene_actors_place_cage_on_flange():
     drawn = np.array([actors._cage_points.GetPoint(i) for i in range(2)])
     assert np.allclose(drawn, balls @ T[:3, :3].T + T[:3, 3], atol=1e-9)
     assert np.allclose(actors.last_points["tip"], kin.forward(q)[:3, 3])
+
+
+def test_step_mode_button_moves_one_step(qtbot, workstation):
+    window, client, panel = workstation
+    wait_ready(qtbot, client)
+    qtbot.waitUntil(lambda: client.state["mode"] == "idle", timeout=3000)
+    x0 = client.state["pose"][0]
+    panel.mode_combo.setCurrentText("step")
+    panel.step_combo.setCurrentText("step 5 mm / 5°")
+    try:
+        qtbot.mouseClick(panel.cart_buttons[(0, 1)], Qt.MouseButton.LeftButton)      # "x +"
+        qtbot.waitUntil(lambda: client.state["mode"] == "move", timeout=2000)
+        qtbot.waitUntil(lambda: client.state["mode"] == "idle", timeout=5000)
+        assert client.state["pose"][0] == pytest.approx(x0 + 5.0, abs=0.06)
+    finally:
+        panel.mode_combo.setCurrentText("hold to move")
