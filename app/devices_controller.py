@@ -202,6 +202,11 @@ class DevicesController(QObject):
         return worker
 
     # -- C-arm ------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """A C-arm request is in progress."""
+        return bool(self._pending)
+
     def can_acquire(self) -> bool:
         return "carm" in self.workers and self.session.device_ready("carm") and not self._pending
 

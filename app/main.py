@@ -110,7 +110,7 @@ class Workstation:
         w.workflow_bar.set_enabled_steps(s.allowed_steps(),
                                          {step: s.step_blocker(step) or "" for step in w.workflow_bar.buttons})
         carm, msg = s.device_status("carm")
-        why = "wait for the image in progress" if self.devices._pending else f"C-arm {carm.value}: {msg}"
+        why = "wait for the image in progress" if self.devices.busy else f"C-arm {carm.value}: {msg}"
         w.set_acquire_enabled(self.devices.can_acquire(), why)
 
     # -- actions (a script or a test calls these the same way) --------------------------
