@@ -322,3 +322,40 @@ def test_admittance_refused_without_tool_load():
     lp.cycle(clock.t)
     lp.handle(("admittance", True), clock.t)
     assert lp.mode == IDLE and lp.events[-1][0] == "refused" and "tool load" in lp.events[-1][1]
+
+
+ORPHAN_SCRIPT = """
+import os, sys, time
+from devices.robot_controller import ControllerConfig, RobotController
+if __name__ == "__main__":
+    c = RobotController(ControllerConfig(jog_hold_s=5.0))
+    c.start()
+    c.jog_task([0, 0.2, 0, 0, 0])
+    print(c.process.pid, flush=True)
+    time.sleep(0.2)
+    os._exit(1)          # the GUI dies without closing anything
+"""
+
+
+def test_control_process_stops_and_exits_when_the_gui_dies(tmp_path):
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60, cwd=os.getcwd())
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 3.0
+    alive = True
+    while alive and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as f:       # a zombie has exited too
+                alive = f.read().split(")")[-1].split()[0] != "Z"
+            time.sleep(0.05)
+        except (ProcessLookupError, FileNotFoundError):
+            alive = False
+    if alive:
+        os.kill(pid, 9)
+    assert not alive, "the control process outlived the GUI"
