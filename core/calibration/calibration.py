@@ -86,7 +86,11 @@ class ViewCalibration:
 
     def rays(self, uv_raw, method) -> tuple[np.ndarray, np.ndarray]:
         """(origins, unit directions) (N, 3) of raw pixels (N, 2), source -> detector."""
-        ideal = self.distortion.raw_to_ideal(np.atleast_2d(np.asarray(uv_raw, float)))
+        return self.rays_ideal(self.distortion.raw_to_ideal(np.atleast_2d(np.asarray(uv_raw, float))), method)
+
+    def rays_ideal(self, ideal, method) -> tuple[np.ndarray, np.ndarray]:
+        """Rays of distortion-corrected pixels: the 3D-2D camera's, or (2D-2D, paper
+        figure 9) the line through the pixel's points on the view's ball planes."""
         centre = np.mean([p.origin_mm for p in self.planes], axis=0)
         if method == "3d2d":
             return p_rays(self.P, ideal, centre)
@@ -110,28 +114,23 @@ class ViewCalibration:
 
     def _solve_2d2d(self, X, uv0, iterations=8):
         """The ideal pixel whose 2D-2D line passes through X: Gauss-Newton on the
-        perpendicular offset, started from the 3D-2D projection."""
+        perpendicular offset (numeric Jacobian), started from the 3D-2D projection."""
         uv = uv0.copy()
-        ident = type("I", (), {"raw_to_ideal": staticmethod(lambda q: q)})
-        saved, self.distortion = self.distortion, ident
-        try:
-            for _ in range(iterations):
-                r0 = self._offset(X, uv)
-                J = np.stack([(self._offset(X, uv + e) - r0) / 1e-3 for e in (np.array([1e-3, 0]),
-                                                                              np.array([0, 1e-3]))], -1)
-                step = np.linalg.solve(J + 1e-12 * np.eye(2), r0[..., None])[..., 0]
-                uv = uv - step
-                if np.max(np.abs(step), initial=0) < 1e-6:
-                    break
-        finally:
-            self.distortion = saved
+        h = 1e-3
+        for _ in range(iterations):
+            r0 = self._offset(X, uv)
+            J = np.stack([(self._offset(X, uv + e) - r0) / h for e in (np.array([h, 0]), np.array([0, h]))], -1)
+            step = np.linalg.solve(J, r0[..., None])[..., 0]
+            uv = uv - step
+            if np.max(np.abs(step), initial=0) < 1e-6:
+                break
         return uv
 
     def _offset(self, X, uv):
-        o, d = self.rays(uv, "2d2d")
+        """Offset (N, 2) of X from the 2D-2D ray of ideal pixel uv, in a basis across the ray."""
+        o, d = self.rays_ideal(uv, "2d2d")
         w = X - o
         perp = w - np.sum(w * d, axis=1, keepdims=True) * d
-        # express in a 2D basis orthogonal to d (stable: from the 3D-2D camera axes)
         e1 = np.cross(d, self.P[2, :3])
         e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
         e2 = np.cross(d, e1)

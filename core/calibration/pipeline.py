@@ -65,14 +65,35 @@ def _gate_plane(view, plane, xy, rms):
                                f"{MAX_PLANE_RMS_PX} px: check the distortion plate shot or re-acquire")
 
 
+def _rms(a) -> float:
+    return float(np.sqrt(np.nanmean(np.asarray(a, float) ** 2)))
+
+
+def _plane_residuals(X, xy, uv, P, centre):
+    """Per-ball residuals of both models: 2D-2D (homography px; back-projected on the
+    plane, mm) and 3D-2D (reprojection px; ball-to-ray distance, mm); the homography."""
+    H = fit_homography(xy, uv)
+    r2 = np.linalg.norm(apply_h(H, xy) - uv, axis=1)
+    r2_mm = np.linalg.norm(apply_h(np.linalg.inv(H), uv) - xy, axis=1)
+    r3 = np.linalg.norm(project_p(P, X) - uv, axis=1)
+    o, d = p_rays(P, uv, centre)
+    w = X - o
+    r3_mm = np.linalg.norm(w - np.sum(w * d, 1, keepdims=True) * d, axis=1)
+    return H, r2, r2_mm, r3, r3_mm
+
+
+def _detect(view, pixels, polarity):
+    try:
+        return detect_beads(pixels, polarity)
+    except BeadDetectionError as e:
+        raise CalibrationError(f"{view.upper()} shot: {e}") from None
+
+
 def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     """One view's ``ViewCalibration`` (method-independent) and its figures."""
     distortion = distortion or NoDistortion()
     pixels = np.asarray(pixels)
-    try:
-        beads = detect_beads(pixels, polarity)
-    except BeadDetectionError as e:
-        raise CalibrationError(f"{view.upper()} shot: {e}") from None
+    beads = _detect(view, pixels, polarity)
     ideal = distortion.raw_to_ideal(beads.centres_px)
     planes, matches = _label(cage, view, ideal, pixels.shape)
     try:
@@ -81,45 +102,34 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
         raise CalibrationError(f"{view.upper()} shot: {e}") from None
     centre = np.mean([p.origin_mm for p in planes], axis=0)
     field = _usable_field(pixels, beads)
-    fits, figs = [], {"balls_detected": int(len(beads)), "merged_blobs_dropped": int(beads.dropped_merged),
-                      "touching_pairs_split": int(beads.split_pairs),
-                      "ball_radius_px": float(np.median(beads.radius_px)),
-                      "polarity": int(beads.polarity), "planes": {}}
-    all_loo = {"2d2d": [], "3d2d": []}
-    X_all = np.concatenate([p.balls_mm[m.ball_idx[k]] for p, m, k in zip(planes, matches, keep)])
-    uv_all = np.concatenate([ideal[m.point_idx[k]] for m, k in zip(matches, keep)])
-    loo3 = loo_dlt_px(X_all, uv_all)
-    off = 0
+    figs = {"balls_detected": int(len(beads)), "merged_blobs_dropped": int(beads.dropped_merged),
+            "touching_pairs_split": int(beads.split_pairs), "ball_radius_px": float(np.median(beads.radius_px)),
+            "polarity": int(beads.polarity), "planes": {}}
+    loo3 = loo_dlt_px(np.concatenate([p.balls_mm[m.ball_idx[k]] for p, m, k in zip(planes, matches, keep)]),
+                      np.concatenate([ideal[m.point_idx[k]] for m, k in zip(matches, keep)]))
+    fits, loo = [], {"2d2d": [], "3d2d": []}
     for p, m, k in zip(planes, matches, keep):
         bi, uv = m.ball_idx[k], ideal[m.point_idx[k]]
-        xy = p.balls_2d[bi]
         if len(bi) < 6:
             raise CalibrationError(f"{view.upper()} shot: only {len(bi)} balls of plane {p.id} fit: "
                                    "reposition the cage so its balls are in the beam")
-        H = fit_homography(xy, uv)
-        r2 = np.linalg.norm(apply_h(H, xy) - uv, axis=1)
-        r2_mm = np.linalg.norm(apply_h(np.linalg.inv(H), uv) - xy, axis=1)
-        r3 = np.linalg.norm(project_p(P, p.balls_mm[bi]) - uv, axis=1)
-        o, d = p_rays(P, uv, centre)
-        w = p.balls_mm[bi] - o
-        r3_mm = np.linalg.norm(w - np.sum(w * d, 1, keepdims=True) * d, axis=1)
-        loo2 = loo_homography_px(xy, uv)
-        all_loo["2d2d"].append(loo2), all_loo["3d2d"].append(loo3[off:off + len(bi)])
-        off += len(bi)
-        rms = lambda a: float(np.sqrt(np.nanmean(np.asarray(a) ** 2)))
-        _gate_plane(view, p, xy, min(rms(r2), rms(r3)))
+        H, r2, r2_mm, r3, r3_mm = _plane_residuals(p.balls_mm[bi], p.balls_2d[bi], uv, P, centre)
+        _gate_plane(view, p, p.balls_2d[bi], min(_rms(r2), _rms(r3)))
+        l2, l3 = loo_homography_px(p.balls_2d[bi], uv), loo3[:len(bi)]
+        loo3 = loo3[len(bi):]
+        loo["2d2d"].append(l2), loo["3d2d"].append(l3)
         expected = _expected(field, distortion.ideal_to_raw(apply_h(H, p.balls_2d)))
         fits.append((PlaneFit(p.id, p.origin_mm, p.axes, H, bi, beads.centres_px[m.point_idx[k]],
                               r3, r3_mm, expected), r2, r2_mm))
         figs["planes"][p.id] = {"expected_in_view": expected, "matched": int(len(bi)),
                                 "rejected_outliers": int((~k).sum()),
-                                "rms_px_2d2d": rms(r2), "rms_mm_2d2d": rms(r2_mm),
-                                "rms_px_3d2d": rms(r3), "rms_mm_3d2d": rms(r3_mm),
-                                "loo_rms_px_2d2d": rms(loo2), "loo_rms_px_3d2d": rms(loo3[off - len(bi):off])}
+                                "rms_px_2d2d": _rms(r2), "rms_mm_2d2d": _rms(r2_mm),
+                                "rms_px_3d2d": _rms(r3), "rms_mm_3d2d": _rms(r3_mm),
+                                "loo_rms_px_2d2d": _rms(l2), "loo_rms_px_3d2d": _rms(l3)}
     for meth in ("2d2d", "3d2d"):
-        figs[f"loo_rms_px_{meth}"] = float(np.sqrt(np.nanmean(np.concatenate(all_loo[meth]) ** 2)))
+        figs[f"loo_rms_px_{meth}"] = _rms(np.concatenate(loo[meth]))
     vc = ViewCalibration(view, tuple(pixels.shape), distortion, P, [f[0] for f in fits], figs)
-    vc._resid = {p.plane_id: (r2, r2_mm) for p, r2, r2_mm in fits}
+    vc._resid = {pf.plane_id: (r2, r2_mm) for pf, r2, r2_mm in fits}   # per-method, for _select_residuals
     return vc
 
 
