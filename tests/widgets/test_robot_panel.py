@@ -135,8 +135,9 @@ def test_step_mode_button_moves_one_step(qtbot, workstation):
     panel.step_combo.setCurrentText("step 5 mm / 5°")
     try:
         qtbot.mouseClick(panel.cart_buttons[(0, 1)], Qt.MouseButton.LeftButton)      # "x +"
-        qtbot.waitUntil(lambda: client.state["mode"] == "move", timeout=2000)
-        qtbot.waitUntil(lambda: client.state["mode"] == "idle", timeout=5000)
-        assert client.state["pose"][0] == pytest.approx(x0 + 5.0, abs=0.06)
+        qtbot.waitUntil(lambda: client.state["mode"] == "idle" and
+                        abs(client.state["pose"][0] - (x0 + 5.0)) < 0.06, timeout=8000)
+        qtbot.wait(300)
+        assert client.state["pose"][0] == pytest.approx(x0 + 5.0, abs=0.06)   # one step only
     finally:
         panel.mode_combo.setCurrentText("hold to move")
