@@ -228,12 +228,14 @@ def _same(a, b):
 
 def label_view(planes_xy, points_px, image_shape, **kw) -> list[PlaneMatch]:
     """Label every plane of one view; a detection claimed by two planes goes to the
-    plane where it fits better and is dropped from the other (then refitted)."""
+    plane where it fits better and is dropped from the other (then refitted). A plane
+    that loses most of its balls that way (e.g. twin layers with the same layout) is
+    labelled again among the detections the other planes left free."""
     pts = np.asarray(points_px, float)
     matches = [label_plane(m, pts, image_shape, **kw) for m in planes_xy]
     owner = {}
     for k, m in enumerate(matches):
-        for b, p, r in zip(m.ball_idx, m.point_idx, m.residual_px):
+        for p, r in zip(m.point_idx, m.residual_px):
             if p not in owner or r < owner[p][1]:
                 owner[p] = (k, r)
     out = []
@@ -241,9 +243,22 @@ def label_view(planes_xy, points_px, image_shape, **kw) -> list[PlaneMatch]:
         keep = np.array([owner[p][0] == k for p in m.point_idx], bool)
         if keep.all():
             out.append(m)
-            continue
-        bi, pi = m.ball_idx[keep], m.point_idx[keep]
-        H = fit_homography(np.asarray(model)[bi], pts[pi])
-        res = np.linalg.norm(_apply_h(H, np.asarray(model)[bi]) - pts[pi], axis=1)
-        out.append(PlaneMatch(bi, pi, H, res, m.expected, m.score_margin))
+        elif keep.sum() >= max(6, 0.5 * len(keep)):
+            out.append(_refit(m, np.asarray(model, float), pts, keep))
+        else:
+            out.append(_label_among_free(model, pts, image_shape, owner, k, kw))
     return out
+
+
+def _refit(m, model, pts, keep):
+    bi, pi = m.ball_idx[keep], m.point_idx[keep]
+    H = fit_homography(model[bi], pts[pi])
+    res = np.linalg.norm(_apply_h(H, model[bi]) - pts[pi], axis=1)
+    return PlaneMatch(bi, pi, H, res, m.expected, m.score_margin)
+
+
+def _label_among_free(model, pts, image_shape, owner, k, kw):
+    free = np.array([p not in owner or owner[p][0] == k for p in range(len(pts))], bool)
+    idx = np.nonzero(free)[0]
+    m = label_plane(model, pts[idx], image_shape, **kw)
+    return PlaneMatch(m.ball_idx, idx[m.point_idx], m.H_img_plane, m.residual_px, m.expected, m.score_margin)
