@@ -240,3 +240,37 @@ def test_dropping_a_bad_file_logs_and_emits_nothing(viewer, tmp_path, caplog):
     viewer.image_dropped.connect(got.append)
     assert viewer.load_file(str(bad)) is None
     assert got == [] and "not a DICOM, PNG or TIFF" in caplog.text
+
+
+def drag(qtbot, widget, button, start, delta, steps=10):
+    qtbot.mousePress(widget, button, pos=start)
+    for i in range(1, steps + 1):
+        qtbot.mouseMove(widget, start + QPoint(delta.x() * i // steps, delta.y() * i // steps))
+    qtbot.mouseRelease(widget, button, pos=start + delta)
+
+
+def test_left_drag_pans_unless_a_tool_is_active(viewer, qtbot):
+    viewer.set_image(ramp_image())
+    vp = viewer.graphics.viewport()
+    x0 = viewer.view_box.viewRange()[0][0]
+    drag(qtbot, vp, Qt.MouseButton.LeftButton, vp.rect().center(), QPoint(-120, 0))
+    x1 = viewer.view_box.viewRange()[0][0]
+    assert x1 - x0 > 5.0  # dragging the picture left shows more of its right side
+    viewer.tool_active = True
+    drag(qtbot, vp, Qt.MouseButton.LeftButton, vp.rect().center(), QPoint(-120, 0))
+    assert viewer.view_box.viewRange()[0][0] == pytest.approx(x1)
+
+
+def test_wheel_zooms_and_fit_restores(viewer, qtbot):
+    viewer.set_image(ramp_image())
+    before = np.ptp(viewer.view_box.viewRange()[0])
+    vp = viewer.graphics.viewport()
+    from PySide6.QtGui import QWheelEvent
+    centre = QPointF(vp.rect().center())
+    ev = QWheelEvent(centre, QPointF(vp.mapToGlobal(vp.rect().center())), QPoint(0, 0), QPoint(0, 240),
+                     Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(vp, ev)
+    zoomed = np.ptp(viewer.view_box.viewRange()[0])
+    assert zoomed < 0.8 * before
+    viewer.reset_view()
+    assert np.ptp(viewer.view_box.viewRange()[0]) == pytest.approx(before, rel=0.01)
