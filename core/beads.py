@@ -180,8 +180,10 @@ def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4, oth
         r2 = (xx - c[0]) ** 2 + (yy - c[1]) ** 2
         inner, ring = r2 <= R * R, (r2 > R * R) & (r2 <= Ro * Ro)
         fin = np.isfinite(patch)
-        if not fin[inner].all() or fin[ring].mean() < 0.4:
+        # the ball itself must lie in the field; the window margin beyond it may not
+        if not fin[r2 <= (radius_px + 1.0) ** 2].all() or fin[ring].mean() < 0.4:
             return None, 0.0
+        inner &= fin
         if others is not None and len(others):
             own = np.ones_like(inner)
             for o in others:
@@ -206,6 +208,17 @@ def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4, oth
     return c, peak
 
 
+def _extend_beyond_field(d, field):
+    """Fill the unexposed surround with the local background carried outwards
+    (normalised convolution), so that the field edge makes no step in the top-hat."""
+    f = field.astype(np.float32)
+    s = max(d.shape) / 40
+    num = cv2.GaussianBlur(np.where(field, d, 0).astype(np.float32), (0, 0), s)
+    den = cv2.GaussianBlur(f, (0, 0), s)
+    fill = np.where(den > 1e-3, num / np.maximum(den, 1e-3), float(np.median(d[field])))
+    return np.where(field, d, fill).astype(np.float32)
+
+
 def field_mask(pixels, polarity: int = 1) -> np.ndarray:
     """Exposed field: False on a large flat region at the dense extreme (the unexposed
     surround of an image intensifier's round field, or a collimator), eroded 2 px.
@@ -225,8 +238,7 @@ def _detect_polarity(pixels, polarity, kernel_px, min_area):
         return None, [], 0.0, ([], 0.0)
     d = density_of(pixels, polarity)
     if not field.all():     # flatten the unexposed surround so it makes no edges
-        d = d.copy()
-        d[~field] = float(np.median(d[field]))
+        d = _extend_beyond_field(d, field)
     sel, med, merged, peak, sigma = _select(d, kernel_px, min_area, floor=_floor(d, kernel_px, field))
     if sel:   # second pass with the ball size and contrast known: a tighter
         # background (opening 5 r wide) and a threshold at 30 % of a ball's peak
@@ -247,8 +259,7 @@ def _polarity_score(pixels, polarity, kernel_px, min_area):
         return 0.0
     d = density_of(pixels, polarity)
     if not field.all():
-        d = d.copy()
-        d[~field] = float(np.median(d[field]))
+        d = _extend_beyond_field(d, field)
     sel, _, _, _, sigma = _select(d, kernel_px, min_area, floor=_floor(d, kernel_px, field))
     return float(sum(min(s[2][2] / max(sigma, 1e-6), 1000.0) for s in sel))
 
