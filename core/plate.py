@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import correlate2d
 from scipy.spatial import cKDTree
 
 from core.beads import BeadDetectionError, detect_beads
@@ -122,26 +123,34 @@ def label_plate(plate: Plate, pts) -> tuple[np.ndarray, np.ndarray]:
                                       ((1, 0), (-1, 0), (0, 1), (0, -1))} - walked
                           if sum((c[0] + a, c[1] + b) in walked for a, b in
                                  ((1, 0), (-1, 0), (0, 1), (0, -1))) >= 3] or np.zeros((0, 2)), int)
-    best = []
-    span = np.abs(lat).max() + 1
-
-    def lookup(g):
-        ok = np.all((g >= 0) & (g < occ.shape), axis=1)
-        hit = np.zeros(len(g), int) - 1
-        hit[ok] = occ[g[ok, 0], g[ok, 1]]
-        return ok, hit
-    for D in _D4:
+    ball, hole = (occ >= 0).astype(float), (occ < 0).astype(float)
+    scores = []
+    for k, D in enumerate(_D4):
         m, mh = ij @ D.T, holes_img.reshape(-1, 2) @ D.T
-        for tx in range(-span, span + 1):
-            for ty in range(-span, span + 1):
-                ok, hit = lookup(m + (tx, ty) - lo)
-                _, hh = lookup(mh + (tx, ty) - lo)
-                # nodes on plate holes are impossible; image holes on plate balls are misses
-                score = int((hit >= 0).sum() - 5 * (ok & (hit < 0)).sum() - (hh >= 0).sum())
-                best.append((score, hit))
-    best.sort(key=lambda s: -s[0])
-    if len(best) < 2 or best[0][0] <= best[1][0] or best[0][0] < 0.8 * len(idx):
+        base = np.vstack([m, mh]).min(axis=0)
+        shape = tuple(np.vstack([m, mh]).max(axis=0) - base + 1)
+        G, Gh = np.zeros(shape), np.zeros(shape)
+        G[tuple((m - base).T)] = 1
+        if len(mh):
+            Gh[tuple((mh - base).T)] = 1
+        # score(offset): nodes on plate balls - 5 x nodes on plate holes (impossible)
+        # - image holes on plate balls (misses); correlations over every offset at once
+        sc = (correlate2d(ball, G, mode="full") - 5 * correlate2d(hole, G, mode="full")
+              - correlate2d(ball, Gh, mode="full"))
+        off = np.array(shape) - 1
+        for flat in np.argsort(sc, axis=None)[-2:]:
+            i, j = np.unravel_index(flat, sc.shape)
+            scores.append((sc[i, j], k, np.array([i, j]) - off + 0, base, m))
+    scores.sort(key=lambda r: -r[0])
+    best, second = scores[0], scores[1]
+    if best[0] <= second[0] or best[0] < 0.8 * len(idx):
         raise PlateError("the plate's orientation mark was not found: centre the plate and re-acquire")
+    _, _, s_off, base, m = best
+    g = m - base + s_off
+    ok = np.all((g >= 0) & (g < occ.shape), axis=1)
+    hit = np.full(len(g), -1)
+    hit[ok] = occ[g[ok, 0], g[ok, 1]]
+    best = [(best[0], hit)]
     hit = best[0][1]
     keep = hit >= 0
     return idx[keep], hit[keep]
