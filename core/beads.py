@@ -120,7 +120,8 @@ def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0, saturated=None):
     shp = [_shape(labels, th, r) for r in rows]
     r_eq = np.array([np.sqrt(r[5] / np.pi) for r in rows]) if rows else np.zeros(0)
     # pixel quantisation makes small discs look less round: relax below r = 4 px
-    round_ = np.array([s[0] > (0.8 if r >= 4 else 0.6) and 0.75 < s[1] < 1.3 for s, r in zip(shp, r_eq)], bool)
+    round_ = np.array([s[0] > 0.8 and 0.75 < s[1] < 1.3 if r >= 4 else s[0] > 0.6 and 0.6 < s[1] < 1.4
+                       for s, r in zip(shp, r_eq)], bool)
     if round_.sum() < 3:
         return [], 0.0, [], 0.0, sigma
     med = float(np.median(r_eq[round_]))
