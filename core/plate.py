@@ -18,7 +18,7 @@ import numpy as np
 from scipy.signal import correlate2d
 from scipy.spatial import cKDTree
 
-from core.beads import BeadDetectionError, detect_beads
+from core.beads import BeadDetectionError, density_of, detect_beads, refine_centre
 from core.distortion import fit_distortion
 from core.labelling import LabellingError, fit_homography
 
@@ -118,11 +118,7 @@ def label_plate(plate: Plate, pts) -> tuple[np.ndarray, np.ndarray]:
     occ = np.zeros(tuple(lat.max(0) - lo + 2), np.int64) - 1
     occ[tuple((lat - lo).T)] = np.arange(len(lat))
     # cells the walk surrounds but found empty: the image's own holes
-    walked = set(map(tuple, ij))
-    holes_img = np.array([c for c in {(i + di, j + dj) for i, j in walked for di, dj in
-                                      ((1, 0), (-1, 0), (0, 1), (0, -1))} - walked
-                          if sum((c[0] + a, c[1] + b) in walked for a, b in
-                                 ((1, 0), (-1, 0), (0, 1), (0, -1))) >= 3] or np.zeros((0, 2)), int)
+    holes_img = np.array(_image_holes(ij) or np.zeros((0, 2)), int)
     ball, hole = (occ >= 0).astype(float), (occ < 0).astype(float)
     scores = []
     for k, D in enumerate(_D4):
@@ -156,6 +152,44 @@ def label_plate(plate: Plate, pts) -> tuple[np.ndarray, np.ndarray]:
     return idx[keep], hit[keep]
 
 
+def _image_holes(ij):
+    """Lattice cells with at least three walked neighbours that the walk found empty."""
+    walked = set(map(tuple, ij))
+    steps = ((1, 0), (-1, 0), (0, 1), (0, -1))
+    cand = {(i + a, j + b) for i, j in walked for a, b in steps} - walked
+    return [c for c in cand if sum((c[0] + a, c[1] + b) in walked for a, b in steps) >= 3]
+
+
+def _recover_missed(pixels, beads):
+    """Detections plus balls found by a second look at lattice holes (a ball the detector
+    missed next to the orientation mark would make the mark ambiguous); a hole keeps
+    empty unless a ball-like peak is found right where the lattice predicts."""
+    pts = beads.centres_px
+    try:
+        idx, ij = _walk_grid(pts)
+    except PlateError:
+        return pts
+    where = {tuple(c): pts[i] for i, c in zip(idx, ij)}
+    d = density_of(pixels, beads.polarity)
+    r = float(np.median(beads.radius_px))
+    spacing = float(np.median(cKDTree(pts).query(pts, 2)[0][:, 1]))
+    floor = 0.5 * float(np.median(beads.contrast))
+    extra = []
+    for i, j in _image_holes(ij):
+        pairs = [(where.get((i - 1, j)), where.get((i + 1, j))), (where.get((i, j - 1)), where.get((i, j + 1)))]
+        guess = [0.5 * (a + b) for a, b in pairs if a is not None and b is not None]
+        for a, b in ((1, 0), (-1, 0), (0, 1), (0, -1)):     # one-sided: extrapolate a row
+            n1, n2 = where.get((i + a, j + b)), where.get((i + 2 * a, j + 2 * b))
+            if n1 is not None and n2 is not None:
+                guess.append(2 * n1 - n2)
+        if not guess:
+            continue
+        c, peak = refine_centre(d, np.mean(guess, axis=0), r)
+        if c is not None and peak > floor and np.linalg.norm(c - np.mean(guess, axis=0)) < 0.25 * spacing:
+            extra.append(c)
+    return np.vstack([pts, extra]) if extra else pts
+
+
 def plate_distortion(plate: Plate, pixels, polarity=None, model: str | None = None):
     """Fit the correction of one view from its plate shot: (distortion, figures).
 
@@ -164,8 +198,9 @@ def plate_distortion(plate: Plate, pixels, polarity=None, model: str | None = No
         beads = detect_beads(pixels, polarity)
     except BeadDetectionError as e:
         raise PlateError(f"plate shot: {e}") from None
-    det_idx, ball_idx = label_plate(plate, beads.centres_px)
-    raw = beads.centres_px[det_idx]
+    pts = _recover_missed(pixels, beads)
+    det_idx, ball_idx = label_plate(plate, pts)
+    raw = pts[det_idx]
     xy = plate.balls_mm[ball_idx]
     c = raw.mean(axis=0)
     r = np.linalg.norm(raw - c, axis=1)

@@ -145,3 +145,21 @@ def test_bad_plate_files(bad, msg):
 def test_plate_shot_without_a_plate(plate):
     with pytest.raises(PlateError):
         plate_distortion(plate, np.full(SHAPE, 3000, np.uint16))
+
+
+def test_missed_balls_beside_the_mark_are_recovered_and_the_mark_is_not_filled(plate, shot):
+    import dataclasses
+    from core.beads import detect_beads
+    from core.plate import _recover_missed
+    img, uv, _ = shot
+    b = detect_beads(img)
+    mark_nb = uv[[int(np.argmin(np.linalg.norm(plate.balls_mm - q, axis=1))) for q in ([-10, 0], [10, 10])]]
+    drop = np.min(np.linalg.norm(b.centres_px[:, None] - mark_nb[None], axis=2), axis=1) < 1
+    assert drop.sum() == 2
+    b2 = dataclasses.replace(b, centres_px=b.centres_px[~drop], radius_px=b.radius_px[~drop],
+                             contrast=b.contrast[~drop], roundness=b.roundness[~drop])
+    pts = _recover_missed(img, b2)
+    added = pts[len(b2.centres_px):]
+    assert len(added) >= 1
+    assert np.all(np.min(np.linalg.norm(added[:, None] - mark_nb[None], axis=2), axis=1) < 0.3)
+    assert len(_recover_missed(img, b)) == len(b.centres_px)       # the mark's own holes stay empty
