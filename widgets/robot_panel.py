@@ -3,7 +3,8 @@ hand guiding with a dead-man, tool-load identification, live force/torque plots.
 
 Thin: every control calls one method of ``app.robot_controller_client.RobotControllerClient``
 (``client``); the panel only shows the state the client emits. STOP is always visible
-and bound to Esc (application-wide); the dead-man is the held button or the held F8 key.
+and bound to Esc application-wide through an event filter (never a QShortcut, so that no
+other Esc shortcut can make it ambiguous); the dead-man is the held button or held F8.
 Large targets for gloved hands at 1.5 m.
 """
 from __future__ import annotations
@@ -12,13 +13,12 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QGridLayout, QHBoxLayout,
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtWidgets import (QApplication, QButtonGroup, QComboBox, QGridLayout, QHBoxLayout,
                                QLabel, QProgressBar, QPushButton, QRadioButton, QSlider,
                                QTabWidget, QVBoxLayout, QWidget)
 
-__all__ = ["RobotPanel", "STOP_KEY", "DEADMAN_KEY"]
+__all__ = ["RobotPanel", "StopKeyFilter", "STOP_KEY", "DEADMAN_KEY"]
 
 STOP_KEY = Qt.Key.Key_Escape
 DEADMAN_KEY = Qt.Key.Key_F8
@@ -44,6 +44,21 @@ def _button(text, style=BIG, name=None):
     return b
 
 
+class StopKeyFilter(QObject):
+    """Calls ``stop`` on every Esc the application sees (the shortcut-override probe and the key
+    press), whichever widget has the focus, and lets the key go on to its other users."""
+
+    def __init__(self, stop, parent=None):
+        super().__init__(parent)
+        self._stop = stop
+
+    def eventFilter(self, obj, event) -> bool:
+        if (event.type() in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress)
+                and event.key() == STOP_KEY):
+            self._stop()
+        return False
+
+
 class RobotPanel(QWidget):
     def __init__(self, client, parent=None):
         super().__init__(parent)
@@ -56,9 +71,12 @@ class RobotPanel(QWidget):
         self.stop_button = _button("STOP  (Esc)", STOP_STYLE, "robot_stop")
         self.stop_button.pressed.connect(client.stop)
         layout.addWidget(self.stop_button)
-        self._stop_shortcut = QShortcut(QKeySequence(STOP_KEY), self)
-        self._stop_shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
-        self._stop_shortcut.activated.connect(client.stop)
+        # Esc is watched by an application-wide event filter, not a QShortcut: any other Esc
+        # shortcut in the window would make a shortcut ambiguous and silence the STOP
+        self._stop_filter = StopKeyFilter(client.stop, self)
+        app = QApplication.instance()
+        app.installEventFilter(self._stop_filter)
+        self.destroyed.connect(lambda *_: app.removeEventFilter(self._stop_filter))
         banner = QHBoxLayout()
         self.fault_banner = QLabel(objectName="robot_fault_banner", wordWrap=True)
         self.fault_banner.setStyleSheet(BANNER_STYLE)
@@ -235,9 +253,6 @@ class RobotPanel(QWidget):
             self.client.hold_jog_joint(v)
 
     def keyPressEvent(self, ev):
-        if ev.key() == STOP_KEY:               # also when the window is not the active one
-            self.client.stop()
-            return
         if ev.key() == DEADMAN_KEY and not ev.isAutoRepeat():
             self.client.set_deadman(True)
             return

@@ -67,6 +67,26 @@ def test_escape_stops_everything_and_shows_banner(qtbot, workstation):
     assert not panel.fault_banner.isVisible()
 
 
+def test_escape_anywhere_stops_even_with_another_esc_shortcut(qtbot, workstation):
+    """Another part's Esc shortcut (ambiguous with a shortcut STOP) must not silence STOP."""
+    from PySide6.QtGui import QKeySequence, QShortcut
+    window, client, panel = workstation
+    wait_ready(qtbot, client)
+    rival = QShortcut(QKeySequence("Esc"), window)
+    rival.setContext(Qt.ShortcutContext.WindowShortcut)
+    try:
+        client.hold_jog_task([0, 0, 1.0, 0, 0])
+        qtbot.wait(150)
+        qtbot.keyClick(window.viewers["ap"], Qt.Key.Key_Escape)       # focus elsewhere
+        qtbot.waitUntil(lambda: client.state["mode"] == "stopped", timeout=2000)
+        assert np.all(client.state["qd_cmd"] == 0)
+    finally:
+        rival.setEnabled(False)
+        rival.deleteLater()
+        client.reset()
+        qtbot.waitUntil(lambda: client.state["mode"] == "idle", timeout=2000)
+
+
 def test_deadman_guides_only_while_held(qtbot, workstation):
     window, client, panel = workstation
     wait_ready(qtbot, client)
