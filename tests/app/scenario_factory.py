@@ -58,6 +58,7 @@ class Spec:
     fmt: str = "png16"
     phantom: str = "spine2"                    # "spine2" (2 mm grid, fast), "spine1" (1 mm), "block"
     n_targets: int = 40
+    centre_views: bool = False                 # re-centre the C-arm on the view's cage part before each shot
 
 
 @dataclass
@@ -255,6 +256,17 @@ def write_image(img: FluoroImage, fmt: str, path: Path) -> Path:
     return write_dicom_xa(out, path.with_suffix(".dcm"))
 
 
+def centred_isocentre(scene, view, pose, iso0) -> np.ndarray:
+    """The isocentre moved across the beam so that the centroid of the view's cage part lies on the central ray
+    (a technician re-centres the C-arm on the cage after angulating)."""
+    part = np.concatenate([p.balls_mm for p in scene.cage.planes_for(view)])
+    c = (part @ scene.T_world_cage[:3, :3].T + scene.T_world_cage[:3, 3]).mean(0)
+    scene.isocentre_mm = np.asarray(iso0, float)
+    b = scene.carm_geometry(view, *pose).detector_normal
+    d = c - iso0
+    return iso0 + d - (d @ b) * b
+
+
 def build(spec: Spec, out_dir) -> Scenario:
     """Write the cage, shots (and plate shots) of ``spec`` under ``out_dir``; return them with the truth."""
     d = Path(out_dir)
@@ -263,15 +275,22 @@ def build(spec: Spec, out_dir) -> Scenario:
     cage_dict, T_file_std = write_cage(spec, cage_path)
     scene = build_scene(spec, cage_dict, T_file_std)
     rng = np.random.default_rng(spec.seed + 17)
-    centre = scene.isocentre_mm
+    centre = scene.isocentre_mm.copy()
     instruments = clutter_objects(spec.clutter, rng, centre)
-    shots = {v: scene.acquire(v, *getattr(spec, f"{v}_pose"), instruments=instruments) for v in ("ap", "lat")}
+    shots = {}
+    for v in ("ap", "lat"):
+        if spec.centre_views:
+            scene.isocentre_mm = centred_isocentre(scene, v, getattr(spec, f"{v}_pose"), centre)
+        shots[v] = scene.acquire(v, *getattr(spec, f"{v}_pose"), instruments=instruments)
     paths = {v: write_image(shots[v].image, spec.fmt, d / v) for v in ("ap", "lat")}
     plate_args = []
+    scene.isocentre_mm = centre
     if spec.detector == "image_intensifier":
         from resources import path as rpath
         plate_args = ["--plate", str(rpath("plates", "default.json"))]
         for v in ("ap", "lat"):
+            if spec.centre_views:
+                scene.isocentre_mm = centred_isocentre(scene, v, getattr(spec, f"{v}_pose"), centre)
             ps = scene.plate_shot(v, *getattr(spec, f"{v}_pose"))
             plate_args += [f"--plate-{v}", str(write_image(ps.image, spec.fmt, d / f"plate_{v}"))]
     std = cage_standard(spec)
