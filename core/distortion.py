@@ -57,8 +57,9 @@ def _consistent_inverse(forward, inverse, ideal, iterations=6):
     inverse map, then fixed-point steps (the Jacobian of a distortion is close to I),
     so that projecting and locating agree."""
     raw = inverse(ideal)
-    for _ in range(iterations):
-        raw = raw + (ideal - forward(raw))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(iterations):
+            raw = raw + (ideal - forward(raw))
     return raw
 
 
@@ -91,7 +92,8 @@ class _Poly2D:
     def __call__(self, q):
         shp = q.shape
         q = q.reshape(-1, 2)
-        return (q + _design(q, self.centre, self.scale, self.order) @ self.coef).reshape(shp)
+        with np.errstate(over="ignore", invalid="ignore"):   # far outside the field: inf/NaN, checked by callers
+            return (q + _design(q, self.centre, self.scale, self.order) @ self.coef).reshape(shp)
 
     def to_dict(self):
         return {"order": self.order, "centre": self.centre.tolist(), "scale": self.scale,

@@ -43,5 +43,9 @@ def run(args) -> int:
         uv = cal.project(X)
     except CalibrationError as e:
         raise CommandError(str(e)) from None
+    bad = ~np.all(np.isfinite(np.atleast_2d(uv["ap"])) & np.isfinite(np.atleast_2d(uv["lat"])), axis=1)
+    if bad.any():
+        raise CommandError(f"point {int(np.argmax(bad))} cannot be projected (it lies at or behind an X-ray "
+                           "source): check the coordinates are in mm in the cage frame")
     print(json.dumps({v: uv[v].tolist() for v in ("ap", "lat")}))
     return 0

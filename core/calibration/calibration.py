@@ -106,8 +106,11 @@ class ViewCalibration:
         return o, d
 
     def project(self, X, method) -> np.ndarray:
-        """Raw pixels (N, 2) of cage points (N, 3)."""
+        """Raw pixels (N, 2) of cage points (N, 3); NaN for points at or behind the source."""
         ideal = project_p(self.P, X)
+        centre = np.mean([p.origin_mm for p in self.planes], axis=0)
+        depth = (X @ self.P[2, :3] + self.P[2, 3]) / (centre @ self.P[2, :3] + self.P[2, 3])
+        ideal[depth < 0.05] = np.nan      # a point behind the source would project mirrored
         if method == "2d2d":
             ideal = self._solve_2d2d(X, ideal)
         return self.distortion.ideal_to_raw(ideal)

@@ -163,3 +163,12 @@ def test_locate_and_project_errors(shots, capsys, tmp_path):
     g = tmp_path / "pts.json"
     g.write_text('[[1, 2]]')
     assert "[x, y, z]" in _error(capsys, "project", "--calib", c, "--points", str(g))
+
+
+def test_project_refuses_a_point_at_the_source(shots, capsys):
+    from core.calibration import CageCalibration
+    from core.calibration.models import camera_centre
+    _, _, calib, _ = shots
+    C = camera_centre(CageCalibration.load(calib).views["ap"].P)
+    assert "cannot be projected" in _error(capsys, "project", "--calib", str(calib),
+                                           "--point", ",".join(f"{x:.6f}" for x in C))
