@@ -7,9 +7,18 @@ transform is the display flip/rotation, so a display setting never changes a
 stored coordinate. pyqtgraph puts pixel (0, 0)'s *corner* at (0, 0): the image
 item is shifted by (-0.5, -0.5) inside ``content``.
 
+Distortion-corrected display (``set_corrected(True)`` once ``set_calibration`` gave
+the view's distortion): the image shown is resampled on the ideal pixel grid and
+``content`` coordinates become *display* (ideal) pixels. Overlay children still
+receive RAW pixels: each child of an overlay group is adopted by ``_DisplayMap``,
+which passes what it is given (``setData``, ``setPolygon``, ``setPos``) through
+raw -> display, and ``scene_to_pixel`` maps display -> raw, so clicks, hover and
+handle drags come back in raw pixels whatever the display.
+
 Mouse: wheel zooms, left drag pans (unless a tool is active), right or middle
 drag sets window (horizontal) and level (vertical), left click emits
-``pixel_clicked``. Dropping a DICOM/PNG/TIFF file emits ``image_dropped``.
+``pixel_clicked`` (or places a point of the active measuring tool; right click
+or Esc finishes it). Dropping a DICOM/PNG/TIFF file emits ``image_dropped``.
 """
 from __future__ import annotations
 
@@ -18,10 +27,11 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
+import shiboken6
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QTransform
-from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QSizePolicy,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtGui import QPolygonF, QTransform
+from PySide6.QtWidgets import (QComboBox, QGraphicsItem, QGraphicsPolygonItem, QGridLayout, QHBoxLayout,
+                               QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 from core.image_io import FluoroImage
 
@@ -67,6 +77,143 @@ def _display_array(image) -> tuple[np.ndarray, np.ndarray]:
     return a, a
 
 
+# --- display mapping: raw pixels -> what is drawn ------------------------------------
+_DENSIFY_PX = 8.0  # a raw straight segment is a curve once undistorted: sample it this finely
+
+
+def _densify(x, y, step=_DENSIFY_PX):
+    """Polyline vertices with extra points every ``step`` px (NaN breaks are kept)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2:
+        return x, y
+    seg = np.hypot(np.diff(x), np.diff(y))
+    n = np.where(np.isfinite(seg), np.maximum(1, np.ceil(seg / step)), 1).astype(int)
+    t = np.concatenate([np.arange(k) / k for k in n] + [[0.0]])
+    i = np.concatenate([np.full(k, j) for j, k in enumerate(n)] + [[len(x) - 1]])
+    j = np.minimum(i + 1, len(x) - 1)
+    return x[i] + t * (x[j] - x[i]), y[i] + t * (y[j] - y[i])
+
+
+class _DisplayMap:
+    """raw <-> display pixel mapping (identity, or a distortion's raw -> ideal), and the
+    adoption of overlay items so that they keep taking raw pixels."""
+
+    def __init__(self):
+        self.distortion = None
+        self.items: list = []
+
+    @property
+    def active(self) -> bool:
+        return self.distortion is not None
+
+    def to_display(self, uv) -> np.ndarray:
+        q = np.asarray(uv, float)
+        return q.copy() if self.distortion is None else self.distortion.raw_to_ideal(q)
+
+    def to_raw(self, uv) -> np.ndarray:
+        q = np.asarray(uv, float)
+        return q.copy() if self.distortion is None else self.distortion.ideal_to_raw(q)
+
+    def _xy(self, x, y):
+        x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+        if self.distortion is None or len(x) == 0:
+            return x, y
+        d = self.to_display(np.column_stack([x, y]))
+        return d[:, 0], d[:, 1]
+
+    # -- adopted items ----------------------------------------------------------------
+    def adopt(self, item) -> None:
+        """Route ``item``'s geometry setters through raw -> display (once per item)."""
+        if getattr(item, "_fn_raw", None) is not None:
+            return
+        if isinstance(item, pg.ScatterPlotItem):
+            kind, x, y = "scatter", *item.getData()
+            call = ((), {"x": np.asarray(x), "y": np.asarray(y)})
+        elif isinstance(item, (pg.PlotCurveItem, pg.PlotDataItem)):
+            kind, x, y = "curve", *item.getData()
+            call = ((), {"x": np.asarray([] if x is None else x), "y": np.asarray([] if y is None else y)})
+        elif isinstance(item, QGraphicsPolygonItem):
+            kind, call = "polygon", ((item.polygon(),), {})
+        else:
+            kind, call = "pos", ((item.pos(),), {})
+        item._fn_raw = [kind, call]
+        name = {"scatter": "setData", "curve": "setData", "polygon": "setPolygon", "pos": "setPos"}[kind]
+        original = getattr(type(item), name)
+
+        def setter(*args, _item=item, _orig=original, **kwargs):
+            _item._fn_raw[1] = (args, kwargs)
+            a, k = self._mapped(_item._fn_raw[0], args, kwargs)
+            return _orig(_item, *a, **k)
+        setattr(item, name, setter)
+        if kind == "pos":  # pos() reads back raw, as it was given
+            item.pos = lambda _item=item: pg.Point(*_raw_point(_item._fn_raw[1]))
+        self.items.append(item)
+        if self.active:
+            self.remap(item)
+
+    def remap(self, item) -> None:
+        kind, (args, kwargs) = item._fn_raw
+        name = {"scatter": "setData", "curve": "setData", "polygon": "setPolygon", "pos": "setPos"}[kind]
+        a, k = self._mapped(kind, args, kwargs)
+        getattr(type(item), name)(item, *a, **k)
+
+    def remap_all(self) -> None:
+        self.items = [i for i in self.items if shiboken6.isValid(i)]
+        for item in self.items:
+            self.remap(item)
+
+    def _mapped(self, kind, args, kwargs):
+        """(args, kwargs) with the raw geometry replaced by display geometry."""
+        if not self.active:
+            return args, kwargs
+        if kind == "pos":
+            p = self.to_display(_raw_point((args, kwargs)))
+            return (QPointF(float(p[0]), float(p[1])),), {}
+        if kind == "polygon":
+            pts = np.array([(p.x(), p.y()) for p in args[0]], float).reshape(-1, 2)
+            d = self.to_display(pts) if len(pts) else pts
+            return (QPolygonF([QPointF(float(a), float(b)) for a, b in d]),), kwargs
+        kwargs = dict(kwargs)
+        if "pos" in kwargs:
+            pos = np.asarray(kwargs["pos"], float).reshape(-1, 2)
+            kwargs["pos"] = self.to_display(pos) if len(pos) else pos
+            return args, kwargs
+        if len(args) >= 2:
+            x, y, rest = args[0], args[1], args[2:]
+        elif len(args) == 1 and np.ndim(args[0]) == 2:
+            a = np.asarray(args[0], float)
+            x, y, rest = a[:, 0], a[:, 1], ()
+        elif "x" in kwargs and "y" in kwargs:
+            x, y, rest = kwargs.pop("x"), kwargs.pop("y"), args
+        else:
+            return args, kwargs
+        if kind == "curve" and isinstance(kwargs.get("connect", "all"), str) and kwargs.get("connect", "all") == "all":
+            x, y = _densify(x, y)
+        return (*self._xy(x, y), *rest), kwargs
+
+
+def _raw_point(call) -> tuple[float, float]:
+    args, _ = call
+    p = args[0] if len(args) == 1 else args
+    if isinstance(p, (QPointF,)) or hasattr(p, "x") and callable(p.x):
+        return float(p.x()), float(p.y())
+    return float(p[0]), float(p[1])
+
+
+class _OverlayGroup(pg.ItemGroup):
+    """An overlay layer whose direct children are adopted by the viewer's display map."""
+
+    def __init__(self, display_map: _DisplayMap):
+        super().__init__()
+        self._map = display_map
+
+    def itemChange(self, change, value):
+        ret = super().itemChange(change, value)
+        if change == QGraphicsItem.GraphicsItemChange.ItemChildAddedChange and value is not None:
+            self._map.adopt(value)
+        return ret
+
+
 class _ViewBox(pg.ViewBox):
     """ViewBox whose right/middle drag is window/level and whose left click picks a pixel."""
 
@@ -87,6 +234,9 @@ class _ViewBox(pg.ViewBox):
         if ev.button() == Qt.MouseButton.LeftButton:
             ev.accept()
             self._viewer._clicked(ev.scenePos(), ev.modifiers())
+        elif ev.button() == Qt.MouseButton.RightButton and self._viewer.measure.active:
+            ev.accept()
+            self._viewer.measure.finish()
 
 
 class FluoroViewer(QWidget):
@@ -96,6 +246,7 @@ class FluoroViewer(QWidget):
     pixel_hovered = Signal(float, float)           # u, v (raw px)
     image_dropped = Signal(object)                 # FluoroImage read from a dropped file
     window_level_changed = Signal(float, float)    # window, level
+    display_changed = Signal()                     # corrected display or calibration changed
 
     def __init__(self, view_name: str, parent=None):
         super().__init__(parent)
@@ -108,8 +259,14 @@ class FluoroViewer(QWidget):
         self._hover_text = ""
         self._flip_h, self._flip_v, self._rotate_deg = False, False, 0.0
         self._overlays: dict[str, pg.ItemGroup] = {}
+        self._map = _DisplayMap()
+        self._image = None            # the FluoroImage shown (pixel spacing), when one was given
+        self._calib = None            # the view's ViewCalibration (distortion, planes), or None
+        self._corrected = False
         self.setObjectName(f"fluoro_viewer_{view_name}")
         self.setAcceptDrops(True)
+        from widgets.measure_tools import MeasureTools
+        self.measure = MeasureTools(self)
         self._build()
         self.clear_image()
 
@@ -155,6 +312,26 @@ class FluoroViewer(QWidget):
         row.addWidget(title)
         row.addStretch(1)
         row.addWidget(self.preset_box)
+        self.layers_button = QToolButton(text="Layers", objectName="viewer_layers",
+                                         popupMode=QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.layers_button.setToolTip("Show or hide the overlay layers (balls, trajectories, epipolar line, …)")
+        self.layers_menu = QMenu(self.layers_button)
+        self.layers_menu.aboutToShow.connect(self._fill_layers_menu)
+        self.layers_button.setMenu(self.layers_menu)
+        row.addWidget(self.layers_button)
+        self.tool_buttons = {}
+        for kind, text, tip in (("ruler", "Ruler", "Measure a distance: click two points (right click or Esc ends)"),
+                                ("angle", "Angle", "Measure an angle: click arm, vertex, arm (right click or Esc ends)")):
+            b = QToolButton(text=text, toolTip=tip, objectName="viewer_tool", checkable=True)
+            b.clicked.connect(lambda on, k=kind: self.measure.start(k) if on else self.measure.finish())
+            row.addWidget(b)
+            self.tool_buttons[kind] = b
+        self.undistort_button = QToolButton(text="Undistort", objectName="viewer_tool", checkable=True)
+        self.undistort_button.setToolTip("Show the distortion-corrected image (needs a calibration); "
+                                         "clicks and overlays stay in raw pixels")
+        self.undistort_button.setEnabled(False)
+        self.undistort_button.clicked.connect(lambda on: self.set_corrected(on))
+        row.addWidget(self.undistort_button)
         for text, tip, slot in (("⇆", "Flip left-right (display only)", self._toggle_flip_h),
                                 ("⇅", "Flip up-down (display only)", self._toggle_flip_v),
                                 ("⟳", "Rotate 90° (display only)", self._rotate_90),
@@ -170,14 +347,16 @@ class FluoroViewer(QWidget):
         """Show a FluoroImage (or 2-D array) with the chosen preset (at first "auto")."""
         raw, display = _display_array(image)
         self._raw, self._display = raw, display
-        self.image_item.setImage(display, autoLevels=False)
+        self._image = image if isinstance(image, FluoroImage) else None
+        self._show_pixels()
         self.empty_label.hide()
         self._apply_display_transform()
         self.set_preset(self.preset_box.currentData() or "auto")
+        self.measure.refresh()
 
     def clear_image(self) -> None:
         """Back to the "no image" state, which says what to do."""
-        self._raw = self._display = None
+        self._raw = self._display = self._image = None
         self.image_item.clear()
         name = self.view_name.upper()
         key = {"ap": "F5", "lat": "F6"}.get(self.view_name, "")
@@ -277,11 +456,101 @@ class FluoroViewer(QWidget):
         self.view_box.setRange(rect=rect, padding=0.02)
         self.view_box.updateMatrix()  # scene mapping valid now, not only after the next paint
 
+    # -- calibration and the distortion-corrected display -----------------------------
+    def _show_pixels(self) -> None:
+        """Put the displayed values on screen: raw, or resampled on the ideal grid."""
+        shown = self._display
+        if self._map.active:
+            from core.distortion import remap_to_ideal
+            shown = remap_to_ideal(self._display, self._map.distortion)
+        self.image_item.setImage(shown, autoLevels=False, levels=self._levels)
+
+    def set_calibration(self, view_calibration) -> None:
+        """The view's ``ViewCalibration`` (or None): mm readout and measurements at the cage
+        plane; the Undistort button works when it has a distortion correction."""
+        self._calib = view_calibration
+        has = self.distortion is not None
+        self.undistort_button.setEnabled(has)
+        if not has and self._corrected:
+            self.set_corrected(False)
+        elif self._corrected:
+            self.set_corrected(True)
+        self.measure.refresh()
+        self.display_changed.emit()
+
+    @property
+    def view_calibration(self):
+        return self._calib
+
+    @property
+    def distortion(self):
+        """The view's raw -> ideal correction, or None (none, or a flat panel's identity)."""
+        d = getattr(self._calib, "distortion", None)
+        return None if d is None or getattr(d, "kind", "") == "none" else d
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float] | None:
+        """(column, row) spacing at the detector of the image shown, when the file gave it."""
+        return None if self._image is None else self._image.pixel_spacing_mm
+
+    @property
+    def corrected(self) -> bool:
+        return self._corrected
+
+    def set_corrected(self, on: bool) -> None:
+        """Show the distortion-corrected image (display only: stored and emitted
+        coordinates stay raw; overlays are drawn through the same correction)."""
+        if on and self.distortion is None:
+            raise ValueError(f"no distortion correction for the {self.view_name.upper()} view: calibrate first")
+        self._corrected = bool(on)
+        self._map.distortion = self.distortion if on else None
+        self.undistort_button.setChecked(self._corrected)
+        if self._display is not None:
+            self._show_pixels()
+        self._map.remap_all()
+        self.display_changed.emit()
+
+    def raw_to_display(self, uv) -> np.ndarray:
+        """Display (content) coordinates of raw pixels (N, 2) or (2,)."""
+        return self._map.to_display(uv)
+
+    def display_to_raw(self, uv) -> np.ndarray:
+        return self._map.to_raw(uv)
+
+    def _mm_text(self, u: float, v: float) -> str:
+        """Where the pixel is in mm: on the cage plane nearest the source (cage frame),
+        else on the detector from the image centre, else nothing."""
+        from widgets.measure_tools import near_plane, plane_point
+        plane = near_plane(self._calib)
+        if plane is not None:
+            X = plane_point(self._calib, plane, (u, v))
+            return f"cage {X[0]:6.1f} {X[1]:6.1f} {X[2]:6.1f} mm"
+        sp = self.pixel_spacing_mm
+        if sp is not None and self._raw is not None:
+            rows, cols = self._raw.shape
+            return f"det {(u - (cols - 1) / 2) * sp[0]:6.1f} {(v - (rows - 1) / 2) * sp[1]:6.1f} mm"
+        return ""
+
+    def _fill_layers_menu(self) -> None:
+        self.layers_menu.clear()
+        names = self.overlay_names()
+        if not names:
+            self.layers_menu.addAction("(no overlays yet)").setEnabled(False)
+        for name in names:
+            act = self.layers_menu.addAction(name.replace("_", " ").capitalize())
+            act.setCheckable(True)
+            act.setChecked(self.overlay(name).isVisible())
+            act.toggled.connect(lambda on, n=name: self.set_overlay_visible(n, on))
+        self.layers_menu.addSeparator()
+        clear = self.layers_menu.addAction("Clear measurements")
+        clear.setEnabled(bool(self.measure.measurements))
+        clear.triggered.connect(self.measure.clear)
+
     # -- overlays ---------------------------------------------------------------------
     def overlay(self, name: str) -> pg.ItemGroup:
         """The overlay group ``name`` (created on first use); children use raw (u, v)."""
         if name not in self._overlays:
-            group = pg.ItemGroup()
+            group = _OverlayGroup(self._map)
             group.setParentItem(self.content)
             group.setZValue(10 + len(self._overlays))
             self._overlays[name] = group
@@ -295,12 +564,17 @@ class FluoroViewer(QWidget):
 
     # -- mouse ------------------------------------------------------------------------
     def scene_to_pixel(self, scene_pos) -> tuple[float, float]:
-        """Raw (u, v) of a scene position."""
+        """Raw (u, v) of a scene position (through the display flip and correction)."""
         p = self.content.mapFromScene(QPointF(scene_pos))
-        return p.x(), p.y()
+        if not self._map.active:
+            return p.x(), p.y()
+        u, v = self._map.to_raw([p.x(), p.y()])
+        return float(u), float(v)
 
     def pixel_to_scene(self, u: float, v: float) -> QPointF:
-        return self.content.mapToScene(QPointF(u, v))
+        """Scene position of raw pixel (u, v)."""
+        d = self._map.to_display([u, v]) if self._map.active else (u, v)
+        return self.content.mapToScene(QPointF(float(d[0]), float(d[1])))
 
     def _inside(self, u: float, v: float) -> bool:
         rows, cols = self.image_shape
@@ -310,7 +584,11 @@ class FluoroViewer(QWidget):
         if self._raw is None:
             return
         u, v = self.scene_to_pixel(scene_pos)
-        if self._inside(u, v):
+        if not self._inside(u, v):
+            return
+        if self.measure.active:
+            self.measure.click(u, v)
+        else:
             self.pixel_clicked.emit(u, v, modifiers)
 
     def _hovered(self, scene_pos) -> None:
@@ -322,7 +600,7 @@ class FluoroViewer(QWidget):
         else:
             rows, cols = self._raw.shape
             value = self._raw[min(int(round(v)), rows - 1), min(int(round(u)), cols - 1)]
-            self._hover_text = f"u {u:7.1f}   v {v:7.1f}   value {value:g}     "
+            self._hover_text = f"u {u:6.1f}  v {v:6.1f}  value {value:g}  {self._mm_text(u, v)}   "
             self.pixel_hovered.emit(u, v)
         self._update_readout_levels()
 
@@ -331,6 +609,15 @@ class FluoroViewer(QWidget):
         if self._raw is not None:
             w, l = self.window_level
             self.readout.setText(f"{self._hover_text}W {w:.0f}  L {l:.0f}")
+
+    def keyPressEvent(self, ev) -> None:
+        """Esc ends the active measuring tool (not a shortcut: the robot's stop owns Esc);
+        otherwise the key goes on to the window."""
+        if ev.key() == Qt.Key.Key_Escape and self.measure.active:
+            self.measure.finish()
+            ev.accept()
+        else:
+            super().keyPressEvent(ev)
 
     # -- drag and drop ----------------------------------------------------------------
     def dragEnterEvent(self, ev) -> None:

@@ -274,3 +274,158 @@ def test_wheel_zooms_and_fit_restores(viewer, qtbot):
     assert zoomed < 0.8 * before
     viewer.reset_view()
     assert np.ptp(viewer.view_box.viewRange()[0]) == pytest.approx(before, rel=0.01)
+
+
+# --- distortion-corrected display, measuring tools, layers, mm readout (issue 5) -------------
+class _ViewCalib:
+    """A view calibration reduced to what the viewer reads: a distortion, no planes."""
+
+    def __init__(self, distortion):
+        self.distortion, self.planes, self.P = distortion, [], None
+
+
+def _ii_distortion(rows=ROWS, cols=COLS):
+    from core.simulation.distortion import IIDistortion
+    # strong pincushion + S so that raw and ideal pixels differ by several pixels at the edge
+    return IIDistortion(centre_px=((cols - 1) / 2, (rows - 1) / 2), radius_px=0.5 * min(rows, cols),
+                        k1=0.12, k2=0.02, s=0.05, shift_px=(1.5, -1.0))
+
+
+def test_corrected_display_keeps_clicks_in_raw_pixels(viewer):
+    viewer.set_image(ramp_image())
+    d = _ii_distortion()
+    viewer.set_calibration(_ViewCalib(d))
+    assert viewer.undistort_button.isEnabled()
+    viewer.set_corrected(True)
+    assert viewer.corrected and viewer.undistort_button.isChecked()
+    got = clicks(viewer)
+    for u, v in [(5.0, 4.0), (40.0, 30.0), (77.5, 55.25)]:
+        ideal = d.raw_to_ideal(np.array([[u, v]]))[0]
+        # where the corrected image draws raw pixel (u, v): at its ideal position
+        assert np.hypot(*(ideal - (u, v))) > 0.3 or (u, v) == (40.0, 30.0)
+        click_scene(viewer, viewer.content.mapToScene(QPointF(*ideal)))
+        assert got[-1][0] == pytest.approx(u, abs=0.05) and got[-1][1] == pytest.approx(v, abs=0.05)
+    viewer.set_display_transform(flip_h=True, rotate_deg=90)
+    click_scene(viewer, viewer.pixel_to_scene(12.0, 9.0))
+    assert got[-1][:2] == pytest.approx((12.0, 9.0), abs=0.05)
+
+
+def test_corrected_display_draws_overlays_at_their_ideal_position(viewer):
+    import pyqtgraph as pg
+    viewer.set_image(ramp_image())
+    d = _ii_distortion()
+    viewer.set_calibration(_ViewCalib(d))
+    dot = pg.ScatterPlotItem()
+    dot.setParentItem(viewer.overlay("balls"))
+    dot.setData(pos=[(6.0, 5.0)], size=8)
+    label = pg.TextItem("x")
+    label.setParentItem(viewer.overlay("labels"))
+    label.setPos(70.0, 50.0)
+    viewer.set_corrected(True)
+    ideal = d.raw_to_ideal(np.array([[6.0, 5.0], [70.0, 50.0]]))
+    x, y = dot.getData()
+    assert (x[0], y[0]) == pytest.approx(tuple(ideal[0]), abs=1e-6)
+    assert (label.pos().x(), label.pos().y()) == pytest.approx((70.0, 50.0))          # reads back raw
+    drawn = QGraphicsItem_pos(label)
+    assert drawn == pytest.approx(tuple(ideal[1]), abs=1e-6)
+    viewer.set_corrected(False)                                   # back: drawn at raw again
+    x, y = dot.getData()
+    assert (x[0], y[0]) == pytest.approx((6.0, 5.0)) and QGraphicsItem_pos(label) == pytest.approx((70.0, 50.0))
+
+
+def QGraphicsItem_pos(item):
+    from PySide6.QtWidgets import QGraphicsItem
+    p = QGraphicsItem.pos(item)
+    return p.x(), p.y()
+
+
+def test_corrected_display_needs_a_distortion(viewer):
+    viewer.set_image(ramp_image())
+    assert not viewer.undistort_button.isEnabled()
+    with pytest.raises(ValueError, match="calibrate first"):
+        viewer.set_corrected(True)
+
+
+def test_ruler_measures_px_and_detector_mm(viewer):
+    img = FluoroImage(ramp_image().pixels, view="ap", pixel_spacing_mm=(0.3, 0.3))
+    viewer.set_image(img)
+    viewer.tool_buttons["ruler"].click()
+    assert viewer.measure.active == "ruler" and viewer.tool_active
+    got = clicks(viewer)
+    click_scene(viewer, pixel_centre_in_scene(viewer, 10.0, 10.0))
+    click_scene(viewer, pixel_centre_in_scene(viewer, 40.0, 50.0))
+    assert got == []                                              # a tool click is not a planning click
+    m = viewer.measure.measurements[0]
+    f = m.figures()
+    assert f["px"] == pytest.approx(50.0, abs=0.1) and f["detector_mm"] == pytest.approx(15.0, abs=0.03)
+    assert "50.0 px" in m.text() and "15.0 mm det" in m.text()
+    viewer.keyPressEvent(_key(Qt.Key.Key_Escape))                 # Esc ends the tool, keeps the ruler
+    assert viewer.measure.active is None and not viewer.tool_active and len(viewer.measure.measurements) == 1
+    assert not viewer.tool_buttons["ruler"].isChecked()
+
+
+def test_ruler_handle_drag_and_flip_keep_raw_points(viewer):
+    viewer.set_image(ramp_image())
+    viewer.set_display_transform(flip_h=True)
+    viewer.measure.start("ruler")
+    for u, v in ((10.0, 10.0), (10.0, 40.0)):
+        click_scene(viewer, pixel_centre_in_scene(viewer, u, v))
+    m = viewer.measure.measurements[0]
+    assert m.points == [pytest.approx((10.0, 10.0), abs=0.01), pytest.approx((10.0, 40.0), abs=0.01)]
+    m._moved(m.handles[1], 34.0, 42.0)                            # what a drag of the handle does
+    assert m.figures()["px"] == pytest.approx(40.0, abs=0.1)      # 24, 32 -> 40
+
+
+def test_angle_tool_and_right_click_finishes(viewer):
+    viewer.set_image(ramp_image())
+    viewer.measure.start("angle")
+    for u, v in ((40.0, 10.0), (10.0, 10.0), (40.0, 40.0)):       # 45 degrees at (10, 10)
+        click_scene(viewer, pixel_centre_in_scene(viewer, u, v))
+    assert viewer.measure.measurements[0].figures()["deg"] == pytest.approx(45.0, abs=0.05)
+    viewer.measure.click(5.0, 5.0)                               # a second, unfinished angle
+    viewer.view_box.mouseClickEvent(_RightClick())
+    assert viewer.measure.active is None and len(viewer.measure.measurements) == 1
+
+
+def test_measure_bad_input(viewer):
+    from widgets.measure_tools import angle_figures, ruler_figures
+    with pytest.raises(ValueError, match="unknown measuring tool"):
+        viewer.measure.start("protractor")
+    with pytest.raises(ValueError, match="no measuring tool is active"):
+        viewer.measure.click(1.0, 1.0)
+    with pytest.raises(ValueError, match="needs 2 finite"):
+        ruler_figures([(0, 0), (1, np.nan)])
+    with pytest.raises(ValueError, match="needs 3 finite"):
+        angle_figures([(0, 0), (1, 1)])
+    assert np.isnan(angle_figures([(0, 0), (0, 0), (1, 1)])["deg"])   # a zero-length arm has no angle
+
+
+def test_layers_menu_toggles_each_overlay(viewer):
+    viewer.set_image(ramp_image())
+    for name in ("balls", "trajectories", "epipolar"):
+        viewer.overlay(name)
+    viewer._fill_layers_menu()
+    acts = {a.text(): a for a in viewer.layers_menu.actions() if a.isCheckable()}
+    assert set(acts) == {"Balls", "Trajectories", "Epipolar"}
+    acts["Epipolar"].toggle()
+    assert not viewer.overlay("epipolar").isVisible() and viewer.overlay("balls").isVisible()
+
+
+def test_readout_in_detector_mm(viewer):
+    viewer.set_image(FluoroImage(ramp_image().pixels, view="ap", pixel_spacing_mm=(0.5, 0.25)))
+    viewer.graphics.scene().sigMouseMoved.emit(pixel_centre_in_scene(viewer, 49.5, 39.5))
+    # from the image centre (39.5, 29.5): 10 px * 0.5 mm, 10 px * 0.25 mm
+    assert "det    5.0    2.5 mm" in viewer.readout.text()
+
+
+class _RightClick:
+    def button(self):
+        return Qt.MouseButton.RightButton
+
+    def accept(self):
+        pass
+
+
+def _key(key):
+    from PySide6.QtGui import QKeyEvent
+    return QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier)
