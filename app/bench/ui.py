@@ -1,0 +1,304 @@
+"""``fluoronav bench ui``: how fast the surgeon's screen answers (issue 5).
+
+- ``click_to_overlay_ms`` {p50, p95}: a synthetic left click sent to a viewer's scene
+  at the projection of a point, until the planning controller has handled it and both
+  viewers and the 3D view have been repainted (2D viewports repainted synchronously,
+  then the event loop run until the 3D view's coalesced VTK render is done). Planning
+  on two simulated shots (II distortion) with their true calibration, built like
+  ``tests/widgets/test_planning_gui.py``. Baseline: the planning math alone for the
+  same clicks (two rays, epipolar line, tool bands in both views).
+- ``image_fps``: a 1024² 16-bit image replaced in a ``FluoroViewer`` (preset levels,
+  repaint) repeatedly. Baseline: a plain ``pyqtgraph.ImageItem`` with fixed levels.
+- ``startup_s``: ``python -c`` running ``app.main.run_gui`` in a subprocess until the
+  main window first paints (parent clock before the spawn to the child's clock at
+  that paint). Baseline: the same for a bare PySide6 QMainWindow.
+
+Goals: click-to-overlay p95 <= 30 ms, >= 30 fps, start-up <= 3 s. Needs a display.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+DESCRIPTION = "GUI responsiveness: click-to-overlay latency, image fps, start-up time (needs DISPLAY)"
+GOALS = {"click_to_overlay_p95_ms": 30.0, "image_fps": 30.0, "startup_s": 3.0}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--short", action="store_true", help="few repetitions (a smoke test)")
+    parser.add_argument("--trajectories", type=int, default=6, help="trajectories planned by clicks")
+    parser.add_argument("--frames", type=int, default=120, help="images replaced for image_fps")
+    parser.add_argument("--startup-runs", type=int, default=3, help="start-ups measured (median)")
+    parser.add_argument("--size", type=int, default=512, help="simulated shot size for the clicks (px)")
+
+
+def _percentiles(ms) -> dict:
+    a = np.asarray(ms, float)
+    return {"p50": round(float(np.percentile(a, 50)), 2), "p95": round(float(np.percentile(a, 95)), 2),
+            "n": int(a.size)}
+
+
+# --- click to overlay ----------------------------------------------------------------
+class _TruthCalibration:
+    """The simulator's true two-view geometry in the cage frame (rays through the distortion)."""
+
+    def __init__(self, shots: dict):
+        from core.geometry import triangulate_rays
+        self._tri = triangulate_rays
+        self.shots = shots
+        self.geometry = {v: s.geometry_cage() for v, s in shots.items()}
+
+    def ray(self, view, uv_raw):
+        s = self.shots[view]
+        ideal = np.asarray(uv_raw, float)[None]
+        if s.distortion is not None:
+            ideal = s.distortion.raw_to_ideal(ideal)
+        return self.geometry[view].ray(ideal[0])
+
+    def locate(self, uv_ap, uv_lat):
+        return self._tri(self.ray("ap", uv_ap), self.ray("lat", uv_lat))
+
+    def project(self, points_mm):
+        p = np.atleast_2d(np.asarray(points_mm, float))
+        out = {}
+        for v, s in self.shots.items():
+            uv = self.geometry[v].project(p)
+            out[v] = uv if s.distortion is None else s.distortion.ideal_to_raw(uv)
+        return out
+
+
+def _scene(size: int):
+    from core.geometry import apply, invert
+    from core.simulation.block_phantom import block_phantom
+    from core.simulation.scene import SimulatedOR
+    sim = SimulatedOR(seed=3, phantom=block_phantom(spacing_mm=4.0), shape=(size, size), field_diameter_mm=230.0)
+    shots = {v: sim.acquire(v) for v in ("ap", "lat")}
+    T_cage_world = invert(sim.T_world_cage)
+    rng = np.random.default_rng(7)
+    pairs = [(apply(T_cage_world, rng.uniform(-25, 25, 3) + [s * 20, 0, 0]),
+              apply(T_cage_world, rng.uniform(-25, 25, 3) + [0, -45, 0])) for s in (-1, 1) * 50]
+    return sim, shots, pairs
+
+
+def click_pixel(viewer, u, v) -> None:
+    """A left press + release delivered to the viewer's scene at raw pixel (u, v)."""
+    from PySide6.QtCore import QEvent, Qt
+    from PySide6.QtWidgets import QApplication, QGraphicsSceneMouseEvent
+    scene_pos = viewer.pixel_to_scene(u, v)
+    screen = viewer.graphics.viewport().mapToGlobal(viewer.graphics.mapFromScene(scene_pos))
+    for kind in (QEvent.Type.GraphicsSceneMousePress, QEvent.Type.GraphicsSceneMouseRelease):
+        ev = QGraphicsSceneMouseEvent(kind)
+        ev.setScenePos(scene_pos)
+        ev.setScreenPos(screen)
+        ev.setButton(Qt.MouseButton.LeftButton)
+        ev.setButtons(Qt.MouseButton.LeftButton if kind == QEvent.Type.GraphicsSceneMousePress
+                      else Qt.MouseButton.NoButton)
+        QApplication.sendEvent(viewer.graphics.scene(), ev)
+
+
+def _settled(app, window, ctrl) -> None:
+    """Both viewports painted and the 3D view's pending render done."""
+    for v in window.viewers.values():
+        v.graphics.viewport().repaint()
+    app.processEvents()   # runs the 3D view's coalesced render (a zero-time timer)
+    scene = getattr(ctrl, "scene", None)
+    while scene is not None and getattr(scene, "_render_pending", False):
+        app.processEvents()
+
+
+def _click_bench(n_traj: int, size: int) -> tuple[list, list]:
+    from PySide6.QtCore import QSettings
+    from app.main import create_application
+    from app.planning import PALETTE, PlanModel, PlanningController
+    from core.planning import epipolar_line, tool_band
+    from widgets.main_window import MainWindow
+    from widgets.planning_panel import PlanningPanel
+
+    app = create_application()
+    sim, shots, pairs = _scene(size)
+    calib = _TruthCalibration(shots)
+    settings = QSettings(os.path.join(tempfile.mkdtemp(prefix="fluoronav-bench-"), "ui.ini"),
+                         QSettings.Format.IniFormat)
+    window = MainWindow(settings)
+    for v, s in shots.items():
+        window.viewers[v].set_image(s.image)
+    model = PlanModel(calib, parent=window)
+    panel = PlanningPanel(colours=PALETTE)
+    if "Planning" not in window.docks:
+        window.add_dock("Planning", panel, "right")
+    ctrl = PlanningController(model, window.viewers, panel, window.scene_view, confirm=lambda _t: True,
+                              T_scene_cage=sim.T_world_cage, parent=window)
+    window.resize(1600, 960)
+    window.show()
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.01)
+    gui_ms, math_ms = [], []
+    for entry, target in pairs[:n_traj]:
+        ctrl.new_trajectory()
+        _settled(app, window, ctrl)
+        uv_e, uv_t = calib.project(entry), calib.project(target)
+        for uv in (uv_e, uv_t):
+            for view in ("ap", "lat"):
+                t0 = time.perf_counter()
+                click_pixel(window.viewers[view], *uv[view][0])
+                _settled(app, window, ctrl)
+                gui_ms.append(1e3 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()          # the baseline: the same work without any drawing
+        for uv in (uv_e, uv_t):
+            epipolar_line(calib, "ap", uv["ap"][0], "lat", shape=shots["lat"].image.shape)
+            calib.locate(uv["ap"][0], uv["lat"][0])
+        e, _ = calib.locate(uv_e["ap"][0], uv_e["lat"][0])
+        t, _ = calib.locate(uv_t["ap"][0], uv_t["lat"][0])
+        for view in ("ap", "lat"):
+            tool_band(calib, view, e, t, 4.5)
+        math_ms.extend([1e3 * (time.perf_counter() - t0) / 4] * 4)
+    window.close()
+    window.deleteLater()
+    app.processEvents()
+    return gui_ms, math_ms
+
+
+# --- image fps -----------------------------------------------------------------------
+def _frames(n: int = 8, size: int = 1024) -> list:
+    from core.image_io import FluoroImage
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    base = 20000 + 15000 * np.exp(-((xx - size / 2) ** 2 + (yy - size / 2) ** 2) / (2 * (size / 3) ** 2))
+    return [FluoroImage((base + rng.normal(0, 800, base.shape)).clip(0, 65535).astype(np.uint16))
+            for _ in range(n)]
+
+
+def _fps(show, repaint, frames, n: int) -> float:
+    from PySide6.QtWidgets import QApplication
+    app = QApplication.instance()
+    show(frames[0])
+    repaint()
+    app.processEvents()
+    t0 = time.perf_counter()
+    for i in range(n):
+        show(frames[i % len(frames)])
+        repaint()
+        app.processEvents()
+    return n / (time.perf_counter() - t0)
+
+
+def _fps_bench(n: int) -> tuple[float, float]:
+    import pyqtgraph as pg
+    from app.main import create_application
+    from widgets.fluoro_viewer import FluoroViewer
+    create_application()
+    frames = _frames()
+    viewer = FluoroViewer("ap")
+    viewer.resize(900, 900)
+    viewer.show()
+    fps = _fps(viewer.set_image, viewer.graphics.viewport().repaint, frames, n)
+    viewer.close()
+    plain = pg.GraphicsView()
+    vb = pg.ViewBox(lockAspect=True, invertY=True)
+    plain.setCentralItem(vb)
+    item = pg.ImageItem(axisOrder="row-major")
+    vb.addItem(item)
+    plain.resize(900, 900)
+    plain.show()
+    base = _fps(lambda f: item.setImage(f.pixels, autoLevels=False, levels=(0, 65535)),
+                plain.viewport().repaint, frames, n)
+    plain.close()
+    return fps, base
+
+
+# --- start-up ------------------------------------------------------------------------
+_PAINT_HOOK = """
+import os, sys, time
+from PySide6.QtCore import QEvent, QObject
+from PySide6.QtWidgets import QApplication
+class _FirstPaint(QObject):
+    def eventFilter(self, obj, ev):
+        if ev.type() == QEvent.Type.Paint and obj.isWidgetType() and obj.window().isVisible():
+            print("FLUORONAV_SHOWN", repr(time.time()), flush=True)
+            os._exit(0)
+        return False
+_hook = _FirstPaint()
+def _install():
+    QApplication.instance().installEventFilter(_hook)
+"""
+
+_CHILD_APP = _PAINT_HOOK + """
+import widgets.main_window as mw
+_show = mw.MainWindow.show
+def _shown(self):
+    _install()
+    _show(self)
+mw.MainWindow.show = _shown
+from app.main import run_gui
+sys.exit(run_gui(None))
+"""
+
+_CHILD_BARE = _PAINT_HOOK + """
+from PySide6.QtWidgets import QMainWindow
+app = QApplication(sys.argv[:1])
+w = QMainWindow()
+w.resize(1600, 960)
+_install()
+w.show()
+sys.exit(app.exec())
+"""
+
+
+def _startup(code: str, timeout_s: float = 60.0) -> float:
+    home = tempfile.mkdtemp(prefix="fluoronav-bench-home-")
+    env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(home, "config"), XDG_DATA_HOME=os.path.join(home, "data"),
+               HOME=home)
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=timeout_s, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    for line in proc.stdout.splitlines():
+        if line.startswith("FLUORONAV_SHOWN "):
+            return float(line.split()[1]) - t0
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise RuntimeError(f"the start-up run never showed its window (exit {proc.returncode}): {tail}")
+
+
+# --- the benchmark -------------------------------------------------------------------
+def run(args) -> dict:
+    if not os.environ.get("DISPLAY"):
+        from app.cli import CommandError
+        raise CommandError("bench ui needs a display: set DISPLAY (e.g. start Xvfb :96 -screen 0 "
+                           "1920x1080x24 +extension GLX & and export DISPLAY=:96)")
+    short = getattr(args, "short", False)
+    n_traj = 2 if short else max(1, args.trajectories)
+    frames = 15 if short else max(5, args.frames)
+    runs = 1 if short else max(1, args.startup_runs)
+    gui_ms, math_ms = _click_bench(n_traj, args.size)
+    fps, fps_base = _fps_bench(frames)
+    startup = [_startup(_CHILD_APP) for _ in range(runs)]
+    bare = [_startup(_CHILD_BARE) for _ in range(runs)]
+    click = _percentiles(gui_ms)
+    out = {
+        "click_to_overlay_ms": click,
+        "click_baseline_math_ms": _percentiles(math_ms),
+        "image_fps": round(fps, 1),
+        "image_fps_baseline_plain_imageitem": round(fps_base, 1),
+        "startup_s": round(statistics.median(startup), 2),
+        "startup_baseline_bare_qt_s": round(statistics.median(bare), 2),
+        "goals": GOALS,
+        "goals_met": {"click_to_overlay_p95_ms": click["p95"] <= GOALS["click_to_overlay_p95_ms"],
+                      "image_fps": fps >= GOALS["image_fps"],
+                      "startup_s": statistics.median(startup) <= GOALS["startup_s"]},
+        "load": {"cpus": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2)},
+    }
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import argparse
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    print(json.dumps(run(p.parse_args())))
