@@ -131,9 +131,7 @@ def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0, saturated=None):
     if saturated is not None:
         small = round_ & (r_eq > 0.3 * med) & (r_eq <= 0.7 * med)
         for k in np.nonzero(small)[0]:
-            i, x, y, w, h, _ = rows[k]
-            ring = saturated[max(y - 3, 0):y + h + 3, max(x - 3, 0):x + w + 3]
-            keep[k] = ring.mean() > 0.5
+            keep[k] = _frame_fraction(saturated, rows[k]) > 0.5
     # two touching balls: about twice the area, elongated (roundness 0.3-0.8)
     pair = ~round_ & (r_eq > 1.15 * med) & (r_eq < 1.6 * med) & np.array([0.3 < s[0] < 0.85 for s in shp])
     merged = []
@@ -142,6 +140,18 @@ def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0, saturated=None):
         merged.append((labels[y:y + h, x:x + w] == i, (x, y)))
     sel = [(rows[k], r_eq[k], shp[k]) for k in np.nonzero(keep)[0]]
     return sel, med, merged, float(np.median([s[2] for s in shp if s[0] > 0.8] or [0.0])), sigma
+
+
+def _frame_fraction(mask, row):
+    """Fraction of ``mask`` in a frame around a blob's box (from 2 px to half a box beyond it)."""
+    _, x, y, w, h, _ = row
+    pad = max(4, max(w, h) // 2 + 2)
+    y0, x0 = max(y - pad, 0), max(x - pad, 0)
+    box = mask[y0:y + h + pad, x0:x + w + pad]
+    inner = np.zeros(box.shape, bool)
+    inner[max(y - 2 - y0, 0):y + h + 2 - y0, max(x - 2 - x0, 0):x + w + 2 - x0] = True
+    frame = box[~inner]
+    return float(frame.mean()) if frame.size else 0.0
 
 
 def _plane_background(patch, yy, xx, ring):
