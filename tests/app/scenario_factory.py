@@ -58,6 +58,7 @@ class Spec:
     fmt: str = "png16"
     phantom: str = "spine2"                    # "spine2" (2 mm grid, fast), "spine1" (1 mm), "block"
     n_targets: int = 40
+    ball_mm: float = 4.0                       # ball diameter written in the cage file and rendered
     centre_views: bool = False                 # re-centre the C-arm on the view's cage part before each shot
 
 
@@ -137,7 +138,7 @@ def write_cage(spec: Spec, path: Path) -> tuple[dict, np.ndarray]:
         b = std[pid] @ T[:3, :3].T + T[:3, 3]
         planes.append({"id": f"qa_{pid}", "view": pid[:-2],
                        "balls_mm": np.round(b, 4).tolist()})
-    d = {"format": "fluoronav.cage/1", "name": f"qa cage {spec.seed}", "ball_diameter_mm": 4.0,
+    d = {"format": "fluoronav.cage/1", "name": f"qa cage {spec.seed}", "ball_diameter_mm": spec.ball_mm,
          "planes": planes}
     path.write_text(json.dumps(d))
     return d, T

@@ -349,3 +349,24 @@ def test_ii_cage_partly_outside_the_round_field(tmp_path):
     spec = S(seed=35, detector="image_intensifier", cage_shift_mm=(35.0, 0.0, 30.0), pixel_mm=0.45)
     sc, code, err, out, _ = _calibrate_spec(spec, tmp_path)
     _assert_goals(sc, code, err, out, tmp_path)
+
+
+@pytest.mark.xfail(strict=True, reason="with a plate (polynomial distortion), a point far outside one view's field "
+                                       "makes the whole 'project --points' batch exit 2 with 'point N cannot be "
+                                       "projected (it lies at or behind an X-ray source)': the distortion polynomial "
+                                       "is extrapolated to inf/NaN")
+def test_project_batch_with_a_point_outside_one_field(calibrated, tmp_path):
+    sc, _, path, _, _ = _ok(calibrated, "ii_plate_png_kwires")
+    balls = sc.cage.balls_for("ap")
+    lat_uv = sc.shots["lat"].geometry_cage().project(balls)
+    off = np.linalg.norm(lat_uv - np.asarray(sc.shots["lat"].geometry_cage().shape[::-1]) / 2, axis=1)
+    ap_ball = balls[np.argmax(off)]                                     # the AP ball farthest off the LAT image
+    assert off.max() > 500
+    pts = tmp_path / "points.json"
+    pts.write_text(json.dumps([sc.targets_mm[0].tolist(), ap_ball.tolist()]))
+    code, out, err = cli(["project", "--calib", path, "--points", pts])
+    assert code == 0, err
+    res = json.loads(out)
+    for v in ("ap", "lat"):
+        assert np.linalg.norm(np.asarray(res[v][0]) - sc.targets_uv[v][0]) <= 0.6
+    assert np.linalg.norm(np.asarray(res["ap"][1]) - sc.shots["ap"].project_raw(ap_ball[None])[0]) <= 0.6
