@@ -107,7 +107,7 @@ class ViewerTools(QObject):
         try:
             shots = read_shots(path)
         except (ImageReadError, ValueError, OSError) as e:
-            self.say(f"Cannot open {os.path.basename(os.fspath(path))}: {e}", error=True)
+            self.say(f"Cannot open {os.path.basename(os.fspath(path))}: {_reason(e, path)}", error=True)
             return False
         view = view or shots[0].view or self.ask_view(path)
         if view is None:
@@ -130,7 +130,7 @@ class ViewerTools(QObject):
             try:
                 shots = read_shots(path)
             except (ImageReadError, ValueError, OSError) as e:
-                failed.append(f"{os.path.basename(path)}: {e}")
+                failed.append(f"{os.path.basename(path)}: {_reason(e, path)}")
                 continue
             v = view or shots[0].view or self.ask_view(path)
             if v is None:
@@ -205,6 +205,15 @@ class ViewerTools(QObject):
             box.show()
             self.notice = box
         self.message.emit(text, error)
+
+
+def _reason(error, path) -> str:
+    """The reader's one line, the file named by its name only (the full path is in the log)."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    name = os.path.basename(os.fspath(path))
+    for full in {os.fspath(path), str(Path(path)), str(Path(path).resolve())}:
+        text = text.replace(full, name)
+    return text[len(name) + 2:] if text.startswith(name + ": ") else text
 
 
 def _short(label: str, n: int = 18) -> str:
