@@ -70,6 +70,7 @@ class DeviceWorker(QObject):
     status_changed = Signal(str, object, str)       # device, DeviceStatus, message
     image_ready = Signal(int, str, object, float, object)  # request id, view, FluoroImage, seconds, truth
     request_failed = Signal(int, str, str)          # request id, view, message
+    call_done = Signal(int, object, str)            # call id, result, error message ("" when none)
 
     def __init__(self, device: str, factory: Callable[[], Any], poll_s: float):
         super().__init__()
@@ -127,6 +128,22 @@ class DeviceWorker(QObject):
             self.image_ready.emit(request_id, view, image, time.monotonic() - t0, self._truth(view))
         self.poll()
 
+    @Slot(str, int, object)
+    def call(self, device: str, call_id: int, fn) -> None:
+        """Run ``fn(driver)`` here, in the device's thread, in order with its acquisitions."""
+        if device != self.device:
+            return
+        if self.driver is None:
+            self.call_done.emit(call_id, None, f"{self.device} is not connected")
+            return
+        try:
+            result = fn(self.driver)
+        except Exception as e:  # the caller gets the driver's one line
+            self.call_done.emit(call_id, None, str(e) or type(e).__name__)
+        else:
+            self.call_done.emit(call_id, result, "")
+        self.poll()
+
     def _truth(self, view: str):
         """A simulator's ground truth of the shot just taken (None for a real device)."""
         shot = getattr(self.driver, "last_shots", {}).get(view)
@@ -161,6 +178,7 @@ class DevicesController(QObject):
     acquisition_failed = Signal(str, str)           # view, message
     simulated_shot = Signal(str, object)            # view, {"shot": SimulatedShot, "cage": Cage}
     _acquire_request = Signal(int, str)
+    _call_request = Signal(str, int, object)
     _stop_request = Signal()
 
     def __init__(self, config: Config, session: Session, parent=None):
@@ -171,6 +189,7 @@ class DevicesController(QObject):
         self.threads: dict[str, QThread] = {}
         self._ids = itertools.count(1)
         self._pending: dict[int, str] = {}
+        self._calls: dict[int, Callable | None] = {}
 
     def start(self) -> None:
         for device in DEVICES:
@@ -194,6 +213,8 @@ class DevicesController(QObject):
         worker.image_ready.connect(self._on_image)
         worker.request_failed.connect(self._on_failed)
         self._stop_request.connect(worker.stop)
+        self._call_request.connect(worker.call)
+        worker.call_done.connect(self._on_call_done)
         if device == "carm":
             self._acquire_request.connect(worker.acquire)
         self.session.set_device_status(device, DeviceStatus.DISCONNECTED, "connecting…")
@@ -201,7 +222,31 @@ class DevicesController(QObject):
         thread.start()
         return worker
 
+    # -- any device: a call in its thread ------------------------------------------------
+    def call(self, device: str, fn: Callable[[Any], Any],
+             done: Callable[[Any, str], None] | None = None) -> int:
+        """Run ``fn(driver)`` in ``device``'s worker thread, after the requests already sent
+        to it; ``done(result, error)`` is then called on this (the GUI) thread."""
+        if device not in self.workers:
+            raise DeviceError(f"{device.replace('_', ' ')} is not running")
+        call_id = next(self._ids)
+        self._calls[call_id] = done
+        self._call_request.emit(device, call_id, fn)
+        return call_id
+
+    def _on_call_done(self, call_id: int, result, error: str) -> None:
+        done = self._calls.pop(call_id, None)
+        if done is not None:
+            done(result, error)
+        elif error:
+            log.error("device request failed: %s", error)
+
     # -- C-arm ------------------------------------------------------------------------
+    def set_carm_pose(self, primary_deg: float, secondary_deg: float,
+                      done: Callable[[Any, str], None] | None = None) -> int:
+        """Orbit the C-arm (LAO+/RAO-, cranial+/caudal-, degrees) in its thread."""
+        return self.call("carm", lambda d: d.set_pose(float(primary_deg), float(secondary_deg)), done)
+
     @property
     def busy(self) -> bool:
         """A C-arm request is in progress."""

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 
+
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QApplication, QMessageBox
@@ -19,7 +20,8 @@ from app.devices_controller import DevicesController
 from app.session import DEVICES, Session, SessionError
 from devices.base import DeviceError
 from widgets.main_window import MainWindow
-from widgets.scene_view import cone_beam_actor, points_actor
+from widgets.carm_panel import angle_text
+from widgets.scene_view import cone_beam_actor
 
 __all__ = ["Workstation", "create_application", "load_stylesheet", "run_gui"]
 
@@ -58,16 +60,38 @@ def apply_theme(app: QApplication, font_pt: int) -> None:
 class Workstation:
     """Window + session + devices. Every widget action calls one method here."""
 
-    def __init__(self, config: Config | None = None, settings: QSettings | None = None):
+    def __init__(self, config: Config | None = None, settings: QSettings | None = None,
+                 panels: bool = True):
+        """``panels=False``: window, session and devices only (no planning, robot, C-arm
+        panels nor robot control process): what wiring tests of the shell need."""
         self.config = config or load_defaults()
         self.session = Session(self.config.session.data_dir or None,
                                save_images=self.config.session.save_images)
         self.window = MainWindow(settings)
         self.devices = DevicesController(self.config, self.session, parent=self.window)
         self.config_error_box: QMessageBox | None = None
+        self.planning = self.robot = self.carm_panel = self.room = None
         self._wire()
         from app.calibration_workflow import install_calibration_wizard  # the Calibrate step opens the wizard
         self.open_calibration = install_calibration_wizard(self.window, self.session, self.devices, self.acquire)
+        if panels:
+            self._install_panels()
+
+    def _install_panels(self) -> None:
+        """Planning, robot and C-arm docks; the simulated room when the C-arm is simulated."""
+        from app.planning import install_planning
+        from app.viewer_tools import install_viewer_tools
+        w = self.window
+        self.planning = install_planning(w, self.session)
+        if self.config.robot.kind != "none":
+            from app.robot_controller_client import install_robot_panel
+            self.robot = install_robot_panel(w, config=robot_controller_config(self.config), area="right",
+                                             session=self.session)
+        self.carm_panel = install_carm_panel(self)
+        install_viewer_tools(self)
+        if self.config.carm.kind == "simulated":
+            self._install_simulated_room()
+        w.arrange_default_layout()
 
     def _wire(self) -> None:
         w, s = self.window, self.session
@@ -94,12 +118,58 @@ class Workstation:
         sv = self.window.scene_view
         first = not sv.actor_names()
         sv.set_actor(f"carm_{view}", cone_beam_actor(shot.geometry_world, BEAM_COLOURS[view]))
-        if cage is not None:
-            balls = np.concatenate([p.balls_mm for p in cage.planes])
-            T = np.asarray(shot.T_world_cage)
-            sv.set_actor("cage", points_actor(balls @ T[:3, :3].T + T[:3, 3], cage.ball_diameter_mm / 2))
+        if cage is not None and self.room is None:  # with the room, the cage follows the robot live
+            from widgets.scene_anatomy import CageActors
+            actors = CageActors(cage)
+            actors.set_transform(shot.T_world_cage)
+            sv.set_actor("cage", actors.assembly)
         if first:
             sv.camera_preset("overview")
+
+    def _install_simulated_room(self) -> None:
+        from app.simulated_room import SimulatedRoom, robot_home_q
+        from widgets.scene_anatomy import CageActors, bone_actor, frame_patient
+        kin = self.robot.kinematics if self.robot is not None else None
+        home = None if kin is None else robot_home_q(kin, self.robot.controller.config)
+        room = SimulatedRoom(self.devices, self.session, kin, home, parent=self.window)
+        sv = self.window.scene_view
+        self.cage_actors = None
+
+        def scene_ready(scene):
+            if scene.get("mesh") is not None:
+                sv.set_actor("bone", bone_actor(scene["mesh"]))
+            self.cage_actors = CageActors(scene["cage"])
+            self.cage_actors.set_transform(scene["T_world_cage"])
+            sv.set_actor("cage", self.cage_actors.assembly)
+            if self.planning is not None and getattr(self.planning, "scene", None) is not None:
+                self.planning.scene.set_transform(scene["T_world_cage"])
+            if room.T_world_base is not None and self.robot is not None:
+                self.window.robot_actors.set_transform(room.T_world_base)
+                self.window.robot_actors.cage_actor.VisibilityOff()  # drawn by plane by CageActors
+            cage = scene["cage"]
+            T = scene["T_world_cage"]
+            balls = np.concatenate([p.balls_mm for p in cage.planes]) @ T[:3, :3].T + T[:3, 3]
+            mesh = scene.get("mesh")
+            frame_patient(sv, balls if mesh is None else np.vstack([balls, mesh.vertices]))
+
+        def cage_moved(T):
+            if self.cage_actors is not None:
+                self.cage_actors.set_transform(T)
+
+        def calibrated(cal):
+            if cal is not None and room.T_world_cage_calibrated is not None and self.planning is not None \
+                    and getattr(self.planning, "scene", None) is not None:
+                self.planning.scene.set_transform(room.T_world_cage_calibrated)
+
+        room.scene_ready.connect(scene_ready)
+        room.cage_moved.connect(cage_moved)
+        self.session.calibration_changed.connect(calibrated)
+        if self.robot is not None:
+            self.robot.state_changed.connect(room.robot_state)
+        self.devices.device_status_changed.connect(
+            lambda device, status, _m: device == "carm" and room.scene is None and not room.scene_requested
+            and self.session.device_ready("carm") and room.request_scene())
+        self.room = room
 
     def _other_device_status(self, device, status, message) -> None:
         if device not in DEVICES:
@@ -112,12 +182,16 @@ class Workstation:
         carm, msg = s.device_status("carm")
         why = "wait for the image in progress" if self.devices.busy else f"C-arm {carm.value}: {msg}"
         w.set_acquire_enabled(self.devices.can_acquire(), why)
+        if self.carm_panel is not None:
+            self.carm_panel.set_acquire_enabled(self.devices.can_acquire(), why)
 
     # -- actions (a script or a test calls these the same way) --------------------------
     def start(self) -> None:
         self.devices.start()
 
     def acquire(self, view: str) -> int | None:
+        if self.carm_panel is not None:
+            self.carm_panel.flush()  # angles being typed go to the C-arm before the shot
         try:
             return self.devices.acquire(view)
         except (DeviceError, ValueError) as e:
@@ -157,7 +231,46 @@ class Workstation:
         return box
 
     def shutdown(self) -> None:
+        if self.robot is not None:
+            self.robot.shutdown()
         self.devices.shutdown()
+
+
+def robot_controller_config(config: Config):
+    """The robot control process's settings from the configuration (the force sensor's)."""
+    from devices.robot_controller import ControllerConfig
+    fs = config.force_sensor
+    if fs.kind == "ati_netft":
+        return ControllerConfig(netft_host=fs.host, netft_port=int(fs.port))
+    return ControllerConfig()
+
+
+def install_carm_panel(station: "Workstation"):
+    """Dock the C-arm panel: angles to the driver (its thread), acquire, last shot's angles."""
+    from widgets.carm_panel import CArmPanel
+    panel = CArmPanel()
+    station.window.add_dock("C-arm", panel, "right")
+    devices, session = station.devices, station.session
+
+    def request_pose(primary, secondary):
+        if "carm" not in devices.workers:
+            panel.set_pose_confirmed(primary, secondary, "no C-arm is running")
+            return
+        log.info("C-arm to %s", angle_text(primary, secondary))
+        devices.set_carm_pose(primary, secondary,
+                              lambda _r, err: panel.set_pose_confirmed(primary, secondary, err))
+
+    def shown(view, image):
+        if image.primary_angle_deg is not None:
+            panel.set_last_shot(view, image.primary_angle_deg, image.secondary_angle_deg or 0.0, image.sid_mm)
+
+    panel.pose_requested.connect(request_pose)
+    panel.acquire_requested.connect(station.acquire)
+    session.image_changed.connect(shown)
+    session.device_status_changed.connect(
+        lambda device, status, message: device == "carm" and panel.set_device_text(
+            f"C-arm {status.value}" + (f": {message}" if message else "")))
+    return panel
 
 
 def _quit_on_signals(app: QApplication) -> None:

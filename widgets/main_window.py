@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMenu, QProgressBar, QSizePolicy,
+from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMenu, QProgressBar, QScrollArea, QSizePolicy,
                                QSplitter, QToolBar, QToolButton, QWidget)
 
 from widgets.fluoro_viewer import FluoroViewer
@@ -25,6 +25,20 @@ BUSY_DELAY_MS = 150  # show the busy indication only for requests longer than th
 _AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetArea.RightDockWidgetArea,
           "top": Qt.DockWidgetArea.TopDockWidgetArea, "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}
 _STATE_VERSION = 1
+
+
+def _scrollable(dock: QDockWidget) -> None:
+    """Put the dock's panel in a scroll area: a tall panel (the robot's) then never forces
+    the window beyond the screen nor squeezes the 3D view; it scrolls instead."""
+    panel = dock.widget()
+    area = QScrollArea(objectName="dock_scroll")
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    area.setWidget(panel)
+    bar = area.verticalScrollBar().sizeHint().width()
+    area.setMinimumWidth(min(panel.minimumSizeHint().width() + bar + 4, 520))
+    dock.setWidget(area)
 
 
 class MainWindow(QMainWindow):
@@ -136,6 +150,42 @@ class MainWindow(QMainWindow):
             total = self.height() if vertical else self.width()
             self.resizeDocks(docks, [max(total // (len(docks) + 1), 120)] * len(docks),
                              Qt.Orientation.Vertical if vertical else Qt.Orientation.Horizontal)
+
+    def arrange_default_layout(self, raise_title: str | None = "C-arm") -> None:
+        """The first-run layout: on the right the 3D view above the other right-hand docks as
+        tabs (Planning, Robot, C-arm, …), ``raise_title`` in front; the viewers keep the rest.
+        A layout restored from the settings replaces it."""
+        right = Qt.DockWidgetArea.RightDockWidgetArea
+        self.setCorner(Qt.Corner.BottomRightCorner, right)  # the right column runs down to the status bar
+        self.setCorner(Qt.Corner.TopRightCorner, right)
+        scene = self.docks["3D view"]
+        for title, dock in self.docks.items():
+            if title != "3D view" and dock.widget() is not None and not isinstance(dock.widget(), QScrollArea):
+                _scrollable(dock)
+        panels = [d for t, d in self.docks.items() if t != "3D view" and self.dockWidgetArea(d) == right
+                  and not d.isFloating()]
+        if panels:
+            self.splitDockWidget(scene, panels[0], Qt.Orientation.Vertical)
+            for d in panels[1:]:
+                self.tabifyDockWidget(panels[0], d)
+            if raise_title in self.docks:
+                self.docks[raise_title].raise_()
+        QTimer.singleShot(0, self, self._size_default_layout)
+        self._size_default_layout()
+
+    def _size_default_layout(self) -> None:
+        if self._layout_restored:
+            return
+        scene = self.docks["3D view"]
+        column = int(min(max(0.3 * self.width(), 470), 620))
+        self.resizeDocks([scene], [column], Qt.Orientation.Horizontal)
+        below = [d for d in self.docks.values() if d is not scene and not d.isFloating()
+                 and self.dockWidgetArea(d) == Qt.DockWidgetArea.RightDockWidgetArea]
+        if below:
+            h = self.height()
+            self.resizeDocks([scene, below[0]], [int(0.42 * h), int(0.58 * h)], Qt.Orientation.Vertical)
+        if "Log" in self.docks:
+            self.resizeDocks([self.docks["Log"]], [max(130, int(0.15 * self.height()))], Qt.Orientation.Vertical)
 
     # -- acquisition feedback ---------------------------------------------------------
     def set_acquire_enabled(self, enabled: bool, why_not: str = "") -> None:
