@@ -63,6 +63,9 @@ def _consistent_inverse(forward, inverse, ideal, iterations=6):
     return raw
 
 
+RHO_MAX = 1.05
+
+
 def _monomials(order):
     return [(i, j) for n in range(order + 1) for i in range(n + 1) for j in [n - i]]
 
@@ -90,10 +93,15 @@ class _Poly2D:
         return cls(order, np.asarray(centre, float), float(scale), coef)
 
     def __call__(self, q):
+        """Beyond the control points (normalised radius > 1.05) the displacement of the
+        boundary point on the same ray is used: a polynomial extrapolated far out explodes."""
         shp = q.shape
         q = q.reshape(-1, 2)
-        with np.errstate(over="ignore", invalid="ignore"):   # far outside the field: inf/NaN, checked by callers
-            return (q + _design(q, self.centre, self.scale, self.order) @ self.coef).reshape(shp)
+        rho = np.linalg.norm(q - self.centre, axis=1) / self.scale
+        far = rho > RHO_MAX
+        qe = q.copy()
+        qe[far] = self.centre + (q[far] - self.centre) * (RHO_MAX / rho[far])[:, None]
+        return (q + _design(qe, self.centre, self.scale, self.order) @ self.coef).reshape(shp)
 
     def to_dict(self):
         return {"order": self.order, "centre": self.centre.tolist(), "scale": self.scale,

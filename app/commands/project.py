@@ -31,21 +31,23 @@ def run(args) -> int:
             X = np.asarray(read_json(args.points, "points"), float)
         except (TypeError, ValueError):
             raise CommandError("points file must be a JSON list of [x, y, z] numbers") from None
-        if X.ndim != 2 or X.shape[1:] != (3,) and len(X):
-            if not (X.ndim == 1 and len(X) == 0):
-                raise CommandError(f"points file must be a list of [x, y, z], got shape {X.shape}")
-        if len(X) == 0:
+        if X.size == 0:
             print(json.dumps({"ap": [], "lat": []}))
             return 0
+        if X.ndim != 2 or X.shape[1] != 3:
+            raise CommandError(f"points file must be a list of [x, y, z], got shape {X.shape}")
         if not np.all(np.isfinite(X)):
             raise CommandError("points file: coordinates must be finite numbers")
     try:
         uv = cal.project(X)
     except CalibrationError as e:
         raise CommandError(str(e)) from None
-    bad = ~np.all(np.isfinite(np.atleast_2d(uv["ap"])) & np.isfinite(np.atleast_2d(uv["lat"])), axis=1)
-    if bad.any():
-        raise CommandError(f"point {int(np.argmax(bad))} cannot be projected (it lies at or behind an X-ray "
-                           "source): check the coordinates are in mm in the cage frame")
+    bad = {v: ~np.all(np.isfinite(np.atleast_2d(uv[v])), axis=1) for v in ("ap", "lat")}
+    if args.point is not None and (bad["ap"].any() or bad["lat"].any()):
+        raise CommandError("the point cannot be projected (it lies at or behind an X-ray source): "
+                           "check the coordinates are in mm in the cage frame")
+    if args.point is None:   # a batch: one unprojectable point gives null, not a failed batch
+        print(json.dumps({v: [None if b else q for q, b in zip(uv[v].tolist(), bad[v])] for v in ("ap", "lat")}))
+        return 0
     print(json.dumps({v: uv[v].tolist() for v in ("ap", "lat")}))
     return 0
