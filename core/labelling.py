@@ -25,6 +25,7 @@ K_IMAGE, N_IMAGE_COORDS = 6, 12
 HASH_TOL = 0.06
 MIN_SIN = 0.35
 N_GROW = 10
+SOFT_TOL_PX = 3.0
 
 
 class LabellingError(ValueError):
@@ -96,10 +97,15 @@ def _bases(pts, k, n_coords):
     return np.stack([A, B, C], 1), coords, owner, ring[owner, col]
 
 
-def _hypotheses(model, pts, n_best):
-    """Top (model basis, image basis) pairs by votes, with their correspondences."""
-    mb, mq, mo, mm = _bases(model, K_MODEL, N_MODEL_COORDS)
-    ib, iq, io, im = _bases(pts, K_IMAGE, N_IMAGE_COORDS)
+def _hypotheses(model, pts, n_best, wide=False):
+    """Top (model basis, image basis) pairs by votes, with their correspondences.
+
+    ``wide``: larger neighbourhoods and two votes suffice, for when few balls are in
+    view (part of the cage off the field): fewer neighbours are shared there."""
+    km, cm_, ki, ci_, min_votes = ((K_MODEL + 2, N_MODEL_COORDS + 4, K_IMAGE + 3, N_IMAGE_COORDS + 6, 2) if wide
+                                   else (K_MODEL, N_MODEL_COORDS, K_IMAGE, N_IMAGE_COORDS, 3))
+    mb, mq, mo, mm = _bases(model, km, cm_)
+    ib, iq, io, im = _bases(pts, ki, ci_)
     if len(mb) == 0 or len(ib) == 0:
         return []
     pairs = cKDTree(iq).sparse_distance_matrix(cKDTree(mq), HASH_TOL, output_type="ndarray")
@@ -111,7 +117,7 @@ def _hypotheses(model, pts, n_best):
     order = np.argsort(-counts)[: n_best]
     out = []
     for o in order:
-        if counts[o] < 3:
+        if counts[o] < min_votes:
             break
         sel = inv == o
         ibi, mbi = divmod(int(uk[o]), len(mb))
@@ -185,7 +191,10 @@ def label_plane(model_xy, points_px, image_shape, margin_px: float = 4.0,
     nn = tree.query(pts, 2)[0][:, 1]
     tol = 0.3 * float(np.median(nn))
     results = []
-    for votes, cm, ci in _hypotheses(model, pts, 4 * N_GROW)[:N_GROW * 4]:
+    hyps = _hypotheses(model, pts, 4 * N_GROW)
+    if len(hyps) < N_GROW:      # few balls in view: look wider
+        hyps = hyps + _hypotheses(model, pts, 8 * N_GROW, wide=True)
+    for votes, cm, ci in hyps:
         g = _grow(model, pts, tree, cm, ci, tol, cm[0])
         if g is None:
             continue
@@ -197,32 +206,35 @@ def label_plane(model_xy, points_px, image_shape, margin_px: float = 4.0,
             H = fit_homography(model[mi[ok]], pts[pi[ok]])
             mi, pi = mi[ok], pi[ok]
             res = np.linalg.norm(_apply_h(H, model[mi]) - pts[pi], axis=1)
-        results.append((len(mi), -float(np.sqrt(np.mean(res ** 2))), H, mi, pi, res))
-        if len(results) >= N_GROW and results[-1][0] >= 0.8 * len(model):
+        # soft inlier count (MSAC): a labelling that fits tightly beats a loose one with more
+        # matches (with few balls in view a wrong hypothesis can collect loose ones)
+        score = float(np.sum(np.maximum(0.0, 1.0 - (res / SOFT_TOL_PX) ** 2)))
+        results.append((score, len(mi), float(np.sqrt(np.mean(res ** 2))), H, mi, pi, res))
+        if len(results) >= N_GROW and results[-1][1] >= 0.8 * len(model):
             break
     if not results:
         raise LabellingError("the cage's balls were not recognised: check the cage file matches the cage "
                              "and that enough of its balls are in the beam")
-    results.sort(key=lambda r: (r[0], r[1]), reverse=True)
-    n, neg_rms, H, mi, pi, res = results[0]
-    runner = max((r[0] for r in results[1:] if not _same(r, results[0])), default=0)
+    results.sort(key=lambda r: r[0], reverse=True)
+    score, n, rms, H, mi, pi, res = results[0]
+    runner = max((r[0] for r in results[1:] if not _same(r[4:6], (mi, pi))), default=0.0)
     expected = int(_inside(_apply_h(H, model), image_shape, margin_px).sum())
     if n < min_balls:
         raise LabellingError(f"only {n} balls of a plane identified (need {min_balls}): "
                              "reposition the cage so more of its balls are in the beam")
-    if -neg_rms > max_rms_px:
-        raise LabellingError(f"plane fit residual {-neg_rms:.2f} px exceeds {max_rms_px} px: "
+    if rms > max_rms_px:
+        raise LabellingError(f"plane fit residual {rms:.2f} px exceeds {max_rms_px} px: "
                              "check the distortion plate and the cage file")
-    if runner >= 0.8 * n:
+    if runner >= 0.8 * score:
         raise LabellingError("ambiguous ball layout: two labellings fit equally well; "
                              "the cage file's plane may be symmetric")
-    return PlaneMatch(mi, pi, H, res, expected, n - runner)
+    return PlaneMatch(mi, pi, H, res, expected, int(round(score - runner)))
 
 
 def _same(a, b):
-    """Two results with mostly the same correspondences."""
-    sa = set(zip(a[3].tolist(), a[4].tolist()))
-    sb = set(zip(b[3].tolist(), b[4].tolist()))
+    """Two (ball_idx, point_idx) labellings sharing most correspondences."""
+    sa = set(zip(a[0].tolist(), a[1].tolist()))
+    sb = set(zip(b[0].tolist(), b[1].tolist()))
     return len(sa & sb) >= 0.5 * min(len(sa), len(sb))
 
 
