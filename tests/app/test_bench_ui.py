@@ -1,0 +1,45 @@
+"""``fluoronav bench ui``: runs (short mode) and prints its figures as JSON; refuses without a display."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from app.bench import ui
+from app.cli import CommandError
+
+
+@pytest.mark.gui
+def test_bench_ui_short_prints_the_figures():
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "bench", "ui", "--json", "--short"],
+                          capture_output=True, text=True, timeout=240, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("click_to_overlay_ms", "click_baseline_math_ms"):
+        assert set(out[key]) >= {"p50", "p95"} and 0 < out[key]["p50"] <= out[key]["p95"] < 10_000
+        assert out[key]["n"] == 4   # one trajectory: entry and target in both views
+    # the GUI does more than the math alone: drawing costs something
+    assert out["click_to_overlay_ms"]["p50"] > out["click_baseline_math_ms"]["p50"]
+    assert 0 < out["image_fps"] < 10_000 and 0 < out["image_fps_baseline_plain_imageitem"] < 10_000
+    assert 0 < out["startup_baseline_bare_qt_s"] < 60
+    if out["errors"]:   # the workstation did not paint in time: said, and counted as a missed goal
+        assert out["startup_s"] is None and not out["goals_met"]["startup_s"]
+        assert out["errors"][0].startswith("startup: the window did not paint within")
+    else:
+        assert out["startup_baseline_bare_qt_s"] < out["startup_s"] < 60
+    assert out["goals"] == {"click_to_overlay_p95_ms": 30.0, "image_fps": 30.0, "startup_s": 3.0}
+    assert set(out["goals_met"]) == set(out["goals"])
+
+
+def test_bench_ui_needs_a_display(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    p = argparse.ArgumentParser()
+    ui.add_arguments(p)
+    with pytest.raises(CommandError, match="needs a display: set DISPLAY"):
+        ui.run(p.parse_args(["--short"]))
