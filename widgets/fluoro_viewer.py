@@ -148,6 +148,8 @@ class _DisplayMap:
         original = getattr(type(item), name)
 
         def setter(*args, _item=item, _orig=original, **kwargs):
+            if kind == "pos" and self.active and getattr(_item, "moving", False):
+                args, kwargs = (self._dragged_to(_item, args, kwargs),), {}
             _item._fn_raw[1] = (args, kwargs)
             a, k = self._mapped(_item._fn_raw[0], args, kwargs)
             return _orig(_item, *a, **k)
@@ -159,10 +161,28 @@ class _DisplayMap:
             self.remap(item)
 
     def remap(self, item) -> None:
+        """Redraw ``item`` from its raw geometry; no signal (a handle must not report a drag)."""
         kind, (args, kwargs) = item._fn_raw
         name = {"scatter": "setData", "curve": "setData", "polygon": "setPolygon", "pos": "setPos"}[kind]
         a, k = self._mapped(kind, args, kwargs)
-        getattr(type(item), name)(item, *a, **k)
+        blocked = item.blockSignals(True) if hasattr(item, "blockSignals") else None
+        try:
+            getattr(type(item), name)(item, *a, **k)
+        finally:
+            if blocked is not None:
+                item.blockSignals(blocked)
+
+    def _dragged_to(self, item, args, kwargs):
+        """Raw position of a handle that pyqtgraph drags (``moving``): it passes
+        ``raw0 - d_down + cursor`` (its pos() at the start reads raw, the cursor maps to
+        display), so the display position meant is that + (display(raw0) - raw0)."""
+        offset = getattr(item, "symbolOffset", None)
+        if getattr(item, "_fn_drag", (None,))[0] is not offset:   # a new drag: remember where it began
+            item._fn_drag = (offset, np.asarray(_raw_point(item._fn_raw[1]), float))
+        raw0 = item._fn_drag[1]
+        meant = np.asarray(_raw_point((args, kwargs)), float) + self.to_display(raw0) - raw0
+        u, v = self.to_raw(meant)
+        return pg.Point(float(u), float(v))
 
     def remap_all(self) -> None:
         self.items = [i for i in self.items if shiboken6.isValid(i)]
@@ -299,6 +319,8 @@ class FluoroViewer(QWidget):
         stack.addWidget(self.empty_label, 0, 0)
 
         self.readout = QLabel(objectName="viewer_readout")
+        self.readout.setStyleSheet("QLabel { font-size: 11pt; }")   # one line even in a narrow viewer
+        self.readout.setMinimumWidth(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
@@ -313,41 +335,55 @@ class FluoroViewer(QWidget):
         title = QLabel(self.view_name.upper(), objectName="viewer_title")
         self.preset_box = QComboBox(objectName="viewer_preset")
         self.preset_box.setToolTip("Window/level preset (right-drag on the image to adjust)")
+        self.preset_box.setStyleSheet("QComboBox { min-width: 96px; }")
         for name, (label, _, _) in PRESETS.items():
             self.preset_box.addItem(label, name)
         self.preset_box.activated.connect(lambda i: self.set_preset(self.preset_box.itemData(i)))
         row.addWidget(title)
         row.addStretch(1)
         row.addWidget(self.preset_box)
-        self.layers_button = QToolButton(text="Layers", objectName="viewer_layers",
-                                         popupMode=QToolButton.ToolButtonPopupMode.InstantPopup)
-        self.layers_button.setToolTip("Show or hide the overlay layers (balls, trajectories, epipolar line, …)")
-        self.layers_menu = QMenu(self.layers_button)
+        self.layers_menu = QMenu(self)
         self.layers_menu.aboutToShow.connect(self._fill_layers_menu)
-        self.layers_button.setMenu(self.layers_menu)
+        self.layers_button = self._menu_button("☰", "Show or hide the overlay layers (balls, trajectories, "
+                                               "epipolar line, tool, labels, measurements)", self.layers_menu)
         row.addWidget(self.layers_button)
         self.tool_buttons = {}
-        for kind, text, tip in (("ruler", "Ruler", "Measure a distance: click two points (right click or Esc ends)"),
-                                ("angle", "Angle", "Measure an angle: click arm, vertex, arm (right click or Esc ends)")):
+        for kind, text, tip in (("ruler", "↔", "Ruler: click two points (right click or Esc ends); "
+                                 "shows px, mm at the detector and mm at the cage plane"),
+                                ("angle", "∠", "Angle: click arm, vertex, arm (right click or Esc ends)")):
             b = QToolButton(text=text, toolTip=tip, objectName="viewer_tool", checkable=True)
             b.clicked.connect(lambda on, k=kind: self.measure.start(k) if on else self.measure.finish())
             row.addWidget(b)
             self.tool_buttons[kind] = b
-        self.undistort_button = QToolButton(text="Undistort", objectName="viewer_tool", checkable=True)
+        orient = QMenu(self)
+        self.undistort_button = orient.addAction("Distortion-corrected (dewarped)")
+        self.undistort_button.setCheckable(True)
         self.undistort_button.setToolTip("Show the distortion-corrected image (needs a calibration); "
-                                         "clicks and overlays stay in raw pixels")
+                                         "clicks, plans and measurements stay in raw pixels")
         self.undistort_button.setEnabled(False)
-        self.undistort_button.clicked.connect(lambda on: self.set_corrected(on))
-        row.addWidget(self.undistort_button)
-        for text, tip, slot in (("⇆", "Flip left-right (display only)", self._toggle_flip_h),
-                                ("⇅", "Flip up-down (display only)", self._toggle_flip_v),
-                                ("⟳", "Rotate 90° (display only)", self._rotate_90),
-                                ("Fit", "Fit the image to the view", self.reset_view)):
-            b = QToolButton(text=text, toolTip=tip, objectName="viewer_tool")
-            b.clicked.connect(slot)
-            row.addWidget(b)
+        self.undistort_button.triggered.connect(lambda on: self.set_corrected(on))
+        orient.addSeparator()
+        for text, slot in (("Flip left-right  ⇆", self._toggle_flip_h), ("Flip up-down  ⇅", self._toggle_flip_v),
+                           ("Rotate 90°  ⟳", self._rotate_90),
+                           ("Original orientation", lambda: self.set_display_transform())):
+            orient.addAction(text).triggered.connect(slot)
+        self.orient_button = self._menu_button("⟳", "Display: distortion correction, flip, rotate "
+                                               "(stored coordinates never change)", orient)
+        row.addWidget(self.orient_button)
+        fit = QToolButton(text="Fit", toolTip="Fit the image to the view", objectName="viewer_tool")
+        fit.clicked.connect(self.reset_view)
+        row.addWidget(fit)
+        header.setStyleSheet("QToolButton#viewer_tool:checked { background: #2f6fa8; border-color: #8cc8f5; }")
         header.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         return header
+
+    @staticmethod
+    def _menu_button(text: str, tip: str, menu: QMenu) -> QToolButton:
+        b = QToolButton(text=text, toolTip=tip, objectName="viewer_tool",
+                        popupMode=QToolButton.ToolButtonPopupMode.InstantPopup)
+        b.setMenu(menu)
+        b.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")
+        return b
 
     # -- image ------------------------------------------------------------------------
     def set_image(self, image) -> None:
@@ -516,6 +552,7 @@ class FluoroViewer(QWidget):
         self.undistort_button.setChecked(self._corrected)
         if self._display is not None:
             self._show_pixels()
+        self._update_readout_levels()
         self._map.remap_all()
         self.display_changed.emit()
 
@@ -533,11 +570,11 @@ class FluoroViewer(QWidget):
         plane = near_plane(self._calib)
         if plane is not None:
             X = plane_point(self._calib, plane, (u, v))
-            return f"cage {X[0]:6.1f} {X[1]:6.1f} {X[2]:6.1f} mm"
+            return f"cage ({X[0]:.1f}, {X[1]:.1f}, {X[2]:.1f}) mm"
         sp = self.pixel_spacing_mm
         if sp is not None and self._raw is not None:
             rows, cols = self._raw.shape
-            return f"det {(u - (cols - 1) / 2) * sp[0]:6.1f} {(v - (rows - 1) / 2) * sp[1]:6.1f} mm"
+            return f"detector ({(u - (cols - 1) / 2) * sp[0]:.1f}, {(v - (rows - 1) / 2) * sp[1]:.1f}) mm"
         return ""
 
     def _fill_layers_menu(self) -> None:
@@ -609,7 +646,8 @@ class FluoroViewer(QWidget):
         else:
             rows, cols = self._raw.shape
             value = self._raw[min(int(round(v)), rows - 1), min(int(round(u)), cols - 1)]
-            self._hover_text = f"u {u:6.1f}  v {v:6.1f}  value {value:g}  {self._mm_text(u, v)}   "
+            mm = self._mm_text(u, v)
+            self._hover_text = f"u {u:.1f} v {v:.1f}  value {value:g}  {mm + '  ' if mm else ''}"
             self.pixel_hovered.emit(u, v)
         self._update_readout_levels()
 
@@ -617,7 +655,9 @@ class FluoroViewer(QWidget):
         """Readout: the pixel under the cursor (raw u, v and stored value), then W/L."""
         if self._raw is not None:
             w, l = self.window_level
-            self.readout.setText(f"{self._hover_text}W {w:.0f}  L {l:.0f}")
+            flag = "DEWARPED  " if self._corrected else ""
+            self.readout.setText(f"{flag}{self._hover_text}W {w:.0f} L {l:.0f}")
+            self.readout.setToolTip(self.readout.text())
 
     def keyPressEvent(self, ev) -> None:
         """Esc ends the active measuring tool (not a shortcut: the robot's stop owns Esc);

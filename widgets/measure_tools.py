@@ -167,26 +167,31 @@ class Measurement:
         return f(self.points, viewer.pixel_spacing_mm, viewer.view_calibration)
 
     def text(self) -> str:
+        """Calibrated: mm at the cage plane first (the nearest known depth), then detector mm
+        and px; the angle on that plane, with the image's when they differ by 0.5° or more."""
         f = self.figures()
         if f is None:
             return ""
         if self.kind == "ruler":
             parts = [f"{f['px']:.1f} px"]
             if f["detector_mm"] is not None:
-                parts.append(f"{f['detector_mm']:.1f} mm det")
+                parts.insert(0, f"{f['detector_mm']:.1f} mm det")
             if f["plane_mm"] is not None:
-                parts.append(f"{f['plane_mm']:.1f} mm @cage {f['plane_id']}")
+                parts.insert(0, f"{f['plane_mm']:.1f} mm @cage {f['plane_id']}")
             return " · ".join(parts)
-        text = f"{f['deg']:.1f}°"
-        return text + (f" · {f['plane_deg']:.1f}° @cage {f['plane_id']}" if f["plane_deg"] is not None else "")
+        if f["plane_deg"] is None:
+            return f"{f['deg']:.1f}°"
+        text = f"{f['plane_deg']:.1f}° @cage {f['plane_id']}"
+        return text + (f" · image {f['deg']:.1f}°" if abs(f["plane_deg"] - f["deg"]) >= 0.5 else "")
 
     def redraw(self) -> None:
         p = np.asarray(self.points, float).reshape(-1, 2)
         self.line.setData(p[:, 0], p[:, 1])
         self.label.setText(self.text())
         self.label.setVisible(self.complete)
-        if self.complete:
-            anchor = p[1] if self.kind == "angle" else p[-1]
+        if self.complete:  # a ruler's figures centred above its middle, an angle's at its vertex
+            anchor = p[1] if self.kind == "angle" else p.mean(axis=0)
+            self.label.setAnchor((0.0, 1.1) if self.kind == "angle" else (0.5, 1.3))
             self.label.setPos(float(anchor[0]), float(anchor[1]))
 
     def remove(self) -> None:

@@ -415,7 +415,7 @@ def test_readout_in_detector_mm(viewer):
     viewer.set_image(FluoroImage(ramp_image().pixels, view="ap", pixel_spacing_mm=(0.5, 0.25)))
     viewer.graphics.scene().sigMouseMoved.emit(pixel_centre_in_scene(viewer, 49.5, 39.5))
     # from the image centre (39.5, 29.5): 10 px * 0.5 mm, 10 px * 0.25 mm
-    assert "det    5.0    2.5 mm" in viewer.readout.text()
+    assert "detector (5.0, 2.5) mm" in viewer.readout.text()
 
 
 class _RightClick:
@@ -429,3 +429,50 @@ class _RightClick:
 def _key(key):
     from PySide6.QtGui import QKeyEvent
     return QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier)
+
+
+class _Drag:
+    """The parts of a pyqtgraph drag event a handle reads (positions in the item's coordinates)."""
+
+    def __init__(self, down, pos, start, finish):
+        self._down, self._pos, self._start, self._finish = down, pos, start, finish
+
+    def button(self):
+        return Qt.MouseButton.LeftButton
+
+    def accept(self):
+        pass
+
+    def isStart(self):
+        return self._start
+
+    def isFinish(self):
+        return self._finish
+
+    def buttonDownPos(self):
+        return self._down
+
+    def pos(self):
+        return self._pos
+
+
+def test_corrected_display_handle_drag_reports_raw_and_toggling_is_no_drag(viewer):
+    from widgets.trajectory_overlays import _Handle
+    viewer.set_image(ramp_image())
+    d = _ii_distortion()
+    viewer.set_calibration(_ViewCalib(d))
+    h = _Handle(pos=(0, 0), size=20, symbol="o", movable=True)
+    h.setParentItem(viewer.overlay("trajectories"))
+    h.setPos(QPointF(10.0, 8.0))
+    moved = []
+    h.sigPositionChanged.connect(lambda item: moved.append((item.pos().x(), item.pos().y())))
+    viewer.set_corrected(True)                      # a redraw, not a drag
+    assert moved == []
+    grab = np.array([1.5, -1.0])                    # grabbed off the handle's centre (display px)
+    d0 = d.raw_to_ideal(np.array([[10.0, 8.0]]))[0]
+    for target, start, finish in (((30.0, 20.0), True, False), ((55.0, 35.0), False, True)):
+        down = h.mapFromParent(QPointF(*(d0 + grab)))
+        cursor = h.mapFromParent(QPointF(*(np.array(target) + grab)))
+        h.mouseDragEvent(_Drag(down, cursor, start, finish))
+        raw = d.ideal_to_raw(np.array([target]))[0]
+        assert moved[-1] == pytest.approx(tuple(raw), abs=0.05)
