@@ -6,7 +6,7 @@ rotated, offset file frame, its own C-arm pose, detector and file format; the
 truth comes from the simulator. Goals (issue 4): locate RMS <= 0.25 mm and max
 <= 0.6 mm for targets 90-220 mm from the cage planes, reprojection RMS <= 0.3 px,
 >= 95 % of the clearly visible balls matched and no wrong match, <= 1 s per
-AP+LAT pair on 2 cores (asserted as CPU time <= 2 s: robust to a loaded runner).
+AP+LAT pair on 2 cores (asserted as CPU time <= 1.25 s: robust to a loaded runner).
 """
 from __future__ import annotations
 
@@ -145,13 +145,14 @@ def test_balls_matched_and_never_wrong(calibrated, name):
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
-    strict=True, reason="with a plate, calibrate takes ~3 s of CPU (the plate's distortion fit: local-model "
-                        "held-out evaluation), over the 1 s per pair goal")) if SCENARIOS[n].detector != "flat_panel"
-    else n for n in SCENARIOS])
+    strict=True, reason="with a plate, calibrate takes 1.6-3 s of CPU (0.3 s for the same shots without the "
+                        "plate): the plate's distortion fit, over the 1 s per pair goal"))
+    if SCENARIOS[n].detector != "flat_panel" else n for n in SCENARIOS])
 def test_calibrate_time_per_pair(calibrated, name):
-    """<= 1 s per AP+LAT pair on 2 cores: CPU time of the command (modules already imported) <= 2 s."""
+    """<= 1 s per AP+LAT pair: CPU time of the command (modules already imported) <= 1.25 s. CPU time, not wall
+    time, so that a loaded runner does not fail it; the pipeline is mostly single-threaded (25 % margin)."""
     _, _, _, cpu, _ = _ok(calibrated, name)
-    assert cpu <= 2.0, f"calibrate used {cpu:.2f} s of CPU"
+    assert cpu <= 1.25, f"calibrate used {cpu:.2f} s of CPU"
 
 
 def test_summary_names_every_plane(calibrated):
