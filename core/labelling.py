@@ -226,6 +226,9 @@ def label_plane(model_xy, points_px, image_shape, margin_px: float = 4.0,
         raise LabellingError(f"plane fit residual {rms:.2f} px exceeds {max_rms_px} px: "
                              "check the distortion plate and the cage file")
     if runner >= 0.8 * score:
+        if rms > 1.0:   # loose fits all round: the image is warped, not the layout symmetric
+            raise LabellingError(f"plane fit residual {rms:.2f} px is too high to identify the balls: "
+                                 "check the distortion plate and the cage file")
         raise LabellingError("ambiguous ball layout: two labellings fit equally well; "
                              "the cage file's plane may be symmetric")
     return PlaneMatch(mi, pi, H, res, expected, int(round(score - runner)))
