@@ -48,7 +48,7 @@ def settings(tmp_path):
 
 @pytest.fixture
 def station(qtbot, settings):
-    st = Workstation(load_defaults(), settings=settings)
+    st = Workstation(load_defaults(), settings=settings, panels=False)
     qtbot.addWidget(st.window)
     st.window.show()
     qtbot.waitExposed(st.window)
@@ -60,7 +60,7 @@ def station(qtbot, settings):
 @pytest.fixture
 def quiet_station(qtbot, settings):
     """A workstation not shown on screen (no OpenGL context: quicker) for model-to-widget wiring."""
-    st = Workstation(load_defaults(), settings=settings)
+    st = Workstation(load_defaults(), settings=settings, panels=False)
     qtbot.addWidget(st.window)
     yield st
     st.shutdown()
@@ -73,7 +73,8 @@ def screen_rgb(widget) -> np.ndarray:
     pix = QApplication.primaryScreen().grabWindow(0, top_left.x(), top_left.y(), widget.width(), widget.height())
     img = pix.toImage().convertToFormat(pix.toImage().Format.Format_RGB888)
     arr = np.frombuffer(img.constBits(), np.uint8, img.sizeInBytes())
-    return arr.reshape(img.height(), img.bytesPerLine())[:, : img.width() * 3].reshape(img.height(), img.width(), 3)
+    rgb = arr.reshape(img.height(), img.bytesPerLine())[:, : img.width() * 3].reshape(img.height(), img.width(), 3)
+    return rgb.copy()  # the QImage owns the bytes and dies with this function
 
 
 def test_window_shows_viewers_3d_view_status_and_workflow(station, qtbot):
@@ -203,7 +204,7 @@ def test_a_new_dock_beside_the_3d_view_does_not_squeeze_it(station, qtbot):
 
 
 def test_layout_persists_between_runs(qtbot, settings):
-    first = Workstation(load_defaults(), settings=settings)
+    first = Workstation(load_defaults(), settings=settings, panels=False)
     qtbot.addWidget(first.window)
     first.window.show()
     qtbot.waitExposed(first.window)
@@ -212,7 +213,7 @@ def test_layout_persists_between_runs(qtbot, settings):
     first.window.resize(1234, 876)
     first.window.close()  # saves
     first.shutdown()
-    second = Workstation(load_defaults(), settings=settings)
+    second = Workstation(load_defaults(), settings=settings, panels=False)
     qtbot.addWidget(second.window)
     assert second.window.restore_layout()
     second.window.show()
@@ -347,3 +348,80 @@ def test_driver_factory_leaves_robot_and_force_sensor_to_the_robot_process(tmp_p
     assert driver_factory("robot", config) == (None, 'not configured (robot.kind = "none")')
     factory, why = driver_factory("force_sensor", config)
     assert factory is None and why == "simulated force sensor: started with the robot panel"
+
+
+# -- the integrated workstation: planning, robot, C-arm panels and the simulated room ------------
+
+@pytest.fixture
+def full_station(qtbot, settings, tmp_path):
+    config = load_defaults()
+    st = Workstation(config, settings=settings)
+    st.session._root = tmp_path / "sessions"
+    qtbot.addWidget(st.window)
+    yield st
+    st.shutdown()
+    st.window.close()
+
+
+def test_panels_sit_in_a_right_hand_column_that_leaves_the_viewers_the_rest(full_station, qtbot):
+    w = full_station.window
+    assert {"3D view", "Planning", "Robot", "C-arm", "Log", "Shots"} <= set(w.docks)
+    assert full_station.planning is not None and full_station.robot is not None
+    assert full_station.viewer_tools is not None
+    right = Qt.DockWidgetArea.RightDockWidgetArea
+    tabs = {d.windowTitle() for d in w.tabifiedDockWidgets(w.docks["C-arm"])}
+    assert tabs == {"Planning", "Robot"} and w.dockWidgetArea(w.docks["3D view"]) == right
+    # the right column and the bottom docks never ask for more than a 1600x900 screen leaves
+    viewers_w = sum(v.minimumSizeHint().width() for v in w.viewers.values())
+    assert w.minimumSizeHint().width() - viewers_w <= 620
+    assert w.minimumSizeHint().height() <= 900
+    w.setGeometry(0, 0, 1920, 1080)
+    w.show()
+    qtbot.waitExposed(w)
+    qtbot.wait(100)
+    sv = w.docks["3D view"]
+    assert sv.height() >= 300 and sv.width() >= 450, (sv.width(), sv.height())
+    for v in w.viewers.values():
+        assert v.width() >= 500 and v.height() >= 550, (v.width(), v.height())
+    assert not w.docks["C-arm"].visibleRegion().isEmpty() and w.docks["Robot"].visibleRegion().isEmpty()
+
+
+def test_simulated_room_in_the_workstation_robot_holds_cage_bone_in_3d(full_station, qtbot):
+    from app.simulated_room import robot_home_q
+    st, w = full_station, full_station.window
+    w.show()
+    qtbot.waitExposed(w)
+    from devices.carm import SimulatedCArm
+    st.devices.add_device("carm", lambda: SimulatedCArm(seed=0, shape=(256, 256), latency_s=0.0))  # small shots
+    qtbot.waitUntil(lambda: st.room.scene is not None, timeout=180000)  # phantom and bone surface: slow on a busy 2-core box
+    sv = w.scene_view
+    assert {"bone", "cage", "robot"} <= set(sv.actor_names())
+    kin = st.robot.kinematics
+    T0 = st.room.scene["T_world_cage"]
+    assert np.abs(st.room.T_world_base @ kin.cage(robot_home_q(kin)) - T0).max() < 1e-9
+    M = st.window.robot_actors.assembly.GetUserMatrix()
+    assert np.array([[M.GetElement(i, j) for j in range(4)] for i in range(4)]) == pytest.approx(
+        st.room.T_world_base, abs=1e-9)
+    # the bone surface lies in the phantom, between the cage's AP layers and the table
+    bx = sv.actor("bone").GetBounds()
+    assert bx[3] < T0[1, 3] and bx[1] - bx[0] > 80
+    # angles set in the panel reach the C-arm before the shot
+    st.carm_panel.set_angles(15, -5)
+    qtbot.waitUntil(lambda: st.devices.can_acquire(), timeout=30000)
+    st.acquire("ap")
+    qtbot.waitUntil(lambda: st.session.image("ap") is not None, timeout=30000)
+    img = st.session.image("ap")
+    assert (img.primary_angle_deg, img.secondary_angle_deg) == (15.0, -5.0)
+    qtbot.waitUntil(lambda: "AP shot: LAO 15° · CAUD 5°" in st.carm_panel.last_labels["ap"].text(), timeout=3000)
+    # a robot jog moves the drawn cage and clears the calibration
+    qtbot.waitUntil(lambda: bool(st.robot.state), timeout=30000)
+    st.session.set_calibration({"rms_px": 0.2})
+    st.room.T_world_cage_calibrated = st.room.T_world_cage.copy()
+    st.robot.step_task([10.0, 0, 0, 0, 0])
+    qtbot.waitUntil(lambda: st.session.calibration is None, timeout=20000)
+    moved = lambda: np.linalg.norm(st.cage_actors.T_scene_cage[:3, 3] - T0[:3, 3])  # noqa: E731
+    qtbot.waitUntil(lambda: abs(moved() - 10.0) < 0.05, timeout=20000)  # the step's arrival
+    assert st.cage_actors.T_scene_cage[:3, 3] - T0[:3, 3] == pytest.approx(10.0 * st.room.T_world_base[:3, 0], abs=0.05)
+    assert not w.workflow_bar.buttons["plan"].isEnabled()
+    QApplication.processEvents()
+    assert "the calibration no longer matches" in w.log_panel.toPlainText()
