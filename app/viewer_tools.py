@@ -178,7 +178,9 @@ class ViewerTools(QObject):
         if self._own_load or view not in self.strip.lists:
             return
         n = self.strip.count(view) + 1
-        label = os.path.basename(image.source) if image.source else f"{view.upper()} shot {n}"
+        saved = self.session.to_dict()["images"].get(view) if self.session.save_images else None
+        label = saved[-1] if saved else (os.path.basename(image.source) if image.source
+                                         else f"{view.upper()} shot {n}")
         when = image.acquired_at.strftime("%H:%M:%S") if image.acquired_at else ""
         idx = self.strip.add(view, image, _short(f"{n}. {label}"), tooltip=f"{label} {when}".strip())
         self.strip.set_current(view, idx)

@@ -51,17 +51,17 @@ PRESETS = {
 }
 
 
-_PRESET_SAMPLES = 512 * 512  # percentiles of a larger image are taken on a regular subsample
+_PRESET_SAMPLES = 256 * 256  # percentiles of a larger image are taken on a regular subsample
 
 
 def preset_levels(display: np.ndarray, name: str) -> tuple[float, float]:
     """(low, high) display levels of preset ``name`` for the displayed values (a regular
-    subsample of at most 512² values for a large image: the levels move by < 0.1 %)."""
+    subsample of at most 256² values for a large image: ranks within 0.5 %)."""
     if name not in PRESETS:
         raise ValueError(f"unknown window/level preset {name!r} (presets: {', '.join(PRESETS)})")
     _, lo_p, hi_p = PRESETS[name]
     values = np.asarray(display)
-    if values.ndim == 2 and values.size > _PRESET_SAMPLES:  # a 1024² shot: every 2nd row and column
+    if values.ndim == 2 and values.size > _PRESET_SAMPLES:  # a 1024² shot: every 4th row and column
         step = int(math.ceil(math.sqrt(values.size / _PRESET_SAMPLES)))
         values = values[::step, ::step]
     if name != "full":

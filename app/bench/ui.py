@@ -8,7 +8,7 @@
   ``tests/widgets/test_planning_gui.py``. Baseline: the planning math alone for the
   same clicks (two rays, epipolar line, tool bands in both views).
 - ``image_fps``: a 1024² 16-bit image replaced in a ``FluoroViewer`` (preset levels,
-  repaint) repeatedly. Baseline: a plain ``pyqtgraph.ImageItem`` with fixed levels.
+  repaint) repeatedly. Baseline: a plain ``pyqtgraph.ImageItem`` with the same levels, fixed.
 - ``startup_s``: ``python -c`` running ``app.main.run_gui`` in a subprocess until the
   main window first paints (parent clock before the spawn to the child's clock at
   that paint; ``startup_show_called_s``: to ``window.show()``, the difference being
@@ -209,7 +209,9 @@ def _fps_bench(n: int) -> tuple[float, float]:
     vb.addItem(item)
     plain.resize(900, 900)
     plain.show()
-    base = _fps(lambda f: item.setImage(f.pixels, autoLevels=False, levels=(0, 65535)),
+    from widgets.fluoro_viewer import preset_levels
+    levels = preset_levels(frames[0].pixels, "auto")   # the same windowing work as the viewer's
+    base = _fps(lambda f: item.setImage(f.pixels, autoLevels=False, levels=levels),
                 plain.viewport().repaint, frames, n)
     plain.close()
     return fps, base

@@ -359,7 +359,8 @@ def test_ruler_measures_px_and_detector_mm(viewer):
     f = m.figures()
     assert f["px"] == pytest.approx(50.0, abs=0.1) and f["detector_mm"] == pytest.approx(15.0, abs=0.03)
     assert "50.0 px" in m.text() and "15.0 mm det" in m.text()
-    viewer.keyPressEvent(_key(Qt.Key.Key_Escape))                 # Esc ends the tool, keeps the ruler
+    from PySide6.QtTest import QTest
+    QTest.keyClick(viewer.graphics, Qt.Key.Key_Escape)            # Esc ends the tool, keeps the ruler
     assert viewer.measure.active is None and not viewer.tool_active and len(viewer.measure.measurements) == 1
     assert not viewer.tool_buttons["ruler"].isChecked()
 
@@ -424,11 +425,6 @@ class _RightClick:
 
     def accept(self):
         pass
-
-
-def _key(key):
-    from PySide6.QtGui import QKeyEvent
-    return QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier)
 
 
 class _Drag:
