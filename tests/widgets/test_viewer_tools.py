@@ -3,7 +3,6 @@ file, the Shots strip bringing a shot back, and the calibration reaching the vie
 from __future__ import annotations
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
