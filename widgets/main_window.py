@@ -37,7 +37,7 @@ def _scrollable(dock: QDockWidget) -> None:
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
     area.setWidget(panel)
     bar = area.verticalScrollBar().sizeHint().width()
-    area.setMinimumWidth(min(panel.minimumSizeHint().width() + bar + 4, 520))
+    area.setMinimumWidth(min(panel.minimumSizeHint().width() + bar + 4, 470))  # 1600 px screens
     dock.setWidget(area)
 
 
@@ -177,7 +177,7 @@ class MainWindow(QMainWindow):
         if self._layout_restored:
             return
         scene = self.docks["3D view"]
-        column = int(min(max(0.3 * self.width(), 470), 620))
+        column = int(min(max(0.34 * self.width(), 470), 680))
         self.resizeDocks([scene], [column], Qt.Orientation.Horizontal)
         below = [d for d in self.docks.values() if d is not scene and not d.isFloating()
                  and self.dockWidgetArea(d) == Qt.DockWidgetArea.RightDockWidgetArea]

@@ -97,8 +97,8 @@ def bone_surface(volume, hu: float = 225.0, step_mm: float = 2.0, smoothing_iter
     return BoneMesh(world, conn, time.perf_counter() - t0)
 
 
-def bone_actor(mesh: BoneMesh) -> vtkActor:
-    """The mesh, shaded and bone-coloured (GUI thread)."""
+def bone_actor(mesh: BoneMesh, opacity: float = 0.55) -> vtkActor:
+    """The mesh, shaded, bone-coloured and somewhat translucent (GUI thread)."""
     pts = vtkPoints()
     pts.SetData(numpy_to_vtk(mesh.vertices, deep=True))
     cells = vtkCellArray()
@@ -121,6 +121,7 @@ def bone_actor(mesh: BoneMesh) -> vtkActor:
     p.SetDiffuse(0.85)
     p.SetSpecular(0.15)
     p.SetSpecularPower(20)
+    p.SetOpacity(opacity)  # see-through: a planned trajectory runs inside the bone
     actor.PickableOff()
     return actor
 
