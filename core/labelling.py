@@ -12,13 +12,14 @@ Works for any cage whose per-plane layouts have no symmetry.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["LabellingError", "PlaneMatch", "label_plane", "label_view", "fit_homography"]
+__all__ = ["LabellingError", "AmbiguousLayout", "PlaneMatch", "label_plane", "label_view", "fit_homography"]
 
 K_MODEL, N_MODEL_COORDS = 6, 10
 K_IMAGE, N_IMAGE_COORDS = 6, 12
@@ -172,21 +173,13 @@ def _inside(uv, shape, margin):
             & (uv[:, 1] > margin) & (uv[:, 1] < rows - 1 - margin))
 
 
-def label_plane(model_xy, points_px, image_shape, margin_px: float = 4.0,
-                max_rms_px: float = 1.5, min_balls: int = 6) -> PlaneMatch:
-    """Identify one plane's balls among the detected centres (ideal pixels).
+class AmbiguousLayout(LabellingError):
+    """Two genuinely different labellings of a plane fit equally well."""
 
-    ``model_xy`` (M, 2) in-plane mm; ``points_px`` (N, 2). Raises
-    ``LabellingError`` when no hypothesis explains at least ``min_balls`` balls
-    with RMS <= ``max_rms_px``, or two different labellings fit equally well."""
-    model = np.asarray(model_xy, float)
-    pts = np.asarray(points_px, float)
-    if model.ndim != 2 or model.shape[1] != 2 or len(model) < min_balls:
-        raise LabellingError(f"a plane needs at least {min_balls} balls in the cage file")
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise LabellingError(f"detections must have shape (N, 2), got {pts.shape}")
-    if len(pts) < min_balls:
-        raise LabellingError(f"only {len(pts)} balls detected: reposition the cage so its balls are in the beam")
+
+def _candidates(model, pts, max_rms_px, min_balls):
+    """Distinct labellings of one plane, best (soft inlier score) first:
+    tuples (score, n, rms, H, ball_idx, point_idx, residual_px)."""
     tree = cKDTree(pts)
     nn = tree.query(pts, 2)[0][:, 1]
     tol = 0.3 * float(np.median(nn))
@@ -212,12 +205,21 @@ def label_plane(model_xy, points_px, image_shape, margin_px: float = 4.0,
         results.append((score, len(mi), float(np.sqrt(np.mean(res ** 2))), H, mi, pi, res))
         if len(results) >= N_GROW and results[-1][1] >= 0.8 * len(model):
             break
-    if not results:
+    results.sort(key=lambda r: r[0], reverse=True)
+    distinct = []
+    for r in results:
+        if not any(_same(r[4:6], d[4:6]) for d in distinct):
+            distinct.append(r)
+    return distinct
+
+
+def _decide(model, cands, image_shape, margin_px, max_rms_px, min_balls) -> PlaneMatch:
+    """The winner of ``_candidates``, or a typed refusal (too few, residual, ambiguous)."""
+    if not cands:
         raise LabellingError("the cage's balls were not recognised: check the cage file matches the cage "
                              "and that enough of its balls are in the beam")
-    results.sort(key=lambda r: r[0], reverse=True)
-    score, n, rms, H, mi, pi, res = results[0]
-    runner = max((r[0] for r in results[1:] if not _same(r[4:6], (mi, pi))), default=0.0)
+    score, n, rms, H, mi, pi, res = cands[0]
+    runner = cands[1][0] if len(cands) > 1 else 0.0
     expected = int(_inside(_apply_h(H, model), image_shape, margin_px).sum())
     if n < min_balls:
         raise LabellingError(f"only {n} balls of a plane identified (need {min_balls}): "
@@ -229,9 +231,34 @@ def label_plane(model_xy, points_px, image_shape, margin_px: float = 4.0,
         if rms > 1.0:   # loose fits all round: the image is warped, not the layout symmetric
             raise LabellingError(f"plane fit residual {rms:.2f} px is too high to identify the balls: "
                                  "check the distortion plate and the cage file")
-        raise LabellingError("ambiguous ball layout: two labellings fit equally well; "
-                             "the cage file's plane may be symmetric")
+        raise AmbiguousLayout("ambiguous ball layout: two labellings fit equally well; "
+                              "the cage file's plane may be symmetric")
     return PlaneMatch(mi, pi, H, res, expected, int(round(score - runner)))
+
+
+def label_plane(model_xy, points_px, image_shape, margin_px: float = 4.0,
+                max_rms_px: float = 1.5, min_balls: int = 6) -> PlaneMatch:
+    """Identify one plane's balls among the detected centres (ideal pixels).
+
+    ``model_xy`` (M, 2) in-plane mm; ``points_px`` (N, 2). Raises
+    ``LabellingError`` when no hypothesis explains at least ``min_balls`` balls
+    with RMS <= ``max_rms_px``, or ``AmbiguousLayout`` when two different
+    labellings fit equally well."""
+    model, pts = _check(model_xy, points_px, min_balls)
+    return _decide(model, _candidates(model, pts, max_rms_px, min_balls), image_shape,
+                   margin_px, max_rms_px, min_balls)
+
+
+def _check(model_xy, points_px, min_balls):
+    model = np.asarray(model_xy, float)
+    pts = np.asarray(points_px, float)
+    if model.ndim != 2 or model.shape[1] != 2 or len(model) < min_balls:
+        raise LabellingError(f"a plane needs at least {min_balls} balls in the cage file")
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise LabellingError(f"detections must have shape (N, 2), got {pts.shape}")
+    if len(pts) < min_balls:
+        raise LabellingError(f"only {len(pts)} balls detected: reposition the cage so its balls are in the beam")
+    return model, pts
 
 
 def _same(a, b):
@@ -241,13 +268,15 @@ def _same(a, b):
     return len(sa & sb) >= 0.5 * min(len(sa), len(sb))
 
 
-def label_view(planes_xy, points_px, image_shape, **kw) -> list[PlaneMatch]:
+def label_view(planes_xy, points_px, image_shape, planes_mm=None, **kw) -> list[PlaneMatch]:
     """Label every plane of one view; a detection claimed by two planes goes to the
     plane where it fits better and is dropped from the other (then refitted). A plane
     that loses most of its balls that way (e.g. twin layers with the same layout) is
-    labelled again among the detections the other planes left free."""
+    labelled again among the detections the other planes left free. With ``planes_mm``
+    (each plane's balls in 3-D) a plane whose own layout is ambiguous is resolved by
+    the 3D-2D model across the view's planes (the layers are rigidly linked)."""
     pts = np.asarray(points_px, float)
-    matches = [label_plane(m, pts, image_shape, **kw) for m in planes_xy]
+    matches = _label_planes(planes_xy, pts, image_shape, planes_mm, kw)
     owner = {}
     for k, m in enumerate(matches):
         for p, r in zip(m.point_idx, m.residual_px):
@@ -263,6 +292,93 @@ def label_view(planes_xy, points_px, image_shape, **kw) -> list[PlaneMatch]:
         else:
             out.append(_label_among_free(model, pts, image_shape, owner, k, kw))
     return out
+
+
+N_JOINT = 6
+
+
+def _label_planes(planes_xy, pts, image_shape, planes_mm, kw):
+    """Each plane on its own; ambiguous planes jointly by 3D-2D consistency."""
+    kw = {"margin_px": 4.0, "max_rms_px": 1.5, "min_balls": 6, **kw}
+    cands, matches, ambiguous = [], [], None
+    for model_xy in planes_xy:
+        model, p = _check(model_xy, pts, kw["min_balls"])
+        c = _candidates(model, p, kw["max_rms_px"], kw["min_balls"])
+        cands.append(c)
+        try:
+            matches.append(_decide(model, c, image_shape, **kw))
+        except AmbiguousLayout as e:
+            if planes_mm is None:
+                raise
+            ambiguous = e
+            matches.append(None)
+    if ambiguous is None:
+        return matches
+    return _resolve_jointly(planes_xy, planes_mm, pts, image_shape, cands, matches, kw, ambiguous)
+
+
+def _resolve_jointly(planes_xy, planes_mm, pts, image_shape, cands, matches, kw, err):
+    """Try the combinations of the ambiguous planes' best labellings with the determined
+    planes' winners; the 3D-2D fit over all of them (normalised DLT) must single one out."""
+    opts = []
+    for m, c in zip(matches, cands):
+        if m is not None:
+            opts.append([(m.ball_idx, m.point_idx)])
+        else:
+            opts.append([(r[4], r[5]) for r in c[:N_JOINT]
+                         if r[1] >= kw["min_balls"] and r[2] <= kw["max_rms_px"]])
+    scored = []
+    for combo in itertools.product(*opts):
+        pi = np.concatenate([c[1] for c in combo])
+        if len(np.unique(pi)) < len(pi):
+            continue                                  # one detection claimed by two planes
+        X = np.concatenate([np.asarray(mm, float)[c[0]] for mm, c in zip(planes_mm, combo)])
+        r = np.linalg.norm(_dlt_project(_dlt(X, pts[pi]), X) - pts[pi], axis=1)
+        score = float(np.sum(np.maximum(0.0, 1.0 - (r / SOFT_TOL_PX) ** 2)))
+        scored.append((score, float(np.sqrt(np.mean(r ** 2))), combo))
+    if not scored:
+        raise err
+    scored.sort(key=lambda t: t[0], reverse=True)
+    best = scored[0]
+    amb = [k for k, m in enumerate(matches) if m is None]
+    runner = max((t[0] for t in scored[1:]
+                  if any(not _same(t[2][k], best[2][k]) for k in amb)), default=0.0)
+    if best[1] > kw["max_rms_px"] or runner >= 0.8 * best[0]:
+        raise err
+    out = list(matches)
+    for k in amb:
+        model = np.asarray(planes_xy[k], float)
+        bi, pi = best[2][k]
+        H = fit_homography(model[bi], pts[pi])
+        res = np.linalg.norm(_apply_h(H, model[bi]) - pts[pi], axis=1)
+        expected = int(_inside(_apply_h(H, model), image_shape, kw["margin_px"]).sum())
+        out[k] = PlaneMatch(bi, pi, H, res, expected, int(round(best[0] - runner)))
+    return out
+
+
+def _dlt(X, uv):
+    """3x4 projection matrix from >= 6 non-coplanar 3D-2D pairs (normalised DLT, Hartley-Zisserman 7.1)."""
+    if len(X) < 6:
+        raise LabellingError("a 3D-2D fit needs at least 6 balls")
+    mx, sx = X.mean(0), np.sqrt(3) / (np.linalg.norm(X - X.mean(0), axis=1).mean() + 1e-12)
+    mu, su = uv.mean(0), np.sqrt(2) / (np.linalg.norm(uv - uv.mean(0), axis=1).mean() + 1e-12)
+    Xn, un = (X - mx) * sx, (uv - mu) * su
+    n = len(X)
+    Xh = np.hstack([Xn, np.ones((n, 1))])
+    A = np.zeros((2 * n, 12))
+    A[0::2, 0:4], A[0::2, 8:12] = Xh, -un[:, :1] * Xh
+    A[1::2, 4:8], A[1::2, 8:12] = Xh, -un[:, 1:] * Xh
+    Pn = np.linalg.svd(A)[2][-1].reshape(3, 4)
+    Tu = np.array([[su, 0, -su * mu[0]], [0, su, -su * mu[1]], [0, 0, 1]])
+    Tx = np.diag([sx, sx, sx, 1.0])
+    Tx[:3, 3] = -sx * mx
+    return np.linalg.inv(Tu) @ Pn @ Tx
+
+
+def _dlt_project(P, X):
+    p = np.hstack([X, np.ones((len(X), 1))]) @ P.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return p[:, :2] / p[:, 2:3]
 
 
 def _refit(m, model, pts, keep):

@@ -30,7 +30,8 @@ MIN_SPREAD_RATIO = 0.15
 def _label(cage, view, ideal, shape):
     planes = cage.planes_for(view)
     try:
-        matches = label_view([p.balls_2d for p in planes], ideal, shape, max_rms_px=MAX_PLANE_RMS_PX)
+        matches = label_view([p.balls_2d for p in planes], ideal, shape, planes_mm=[p.balls_mm for p in planes],
+                             max_rms_px=MAX_PLANE_RMS_PX)
     except LabellingError as e:
         raise CalibrationError(f"{view.upper()} shot: {e}") from None
     return planes, matches

@@ -369,10 +369,18 @@ def test_project_batch_with_a_point_outside_one_field(calibrated, tmp_path):
     assert np.linalg.norm(np.asarray(res["ap"][1]) - sc.shots["ap"].project_raw(ap_ball[None])[0]) <= 0.6
 
 
-@pytest.mark.xfail(strict=True, reason="regression since the labelling commits of 00:51-01:03 UTC (passed at 00:34): "
-                                       "flat panel, cage shifted 40 mm so part of it is out of the field, refused with "
-                                       "'AP shot: ambiguous ball layout: two labellings fit equally well'")
 def test_flat_panel_cage_partly_out_of_the_field(tmp_path):
+    """Regression: refused at 00:51-01:17 UTC ('AP shot: ambiguous ball layout'): 7 ap_1 balls in view, a wrong
+    6-ball labelling on the other layer's shadows fitted a homography as well; resolved by the 3D-2D fit over
+    both layers of the view."""
     spec = S(seed=16, cage_shift_mm=(40.0, 0.0, 35.0), pixel_mm=0.35)
+    sc, code, err, out, _ = _calibrate_spec(spec, tmp_path)
+    _assert_goals(sc, code, err, out, tmp_path)
+
+
+def test_ii_cage_partly_out_of_the_field_few_balls_of_a_layer(tmp_path):
+    """Regression: image intensifier, only ~6-9 ap_1 balls in the round field; refused 'ambiguous ball layout'
+    until the two layers of a view were labelled jointly (3D-2D)."""
+    spec = S(seed=44, detector="image_intensifier", cage_shift_mm=(35.0, 0.0, 30.0), pixel_mm=0.45)
     sc, code, err, out, _ = _calibrate_spec(spec, tmp_path)
     _assert_goals(sc, code, err, out, tmp_path)
