@@ -315,7 +315,7 @@ def test_install_planning_in_the_workstation(qtbot, simulated, qsettings_path):
 
     sim, shots = simulated
     settings = QSettings(str(qsettings_path / "fluoronav.ini"), QSettings.Format.IniFormat)
-    station = Workstation(load_defaults(), settings=settings)
+    station = Workstation(load_defaults(), settings=settings, panels=False)  # installs planning itself below
     qtbot.addWidget(station.window)
     try:
         ctrl = install_planning(station.window, station.session, T_scene_cage=sim.T_world_cage)
