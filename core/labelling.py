@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["LabellingError", "AmbiguousLayout", "PlaneMatch", "label_plane", "label_view", "fit_homography"]
+__all__ = ["LabellingError", "AmbiguousLayout", "ViewNotRecognised", "plane_is_symmetric", "PlaneMatch", "label_plane", "label_view", "fit_homography"]
 
 K_MODEL, N_MODEL_COORDS = 6, 10
 K_IMAGE, N_IMAGE_COORDS = 6, 12
@@ -177,6 +177,22 @@ class AmbiguousLayout(LabellingError):
     """Two genuinely different labellings of a plane fit equally well."""
 
 
+class ViewNotRecognised(LabellingError):
+    """No plane of a view could be identified (no cage, wrong cage file, swapped views...)."""
+
+
+def plane_is_symmetric(model_xy, min_balls: int = 6) -> bool:
+    """True when a plane's layout maps onto itself by a non-identity projective map
+    (its balls can be labelled two ways in any image): the layout itself, as the image."""
+    model = np.asarray(model_xy, float)
+    if len(model) < min_balls:
+        return False
+    pts = (model - model.mean(0)) * 3.0 + 256.0
+    cands = _candidates(model, pts, 1.5, min_balls)
+    return (len(cands) > 1 and cands[1][0] >= 0.8 * cands[0][0]
+            and cands[1][1] >= 0.8 * len(model) and cands[1][2] < 0.5)
+
+
 def _candidates(model, pts, max_rms_px, min_balls):
     """Distinct labellings of one plane, best (soft inlier score) first:
     tuples (score, n, rms, H, ball_idx, point_idx, residual_px)."""
@@ -268,15 +284,18 @@ def _same(a, b):
     return len(sa & sb) >= 0.5 * min(len(sa), len(sb))
 
 
-def label_view(planes_xy, points_px, image_shape, planes_mm=None, **kw) -> list[PlaneMatch]:
+def label_view(planes_xy, points_px, image_shape, planes_mm=None, names=None, **kw) -> list[PlaneMatch]:
     """Label every plane of one view; a detection claimed by two planes goes to the
     plane where it fits better and is dropped from the other (then refitted). A plane
     that loses most of its balls that way (e.g. twin layers with the same layout) is
     labelled again among the detections the other planes left free. With ``planes_mm``
     (each plane's balls in 3-D) a plane whose own layout is ambiguous is resolved by
-    the 3D-2D model across the view's planes (the layers are rigidly linked)."""
+    the 3D-2D model across the view's planes (the layers are rigidly linked). Raises
+    ``ViewNotRecognised`` when no plane is identified, else a message naming the plane
+    (``names``) that was not."""
     pts = np.asarray(points_px, float)
-    matches = _label_planes(planes_xy, pts, image_shape, planes_mm, kw)
+    names = list(names) if names is not None else [f"#{k + 1}" for k in range(len(planes_xy))]
+    matches = _label_planes(planes_xy, pts, image_shape, planes_mm, names, kw)
     owner = {}
     for k, m in enumerate(matches):
         for p, r in zip(m.point_idx, m.residual_px):
@@ -297,24 +316,37 @@ def label_view(planes_xy, points_px, image_shape, planes_mm=None, **kw) -> list[
 N_JOINT = 6
 
 
-def _label_planes(planes_xy, pts, image_shape, planes_mm, kw):
+def _label_planes(planes_xy, pts, image_shape, planes_mm, names, kw):
     """Each plane on its own; ambiguous planes jointly by 3D-2D consistency."""
     kw = {"margin_px": 4.0, "max_rms_px": 1.5, "min_balls": 6, **kw}
-    cands, matches, ambiguous = [], [], None
+    cands, matches, errors = [], [], []
     for model_xy in planes_xy:
         model, p = _check(model_xy, pts, kw["min_balls"])
         c = _candidates(model, p, kw["max_rms_px"], kw["min_balls"])
         cands.append(c)
         try:
             matches.append(_decide(model, c, image_shape, **kw))
-        except AmbiguousLayout as e:
-            if planes_mm is None:
-                raise
-            ambiguous = e
+            errors.append(None)
+        except LabellingError as e:
             matches.append(None)
-    if ambiguous is None:
+            errors.append(e)
+    if all(e is None for e in errors):
         return matches
-    return _resolve_jointly(planes_xy, planes_mm, pts, image_shape, cands, matches, kw, ambiguous)
+    amb = [e for e in errors if isinstance(e, AmbiguousLayout)]
+    if amb and planes_mm is not None and len(amb) == sum(e is not None for e in errors):
+        try:
+            return _resolve_jointly(planes_xy, planes_mm, pts, image_shape, cands, matches, kw, amb[0])
+        except LabellingError:
+            pass
+    if all(m is None for m in matches):
+        first = next(e for e in errors if e is not None)
+        raise ViewNotRecognised(str(first))
+    k = next(k for k, m in enumerate(matches) if m is None)
+    n = max((r[1] for r in cands[k] if r[2] <= kw["max_rms_px"]), default=0)
+    if n >= kw["min_balls"] or "residual" in str(errors[k]):
+        raise type(errors[k])(f"plane {names[k]}: {errors[k]}")
+    raise LabellingError(f"only {n} balls of plane {names[k]} identified in view (need {kw['min_balls']}): "
+                         "reposition the cage so more of its balls are in the beam")
 
 
 def _resolve_jointly(planes_xy, planes_mm, pts, image_shape, cands, matches, kw, err):

@@ -254,13 +254,15 @@ class CageCalibration:
                                        f"expected {FORMAT!r}): run fluoronav calibrate")
         try:
             if d.get("method") not in METHODS:
-                raise CalibrationFileError(f"{p.name}: unknown method {d.get('method')!r}")
+                what = "no method" if d.get("method") is None else f"unknown method {d.get('method')!r}"
+                raise CalibrationFileError(f"the calibration file {p.name} is invalid ({what}): "
+                                           "re-run fluoronav calibrate")
             views = {v: ViewCalibration.from_dict(v, d["views"][v]) for v in VIEWS}
         except (KeyError, TypeError, ValueError, DistortionError) as e:
             if isinstance(e, CalibrationFileError):
                 raise
-            raise CalibrationFileError(f"{p.name} is incomplete or corrupt ({type(e).__name__}: {e}): "
-                                       "run fluoronav calibrate again") from None
+            raise CalibrationFileError(f"the calibration file {p.name} is invalid (incomplete or corrupt, "
+                                       f"{type(e).__name__}: {e}): re-run fluoronav calibrate") from None
         return cls(d["method"], views, dict(d.get("cage", {})), str(d.get("created_utc", "")),
                    dict(d.get("figures", {})))
 

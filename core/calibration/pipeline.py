@@ -9,6 +9,7 @@ two-view gate (angle between the views) and the figures.
 from __future__ import annotations
 
 import datetime as _dt
+from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from core.calibration.calibration import CageCalibration, CalibrationError, Plan
 from core.calibration.models import (ModelError, apply_h, fit_projection, loo_dlt_px, loo_homography_px,
                                      p_rays, project_p)
 from core.distortion import NoDistortion
-from core.labelling import LabellingError, fit_homography, label_view
+from core.labelling import LabellingError, ViewNotRecognised, fit_homography, label_view, plane_is_symmetric
 
 __all__ = ["calibrate_view", "calibrate", "DEFAULT_METHOD", "MAX_PLANE_RMS_PX", "MIN_VIEW_ANGLE_DEG"]
 
@@ -27,14 +28,49 @@ MIN_VIEW_ANGLE_DEG = 30.0
 MIN_SPREAD_RATIO = 0.15
 
 
-def _label(cage, view, ideal, shape):
+def _label_planes(cage, view, ideal, shape):
     planes = cage.planes_for(view)
+    return planes, label_view([p.balls_2d for p in planes], ideal, shape, planes_mm=[p.balls_mm for p in planes],
+                              names=[p.id for p in planes], max_rms_px=MAX_PLANE_RMS_PX)
+
+
+def _label(cage, view, ideal, shape, radius_px):
     try:
-        matches = label_view([p.balls_2d for p in planes], ideal, shape, planes_mm=[p.balls_mm for p in planes],
-                             max_rms_px=MAX_PLANE_RMS_PX)
+        return _label_planes(cage, view, ideal, shape)
+    except ViewNotRecognised as e:
+        raise CalibrationError(_diagnose(cage, view, ideal, shape, radius_px, e)) from None
     except LabellingError as e:
         raise CalibrationError(f"{view.upper()} shot: {e}") from None
-    return planes, matches
+
+
+MIN_BALL_RADIUS_PX = 2.5
+MIN_BALLS_PER_PLANE = 6
+
+
+def _diagnose(cage, view, ideal, shape, radius_px, err):
+    """Why no plane of a view was identified, as one line saying what to do: a symmetric
+    cage file, swapped AP/LAT images, no cage in the beam, or a cage file that does not
+    match the cage."""
+    for p in cage.planes_for(view):
+        if plane_is_symmetric(p.balls_2d):
+            return (f"cage file: plane {p.id} is symmetric (its balls can be matched two ways): "
+                    "use a cage file whose layers have no symmetry")
+    other = "lat" if view == "ap" else "ap"
+    try:
+        _label_planes(cage, other, ideal, shape)
+        return (f"the {view.upper()} image looks like the {'lateral' if view == 'ap' else 'AP'} view: "
+                "check --ap/--lat")
+    except LabellingError:
+        pass
+    n_planes = len(cage.planes_for(view))
+    if len(ideal) < (MIN_BALLS_PER_PLANE + 2) * n_planes:
+        return (f"{view.upper()} shot: only {len(ideal)} balls found, none of the cage's planes identified "
+                f"(need {MIN_BALLS_PER_PLANE} per plane): reposition the cage so more of it is in the beam")
+    if float(np.median(radius_px)) < MIN_BALL_RADIUS_PX:
+        return (f"{view.upper()} shot: no steel balls of the cage found (only small blobs): "
+                "check that the cage is in the beam")
+    name = Path(cage.source).name if cage.source else (cage.name or "given")
+    return f"{view.upper()} shot: the balls found do not match the cage file {name}: check the cage file"
 
 
 def _reject_outliers(planes, matches, ideal):
@@ -96,7 +132,7 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     pixels = np.asarray(pixels)
     beads = _detect(view, pixels, polarity)
     ideal = distortion.raw_to_ideal(beads.centres_px)
-    planes, matches = _label(cage, view, ideal, pixels.shape)
+    planes, matches = _label(cage, view, ideal, pixels.shape, beads.radius_px)
     try:
         P, keep = _reject_outliers(planes, matches, ideal)
     except ModelError as e:

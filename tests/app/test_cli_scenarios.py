@@ -221,7 +221,8 @@ def no_cage_shots(base, tmp_path_factory):
 
 def test_images_without_the_cage(base, no_cage_shots, tmp_path):
     code, o, e, out = _calibrate(base, tmp_path, ap=no_cage_shots["ap"], lat=no_cage_shots["lat"])
-    one_line_error(code, o, e, "calibrate")
+    line = one_line_error(code, o, e, "calibrate")
+    assert "AP shot" in line and "cage is in the beam" in line, line
     assert not out.exists()
 
 
@@ -230,13 +231,15 @@ def test_images_of_another_cage(base, tmp_path):
     other = tmp_path / "other.json"
     sf.write_cage(S(seed=999, n_balls=(18, 18, 18, 18)), other)
     code, o, e, out = _calibrate(base, tmp_path, cage=other)
-    one_line_error(code, o, e, "calibrate")
+    line = one_line_error(code, o, e, "calibrate")
+    assert "do not match the cage file other.json" in line, line
     assert not out.exists()
 
 
 def test_swapped_views(base, tmp_path):
     code, o, e, out = _calibrate(base, tmp_path, ap=base.lat_path, lat=base.ap_path)
-    one_line_error(code, o, e, "calibrate")
+    line = one_line_error(code, o, e, "calibrate")
+    assert "looks like the lateral view" in line and "--ap/--lat" in line, line
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +263,8 @@ def symmetric(tmp_path_factory):
 def test_symmetric_cage_is_refused(symmetric, base, tmp_path):
     path, shots = symmetric
     code, o, e, out = _calibrate(base, tmp_path, cage=path, ap=shots["ap"], lat=shots["lat"])
-    one_line_error(code, o, e, "calibrate")
+    line = one_line_error(code, o, e, "calibrate")
+    assert "plane ap_1 is symmetric" in line, line
     assert not out.exists()
 
 
@@ -297,6 +301,10 @@ def test_locate_needs_a_valid_calibration(tmp_path):
     (tmp_path / "x.json").write_text("[1, 2")
     code, o, e = cli(["project", "--calib", tmp_path / "x.json", "--point", "1,2,3"])
     one_line_error(code, o, e, "project")
+    (tmp_path / "g.json").write_text('{"format": "fluoronav.calib/1"}')
+    code, o, e = cli(["locate", "--calib", tmp_path / "g.json", "--ap", "1,2", "--lat", "3,4"])
+    line = one_line_error(code, o, e, "locate")
+    assert "calibration file g.json is invalid" in line and "re-run fluoronav calibrate" in line, line
 
 
 # --- defects the sweep found (issue 4 goals not met): regression tests once fixed, strict xfail while open ---

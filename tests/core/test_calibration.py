@@ -181,6 +181,21 @@ def test_gate_too_few_balls(cage):
         calibrate(cage, {"ap": img, "lat": shots["lat"]["image"]})
 
 
+def test_gate_too_few_balls_of_the_planes_in_view(cage):
+    """About 7 balls left in the AP shot: said as too few in view, not as a wrong cage file or a symmetric cage."""
+    shots = default_pair(cage, seed=2)
+    img = shots["ap"]["image"].copy()
+    img[:, 140:] = img[0, 0]
+    with pytest.raises(CalibrationError, match=r"AP shot: only \d+ balls found.*reposition the cage"):
+        calibrate(cage, {"ap": img, "lat": shots["lat"]["image"]})
+
+
+def test_swapped_views_are_said(cage, flat):
+    shots, _ = flat
+    with pytest.raises(CalibrationError, match="the AP image looks like the lateral view: check --ap/--lat"):
+        calibrate(cage, {"ap": shots["lat"]["image"], "lat": shots["ap"]["image"]})
+
+
 def test_gate_residual_over_threshold(cage, flat):
     """A strong image-intensifier warp and no plate: refused, never a bad calibration."""
     from synthetic_shots import BrownDistortion, render

@@ -132,3 +132,11 @@ def test_bad_detection_shape(cage):
 def test_too_few_model_balls():
     with pytest.raises(LabellingError, match="at least"):
         label_plane(np.zeros((3, 2)), np.zeros((10, 2)), SHAPE)
+
+
+def test_plane_symmetry_of_the_cage_file(cage):
+    """A 5x5 grid maps onto itself (refused as a symmetric cage file); the default cage's planes do not."""
+    from core.labelling import plane_is_symmetric
+    g = np.array([[x, y] for x in range(-40, 41, 20) for y in range(-40, 41, 20)], float)
+    assert plane_is_symmetric(g)
+    assert not any(plane_is_symmetric(p.balls_2d) for p in cage.planes)
