@@ -20,9 +20,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import scipy.linalg
-from scipy.interpolate import CloughTocher2DInterpolator, LinearNDInterpolator
-from scipy.ndimage import map_coordinates
 
 __all__ = ["DistortionError", "NoDistortion", "PolynomialDistortion", "LocalDistortion",
            "fit_polynomial", "fit_local", "fit_distortion", "distortion_from_dict", "remap_to_ideal"]
@@ -89,7 +86,7 @@ class _Poly2D:
         A = _design(src, centre, scale, order)
         if len(src) < A.shape[1] + 2:
             raise DistortionError(f"order-{order} polynomial needs more than {A.shape[1] + 1} plate balls")
-        coef = scipy.linalg.lstsq(A, dst - src, lapack_driver="gelsy", check_finite=False)[0]
+        coef = np.linalg.lstsq(A, dst - src, rcond=None)[0]
         return cls(order, np.asarray(centre, float), float(scale), coef)
 
     def __call__(self, q):
@@ -183,6 +180,7 @@ class _Cells:
     """Per-cell interpolation of the displacement ``dst - src`` over Delaunay cells."""
 
     def __init__(self, src, dst, method, fallback):
+        from scipy.interpolate import CloughTocher2DInterpolator, LinearNDInterpolator  # 0.3 s: only when used
         cls = LinearNDInterpolator if method == "linear" else CloughTocher2DInterpolator
         self.f = cls(src, dst - src)
         self.fallback = fallback
@@ -273,6 +271,7 @@ def distortion_from_dict(d):
 def remap_to_ideal(image, distortion, step: int = 8) -> np.ndarray:
     """The image resampled on the ideal pixel grid (for display only): the map is
     evaluated every ``step`` px and interpolated bilinearly, then ``cv2.remap``."""
+    from scipy.ndimage import map_coordinates  # display only: not at start-up
     img = np.asarray(image)
     rows, cols = img.shape[:2]
     gv, gu = np.arange(0, rows + step, step, dtype=float), np.arange(0, cols + step, step, dtype=float)

@@ -4,13 +4,12 @@
   a pixel becomes the line through its plane points.
 - 3D-2D: a projective (pinhole) camera, normalised DLT (Hartley & Zisserman,
   alg. 7.1) over all balls of the view's planes, then nonlinear refinement of
-  the reprojection error (scipy least_squares).
+  the reprojection error (Levenberg-Marquardt, analytic Jacobian).
 All pixel coordinates here are ideal (distortion-corrected).
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from core.labelling import fit_homography
 
@@ -58,14 +57,45 @@ def project_p(P, X) -> np.ndarray:
     return h[:, :2] / h[:, 2:3]
 
 
-def refine_projection(P0, X, uv) -> np.ndarray:
-    """Minimise the reprojection error (px) over P's 12 entries, scale gauge fixed."""
+def refine_projection(P0, X, uv, max_iter: int = 50) -> np.ndarray:
+    """Minimise the reprojection error (px) over P's 12 entries, scale gauge ``p . p0 = 1``
+    (Levenberg-Marquardt with Marquardt's diagonal scaling, H&Z A6.2; analytic Jacobian)."""
+    X, uv = np.asarray(X, float), np.asarray(uv, float)
     p0 = P0.ravel() / np.linalg.norm(P0)
+    Xh = np.column_stack([X, np.ones(len(X))])
 
-    def res(p):
-        return np.concatenate([(project_p(p.reshape(3, 4), X) - uv).ravel(), [p @ p0 - 1.0]])
-    r = least_squares(res, p0, method="lm", x_scale="jac")
-    P = r.x.reshape(3, 4)
+    def res_jac(p):
+        h = Xh @ p.reshape(3, 4).T
+        u, v = h[:, 0] / h[:, 2], h[:, 1] / h[:, 2]
+        r = np.concatenate([np.column_stack([u, v]).ravel() - uv.ravel(), [p @ p0 - 1.0]])
+        J = np.zeros((2 * len(X) + 1, 12))
+        w = Xh / h[:, 2:3]
+        J[0:-1:2, 0:4], J[0:-1:2, 8:12] = w, -u[:, None] * w
+        J[1:-1:2, 4:8], J[1:-1:2, 8:12] = w, -v[:, None] * w
+        J[-1] = p0
+        return r, J
+
+    p, lam = p0.copy(), 1e-3
+    r, J = res_jac(p)
+    cost = r @ r
+    for _ in range(max_iter):
+        A, g = J.T @ J, J.T @ r
+        try:
+            step = np.linalg.solve(A + lam * np.diag(np.diag(A)), -g)
+        except np.linalg.LinAlgError:
+            break
+        r1, J1 = res_jac(p + step)
+        c1 = r1 @ r1
+        if np.isfinite(c1) and c1 < cost:
+            done = cost - c1 <= 1e-12 * cost + 1e-20
+            p, r, J, cost, lam = p + step, r1, J1, c1, max(lam / 10, 1e-12)
+            if done:
+                break
+        else:
+            lam *= 10
+            if lam > 1e8:
+                break
+    P = p.reshape(3, 4)
     return P / np.linalg.norm(P)
 
 
