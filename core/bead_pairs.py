@@ -11,9 +11,8 @@ is dropped, never guessed.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import least_squares
 
-__all__ = ["RadialTemplate", "build_template", "split_pair"]
+__all__ = ["RadialTemplate", "build_template", "split_pair", "fit_partial_ball"]
 
 
 class RadialTemplate:
@@ -90,6 +89,7 @@ def split_pair(d, mask, offset, template, amplitude, noise_sigma):
         t1 = template(np.hypot(xx - x[0], yy - x[1]))
         t2 = template(np.hypot(xx - x[2], yy - x[3]))
         return x[4] * t1 + x[5] * t2 + x[6] + x[7] * (xx - c[0]) + x[8] * (yy - c[1])
+    from scipy.optimize import least_squares   # rare (merged blobs): not at start-up
     fit = least_squares(lambda x: (model(x) - p).ravel(), x0, method="lm", max_nfev=400)
     x = fit.x
     res = fit.fun.reshape(p.shape)
@@ -101,3 +101,36 @@ def split_pair(d, mask, offset, template, amplitude, noise_sigma):
     if not (amp_ok and sep > 0.6 * r and rms < max(3 * noise_sigma, 0.08 * amplitude)):
         return None
     return np.array([[x[0], x[1]], [x[2], x[3]]])
+
+
+def fit_partial_ball(d, uv0, template, amplitude, noise_sigma, min_visible=0.5):
+    """Centre (2,) of a ball whose disc is partly cut (field border, NaN in ``d``) or
+    beside metal, or None: the template over a background plane fitted to the finite
+    pixels only, robustly (soft-L1: a metal edge in the window is down-weighted).
+    Kept when at least ``min_visible`` of the disc is in the field, the amplitude is
+    ball-like and the fit explains the window."""
+    r = template.radius_px
+    R = 1.25 * r + 4.0
+    rows, cols = d.shape
+    u0, v0 = max(int(uv0[0] - R), 0), max(int(uv0[1] - R), 0)
+    u1, v1 = min(int(uv0[0] + R) + 2, cols), min(int(uv0[1] + R) + 2, rows)
+    p = d[v0:v1, u0:u1].astype(float)
+    yy, xx = np.mgrid[v0:v1, u0:u1]
+    fin = np.isfinite(p)
+    disc = np.hypot(xx - uv0[0], yy - uv0[1]) <= r
+    if disc.sum() == 0 or (fin & disc).sum() < min_visible * disc.sum() or fin.sum() < 20:
+        return None
+    px, xf, yf = p[fin], xx[fin], yy[fin]
+    x0 = np.array([uv0[0], uv0[1], amplitude, np.median(px), 0.0, 0.0])
+
+    def res(x):
+        return x[2] * template(np.hypot(xf - x[0], yf - x[1])) + x[3] + x[4] * (xf - uv0[0]) \
+            + x[5] * (yf - uv0[1]) - px
+    from scipy.optimize import least_squares   # only for the few balls left after labelling
+    fit = least_squares(res, x0, loss="soft_l1", f_scale=max(3 * noise_sigma, 0.02 * amplitude), max_nfev=200)
+    x = fit.x
+    rms = float(np.sqrt(np.median(fit.fun ** 2)))
+    if not (0.6 * amplitude < x[2] < 1.6 * amplitude and rms < max(3 * noise_sigma, 0.08 * amplitude)
+            and np.hypot(x[0] - uv0[0], x[1] - uv0[1]) < 0.5 * r):
+        return None
+    return x[:2]

@@ -9,16 +9,18 @@ two-view gate (angle between the views) and the figures.
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from core.beads import BeadDetectionError, detect_beads, field_mask
+from core.bead_pairs import build_template, fit_partial_ball
+from core.beads import BeadDetectionError, density_of, detect_beads, field_mask
 from core.calibration.calibration import CageCalibration, CalibrationError, PlaneFit, ViewCalibration
 from core.calibration.models import (ModelError, apply_h, fit_projection, loo_dlt_px, loo_homography_px,
                                      p_rays, project_p)
 from core.distortion import NoDistortion
-from core.labelling import LabellingError, ViewNotRecognised, fit_homography, label_view, plane_is_symmetric
+from core.labelling import LabellingError, PlaneMatch, ViewNotRecognised, fit_homography, label_view, plane_is_symmetric
 
 __all__ = ["calibrate_view", "calibrate", "DEFAULT_METHOD", "MAX_PLANE_RMS_PX", "MIN_VIEW_ANGLE_DEG"]
 
@@ -135,17 +137,22 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     planes, matches = _label(cage, view, ideal, pixels.shape, beads.radius_px)
     try:
         P, keep = _reject_outliers(planes, matches, ideal)
+        rejected = [int((~k).sum()) for k in keep]
+        beads, ideal, matches, n_recovered = _recover(planes, matches, keep, P, ideal, pixels, beads, distortion)
+        if n_recovered:
+            P, keep = _reject_outliers(planes, matches, ideal)
+            rejected = [r + int((~k).sum()) for r, k in zip(rejected, keep)]
     except ModelError as e:
         raise CalibrationError(f"{view.upper()} shot: {e}") from None
     centre = np.mean([p.origin_mm for p in planes], axis=0)
     field = _usable_field(pixels, beads)
     figs = {"balls_detected": int(len(beads)), "merged_blobs_dropped": int(beads.dropped_merged),
             "touching_pairs_split": int(beads.split_pairs), "ball_radius_px": float(np.median(beads.radius_px)),
-            "polarity": int(beads.polarity), "planes": {}}
+            "polarity": int(beads.polarity), "recovered_at_prediction": int(n_recovered), "planes": {}}
     loo3 = loo_dlt_px(np.concatenate([p.balls_mm[m.ball_idx[k]] for p, m, k in zip(planes, matches, keep)]),
                       np.concatenate([ideal[m.point_idx[k]] for m, k in zip(matches, keep)]))
     fits, loo = [], {"2d2d": [], "3d2d": []}
-    for p, m, k in zip(planes, matches, keep):
+    for p, m, k, n_rej in zip(planes, matches, keep, rejected):
         bi, uv = m.ball_idx[k], ideal[m.point_idx[k]]
         if len(bi) < 6:
             raise CalibrationError(f"{view.upper()} shot: only {len(bi)} balls of plane {p.id} fit: "
@@ -159,7 +166,7 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
         fits.append((PlaneFit(p.id, p.origin_mm, p.axes, H, bi, beads.centres_px[m.point_idx[k]],
                               r3, r3_mm, expected), r2, r2_mm))
         figs["planes"][p.id] = {"expected_in_view": expected, "matched": int(len(bi)),
-                                "rejected_outliers": int((~k).sum()),
+                                "rejected_outliers": n_rej,
                                 "rms_px_2d2d": _rms(r2), "rms_mm_2d2d": _rms(r2_mm),
                                 "rms_px_3d2d": _rms(r3), "rms_mm_3d2d": _rms(r3_mm),
                                 "loo_rms_px_2d2d": _rms(l2), "loo_rms_px_3d2d": _rms(l3)}
@@ -168,6 +175,86 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     vc = ViewCalibration(view, tuple(pixels.shape), distortion, P, [f[0] for f in fits], figs)
     vc._resid = {pf.plane_id: (r2, r2_mm) for pf, r2, r2_mm in fits}   # per-method, for _select_residuals
     return vc
+
+
+RECOVER_MIN_TOL_PX = 0.25
+
+
+def _recover(planes, matches, keep, P, ideal, pixels, beads, distortion):
+    """Balls the labelling left out (beside metal, beside another ball, missed by the detector):
+    each unmatched ball's position predicted by the 3D-2D model is looked up among the free
+    detections, else the shot's ball template is fitted there to the in-field pixels only
+    (``fit_partial_ball``: a disc cut by the field border, robust beside metal); it joins its plane when it lands within a tight tolerance
+    (3 sigma of the view's residuals, >= 0.25 px) of the prediction. The caller refits.
+    Returns (beads, ideal, matches, number recovered)."""
+    X = np.concatenate([p.balls_mm[m.ball_idx[k]] for p, m, k in zip(planes, matches, keep)])
+    uv = np.concatenate([ideal[m.point_idx[k]] for m, k in zip(matches, keep)])
+    r = np.linalg.norm(project_p(P, X) - uv, axis=1)
+    tol = max(RECOVER_MIN_TOL_PX, 3 * 1.4826 * float(np.median(r)))
+    used = set(np.concatenate([m.point_idx[k] for m, k in zip(matches, keep)]).tolist())
+    radius = float(np.median(beads.radius_px))
+    d = tmpl = None
+    pred_all = np.concatenate([distortion.ideal_to_raw(project_p(P, p.balls_mm)) for p in planes])
+    new_raw, out = [], []
+    n0 = len(beads)
+    for p, m, k in zip(planes, matches, keep):
+        miss = np.setdiff1d(np.arange(len(p.balls_mm)), m.ball_idx[k])
+        pred_i = project_p(P, p.balls_mm[miss]) if len(miss) else np.zeros((0, 2))
+        ok_pred = _inside_image(pred_i, pixels.shape, 0.0)
+        add_b, add_p = [], []
+        for b, q in zip(miss[ok_pred], pred_i[ok_pred]):
+            j = int(np.argmin(np.linalg.norm(ideal - q, axis=1)))
+            if j not in used and np.linalg.norm(ideal[j] - q) <= tol:
+                used.add(j)
+                add_b.append(b), add_p.append(j)
+                continue
+            if d is None:
+                d, tmpl, sigma = _template(pixels, beads)
+            if tmpl is None:
+                break
+            q_raw = distortion.ideal_to_raw(q[None])[0]
+            near = np.linalg.norm(pred_all - q_raw, axis=1)
+            if np.any((near > 0.5 * radius) & (near < 2 * radius + 2)):
+                continue                    # overlapping another ball's shadow: not a single-ball fit
+            c = fit_partial_ball(d, q_raw, tmpl, float(np.nanmedian(beads.contrast)), sigma)
+            if c is None or np.linalg.norm(distortion.raw_to_ideal(np.asarray(c)[None])[0] - q) > tol:
+                continue
+            add_b.append(b), add_p.append(n0 + len(new_raw))
+            new_raw.append(c)
+        if add_b:
+            bi, pi = np.concatenate([m.ball_idx[k], add_b]), np.concatenate([m.point_idx[k], add_p]).astype(int)
+            m = PlaneMatch(bi, pi, m.H_img_plane, np.zeros(len(bi)), m.expected, m.score_margin)
+        else:
+            m = PlaneMatch(m.ball_idx[k], m.point_idx[k], m.H_img_plane, m.residual_px[k], m.expected,
+                           m.score_margin)
+        out.append(m)
+    n_added = sum(len(m.ball_idx) for m in out) - sum(int(k.sum()) for k in keep)
+    if n_added == 0:
+        return beads, ideal, matches, 0
+    if new_raw:
+        nr = np.asarray(new_raw, float)
+        beads = replace(beads, centres_px=np.vstack([beads.centres_px, nr]),
+                        radius_px=np.append(beads.radius_px, np.full(len(nr), radius)),
+                        contrast=np.append(beads.contrast, np.full(len(nr), np.nan)),
+                        roundness=np.append(beads.roundness, np.full(len(nr), np.nan)))
+        ideal = np.vstack([ideal, distortion.raw_to_ideal(nr)])
+    return beads, ideal, out, int(n_added)
+
+
+def _inside_image(uv, shape, margin):
+    rows, cols = shape
+    return ((uv[:, 0] >= margin) & (uv[:, 0] <= cols - 1 - margin)
+            & (uv[:, 1] >= margin) & (uv[:, 1] <= rows - 1 - margin))
+
+
+def _template(pixels, beads):
+    """Log density (NaN off the field), the shot's ball template, the pixel noise sigma."""
+    d = density_of(pixels, beads.polarity).copy()
+    d[~field_mask(pixels, beads.polarity)] = np.nan
+    tmpl = build_template(d, beads.centres_px, float(np.median(beads.radius_px)))
+    dd = np.diff(d, axis=1)
+    sigma = 1.4826 * float(np.nanmedian(np.abs(dd - np.nanmedian(dd)))) / np.sqrt(2)
+    return d, tmpl, sigma
 
 
 def _usable_field(pixels, beads):
