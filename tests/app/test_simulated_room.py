@@ -7,7 +7,6 @@ import threading
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QThread
 
 from app.config import load_defaults
 from app.devices_controller import DevicesController
