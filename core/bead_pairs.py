@@ -103,13 +103,15 @@ def split_pair(d, mask, offset, template, amplitude, noise_sigma):
     return np.array([[x[0], x[1]], [x[2], x[3]]])
 
 
-def fit_partial_ball(d, uv0, template, amplitude, noise_sigma, min_visible=0.5):
+def fit_partial_ball(d, uv0, template, amplitude, noise_sigma, scale=1.0, min_visible=0.4):
     """Centre (2,) of a ball whose disc is partly cut (field border, NaN in ``d``) or
     beside metal, or None: the template over a background plane fitted to the finite
     pixels only, robustly (soft-L1: a metal edge in the window is down-weighted).
-    Kept when at least ``min_visible`` of the disc is in the field, the amplitude is
-    ball-like and the fit explains the window."""
-    r = template.radius_px
+    ``scale``: this ball's shadow size relative to the template's (its magnification over the
+    typical one; with half a disc the size cannot be told from the centre). Kept when at
+    least ``min_visible`` of the disc is in the field, the amplitude is ball-like and the
+    fit explains the window."""
+    r = template.radius_px * scale
     R = 1.25 * r + 4.0
     rows, cols = d.shape
     u0, v0 = max(int(uv0[0] - R), 0), max(int(uv0[1] - R), 0)
@@ -121,11 +123,10 @@ def fit_partial_ball(d, uv0, template, amplitude, noise_sigma, min_visible=0.5):
     if disc.sum() == 0 or (fin & disc).sum() < min_visible * disc.sum() or fin.sum() < 20:
         return None
     px, xf, yf = p[fin], xx[fin], yy[fin]
-    x0 = np.array([uv0[0], uv0[1], amplitude, np.median(px), 0.0, 0.0])
+    x0 = np.array([uv0[0], uv0[1], amplitude, np.median(px)])
 
-    def res(x):
-        return x[2] * template(np.hypot(xf - x[0], yf - x[1])) + x[3] + x[4] * (xf - uv0[0]) \
-            + x[5] * (yf - uv0[1]) - px
+    def res(x):     # a constant background: a plane's slope trades off with the centre of a cut disc
+        return x[2] * template(np.hypot(xf - x[0], yf - x[1]) / scale) + x[3] - px
     from scipy.optimize import least_squares   # only for the few balls left after labelling
     fit = least_squares(res, x0, loss="soft_l1", f_scale=max(3 * noise_sigma, 0.02 * amplitude), max_nfev=200)
     x = fit.x

@@ -190,6 +190,7 @@ def _recover(planes, matches, keep, P, ideal, pixels, beads, distortion):
     X = np.concatenate([p.balls_mm[m.ball_idx[k]] for p, m, k in zip(planes, matches, keep)])
     uv = np.concatenate([ideal[m.point_idx[k]] for m, k in zip(matches, keep)])
     r = np.linalg.norm(project_p(P, X) - uv, axis=1)
+    depth_typ = float(np.median(np.column_stack([X, np.ones(len(X))]) @ P[2]))
     tol = max(RECOVER_MIN_TOL_PX, 3 * 1.4826 * float(np.median(r)))
     used = set(np.concatenate([m.point_idx[k] for m, k in zip(matches, keep)]).tolist())
     radius = float(np.median(beads.radius_px))
@@ -216,7 +217,8 @@ def _recover(planes, matches, keep, P, ideal, pixels, beads, distortion):
             near = np.linalg.norm(pred_all - q_raw, axis=1)
             if np.any((near > 0.5 * radius) & (near < 2 * radius + 2)):
                 continue                    # overlapping another ball's shadow: not a single-ball fit
-            c = fit_partial_ball(d, q_raw, tmpl, float(np.nanmedian(beads.contrast)), sigma)
+            scale = depth_typ / float(np.append(p.balls_mm[b], 1.0) @ P[2])   # magnification ratio
+            c = fit_partial_ball(d, q_raw, tmpl, float(np.nanmedian(beads.contrast)), sigma, scale)
             if c is None or np.linalg.norm(distortion.raw_to_ideal(np.asarray(c)[None])[0] - q) > tol:
                 continue
             add_b.append(b), add_p.append(n0 + len(new_raw))
