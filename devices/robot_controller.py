@@ -131,12 +131,16 @@ def _publish(shm, loop, cycles, now):
     shm[SHM.HAND:SHM.HAND + 6] = loop.hand
 
 
-def control_main(config: ControllerConfig, shm, cmd_q, state_q) -> None:
-    """The control process: build the simulated devices, then loop until told to quit."""
+def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int | None = None) -> None:
+    """The control process: build the simulated devices, then loop until told to quit.
+
+    ``parent_pid`` is the GUI process, given by the parent itself: reading it here with
+    ``os.getppid()`` after the (slow) build would remember init's pid when the GUI died
+    during the build, and the loop would then never notice that it is orphaned."""
     from core.weight_compensation import ToolLoad  # noqa: F401 (unpickling tool loads)
+    parent = os.getppid() if parent_pid is None else parent_pid
     loop = _build(config)
     realtime = _ask_realtime(config.realtime_priority)
-    parent = os.getppid()
     periods = np.zeros(config.record_periods) if config.record_periods else None
     works = np.zeros(config.record_periods) if config.record_periods else None
     stop_seen = shm[SHM.STOP_SEQ]
@@ -261,7 +265,7 @@ class RobotController:
     def start(self, timeout_s: float = 30.0, wait: bool = True) -> None:
         """Start the control process; with ``wait``, return once it runs (``ready()``)."""
         self.process = self._ctx.Process(target=control_main, name="fluoronav-robot-control",
-                                         args=(self.config, self.shm, self.cmd_q, self.state_q),
+                                         args=(self.config, self.shm, self.cmd_q, self.state_q, os.getpid()),
                                          daemon=True)
         self.process.start()
         if not wait:

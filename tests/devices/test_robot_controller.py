@@ -328,25 +328,29 @@ ORPHAN_SCRIPT = """
 import os, sys, time
 from devices.robot_controller import ControllerConfig, RobotController
 if __name__ == "__main__":
+    early = sys.argv[1] == "early"
     c = RobotController(ControllerConfig(jog_hold_s=5.0))
-    c.start()
-    c.jog_task([0, 0.2, 0, 0, 0])
+    c.start(wait=not early)
+    if not early:
+        c.jog_task([0, 0.2, 0, 0, 0])
     print(c.process.pid, flush=True)
     time.sleep(0.2)
     os._exit(1)          # the GUI dies without closing anything
 """
 
 
-def test_control_process_stops_and_exits_when_the_gui_dies(tmp_path):
+@pytest.mark.parametrize("when", ["running", "early"])
+def test_control_process_stops_and_exits_when_the_gui_dies(tmp_path, when):
+    """Also when the GUI dies while the control process is still building its devices."""
     import os
     import subprocess
     import sys
     script = tmp_path / "orphan.py"
     script.write_text(ORPHAN_SCRIPT)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, str(script), when], capture_output=True, text=True,
                          timeout=60, cwd=os.getcwd())
     pid = int(out.stdout.split()[0])
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + (3.0 if when == "running" else 20.0)
     alive = True
     while alive and time.monotonic() < deadline:
         try:
