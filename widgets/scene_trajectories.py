@@ -95,9 +95,9 @@ class SceneTrajectories:
             actor = self._actors[tid] = _TrajectoryActor()
             actor.assembly.SetUserMatrix(self._matrix)
             actor.update(entry_mm, target_mm, colour, diameter_mm, selected)
-            self.scene_view.set_actor(actor_name(tid), actor.assembly)  # renders
-            return
-        actor.update(entry_mm, target_mm, colour, diameter_mm, selected)
+            self.scene_view.set_actor(actor_name(tid), actor.assembly, render=False)
+        else:
+            actor.update(entry_mm, target_mm, colour, diameter_mm, selected)
         if render:
             self.render_soon()
 
@@ -126,7 +126,7 @@ class SceneTrajectories:
         centre, size = (lo + hi) / 2, max(float(np.max(hi - lo)), 20.0)
         margin = 0.25 * size + 5.0
         self.scene_view.renderer.ResetCamera(*np.ravel(np.column_stack([centre - margin, centre + margin])))
-        self.scene_view.render()
+        self.render_soon()
 
     def view_along(self, tid: str, back_mm: float = 150.0) -> None:
         """Camera on the trajectory's axis behind the entry, looking at the target (the

@@ -183,14 +183,18 @@ class SceneView(QWidget):
             self._initialized = False
 
     # -- props ------------------------------------------------------------------------
-    def set_actor(self, name: str, prop: vtkProp) -> None:
-        """Add ``prop`` under ``name``, replacing the prop that had that name."""
+    def set_actor(self, name: str, prop: vtkProp, render: bool = True) -> None:
+        """Add ``prop`` under ``name``, replacing the prop that had that name; with
+        ``render=False`` the caller renders later (one frame for several changes)."""
         if not isinstance(prop, vtkProp):
             raise TypeError(f"set_actor({name!r}) needs a vtkProp, got {type(prop).__name__}")
-        self.remove_actor(name)
+        old = self._actors.pop(name, None)
+        if old is not None:
+            self.renderer.RemoveViewProp(old)
         self._actors[name] = prop
         self.renderer.AddViewProp(prop)
-        self.render()
+        if render:
+            self.render()
 
     def remove_actor(self, name: str) -> None:
         prop = self._actors.pop(name, None)
