@@ -43,7 +43,7 @@ def _axes(length_mm: float) -> vtkAxesActor:
     axes = vtkAxesActor()
     axes.SetTotalLength(length_mm, length_mm, length_mm)
     axes.SetShaftTypeToCylinder()
-    axes.SetCylinderRadius(0.015)
+    axes.SetCylinderRadius(0.004)  # thin: the axes run through the anatomy at the isocentre
     axes.SetConeRadius(0.06)
     for label, caption in zip("XYZ", (axes.GetXAxisCaptionActor2D(), axes.GetYAxisCaptionActor2D(),
                                       axes.GetZAxisCaptionActor2D())):
