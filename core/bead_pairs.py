@@ -114,6 +114,9 @@ def fit_partial_ball(d, uv0, template, amplitude, noise_sigma, scale=1.0, min_vi
     r = template.radius_px * scale
     R = 1.25 * r + 4.0
     rows, cols = d.shape
+    if not (np.all(np.isfinite(uv0)) and 0 <= uv0[0] <= cols - 1 and 0 <= uv0[1] <= rows - 1
+            and np.isfinite(r) and r > 0):
+        return None
     u0, v0 = max(int(uv0[0] - R), 0), max(int(uv0[1] - R), 0)
     u1, v1 = min(int(uv0[0] + R) + 2, cols), min(int(uv0[1] + R) + 2, rows)
     p = d[v0:v1, u0:u1].astype(float)

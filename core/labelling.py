@@ -343,6 +343,12 @@ def _label_planes(planes_xy, pts, image_shape, planes_mm, names, kw):
         raise ViewNotRecognised(str(first))
     k = next(k for k, m in enumerate(matches) if m is None)
     n = max((r[1] for r in cands[k] if r[2] <= kw["max_rms_px"]), default=0)
+    if isinstance(errors[k], AmbiguousLayout) and planes_mm is not None:
+        # another layer is identified, yet no labelling of this one fits the 3D-2D model with it
+        ok = next(names[j] for j, m in enumerate(matches) if m is not None)
+        raise LabellingError(f"fewer than {kw['min_balls']} balls of plane {names[k]} identified in view "
+                             f"(none consistent with plane {ok}): reposition the cage so more of its balls "
+                             "are in the beam")
     if n >= kw["min_balls"] or "residual" in str(errors[k]):
         raise type(errors[k])(f"plane {names[k]}: {errors[k]}")
     raise LabellingError(f"only {n} balls of plane {names[k]} identified in view (need {kw['min_balls']}): "

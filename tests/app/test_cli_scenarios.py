@@ -390,3 +390,14 @@ def test_ii_cage_partly_out_of_the_field_few_balls_of_a_layer(tmp_path):
     spec = S(seed=44, detector="image_intensifier", cage_shift_mm=(35.0, 0.0, 30.0), pixel_mm=0.45)
     sc, code, err, out, _ = _calibrate_spec(spec, tmp_path)
     _assert_goals(sc, code, err, out, tmp_path)
+
+
+def test_steep_views_with_five_balls_of_a_layer_in_view_say_so(tmp_path):
+    """Flat panel +-20/+-20 deg not re-centred: only 5 balls of lat_1 in the field (the gate needs 6 per plane).
+    Refused naming the plane and what to do (was 'ambiguous ball layout ... may be symmetric')."""
+    spec = S(seed=38, ap_pose=(20.0, 20.0), lat_pose=(-20.0, -20.0), fmt="png16")
+    sc, code, err, out, _ = _calibrate_spec(spec, tmp_path)
+    assert code == 2 and not out.exists()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "LAT shot" in lines[0] and "qa_lat_1" in lines[0], err
+    assert "reposition the cage" in lines[0] and "symmetric" not in lines[0], err

@@ -129,3 +129,11 @@ def test_partial_ball_at_the_field_border(cage, geom):
     empty = truth[iso & inner][0] + [0.0, 3.5 * r]      # background only
     assert cKDTree(truth).query(empty)[0] > 2.5 * r
     assert fit_partial_ball(d, empty, tmpl, amp, sigma) is None
+
+
+def test_partial_ball_outside_the_image_is_none():
+    from core.bead_pairs import RadialTemplate, fit_partial_ball
+    t = RadialTemplate(np.array([0.0, 3.0, 6.0]), np.array([1.0, 0.8, 0.0]), 5.0)
+    d = np.zeros((64, 64))
+    for uv in ([-3.0, 10.0], [10.0, 70.0], [np.nan, 5.0]):
+        assert fit_partial_ball(d, np.array(uv), t, 1.0, 0.01) is None
