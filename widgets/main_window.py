@@ -24,7 +24,7 @@ __all__ = ["MainWindow", "BUSY_DELAY_MS"]
 BUSY_DELAY_MS = 150  # show the busy indication only for requests longer than this
 _AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetArea.RightDockWidgetArea,
           "top": Qt.DockWidgetArea.TopDockWidgetArea, "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}
-_STATE_VERSION = 1
+_STATE_VERSION = 3  # bump when docks are added or rearranged: an older saved layout is then ignored
 
 
 def _scrollable(dock: QDockWidget) -> None:
