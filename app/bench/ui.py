@@ -48,34 +48,6 @@ def _percentiles(ms) -> dict:
 
 
 # --- click to overlay ----------------------------------------------------------------
-class _TruthCalibration:
-    """The simulator's true two-view geometry in the cage frame (rays through the distortion)."""
-
-    def __init__(self, shots: dict):
-        from core.geometry import triangulate_rays
-        self._tri = triangulate_rays
-        self.shots = shots
-        self.geometry = {v: s.geometry_cage() for v, s in shots.items()}
-
-    def ray(self, view, uv_raw):
-        s = self.shots[view]
-        ideal = np.asarray(uv_raw, float)[None]
-        if s.distortion is not None:
-            ideal = s.distortion.raw_to_ideal(ideal)
-        return self.geometry[view].ray(ideal[0])
-
-    def locate(self, uv_ap, uv_lat):
-        return self._tri(self.ray("ap", uv_ap), self.ray("lat", uv_lat))
-
-    def project(self, points_mm):
-        p = np.atleast_2d(np.asarray(points_mm, float))
-        out = {}
-        for v, s in self.shots.items():
-            uv = self.geometry[v].project(p)
-            out[v] = uv if s.distortion is None else s.distortion.ideal_to_raw(uv)
-        return out
-
-
 def _scene(size: int):
     from core.geometry import apply, invert
     from core.simulation.block_phantom import block_phantom
@@ -87,22 +59,6 @@ def _scene(size: int):
     pairs = [(apply(T_cage_world, rng.uniform(-25, 25, 3) + [s * 20, 0, 0]),
               apply(T_cage_world, rng.uniform(-25, 25, 3) + [0, -45, 0])) for s in (-1, 1) * 50]
     return sim, shots, pairs
-
-
-def click_pixel(viewer, u, v) -> None:
-    """A left press + release delivered to the viewer's scene at raw pixel (u, v)."""
-    from PySide6.QtCore import QEvent, Qt
-    from PySide6.QtWidgets import QApplication, QGraphicsSceneMouseEvent
-    scene_pos = viewer.pixel_to_scene(u, v)
-    screen = viewer.graphics.viewport().mapToGlobal(viewer.graphics.mapFromScene(scene_pos))
-    for kind in (QEvent.Type.GraphicsSceneMousePress, QEvent.Type.GraphicsSceneMouseRelease):
-        ev = QGraphicsSceneMouseEvent(kind)
-        ev.setScenePos(scene_pos)
-        ev.setScreenPos(screen)
-        ev.setButton(Qt.MouseButton.LeftButton)
-        ev.setButtons(Qt.MouseButton.LeftButton if kind == QEvent.Type.GraphicsSceneMousePress
-                      else Qt.MouseButton.NoButton)
-        QApplication.sendEvent(viewer.graphics.scene(), ev)
 
 
 def _settled(app, window, ctrl) -> None:
@@ -117,6 +73,8 @@ def _settled(app, window, ctrl) -> None:
 
 def _click_bench(n_traj: int, size: int) -> tuple[list, list]:
     from PySide6.QtCore import QSettings
+    from core.simulation.truth_calibration import TruthCalibration
+    from widgets.synthetic_input import click_pixel
     from app.main import create_application
     from app.planning import PALETTE, PlanModel, PlanningController
     from core.planning import epipolar_line, tool_band
@@ -125,7 +83,7 @@ def _click_bench(n_traj: int, size: int) -> tuple[list, list]:
 
     app = create_application()
     sim, shots, pairs = _scene(size)
-    calib = _TruthCalibration(shots)
+    calib = TruthCalibration(shots)
     settings = QSettings(os.path.join(tempfile.mkdtemp(prefix="fluoronav-bench-"), "ui.ini"),
                          QSettings.Format.IniFormat)
     window = MainWindow(settings)

@@ -7,12 +7,13 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QEvent, Qt, QTimer
-from PySide6.QtWidgets import QApplication, QGraphicsSceneMouseEvent, QWizard
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QApplication, QWizard
 
 from app.calibration_workflow import CalibrationWorkflow, install_calibration_wizard
 from app.session import Session
 from widgets.calibration_wizard import CalibrationWizard
+from widgets.synthetic_input import click_pixel
 
 pytestmark = pytest.mark.gui
 SHAPE = (384, 384)
@@ -42,20 +43,6 @@ def wizard(qtbot, tmp_path):
 
 def click(qtbot, widget):
     qtbot.mouseClick(widget, Qt.MouseButton.LeftButton)
-
-
-def click_pixel(viewer, u, v):
-    """A real left click delivered to the viewer's scene at raw pixel (u, v)."""
-    scene_pos = viewer.pixel_to_scene(u, v)
-    screen = viewer.graphics.viewport().mapToGlobal(viewer.graphics.mapFromScene(scene_pos))
-    for kind in (QEvent.Type.GraphicsSceneMousePress, QEvent.Type.GraphicsSceneMouseRelease):
-        ev = QGraphicsSceneMouseEvent(kind)
-        ev.setScenePos(scene_pos)
-        ev.setScreenPos(screen)
-        ev.setButton(Qt.MouseButton.LeftButton)
-        ev.setButtons(Qt.MouseButton.LeftButton if kind == QEvent.Type.GraphicsSceneMousePress
-                      else Qt.MouseButton.NoButton)
-        QApplication.sendEvent(viewer.graphics.scene(), ev)
 
 
 def to_shots_page(qtbot, wiz, images, monkeypatch, tmp_path):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QApplication, QGraphicsSceneMouseEvent
+from PySide6.QtWidgets import QApplication
 
 from core.image_io import FluoroImage, write_png16
 from widgets.fluoro_viewer import PRESETS, FluoroViewer
+from widgets.synthetic_input import click_scene
 
 pytestmark = pytest.mark.gui
 
@@ -36,21 +37,6 @@ def pixel_centre_in_scene(viewer, u, v) -> QPointF:
     """Where pyqtgraph draws the centre of stored pixel (u, v): the image item puts
     the corner of data[row, col] at item coordinates (col, row)."""
     return viewer.image_item.mapToScene(QPointF(u + 0.5, v + 0.5))
-
-
-def click_scene(viewer, scene_pos: QPointF, modifiers=Qt.KeyboardModifier.NoModifier):
-    """A real left click delivered to the graphics scene at an exact (sub-pixel) position."""
-    scene = viewer.graphics.scene()
-    screen = viewer.graphics.viewport().mapToGlobal(viewer.graphics.mapFromScene(scene_pos))
-    for kind in (QEvent.Type.GraphicsSceneMousePress, QEvent.Type.GraphicsSceneMouseRelease):
-        ev = QGraphicsSceneMouseEvent(kind)
-        ev.setScenePos(scene_pos)
-        ev.setScreenPos(screen)
-        ev.setButton(Qt.MouseButton.LeftButton)
-        ev.setButtons(Qt.MouseButton.LeftButton if kind == QEvent.Type.GraphicsSceneMousePress
-                      else Qt.MouseButton.NoButton)
-        ev.setModifiers(modifiers)
-        QApplication.sendEvent(scene, ev)
 
 
 def clicks(viewer):

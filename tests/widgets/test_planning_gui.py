@@ -15,40 +15,16 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QGraphicsSceneMouseEvent
 
 from app.planning import PALETTE, PlanModel, PlanningController
-from core.geometry import apply, invert, triangulate_rays
+from core.geometry import apply, invert
 from core.planning import PatientAxes
+from core.simulation.truth_calibration import TruthCalibration
 from widgets.main_window import MainWindow
 from widgets.planning_panel import PlanningPanel
+from widgets.synthetic_input import click_pixel
 
 pytestmark = pytest.mark.gui
 
 SHAPE = (512, 512)  # the simulator default: 0.45 mm pixels at the detector, 0.28 mm at the spine
-
-
-class TruthCalibration:
-    """The simulator's true two-view geometry in the cage frame (a TwoViewCalibration)."""
-
-    def __init__(self, shots: dict):
-        self.shots = shots
-        self.geometry = {v: s.geometry_cage() for v, s in shots.items()}
-
-    def ray(self, view, uv_raw):
-        s = self.shots[view]
-        ideal = np.asarray(uv_raw, float)[None]
-        if s.distortion is not None:
-            ideal = s.distortion.raw_to_ideal(ideal)
-        return self.geometry[view].ray(ideal[0])
-
-    def locate(self, uv_ap, uv_lat):
-        return triangulate_rays(self.ray("ap", uv_ap), self.ray("lat", uv_lat))
-
-    def project(self, points_mm):
-        p = np.atleast_2d(np.asarray(points_mm, float))
-        out = {}
-        for v, s in self.shots.items():
-            uv = self.geometry[v].project(p)
-            out[v] = uv if s.distortion is None else s.distortion.ideal_to_raw(uv)
-        return out
 
 
 def _truth(sim):
@@ -93,22 +69,6 @@ def planning(qtbot, simulated):
         v.reset_view()
     QApplication.processEvents()
     return window, model, ctrl, calib, answers, sim
-
-
-def click_pixel(viewer, u, v, modifiers=Qt.KeyboardModifier.NoModifier):
-    """A real left click delivered to the viewer's scene at raw pixel (u, v)."""
-    scene_pos = viewer.pixel_to_scene(u, v)
-    scene = viewer.graphics.scene()
-    screen = viewer.graphics.viewport().mapToGlobal(viewer.graphics.mapFromScene(scene_pos))
-    for kind in (QEvent.Type.GraphicsSceneMousePress, QEvent.Type.GraphicsSceneMouseRelease):
-        ev = QGraphicsSceneMouseEvent(kind)
-        ev.setScenePos(scene_pos)
-        ev.setScreenPos(screen)
-        ev.setButton(Qt.MouseButton.LeftButton)
-        ev.setButtons(Qt.MouseButton.LeftButton if kind == QEvent.Type.GraphicsSceneMousePress
-                      else Qt.MouseButton.NoButton)
-        ev.setModifiers(modifiers)
-        QApplication.sendEvent(scene, ev)
 
 
 def plan_by_clicks(window, ctrl, calib, entry, target, rng, order=("ap", "lat")):
