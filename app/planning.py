@@ -23,8 +23,6 @@ import itertools
 import json
 import math
 import logging
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoStack
 
+from core.files import write_json_atomic
 from core.planning import (LEVELS, MAX_RAY_GAP_MM, POINTS, VIEWS, ClickOutsideImageError, PatientAxes,
                            PlanningError, Trajectory, TwoViewCalibration, check_click, epipolar_line,
                            image_angles, locate_trajectory, plan_warnings, snap_to_epipolar, tool_band,
@@ -316,18 +315,7 @@ def _parse_plan(d) -> tuple[dict, list, str, float]:
 
 def save_plan_file(d: dict, path) -> Path:
     """Write a plan dict as JSON atomically (temporary file + rename in the same folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".plan-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(d, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_json_atomic(path, d)
 
 
 def load_plan_file(path) -> dict:

@@ -10,13 +10,12 @@ queued signals. Acquired images are written to the session folder
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from core.files import write_json_atomic
 from core.image_io import FluoroImage, write_dicom_xa
 from devices.base import DeviceStatus
 
@@ -207,17 +206,7 @@ class Session:
 
     def save(self) -> Path:
         """Write ``session.json`` into the session folder atomically."""
-        path = self.folder / "session.json"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".session-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return write_json_atomic(self.folder / "session.json", self.to_dict())
 
 
 def _check_view(view: str) -> str:

@@ -7,12 +7,12 @@ coordinates ``(u, v)`` = (column, row); the centre of the top-left pixel is (0, 
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from core.files import write_atomic
 
 __all__ = ["FluoroImage", "ImageReadError", "read_image", "write_png16", "write_dicom_xa"]
 
@@ -152,21 +152,6 @@ def _read_raster(p: Path) -> FluoroImage:
                        bits_stored=8 * a.dtype.itemsize)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_png16(img: FluoroImage, path) -> Path:
     """Write the pixels as a 16-bit grayscale PNG (MONOCHROME2: a PNG has no photometric tag).
 
@@ -182,7 +167,7 @@ def write_png16(img: FluoroImage, path) -> Path:
     if not ok:
         raise ImageReadError(f"could not encode {path} as PNG")
     p = Path(path)
-    _atomic_write_bytes(p, buf.tobytes())
+    write_atomic(p, buf.tobytes())
     return p
 
 
@@ -256,5 +241,5 @@ def write_dicom_xa(img: FluoroImage, path, *, patient_name: str = "PHANTOM^SPINE
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     p = Path(path)
-    _atomic_write_bytes(p, buf.getvalue())
+    write_atomic(p, buf.getvalue())
     return p

@@ -8,14 +8,13 @@ atomically, validated on load.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from core.calibration.models import apply_h, p_rays, project_p
+from core.files import write_json_atomic
 from core.distortion import distortion_from_dict, DistortionError
 from core.geometry import Ray
 
@@ -224,20 +223,7 @@ class CageCalibration:
 
     def save(self, path) -> Path:
         """Write atomically (temp file in the same folder, then os.replace)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, default=float)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return p
+        return write_json_atomic(path, self.to_dict(), indent=None)
 
     @classmethod
     def load(cls, path) -> "CageCalibration":

@@ -210,7 +210,8 @@ def test_save_is_atomic_on_failure(model, calib, tmp_path, monkeypatch):
     plan_one(model, calib)
     path = model.save(tmp_path / "plan.json")
     before = path.read_text()
-    monkeypatch.setattr(json, "dump", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    import core.files  # the disk fills up while the temporary file is being written
+    monkeypatch.setattr(core.files.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         model.save(path)
     assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["plan.json"]
