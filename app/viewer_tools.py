@@ -20,6 +20,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from core.image_io import ImageReadError, read_image
+from core.shot_store import ShotMissingError
 from widgets.thumbnail_strip import ThumbnailStrip
 
 __all__ = ["ViewerTools", "install_viewer_tools", "IMAGE_FILTER"]
@@ -56,6 +57,8 @@ class ViewerTools(QObject):
         self._own_load = False
         self.strip = ThumbnailStrip(tuple(window.viewers))
         self.strip.shot_activated.connect(self.bring_back)
+        self._on_screen: dict[str, int] = {v: -1 for v in window.viewers}   # strip entry shown, -1: none
+        window.destroyed.connect(self.strip.store.close)                     # its spill folder goes too
         self.dock = window.add_dock("Shots", self.strip, "bottom")
         session.image_changed.connect(self._image_changed)
         session.calibration_changed.connect(self.set_calibration)
@@ -113,7 +116,7 @@ class ViewerTools(QObject):
         if view is None:
             self.say(f"Open {os.path.basename(os.fspath(path))}: cancelled", error=False)
             return False
-        return self._show_new(view, shots, os.path.basename(os.fspath(path)))
+        return self._show_new(view, shots, os.path.basename(os.fspath(path)), path)
 
     def open_folder(self, folder, view: str | None = None) -> int:
         """Every X-ray image of a folder into the strips (DICOM by header, PNG/TIFF by name);
@@ -136,7 +139,7 @@ class ViewerTools(QObject):
             if v is None:
                 continue
             view = view or (v if shots[0].view is None else None)   # ask once per folder
-            opened += len(shots) if self._show_new(v, shots, os.path.basename(path)) else 0
+            opened += len(shots) if self._show_new(v, shots, os.path.basename(path), path) else 0
         if failed:
             self.say(f"{len(failed)} file(s) in {folder} could not be read; first: {failed[0]}", error=True)
         if not opened and not failed:
@@ -145,32 +148,44 @@ class ViewerTools(QObject):
             self.say(f"Opened {opened} image(s) from {folder}")
         return opened
 
-    def _show_new(self, view: str, shots: list, name: str) -> bool:
-        first = self.strip.count(view)
+    def _show_new(self, view: str, shots: list, name: str, path) -> bool:
+        """Each shot joins the strip, which keeps a thumbnail and where to read it again
+        (``path`` and, for a multi-frame file, the frame), then the first is shown."""
+        first, n, shown = self.strip.count(view), len(shots), shots[0]
         for i, shot in enumerate(shots):
             label = name if len(shots) == 1 else f"{name} [{i + 1}/{len(shots)}]"
-            self.strip.add(view, shot, _short(label), tooltip=label)
-        if not self._set_current(view, first):
+            frame = int(shot.extra.get("frame", i)) if len(shots) > 1 else None
+            self.strip.add(view, shot, _short(label), tooltip=label, path=os.path.abspath(path), frame=frame)
+        if not self._set_current(view, first, shown):
             return False
-        self.say(f"{view.upper()}: {name}" + (f" ({len(shots)} frames: pick one in Shots)" if len(shots) > 1 else ""))
+        self.say(f"{view.upper()}: {name}" + (f" ({n} frames: pick one in Shots)" if n > 1 else ""))
         return True
 
     def bring_back(self, view: str, index: int) -> bool:
-        """Make strip entry ``index`` the current ``view`` image again."""
+        """Make strip entry ``index`` the current ``view`` image again. When its file was
+        moved, deleted or damaged: one line, the entry marked, the current image stays."""
         ok = self._set_current(view, index)
         if ok:
             self.say(f"{view.upper()}: back to {self.strip.label(view, index)}")
         return ok
 
-    def _set_current(self, view: str, index: int) -> bool:
-        image = self.strip.image(view, index)
-        self._own_load = True
+    def _set_current(self, view: str, index: int, image=None) -> bool:
+        """Load strip entry ``index`` (``image``: its image when at hand, not read again)."""
         try:
-            ok = self._load(view, image.with_view(view))
-        finally:
-            self._own_load = False
+            image = image if image is not None else self.strip.image(view, index)
+        except ShotMissingError as e:
+            self.say(f"Cannot show {view.upper()} {self.strip.label(view, index)} again: {e}", error=True)
+            image = None
+        ok = False
+        if image is not None:
+            self._own_load = True
+            try:
+                ok = self._load(view, image.with_view(view))
+            finally:
+                self._own_load = False
         if ok:
-            self.strip.set_current(view, index)
+            self._on_screen[view] = index
+        self.strip.set_current(view, self._on_screen[view])   # a failed click leaves the mark where it was
         return bool(ok)
 
     def _image_changed(self, view: str, image) -> None:
@@ -182,7 +197,10 @@ class ViewerTools(QObject):
         label = saved[-1] if saved else (os.path.basename(image.source) if image.source
                                          else f"{view.upper()} shot {n}")
         when = image.acquired_at.strftime("%H:%M:%S") if image.acquired_at else ""
-        idx = self.strip.add(view, image, _short(f"{n}. {label}"), tooltip=f"{label} {when}".strip())
+        path = self.session.folder / saved[-1] if saved else None   # the session's DICOM copy, else spilled
+        idx = self.strip.add(view, image, _short(f"{n}. {label}"), tooltip=f"{label} {when}".strip(),
+                             path=path, saved=path is not None)
+        self._on_screen[view] = idx
         self.strip.set_current(view, idx)
 
     # -- calibration ------------------------------------------------------------------
