@@ -21,13 +21,10 @@ from app.session import DEVICES, Session, SessionError
 from devices.base import DeviceError
 from widgets.main_window import MainWindow
 from widgets.carm_panel import angle_text
-from widgets.scene_view import cone_beam_actor
 
 __all__ = ["Workstation", "create_application", "load_stylesheet", "run_gui"]
 
 log = logging.getLogger(__name__)
-
-BEAM_COLOURS = {"ap": (0.37, 0.69, 0.94), "lat": (0.95, 0.76, 0.3)}
 
 
 def load_stylesheet(font_pt: int = 14) -> str:
@@ -91,6 +88,8 @@ class Workstation:
         install_viewer_tools(self)
         if self.config.carm.kind == "simulated":
             self._install_simulated_room()
+        from app.scene_shots import install_shot_frustums  # each shot's source, beam and image in 3D
+        self.shots_3d = install_shot_frustums(self)
         w.arrange_default_layout()
 
     def _wire(self) -> None:
@@ -113,11 +112,11 @@ class Workstation:
         self._update_actions()
 
     def show_simulated_room(self, view: str, truth: dict) -> None:
-        """Draw the simulated C-arm beam of the last ``view`` shot and the true cage balls."""
+        """Draw the true cage balls of the last simulated shot (the shot's source, beam and image
+        are ``shot_<view>``, app.scene_shots, installed with the panels)."""
         shot, cage = truth["shot"], truth.get("cage")
         sv = self.window.scene_view
         first = not sv.actor_names()
-        sv.set_actor(f"carm_{view}", cone_beam_actor(shot.geometry_world, BEAM_COLOURS[view]))
         if cage is not None and self.room is None:  # with the room, the cage follows the robot live
             from widgets.scene_anatomy import CageActors
             actors = CageActors(cage)
@@ -128,7 +127,7 @@ class Workstation:
 
     def _install_simulated_room(self) -> None:
         from app.simulated_room import SimulatedRoom, robot_home_q
-        from widgets.scene_anatomy import CageActors, bone_actor, frame_patient
+        from widgets.scene_anatomy import CageActors, frame_patient, show_bone
         kin = self.robot.kinematics if self.robot is not None else None
         home = None if kin is None else robot_home_q(kin, self.robot.controller.config)
         room = SimulatedRoom(self.devices, self.session, kin, home, parent=self.window)
@@ -137,7 +136,7 @@ class Workstation:
 
         def scene_ready(scene):
             if scene.get("mesh") is not None:
-                sv.set_actor("bone", bone_actor(scene["mesh"]))
+                show_bone(sv, scene["mesh"])
             self.cage_actors = CageActors(scene["cage"])
             self.cage_actors.set_transform(scene["T_world_cage"])
             sv.set_actor("cage", self.cage_actors.assembly)

@@ -200,7 +200,7 @@ def install_robot_panel(window, config: ControllerConfig | None = None, area: st
             return
         last[0], last[1] = now, q
         actors.update(q)
-        window.scene_view.render()
+        window.scene_view.render(interactive=True)
 
     client.state_changed.connect(redraw)
     if session is not None:

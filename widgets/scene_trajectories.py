@@ -110,7 +110,7 @@ class SceneTrajectories:
 
     def _render_now(self) -> None:
         self._render_pending = False
-        self.scene_view.render()
+        self.scene_view.render(interactive=True)   # coarse bone now, full detail once still
 
     def remove(self, tid: str) -> None:
         if self._actors.pop(tid, None) is not None:

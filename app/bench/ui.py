@@ -4,9 +4,12 @@
   at the projection of a point, until the planning controller has handled it and both
   viewers and the 3D view have been repainted (2D viewports repainted synchronously,
   then the event loop run until the 3D view's coalesced VTK render is done). Planning
-  on two simulated shots (II distortion) with their true calibration, built like
-  ``tests/widgets/test_planning_gui.py``. Baseline: the planning math alone for the
-  same clicks (two rays, epipolar line, tool bands in both views).
+  on two simulated shots (II distortion) of the spine phantom with their true
+  calibration, built like ``tests/widgets/test_planning_gui.py``; the 3D view holds
+  what the running app shows (the bone surface, the cage's balls, the robot).
+  Baseline: the planning math alone for the same clicks (two rays, epipolar line,
+  tool bands in both views). Also ``render_3d_ms``: one full-detail frame of that
+  scene, and one interactive frame (the coarse bone that edits draw first).
 - ``image_fps``: a 1024² 16-bit image replaced in a ``FluoroViewer`` (preset levels,
   repaint) repeatedly. Baseline: a plain ``pyqtgraph.ImageItem`` with the same levels, fixed.
 - ``startup_s``: ``python -c`` running ``app.main.run_gui`` in a subprocess until the
@@ -39,6 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frames", type=int, default=120, help="images replaced for image_fps")
     parser.add_argument("--startup-runs", type=int, default=3, help="start-ups measured (median)")
     parser.add_argument("--size", type=int, default=512, help="simulated shot size for the clicks (px)")
+    parser.add_argument("--phantom", choices=("spine", "block"), default=None,
+                        help="anatomy of the click scene (default: spine; block with --short)")
 
 
 def _percentiles(ms) -> dict:
@@ -48,11 +53,12 @@ def _percentiles(ms) -> dict:
 
 
 # --- click to overlay ----------------------------------------------------------------
-def _scene(size: int):
+def _scene(size: int, phantom: str = "spine"):
     from core.geometry import apply, invert
     from core.simulation.block_phantom import block_phantom
     from core.simulation.scene import SimulatedOR
-    sim = SimulatedOR(seed=3, phantom=block_phantom(spacing_mm=4.0), shape=(size, size), field_diameter_mm=230.0)
+    sim = SimulatedOR(seed=3, phantom=block_phantom(spacing_mm=4.0) if phantom == "block" else None,
+                      shape=(size, size), field_diameter_mm=230.0)
     shots = {v: sim.acquire(v) for v in ("ap", "lat")}
     T_cage_world = invert(sim.T_world_cage)
     rng = np.random.default_rng(7)
@@ -71,7 +77,40 @@ def _settled(app, window, ctrl) -> None:
         app.processEvents()
 
 
-def _click_bench(n_traj: int, size: int) -> tuple[list, list]:
+def _room_in_3d(window, sim) -> None:
+    """The 3D view as the running app fills it: bone (with its interactive twin), cage, robot."""
+    from app.simulated_room import T_world_base_holding
+    from core.kinematics.hybrid5 import load_hybrid5
+    from widgets.scene_anatomy import CageActors, bone_surface, frame_patient, show_bone
+    from widgets.scene_robot import RobotSceneActors, load_cage_balls
+    sv = window.scene_view
+    mesh = bone_surface(sim.volume)
+    show_bone(sv, mesh)
+    cage = CageActors(sim.cage)
+    cage.set_transform(sim.T_world_cage)
+    sv.set_actor("cage", cage.assembly, render=False)
+    kin = load_hybrid5()
+    q = kin.joints_for_pose([625, 475, -135, 0, 0])
+    robot = RobotSceneActors(kin, load_cage_balls())
+    robot.update(q)
+    robot.set_transform(T_world_base_holding(kin, q, sim.T_world_cage))
+    robot.cage_actor.VisibilityOff()
+    sv.set_actor("robot", robot.assembly, render=False)
+    frame_patient(sv, mesh.vertices)
+    window._bench_keep = (cage, robot)
+
+
+def _render_ms(scene_view, interactive: bool, n: int = 10) -> float:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        scene_view.render(interactive=interactive)
+        ts.append(1e3 * (time.perf_counter() - t0))
+    scene_view.render()
+    return round(float(np.median(ts)), 2)
+
+
+def _click_bench(n_traj: int, size: int, phantom: str = "spine") -> tuple[list, list, dict]:
     from PySide6.QtCore import QSettings
     from core.simulation.truth_calibration import TruthCalibration
     from widgets.synthetic_input import click_pixel
@@ -82,7 +121,7 @@ def _click_bench(n_traj: int, size: int) -> tuple[list, list]:
     from widgets.planning_panel import PlanningPanel
 
     app = create_application()
-    sim, shots, pairs = _scene(size)
+    sim, shots, pairs = _scene(size, phantom)
     calib = TruthCalibration(shots)
     settings = QSettings(os.path.join(tempfile.mkdtemp(prefix="fluoronav-bench-"), "ui.ini"),
                          QSettings.Format.IniFormat)
@@ -100,6 +139,10 @@ def _click_bench(n_traj: int, size: int) -> tuple[list, list]:
     for _ in range(20):
         app.processEvents()
         time.sleep(0.01)
+    _room_in_3d(window, sim)
+    render = {"full_detail": _render_ms(window.scene_view, False),
+              "interactive": _render_ms(window.scene_view, True),
+              "software_opengl": bool(window.scene_view.software_gl)}
     gui_ms, math_ms = [], []
     for entry, target in pairs[:n_traj]:
         ctrl.new_trajectory()
@@ -123,7 +166,7 @@ def _click_bench(n_traj: int, size: int) -> tuple[list, list]:
     window.close()
     window.deleteLater()
     app.processEvents()
-    return gui_ms, math_ms
+    return gui_ms, math_ms, render
 
 
 # --- image fps -----------------------------------------------------------------------
@@ -265,7 +308,8 @@ def run(args) -> dict:
     n_traj = 1 if short else max(1, args.trajectories)
     frames = 10 if short else max(5, args.frames)
     runs = 1 if short else max(1, args.startup_runs)
-    gui_ms, math_ms = _click_bench(n_traj, min(args.size, 256) if short else args.size)
+    phantom = getattr(args, "phantom", None) or ("block" if short else "spine")
+    gui_ms, math_ms, render = _click_bench(n_traj, min(args.size, 256) if short else args.size, phantom)
     fps, fps_base = _fps_bench(frames)
     errors = []
     try:
@@ -278,6 +322,8 @@ def run(args) -> dict:
     out = {
         "click_to_overlay_ms": click,
         "click_baseline_math_ms": _percentiles(math_ms),
+        "render_3d_ms": render,
+        "click_phantom": phantom,
         "image_fps": round(fps, 1),
         "image_fps_baseline_plain_imageitem": round(fps_base, 1),
         "startup_s": round(statistics.median(startup), 2),
