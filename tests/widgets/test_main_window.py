@@ -262,22 +262,27 @@ class FakeSimCArm(FakeCArm):
                                     u, v, (sp, sp), (rows, cols))
         T = np.eye(4)
         T[:3, 3] = (5000.0, 0.0, 0.0)  # far away: the cage must be drawn where T puts it
-        self.last_shots[view] = type("Shot", (), {"geometry_world": geometry, "T_world_cage": T})()
+        self.last_shots[view] = type("Shot", (), {"geometry_world": geometry, "T_world_cage": T, "image": image,
+                                                  "distortion": None})()
         return image
 
 
 def test_simulated_shot_draws_beam_and_cage_where_the_truth_says(station, qtbot):
+    from app.scene_shots import install_shot_frustums
+    shots = install_shot_frustums(station)  # the full workstation installs it with the panels
     station.devices.add_device("carm", FakeSimCArm)
     qtbot.waitUntil(lambda: station.window.acquire_actions["ap"].isEnabled(), timeout=3000)
     station.acquire("ap")
-    qtbot.waitUntil(lambda: "cage" in station.window.scene_view.actor_names(), timeout=3000)
+    qtbot.waitUntil(lambda: "shot_ap" in station.window.scene_view.actor_names(), timeout=3000)
     sv = station.window.scene_view
-    assert sorted(sv.actor_names()) == ["cage", "carm_ap"]
+    assert sorted(sv.actor_names()) == ["cage", "shot_ap"]
     xmin, xmax = sv.actor("cage").GetBounds()[:2]
     assert xmin > 4500 and xmax < 5500  # balls at T_world_cage, within the cage's extent
-    bx = sv.actor("carm_ap").GetBounds()
-    assert (bx[2], bx[3]) == pytest.approx((-625.0, 375.0), abs=1e-3)  # source to detector along y
-    assert (bx[0], bx[1]) == pytest.approx((-12.5, 12.5), abs=1e-3)    # 50 columns of 0.5 mm
+    shot = shots.actors["ap"]
+    assert shot.sphere.GetCenter() == pytest.approx((0.0, -625.0, 0.0), abs=1e-6)  # the true source
+    bx = shot.image_actor.GetBounds()  # the image on the detector plane, 375 mm past the isocentre
+    assert bx == pytest.approx((-12.5, 12.5, 375.0, 375.0, -10.0, 10.0), abs=1e-3)  # 50 x 40 px of 0.5 mm
+    assert shots.status["ap"] == "the simulated C-arm" and shot.shows_image
 
 
 class BrokenCArm(FakeCArm):
