@@ -26,6 +26,8 @@ __all__ = ["Workstation", "create_application", "load_stylesheet", "run_gui"]
 
 log = logging.getLogger(__name__)
 
+START_DEVICES_BY_MS = 3000   # the devices start at the first paint, or by then at the latest
+
 
 def load_stylesheet(font_pt: int = 14) -> str:
     """The dark theme with its font sizes (body, large, title) filled in."""
@@ -68,6 +70,7 @@ class Workstation:
         self.devices = DevicesController(self.config, self.session, parent=self.window)
         self.config_error_box: QMessageBox | None = None
         self.planning = self.robot = self.carm_panel = self.room = None
+        self._started = False
         self._wire()
         from app.calibration_workflow import install_calibration_wizard  # the Calibrate step opens the wizard
         self.open_calibration = install_calibration_wizard(self.window, self.session, self.devices, self.acquire)
@@ -186,6 +189,10 @@ class Workstation:
 
     # -- actions (a script or a test calls these the same way) --------------------------
     def start(self) -> None:
+        """Start the devices (once; a second call does nothing)."""
+        if self._started:
+            return
+        self._started = True
         self.devices.start()
 
     def acquire(self, view: str) -> int | None:
@@ -299,10 +306,13 @@ def run_gui(config_path=None) -> int:
     if not station.window.restore_layout():  # first run: nearly the whole screen
         area = app.primaryScreen().availableGeometry()
         station.window.setGeometry(area.adjusted(0, 0, -area.width() // 20, -area.height() // 20))
+    # the devices start once the window is on screen: the simulated C-arm builds its
+    # phantom in a thread that would otherwise hold the GIL through the first paint
+    station.window.first_painted.connect(station.start)
+    QTimer.singleShot(START_DEVICES_BY_MS, station.start)   # a window that never paints (minimised)
     station.window.show()
     if error is not None:
         QTimer.singleShot(0, lambda: station.report_config_error(error))
-    station.start()
     _quit_on_signals(app)
     code = app.exec()
     station.shutdown()

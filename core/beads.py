@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from scipy.spatial import cKDTree
 
 from core.bead_pairs import build_template, split_pair
 
@@ -330,6 +329,7 @@ def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = No
 def _deconflict(d, cs, rs):
     """Re-centre balls with a neighbour near their window, leaving the neighbour's disc out
     (its shadow would tilt the background plane and pull the centroid)."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     cs = [np.asarray(c) for c in cs]
     if len(cs) < 2:
         return cs

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 __all__ = [
     "GeometryError", "make_transform", "invert", "compose", "apply",
@@ -56,7 +55,7 @@ def make_transform(R=None, t=None) -> np.ndarray:
     """4x4 rigid transform from a 3x3 rotation (or a ``Rotation``) and a translation in mm."""
     T = np.eye(4)
     if R is not None:
-        if isinstance(R, Rotation):
+        if hasattr(R, "as_matrix"):   # a scipy Rotation
             R = R.as_matrix()
         R = np.asarray(R, dtype=float)
         if R.shape != (3, 3):
@@ -69,11 +68,13 @@ def make_transform(R=None, t=None) -> np.ndarray:
 
 def from_rotvec(rotvec, t=None) -> np.ndarray:
     """Transform from an axis-angle vector (radians) and a translation (mm)."""
+    from scipy.spatial.transform import Rotation  # lazy: ~0.5 s of start-up
     return make_transform(Rotation.from_rotvec(_vec3(rotvec, "rotation vector")), t)
 
 
 def from_euler(seq: str, angles, t=None) -> np.ndarray:
     """Transform from Euler angles in radians (scipy sequence, e.g. ``"xyz"``)."""
+    from scipy.spatial.transform import Rotation  # lazy: ~0.5 s of start-up
     return make_transform(Rotation.from_euler(seq, angles), t)
 
 
@@ -87,6 +88,7 @@ def translation_part(T) -> np.ndarray:
 
 def to_rotvec(T) -> np.ndarray:
     """Axis-angle vector (radians) of the rotation of ``T``."""
+    from scipy.spatial.transform import Rotation  # lazy: ~0.5 s of start-up
     return Rotation.from_matrix(rotation_part(T)).as_rotvec()
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial import cKDTree
 
 __all__ = ["LabellingError", "AmbiguousLayout", "ViewNotRecognised", "plane_is_symmetric", "PlaneMatch", "label_plane", "label_view", "fit_homography"]
 
@@ -77,6 +76,7 @@ def _bases(pts, k, n_coords):
 
     Returns (basis (B, 3) point indices, coords (E, 2), owner (E,) basis index,
     member (E,) point index)."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     n = len(pts)
     kk, nc = min(k + 1, n), min(n_coords + 1, n)
     _, nn = cKDTree(pts).query(pts, max(kk, nc))
@@ -103,6 +103,7 @@ def _hypotheses(model, pts, n_best, wide=False):
 
     ``wide``: larger neighbourhoods and two votes suffice, for when few balls are in
     view (part of the cage off the field): fewer neighbours are shared there."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     km, cm_, ki, ci_, min_votes = ((K_MODEL + 2, N_MODEL_COORDS + 4, K_IMAGE + 3, N_IMAGE_COORDS + 6, 2) if wide
                                    else (K_MODEL, N_MODEL_COORDS, K_IMAGE, N_IMAGE_COORDS, 3))
     mb, mq, mo, mm = _bases(model, km, cm_)
@@ -196,6 +197,7 @@ def plane_is_symmetric(model_xy, min_balls: int = 6) -> bool:
 def _candidates(model, pts, max_rms_px, min_balls):
     """Distinct labellings of one plane, best (soft inlier score) first:
     tuples (score, n, rms, H, ball_idx, point_idx, residual_px)."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     tree = cKDTree(pts)
     nn = tree.query(pts, 2)[0][:, 1]
     tol = 0.3 * float(np.median(nn))

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from core.beads import BeadDetectionError, density_of, detect_beads, refine_centre
 from core.distortion import fit_distortion
@@ -45,6 +44,7 @@ class Plate:
 
 
 def plate_from_dict(d, where="plate") -> Plate:
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     if not isinstance(d, dict) or d.get("format") != "fluoronav.plate/1":
         raise PlateError(f"{where}: not a fluoronav.plate/1 file")
     diam = d.get("ball_diameter_mm")
@@ -77,6 +77,7 @@ def load_plate(path) -> Plate:
 
 def _walk_grid(pts):
     """Integer lattice coordinates of detections by breadth-first walk from the centre."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     tree = cKDTree(pts)
     d, nn = tree.query(pts, 5)
     spacing = float(np.median(d[:, 1]))
@@ -162,6 +163,7 @@ def _recover_missed(pixels, beads):
     """Detections plus balls found by a second look at lattice holes (a ball the detector
     missed next to the orientation mark would make the mark ambiguous); a hole keeps
     empty unless a ball-like peak is found right where the lattice predicts."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     pts = beads.centres_px
     try:
         idx, ij = _walk_grid(pts)

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["Volume", "VolumeError", "MU_WATER_PER_MM", "mu_water", "mu_bone", "HU_AIR", "HU_CORTICAL_70KEV"]
 
@@ -172,6 +171,7 @@ class Volume:
         ijk = self.world_to_index(points_world)
         flat = ijk.reshape(-1, 3)
         coords = flat[:, ::-1].T  # (k, j, i) rows for the (nz, ny, nx) array
+        from scipy import ndimage  # lazy: ~0.4 s of start-up
         vals = ndimage.map_coordinates(self.hu, coords, output=np.float32, order=order,   # no copy of hu
                                        mode="constant", cval=HU_AIR, prefilter=order > 1)
         return vals.reshape(ijk.shape[:-1])
@@ -203,6 +203,7 @@ class Volume:
         n_new = np.maximum(1, np.floor((n_old - 1) * old_sp / new_sp + 1e-9).astype(int) + 1)
         axes = [np.arange(n_new[a]) * new_sp[a] / old_sp[a] for a in range(3)]  # old index coords
         kk, jj, ii = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+        from scipy import ndimage  # lazy: ~0.4 s of start-up
         vals = ndimage.map_coordinates(self.hu, [kk, jj, ii], output=np.float32,
                                        order=order, mode="nearest", prefilter=order > 1)
         T = self.T_world_voxel.copy()

@@ -8,7 +8,7 @@ Docks and geometry persist through QSettings (organisation "fluoronav").
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMenu, QProgressBar, QScrollArea, QSizePolicy,
                                QSplitter, QToolBar, QToolButton, QWidget)
@@ -42,9 +42,12 @@ def _scrollable(dock: QDockWidget) -> None:
 
 
 class MainWindow(QMainWindow):
-    """The workstation window. ``acquire_requested(view)`` when F5/F6 or the buttons are used."""
+    """The workstation window. ``acquire_requested(view)`` when F5/F6 or the buttons are used;
+    ``first_painted`` once, after the window has first been painted (what waits for it —
+    starting the devices — then does not delay the surgeon's first look)."""
 
     acquire_requested = Signal(str)
+    first_painted = Signal()
 
     def __init__(self, settings: QSettings | None = None, parent=None):
         super().__init__(parent)
@@ -231,6 +234,12 @@ class MainWindow(QMainWindow):
         self.settings.setValue("main_window/geometry", self.saveGeometry())
         self.settings.setValue("main_window/state", self.saveState(_STATE_VERSION))
         self.settings.sync()
+
+    def event(self, ev) -> bool:
+        if ev.type() == QEvent.Type.Paint and not getattr(self, "_painted", False):
+            self._painted = True
+            QTimer.singleShot(0, self.first_painted.emit)   # after this paint is on screen
+        return super().event(ev)
 
     def closeEvent(self, ev) -> None:
         self.save_layout()

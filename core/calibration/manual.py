@@ -17,7 +17,6 @@ import datetime as _dt
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from core.beads import density_of, field_mask, refine_centre
 from core.calibration.calibration import CageCalibration, CalibrationError, PlaneFit, ViewCalibration
@@ -78,6 +77,7 @@ def labels_from_view(view, centres_px, vc: ViewCalibration | None = None, polari
                      tol_px: float = 0.5) -> ViewLabels:
     """Labels of detections ``centres_px`` from a fitted view (its planes' ``uv_raw``);
     a ball whose centre is not among the detections is added as one."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     c = np.asarray(centres_px, float).reshape(-1, 2)
     planes, balls = [""] * len(c), np.full(len(c), -1)
     for pf in (vc.planes if vc is not None else []):
@@ -160,6 +160,7 @@ def complete_labels(labels: ViewLabels, cage, distortion=None, tol_px: float | N
                     only=None) -> ViewLabels:
     """Label unlabelled detections (all, or the indices ``only``) that sit on a ball predicted by
     the homography of a plane's labelled balls (>= 4, ideal pixels); existing labels are kept."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     distortion = distortion or NoDistortion()
     tol = tol_px if tol_px is not None else 0.6 * labels.radius_px
     ideal = distortion.raw_to_ideal(labels.centres_px) if len(labels) else labels.centres_px

@@ -10,8 +10,6 @@ import json
 import math
 
 import numpy as np
-from scipy.optimize import least_squares
-from scipy.spatial.transform import Rotation
 
 from core.kinematics.base import (JointLimits, Kinematics, KinematicsError,
                                   ReachabilityError)
@@ -70,6 +68,7 @@ class SerialDH(Kinematics):
 
     def _residual(self, q, T_goal):
         T = self.forward(q)
+        from scipy.spatial.transform import Rotation  # lazy: ~0.5 s of start-up
         rot_err = Rotation.from_matrix(T_goal[:3, :3] @ T[:3, :3].T).as_rotvec()
         return np.concatenate([T[:3, 3] - T_goal[:3, 3], -_RAD_WEIGHT_MM * rot_err])
 
@@ -91,6 +90,7 @@ class SerialDH(Kinematics):
         starts = [np.clip(self._q(q_seed), lo, hi) if q_seed is not None else (lo + hi) / 2]
         starts += [rng.uniform(lo, hi) for _ in range(restarts)]
         best = None
+        from scipy.optimize import least_squares  # lazy: ~0.5 s of start-up
         for q0 in starts:
             r = least_squares(self._residual, q0, jac=self._residual_jac, bounds=(lo, hi),
                               args=(T_goal,), xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=200)
