@@ -109,6 +109,7 @@ class Workstation:
         s.image_changed.connect(lambda view, image: w.viewers[view].set_image(image))
         s.device_status_changed.connect(w.status_bar.set_status)
         s.step_changed.connect(w.workflow_bar.set_current)
+        s.step_changed.connect(w.show_step_panel)
         s.changed.connect(self._update_actions)
         for device in DEVICES:
             w.status_bar.set_status(device, *s.device_status(device))

@@ -24,6 +24,9 @@ __all__ = ["MainWindow", "BUSY_DELAY_MS"]
 BUSY_DELAY_MS = 150  # show the busy indication only for requests longer than this
 _AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetArea.RightDockWidgetArea,
           "top": Qt.DockWidgetArea.TopDockWidgetArea, "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}
+# the panel each workflow step needs in front (the right-hand docks are tabs)
+STEP_PANELS = {"calibrate": "C-arm", "plan": "Planning", "align": "Robot", "verify": "C-arm"}
+
 _STATE_VERSION = 3  # bump when docks are added or rearranged: an older saved layout is then ignored
 
 
@@ -175,6 +178,14 @@ class MainWindow(QMainWindow):
                 self.docks[raise_title].raise_()
         QTimer.singleShot(0, self, self._size_default_layout)
         self._size_default_layout()
+
+    def show_step_panel(self, step: str) -> None:
+        """Bring the panel of workflow ``step`` to the front of its tabs (the Planning table
+        when planning, the Robot panel when aligning, the C-arm otherwise)."""
+        title = STEP_PANELS.get(step)
+        if title in self.docks and not self.docks[title].isFloating():
+            self.docks[title].show()
+            self.docks[title].raise_()
 
     def _size_default_layout(self) -> None:
         if self._layout_restored:

@@ -391,6 +391,23 @@ def test_panels_sit_in_a_right_hand_column_that_leaves_the_viewers_the_rest(full
     assert not w.docks["C-arm"].visibleRegion().isEmpty() and w.docks["Robot"].visibleRegion().isEmpty()
 
 
+def test_each_workflow_step_brings_its_panel_to_the_front(full_station, qtbot):
+    st, w = full_station, full_station.window
+    w.setGeometry(0, 0, 1920, 1080)
+    w.show()
+    qtbot.waitExposed(w)
+    shown = lambda title: not w.docks[title].visibleRegion().isEmpty()  # noqa: E731
+    assert shown("C-arm") and not shown("Planning")
+    st.session.step_changed.emit("plan")      # as the session does when the step changes
+    qtbot.waitUntil(lambda: shown("Planning"), timeout=2000)
+    assert not shown("C-arm") and not shown("Robot")
+    st.session.step_changed.emit("align")
+    qtbot.waitUntil(lambda: shown("Robot"), timeout=2000)
+    assert not shown("Planning")
+    w.show_step_panel("no such step")          # nothing to raise: nothing changes
+    assert shown("Robot")
+
+
 def test_simulated_room_in_the_workstation_robot_holds_cage_bone_in_3d(full_station, qtbot):
     from app.simulated_room import robot_home_q
     st, w = full_station, full_station.window
