@@ -19,12 +19,13 @@ from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
 from vtkmodules.vtkCommonCore import vtkPoints
 from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkImageData, vtkPolyData
 from vtkmodules.vtkFiltersSources import vtkSphereSource
-from vtkmodules.vtkRenderingCore import vtkActor, vtkAssembly, vtkPolyDataMapper, vtkProperty, vtkTexture
+from vtkmodules.vtkRenderingCore import vtkActor, vtkAssembly, vtkPolyDataMapper, vtkTexture
 
 __all__ = ["ShotActor", "texture_array", "TEXTURE_MAX_PX", "BACK_OPACITY"]
 
 TEXTURE_MAX_PX = 512     # longest side of the texture (software OpenGL: each texel costs)
-BACK_OPACITY = 0.3       # the image seen from behind its detector
+BACK_OPACITY = 0.5       # the image seen from behind its detector
+RAY_OPACITY = 0.6       # the beam's edges cross the whole scene: lighter than the outline
 SOURCE_RADIUS_MM = 8.0
 
 
@@ -100,22 +101,27 @@ class ShotActor:
         mapper = vtkPolyDataMapper()
         mapper.SetInputData(self.surface)
         mapper.ScalarVisibilityOff()
+        # two actors share the grid and texture: the face towards the source (opaque, back faces
+        # culled) and the face behind the detector (translucent, so drawn after the opaque props and
+        # the translucent bone, which it then does not hide; front faces culled)
         self.image_actor = vtkActor()
-        self.image_actor.SetMapper(mapper)
-        self.image_actor.SetTexture(self.texture)
-        self.image_actor.PickableOff()
-        front = self.image_actor.GetProperty()
-        for prop, opacity in ((front, 1.0), (vtkProperty(), BACK_OPACITY)):
+        self.back_actor = vtkActor()
+        for actor, opacity in ((self.image_actor, 1.0), (self.back_actor, BACK_OPACITY)):
+            actor.SetMapper(mapper)
+            actor.SetTexture(self.texture)
+            actor.PickableOff()
+            prop = actor.GetProperty()
             prop.LightingOff()
             prop.SetColor(1.0, 1.0, 1.0)
             prop.SetAmbient(1.0)
             prop.SetDiffuse(0.0)
             prop.SetOpacity(opacity)
-            back = prop
-        self.image_actor.SetBackfaceProperty(back)
-        self.image_actor.VisibilityOff()        # until it has an image and a grid
+            actor.VisibilityOff()        # until it has an image and a grid
+        self.image_actor.GetProperty().BackfaceCullingOn()
+        self.back_actor.GetProperty().FrontfaceCullingOn()
         # source, edge rays (thin: they cross the whole scene) and the detector's outline
         self.ray_actor, self.rays = _line_actor(rgb, 1.0)
+        self.ray_actor.GetProperty().SetOpacity(RAY_OPACITY)
         self.line_actor, self.lines = _line_actor(rgb, 2.0)
         self.sphere = vtkSphereSource()
         self.sphere.SetRadius(SOURCE_RADIUS_MM)
@@ -127,7 +133,7 @@ class ShotActor:
         self.source_actor.SetMapper(sm)
         self.source_actor.PickableOff()
         self.source_actor.GetProperty().SetColor(*rgb)
-        for actor in (self.image_actor, self.ray_actor, self.line_actor, self.source_actor):
+        for actor in (self.image_actor, self.back_actor, self.ray_actor, self.line_actor, self.source_actor):
             self.assembly.AddPart(actor)
 
     # -- content ----------------------------------------------------------------------
@@ -199,4 +205,6 @@ class ShotActor:
         return bool(self.image_actor.GetVisibility())
 
     def _update_visibility(self) -> None:
-        self.image_actor.SetVisibility(self._image_wanted and self._has_image and self.frustum is not None)
+        on = self._image_wanted and self._has_image and self.frustum is not None
+        self.image_actor.SetVisibility(on)
+        self.back_actor.SetVisibility(on)

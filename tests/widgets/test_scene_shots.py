@@ -31,6 +31,24 @@ def quadrant_image() -> np.ndarray:
     return img
 
 
+def magenta_ball(centre_mm, radius_mm=30.0):
+    from vtkmodules.vtkFiltersSources import vtkSphereSource
+    from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper
+    src = vtkSphereSource()
+    src.SetCenter(*centre_mm)
+    src.SetRadius(radius_mm)
+    mapper = vtkPolyDataMapper()
+    mapper.SetInputConnection(src.GetOutputPort())
+    actor = vtkActor()
+    actor.SetMapper(mapper)
+    p = actor.GetProperty()
+    p.SetColor(1.0, 0.0, 1.0)
+    p.SetAmbient(1.0)
+    p.SetDiffuse(0.0)
+    p.SetOpacity(0.6)       # translucent, as the bone
+    return actor
+
+
 @pytest.fixture(scope="module")
 def view(qapp):
     v = SceneView()
@@ -105,11 +123,19 @@ def test_the_image_lands_on_its_detector_the_right_way_round(view):
     assert tl.min() > 235 and np.ptp(tl) < 8                        # grey, bright: the top-left pixels
     assert 110 < tr.mean() < 200 and np.ptp(tr) < 8                  # medium: top-right
     assert bl.max() < 25 and br.max() < 25                           # dark: the bottom half
-    # from behind the detector the image is faint (it never hides what lies beyond it)
-    look(view, centre + 400 * g.detector_normal * -1, centre, up=-g.detector_v)
+    # from behind the detector the image is faint, and a translucent prop beyond it (the bone)
+    # still shows through: drawn in the translucent pass, the image does not hide it
+    eye = centre - 400 * g.detector_normal
+    spot = g.pixel_to_detector_mm(np.array([20.0, 50.0]))        # a dark part of the image
+    ball = magenta_ball(spot + 150 * (spot - eye) / np.linalg.norm(spot - eye))
+    view.set_actor("ball", ball)
+    look(view, eye, centre, up=-g.detector_v)
     rgb = view.grab_rgb()
     back = probe(view, rgb, g, (20, 14))
     assert 255 * BACK_OPACITY - 10 < back.mean() < 255 * BACK_OPACITY + 80
+    r, gr, b = probe(view, rgb, g, (20, 50))
+    assert r - gr > 30 and b - gr > 30, (r, gr, b)                  # magenta seen through the image
+    view.remove_actor("ball")
     view.remove_actor("shot_ap")
 
 
