@@ -65,7 +65,8 @@ class ShotFrustums(QObject):
         self.images_visible = True
         self._pending = False
         session.image_changed.connect(lambda view, _image: self.update_soon())
-        session.calibration_changed.connect(lambda _c: self.update_soon())
+        self._calibrated_pose: dict[str, tuple | None] = {v: None for v in VIEWS}
+        session.calibration_changed.connect(self._calibration_changed)
 
     # -- inputs ---------------------------------------------------------------------------
     def set_truth(self, view: str, truth: dict) -> None:
@@ -76,6 +77,14 @@ class ShotFrustums(QObject):
         kept = self._truths[view]
         kept.append(shot)
         del kept[:-TRUTHS_KEPT]
+        self.update_soon()
+
+    def _calibration_changed(self, calibration) -> None:
+        """Remember the C-arm angles of the images the calibration was made with: a later shot
+        taken at other angles is not where the calibration says."""
+        for view in VIEWS:
+            image = self.session.image(view) if calibration is not None else None
+            self._calibrated_pose[view] = None if image is None else _pose(image)
         self.update_soon()
 
     def set_images_visible(self, on: bool) -> None:
@@ -138,8 +147,12 @@ class ShotFrustums(QObject):
         calib = self.session.calibration
         vc = getattr(calib, "views", {}).get(view) if calib is not None else None
         n = grid_n(image.shape)
+        why = "it is not calibrated: calibrate to place it in 3D"
         try:
-            if vc is not None and hasattr(vc, "P"):
+            moved = _moved(self._calibrated_pose[view], _pose(image))
+            if vc is not None and hasattr(vc, "P") and moved:
+                why = f"it was taken at other C-arm angles ({moved}) than the calibration shots"
+            elif vc is not None and hasattr(vc, "P"):
                 if tuple(vc.image_shape) != tuple(image.shape):
                     return None, (f"the image ({image.shape[1]}x{image.shape[0]}) is not the size of the "
                                   f"calibrated one ({vc.image_shape[1]}x{vc.image_shape[0]})")
@@ -151,7 +164,7 @@ class ShotFrustums(QObject):
                 return frustum_from_geometry(shot.geometry_world, shot.distortion, n=n), "the simulated C-arm"
         except (ShotGeometryError, ValueError) as e:
             return None, f"its geometry is invalid ({e})"
-        return None, "it is not calibrated: calibrate to place it in 3D"
+        return None, why
 
     def _truth_of(self, view: str, image):
         """The simulated shot of ``image`` (same pixels, or the same acquisition time and size)."""
@@ -173,6 +186,26 @@ class ShotFrustums(QObject):
         if cached is None or cached[0] is not image.pixels:
             cached = self._field[view] = (image.pixels, field_from_image(image.display()))
         return cached[1]
+
+
+POSE_TOLERANCE_DEG = 0.5
+
+
+def _pose(image) -> tuple | None:
+    """(primary, secondary) C-arm angles of an image, in degrees, when it has them."""
+    p, q = image.primary_angle_deg, image.secondary_angle_deg
+    return None if p is None else (float(p), float(q or 0.0))
+
+
+def _moved(calibrated, now) -> str:
+    """How the C-arm angles of ``now`` differ from those of the calibration shots ('' = the same
+    or unknown)."""
+    if calibrated is None or now is None:
+        return ""
+    d = [b - a for a, b in zip(calibrated, now)]
+    if max(abs(x) for x in d) <= POSE_TOLERANCE_DEG:
+        return ""
+    return f"{d[0]:+.1f}° / {d[1]:+.1f}°"
 
 
 def install_shot_frustums(station) -> ShotFrustums:

@@ -102,6 +102,19 @@ def test_truth_then_calibration_then_back(shots3d, simulated, qtbot, caplog):
         err = np.linalg.norm(f.pixel_at(world)[seen] - true_uv[seen], axis=1)
         assert seen.sum() > 40 and err.max() < 1.0          # a ball is seen on its own pixel
     assert s.actors["ap"].assembly is assembly                # updated in place
+    # a later AP shot at other C-arm angles is not where the calibration says: its own truth is used,
+    # and without one it is not drawn (and the status says why)
+    turned = sim.acquire("ap", 15.0, 0.0)
+    session.set_image("ap", turned.image)
+    settle(qtbot, s)
+    assert actor_name("ap") not in scene.actor_names() and "other C-arm angles (+15.0° / +0.0°)" in s.status["ap"]
+    s.set_truth("ap", {"shot": turned})
+    settle(qtbot, s)
+    assert s.status["ap"] == "the simulated C-arm"
+    assert np.abs(s.frustums["ap"].source_mm - turned.geometry_world.source_mm).max() < 1e-9
+    session.set_image("ap", shots["ap"].image)                # back to the calibrated shot
+    settle(qtbot, s)
+    assert s.status["ap"].startswith("calibration")
     # the calibration dropped (the cage moved): back to the simulated truth
     session.set_calibration(None)
     settle(qtbot, s)
