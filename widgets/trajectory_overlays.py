@@ -84,7 +84,8 @@ class TrajectoryOverlay:
         """Redraw: ``clicks`` {"entry": (u, v)|None, "target": ...}; ``band_outline`` (M, 2);
         ``axis`` (N, 2) the projected 3D axis; ``warn`` marks a point whose clicks disagree.
         The label sits above the entry for a left pedicle and below it for a right one, so
-        that a lateral view, where both sides overlap, keeps the two names apart."""
+        that a lateral view, where both sides overlap, keeps the two names apart, and on
+        the side of the entry away from the target, off the band."""
         self._updating = True
         try:
             width = 3 if selected else 2
@@ -119,10 +120,23 @@ class TrajectoryOverlay:
             self.label.setVisible(anchor is not None)
             if anchor is not None:
                 self.label.setText(name, color=colour)
-                self.label.setAnchor((1.1, 1.1) if side == "left" else (-0.1, -0.1))
+                away = self._screen_dx(clicks.get("entry"), clicks.get("target"))
+                left = away < 0 if away is not None else side == "left"
+                self.label.setAnchor((1.1 if left else -0.1, 1.1 if side == "left" else -0.1))
                 self.label.setPos(float(anchor[0]), float(anchor[1]))
         finally:
             self._updating = False
+
+    def _screen_dx(self, entry, target) -> float | None:
+        """On screen (flips and rotations of the display included), how far right the entry
+        lies of the target: the name then extends away from the band, not along it."""
+        if entry is None or target is None:
+            return None
+        item = self.label.parentItem()
+        a, b = item.mapToDevice(QPointF(*map(float, entry))), item.mapToDevice(QPointF(*map(float, target)))
+        if a is None or b is None:   # not on screen yet: image columns
+            return float(entry[0]) - float(target[0])
+        return a.x() - b.x()
 
     def remove(self) -> None:
         for item in (self.band, self.axis, self.label, *self.handles.values()):
