@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QRect, QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QIcon, QImage, QPainter, QPen, QPixmap
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QScrollArea,
+                               QVBoxLayout, QWidget)
 
 from core.shot_store import ShotMissingError, ShotStore
 
@@ -79,7 +80,15 @@ class ThumbnailStrip(QWidget):
         self.lists: dict[str, QListWidget] = {}
         self.store = store if store is not None else ShotStore(tuple(views))
         self._icons: dict[str, list[QIcon]] = {v: [] for v in views}
-        layout = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea(self, objectName="thumbnail_rows", widgetResizable=True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)   # each row scrolls itself
+        outer.addWidget(scroll)
+        rows = QWidget(scroll)
+        scroll.setWidget(rows)
+        layout = QVBoxLayout(rows)      # a dock shorter than the rows scrolls down to the lower one
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(2)
         for view in views:
@@ -92,6 +101,7 @@ class ThumbnailStrip(QWidget):
             lst.setMovement(QListView.Movement.Static)
             lst.setIconSize(QSize(THUMB_PX, THUMB_PX))
             lst.setFixedHeight(THUMB_PX + 44)
+            lst.setSpacing(4)           # labels of neighbours apart
             lst.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
             lst.itemClicked.connect(lambda item, v=view: self._clicked(v, item))
             lst.setToolTip(f"Earlier {view.upper()} shots: click one to show it again")
