@@ -18,9 +18,10 @@ The CRC-32 of the pixels catches a file that was replaced or damaged since.
 
 A small LRU keeps the last ``keep`` full images of each view. Default 3: the shot on
 screen (shared with the session, so it costs nothing more) and the two before it, what a
-surgeon flips between to compare before/after; anything older is read back in ~5 ms (a
-1024² DICOM) to ~45 ms (one frame of an 80 MB 40-frame run: the file is read, only that
-frame is decoded), which a click does not notice. 2 views × 3 × 2 MiB = 12.6 MB for
+surgeon flips between to compare before/after; anything older is read back in ~2 ms (a
+spilled 1024² shot), ~7 ms (a 1024² DICOM) to ~45 ms (one frame of an 80 MB 40-frame run:
+the file is read, only that frame is decoded; all 40 take ~105 ms), which a click does
+not notice. Spilling a 1024² shot (CRC, np.save, fsync) takes ~7 ms. 2 views × 3 × 2 MiB = 12.6 MB for
 1024² 16-bit shots; with 200 thumbnails (~35 kB each as screen pixmaps) under 20 MB.
 No Qt: the thumbnail widget and the viewer tools use it, a script or a test the same way.
 """
