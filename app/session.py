@@ -10,10 +10,13 @@ queued signals. Acquired images are written to the session folder
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from core.files import write_json_atomic
 from core.image_io import FluoroImage, write_dicom_xa
@@ -77,6 +80,8 @@ class Session:
         self.save_images = save_images
         self._images: dict[str, FluoroImage | None] = {v: None for v in VIEWS}
         self._saved: dict[str, list[str]] = {v: [] for v in VIEWS}
+        self._saved_by_content: dict[str, dict[bytes, str]] = {v: {} for v in VIEWS}
+        self._current_file: dict[str, str | None] = {v: None for v in VIEWS}
         self.calibration: Any = None
         self.plans: list[Any] = []
         self.alignment: Any = None
@@ -124,11 +129,18 @@ class Session:
         return path
 
     def _save_image(self, view: str, image: FluoroImage) -> Path:
-        path = self.folder / f"{view}-{len(self._saved[view]) + 1:03d}.dcm"
-        write_dicom_xa(image, path)
-        self._saved[view].append(path.name)
+        """Write the image once: a shot brought back (the shots strip) is the file it was
+        saved as, not a new copy; ``current`` in session.json names the one on screen."""
+        key = _content_key(image)
+        name = self._saved_by_content[view].get(key)
+        if name is None or not (self.folder / name).is_file():
+            path = self.folder / f"{view}-{len(self._saved[view]) + 1:03d}.dcm"
+            write_dicom_xa(image, path)
+            self._saved[view].append(path.name)
+            self._saved_by_content[view][key] = name = path.name
+        self._current_file[view] = name
         self.save()
-        return path
+        return self.folder / name
 
     # -- calibration, plans, alignment ----------------------------------------------
     def set_calibration(self, calibration: Any) -> None:
@@ -201,12 +213,21 @@ class Session:
         return {"format": "fluoronav.session/1",
                 "started_at": self.started_at.isoformat(timespec="seconds"),
                 "images": {v: list(files) for v, files in self._saved.items()},
+                "current": dict(self._current_file),
                 "step": self.step,
                 "devices": {d: {"status": s.value, "message": m} for d, (s, m) in self._devices.items()}}
 
     def save(self) -> Path:
         """Write ``session.json`` into the session folder atomically."""
         return write_json_atomic(self.folder / "session.json", self.to_dict())
+
+
+def _content_key(image: FluoroImage) -> bytes:
+    """What makes two images the same shot: their pixels and when they were taken."""
+    px = np.ascontiguousarray(image.pixels)
+    h = hashlib.blake2b(px.data, digest_size=16)
+    h.update(repr((px.shape, px.dtype.str, image.acquired_at)).encode())
+    return h.digest()
 
 
 def _check_view(view: str) -> str:

@@ -1,6 +1,7 @@
 """The session model: events, workflow rules, and where its files go."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -45,6 +46,21 @@ def test_set_image_emits_saves_dicom_with_geometry_and_records_it(tmp_path):
     record = json.loads((s.folder / "session.json").read_text())
     assert record["format"] == "fluoronav.session/1"
     assert record["images"] == {"ap": ["ap-001.dcm", "ap-002.dcm"], "lat": []}
+    assert record["current"] == {"ap": "ap-002.dcm", "lat": None}
+
+
+def test_a_shot_brought_back_is_not_saved_again(tmp_path):
+    s = Session(tmp_path, started_at=T0)
+    first = s.set_image("ap", shot())
+    second = s.set_image("ap", shot(value=1200))
+    assert s.set_image("ap", shot()) == first                 # the same pixels, the same moment
+    assert sorted(p.name for p in s.folder.glob("*.dcm")) == ["ap-001.dcm", "ap-002.dcm"]
+    record = json.loads((s.folder / "session.json").read_text())
+    assert record["images"]["ap"] == ["ap-001.dcm", "ap-002.dcm"] and record["current"]["ap"] == "ap-001.dcm"
+    later = dataclasses.replace(shot(), acquired_at=dt.datetime(2026, 11, 20, 9, 0, 0))  # looks the same
+    assert s.set_image("ap", later).name == "ap-003.dcm"
+    second.unlink()                                            # a deleted copy is written again
+    assert s.set_image("ap", shot(value=1200)).name == "ap-004.dcm"
 
 
 def test_save_images_off_writes_nothing(tmp_path):
