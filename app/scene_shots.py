@@ -5,9 +5,11 @@ current image of that view where it was taken:
 - the view is calibrated (``session.calibration.views[view]``): the calibration's camera
   (``core.shot_geometry.frustum_from_view``), placed in the scene with ``T_scene_cage``
   as the planning trajectories are (in simulation the cage pose of the calibration shots);
+  unless the image was taken at other C-arm angles than the images current when the
+  calibration came (a verification shot after an orbit is not where the calibration says);
 - else, on the simulated C-arm, the simulator's true geometry of that very shot;
 - else nothing (a loaded image without a calibration has no place in 3D: said once, at
-  info level).
+  info level; ``status[view]`` says why).
 Changes (a new image, a calibration, a simulated shot) are gathered into one update and
 one render when control returns to the event loop.
 """

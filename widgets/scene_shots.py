@@ -8,8 +8,10 @@ carries the distortion correction, so an image-intensifier image lands undistort
 
 The image faces the source: seen from the source's side (the detector behind the
 patient) it is opaque; seen from behind the detector (which then stands between the
-camera and the patient) it is faint, so it never hides the anatomy. ``set_frustum`` and
-``set_image`` update the same pipeline in place; the caller renders.
+camera and the patient) it is half transparent and drawn in the translucent pass, after
+the bone, so it never hides the anatomy. ``set_frustum`` and ``set_image`` update the
+same pipeline in place; the caller renders. Cost on llvmpipe: two 17-33² grids, two
+<= 512² luminance textures and a few lines: ~1-2 ms of a 30 ms frame at 650x340 px.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ __all__ = ["ShotActor", "texture_array", "TEXTURE_MAX_PX", "BACK_OPACITY"]
 
 TEXTURE_MAX_PX = 512     # longest side of the texture (software OpenGL: each texel costs)
 BACK_OPACITY = 0.5       # the image seen from behind its detector
-RAY_OPACITY = 0.6       # the beam's edges cross the whole scene: lighter than the outline
+RAY_OPACITY = 0.6        # the beam's edges cross the whole scene: lighter than the outline
 SOURCE_RADIUS_MM = 8.0
 
 

@@ -169,7 +169,8 @@ def calibrated():
     from core.simulation.scene import SimulatedOR
     sim = SimulatedOR(seed=11, phantom=block_phantom(4.0, seed=2), shape=SHAPE)
     shots = {v: sim.acquire(v, 8.0 if v == "ap" else 0.0, -5.0 if v == "ap" else 4.0) for v in ("ap", "lat")}
-    cal = calibrate(sim.cage, {v: s.image.pixels for v, s in shots.items()}, {v: s.distortion for v, s in shots.items()})
+    cal = calibrate(sim.cage, {v: s.image.pixels for v, s in shots.items()},
+                    {v: s.distortion for v, s in shots.items()})
     return sim, shots, cal
 
 
@@ -242,7 +243,8 @@ def test_field_from_image():
     disc = ((uu - 210.0) ** 2 + (vv - 140.0) ** 2 <= 120.0 ** 2)
     img = np.where(disc, 2000.0 + 300 * np.sin(uu / 17.0), 0.0).astype(np.float32)
     f = field_from_image(img)
-    assert np.linalg.norm(np.subtract(f.centre_px, (210.0, 140.0))) < 1.0 and f.radius_px == pytest.approx(120.0, abs=1.5)
+    assert np.linalg.norm(np.subtract(f.centre_px, (210.0, 140.0))) < 1.0
+    assert f.radius_px == pytest.approx(120.0, abs=1.5)
     assert field_from_image(np.full((rows, cols), 1500.0) + uu) is None          # exposed everywhere
     rect = np.zeros((rows, cols), np.float32)
     rect[50:250, 20:380] = 1800.0 + vv[50:250, 20:380]
