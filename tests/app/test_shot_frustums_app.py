@@ -131,6 +131,11 @@ def test_images_without_a_place_are_removed_and_the_toggle_hides_images(shots3d,
         s.set_truth(v, {"shot": shots[v]})
     settle(qtbot, s)
     assert {actor_name("ap"), actor_name("lat")} <= set(scene.actor_names())
+    # the same shot read back from its file (the Shots strip: new pixels, same acquisition time)
+    again = replace(shots["ap"].image, pixels=shots["ap"].image.pixels.copy())
+    session.set_image("ap", again)
+    settle(qtbot, s)
+    assert s.status["ap"] == "the simulated C-arm" and actor_name("ap") in scene.actor_names()
     # another AP image that no truth knows (a file): the AP shot leaves the 3D view, LAT stays
     other = replace(shots["ap"].image, pixels=shots["ap"].image.pixels.copy(), acquired_at=None)
     session.set_image("ap", other)
