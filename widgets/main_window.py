@@ -198,8 +198,8 @@ class MainWindow(QMainWindow):
         if below:
             h = self.height()
             self.resizeDocks([scene, below[0]], [int(0.42 * h), int(0.58 * h)], Qt.Orientation.Vertical)
-        if "Log" in self.docks:
-            self.resizeDocks([self.docks["Log"]], [max(130, int(0.15 * self.height()))], Qt.Orientation.Vertical)
+        if "Log" in self.docks:   # the Log and Shots row: one row of thumbnails (widgets/thumbnail_strip)
+            self.resizeDocks([self.docks["Log"]], [max(165, int(0.16 * self.height()))], Qt.Orientation.Vertical)
 
     # -- acquisition feedback ---------------------------------------------------------
     def set_acquire_enabled(self, enabled: bool, why_not: str = "") -> None:

@@ -65,8 +65,10 @@ class PlanningPanel(QWidget):
         header.setMinimumSectionSize(40)
         for col, tip in enumerate(_TIPS):
             self.table.horizontalHeaderItem(col).setToolTip(tip)
+        for col in (COLUMNS.index("Level"), COLUMNS.index("Side")):
+            self.table.setColumnHidden(col, True)   # the name says them; the editor below sets them
         self.table.setMinimumHeight(3 * 40 + 36)  # three trajectories at least; the dock may grow
-        self.setMinimumWidth(660)
+        self.setMinimumWidth(560)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setToolTip("Medial: tip towards the midline (+). Cranial: tip towards the head (+). "

@@ -19,7 +19,7 @@ from core.shot_store import ShotMissingError, ShotStore
 
 __all__ = ["ThumbnailStrip", "thumbnail_array", "THUMB_PX"]
 
-THUMB_PX = 96
+THUMB_PX = 80
 _MISSING_ROLE = Qt.ItemDataRole.UserRole + 1     # why the entry cannot be read back, or None
 _TOOLTIP_ROLE = Qt.ItemDataRole.UserRole + 2     # its tooltip before it was marked missing
 
@@ -88,9 +88,11 @@ class ThumbnailStrip(QWidget):
         outer.addWidget(scroll)
         rows = QWidget(scroll)
         scroll.setWidget(rows)
-        layout = QVBoxLayout(rows)      # a dock shorter than the rows scrolls down to the lower one
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.setSpacing(2)
+        # the views side by side, one row each (the AP shots under the AP viewer, the LAT
+        # under the LAT): the dock needs one thumbnail's height, not two
+        layout = QHBoxLayout(rows)
+        layout.setContentsMargins(4, 2, 4, 2)
+        layout.setSpacing(10)
         for view in views:
             row = QHBoxLayout()
             row.addWidget(QLabel(view.upper(), objectName="thumbnail_view_label", minimumWidth=40))
@@ -100,7 +102,7 @@ class ThumbnailStrip(QWidget):
             lst.setWrapping(False)
             lst.setMovement(QListView.Movement.Static)
             lst.setIconSize(QSize(THUMB_PX, THUMB_PX))
-            lst.setFixedHeight(THUMB_PX + 44)
+            lst.setFixedHeight(THUMB_PX + 40)
             lst.setSpacing(4)           # labels of neighbours apart
             lst.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
             lst.itemClicked.connect(lambda item, v=view: self._clicked(v, item))

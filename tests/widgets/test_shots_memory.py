@@ -20,6 +20,7 @@ from core.image_io import FluoroImage
 from core.shot_store import DEFAULT_KEEP
 from tests.widgets.test_viewer_tools import dicom_file, ramp
 from widgets.main_window import MainWindow
+from widgets.thumbnail_strip import THUMB_PX
 
 pytestmark = pytest.mark.gui
 
@@ -149,9 +150,10 @@ def test_two_hundred_large_shots_hold_little(qtbot, tmp_path):
             arrays[id(obj)] = obj.nbytes
         todo.extend(gc.get_referents(obj))
     full = sum(arrays.values())
-    pixmaps = [icon.pixmap(96, 96) for v in ("ap", "lat") for icon in tools.strip._icons[v]]
-    assert len(pixmaps) == 200 and {(p.width(), p.height()) for p in pixmaps} == {(94, 94)}   # 1024 / 11
+    side = -(-1024 // -(-1024 // THUMB_PX))                         # 1024 subsampled to <= THUMB_PX
+    pixmaps = [icon.pixmap(THUMB_PX, THUMB_PX) for v in ("ap", "lat") for icon in tools.strip._icons[v]]
+    assert len(pixmaps) == 200 and {(p.width(), p.height()) for p in pixmaps} == {(side, side)}
     thumbs = sum(p.width() * p.height() * p.depth() // 8 for p in pixmaps)
     assert full == 2 * DEFAULT_KEEP * 1024 * 1024 * 2               # 12.6 MB: the LRU only
-    assert thumbs <= 200 * 94 * 94 * 4                             # 7.1 MB at 32 bits per pixel
+    assert thumbs <= 200 * side * side * 4                         # 32 bits per pixel
     assert full + thumbs < 20e6
