@@ -24,18 +24,14 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 from vtkmodules.qt.QVTKRenderWindowInteractor import QVTKRenderWindowInteractor
 from vtkmodules.util.numpy_support import vtk_to_numpy
-from vtkmodules.vtkCommonCore import vtkPoints
-from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
-from vtkmodules.vtkFiltersCore import vtkGlyph3D
-from vtkmodules.vtkFiltersSources import vtkPlaneSource, vtkSphereSource
+from vtkmodules.vtkFiltersSources import vtkPlaneSource
 from vtkmodules.vtkInteractionStyle import vtkInteractorStyleTrackballCamera
 from vtkmodules.vtkInteractionWidgets import vtkOrientationMarkerWidget
 from vtkmodules.vtkRenderingAnnotation import vtkAxesActor
 from vtkmodules.vtkRenderingCore import (vtkActor, vtkPolyDataMapper, vtkProp, vtkRenderer,
                                          vtkWindowToImageFilter)
 
-__all__ = ["SceneView", "CAMERA_PRESETS", "points_actor", "cone_beam_actor", "STILL_AFTER_MS",
-           "is_software_renderer"]
+__all__ = ["SceneView", "CAMERA_PRESETS", "STILL_AFTER_MS", "is_software_renderer"]
 
 STILL_AFTER_MS = 250   # the full-detail frame once edits and camera drags pause this long
 _SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "software rasterizer")
@@ -93,60 +89,6 @@ def _floor_grid(size_mm: float, step_mm: float, z_mm: float) -> vtkActor:
     p.SetColor(0.26, 0.30, 0.35)   # opaque (a translucent grid costs a blending pass each frame)
     p.LightingOff()
     actor.PickableOff()
-    return actor
-
-
-def _polydata(points_mm, lines=()) -> vtkPolyData:
-    pts = vtkPoints()
-    for p in np.asarray(points_mm, float).reshape(-1, 3):
-        pts.InsertNextPoint(*p)
-    poly = vtkPolyData()
-    poly.SetPoints(pts)
-    if lines:
-        cells = vtkCellArray()
-        for a, b in lines:
-            cells.InsertNextCell(2, (a, b))
-        poly.SetLines(cells)
-    return poly
-
-
-def points_actor(points_mm, radius_mm: float, rgb=(0.85, 0.85, 0.9)) -> vtkActor:
-    """Spheres of ``radius_mm`` at ``points_mm`` (N, 3): balls, landmarks."""
-    pts = np.asarray(points_mm, float)
-    if pts.ndim != 2 or pts.shape[1] != 3 or not np.all(np.isfinite(pts)) or not radius_mm > 0:
-        raise ValueError(f"points_actor needs finite (N, 3) points and a positive radius, got {pts.shape}")
-    sphere = vtkSphereSource()
-    sphere.SetRadius(radius_mm)
-    sphere.SetThetaResolution(16)
-    sphere.SetPhiResolution(12)
-    glyphs = vtkGlyph3D()
-    glyphs.SetInputData(_polydata(pts))
-    glyphs.SetSourceConnection(sphere.GetOutputPort())
-    glyphs.ScalingOff()
-    mapper = vtkPolyDataMapper()
-    mapper.SetInputConnection(glyphs.GetOutputPort())
-    actor = vtkActor()
-    actor.SetMapper(mapper)
-    actor.GetProperty().SetColor(*rgb)
-    actor.GetProperty().SetSpecular(0.4)
-    return actor
-
-
-def cone_beam_actor(geometry, rgb=(0.95, 0.76, 0.3)) -> vtkActor:
-    """A C-arm beam (``core.cone_beam.ConeBeamGeometry``): source, detector outline, edge rays."""
-    rows, cols = geometry.shape
-    corners = geometry.pixel_to_detector_mm(np.array([[-0.5, -0.5], [cols - 0.5, -0.5],
-                                                      [cols - 0.5, rows - 0.5], [-0.5, rows - 0.5]]))
-    points = np.vstack([geometry.source_mm, corners])
-    lines = [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1)]
-    mapper = vtkPolyDataMapper()
-    mapper.SetInputData(_polydata(points, lines))
-    actor = vtkActor()
-    actor.SetMapper(mapper)
-    prop = actor.GetProperty()
-    prop.SetColor(*rgb)
-    prop.SetLineWidth(2.0)
-    prop.LightingOff()
     return actor
 
 
