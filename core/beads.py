@@ -72,13 +72,15 @@ def _background(d: np.ndarray, kernel_px: int) -> np.ndarray:
     return np.minimum(bg, d)
 
 
-def _candidates(d: np.ndarray, kernel_px: int, min_area: int, ball_r: float = 0.0, floor: float = 0.0):
+def _candidates(d: np.ndarray, kernel_px: int, min_area: int, ball_r: float = 0.0, floor: float = 0.0, th=None):
     """Compact components of the top-hat: (stats rows, labels, top-hat, noise sigma).
 
     With a ball radius known (second pass), the top-hat is first opened with a
     disc of 0.6 r: thin K-wires and edges vanish while balls survive, so balls
-    touching a wire are no longer joined to it."""
-    th = d - _background(d, kernel_px)
+    touching a wire are no longer joined to it. ``th``: the top-hat when already
+    computed (``d - _background(d, kernel_px)``)."""
+    if th is None:
+        th = d - _background(d, kernel_px)
     hp = (th - cv2.blur(th, (3, 3)))[::3, ::3]     # noise from a subsample: a median is costly
     sigma = 1.4826 * float(np.median(np.abs(hp - np.median(hp)))) * 1.5 + 1e-6
     thr = max(6 * sigma, floor)
@@ -110,13 +112,48 @@ def _shape(labels, th, row):
     return roundness, fill, peak
 
 
-def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0, saturated=None):
+def _shapes(labels, th, rows):
+    """``_shape`` of every row at once: second moments and peaks from one pass over the
+    labelled pixels (coordinates local to each blob's box: exact integer sums)."""
+    if not rows:
+        return []
+    box = np.array([r[:5] for r in rows], np.int64)            # label, x, y, w, h
+    area = np.array([r[5] for r in rows])
+    pos = np.full(int(box[:, 0].max()) + 1, -1, np.int64)
+    pos[box[:, 0]] = np.arange(len(rows))
+    flat = labels.ravel()
+    px = np.flatnonzero((flat > 0) & (flat < len(pos)))
+    k = pos[flat[px]]
+    px, k = px[k >= 0], k[k >= 0]
+    vv, uu = np.divmod(px, labels.shape[1])
+    lu, lv = (uu - box[k, 1]).astype(np.float64), (vv - box[k, 2]).astype(np.float64)
+    n = np.bincount(k, minlength=len(rows)).astype(np.float64)
+    su, sv = np.bincount(k, lu, len(rows)), np.bincount(k, lv, len(rows))
+    suu, svv, suv = (np.bincount(k, q, len(rows)) for q in (lu * lu, lv * lv, lu * lv))
+    big = n > 2
+    nn, dof = np.where(big, n, 3.0), np.where(big, n - 1.0, 1.0)
+    cov = np.empty((len(rows), 2, 2))
+    cov[:, 0, 0] = (suu - su * su / nn) / dof
+    cov[:, 1, 1] = (svv - sv * sv / nn) / dof
+    cov[:, 0, 1] = cov[:, 1, 0] = (suv - su * sv / nn) / dof
+    cov[~big] = np.eye(2)
+    ev = np.linalg.eigvalsh(cov)
+    roundness = np.sqrt(np.maximum(ev[:, 0], 1e-9) / np.maximum(ev[:, 1], 1e-9))
+    fill = area / (np.pi / 4 * box[:, 3] * box[:, 4])
+    order = np.argsort(k, kind="stable")
+    start = np.concatenate([[0], np.cumsum(np.bincount(k, minlength=len(rows)))[:-1]])
+    peak = np.maximum.reduceat(th.ravel()[px[order]], start)
+    return [(float(a), f, float(b)) for a, f, b in zip(roundness, fill, peak)]
+
+
+def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0, saturated=None, th=None, fast=False):
     """(selected balls, median radius, merged blobs [(mask, offset)], median peak, noise sigma).
 
     ``saturated``: where the detector clipped (no tissue in the beam): a ball there
-    shows only its dense core, a smaller but still symmetric disc, so it is kept."""
-    rows, labels, th, sigma = _candidates(d, kernel_px, min_area, ball_r, floor)
-    shp = [_shape(labels, th, r) for r in rows]
+    shows only its dense core, a smaller but still symmetric disc, so it is kept.
+    ``th`` as in ``_candidates``; ``fast``: blob shapes in one pass (``_shapes``)."""
+    rows, labels, th, sigma = _candidates(d, kernel_px, min_area, ball_r, floor, th)
+    shp = _shapes(labels, th, rows) if fast else [_shape(labels, th, r) for r in rows]
     r_eq = np.array([np.sqrt(r[5] / np.pi) for r in rows]) if rows else np.zeros(0)
     # pixel quantisation makes small discs look less round: relax below r = 4 px
     round_ = np.array([s[0] > 0.8 and 0.75 < s[1] < 1.3 if r >= 4 else s[0] > 0.6 and 0.6 < s[1] < 1.4
@@ -218,6 +255,121 @@ def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4, oth
     return c, peak
 
 
+def refine_centres(d: np.ndarray, uv0, radius_px, iterations: int = 4, others=None):
+    """``refine_centre`` for N balls at once: the same estimator, iterated on all balls
+    together, each frozen when it converges (move < 1e-3 px) or fails, as the single-ball
+    loop breaks. ``uv0`` (N, 2); ``radius_px`` a number or (N,); ``others``: None or a list
+    of N arrays (K_i, 2) (empty: no neighbour). Returns (centres (N, 2), peaks (N,), ok (N,)):
+    where ``ok`` is False ``refine_centre`` returns None (centre NaN, peak 0). Equal to
+    ``refine_centre`` ball by ball within rounding (sums in another order: < 1e-9 px)."""
+    c = np.array(uv0, dtype=float).reshape(-1, 2)
+    n = len(c)
+    r = np.broadcast_to(np.asarray(radius_px, dtype=float), (n,)).copy()
+    R = 1.25 * r + 2.0
+    Ro = R + 3.0
+    rows, cols = d.shape
+    peak, ok, active = np.zeros(n), np.ones(n, bool), np.ones(n, bool)
+    nb = None
+    if others is not None:
+        if len(others) != n:
+            raise ValueError(f"others: need one array per ball ({n}), got {len(others)}")
+        k = max([len(o) for o in others] + [1])
+        nb = np.full((n, k, 2), np.inf)      # padding: infinitely far, excludes nothing
+        for i, o in enumerate(others):
+            if len(o):
+                nb[i, :len(o)] = np.asarray(o, float).reshape(-1, 2)
+        has_nb = np.array([len(o) > 0 for o in others], bool)
+    for _ in range(iterations):
+        idx = np.flatnonzero(active)
+        if not idx.size:
+            break
+        ci, Ri, Roi = c[idx], R[idx], Ro[idx]
+        u0, v0 = np.floor(ci[:, 0] - Roi).astype(np.int64), np.floor(ci[:, 1] - Roi).astype(np.int64)
+        u1, v1 = np.ceil(ci[:, 0] + Roi).astype(np.int64) + 1, np.ceil(ci[:, 1] + Roi).astype(np.int64) + 1
+        out = (u0 < 0) | (v0 < 0) | (u1 > cols) | (v1 > rows)
+        if out.any():
+            _fail(idx[out], c, peak, ok, active)
+            keep = ~out
+            idx, ci, Ri, Roi, u0, v0, u1, v1 = (a[keep] for a in (idx, ci, Ri, Roi, u0, v0, u1, v1))
+            if not idx.size:
+                break
+        # one common window per iteration; the pixels beyond a ball's own window lie more
+        # than Ro + 1 px from its centre, so they fall in neither its disc nor its annulus
+        H, W = int((v1 - v0).max()), int((u1 - u0).max())
+        yy = (v0[:, None] + np.arange(H))[:, :, None]          # (N, H, 1)
+        xx = (u0[:, None] + np.arange(W))[:, None, :]          # (N, 1, W)
+        patch = d[np.minimum(yy, rows - 1), np.minimum(xx, cols - 1)].astype(np.float64)
+        cu, cv = ci[:, 0, None, None], ci[:, 1, None, None]
+        r2 = (xx - cu) ** 2 + (yy - cv) ** 2
+        RR, RoRo = (Ri * Ri)[:, None, None], (Roi * Roi)[:, None, None]
+        inner, ring = r2 <= RR, (r2 > RR) & (r2 <= RoRo)
+        fin = np.isfinite(patch)
+        disc = r2 <= ((r[idx] + 1.0) ** 2)[:, None, None]
+        n_ring = ring.sum(axis=(1, 2))
+        bad = (disc & ~fin).any(axis=(1, 2)) | ((fin & ring).sum(axis=(1, 2)) / n_ring < 0.4)
+        inner &= fin
+        if nb is not None:
+            o = nb[idx]                                        # (N, K, 2)
+            ou, ov = o[:, :, 0, None, None], o[:, :, 1, None, None]
+            d2 = (xx[:, None] - ou) ** 2 + (yy[:, None] - ov) ** 2    # (N, K, H, W)
+            fin &= (d2 > ((r[idx] + 1.5) ** 2)[:, None, None, None]).all(axis=1)
+            own = (d2 > r2[:, None]).all(axis=1)
+            hn = has_nb[idx]
+            bad |= hn & ((fin & ring).sum(axis=(1, 2)) / n_ring < 0.3)
+            inner &= own | ~hn[:, None, None]
+        patch = np.where(np.isfinite(patch), patch, 0.0)
+        x0 = (0.5 * (u0 + u1 - 1))[:, None, None]              # the window's mean column, exactly
+        y0 = (0.5 * (v0 + v1 - 1))[:, None, None]
+        # a ball already failed gets its whole annulus (a well-posed fit, its result unused)
+        bg = _plane_backgrounds(patch, xx - x0, yy - y0, ring & (fin | bad[:, None, None]))
+        w = np.maximum(np.where(inner, patch - bg, 0.0), 0.0)
+        s = w.sum(axis=(1, 2))
+        bad |= ~(s > 0)
+        ss = np.where(bad, 1.0, s)
+        new = np.column_stack([(w * xx).sum(axis=(1, 2)) / ss, (w * yy).sum(axis=(1, 2)) / ss])
+        good = idx[~bad]
+        c[good], peak[good] = new[~bad], w.max(axis=(1, 2))[~bad]
+        step = new - ci
+        done = np.sqrt(step[:, 0] ** 2 + step[:, 1] ** 2) < 1e-3
+        active[idx[~bad & done]] = False
+        _fail(idx[bad], c, peak, ok, active)
+    return c, peak, ok
+
+
+def _fail(idx, c, peak, ok, active):
+    c[idx], peak[idx], ok[idx], active[idx] = np.nan, 0.0, False, False
+
+
+def _plane_backgrounds(patch, X, Y, ring):
+    """``_plane_background`` for a stack (N, H, W): X, Y centred coordinates, ``ring`` the
+    annulus pixels per ball. Normal equations per ball, the same robust re-fit."""
+    m = ring.astype(np.float64)
+    one = np.ones_like(patch)
+    X, Y = X * one, Y * one
+    cols = (one, X, Y)
+    coef = _solve_planes(m, cols, patch)
+    res = patch - (coef[:, 0, None, None] + coef[:, 1, None, None] * X + coef[:, 2, None, None] * Y)
+    a = np.where(ring, np.abs(res), np.inf).reshape(len(patch), -1)
+    a.sort(axis=1)
+    k = ring.sum(axis=(1, 2))
+    j = np.arange(len(patch))
+    med = 0.5 * (a[j, np.maximum(k - 1, 0) // 2] + a[j, k // 2])
+    s = 1.4826 * med + 1e-9
+    ok = ring & (np.abs(res) < 3 * s[:, None, None])
+    refit = ok.sum(axis=(1, 2)) > 6
+    if refit.any():
+        coef[refit] = _solve_planes(ok[refit].astype(np.float64), [q[refit] for q in cols], patch[refit])
+    return coef[:, 0, None, None] + coef[:, 1, None, None] * X + coef[:, 2, None, None] * Y
+
+
+def _solve_planes(m, cols, b):
+    """Least-squares planes: (N, 3) coefficients of ``cols`` fitting ``b`` where ``m`` is 1."""
+    mc = [m * q for q in cols]
+    AtA = np.stack([np.stack([(p * q).sum(axis=(1, 2)) for q in cols], -1) for p in mc], -2)
+    Atb = np.stack([(p * b).sum(axis=(1, 2)) for p in mc], -1)
+    return np.linalg.solve(AtA, Atb[..., None])[..., 0]
+
+
 def _extend_beyond_field(d, field):
     """Fill the unexposed surround with the local background carried outwards
     (normalised convolution), so that the field edge makes no step in the top-hat."""
@@ -261,6 +413,45 @@ def _detect_polarity(pixels, polarity, kernel_px, min_area):
     return d, sel, med, (merged, sigma)
 
 
+def _first_pass(pixels, polarity, kernel_px, min_area):
+    """The first (size-blind) pass under one polarity hypothesis, computed once and shared by
+    the polarity score and the detection: (field, density, ``_select``'s result), or None
+    when the field is too small. Same numbers as ``_polarity_score`` / ``_detect_polarity``
+    (the top-hat of ``_floor`` and of the first ``_candidates`` is one and the same)."""
+    field = field_mask(pixels, polarity)
+    if field.mean() < 0.05:
+        return None
+    d = density_of(pixels, polarity)
+    if not field.all():
+        d = _extend_beyond_field(d, field)
+    th = d - _background(d, kernel_px)
+    floor = 0.25 * float(np.percentile(th[field][::7], 99.7))
+    return field, d, _select(d, kernel_px, min_area, floor=floor, th=th, fast=True)
+
+
+def _first_score(first):
+    """``_polarity_score`` from a ``_first_pass``."""
+    if first is None:
+        return 0.0
+    sel, _, _, _, sigma = first[2]
+    return float(sum(min(s[2][2] / max(sigma, 1e-6), 1000.0) for s in sel))
+
+
+def _second_pass(pixels, polarity, min_area, first):
+    """``_detect_polarity`` from a ``_first_pass``."""
+    if first is None:
+        return None, [], 0.0, ([], 0.0)
+    field, d, (sel, med, merged, peak, sigma) = first
+    if sel:
+        k2 = max(9, int(5 * med) | 1)
+        sel, med, merged, _, sigma = _select(d, k2, min_area, ball_r=med, floor=0.3 * peak,
+                                             saturated=_saturated(pixels, polarity), fast=True)
+    if not field.all():
+        d = d.copy()
+        d[~field] = np.nan
+    return d, sel, med, (merged, sigma)
+
+
 def _polarity_score(pixels, polarity, kernel_px, min_area):
     """Summed contrast-to-noise of the first-pass round blobs under one polarity
     hypothesis: steel balls are the highest-contrast compact blobs."""
@@ -298,35 +489,58 @@ def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = No
     larger summed contrast-to-noise wins (16-bit PNG/TIFF carry no photometric tag). ``kernel_px``: the
     background opening size, default 10 % of the smaller image side (must
     exceed a ball's diameter)."""
+    return _detect(pixels, polarity, kernel_px, min_area_px, fast=True)
+
+
+def _detect(pixels, polarity, kernel_px, min_area_px, fast: bool) -> Beads:
+    """``detect_beads``; ``fast=False`` runs the reference path (each polarity stage from
+    scratch, blob shapes one by one, ``refine_centre`` ball by ball), which the fast path
+    (shared first pass, ``_shapes``, ``refine_centres``) equals within rounding."""
     a = np.asarray(pixels)
     if a.ndim != 2 or min(a.shape) < 32:
         raise BeadDetectionError(f"image must be 2-D and at least 32 x 32 px, got shape {a.shape}")
     if not np.all(np.isfinite(a.astype(np.float64, copy=False))) if a.dtype.kind == "f" else False:
         raise BeadDetectionError("image has non-finite pixels")
     kernel = int(kernel_px or max(9, 0.1 * min(a.shape)))
-    pol = polarity if polarity in (1, -1) else max((1, -1), key=lambda p: _polarity_score(a, p, kernel, min_area_px))
-    d, sel, med, (merged, sigma) = _detect_polarity(a, pol, kernel, min_area_px)
+    if fast:
+        first = {}
+
+        def first_pass(p):
+            if p not in first:
+                first[p] = _first_pass(a, p, kernel, min_area_px)
+            return first[p]
+        pol = polarity if polarity in (1, -1) else max((1, -1), key=lambda p: _first_score(first_pass(p)))
+        d, sel, med, (merged, sigma) = _second_pass(a, pol, min_area_px, first_pass(pol))
+    else:
+        pol = polarity if polarity in (1, -1) else max((1, -1), key=lambda p: _polarity_score(a, p, kernel, min_area_px))
+        d, sel, med, (merged, sigma) = _detect_polarity(a, pol, kernel, min_area_px)
     if not sel:
         raise BeadDetectionError("no round balls found in the image: check that the cage is in the beam "
                                  "and the exposure is not saturated")
     cs, rs, ks, ro = [], [], [], []
-    for row, r_eq, shp in sel:
-        i, x, y, w, h, area = row
-        c, peak = refine_centre(d, (x + (w - 1) / 2, y + (h - 1) / 2), r_eq)
-        if c is None:
-            continue
-        cs.append(c), rs.append(r_eq), ks.append(peak), ro.append(shp[0])
+    if fast:
+        uv0 = [(x + (w - 1) / 2, y + (h - 1) / 2) for (i, x, y, w, h, area), _, _ in sel]
+        cen, pk, ok = refine_centres(d, uv0, np.array([r_eq for _, r_eq, _ in sel], float))
+        for k in np.flatnonzero(ok):
+            cs.append(cen[k]), rs.append(sel[k][1]), ks.append(float(pk[k])), ro.append(sel[k][2][0])
+    else:
+        for row, r_eq, shp in sel:
+            i, x, y, w, h, area = row
+            c, peak = refine_centre(d, (x + (w - 1) / 2, y + (h - 1) / 2), r_eq)
+            if c is None:
+                continue
+            cs.append(c), rs.append(r_eq), ks.append(peak), ro.append(shp[0])
     if not cs:
         raise BeadDetectionError("all candidate balls touch the image edge: centre the cage in the field")
     split = _split_merged(d, merged, np.array(cs), med, float(np.median(ks)), sigma)
-    cs = _deconflict(d, cs, rs)
+    cs = _deconflict(d, cs, rs, fast)
     for c in split:
         cs.append(c), rs.append(med), ks.append(float(np.median(ks))), ro.append(0.0)
     return Beads(np.array(cs), np.array(rs), np.array(ks), np.array(ro), pol,
                  len(merged) - len(split) // 2, len(split) // 2)
 
 
-def _deconflict(d, cs, rs):
+def _deconflict(d, cs, rs, fast=False):
     """Re-centre balls with a neighbour near their window, leaving the neighbour's disc out
     (its shadow would tilt the background plane and pull the centroid)."""
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
@@ -336,6 +550,16 @@ def _deconflict(d, cs, rs):
     c = np.array(cs)
     reach = 2.5 * float(np.max(rs)) + 7.0
     tree = cKDTree(c)
+    if fast:
+        nbs = [[j for j in nb if j != k] for k, nb in enumerate(tree.query_ball_point(c, reach))]
+        out = [c[k] for k in range(len(c))]
+        todo = [k for k, nb in enumerate(nbs) if nb]
+        if todo:
+            new, _, ok = refine_centres(d, c[todo], np.asarray(rs, float)[todo], others=[c[nbs[k]] for k in todo])
+            for j, k in enumerate(todo):
+                if ok[j]:
+                    out[k] = new[j]
+        return out
     out = []
     for k, nb in enumerate(tree.query_ball_point(c, reach)):
         nb = [j for j in nb if j != k]
