@@ -113,37 +113,25 @@ def _shape(labels, th, row):
 
 
 def _shapes(labels, th, rows):
-    """``_shape`` of every row at once: second moments and peaks from one pass over the
-    labelled pixels (coordinates local to each blob's box: exact integer sums)."""
+    """``_shape`` of every row: second moments (cv2.moments of the blob's mask in its box)
+    and the peak (cv2.minMaxLoc under the mask) per blob, eigenvalues all at once."""
     if not rows:
         return []
-    box = np.array([r[:5] for r in rows], np.int64)            # label, x, y, w, h
-    area = np.array([r[5] for r in rows])
-    pos = np.full(int(box[:, 0].max()) + 1, -1, np.int64)
-    pos[box[:, 0]] = np.arange(len(rows))
-    flat = labels.ravel()
-    px = np.flatnonzero((flat > 0) & (flat < len(pos)))
-    k = pos[flat[px]]
-    px, k = px[k >= 0], k[k >= 0]
-    vv, uu = np.divmod(px, labels.shape[1])
-    lu, lv = (uu - box[k, 1]).astype(np.float64), (vv - box[k, 2]).astype(np.float64)
-    n = np.bincount(k, minlength=len(rows)).astype(np.float64)
-    su, sv = np.bincount(k, lu, len(rows)), np.bincount(k, lv, len(rows))
-    suu, svv, suv = (np.bincount(k, q, len(rows)) for q in (lu * lu, lv * lv, lu * lv))
-    big = n > 2
-    nn, dof = np.where(big, n, 3.0), np.where(big, n - 1.0, 1.0)
-    cov = np.empty((len(rows), 2, 2))
-    cov[:, 0, 0] = (suu - su * su / nn) / dof
-    cov[:, 1, 1] = (svv - sv * sv / nn) / dof
-    cov[:, 0, 1] = cov[:, 1, 0] = (suv - su * sv / nn) / dof
-    cov[~big] = np.eye(2)
+    cov, fill, peak = np.empty((len(rows), 2, 2)), [], []
+    for k, (i, x, y, w, h, area) in enumerate(rows):
+        m = (labels[y:y + h, x:x + w] == i).view(np.uint8)
+        mo = cv2.moments(m, True)
+        n = mo["m00"]
+        if n > 2:
+            cov[k] = ((mo["mu20"], mo["mu11"]), (mo["mu11"], mo["mu02"]))
+            cov[k] /= n - 1
+        else:
+            cov[k] = np.eye(2)
+        fill.append(area / (np.pi / 4 * w * h))
+        peak.append(float(cv2.minMaxLoc(th[y:y + h, x:x + w], m)[1]))
     ev = np.linalg.eigvalsh(cov)
     roundness = np.sqrt(np.maximum(ev[:, 0], 1e-9) / np.maximum(ev[:, 1], 1e-9))
-    fill = area / (np.pi / 4 * box[:, 3] * box[:, 4])
-    order = np.argsort(k, kind="stable")
-    start = np.concatenate([[0], np.cumsum(np.bincount(k, minlength=len(rows)))[:-1]])
-    peak = np.maximum.reduceat(th.ravel()[px[order]], start)
-    return [(float(a), f, float(b)) for a, f, b in zip(roundness, fill, peak)]
+    return [(float(r), f, p) for r, f, p in zip(roundness, fill, peak)]
 
 
 def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0, saturated=None, th=None, fast=False):
