@@ -280,6 +280,16 @@ def install_carm_panel(station: "Workstation"):
     return panel
 
 
+def collect_garbage_on_the_gui_thread(interval_s: float = 1.0):
+    """Python's cyclic collector runs in whichever thread happens to allocate; a Qt widget
+    or VTK window caught in a reference cycle would then be destroyed in a device thread,
+    which crashes or hangs Qt. Automatic collection goes off and the GUI thread collects on
+    a timer instead (pyqtgraph's ``GarbageCollector``, same thresholds). Keep the returned
+    object; ``gc.enable()`` undoes it."""
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+    return GarbageCollector(interval=interval_s)
+
+
 def _quit_on_signals(app: QApplication) -> None:
     """Ctrl+C / SIGTERM close the window cleanly (layout saved, devices stopped)."""
     def close(*_):
@@ -303,6 +313,7 @@ def run_gui(config_path=None) -> int:
     except ConfigError as e:
         error, config = e, load_defaults()
     app = create_application(font_pt=config.ui.font_pt)
+    collector = collect_garbage_on_the_gui_thread()   # noqa: F841 (kept alive while the app runs)
     station = Workstation(config)
     if not station.window.restore_layout():  # first run: nearly the whole screen
         area = app.primaryScreen().availableGeometry()

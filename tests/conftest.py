@@ -1,6 +1,7 @@
 """Shared fixtures: keep the tests away from the user's real config, data and settings."""
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -31,6 +32,16 @@ def qsettings_path(tmp_path):
     from PySide6.QtCore import QSettings
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path))
     yield tmp_path
+
+
+@pytest.fixture(autouse=True)
+def gui_garbage_collected_on_the_gui_thread(request):
+    """After a GUI test, collect its cyclic garbage here, on the GUI thread: left to the
+    collector, a Qt widget or VTK window in a reference cycle would be finalised by whichever
+    thread next allocates (a device worker, a control loop), which can hang or crash."""
+    yield
+    if "gui" in request.keywords:
+        gc.collect()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -137,9 +137,16 @@ def _in_thread(config, seconds, load) -> dict:
     shm = mp.RawArray("d", SHM.SIZE)
     cmd_q, state_q = queue.Queue(), queue.Queue()
     switch = sys.getswitchinterval()          # the loop changes it (process-wide)
+    # collect here: the loop's own gc.collect() in its thread would otherwise finalise the
+    # garbage of this process (Qt and VTK objects of a GUI) off their thread, which can hang
+    gc.collect()
     th = threading.Thread(target=control_main, args=(config, shm, cmd_q, state_q), daemon=True)
     th.start()
+    deadline = time.monotonic() + 30.0
     while shm[SHM.CYCLES] < 10:
+        if not th.is_alive() or time.monotonic() > deadline:
+            shm[SHM.QUIT] = 1.0
+            raise RuntimeError("the baseline control loop did not start within 30 s")
         time.sleep(0.01)
     load.run(seconds, _jogger(cmd_q.put))
     shm[SHM.QUIT] = 1.0
@@ -147,7 +154,10 @@ def _in_thread(config, seconds, load) -> dict:
     gc.enable()
     sys.setswitchinterval(switch)
     while True:
-        msg = state_q.get()
+        try:
+            msg = state_q.get(timeout=10.0)
+        except queue.Empty:
+            raise RuntimeError("the baseline control loop ended without its period record") from None
         if "periods" in msg:
             return _stats(msg["periods"])
 

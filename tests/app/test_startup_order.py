@@ -45,3 +45,39 @@ def test_devices_start_once_however_often_start_is_called(station, qtbot, monkey
     qtbot.wait(20)
     station.start()   # the fallback timer of run_gui
     assert calls == [1]
+
+
+def test_cyclic_garbage_is_collected_on_the_gui_thread(qtbot):
+    """A cycle that becomes garbage while a worker thread allocates is finalised by the
+    GUI thread's timer, never by the worker."""
+    import gc
+    import threading
+
+    from app.main import collect_garbage_on_the_gui_thread
+
+    finalised_in = []
+
+    class Node:
+        def __del__(self):
+            finalised_in.append(threading.current_thread().name)
+
+    collector = collect_garbage_on_the_gui_thread(interval_s=0.05)
+    try:
+        assert not gc.isenabled()
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        del a, b
+
+        kept = []
+
+        def allocate():   # containers kept alive: the generation-0 count passes its threshold
+            kept.extend([i] for i in range(5 * gc.get_threshold()[0]))
+        worker = threading.Thread(target=allocate, name="device-worker")
+        worker.start()
+        worker.join()
+        assert finalised_in == [] and gc.get_count()[0] > gc.get_threshold()[0]
+        qtbot.waitUntil(lambda: len(finalised_in) == 2, timeout=3000)
+        assert set(finalised_in) == {threading.main_thread().name}
+    finally:
+        collector.timer.stop()
+        gc.enable()
