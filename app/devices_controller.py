@@ -38,12 +38,15 @@ DRIVERS = {
 }
 
 
+ROBOT_PROCESS_DEVICES = ("robot", "force_sensor")   # driven by the robot's control process
+
+
 def driver_factory(device: str, config: Config) -> tuple[Callable[[], Any] | None, str]:
     """(factory building the configured driver, or None; why not)."""
     kind = config[device]["kind"]
     if kind == "none":
         return None, f"not configured ({device}.kind = \"none\")"
-    if device in ("robot", "force_sensor"):
+    if device in ROBOT_PROCESS_DEVICES:
         # the robot's control loop owns both, in its own process (app.robot_controller_client)
         return None, f"{kind} {device.replace('_', ' ')}: started with the robot panel"
     module_name, class_name, keys = DRIVERS[(device, kind)]
@@ -195,8 +198,11 @@ class DevicesController(QObject):
         for device in DEVICES:
             factory, why = driver_factory(device, self.config)
             if factory is None:
-                self.session.set_device_status(device, DeviceStatus.DISCONNECTED, why)
                 log.info("%s: %s", device, why)
+                reported = self.session.device_status(device) != (DeviceStatus.DISCONNECTED, "not started")
+                if not (device in ROBOT_PROCESS_DEVICES and self.config[device]["kind"] != "none" and reported):
+                    # (the robot process may have said how it is before the devices start)
+                    self.session.set_device_status(device, DeviceStatus.DISCONNECTED, why)
                 continue
             self.add_device(device, factory)
 

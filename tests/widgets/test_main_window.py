@@ -355,6 +355,19 @@ def test_driver_factory_leaves_robot_and_force_sensor_to_the_robot_process(tmp_p
     assert factory is None and why == "simulated force sensor: started with the robot panel"
 
 
+def test_starting_the_devices_keeps_what_the_robot_process_already_said(quiet_station):
+    """The devices start after the first paint; the robot's control process, started with
+    the robot panel, may have reported by then: its status stays."""
+    from devices.base import DeviceStatus
+    s = quiet_station.session
+    s.set_device_status("robot", DeviceStatus.SIMULATED, "simulated hybrid robot")
+    quiet_station.start()
+    assert s.device_status("robot") == (DeviceStatus.SIMULATED, "simulated hybrid robot")
+    # not reported yet: the status says who will start it
+    assert s.device_status("force_sensor") == (DeviceStatus.DISCONNECTED,
+                                               "simulated force sensor: started with the robot panel")
+
+
 # -- the integrated workstation: planning, robot, C-arm panels and the simulated room ------------
 
 @pytest.fixture
