@@ -293,8 +293,8 @@ def refine_centres(d: np.ndarray, uv0, radius_px, iterations: int = 4, others=No
         inner, ring = r2 <= RR, (r2 > RR) & (r2 <= RoRo)
         fin = np.isfinite(patch)
         disc = r2 <= ((r[idx] + 1.0) ** 2)[:, None, None]
-        n_ring = ring.sum(axis=(1, 2))
-        bad = (disc & ~fin).any(axis=(1, 2)) | ((fin & ring).sum(axis=(1, 2)) / n_ring < 0.4)
+        n_ring = np.count_nonzero(ring, axis=(1, 2))
+        bad = (disc & ~fin).any(axis=(1, 2)) | (np.count_nonzero(fin & ring, axis=(1, 2)) / n_ring < 0.4)
         inner &= fin
         if nb is not None:
             o = nb[idx]                                        # (N, K, 2)
@@ -303,7 +303,7 @@ def refine_centres(d: np.ndarray, uv0, radius_px, iterations: int = 4, others=No
             fin &= (d2 > ((r[idx] + 1.5) ** 2)[:, None, None, None]).all(axis=1)
             own = (d2 > r2[:, None]).all(axis=1)
             hn = has_nb[idx]
-            bad |= hn & ((fin & ring).sum(axis=(1, 2)) / n_ring < 0.3)
+            bad |= hn & (np.count_nonzero(fin & ring, axis=(1, 2)) / n_ring < 0.3)
             inner &= own | ~hn[:, None, None]
         patch = np.where(np.isfinite(patch), patch, 0.0)
         x0 = (0.5 * (u0 + u1 - 1))[:, None, None]              # the window's mean column, exactly
@@ -329,32 +329,41 @@ def _fail(idx, c, peak, ok, active):
 
 
 def _plane_backgrounds(patch, X, Y, ring):
-    """``_plane_background`` for a stack (N, H, W): X, Y centred coordinates, ``ring`` the
-    annulus pixels per ball. Normal equations per ball, the same robust re-fit."""
-    m = ring.astype(np.float64)
-    one = np.ones_like(patch)
-    X, Y = X * one, Y * one
-    cols = (one, X, Y)
-    coef = _solve_planes(m, cols, patch)
-    res = patch - (coef[:, 0, None, None] + coef[:, 1, None, None] * X + coef[:, 2, None, None] * Y)
-    a = np.where(ring, np.abs(res), np.inf).reshape(len(patch), -1)
+    """``_plane_background`` for a stack (N, H, W): X (N, 1, W) and Y (N, H, 1) centred
+    coordinates, ``ring`` the annulus pixels per ball. Normal equations per ball (their
+    sums through the window's row and column sums), the same robust re-fit."""
+    n = len(patch)
+    coef = _solve_planes(patch, X, Y, ring)
+    res = np.abs(patch - _planes(coef, X, Y)).reshape(n, -1)
+    m = ring.reshape(n, -1)
+    a = np.where(m, res, np.inf)
     a.sort(axis=1)
-    k = ring.sum(axis=(1, 2))
-    j = np.arange(len(patch))
-    med = 0.5 * (a[j, np.maximum(k - 1, 0) // 2] + a[j, k // 2])
-    s = 1.4826 * med + 1e-9
-    ok = ring & (np.abs(res) < 3 * s[:, None, None])
-    refit = ok.sum(axis=(1, 2)) > 6
+    k, j = np.count_nonzero(m, axis=1), np.arange(n)
+    med = 0.5 * (a[j, np.maximum(k - 1, 0) // 2] + a[j, k // 2])   # np.median of the annulus
+    ok = ring & (res < 3 * (1.4826 * med + 1e-9)[:, None]).reshape(ring.shape)
+    refit = np.count_nonzero(ok, axis=(1, 2)) > 6
     if refit.any():
-        coef[refit] = _solve_planes(ok[refit].astype(np.float64), [q[refit] for q in cols], patch[refit])
+        coef[refit] = _solve_planes(patch[refit], X[refit], Y[refit], ok[refit])
+    return _planes(coef, X, Y)
+
+
+def _planes(coef, X, Y):
     return coef[:, 0, None, None] + coef[:, 1, None, None] * X + coef[:, 2, None, None] * Y
 
 
-def _solve_planes(m, cols, b):
-    """Least-squares planes: (N, 3) coefficients of ``cols`` fitting ``b`` where ``m`` is 1."""
-    mc = [m * q for q in cols]
-    AtA = np.stack([np.stack([(p * q).sum(axis=(1, 2)) for q in cols], -1) for p in mc], -2)
-    Atb = np.stack([(p * b).sum(axis=(1, 2)) for p in mc], -1)
+def _solve_planes(b, X, Y, m):
+    """Least-squares planes (N, 3) c0 + c1 X + c2 Y fitting b (N, H, W) where m (N, H, W).
+    The moments sum(m y^a x^c) come from two small matrix products per ball."""
+    m = m.astype(np.float64)
+    x, y = X[:, 0, :], Y[:, :, 0]
+    px = np.stack([np.ones_like(x), x, x * x], -1)          # (N, W, 3)
+    py = np.stack([np.ones_like(y), y, y * y], -2)          # (N, 3, H)
+    K = py @ (m @ px)                                      # K[a, c] = sum m y^a x^c
+    Kb = py[:, :2] @ ((m * b) @ px[:, :, :2])
+    AtA = np.stack([K[:, 0, 0], K[:, 0, 1], K[:, 1, 0],
+                    K[:, 0, 1], K[:, 0, 2], K[:, 1, 1],
+                    K[:, 1, 0], K[:, 1, 1], K[:, 2, 0]], -1).reshape(-1, 3, 3)
+    Atb = np.stack([Kb[:, 0, 0], Kb[:, 0, 1], Kb[:, 1, 0]], -1)
     return np.linalg.solve(AtA, Atb[..., None])[..., 0]
 
 
