@@ -91,12 +91,9 @@ def _candidates(d: np.ndarray, kernel_px: int, min_area: int, ball_r: float = 0.
         core_ = (cv2.morphologyEx(th, cv2.MORPH_OPEN, se) > thr).astype(np.uint8)
         mask &= cv2.dilate(core_, se)    # restore each ball's footprint, not the wire
     n, labels, stats, cent = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    rows = []
-    for i in range(1, n):
-        x, y, w, h, area = stats[i]
-        if area < min_area or w < 3 or h < 3:
-            continue
-        rows.append((i, x, y, w, h, area))
+    x, y, w, h, area = stats[1:].T
+    keep = np.flatnonzero((area >= min_area) & (w >= 3) & (h >= 3)) + 1
+    rows = [(int(i), *stats[i]) for i in keep]
     return rows, labels, th, sigma
 
 
@@ -112,26 +109,47 @@ def _shape(labels, th, row):
     return roundness, fill, peak
 
 
-def _shapes(labels, th, rows):
-    """``_shape`` of every row: second moments (cv2.moments of the blob's mask in its box)
-    and the peak (cv2.minMaxLoc under the mask) per blob, eigenvalues all at once."""
+def _shapes(labels, th, rows, stack_px: int = 24):
+    """``_shape`` of every row: blobs whose box fits ``stack_px`` all at once (their boxes
+    stacked: moments sum(m v^a u^c) in box coordinates, exact integer sums, from two small
+    matrix products; peak under the mask), larger ones one by one (cv2.moments, minMaxLoc)."""
     if not rows:
         return []
-    cov, fill, peak = np.empty((len(rows), 2, 2)), [], []
-    for k, (i, x, y, w, h, area) in enumerate(rows):
+    box = np.array([r[:6] for r in rows], np.int64)         # label, x, y, w, h, area
+    cov, peak = np.empty((len(rows), 2, 2)), np.empty(len(rows))
+    small = (box[:, 3] <= stack_px) & (box[:, 4] <= stack_px)
+    ks = np.flatnonzero(small)
+    if ks.size:
+        i, x, y, w, h = box[ks, :5].T
+        ry, rx = np.arange(h.max()), np.arange(w.max())
+        yy, xx = y[:, None] + ry, x[:, None] + rx
+        at = (np.minimum(yy, labels.shape[0] - 1)[:, :, None], np.minimum(xx, labels.shape[1] - 1)[:, None, :])
+        m = (labels[at] == i[:, None, None]) & (ry < h[:, None])[:, :, None] & (rx < w[:, None])[:, None, :]
+        pu = np.stack([np.ones(len(rx)), rx, rx * rx], -1).astype(np.float64)   # (W, 3)
+        pv = np.stack([np.ones(len(ry)), ry, ry * ry], 0).astype(np.float64)    # (3, H)
+        K = pv @ (m.astype(np.float64) @ pu)                     # K[a, c] = sum m v^a u^c
+        n, su, sv = K[:, 0, 0], K[:, 0, 1], K[:, 1, 0]
+        nn, dof = np.where(n > 2, n, 3.0), np.where(n > 2, n - 1.0, 1.0)
+        c = np.empty((len(ks), 2, 2))
+        c[:, 0, 0] = (K[:, 0, 2] - su * su / nn) / dof
+        c[:, 1, 1] = (K[:, 2, 0] - sv * sv / nn) / dof
+        c[:, 0, 1] = c[:, 1, 0] = (K[:, 1, 1] - su * sv / nn) / dof
+        c[n <= 2] = np.eye(2)
+        cov[ks] = c
+        peak[ks] = np.where(m, th[at], -np.inf).max(axis=(1, 2))
+    for k in np.flatnonzero(~small):
+        i, x, y, w, h, area = rows[k]
         m = (labels[y:y + h, x:x + w] == i).view(np.uint8)
         mo = cv2.moments(m, True)
         n = mo["m00"]
+        cov[k] = ((mo["mu20"], mo["mu11"]), (mo["mu11"], mo["mu02"])) if n > 2 else np.eye(2)
         if n > 2:
-            cov[k] = ((mo["mu20"], mo["mu11"]), (mo["mu11"], mo["mu02"]))
             cov[k] /= n - 1
-        else:
-            cov[k] = np.eye(2)
-        fill.append(area / (np.pi / 4 * w * h))
-        peak.append(float(cv2.minMaxLoc(th[y:y + h, x:x + w], m)[1]))
+        peak[k] = cv2.minMaxLoc(th[y:y + h, x:x + w], m)[1]
     ev = np.linalg.eigvalsh(cov)
     roundness = np.sqrt(np.maximum(ev[:, 0], 1e-9) / np.maximum(ev[:, 1], 1e-9))
-    return [(float(r), f, p) for r, f, p in zip(roundness, fill, peak)]
+    fill = [area / (np.pi / 4 * w * h) for _, _, _, w, h, area in rows]
+    return [(float(r), f, float(p)) for r, f, p in zip(roundness, fill, peak)]
 
 
 def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0, saturated=None, th=None, fast=False):
