@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import logging
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from core.files import write_json_atomic
-from core.image_io import FluoroImage, write_dicom_xa
+from core.image_io import FluoroImage, ImageReadError, read_image, write_dicom_xa
 from devices.base import DeviceStatus
 
-__all__ = ["Event", "Session", "SessionError", "VIEWS", "DEVICES", "WORKFLOW_STEPS",
-           "sessions_root"]
+__all__ = ["Event", "Session", "SessionError", "ResumedSession", "VIEWS", "DEVICES", "WORKFLOW_STEPS",
+           "SESSION_FORMAT", "sessions_root", "find_session", "read_session_record"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ VIEWS = ("ap", "lat")
 DEVICES = ("carm", "robot", "force_sensor", "tracker")
 WORKFLOW_STEPS = ("calibrate", "plan", "align", "verify")
 _WORKING = (DeviceStatus.SIMULATED, DeviceStatus.CONNECTED)
+SESSION_FORMAT = "fluoronav.session/1"
+_SHOT_NAME = re.compile(r"^(ap|lat)-(\d{3,})\.dcm$")
 
 
 class SessionError(ValueError):
@@ -70,7 +75,9 @@ def sessions_root(data_dir: str | os.PathLike | None = None) -> Path:
 class Session:
     """State of one operation. Events: image_changed(view, image),
     calibration_changed(calib), plans_changed(plans), alignment_changed(result),
-    device_status_changed(device, status, message), step_changed(step), changed()."""
+    device_status_changed(device, status, message), step_changed(step),
+    resumed(ResumedSession) (``resume``: after the images and the calibration, before the
+    step; the planning loads the folder's plan.json, the shots strip lists the shots), changed()."""
 
     def __init__(self, data_dir=None, save_images: bool = True,
                  started_at: _dt.datetime | None = None):
@@ -87,11 +94,17 @@ class Session:
         self.alignment: Any = None
         self._devices = {d: (DeviceStatus.DISCONNECTED, "not started") for d in DEVICES}
         self.step: str | None = None
+        self.resuming = False   # True while ``resume`` emits its events (the strip lists the shots itself)
         for name in ("image_changed", "calibration_changed", "plans_changed",
-                     "alignment_changed", "device_status_changed", "step_changed", "changed"):
+                     "alignment_changed", "device_status_changed", "step_changed", "resumed", "changed"):
             setattr(self, name, Event(name))
 
     # -- where data goes ------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        """The folder that holds the session folders."""
+        return self._root
+
     @property
     def folder(self) -> Path:
         """The session folder, created on first use (a suffix keeps two sessions apart)."""
@@ -134,7 +147,10 @@ class Session:
         key = _content_key(image)
         name = self._saved_by_content[view].get(key)
         if name is None or not (self.folder / name).is_file():
-            path = self.folder / f"{view}-{len(self._saved[view]) + 1:03d}.dcm"
+            n = len(self._saved[view]) + 1
+            while (self.folder / f"{view}-{n:03d}.dcm").exists():   # never overwrite a shot (resumed folder)
+                n += 1
+            path = self.folder / f"{view}-{n:03d}.dcm"
             write_dicom_xa(image, path)
             self._saved[view].append(path.name)
             self._saved_by_content[view][key] = name = path.name
@@ -205,12 +221,17 @@ class Session:
             raise SessionError(f"cannot start {step}: {why}")
         if step != self.step:
             self.step = step
+            if self._folder is not None and self.save_images:   # session.json says where the case was
+                try:
+                    self.save()
+                except OSError as e:
+                    log.error("session.json could not be updated: %s", e)
             self.step_changed.emit(step)
             self.changed.emit()
 
     # -- file -----------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": "fluoronav.session/1",
+        return {"format": SESSION_FORMAT,
                 "started_at": self.started_at.isoformat(timespec="seconds"),
                 "images": {v: list(files) for v, files in self._saved.items()},
                 "current": dict(self._current_file),
@@ -220,6 +241,186 @@ class Session:
     def save(self) -> Path:
         """Write ``session.json`` into the session folder atomically."""
         return write_json_atomic(self.folder / "session.json", self.to_dict())
+
+    # -- resuming an interrupted session ------------------------------------------------
+    def is_fresh(self) -> bool:
+        """Nothing taken, loaded, calibrated or planned yet (what ``resume`` needs)."""
+        return (all(im is None for im in self._images.values()) and not any(self._saved.values())
+                and self.calibration is None and not self.plans and self.alignment is None)
+
+    def resume(self, folder) -> "ResumedSession":
+        """Carry on with the session saved in ``folder`` (after a crash or a restart).
+
+        Reads ``session.json`` (SessionError, one line, nothing changed: not a session,
+        corrupt, another format version, or this session already has shots), then adopts
+        the folder: new shots continue its numbering, every saved shot is read (an
+        unreadable one is reported and, if it was on screen, its view stays empty), the
+        newest ``calibration-*.json`` is restored (an invalid one is reported: the session
+        goes on uncalibrated) and so is the step where the workflow still allows it.
+        Emits image_changed, calibration_changed, resumed, step_changed and changed.
+        Returns what was restored and what was not (``.summary``: one line)."""
+        from core.calibration import CageCalibration, CalibrationFileError
+
+        if not self.is_fresh():
+            raise SessionError("this session already has shots or a calibration: restart fluoronav and "
+                               "resume before taking or loading any image")
+        folder = Path(folder).absolute()
+        record = read_session_record(folder)
+        result = ResumedSession(folder, {v: [] for v in VIEWS}, {v: -1 for v in VIEWS})
+        images: dict[str, FluoroImage | None] = {v: None for v in VIEWS}
+        keys: dict[str, dict[bytes, str]] = {v: {} for v in VIEWS}
+        for view in VIEWS:
+            names, current = record["images"][view], record["current"][view]
+            for name in names:
+                image = None
+                try:
+                    image = read_image(folder / name).with_view(view)
+                    keys[view][_content_key(image)] = name
+                except (ImageReadError, OSError, ValueError) as e:
+                    what = "the shot on screen" if name == current else "an earlier shot"
+                    result.problems.append(f"{view.upper()}: {what} {name} cannot be read ({_one_line(e, folder)})"
+                                           + (f": the {view.upper()} view stays empty, take or open it again"
+                                              if name == current else ""))
+                result.shots[view].append((folder / name, image))
+            if current is not None:
+                result.current[view] = names.index(current)
+                images[view] = result.shots[view][result.current[view]][1]
+            if names:
+                result.restored.append(f"{len(names)} {view.upper()} shot{'s' if len(names) != 1 else ''}")
+        calibration = None
+        calib_files = sorted(folder.glob("calibration-*.json"))
+        if calib_files:
+            try:
+                calibration = CageCalibration.load(calib_files[-1])
+                result.restored.append(f"calibration {calib_files[-1].name}")
+            except CalibrationFileError as e:
+                result.problems.append(f"{_one_line(e, folder)}: the session continues uncalibrated, calibrate again")
+        # adopt: from here on nothing can fail half-way
+        old = self._folder
+        if old is not None and old != folder and old.is_dir() and not any(old.iterdir()):
+            old.rmdir()   # the empty folder this new session had made
+        self._folder = folder
+        try:
+            self.started_at = _dt.datetime.fromisoformat(record.get("started_at") or "")
+        except (TypeError, ValueError):
+            pass
+        self._saved = {v: list(record["images"][v]) for v in VIEWS}
+        self._saved_by_content = keys
+        self._current_file = {v: (record["current"][v] if images[v] is not None else None) for v in VIEWS}
+        self._images = images
+        self.calibration = calibration
+        self.resuming = True
+        try:
+            for view in VIEWS:
+                if images[view] is not None:
+                    self.image_changed.emit(view, images[view])
+            if calibration is not None:
+                self.calibration_changed.emit(calibration)
+            self.resumed.emit(result)   # the plan, the shots strip
+            step = record["step"]
+            if step is not None:
+                why = self.step_blocker(step)
+                if why is None:
+                    self.step = step
+                    result.restored.append(f"step {step}")
+                else:
+                    result.problems.append(f"step {step} not restored: {why}")
+                    earlier = [s for s in WORKFLOW_STEPS[:WORKFLOW_STEPS.index(step)] if self.step_blocker(s) is None]
+                    self.step = earlier[-1] if earlier else None
+                if self.step is not None:
+                    self.step_changed.emit(self.step)
+        finally:
+            self.resuming = False
+        self.changed.emit()
+        log.info("%s", result.summary)
+        for problem in result.problems:
+            log.warning("resume: %s", problem)
+        return result
+
+
+@dataclass
+class ResumedSession:
+    """What ``Session.resume`` brought back: ``shots`` per view, the saved files in order with
+    their image (None: unreadable), ``current`` the index of the one on screen (-1: none),
+    ``restored`` and ``problems`` (one line each; listeners of ``resumed`` add theirs)."""
+    folder: Path
+    shots: dict
+    current: dict
+    restored: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        text = f"resumed session {self.folder.name}: " + (", ".join(self.restored) or "nothing saved yet")
+        if self.problems:
+            text += f"; {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}: " + "; ".join(self.problems)
+        return text
+
+
+def read_session_record(folder) -> dict:
+    """The validated ``session.json`` of ``folder``; SessionError (one line) says what is wrong."""
+    folder = Path(folder)
+    path = folder / "session.json"
+    if not folder.is_dir():
+        raise SessionError(f"{folder} is not a folder: choose a session folder (named like 20261120-083005) "
+                           "under the sessions folder")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SessionError(f"{folder} is not a fluoronav session (it has no session.json): choose a session "
+                           "folder (named like 20261120-083005) under the sessions folder") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SessionError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    corrupt = (f"{path} is corrupt, the session cannot be resumed: its shots are the .dcm files there "
+               "(File → Open folder)")
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SessionError(f"{corrupt} [{e.msg} at line {e.lineno}]") from None
+    fmt = d.get("format") if isinstance(d, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith("fluoronav.session/"):
+        raise SessionError(f"{path} is not a fluoronav session file (format {fmt!r}): choose a session folder "
+                           "under the sessions folder")
+    if fmt != SESSION_FORMAT:
+        raise SessionError(f"{path} was written by another fluoronav version (format {fmt}, this version reads "
+                           f"{SESSION_FORMAT}): resume it with that version, or open its shots with File → Open folder")
+    images, current, step = d.get("images"), d.get("current", {}), d.get("step")
+    if not isinstance(images, dict) or not isinstance(current, dict):
+        raise SessionError(f"{corrupt} ['images' and 'current' must be objects]")
+    out = {"images": {}, "current": {}, "step": step, "started_at": d.get("started_at")}
+    for view in VIEWS:
+        names = images.get(view, [])
+        if not isinstance(names, list) or not all(isinstance(n, str) and (m := _SHOT_NAME.match(n)) and
+                                                  m.group(1) == view for n in names) or len(set(names)) != len(names):
+            raise SessionError(f"{corrupt} [images.{view} must list distinct file names like {view}-001.dcm]")
+        cur = current.get(view)
+        if cur is not None and cur not in names:
+            raise SessionError(f"{corrupt} [current.{view} {cur!r} is not one of its images]")
+        out["images"][view], out["current"][view] = list(names), cur
+    if step is not None and step not in WORKFLOW_STEPS:
+        raise SessionError(f"{corrupt} [unknown step {step!r}]")
+    return out
+
+
+def find_session(spec, data_dir=None) -> Path:
+    """The session folder ``spec`` names: a folder, or ``"last"`` (the newest session folder
+    under ``sessions_root(data_dir)``). Checked with ``read_session_record``."""
+    if str(spec) == "last":
+        root = sessions_root(data_dir)
+        found = sorted(p for p in root.glob("*") if (p / "session.json").is_file()) if root.is_dir() else []
+        if not found:
+            raise SessionError(f"no session to resume under {root}: start a new one")
+        folder = found[-1]
+    else:
+        folder = Path(spec).expanduser().absolute()
+    read_session_record(folder)
+    return folder
+
+
+def _one_line(error, folder) -> str:
+    """The first line of an error, the session folder's path left out."""
+    text = (str(error).splitlines() or [type(error).__name__])[0]
+    return text.replace(str(folder) + os.sep, "")
 
 
 def _content_key(image: FluoroImage) -> bytes:
