@@ -76,6 +76,7 @@ class Workstation:
         self.open_calibration = install_calibration_wizard(self.window, self.session, self.devices, self.acquire)
         if panels:
             self._install_panels()
+        self._add_resume_action()
 
     def _install_panels(self) -> None:
         """Planning, robot and C-arm docks; the simulated room when the C-arm is simulated."""
@@ -213,6 +214,47 @@ class Workstation:
             return False
         return True
 
+    def resume_session(self, folder):
+        """Reopen the session saved in ``folder`` (File → Resume session…, ``fluoronav gui
+        --resume``): shots, calibration, plan and step as they were. One line in the log and
+        the status bar; returns the ``ResumedSession`` or None when refused."""
+        if self.devices.busy:
+            return self._resume_said("Resume refused: an image is being acquired; resume once it is in",
+                                     logging.WARNING)
+        try:
+            resumed = self.session.resume(folder)
+        except SessionError as e:
+            return self._resume_said(f"Resume refused: {e}", logging.ERROR)
+        self._resume_said(resumed.summary[0].upper() + resumed.summary[1:],
+                          logging.WARNING if resumed.problems else logging.INFO, logged=True)
+        return resumed
+
+    def _resume_said(self, text: str, level: int, logged: bool = False) -> None:
+        if not logged:
+            log.log(level, "%s", text)
+        self.window.statusBar().showMessage(text, 30000)
+        return None
+
+    def _add_resume_action(self) -> None:
+        from PySide6.QtGui import QAction
+        bar = self.window.menuBar()
+        menu = next((a.menu() for a in bar.actions() if a.menu() and a.text().replace("&", "") == "File"), None)
+        menu = menu or bar.addMenu("&File")
+        act = QAction("Resume session…", self.window, objectName="action_resume_session")
+        act.setToolTip("Reopen an interrupted case: its shots, calibration and plan as they were")
+        act.triggered.connect(self._resume_dialog)
+        menu.addSeparator()
+        menu.addAction(act)
+        self.resume_action = act
+
+    def _resume_dialog(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+        root = self.session.root
+        folder = QFileDialog.getExistingDirectory(self.window, "Resume a session: choose its folder",
+                                                  str(root if root.is_dir() else root.parent))
+        if folder:
+            self.resume_session(folder)
+
     def go_to_step(self, step: str) -> bool:
         try:
             self.session.go_to_step(step)
@@ -304,8 +346,9 @@ def _quit_on_signals(app: QApplication) -> None:
     timer.start(250)
 
 
-def run_gui(config_path=None) -> int:
-    """Start the workstation; returns the exit code."""
+def run_gui(config_path=None, resume=None) -> int:
+    """Start the workstation (``resume``: a session folder to reopen once the window is up,
+    checked by ``fluoronav gui --resume``); returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     error = None
     try:
@@ -325,6 +368,8 @@ def run_gui(config_path=None) -> int:
     station.window.show()
     if error is not None:
         QTimer.singleShot(0, lambda: station.report_config_error(error))
+    if resume is not None:
+        QTimer.singleShot(0, lambda: station.resume_session(resume))
     _quit_on_signals(app)
     code = app.exec()
     station.shutdown()

@@ -37,7 +37,7 @@ from core.planning import (LEVELS, MAX_RAY_GAP_MM, POINTS, VIEWS, ClickOutsideIm
                            trajectory_angles)
 
 __all__ = ["PlanModel", "PlanFileError", "PLAN_FORMAT", "PALETTE", "load_plan_file", "save_plan_file",
-           "PlanningController", "install_planning"]
+           "PlanningController", "install_planning", "load_resumed_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -793,7 +793,36 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
             timer.timeout.connect(lambda: _autosave(model, session))
             model.changed.connect(timer.start)
             controller.autosave_timer = timer
+        if hasattr(session, "resumed"):
+            session.resumed.connect(lambda resumed: load_resumed_plan(controller, resumed))
     return controller
+
+
+def load_resumed_plan(controller: PlanningController, resumed) -> bool:
+    """A resumed session (app.session.ResumedSession): its ``plan.json`` into the planning, drawn
+    in both viewers and 3D, exactly as saved (the calibration was restored just before).
+    The file is not written again until the plan changes. Adds a line to ``resumed.restored``
+    or ``resumed.problems``; True when a plan was loaded."""
+    path = Path(resumed.folder) / "plan.json"
+    if not path.exists():
+        return False
+    try:
+        saved_with = (load_plan_file(path).get("calibration") or {}).get("created_utc")
+        controller.load(path)
+    except PlanFileError as e:
+        resumed.problems.append(f"{e}: plan again")
+        return False
+    finally:
+        timer = getattr(controller, "autosave_timer", None)
+        if timer is not None:
+            timer.stop()   # the file on disk is this plan
+    n = len(controller.model)
+    resumed.restored.append(f"plan: {n} trajector{'y' if n == 1 else 'ies'}")
+    now = getattr(controller.model.calibration, "created_utc", None)
+    if n and saved_with and now and saved_with != now:
+        resumed.problems.append(f"the plan was made with the calibration of {saved_with}, not the one restored "
+                                f"({now}): check each trajectory in both views")
+    return True
 
 
 def _autosave(model: PlanModel, session) -> None:

@@ -62,6 +62,8 @@ class ViewerTools(QObject):
         self.dock = window.add_dock("Shots", self.strip, "bottom")
         session.image_changed.connect(self._image_changed)
         session.calibration_changed.connect(self.set_calibration)
+        if hasattr(session, "resumed"):
+            session.resumed.connect(self.list_resumed)
         self.actions = self._build_menu()
         if session.calibration is not None:
             self.set_calibration(session.calibration)
@@ -190,8 +192,8 @@ class ViewerTools(QObject):
 
     def _image_changed(self, view: str, image) -> None:
         """An image from elsewhere (acquired, dropped): it joins the strip."""
-        if self._own_load or view not in self.strip.lists:
-            return
+        if self._own_load or view not in self.strip.lists or getattr(self.session, "resuming", False):
+            return   # a resumed session's shots are listed by ``list_resumed``
         n = self.strip.count(view) + 1
         saved = self.session.to_dict()["images"].get(view) if self.session.save_images else None
         label = saved[-1] if saved else (os.path.basename(image.source) if image.source
@@ -202,6 +204,25 @@ class ViewerTools(QObject):
                              path=path, saved=path is not None)
         self._on_screen[view] = idx
         self.strip.set_current(view, idx)
+
+    def list_resumed(self, resumed) -> None:
+        """A resumed session (app.session.ResumedSession): its saved shots join the strip in
+        order, read back from their files when clicked, the one on screen highlighted. An
+        unreadable file is left out (the resume already said so)."""
+        for view, shots in resumed.shots.items():
+            if view not in self.strip.lists:
+                continue
+            current = resumed.current.get(view, -1)
+            for i, (path, image) in enumerate(shots):
+                if image is None:
+                    continue
+                label = f"{self.strip.count(view) + 1}. {path.name}"
+                when = image.acquired_at.strftime("%H:%M:%S") if image.acquired_at else ""
+                idx = self.strip.add(view, image, _short(label), tooltip=f"{path.name} {when}".strip(),
+                                     path=path, saved=True)
+                if i == current:
+                    self._on_screen[view] = idx
+            self.strip.set_current(view, self._on_screen[view])
 
     # -- calibration ------------------------------------------------------------------
     def set_calibration(self, calibration) -> None:
