@@ -147,3 +147,20 @@ def test_refine_centres_bad_input():
     assert cen.shape == (0, 2) and pk.shape == (0,) and ok.shape == (0,)
     cen, pk, ok = B.refine_centres(d, [[20.0, 20.0]], 3.0)       # flat: no positive weight
     assert not ok[0] and B.refine_centre(d, (20.0, 20.0), 3.0)[0] is None
+
+
+def test_disc_opening_by_rectangles_is_opencvs_pixel_for_pixel():
+    """The background's grey opening: the union-of-rectangles opening returns OpenCV's ellipse
+    opening bit for bit (min/max round nothing), at the image border too, for every disc size."""
+    import cv2
+    rng = np.random.default_rng(2)
+    for shape in ((64, 64), (97, 171), (256, 256)):
+        img = cv2.GaussianBlur(rng.normal(size=shape).astype(np.float32), (0, 0), 2)
+        img[shape[0] // 3:shape[0] // 2, 5:40] = 3.0            # a plateau and a dark edge row
+        img[-3:, :] = -2.0
+        for k in range(3, 45, 2):
+            ref = cv2.morphologyEx(img, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+            assert np.array_equal(B._open_disc(img, k), ref), (shape, k)
+            rects = B._disc_rectangles(k)
+            assert max(r.shape[0] for r in rects) == k and max(r.shape[1] for r in rects) == k
+            assert len(rects) == len({r.shape[1] for r in rects}) <= k // 2 + 1
