@@ -60,7 +60,8 @@ def one_line_error(code, out, err, command):
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     """name -> (scenario, calibration file dict, calibration path, thread CPU seconds of calibrate)."""
-    import core.calibration, core.plate  # noqa: F401  (imports are not part of the per-pair time)
+    # imports are not part of the per-pair time (core imports scipy where it first uses it)
+    import core.calibration, core.plate, scipy.ndimage, scipy.optimize, scipy.spatial  # noqa: F401,E401
     done = {}
     for name, spec in SCENARIOS.items():
         sc = sf.build(spec, tmp_path_factory.mktemp(name))
