@@ -227,12 +227,20 @@ class Workstation:
             return self._resume_said(f"Resume refused: {e}", logging.ERROR)
         self._resume_said(resumed.summary[0].upper() + resumed.summary[1:],
                           logging.WARNING if resumed.problems else logging.INFO, logged=True)
+        scene = getattr(self.planning, "scene", None)
+        if scene is not None and scene.ids() and self.room is not None and self.room.scene is None:
+            # the simulated room is still being built: once it has placed the cage, frame the
+            # plan again, as the planning screen showed it (the room frames the whole patient)
+            def refocus(_scene):
+                self.room.scene_ready.disconnect(refocus)
+                scene.focus()
+            self.room.scene_ready.connect(refocus)
         return resumed
 
     def _resume_said(self, text: str, level: int, logged: bool = False) -> None:
         if not logged:
             log.log(level, "%s", text)
-        self.window.statusBar().showMessage(text, 30000)
+        self.window.statusBar().showMessage(text, 15000)
         return None
 
     def _add_resume_action(self) -> None:

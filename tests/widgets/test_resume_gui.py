@@ -157,6 +157,14 @@ def test_a_new_workstation_resumes_the_plan_images_and_strip(qtbot, tmp_path, si
         # loading the plan does not write it again
         qtbot.wait(800)
         assert saved.read_bytes() == plan_bytes
+        # the simulated room, still being built at resume, frames the whole patient once ready:
+        # the 3D view then comes back to the plan (once), as the planning screen showed it
+        focused = []
+        ctrl.scene.focus = lambda *a: focused.append(a)
+        assert second.room is not None and second.room.scene is None
+        for _ in range(2):
+            second.room.scene_ready.emit({"mesh": None, "cage": sim.cage, "T_world_cage": sim.T_world_cage})
+        assert focused == [()] and "cage" in second.window.scene_view.actor_names()
         # a second resume in the same workstation is refused with one line
         assert second.resume_session(folder) is None
         assert second.window.statusBar().currentMessage().startswith("Resume refused: this session already has")
