@@ -227,14 +227,20 @@ class Workstation:
             return self._resume_said(f"Resume refused: {e}", logging.ERROR)
         self._resume_said(resumed.summary[0].upper() + resumed.summary[1:],
                           logging.WARNING if resumed.problems else logging.INFO, logged=True)
-        scene = getattr(self.planning, "scene", None)
-        if scene is not None and scene.ids() and self.room is not None and self.room.scene is None:
-            # the simulated room is still being built: once it has placed the cage, frame the
-            # plan again, as the planning screen showed it (the room frames the whole patient)
-            def refocus(_scene):
-                self.room.scene_ready.disconnect(refocus)
-                scene.focus()
-            self.room.scene_ready.connect(refocus)
+        room, scene = self.room, getattr(self.planning, "scene", None)
+        if room is not None and room.scene is None and self.session.calibration is not None:
+            # the simulated room is still being built. Once it has placed the cage: the resumed
+            # calibration holds at the cage's pose now (a later robot move invalidates it as
+            # usual), and the 3D view frames the plan again, as the planning screen showed it
+            # (the room frames the whole patient)
+            def room_ready(_scene):
+                room.scene_ready.disconnect(room_ready)
+                if self.session.calibration is not None and room.T_world_cage_calibrated is None \
+                        and room.T_world_cage is not None:
+                    room.T_world_cage_calibrated = np.array(room.T_world_cage, float)
+                if scene is not None and scene.ids():
+                    scene.focus()
+            room.scene_ready.connect(room_ready)
         return resumed
 
     def _resume_said(self, text: str, level: int, logged: bool = False) -> None:

@@ -159,12 +159,21 @@ def test_a_new_workstation_resumes_the_plan_images_and_strip(qtbot, tmp_path, si
         assert saved.read_bytes() == plan_bytes
         # the simulated room, still being built at resume, frames the whole patient once ready:
         # the 3D view then comes back to the plan (once), as the planning screen showed it
+        # and the resumed calibration holds at the cage's pose then (a robot move invalidates it)
         focused = []
         ctrl.scene.focus = lambda *a: focused.append(a)
-        assert second.room is not None and second.room.scene is None
+        room = second.room
+        assert room is not None and room.scene is None and room.T_world_cage_calibrated is None
+        room.T_world_cage = sim.T_world_cage.copy()      # as the room does before it says so
         for _ in range(2):
-            second.room.scene_ready.emit({"mesh": None, "cage": sim.cage, "T_world_cage": sim.T_world_cage})
+            room.scene_ready.emit({"mesh": None, "cage": sim.cage, "T_world_cage": sim.T_world_cage})
         assert focused == [()] and "cage" in second.window.scene_view.actor_names()
+        np.testing.assert_array_equal(room.T_world_cage_calibrated, sim.T_world_cage)
+        moved = sim.T_world_cage.copy()
+        moved[:3, 3] += [5.0, 0.0, 0.0]
+        room.T_world_cage = moved                        # the robot moved it (set_cage_pose without a C-arm)
+        room._check_calibration()
+        assert second.session.calibration is None    # as for a calibration made in this session
         # a second resume in the same workstation is refused with one line
         assert second.resume_session(folder) is None
         assert second.window.statusBar().currentMessage().startswith("Resume refused: this session already has")
