@@ -229,15 +229,26 @@ class Workstation:
                           logging.WARNING if resumed.problems else logging.INFO, logged=True)
         room, scene = self.room, getattr(self.planning, "scene", None)
         if room is not None and room.scene is None and self.session.calibration is not None:
-            # the simulated room is still being built. Once it has placed the cage: the resumed
-            # calibration holds at the cage's pose now (a later robot move invalidates it as
-            # usual), and the 3D view frames the plan again, as the planning screen showed it
-            # (the room frames the whole patient)
+            # The simulated room is still being built: the cage has no place in 3D yet, so the
+            # trajectories wait hidden (not drawn at the room's origin, among the robot). Once
+            # the room has placed the cage, the resumed calibration holds at the cage's pose
+            # (a later robot move invalidates it as usual) and the 3D view frames the plan, as
+            # the planning screen showed it (the room frames the whole patient).
+            from widgets.scene_trajectories import actor_name
+            sv = self.window.scene_view
+            hidden = [a for a in (sv.actor(actor_name(t)) for t in (scene.ids() if scene else [])) if a is not None]
+            for actor in hidden:
+                actor.VisibilityOff()
+            if hidden:
+                sv.camera_preset("overview")
+
             def room_ready(_scene):
                 room.scene_ready.disconnect(room_ready)
                 if self.session.calibration is not None and room.T_world_cage_calibrated is None \
                         and room.T_world_cage is not None:
                     room.T_world_cage_calibrated = np.array(room.T_world_cage, float)
+                for actor in hidden:
+                    actor.VisibilityOn()
                 if scene is not None and scene.ids():
                     scene.focus()
             room.scene_ready.connect(room_ready)

@@ -141,6 +141,9 @@ def test_a_new_workstation_resumes_the_plan_images_and_strip(qtbot, tmp_path, si
             assert set(overlays) == set(tids)
             assert all(o.band.isVisible() and o.handles["entry"].isVisible() for o in overlays.values())
         assert sorted(ctrl.scene.ids()) == sorted(tids)
+        from widgets.scene_trajectories import actor_name
+        tubes = [second.window.scene_view.actor(actor_name(t)) for t in tids]
+        assert not any(a.GetVisibility() for a in tubes)   # until the simulated room has placed the cage
         # the same images on screen, the workflow on planning
         for view in ("ap", "lat"):
             np.testing.assert_array_equal(second.window.viewers[view]._raw, pixels[view])
@@ -168,6 +171,7 @@ def test_a_new_workstation_resumes_the_plan_images_and_strip(qtbot, tmp_path, si
         for _ in range(2):
             room.scene_ready.emit({"mesh": None, "cage": sim.cage, "T_world_cage": sim.T_world_cage})
         assert focused == [()] and "cage" in second.window.scene_view.actor_names()
+        assert all(a.GetVisibility() for a in tubes)
         np.testing.assert_array_equal(room.T_world_cage_calibrated, sim.T_world_cage)
         moved = sim.T_world_cage.copy()
         moved[:3, 3] += [5.0, 0.0, 0.0]
