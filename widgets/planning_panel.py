@@ -77,6 +77,7 @@ class PlanningPanel(QWidget):
         editor = QHBoxLayout()
         self.name_edit = QLineEdit(objectName="plan_name", placeholderText="name")
         self.name_edit.editingFinished.connect(lambda: self._edit_selected("name", self.name_edit.text()))
+        self.name_edit.setMinimumWidth(130)   # "L5 right" whole at the body font
         self.level_box = QComboBox(objectName="plan_level")
         self.level_box.addItems(self.levels)
         self.level_box.activated.connect(lambda i: self._edit_selected("level", self.level_box.itemText(i)))
@@ -204,6 +205,7 @@ class PlanningPanel(QWidget):
             if r is not None:
                 if not self.name_edit.hasFocus():
                     self.name_edit.setText(r["name"])
+                    self.name_edit.setCursorPosition(0)   # a long name shows its start
                 self.level_box.setCurrentText(r["level"])
                 self.side_box.setCurrentText(r["side"])
                 self.diameter_spin.setValue(r["diameter"])
