@@ -8,7 +8,7 @@ Docks and geometry persist through QSettings (organisation "fluoronav").
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMenu, QProgressBar, QScrollArea, QSizePolicy,
                                QSplitter, QToolBar, QToolButton, QWidget)
@@ -44,6 +44,22 @@ def _scrollable(dock: QDockWidget) -> None:
     dock.setWidget(area)
 
 
+class _FirstPaint(QObject):
+    """Emits the window's ``first_painted`` after its first paint, then removes itself (an
+    ``event()`` override would route every later event of the window through Python)."""
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.window = window
+        window.installEventFilter(self)
+
+    def eventFilter(self, obj, ev) -> bool:
+        if ev.type() == QEvent.Type.Paint:
+            self.window.removeEventFilter(self)
+            QTimer.singleShot(0, self.window.first_painted.emit)   # after this paint is on screen
+        return False
+
+
 class MainWindow(QMainWindow):
     """The workstation window. ``acquire_requested(view)`` when F5/F6 or the buttons are used;
     ``first_painted`` once, after the window has first been painted (what waits for it —
@@ -55,6 +71,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None, parent=None):
         super().__init__(parent)
         self.setObjectName("fluoronav_main_window")
+        self._first_paint = _FirstPaint(self)
         self.setWindowTitle("fluoronav — fluoroscopy-guided spine robot")
         self.settings = settings if settings is not None else QSettings("fluoronav", "fluoronav")
         self.viewers = {"ap": FluoroViewer("ap"), "lat": FluoroViewer("lat")}
@@ -245,12 +262,6 @@ class MainWindow(QMainWindow):
         self.settings.setValue("main_window/geometry", self.saveGeometry())
         self.settings.setValue("main_window/state", self.saveState(_STATE_VERSION))
         self.settings.sync()
-
-    def event(self, ev) -> bool:
-        if ev.type() == QEvent.Type.Paint and not getattr(self, "_painted", False):
-            self._painted = True
-            QTimer.singleShot(0, self.first_painted.emit)   # after this paint is on screen
-        return super().event(ev)
 
     def closeEvent(self, ev) -> None:
         self.save_layout()

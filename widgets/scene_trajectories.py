@@ -29,15 +29,15 @@ class _TrajectoryActor:
         self.line = vtkLineSource()
         self.tube = vtkTubeFilter()
         self.tube.SetInputConnection(self.line.GetOutputPort())
-        self.tube.SetNumberOfSides(24)
+        self.tube.SetNumberOfSides(16)      # a few mm wide on screen; every frame draws each tube
         self.tube.CappingOn()
         self.spheres = {k: vtkSphereSource() for k in ("entry", "target")}
         self.assembly = vtkAssembly()
         self.actors = {}
         for key, source in (("tube", self.tube), *self.spheres.items()):
             if key != "tube":
-                source.SetThetaResolution(24)
-                source.SetPhiResolution(16)
+                source.SetThetaResolution(16)
+                source.SetPhiResolution(10)
             mapper = vtkPolyDataMapper()
             mapper.SetInputConnection(source.GetOutputPort())
             actor = vtkActor()
@@ -58,8 +58,11 @@ class _TrajectoryActor:
             sphere.SetRadius(1.6 * r if key == "entry" else 1.3 * r)
         for key, actor in self.actors.items():
             prop = actor.GetProperty()
-            prop.SetColor(*(rgb if key != "target" else tuple(0.6 * x + 0.4 for x in rgb)))
-            prop.SetOpacity(1.0 if selected or key != "tube" else 0.75)
+            base = rgb if key != "target" else tuple(0.6 * x + 0.4 for x in rgb)
+            # opaque (a translucent tube costs a blending pass each frame, about 1 ms a
+            # trajectory in software OpenGL): the selected one is lit brighter, the others dimmer
+            prop.SetColor(*(base if selected else tuple(0.7 * x for x in base)))
+            prop.SetAmbient(0.25 if selected else 0.0)
             prop.SetSpecular(0.3)
 
 

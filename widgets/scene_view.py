@@ -205,6 +205,10 @@ class SceneView(QWidget):
         if coarse == self._coarse_shown:
             return
         self._coarse_shown = coarse
+        # interactive frames blend translucent props in one pass (order-dependent, fine for
+        # a quarter second); the full-detail frame sorts them exactly (order-independent
+        # transparency, which costs a third of a software-rendered frame)
+        self.renderer.SetUseOIT(not coarse)
         for name, twin in self._coarse.items():
             fine = self._actors[name]
             wanted = self._visible_wanted.get(name, True)

@@ -6,7 +6,8 @@
   then the event loop run until the 3D view's coalesced VTK render is done). Planning
   on two simulated shots (II distortion) of the spine phantom with their true
   calibration, built like ``tests/widgets/test_planning_gui.py``; the 3D view holds
-  what the running app shows (the bone surface, the cage's balls, the robot).
+  what the running app shows (the bone surface, the cage's balls, the robot, each
+  shot's beam and image on its detector).
   Baseline: the planning math alone for the same clicks (two rays, epipolar line,
   tool bands in both views). Also ``render_3d_ms``: one full-detail frame of that
   scene, and one interactive frame (the coarse bone that edits draw first).
@@ -77,8 +78,9 @@ def _settled(app, window, ctrl) -> None:
         app.processEvents()
 
 
-def _room_in_3d(window, sim) -> None:
-    """The 3D view as the running app fills it: bone (with its interactive twin), cage, robot."""
+def _room_in_3d(window, sim, shots) -> None:
+    """The 3D view as the running app fills it: bone (with its interactive twin), cage, robot,
+    and each shot's beam with its image on the detector."""
     from app.simulated_room import T_world_base_holding
     from core.kinematics.hybrid5 import load_hybrid5
     from widgets.scene_anatomy import CageActors, bone_surface, frame_patient, show_bone
@@ -96,8 +98,18 @@ def _room_in_3d(window, sim) -> None:
     robot.set_transform(T_world_base_holding(kin, q, sim.T_world_cage))
     robot.cage_actor.VisibilityOff()
     sv.set_actor("robot", robot.assembly, render=False)
+    from app.scene_shots import BEAM_COLOURS, actor_name, grid_n
+    from core.shot_geometry import frustum_from_geometry
+    from widgets.scene_shots import ShotActor, texture_array
+    keep = [cage, robot]
+    for view, shot in shots.items():
+        actor = ShotActor(BEAM_COLOURS[view])
+        actor.set_frustum(frustum_from_geometry(shot.geometry_world, shot.distortion, n=grid_n(shot.image.shape)))
+        actor.set_image(texture_array(shot.image))
+        sv.set_actor(actor_name(view), actor.assembly, render=False)
+        keep.append(actor)
     frame_patient(sv, mesh.vertices)
-    window._bench_keep = (cage, robot)
+    window._bench_keep = keep
 
 
 def _render_ms(scene_view, interactive: bool, n: int = 10) -> float:
@@ -139,7 +151,7 @@ def _click_bench(n_traj: int, size: int, phantom: str = "spine") -> tuple[list, 
     for _ in range(20):
         app.processEvents()
         time.sleep(0.01)
-    _room_in_3d(window, sim)
+    _room_in_3d(window, sim, shots)
     render = {"full_detail": _render_ms(window.scene_view, False),
               "interactive": _render_ms(window.scene_view, True),
               "software_opengl": bool(window.scene_view.software_gl)}

@@ -98,10 +98,12 @@ def test_interactive_frames_draw_the_coarse_bone_then_full_detail(qtbot):
     assert 0.8 * COARSE_TRIANGLES <= n_coarse <= 1.2 * COARSE_TRIANGLES
     assert fine.GetVisibility() and not coarse.GetVisibility()
 
+    assert view.renderer.GetUseOIT()            # full detail: exact translucency
     view.render(interactive=True)
     assert view.showing_coarse and coarse.GetVisibility() and not fine.GetVisibility()
+    assert not view.renderer.GetUseOIT()        # interactive: one blending pass
     qtbot.waitUntil(lambda: not view.showing_coarse, timeout=STILL_AFTER_MS + 2000)
-    assert fine.GetVisibility() and not coarse.GetVisibility()
+    assert fine.GetVisibility() and not coarse.GetVisibility() and view.renderer.GetUseOIT()
 
     # hidden stays hidden through interactive frames; a replaced prop takes its twin along
     view.set_visible("bone", False)
