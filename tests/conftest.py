@@ -44,6 +44,21 @@ def gui_garbage_collected_on_the_gui_thread(request):
         gc.collect()
 
 
+@pytest.fixture(scope="module")
+def module_scene_view(qapp):
+    """One shown 3D view (480x360) per test module: each new OpenGL context costs time.
+    Tests that add props remove them (or use a fixture of their module that does)."""
+    from widgets.scene_view import SceneView
+    v = SceneView()
+    v.resize(480, 360)
+    v.show()
+    qapp.processEvents()
+    yield v
+    v.shutdown()
+    v.close()
+    v.deleteLater()
+
+
 def pytest_collection_modifyitems(config, items):
     """GUI tests need a real X server: skip them, saying why, when none is set."""
     if os.environ.get("DISPLAY"):

@@ -32,17 +32,9 @@ def simulated():
     return sim, shots, cal
 
 
-@pytest.fixture(scope="module")
-def scene(qapp):
-    from widgets.scene_view import SceneView
-    v = SceneView()
-    v.resize(320, 240)
-    v.show()
-    qapp.processEvents()
-    yield v
-    v.shutdown()
-    v.close()
-    v.deleteLater()
+@pytest.fixture
+def scene(module_scene_view):
+    return module_scene_view
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 from core.shot_geometry import ShotFrustum, frustum_from_geometry
 from core.simulation.scene import carm_geometry
 from widgets.scene_shots import BACK_OPACITY, ShotActor, texture_array
-from widgets.scene_view import SceneView
 
 pytestmark = pytest.mark.gui
 
@@ -49,16 +48,9 @@ def magenta_ball(centre_mm, radius_mm=30.0):
     return actor
 
 
-@pytest.fixture(scope="module")
-def view(qapp):
-    v = SceneView()
-    v.resize(400, 300)
-    v.show()
-    qapp.processEvents()
-    yield v
-    v.shutdown()
-    v.close()
-    v.deleteLater()
+@pytest.fixture
+def view(module_scene_view):
+    return module_scene_view
 
 
 def look(view, position, focal, up=(0.0, 0.0, 1.0), angle_deg=30.0):

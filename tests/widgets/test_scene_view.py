@@ -11,25 +11,12 @@ from widgets.scene_view import BACKGROUND_BOTTOM, CAMERA_PRESETS, SceneView
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture(scope="module")
-def shared_view(qapp):
-    """One render window for the module (each new OpenGL context costs time)."""
-    v = SceneView()
-    v.resize(480, 360)
-    v.show()
-    qapp.processEvents()
-    yield v
-    v.shutdown()
-    v.close()
-    v.deleteLater()
-
-
 @pytest.fixture
-def view(shared_view):
-    yield shared_view
-    for name in shared_view.actor_names():
-        shared_view.remove_actor(name)
-    shared_view.camera_preset("overview")
+def view(module_scene_view):
+    yield module_scene_view
+    for name in module_scene_view.actor_names():
+        module_scene_view.remove_actor(name)
+    module_scene_view.camera_preset("overview")
 
 
 def magenta_sphere(centre_mm, radius_mm=40.0) -> vtkActor:
