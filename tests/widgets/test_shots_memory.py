@@ -5,9 +5,7 @@ line, a marked entry, and the current image stays."""
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import os
-import types
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from app.session import Session
 from app.viewer_tools import ViewerTools
 from core.image_io import FluoroImage
 from core.shot_store import DEFAULT_KEEP
+from tests.core.test_shot_store import reachable
 from tests.widgets.test_viewer_tools import dicom_file, ramp
 from widgets.main_window import MainWindow
 from widgets.thumbnail_strip import THUMB_PX
@@ -50,16 +49,7 @@ def acquired(seed, view, angle):
 
 def images_referenced(strip):
     """FluoroImage objects reachable from the strip's Python objects (walk of references)."""
-    seen, found, todo = set(), {}, [strip.__dict__]
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.FunctionType)):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, FluoroImage):
-            found[id(obj)] = obj
-        todo.extend(gc.get_referents(obj))
-    return list(found.values())
+    return reachable(strip.__dict__, FluoroImage)
 
 
 GEOMETRY = ("view", "primary_angle_deg", "secondary_angle_deg", "pixel_spacing_mm", "sid_mm",
@@ -139,17 +129,7 @@ def test_two_hundred_large_shots_hold_little(qtbot, tmp_path):
     for i in range(200):
         view = ("ap", "lat")[i % 2]
         tools.strip.add(view, FluoroImage(base + i, view=view), f"{i}", path=None)
-    arrays = {}
-    seen, todo = set(), [tools.strip.__dict__]
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.FunctionType)):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, np.ndarray):
-            arrays[id(obj)] = obj.nbytes
-        todo.extend(gc.get_referents(obj))
-    full = sum(arrays.values())
+    full = sum(a.nbytes for a in reachable(tools.strip.__dict__, np.ndarray))
     side = -(-1024 // -(-1024 // THUMB_PX))                         # 1024 subsampled to <= THUMB_PX
     pixmaps = [icon.pixmap(THUMB_PX, THUMB_PX) for v in ("ap", "lat") for icon in tools.strip._icons[v]]
     assert len(pixmaps) == 200 and {(p.width(), p.height()) for p in pixmaps} == {(side, side)}
