@@ -236,9 +236,9 @@ class Workstation:
             # the planning screen showed it (the room frames the whole patient).
             from widgets.scene_trajectories import actor_name
             sv = self.window.scene_view
-            hidden = [a for a in (sv.actor(actor_name(t)) for t in (scene.ids() if scene else [])) if a is not None]
-            for actor in hidden:
-                actor.VisibilityOff()
+            hidden = [actor_name(t) for t in (scene.ids() if scene else []) if sv.actor(actor_name(t)) is not None]
+            for name in hidden:
+                sv.set_visible(name, False, render=False)
             if hidden:
                 sv.camera_preset("overview")
 
@@ -247,8 +247,9 @@ class Workstation:
                 if self.session.calibration is not None and room.T_world_cage_calibrated is None \
                         and room.T_world_cage is not None:
                     room.T_world_cage_calibrated = np.array(room.T_world_cage, float)
-                for actor in hidden:
-                    actor.VisibilityOn()
+                for name in hidden:
+                    if sv.actor(name) is not None:   # not deleted meanwhile
+                        sv.set_visible(name, True, render=False)
                 if scene is not None and scene.ids():
                     scene.focus()
             room.scene_ready.connect(room_ready)
