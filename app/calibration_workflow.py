@@ -22,24 +22,24 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 import resources
-from core.beads import BeadDetectionError, detect_beads
-from core.cage import CageFileError, load_cage
+from core.calibration.beads import BeadDetectionError, detect_beads
+from core.calibration.cage import CageFileError, load_cage
 from core.calibration import DEFAULT_METHOD, CageCalibration, CalibrationError, calibrate_view
 from core.calibration import manual
 from core.calibration.manual import ManualEditError, ViewLabels
 from core.calibration.models import apply_h, project_p
-from core.distortion import DistortionError, NoDistortion
-from core.image_io import FluoroImage, ImageReadError, read_image
-from core.labelling import LabellingError, fit_homography
-from core.plate import CENTRAL_FRACTION, PlateError, label_plate, load_plate, plate_distortion
+from core.calibration.distortion import DistortionError, NoDistortion
+from core.imaging.fluoro_image import FluoroImage, ImageReadError
+from core.imaging.images import read_image
+from core.calibration.labelling import LabellingError, fit_homography
+from core.calibration.plate import CENTRAL_FRACTION, PlateError, label_plate, load_plate, plate_distortion
 
 __all__ = ["CalibrationWorkflow", "PlateResult", "ShotResult", "plate_step", "calibrate_shot", "refit_shot",
-           "residual_vectors_px", "install_calibration_wizard", "EXPECTED_ERRORS", "RESIDUAL_GAIN"]
+           "residual_vectors_px", "install_calibration_wizard", "EXPECTED_ERRORS"]
 
 log = logging.getLogger(__name__)
 
 VIEWS = ("ap", "lat")
-RESIDUAL_GAIN = 20.0            # residual arrows are drawn this many times longer (said on screen)
 EXPECTED_ERRORS = (CalibrationError, ManualEditError, PlateError, BeadDetectionError, CageFileError,
                    DistortionError, LabellingError, ImageReadError)
 
@@ -59,8 +59,8 @@ class PlateResult:
 
 
 def plate_step(plate, image: FluoroImage) -> PlateResult:
-    """Fit a view's distortion from its plate shot (``core.plate.plate_distortion``), and the
-    grid for display: the balls found, their ideal positions as core.plate defines them (the
+    """Fit a view's distortion from its plate shot (``core.calibration.plate.plate_distortion``), and the
+    grid for display: the balls found, their ideal positions as core.calibration.plate defines them (the
     homography of the central region, robot paper II.C.2) and the residual of the correction."""
     pixels = image.display()
     dist, figs = plate_distortion(plate, pixels, 1)
@@ -133,7 +133,7 @@ def residual_vectors_px(cage, shot: ShotResult, method: str, distortion=None) ->
 def _in_field(image: FluoroImage, uv, radius_px) -> np.ndarray:
     """Which raw pixels (N, 2) have a whole ball's disc inside the exposed field."""
     import cv2
-    from core.beads import field_mask
+    from core.calibration.beads import field_mask
     f = field_mask(image.display(), 1).astype(np.uint8)
     r = int(np.ceil(radius_px)) + 1
     f = cv2.erode(f, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
@@ -285,6 +285,10 @@ class CalibrationWorkflow(QObject):
         if not self.use_plate or view not in self.plates:
             return NoDistortion()
         return self.plates[view].distortion
+
+    def residual_vectors_px(self, view: str) -> np.ndarray:
+        """The ``view`` shot's residual per detection (raw px), for the balls page."""
+        return residual_vectors_px(self.cage, self.shots[view], self.method, self.distortion(view))
 
     def distortion_done(self) -> bool:
         return (not self.use_plate) or all(v in self.plates for v in VIEWS)
@@ -568,7 +572,7 @@ def install_calibration_wizard(window, session, devices=None, acquire=None):
     (app.devices_controller.DevicesController) gives the C-arm for plate shots;
     ``acquire(view)`` asks for a cage shot (e.g. ``Workstation.acquire``). Returns a
     function that opens the wizard (and returns it)."""
-    from widgets.calibration_wizard import CalibrationWizard
+    from widgets.wizard.calibration_wizard import CalibrationWizard
     state = {}
 
     def plate_source(view):

@@ -20,7 +20,7 @@ from app.devices_controller import DevicesController
 from app.session import DEVICES, Session, SessionError
 from devices.base import DeviceError
 from widgets.main_window import MainWindow
-from widgets.carm_panel import angle_text
+from widgets.panels.carm_panel import angle_text
 
 __all__ = ["Workstation", "create_application", "load_stylesheet", "run_gui"]
 
@@ -123,7 +123,7 @@ class Workstation:
         sv = self.window.scene_view
         first = not sv.actor_names()
         if cage is not None and self.room is None:  # with the room, the cage follows the robot live
-            from widgets.scene_anatomy import CageActors
+            from widgets.scene.anatomy import CageActors
             actors = CageActors(cage)
             actors.set_transform(shot.T_world_cage)
             sv.set_actor("cage", actors.assembly)
@@ -132,7 +132,7 @@ class Workstation:
 
     def _install_simulated_room(self) -> None:
         from app.simulated_room import SimulatedRoom, robot_home_q
-        from widgets.scene_anatomy import CageActors, frame_patient, show_bone
+        from widgets.scene.anatomy import CageActors, frame_patient, show_bone
         kin = self.robot.kinematics if self.robot is not None else None
         home = None if kin is None else robot_home_q(kin, self.robot.controller.config)
         room = SimulatedRoom(self.devices, self.session, kin, home, parent=self.window)
@@ -234,7 +234,7 @@ class Workstation:
             # the room has placed the cage, the resumed calibration holds at the cage's pose
             # (a later robot move invalidates it as usual) and the 3D view frames the plan, as
             # the planning screen showed it (the room frames the whole patient).
-            from widgets.scene_trajectories import actor_name
+            from widgets.scene.trajectories import actor_name
             sv = self.window.scene_view
             hidden = [actor_name(t) for t in (scene.ids() if scene else []) if sv.actor(actor_name(t)) is not None]
             for name in hidden:
@@ -322,7 +322,7 @@ def robot_controller_config(config: Config):
 
 def install_carm_panel(station: "Workstation"):
     """Dock the C-arm panel: angles to the driver (its thread), acquire, last shot's angles."""
-    from widgets.carm_panel import CArmPanel
+    from widgets.panels.carm_panel import CArmPanel
     panel = CArmPanel()
     station.window.add_dock("C-arm", panel, "right")
     devices, session = station.devices, station.session

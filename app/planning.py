@@ -1,6 +1,6 @@
 """The plan: trajectories as an evented model, every edit an undoable command.
 
-``PlanModel`` owns the trajectories (``core.planning.Trajectory``, immutable
+``PlanModel`` owns the trajectories (``core.planning.two_view.Trajectory``, immutable
 records keyed by a stable id), the selection and the calibration that turns
 clicks into 3D points. Every edit goes through ``model.undo_stack`` as a
 ``QUndoCommand`` that swaps whole records, so undo puts back exactly what was
@@ -30,8 +30,8 @@ import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoStack
 
-from core.files import write_json_atomic
-from core.planning import (LEVELS, MAX_RAY_GAP_MM, POINTS, VIEWS, ClickOutsideImageError, PatientAxes,
+from core.formats.files import write_json_atomic
+from core.planning.two_view import (LEVELS, MAX_RAY_GAP_MM, POINTS, VIEWS, ClickOutsideImageError, PatientAxes,
                            PlanningError, Trajectory, TwoViewCalibration, check_click, epipolar_line,
                            image_angles, locate_trajectory, plan_warnings, snap_to_epipolar, tool_band,
                            trajectory_angles)
@@ -354,13 +354,13 @@ class PlanningController(QObject):
 
     def __init__(self, model: PlanModel, viewers: dict, panel=None, scene_view=None, confirm=None,
                  T_scene_cage=None, patient_axes=None, shortcut_parent=None, parent=None):
-        from widgets.trajectory_overlays import EpipolarOverlay
+        from widgets.viewers.trajectory_overlays import EpipolarOverlay
 
         super().__init__(parent)
         self.model, self.viewers, self.panel = model, viewers, panel
         self.scene = None
         if scene_view is not None:
-            from widgets.scene_trajectories import SceneTrajectories
+            from widgets.scene.trajectories import SceneTrajectories
             self.scene = SceneTrajectories(scene_view, T_scene_cage)
             self.scene.enable_picking(self._picked_in_3d)
         self.confirm = confirm or self._ask
@@ -654,7 +654,7 @@ class PlanningController(QObject):
         self._undo_state()
 
     def _overlay(self, view: str, tid: str):
-        from widgets.trajectory_overlays import TrajectoryOverlay
+        from widgets.viewers.trajectory_overlays import TrajectoryOverlay
 
         if tid not in self._overlays[view]:
             viewer = self.viewers[view]
@@ -774,7 +774,7 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
     ``T_scene_cage`` places the cage frame in the 3D view's frame (the simulator's
     ``T_world_cage``); ``patient_axes`` defaults to the cage's standard mounting.
     """
-    from widgets.planning_panel import PlanningPanel
+    from widgets.panels.planning_panel import PlanningPanel
 
     panel = PlanningPanel(colours=PALETTE)
     dock = window.add_dock("Planning", panel, "right")

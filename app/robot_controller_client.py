@@ -13,7 +13,7 @@ import time
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from core.kinematics.hybrid5 import load_hybrid5
+from core.robot.kinematics.hybrid5 import load_hybrid5
 from devices.base import DeviceStatus
 from devices.robot_controller import ControllerConfig, RobotController
 
@@ -175,8 +175,8 @@ def install_robot_panel(window, config: ControllerConfig | None = None, area: st
     given, else straight to ``window.status_bar``."""
     from PySide6.QtWidgets import QApplication
 
-    from widgets.robot_panel import RobotPanel
-    from widgets.scene_robot import RobotSceneActors, load_cage_balls
+    from widgets.panels.robot_panel import RobotPanel
+    from widgets.scene.robot import RobotSceneActors, load_cage_balls
 
     client = RobotControllerClient(config, parent=window)
     panel = RobotPanel(client)

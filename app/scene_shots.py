@@ -1,9 +1,9 @@
 """Each view's current shot in the 3D view: its C-arm source, beam and the image on its detector.
 
-Per view the actor ``shot_<view>`` (``widgets.scene_shots.ShotActor``) shows the session's
+Per view the actor ``shot_<view>`` (``widgets.scene.shots.ShotActor``) shows the session's
 current image of that view where it was taken:
 - the view is calibrated (``session.calibration.views[view]``): the calibration's camera
-  (``core.shot_geometry.frustum_from_view``), placed in the scene with ``T_scene_cage``
+  (``core.calibration.frustum.frustum_from_view``), placed in the scene with ``T_scene_cage``
   as the planning trajectories are (in simulation the cage pose of the calibration shots);
   unless the image was taken at other C-arm angles than the images current when the
   calibration came (a verification shot after an orbit is not where the calibration says);
@@ -21,9 +21,9 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QObject, QTimer
 
-from core.shot_geometry import (GRID_N, ShotFrustum, ShotGeometryError, field_from_image, frustum_from_geometry,
+from core.calibration.frustum import (GRID_N, ShotFrustum, ShotGeometryError, field_from_image, frustum_from_geometry,
                                 frustum_from_view)
-from widgets.scene_shots import ShotActor, texture_array
+from widgets.scene.shots import ShotActor, texture_array
 
 __all__ = ["ShotFrustums", "install_shot_frustums", "actor_name", "BEAM_COLOURS", "grid_n"]
 

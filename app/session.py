@@ -21,8 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from core.files import write_json_atomic
-from core.image_io import FluoroImage, ImageReadError, read_image, write_dicom_xa
+from core.formats.files import write_json_atomic
+from core.imaging.fluoro_image import FluoroImage, ImageReadError
+from core.imaging.images import read_image, write_dicom_xa
 from devices.base import DeviceStatus
 
 __all__ = ["Event", "Session", "SessionError", "ResumedSession", "VIEWS", "DEVICES", "WORKFLOW_STEPS",

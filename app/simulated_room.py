@@ -16,7 +16,7 @@ import math
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from core.geometry import invert
+from core.geometry.rigid import invert
 
 __all__ = ["SimulatedRoom", "T_world_base_holding", "cage_pose_change", "robot_home_q", "MOVE_TOLERANCE"]
 
@@ -82,7 +82,7 @@ class SimulatedRoom(QObject):
         """Ask the C-arm worker for its cage, cage pose and bone surface (built there)."""
         self.scene_requested = True
         def describe(driver):
-            from widgets.scene_anatomy import bone_surface
+            from widgets.scene.anatomy import bone_surface
             scene = driver.scene
             try:
                 mesh = bone_surface(scene.volume, bone_hu, step_mm)

@@ -19,9 +19,10 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from core.image_io import ImageReadError, read_image
-from core.shot_store import ShotMissingError
-from widgets.thumbnail_strip import ThumbnailStrip
+from core.imaging.fluoro_image import ImageReadError
+from core.imaging.images import read_image
+from core.imaging.shot_store import ShotMissingError
+from widgets.viewers.thumbnail_strip import ThumbnailStrip
 
 __all__ = ["ViewerTools", "install_viewer_tools", "IMAGE_FILTER"]
 
@@ -34,7 +35,7 @@ _RASTER = (".png", ".tif", ".tiff")
 def read_shots(path) -> list:
     """All images of one file: the frames of a multi-frame DICOM, else one image.
     Raises ImageReadError (one line) for a missing, broken or unsupported file."""
-    from core.dicom_read import read_dicom_frames
+    from core.imaging.dicom_read import read_dicom_frames
     image = read_image(path)          # sniffs the content; checks and decodes frame 0
     if int(image.extra.get("n_frames", 1)) <= 1:
         return [image]
@@ -123,7 +124,7 @@ class ViewerTools(QObject):
     def open_folder(self, folder, view: str | None = None) -> int:
         """Every X-ray image of a folder into the strips (DICOM by header, PNG/TIFF by name);
         the last of each view is shown. Returns the number of images read."""
-        from core.dicom_read import find_dicom_images
+        from core.imaging.dicom_read import find_dicom_images
         try:
             paths = [e["path"] for e in find_dicom_images(folder)]
         except (ImageReadError, OSError) as e:

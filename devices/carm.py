@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.image_io import FluoroImage, ImageReadError, read_image
+from core.imaging.fluoro_image import FluoroImage, ImageReadError
+from core.imaging.images import read_image
 from devices.base import DeviceError, DeviceStatus
 
 __all__ = ["CArmSource", "SimulatedCArm", "DicomFolderSource", "DicomFolderCArm", "carm_preset"]

@@ -4,7 +4,7 @@ apart so that a test can drive it cycle by cycle with a fake clock.
 
 Every motion command expires (jogs after ``jog_hold_s`` unless renewed, admittance
 after ``deadman_s`` without a dead-man heartbeat); STOP zeroes the command at once
-and latches until ``reset``. Limits (``core.control_limits``) apply to every mode.
+and latches until ``reset``. Limits (``core.robot.limits``) apply to every mode.
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.admittance import ORIENTATION, FuzzyAdmittance
-from core.control_limits import MotionLimiter
-from core.kinematics.base import KinematicsError
-from core.kinematics.hybrid5 import Hybrid5
-from core.weight_compensation import (ToolLoad, WeightCompensationError, hand_wrench,
+from core.robot.admittance import ORIENTATION, FuzzyAdmittance
+from core.robot.limits import MotionLimiter
+from core.robot.kinematics.base import KinematicsError
+from core.robot.kinematics.hybrid5 import Hybrid5
+from core.robot.weight_compensation import (ToolLoad, WeightCompensationError, hand_wrench,
                                       identify_tool_load, rezero)
 from devices.base import DeviceError
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.weight_compensation import GRAVITY_BASE
+from core.robot.weight_compensation import GRAVITY_BASE
 from devices.base import DeviceError, DeviceStatus
 
 __all__ = ["WrenchSample", "ForceSensor", "SimulatedForceSensor"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.kinematics.base import Kinematics
+from core.robot.kinematics.base import Kinematics
 from devices.base import DeviceError, DeviceStatus
 
 __all__ = ["RobotState", "Robot", "SimulatedRobot"]

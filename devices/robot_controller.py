@@ -64,9 +64,9 @@ def _build(config: ControllerConfig, clock=None):
     """Robot, sensor and the loop, inside the control process (simulation); ``clock``
     (default ``time.perf_counter``) is the devices' time base."""
     clock = clock or time.perf_counter
-    from core.control_limits import MotionLimiter, cartesian_limits_from_doc
-    from core.kinematics.hybrid5 import load_hybrid5
-    from core.weight_compensation import ToolLoad
+    from core.robot.limits import MotionLimiter, cartesian_limits_from_doc
+    from core.robot.kinematics.hybrid5 import load_hybrid5
+    from core.robot.weight_compensation import ToolLoad
     from devices.control_loop import ControlLoop, LoopTiming
     from devices.force_sensor import SimulatedForceSensor
     from devices.robot import SimulatedRobot
@@ -137,7 +137,7 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
     ``parent_pid`` is the GUI process, given by the parent itself: reading it here with
     ``os.getppid()`` after the (slow) build would remember init's pid when the GUI died
     during the build, and the loop would then never notice that it is orphaned."""
-    from core.weight_compensation import ToolLoad  # noqa: F401 (unpickling tool loads)
+    from core.robot.weight_compensation import ToolLoad  # noqa: F401 (unpickling tool loads)
     parent = os.getppid() if parent_pid is None else parent_pid
     loop = _build(config)
     realtime = _ask_realtime(config.realtime_priority)

@@ -48,7 +48,7 @@ def gui_garbage_collected_on_the_gui_thread(request):
 def module_scene_view(qapp):
     """One shown 3D view (480x360) per test module: each new OpenGL context costs time.
     Tests that add props remove them (or use a fixture of their module that does)."""
-    from widgets.scene_view import SceneView
+    from widgets.scene.view import SceneView
     v = SceneView()
     v.resize(480, 360)
     v.show()

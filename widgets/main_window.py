@@ -13,11 +13,11 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMenu, QProgressBar, QScrollArea, QSizePolicy,
                                QSplitter, QToolBar, QToolButton, QWidget)
 
-from widgets.fluoro_viewer import FluoroViewer
-from widgets.log_panel import LogPanel
-from widgets.scene_view import SceneView
-from widgets.status_bar import DeviceStatusBar
-from widgets.workflow_bar import WorkflowBar
+from widgets.viewers.fluoro_viewer import FluoroViewer
+from widgets.panels.log_panel import LogPanel
+from widgets.scene.view import SceneView
+from widgets.panels.status_bar import DeviceStatusBar
+from widgets.panels.workflow_bar import WorkflowBar
 
 __all__ = ["MainWindow", "BUSY_DELAY_MS"]
 

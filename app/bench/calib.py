@@ -116,7 +116,7 @@ def _evaluate(cal, shots, X):
 
 def _run_scene(detector, seed, size, acc):
     from core.calibration import calibrate
-    from core.plate import load_plate, plate_distortion
+    from core.calibration.plate import load_plate, plate_distortion
     from resources import path
     shots, plates, rng = _scene(detector, seed, size)
     images = {v: shots[v].image.display() for v in ("ap", "lat")}

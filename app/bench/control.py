@@ -62,9 +62,9 @@ class _Load:
         from PySide6.QtWidgets import QApplication, QHBoxLayout, QWidget
         import pyqtgraph as pg
 
-        from core.kinematics.hybrid5 import load_hybrid5
-        from widgets.scene_robot import RobotSceneActors, load_cage_balls
-        from widgets.scene_view import SceneView
+        from core.robot.kinematics.hybrid5 import load_hybrid5
+        from widgets.scene.robot import RobotSceneActors, load_cage_balls
+        from widgets.scene.view import SceneView
         self.app = QApplication.instance() or QApplication([])
         self.win = QWidget()
         lay = QHBoxLayout(self.win)

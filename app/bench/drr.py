@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
 
 def _volume(n: int):
     try:
-        from core.phantom import make_spine_phantom
+        from core.simulation.phantom import make_spine_phantom
         return make_spine_phantom(seed=0, spacing_mm=330.0 / n, shape=(n, n, n)).volume, "spine phantom"
     except ImportError:
         from core.simulation.block_phantom import block_phantom
@@ -105,7 +105,7 @@ def run(args) -> dict:
     import cv2
     import torch
 
-    from core.drr import MuGrid, ShearWarpRenderer, joseph_drr_torch, siddon_drr
+    from core.simulation.drr import MuGrid, ShearWarpRenderer, joseph_drr_torch, siddon_drr
     from core.simulation.scene import carm_geometry
 
     torch.set_num_threads(args.threads)

@@ -55,7 +55,7 @@ def _percentiles(ms) -> dict:
 
 # --- click to overlay ----------------------------------------------------------------
 def _scene(size: int, phantom: str = "spine"):
-    from core.geometry import apply, invert
+    from core.geometry.rigid import apply, invert
     from core.simulation.block_phantom import block_phantom
     from core.simulation.scene import SimulatedOR
     sim = SimulatedOR(seed=3, phantom=block_phantom(spacing_mm=4.0) if phantom == "block" else None,
@@ -82,9 +82,9 @@ def _room_in_3d(window, sim, shots) -> None:
     """The 3D view as the running app fills it: bone (with its interactive twin), cage, robot,
     and each shot's beam with its image on the detector."""
     from app.simulated_room import T_world_base_holding
-    from core.kinematics.hybrid5 import load_hybrid5
-    from widgets.scene_anatomy import CageActors, bone_surface, frame_patient, show_bone
-    from widgets.scene_robot import RobotSceneActors, load_cage_balls
+    from core.robot.kinematics.hybrid5 import load_hybrid5
+    from widgets.scene.anatomy import CageActors, bone_surface, frame_patient, show_bone
+    from widgets.scene.robot import RobotSceneActors, load_cage_balls
     sv = window.scene_view
     mesh = bone_surface(sim.volume)
     show_bone(sv, mesh)
@@ -99,8 +99,8 @@ def _room_in_3d(window, sim, shots) -> None:
     robot.cage_actor.VisibilityOff()
     sv.set_actor("robot", robot.assembly, render=False)
     from app.scene_shots import BEAM_COLOURS, actor_name, grid_n
-    from core.shot_geometry import frustum_from_geometry
-    from widgets.scene_shots import ShotActor, texture_array
+    from core.calibration.frustum import frustum_from_geometry
+    from widgets.scene.shots import ShotActor, texture_array
     keep = [cage, robot]
     for view, shot in shots.items():
         actor = ShotActor(BEAM_COLOURS[view])
@@ -125,12 +125,12 @@ def _render_ms(scene_view, interactive: bool, n: int = 10) -> float:
 def _click_bench(n_traj: int, size: int, phantom: str = "spine") -> tuple[list, list, dict]:
     from PySide6.QtCore import QSettings
     from core.simulation.truth_calibration import TruthCalibration
-    from widgets.synthetic_input import click_pixel
+    from widgets.viewers.synthetic_input import click_pixel
     from app.main import create_application
     from app.planning import PALETTE, PlanModel, PlanningController
-    from core.planning import epipolar_line, tool_band
+    from core.planning.two_view import epipolar_line, tool_band
     from widgets.main_window import MainWindow
-    from widgets.planning_panel import PlanningPanel
+    from widgets.panels.planning_panel import PlanningPanel
 
     app = create_application()
     sim, shots, pairs = _scene(size, phantom)
@@ -183,7 +183,7 @@ def _click_bench(n_traj: int, size: int, phantom: str = "spine") -> tuple[list, 
 
 # --- image fps -----------------------------------------------------------------------
 def _frames(n: int = 8, size: int = 1024) -> list:
-    from core.image_io import FluoroImage
+    from core.imaging.fluoro_image import FluoroImage
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size]
     base = 20000 + 15000 * np.exp(-((xx - size / 2) ** 2 + (yy - size / 2) ** 2) / (2 * (size / 3) ** 2))
@@ -208,7 +208,7 @@ def _fps(show, repaint, frames, n: int) -> float:
 def _fps_bench(n: int) -> tuple[float, float]:
     import pyqtgraph as pg
     from app.main import create_application
-    from widgets.fluoro_viewer import FluoroViewer
+    from widgets.viewers.fluoro_viewer import FluoroViewer
     create_application()
     frames = _frames()
     viewer = FluoroViewer("ap")
@@ -223,7 +223,7 @@ def _fps_bench(n: int) -> tuple[float, float]:
     vb.addItem(item)
     plain.resize(900, 900)
     plain.show()
-    from widgets.fluoro_viewer import preset_levels
+    from widgets.viewers.fluoro_viewer import preset_levels
     levels = preset_levels(frames[0].pixels, "auto")   # the same windowing work as the viewer's
     base = _fps(lambda f: item.setImage(f.pixels, autoLevels=False, levels=levels),
                 plain.viewport().repaint, frames, n)

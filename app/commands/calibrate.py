@@ -46,7 +46,8 @@ def _is_dicom(path) -> bool:
 
 def read_shot(path, what: str):
     """(pixels larger = brighter, polarity hint) of an image file; CommandError if unreadable."""
-    from core.image_io import ImageReadError, read_image
+    from core.imaging.fluoro_image import ImageReadError
+    from core.imaging.images import read_image
     try:
         img = read_image(path)
     except (ImageReadError, ValueError) as e:
@@ -56,7 +57,7 @@ def read_shot(path, what: str):
 
 
 def _distortions(args, shapes):
-    from core.plate import PlateError, load_plate, plate_distortion
+    from core.calibration.plate import PlateError, load_plate, plate_distortion
     given = {"ap": args.plate_ap, "lat": args.plate_lat}
     if not args.plate:
         if any(given.values()):
@@ -84,7 +85,7 @@ def _distortions(args, shapes):
 
 
 def run(args) -> int:
-    from core.cage import CageFileError, load_cage
+    from core.calibration.cage import CageFileError, load_cage
     from core.calibration import DEFAULT_METHOD, CalibrationError, calibrate
     t0 = time.perf_counter()
     try:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from core.calibration.models import apply_h, p_rays, project_p
-from core.files import write_json_atomic
-from core.distortion import distortion_from_dict, DistortionError
-from core.geometry import Ray
+from core.formats.files import write_json_atomic
+from core.calibration.distortion import distortion_from_dict, DistortionError
+from core.geometry.rigid import Ray
 
 __all__ = ["CalibrationError", "CalibrationFileError", "PlaneFit", "ViewCalibration", "CageCalibration",
            "METHODS", "FORMAT"]

@@ -2,7 +2,7 @@
 
 When the automatic labelling of a shot fails or keeps a wrong blob, the
 technician fixes it by hand: add a ball at a click (its centre refined like the
-detector's, ``core.beads.refine_centre``), remove a detection, or assign a
+detector's, ``core.calibration.beads.refine_centre``), remove a detection, or assign a
 detection to a cage ball. ``complete_labels`` then predicts the other balls of
 a plane from the homography of its labelled ones (robot paper II.C.4: a ball
 plane maps to the ideal image by a homography) and labels the detections that
@@ -18,13 +18,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.beads import density_of, field_mask, refine_centre
+from core.calibration.beads import density_of, field_mask, refine_centre
 from core.calibration.calibration import CageCalibration, CalibrationError, PlaneFit, ViewCalibration
 from core.calibration.models import (ModelError, apply_h, fit_projection, loo_dlt_px, loo_homography_px,
                                      p_rays, project_p)
 from core.calibration.pipeline import MAX_PLANE_RMS_PX, MIN_SPREAD_RATIO, MIN_VIEW_ANGLE_DEG
-from core.distortion import NoDistortion
-from core.labelling import LabellingError, fit_homography
+from core.calibration.distortion import NoDistortion
+from core.calibration.labelling import LabellingError, fit_homography
 
 __all__ = ["ManualEditError", "ViewLabels", "labels_from_view", "add_ball", "remove_detection", "assign",
            "unassign", "complete_labels", "diagnose", "fit_view", "assemble", "MIN_BALLS_PER_PLANE"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.labelling import fit_homography
+from core.calibration.labelling import fit_homography
 
 __all__ = ["ModelError", "apply_h", "fit_dlt", "refine_projection", "fit_projection", "project_p",
            "camera_centre", "p_rays", "loo_homography_px", "loo_dlt_px"]

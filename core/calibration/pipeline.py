@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.bead_pairs import build_template, fit_partial_ball
-from core.beads import BeadDetectionError, density_of, detect_beads, field_mask
+from core.calibration.bead_pairs import build_template, fit_partial_ball
+from core.calibration.beads import BeadDetectionError, density_of, detect_beads, field_mask
 from core.calibration.calibration import CageCalibration, CalibrationError, PlaneFit, ViewCalibration
 from core.calibration.models import (ModelError, apply_h, fit_projection, loo_dlt_px, loo_homography_px,
                                      p_rays, project_p)
-from core.distortion import NoDistortion
-from core.labelling import LabellingError, PlaneMatch, ViewNotRecognised, fit_homography, label_view, plane_is_symmetric
+from core.calibration.distortion import NoDistortion
+from core.calibration.labelling import LabellingError, PlaneMatch, ViewNotRecognised, fit_homography, label_view, plane_is_symmetric
 
 __all__ = ["calibrate_view", "calibrate", "DEFAULT_METHOD", "MAX_PLANE_RMS_PX", "MIN_VIEW_ANGLE_DEG"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.volume import Volume
+from core.imaging.volume import Volume
 
 
 def block_phantom(spacing_mm: float = 2.0, size_mm=(300.0, 220.0, 200.0), seed: int | None = None) -> Volume:

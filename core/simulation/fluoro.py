@@ -16,7 +16,7 @@ import functools
 import cv2
 import numpy as np
 
-from core.cone_beam import ConeBeamGeometry
+from core.geometry.cone_beam import ConeBeamGeometry
 from core.simulation.objects import SceneError
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.cone_beam import ConeBeamGeometry
-from core.image_io import FluoroImage
+from core.geometry.cone_beam import ConeBeamGeometry
+from core.imaging.fluoro_image import FluoroImage
 from core.simulation.fluoro import form_image
 from core.simulation.objects import SceneError, Sphere
 
@@ -33,10 +33,10 @@ class PlateShot:
 
 
 def load_default_plate():
-    """The plate file ``resources/plates/default.json`` (via core.plate when present)."""
+    """The plate file ``resources/plates/default.json`` (via core.calibration.plate when present)."""
     from resources import path
     try:
-        from core.plate import load_plate
+        from core.calibration.plate import load_plate
     except ImportError:
         d = json.loads(path("plates", "default.json").read_text())
         return np.asarray(d["balls_mm"], float), float(d["ball_diameter_mm"])

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.cone_beam import ConeBeamGeometry
-from core.drr import DrrRenderer, MuGrid
-from core.geometry import invert, make_transform
-from core.image_io import FluoroImage
+from core.geometry.cone_beam import ConeBeamGeometry
+from core.simulation.drr import DrrRenderer, MuGrid
+from core.geometry.rigid import invert, make_transform
+from core.imaging.fluoro_image import FluoroImage
 from core.simulation.distortion import IIDistortion
 from core.simulation.fluoro import DetectorModel, form_image
 from core.simulation.objects import SceneError, Sphere
@@ -122,14 +122,14 @@ class SimulatedOR:
     @staticmethod
     def _volume(phantom, seed):
         if phantom is None:
-            from core.phantom import make_spine_phantom  # the phantom engineer's module
+            from core.simulation.phantom import make_spine_phantom  # the phantom engineer's module
             phantom = make_spine_phantom(seed=seed)
         return getattr(phantom, "volume", phantom)
 
     @staticmethod
     def _cage(cage):
         if cage is None:
-            from core.cage import load_cage
+            from core.calibration.cage import load_cage
             from resources import path
             return load_cage(path("cages", "default.json"))
         return cage
@@ -221,7 +221,7 @@ def bowel_gas_blobs(volume, count: int, seed: int, energy_kev: float = 70.0) -> 
 
 
 def _mu_soft(hu: float, energy_kev: float) -> float:
-    from core.volume import mu_water
+    from core.imaging.volume import mu_water
     return mu_water(energy_kev) * (1 + hu / 1000.0)
 
 

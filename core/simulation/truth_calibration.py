@@ -1,11 +1,11 @@
 """The simulator's true two-view geometry in the cage frame, behind the same
-``ray / locate / project`` calls as a ``CageCalibration`` (core.planning's
+``ray / locate / project`` calls as a ``CageCalibration`` (core.planning.two_view's
 ``TwoViewCalibration``): ground truth for planning tests and benchmarks."""
 from __future__ import annotations
 
 import numpy as np
 
-from core.geometry import triangulate_rays
+from core.geometry.rigid import triangulate_rays
 
 
 class TruthCalibration:

@@ -20,9 +20,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from core.cage import cage_from_dict
-from core.geometry import invert, make_transform
-from core.image_io import FluoroImage, write_dicom_xa, write_png16
+from core.calibration.cage import cage_from_dict
+from core.geometry.rigid import invert, make_transform
+from core.imaging.fluoro_image import FluoroImage
+from core.imaging.images import write_dicom_xa, write_png16
 from core.simulation.fluoro import DetectorModel
 from core.simulation.objects import MU_STEEL_PER_MM, MU_TITANIUM_PER_MM, Cylinder, Sphere
 from core.simulation.scene import SimulatedOR, default_T_world_cage
@@ -150,7 +151,7 @@ def _phantom(kind):
     if kind == "block":
         from core.simulation.block_phantom import block_phantom
         return block_phantom()
-    from core.phantom import make_spine_phantom
+    from core.simulation.phantom import make_spine_phantom
     return make_spine_phantom(seed=0, spacing_mm=2.0 if kind == "spine2" else 1.0)
 
 

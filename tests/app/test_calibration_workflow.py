@@ -194,7 +194,7 @@ def test_bad_inputs_are_one_line_failures(qtbot, tmp_path):
 @pytest.fixture(scope="module")
 def labels_ap(sim):
     from app.calibration_workflow import calibrate_shot
-    from core.cage import load_cage
+    from core.calibration.cage import load_cage
     import resources
     s, shots, _ = sim
     cage = load_cage(resources.path("cages", "default.json"))

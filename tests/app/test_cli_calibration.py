@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from core.cage import load_cage
-from core.image_io import FluoroImage, write_dicom_xa, write_png16
+from core.calibration.cage import load_cage
+from core.imaging.fluoro_image import FluoroImage
+from core.imaging.images import write_dicom_xa, write_png16
 from resources import path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core" / "calibration"))
 from synthetic_shots import carm_geometry, default_pair, plate_shot  # noqa: E402
 
 CAGE = str(path("cages", "default.json"))

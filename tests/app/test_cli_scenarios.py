@@ -61,7 +61,7 @@ def one_line_error(code, out, err, command):
 def calibrated(tmp_path_factory):
     """name -> (scenario, calibration file dict, calibration path, thread CPU seconds of calibrate)."""
     # imports are not part of the per-pair time (core imports scipy where it first uses it)
-    import core.calibration, core.plate, scipy.ndimage, scipy.optimize, scipy.spatial  # noqa: F401,E401
+    import core.calibration, core.calibration.plate, scipy.ndimage, scipy.optimize, scipy.spatial  # noqa: F401,E401
     done = {}
     for name, spec in SCENARIOS.items():
         sc = sf.build(spec, tmp_path_factory.mktemp(name))
@@ -269,8 +269,8 @@ def test_symmetric_cage_is_refused(symmetric, base, tmp_path):
 
 def test_views_too_close_in_angle(tmp_path):
     """A cage whose 'lat' planes are horizontal too, shot from above 12 deg apart: the angle gate must refuse."""
-    from core.cage import cage_from_dict
-    from core.geometry import make_transform
+    from core.calibration.cage import cage_from_dict
+    from core.geometry.rigid import make_transform
     from core.simulation.scene import R_WORLD_CAGE, SimulatedOR
     rng = np.random.default_rng(4)
     layers = []

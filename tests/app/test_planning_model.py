@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from app.planning import PLAN_FORMAT, PlanFileError, PlanModel, load_plan_file
-from core.cone_beam import ConeBeamGeometry
-from core.planning import ConeBeamPair, PlanningError
+from core.geometry.cone_beam import ConeBeamGeometry
+from core.planning.two_view import ConeBeamPair, PlanningError
 
 ISO = np.array([0.0, 0.0, -140.0])
 
@@ -210,8 +210,8 @@ def test_save_is_atomic_on_failure(model, calib, tmp_path, monkeypatch):
     plan_one(model, calib)
     path = model.save(tmp_path / "plan.json")
     before = path.read_text()
-    import core.files  # the disk fills up while the temporary file is being written
-    monkeypatch.setattr(core.files.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
+    import core.formats.files  # the disk fills up while the temporary file is being written
+    monkeypatch.setattr(core.formats.files.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         model.save(path)
     assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["plan.json"]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app.session import Session, SessionError, sessions_root
-from core.image_io import FluoroImage, read_image
+from core.imaging.fluoro_image import FluoroImage
+from core.imaging.images import read_image
 from devices.base import DeviceStatus
 
 T0 = dt.datetime(2026, 11, 20, 8, 30, 5)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from app.session import Session, SessionError, find_session, read_session_record
-from core.image_io import read_image
+from core.imaging.images import read_image
 
 T0 = dt.datetime(2026, 11, 20, 8, 30, 5)
 CALIB_NAME = "calibration-20261120-083100.json"

@@ -12,8 +12,8 @@ import pytest
 
 from app.scene_shots import ShotFrustums, actor_name
 from app.session import Session
-from core.image_io import FluoroImage
-from core.shot_geometry import frustum_from_geometry
+from core.imaging.fluoro_image import FluoroImage
+from core.calibration.frustum import frustum_from_geometry
 
 pytestmark = pytest.mark.gui
 

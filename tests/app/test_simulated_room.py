@@ -12,8 +12,8 @@ from app.config import load_defaults
 from app.devices_controller import DevicesController
 from app.session import Session
 from app.simulated_room import SimulatedRoom, T_world_base_holding, cage_pose_change, robot_home_q
-from core.geometry import from_euler, make_transform
-from core.kinematics.hybrid5 import load_hybrid5
+from core.geometry.rigid import from_euler, make_transform
+from core.robot.kinematics.hybrid5 import load_hybrid5
 from devices.carm import SimulatedCArm
 
 pytestmark = pytest.mark.gui
@@ -111,7 +111,7 @@ def test_jog_moves_the_balls_in_the_next_shot_and_invalidates_the_calibration(ro
     assert moved_px.min() > 2.0, "a 10 mm move must show in the image"
     assert np.abs(uv_after - uv_expected).max() < 0.1
     # the image itself: each well-separated ball's dark disc is found at its new place
-    from core.beads import density_of, refine_centre
+    from core.calibration.beads import density_of, refine_centre
     d = density_of(after.image.pixels.astype(np.float32))
     r_px = 0.5 * room.scene["cage"].ball_diameter_mm * 1.6 / after.image.pixel_spacing_mm[0]
     sep = np.linalg.norm(uv_after[:, None] - uv_after[None], axis=2) + 1e9 * np.eye(len(uv_after))

@@ -5,7 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from core.image_io import FluoroImage, write_dicom_xa
+from core.imaging.fluoro_image import FluoroImage
+from core.imaging.images import write_dicom_xa
 from core.simulation.block_phantom import block_phantom
 from devices.base import DeviceError, DeviceStatus
 from devices.carm import CArmSource, DicomFolderCArm, DicomFolderSource, SimulatedCArm

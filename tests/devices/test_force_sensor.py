@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from core.geometry import from_euler
+from core.geometry.rigid import from_euler
 from devices.base import DeviceError
 from devices.force_sensor import SimulatedForceSensor
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from core.kinematics import load_hybrid5
+from core.robot.kinematics import load_hybrid5
 from devices.base import DeviceError
 from devices.robot import SimulatedRobot
 

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from core.admittance import FuzzyAdmittance
+from core.robot.admittance import FuzzyAdmittance
 from devices.control_loop import ADMITTANCE, FAULT, IDLE, STOPPED
 from devices.robot_controller import ControllerConfig, RobotController, _build
 

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QApplication, QLabel
 
 from app.config import ConfigError, load_defaults
 from app.main import Workstation, load_stylesheet
-from core.image_io import FluoroImage
+from core.imaging.fluoro_image import FluoroImage
 from devices.base import DeviceStatus
 
 pytestmark = pytest.mark.gui
@@ -246,13 +246,13 @@ class FakeSimCArm(FakeCArm):
 
     def __init__(self):
         super().__init__()
-        from core.cage import load_cage
+        from core.calibration.cage import load_cage
         from resources import path
         self.scene = type("Scene", (), {"cage": load_cage(path("cages", "default.json"))})()
         self.last_shots = {}
 
     def acquire(self, view):
-        from core.cone_beam import ConeBeamGeometry
+        from core.geometry.cone_beam import ConeBeamGeometry
         image = super().acquire(view)
         rows, cols = image.shape
         u, v, sp = np.array([1.0, 0, 0]), np.array([0, 0, -1.0]), 0.5

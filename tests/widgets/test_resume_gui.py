@@ -13,9 +13,9 @@ from PySide6.QtWidgets import QApplication
 
 from app.config import load_defaults
 from app.main import Workstation
-from core.geometry import apply, invert
-from core.planning import trajectory_angles
-from widgets.synthetic_input import click_pixel
+from core.geometry.rigid import apply, invert
+from core.planning.two_view import trajectory_angles
+from widgets.viewers.synthetic_input import click_pixel
 
 pytestmark = pytest.mark.gui
 
@@ -141,7 +141,7 @@ def test_a_new_workstation_resumes_the_plan_images_and_strip(qtbot, tmp_path, si
             assert set(overlays) == set(tids)
             assert all(o.band.isVisible() and o.handles["entry"].isVisible() for o in overlays.values())
         assert sorted(ctrl.scene.ids()) == sorted(tids)
-        from widgets.scene_trajectories import actor_name
+        from widgets.scene.trajectories import actor_name
         tubes = [second.window.scene_view.actor(actor_name(t)) for t in tids]
         assert not any(a.GetVisibility() for a in tubes)   # until the simulated room has placed the cage
         # the same images on screen, the workflow on planning

@@ -1,0 +1,291 @@
+"""The paper's 5-DoF hybrid spine robot (robot paper, section II.A, eq. 1-15).
+
+Joints ``q = [l11, l14, l3, theta4, theta5]`` (mm, mm, mm, rad, rad): the two
+sliders of the PRRRP planar parallel mechanism (B(-l11, 0) along O-y and
+D(0, -l14) along O-z), the x slider l3, then the rotations about O3-x and O4-y.
+The task pose is ``X = [x, y, z, theta_x, theta_y]`` of the tool tip with
+``R_base_O5 = Rx(theta_x) Ry(theta_y)`` (eq. 10). The flange frame is O5; the
+tool frame sits at the tip ``[d, 0, -L2]`` of O5 (eq. 8) with +z along -z of
+O5 (the insertion direction). The insertion joint (6th) is not modelled here,
+as in the paper.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.robot.kinematics.base import (JointLimits, Kinematics, KinematicsError,
+                                  ReachabilityError)
+
+__all__ = ["Hybrid5Parameters", "Hybrid5", "load_hybrid5"]
+
+_RX_PI = np.diag([1.0, -1.0, -1.0, 1.0])  # T_O5_tool rotation: tool +z = -z of O5
+
+
+@dataclass(frozen=True)
+class Hybrid5Parameters:
+    """Structure parameters of table 2 (mm, rad) and the mechanism's assembly mode."""
+    l12: float          # link BC
+    l13: float          # link DC
+    L1: float           # C to O3 along the extended link, at angle gamma to DC
+    gamma: float        # angle between DC and C-O3 (eq. 3)
+    theta: float        # constant offset of the O3 frame angle (eq. 4)
+    L2: float           # O5 to tool tip along -z of O5 (eq. 8)
+    d: float            # O5 to tool tip along x of O5 (eq. 8)
+    assembly: int       # +1/-1: which of the two circle intersections C is (eq. 1)
+
+
+def _rx(a):
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1.0, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _ry(a):
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
+
+
+class Hybrid5(Kinematics):
+    """Forward (eq. 10), closed-form inverse (eq. 11) and Jacobians (eq. 14-15)."""
+
+    joint_names = ("l11", "l14", "l3", "theta4", "theta5")
+    revolute = np.array([False, False, False, True, True])
+
+    def __init__(self, params: Hybrid5Parameters, limits: JointLimits,
+                 T_flange_cage=None, workspace_mm=None):
+        self.p = params
+        self.joint_limits = limits
+        self.T_flange_cage = np.eye(4) if T_flange_cage is None else np.asarray(T_flange_cage, float)
+        self.workspace_mm = None if workspace_mm is None else np.asarray(workspace_mm, float)
+        g = params.gamma
+        # O3 - D = A * u(theta13 + phi): the two links DC and C-O3 seen as one (eq. 3)
+        ay, az = params.l13 + params.L1 * math.cos(g), params.L1 * math.sin(g)
+        self._A, self._phi = math.hypot(ay, az), math.atan2(az, ay)
+
+    # -- the closed chain of the parallel part (eq. 1-3) ----------------------
+    def _closure(self, l11, l14):
+        """C and theta13 from the slider positions: intersection of two circles (eq. 1)."""
+        p = self.p
+        B, D = np.array([-l11, 0.0]), np.array([0.0, -l14])
+        e = D - B
+        dist = math.hypot(*e)
+        a = (p.l12 ** 2 - p.l13 ** 2 + dist ** 2) / (2 * dist)
+        h2 = p.l12 ** 2 - a ** 2
+        if h2 < 0:
+            raise ReachabilityError(
+                f"links BC and DC cannot close with sliders at l11={l11:.1f} mm, l14={l14:.1f} mm: "
+                "bring the joints back inside their limits")
+        e = e / dist
+        C = B + a * e + p.assembly * math.sqrt(h2) * np.array([-e[1], e[0]])
+        t13 = math.atan2(C[1] + l14, C[0])
+        return C, t13
+
+    def o3_and_theta3(self, l11, l14):
+        """Position (y, z) of O3 and the angle theta3 of the O3 frame (eq. 3-4)."""
+        p = self.p
+        C, t13 = self._closure(l11, l14)
+        y = C[0] + p.L1 * math.cos(t13 + p.gamma)
+        z = C[1] + p.L1 * math.sin(t13 + p.gamma)
+        return y, z, t13 + p.gamma + p.theta, C, t13
+
+    # -- task pose <-> joints (eq. 10, 11) ---------------------------------------
+    def _tip_offset(self, th5):
+        """x and w of the tip in O4 after joint 5: [d, 0, -L2] rotated by Ry(-theta5) (eq. 7-8)."""
+        p = self.p
+        c, s = math.cos(th5), math.sin(th5)
+        return p.d * c + p.L2 * s, p.d * s - p.L2 * c
+
+    def pose(self, q) -> np.ndarray:
+        """Task pose ``[x, y, z, theta_x, theta_y]`` (eq. 10)."""
+        l11, l14, l3, th4, th5 = self._q(q)
+        yo, zo, th3, _, _ = self.o3_and_theta3(l11, l14)
+        tx = th3 + th4
+        xo, w = self._tip_offset(th5)
+        return np.array([l3 + xo, -w * math.sin(tx) + yo, w * math.cos(tx) + zo, tx, -th5])
+
+    def joints_for_pose(self, pose, check_limits: bool = True) -> np.ndarray:
+        """Closed-form inverse (eq. 11) from ``[x, y, z, theta_x, theta_y]``."""
+        X = np.asarray(pose, float)
+        if X.shape != (5,) or not np.all(np.isfinite(X)):
+            raise KinematicsError("a hybrid-robot pose is 5 finite numbers [x, y, z, theta_x, theta_y]")
+        p = self.p
+        x, y, z, tx, ty = X
+        th5 = -ty
+        xo, w = self._tip_offset(th5)
+        l3 = x - xo
+        yo, zo = y + w * math.sin(tx), z - w * math.cos(tx)
+        ratio = yo / self._A
+        if abs(ratio) > 1:
+            raise ReachabilityError(
+                f"the tool tip at y={y:.1f} mm is out of reach of the parallel mechanism: "
+                "move the target towards the robot")
+        t13 = math.acos(ratio) - self._phi
+        l14 = p.l13 * math.sin(t13) + p.L1 * math.sin(t13 + p.gamma) - zo
+        yc, zc = p.l13 * math.cos(t13), p.l13 * math.sin(t13) - l14
+        if abs(zc) > p.l12:
+            raise ReachabilityError(
+                f"the tool tip at z={z:.1f} mm is out of reach of link BC: move the target nearer "
+                "the robot's mid-height")
+        l11 = -yc + math.sqrt(p.l12 ** 2 - zc ** 2)
+        q = np.array([l11, l14, l3, tx - t13 - p.gamma - p.theta, th5])
+        if check_limits:
+            self.joint_limits.check(q, self.joint_names)
+        return q
+
+    # -- 4x4 frames ---------------------------------------------------------------
+    def flange(self, q) -> np.ndarray:
+        """``T_base_flange``: the O5 frame, where the force sensor and cage mount."""
+        l11, l14, l3, th4, th5 = self._q(q)
+        yo, zo, th3, _, _ = self.o3_and_theta3(l11, l14)
+        T = np.eye(4)
+        T[:3, :3] = _rx(th3 + th4) @ _ry(-th5)
+        T[:3, 3] = (l3, yo, zo)
+        return T
+
+    @property
+    def T_flange_tool(self) -> np.ndarray:
+        T = _RX_PI.copy()
+        T[:3, 3] = (self.p.d, 0.0, -self.p.L2)
+        return T
+
+    def forward(self, q) -> np.ndarray:
+        return self.flange(q) @ self.T_flange_tool
+
+    def cage(self, q) -> np.ndarray:
+        """``T_base_cage = T_base_flange @ T_flange_cage`` (the calibration cage on the flange)."""
+        return self.flange(q) @ self.T_flange_cage
+
+    def inverse(self, T_base_tool, q_seed=None, ignore_spin: bool = False) -> np.ndarray:
+        """Joints for a tool pose, given as ``T_base_tool`` (4x4; its spin about the tool axis
+        must be zero, 5 DoF, unless ``ignore_spin``) or as the task pose
+        ``[x, y, z, theta_x, theta_y]``. ``q_seed`` is unused: the solution is closed-form."""
+        T = np.asarray(T_base_tool, float)
+        if T.shape == (5,):
+            return self.joints_for_pose(T)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise KinematicsError("T_base_tool must be a finite 4x4 transform")
+        R = T[:3, :3] @ _RX_PI[:3, :3]
+        ty = math.asin(max(-1.0, min(1.0, R[0, 2])))
+        tx = math.atan2(-R[1, 2], R[2, 2])
+        spin = math.atan2(-R[0, 1], R[0, 0])
+        if not ignore_spin and abs(spin) > 1e-6:
+            raise ReachabilityError(
+                f"the pose turns the tool {math.degrees(spin):.2f} deg about its own axis, which this "
+                "5-axis robot cannot do: give the tool axis only (pose_for_axis)")
+        return self.joints_for_pose([*T[:3, 3], tx, ty])
+
+    @staticmethod
+    def pose_for_axis(tip_mm, direction) -> np.ndarray:
+        """Task pose putting the tool tip at ``tip_mm`` with its +z along ``direction``."""
+        a = np.asarray(direction, float)
+        n = np.linalg.norm(a)
+        if a.shape != (3,) or not np.isfinite(n) or n < 1e-9:
+            raise KinematicsError("the tool direction must be a non-zero 3-vector")
+        a = a / n
+        # tool +z = -z of O5 = -(sin ty, -sin tx cos ty, cos tx cos ty)
+        return np.array([*np.asarray(tip_mm, float), math.atan2(a[1], -a[2]), math.asin(-a[0])])
+
+    # -- velocities (eq. 14-15) ------------------------------------------------------
+    def _chain_rates(self, l11, l14):
+        """d theta13 / d l11 and d theta13 / d l14 from differentiating eq. 1."""
+        p = self.p
+        C, t13 = self._closure(l11, l14)
+        bc_y, zc = C[0] + l11, C[1]
+        f_a = 2 * (-bc_y * p.l13 * math.sin(t13) + zc * p.l13 * math.cos(t13))
+        if abs(f_a) < 1e-9:
+            raise KinematicsError("the parallel mechanism is at a singular configuration")
+        return -2 * bc_y / f_a, 2 * zc / f_a, t13, bc_y, zc, f_a
+
+    def pose_jacobian(self, q) -> np.ndarray:
+        """The 5x5 ``dX/dq`` of eq. 14."""
+        l11, l14, l3, th4, th5 = self._q(q)
+        p = self.p
+        a11, a14, t13, _, _, _ = self._chain_rates(l11, l14)
+        tx = t13 + p.gamma + p.theta + th4
+        _, w = self._tip_offset(th5)
+        dw = p.d * math.cos(th5) + p.L2 * math.sin(th5)
+        S = p.l13 * math.sin(t13) + p.L1 * math.sin(t13 + p.gamma)
+        Cc = p.l13 * math.cos(t13) + p.L1 * math.cos(t13 + p.gamma)
+        dy_da, dz_da = -w * math.cos(tx) - S, -w * math.sin(tx) + Cc
+        J = np.zeros((5, 5))
+        J[:, 0] = [0, dy_da * a11, dz_da * a11, a11, 0]
+        J[:, 1] = [0, dy_da * a14, dz_da * a14 - 1, a14, 0]
+        J[:, 2] = [1, 0, 0, 0, 0]
+        J[:, 3] = [0, -w * math.cos(tx), -w * math.sin(tx), 1, 0]
+        J[:, 4] = [-p.d * math.sin(th5) + p.L2 * math.cos(th5),
+                   -dw * math.sin(tx), dw * math.cos(tx), 0, -1]
+        return J
+
+    def inverse_pose_jacobian(self, q) -> np.ndarray:
+        """``J^-1`` built from its definition, row by row (eq. 15), not by inversion."""
+        l11, l14, l3, th4, th5 = self._q(q)
+        p = self.p
+        _, _, t13, bc_y, zc, f_a = self._chain_rates(l11, l14)
+        tx = t13 + p.gamma + p.theta + th4
+        _, w = self._tip_offset(th5)
+        dw = p.d * math.cos(th5) + p.L2 * math.sin(th5)
+        dx5 = -p.d * math.sin(th5) + p.L2 * math.cos(th5)
+        S = p.l13 * math.sin(t13) + p.L1 * math.sin(t13 + p.gamma)
+        Cc = p.l13 * math.cos(t13) + p.L1 * math.cos(t13 + p.gamma)
+        if abs(S) < 1e-9 or abs(bc_y) < 1e-9:
+            raise KinematicsError("the parallel mechanism is at a singular configuration")
+        # rates of O3 (y, z) per task rate: yo = y + w sin tx, zo = z - w cos tx, w = w(theta5)
+        dyo = np.array([0, 1, 0, w * math.cos(tx), -dw * math.sin(tx)])   # d th5 = -d ty
+        dzo = np.array([0, 0, 1, w * math.sin(tx), dw * math.cos(tx)])
+        da = -dyo / S                                     # d yo = -S d theta13
+        dl14 = Cc * da - dzo                              # zo = ... - l14
+        dl11 = (-f_a * da + 2 * zc * dl14) / (2 * bc_y)   # eq. 1 differentiated
+        Ji = np.zeros((5, 5))
+        Ji[0], Ji[1] = dl11, dl14
+        Ji[2] = [1, 0, 0, 0, dx5]
+        Ji[3] = np.array([0, 0, 0, 1, 0]) - da
+        Ji[4] = [0, 0, 0, 0, -1]
+        return Ji
+
+    def jacobian(self, q) -> np.ndarray:
+        """Geometric (6, 5): omega = theta_x' e_x + theta_y' Rx(theta_x) e_y."""
+        Jp = self.pose_jacobian(q)
+        tx = self.pose(q)[3]
+        E = np.array([[1, 0], [0, math.cos(tx)], [0, math.sin(tx)]])
+        return np.vstack([Jp[:3], E @ Jp[3:]])
+
+    def singularity_margin(self, q) -> float:
+        """Smallest normalised distance to the mechanism's three singular conditions (1 = far,
+        0 = singular): link BC vertical, O3 arm horizontal, links BC and DC aligned."""
+        l11, l14 = self._q(q)[:2]
+        _, _, t13, bc_y, zc, f_a = self._chain_rates(l11, l14)
+        p = self.p
+        S = p.l13 * math.sin(t13) + p.L1 * math.sin(t13 + p.gamma)
+        return min(abs(bc_y) / p.l12, abs(S) / self._A, abs(f_a) / (2 * p.l12 * p.l13))
+
+    def is_singular(self, q, tol: float = 0.05) -> bool:
+        try:
+            return self.singularity_margin(q) < tol
+        except KinematicsError:
+            return True
+
+
+def load_hybrid5(path=None) -> Hybrid5:
+    """The robot described by ``resources/robots/hybrid5.json`` (or ``path``)."""
+    from resources import path as resource_path
+    with open(path or resource_path("robots", "hybrid5.json")) as f:
+        doc = json.load(f)
+    if doc.get("format") != "fluoronav.robot/1" or doc.get("kind") != "hybrid5":
+        raise KinematicsError(f"{path or 'hybrid5.json'} is not a fluoronav.robot/1 hybrid5 file")
+    s = doc["structure"]
+    params = Hybrid5Parameters(
+        l12=s["l12_mm"], l13=s["l13_mm"], L1=s["L1_mm"], gamma=math.radians(s["gamma_deg"]),
+        theta=math.radians(s["theta_deg"]), L2=s["L2_mm"], d=s["d_mm"], assembly=int(s["assembly"]))
+    return Hybrid5(params, _limits_from_doc(doc), np.array(doc["T_flange_cage"], float),
+                   np.array(doc["workspace_mm"], float))
+
+
+def _limits_from_doc(doc) -> JointLimits:
+    """Joint limits from a robot file: linear joints in mm, rotary ones in degrees."""
+    js = doc["joints"]
+    conv = [math.radians(1) if j["type"] == "revolute" else 1.0 for j in js]
+    get = lambda key: np.array([j[key] * c for j, c in zip(js, conv)])
+    return JointLimits(get("lower"), get("upper"), get("velocity"), get("acceleration"))

@@ -1,0 +1,1 @@
+"""The technician's calibration wizard (cage file -> plate -> shots -> balls -> figures)."""
