@@ -8,11 +8,12 @@ Every plane is validated on load: shape, finite values, coplanarity, at least
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from core.formats.schema import read_json, validate
 
 __all__ = ["CageFileError", "CagePlane", "Cage", "load_cage", "cage_from_dict",
            "MIN_BALLS_PER_PLANE", "VIEWS"]
@@ -78,28 +79,9 @@ class Cage:
         return np.concatenate([p.balls_mm for p in self.planes_for(view)])
 
 
-def _plane(d, i: int, where: str) -> CagePlane:
-    if not isinstance(d, dict):
-        raise CageFileError(f"{where}: planes[{i}] must be an object with id, view, balls_mm")
-    for key in ("id", "view", "balls_mm"):
-        if key not in d:
-            raise CageFileError(f"{where}: planes[{i}] lacks {key!r}")
+def _plane(d, where: str) -> CagePlane:
     pid, view = d["id"], d["view"]
-    if not isinstance(pid, str) or not pid:
-        raise CageFileError(f"{where}: planes[{i}].id must be a non-empty string")
-    if view not in VIEWS:
-        raise CageFileError(f"{where}: plane {pid!r} has view {view!r}; use 'ap' or 'lat'")
-    try:
-        b = np.asarray(d["balls_mm"], dtype=float)
-    except (TypeError, ValueError):
-        raise CageFileError(f"{where}: plane {pid!r} balls_mm must be a list of [x, y, z] numbers") from None
-    if b.ndim != 2 or b.shape[1] != 3:
-        raise CageFileError(f"{where}: plane {pid!r} balls_mm must be a list of [x, y, z], got shape {b.shape}")
-    if not np.all(np.isfinite(b)):
-        raise CageFileError(f"{where}: plane {pid!r} has non-finite ball coordinates")
-    if len(b) < MIN_BALLS_PER_PLANE:
-        raise CageFileError(f"{where}: plane {pid!r} has {len(b)} balls; at least "
-                            f"{MIN_BALLS_PER_PLANE} are needed for a homography with outlier checks")
+    b = np.asarray(d["balls_mm"], dtype=float)
     c = b.mean(axis=0)
     _, s, vt = np.linalg.svd(b - c)
     if s[1] < 1e-6 * max(s[0], 1.0):
@@ -112,18 +94,10 @@ def _plane(d, i: int, where: str) -> CagePlane:
 
 
 def cage_from_dict(d, where: str = "cage") -> Cage:
-    """Validate a parsed ``fluoronav.cage/1`` object and build the ``Cage``."""
-    if not isinstance(d, dict):
-        raise CageFileError(f"{where}: a cage file must hold a JSON object")
-    if d.get("format") != "fluoronav.cage/1":
-        raise CageFileError(f"{where}: format is {d.get('format')!r}, expected 'fluoronav.cage/1'")
-    diam = d.get("ball_diameter_mm")
-    if not isinstance(diam, (int, float)) or isinstance(diam, bool) or not (0.2 <= diam <= 20):
-        raise CageFileError(f"{where}: ball_diameter_mm must be a number in 0.2-20 mm, got {diam!r}")
-    planes = d.get("planes")
-    if not isinstance(planes, list) or not planes:
-        raise CageFileError(f"{where}: 'planes' must be a non-empty list")
-    ps = tuple(_plane(p, i, where) for i, p in enumerate(planes))
+    """Validate a parsed ``fluoronav.cage/1`` object (its schema, then the geometry) and build the ``Cage``."""
+    validate(d, "cage", where, error=CageFileError)
+    diam = d["ball_diameter_mm"]
+    ps = tuple(_plane(p, where) for p in d["planes"])
     ids = [p.id for p in ps]
     if len(set(ids)) != len(ids):
         raise CageFileError(f"{where}: plane ids must be unique, got {ids}")
@@ -143,13 +117,6 @@ def cage_from_dict(d, where: str = "cage") -> Cage:
 def load_cage(path) -> Cage:
     """Read and validate a cage file; ``CageFileError`` with a one-line reason otherwise."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise CageFileError(f"cannot read cage file {p}: {e.strerror or e}") from None
-    try:
-        d = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CageFileError(f"cage file {p.name} is not valid JSON: {e}") from None
+    d, raw = read_json(p, "cage", error=CageFileError)
     cage = cage_from_dict(d, where=p.name)
     return Cage(cage.name, cage.ball_diameter_mm, cage.planes, str(p), hashlib.sha256(raw).hexdigest())
