@@ -9,7 +9,6 @@ orientation mark (a pattern of missing balls) fixes which ball is which.
 """
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from core.calibration.beads import BeadDetectionError, density_of, detect_beads, refine_centre
 from core.calibration.distortion import fit_distortion
 from core.calibration.labelling import LabellingError, fit_homography
+from core.formats.schema import read_json, validate
 
 __all__ = ["PlateError", "Plate", "load_plate", "plate_from_dict", "label_plate", "plate_distortion"]
 
@@ -44,18 +44,11 @@ class Plate:
 
 
 def plate_from_dict(d, where="plate") -> Plate:
+    """Validate a parsed ``fluoronav.plate/1`` object (its schema, then the grid) and build the ``Plate``."""
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
-    if not isinstance(d, dict) or d.get("format") != "fluoronav.plate/1":
-        raise PlateError(f"{where}: not a fluoronav.plate/1 file")
-    diam = d.get("ball_diameter_mm")
-    if not isinstance(diam, (int, float)) or not (0.2 <= diam <= 20):
-        raise PlateError(f"{where}: ball_diameter_mm must be a number in 0.2-20 mm")
-    try:
-        b = np.asarray(d.get("balls_mm"), float)
-    except (TypeError, ValueError):
-        raise PlateError(f"{where}: balls_mm must be a list of [x, y] numbers") from None
-    if b.ndim != 2 or b.shape[1] != 2 or len(b) < 16 or not np.all(np.isfinite(b)):
-        raise PlateError(f"{where}: balls_mm must be at least 16 finite [x, y] pairs, got shape {b.shape}")
+    validate(d, "plate", where, error=PlateError)
+    diam = d["ball_diameter_mm"]
+    b = np.asarray(d["balls_mm"], float)
     nn = cKDTree(b).query(b, 2)[0][:, 1]
     pitch = float(np.median(nn))
     ij = (b - b[0]) / pitch
@@ -66,12 +59,7 @@ def plate_from_dict(d, where="plate") -> Plate:
 
 def load_plate(path) -> Plate:
     p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except OSError as e:
-        raise PlateError(f"cannot read plate file {p}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PlateError(f"plate file {p.name} is not valid JSON: {e}") from None
+    d, _ = read_json(p, "plate", error=PlateError)
     return plate_from_dict(d, p.name)
 
 

@@ -119,13 +119,31 @@ def _describe(error) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _position(obj, path) -> list:
+    """Where ``path`` lies in the document, in reading order (object keys as written)."""
+    pos, x = [], obj
+    for p in path:
+        if isinstance(x, dict):
+            keys = list(x)
+            pos.append(keys.index(p) if p in x else len(keys))
+            x = x.get(p)
+        elif isinstance(x, list) and isinstance(p, int) and p < len(x):
+            pos.append(p)
+            x = x[p]
+        else:
+            break
+    return pos
+
+
 def _first_error(validator, obj):
-    """The deepest error on the first failing branch, in document order: deterministic, and
-    it names the leaf (``$.views.ap.P[1][2]``) rather than its container."""
+    """The schema error that comes first in reading order (a container's own error, such as a
+    missing key, before its children's); inside anyOf/oneOf, jsonschema's best match."""
     from jsonschema.exceptions import best_match
-    errors = sorted(validator.iter_errors(obj),
-                    key=lambda e: [(0, p, "") if isinstance(p, int) else (1, 0, p) for p in e.absolute_path])
-    return best_match(errors) if errors else None
+    errors = list(validator.iter_errors(obj))
+    if not errors:
+        return None
+    first = min(errors, key=lambda e: (_position(obj, e.absolute_path), e.validator in ("anyOf", "oneOf")))
+    return best_match([first])
 
 
 def _non_finite(obj) -> str | None:
