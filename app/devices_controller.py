@@ -19,10 +19,11 @@ import logging
 import time
 from typing import Any, Callable
 
+from psygnal import EmitLoopError
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from app.config import Config
-from app.session import DEVICES, Session
+from app.session import DEVICES, Session, listener_failure
 from devices.base import DeviceError, DeviceStatus
 
 __all__ = ["DevicesController", "DeviceWorker", "DRIVERS", "driver_factory"]
@@ -294,6 +295,9 @@ class DevicesController(QObject):
             return
         try:
             path = self.session.set_image(view, image)
+        except EmitLoopError as e:   # kept and saved; a view of it failed
+            listener_failure(e, f"showing the new {view.upper()} image")
+            path = None
         except (ValueError, OSError) as e:
             self.acquisition_failed.emit(view, str(e))
             log.error("%s image not kept: %s", view.upper(), e)

@@ -17,7 +17,9 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 import resources
 from app.config import Config, ConfigError, load_config, load_defaults
 from app.devices_controller import DevicesController
-from app.session import DEVICES, Session, SessionError
+from psygnal import EmitLoopError
+
+from app.session import DEVICES, Session, SessionError, listener_failure
 from devices.base import DeviceError
 from widgets.main_window import MainWindow
 from widgets.panels.carm_panel import angle_text
@@ -212,7 +214,13 @@ class Workstation:
         except (SessionError, OSError) as e:
             log.error("%s image not loaded: %s", view.upper(), e)
             return False
+        except EmitLoopError as e:
+            self._listener_failed(e, f"loading the {view.upper()} image")
         return True
+
+    def _listener_failed(self, error: EmitLoopError, action: str) -> None:
+        """A view that follows the session raised: one line in the log and the status bar."""
+        self.window.statusBar().showMessage(listener_failure(error, action), 15000)
 
     def resume_session(self, folder):
         """Reopen the session saved in ``folder`` (File → Resume session…, ``fluoronav gui
@@ -225,6 +233,9 @@ class Workstation:
             resumed = self.session.resume(folder)
         except SessionError as e:
             return self._resume_said(f"Resume refused: {e}", logging.ERROR)
+        except EmitLoopError as e:
+            self._listener_failed(e, "resuming the session")
+            return None
         self._resume_said(resumed.summary[0].upper() + resumed.summary[1:],
                           logging.WARNING if resumed.problems else logging.INFO, logged=True)
         room, scene = self.room, getattr(self.planning, "scene", None)
@@ -287,6 +298,8 @@ class Workstation:
         except SessionError as e:
             log.warning("%s", e)
             return False
+        except EmitLoopError as e:
+            self._listener_failed(e, f"going to the {step} step")
         log.info("workflow: %s", step)
         return True
 

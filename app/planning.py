@@ -1,335 +1,34 @@
-"""The plan: trajectories as an evented model, every edit an undoable command.
+"""Planning in the GUI: the controller between the viewers, the planning panel, the 3D view
+and the plan book.
 
-``PlanModel`` owns the trajectories (``core.planning.two_view.Trajectory``, immutable
-records keyed by a stable id), the selection and the calibration that turns
-clicks into 3D points. Every edit goes through ``model.undo_stack`` as a
-``QUndoCommand`` that swaps whole records, so undo puts back exactly what was
-there; dragging a handle merges into one undo step. 3D points are always
-recomputed from the clicks with the current calibration (cheap: two rays).
-Plans are saved as ``{"format": "fluoronav.plan/1", "frame": "cage",
-"calibration": {...}, "trajectories": [{"id", "name", "level", "side", "colour",
-"diameter_mm", "clicks", "entry_mm", "target_mm", "entry_gap_mm", "target_gap_mm"}]}``
-(points in mm in the cage frame, clicks in raw pixels), written atomically and
-validated on load.
-
-``PlanningController`` (further down) connects the viewers, the panel and the
-3D view to the model: click entry in one view, the epipolar line appears in
-the other, click there, then the target the same way.
+The plan itself (trajectories, selection, undo history, the plan file) is
+``app.state.plans.PlanBook``, Qt-free and owned by the session (``Session.plans``).
+``PlanningController`` connects the viewers, the panel and the 3D view to it: click
+entry in one view, the epipolar line appears in the other, click there, then the
+target the same way; the overlays, the 3D trajectories and the table redraw from the
+book's signals, whoever edited it.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import itertools
-import json
-import math
 import logging
-from dataclasses import replace
+import math
+import weakref
 from pathlib import Path
 
 import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoStack
+from PySide6.QtGui import QKeySequence, QShortcut
 
-from core.formats.files import write_json_atomic
-from core.planning.two_view import (LEVELS, MAX_RAY_GAP_MM, POINTS, VIEWS, ClickOutsideImageError, PatientAxes,
-                           PlanningError, Trajectory, TwoViewCalibration, check_click, epipolar_line,
-                           image_angles, locate_trajectory, plan_warnings, snap_to_epipolar, tool_band,
-                           trajectory_angles)
+from app.state.plans import (PALETTE, PLAN_FORMAT, PlanBook, PlanFileError, load_plan_file,
+                             planning_calibration, save_plan_file)
+from core.planning.two_view import (LEVELS, POINTS, VIEWS, ClickOutsideImageError, PatientAxes, PlanningError,
+                                    check_click, epipolar_line, image_angles, plan_warnings, snap_to_epipolar,
+                                    tool_band, trajectory_angles)
 
-__all__ = ["PlanModel", "PlanFileError", "PLAN_FORMAT", "PALETTE", "load_plan_file", "save_plan_file",
-           "PlanningController", "install_planning", "load_resumed_plan"]
+__all__ = ["PlanBook", "PlanFileError", "PLAN_FORMAT", "PALETTE", "load_plan_file", "save_plan_file",
+           "PlanningController", "install_planning"]
 
 log = logging.getLogger(__name__)
-
-PLAN_FORMAT = "fluoronav.plan/1"
-# Colours that stay distinct on a grey X-ray and for the common colour blindnesses.
-PALETTE = ("#ffb000", "#00c8ff", "#ff5fd2", "#8cff3c", "#ff6a3d", "#b48cff", "#ffffff")
-_DRAG_ID = 0x504C  # QUndoCommand.id() of handle moves, so that a drag merges
-
-
-class PlanFileError(ValueError):
-    """A plan file is missing, malformed or from an unknown format version."""
-
-
-# --- undo commands -------------------------------------------------------------------
-class _Replace(QUndoCommand):
-    """Swap one trajectory record for another (None = absent): every edit is one of these."""
-
-    def __init__(self, model: "PlanModel", tid: str, old, new, text: str, index: int | None = None,
-                 drag_token=None):
-        super().__init__(text)
-        self.model, self.tid, self.old, self.new = model, tid, old, new
-        self.index = index
-        self.drag_token = drag_token
-
-    def redo(self):
-        self.model._put(self.tid, self.new, self.index)
-
-    def undo(self):
-        self.model._put(self.tid, self.old, self.index)
-
-    def id(self) -> int:
-        return _DRAG_ID if self.drag_token is not None else -1
-
-    def mergeWith(self, other) -> bool:
-        """Successive moves of one handle in one drag are one undo step."""
-        if not isinstance(other, _Replace) or other.drag_token is None or other.drag_token != self.drag_token \
-                or other.tid != self.tid:
-            return False
-        self.new = other.new
-        return True
-
-
-# --- the model ---------------------------------------------------------------------
-class PlanModel(QObject):
-    """Trajectories by id, in table order, with selection and calibration.
-
-    Signals: ``trajectory_changed(tid)`` (added, edited or 3D recomputed),
-    ``trajectory_removed(tid)``, ``order_changed()``, ``selection_changed(tid)``
-    ("" for none), ``changed()`` after any of them.
-    """
-    trajectory_changed = Signal(str)
-    trajectory_removed = Signal(str)
-    order_changed = Signal()
-    selection_changed = Signal(str)
-    changed = Signal()
-
-    def __init__(self, calibration: TwoViewCalibration | None = None, max_gap_mm: float = MAX_RAY_GAP_MM,
-                 parent=None):
-        super().__init__(parent)
-        self.undo_stack = QUndoStack(self)
-        self._items: dict[str, Trajectory] = {}
-        self._order: list[str] = []
-        self._selected = ""
-        self._ids = itertools.count(1)
-        self.calibration = calibration
-        self.max_gap_mm = float(max_gap_mm)
-
-    # -- reading ----------------------------------------------------------------------
-    def ids(self) -> list[str]:
-        return list(self._order)
-
-    def trajectories(self) -> list[Trajectory]:
-        return [self._items[t] for t in self._order]
-
-    def get(self, tid: str) -> Trajectory:
-        if tid not in self._items:
-            raise PlanningError(f"no trajectory {tid!r} in the plan")
-        return self._items[tid]
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def __contains__(self, tid) -> bool:
-        return tid in self._items
-
-    @property
-    def selected(self) -> str:
-        return self._selected
-
-    def gap_too_large(self, tid: str) -> list[str]:
-        """The points ('entry'/'target') of ``tid`` whose two clicks miss by over ``max_gap_mm``."""
-        t = self.get(tid)
-        return [k for k in POINTS if (g := getattr(t, f"{k}_gap_mm")) is not None and g > self.max_gap_mm]
-
-    # -- the one place records change (commands call it) -------------------------------------
-    def _put(self, tid: str, traj: Trajectory | None, index: int | None = None) -> None:
-        if traj is None:
-            if tid in self._items:
-                del self._items[tid]
-                self._order.remove(tid)
-                if self._selected == tid:
-                    self._selected = ""
-                    self.selection_changed.emit("")
-                self.trajectory_removed.emit(tid)
-                self.order_changed.emit()
-                self.changed.emit()
-            return
-        traj = self._located(traj)
-        added = tid not in self._items
-        self._items[tid] = traj
-        if added:
-            self._order.insert(len(self._order) if index is None else min(index, len(self._order)), tid)
-        self.trajectory_changed.emit(tid)
-        if added:
-            self.order_changed.emit()
-        self.changed.emit()
-
-    def _located(self, traj: Trajectory) -> Trajectory:
-        """3D from the clicks with the current calibration (kept as saved when there is none)."""
-        if self.calibration is None:
-            return traj
-        return locate_trajectory(self.calibration, traj, self.max_gap_mm)
-
-    # -- edits (each one undoable) ---------------------------------------------------------
-    def new_id(self) -> str:
-        while (tid := f"t{next(self._ids)}") in self._items:
-            pass
-        return tid
-
-    def default_name(self, level: str, side: str) -> str:
-        base = f"{level} {side}"
-        names = {t.name for t in self._items.values()}
-        return base if base not in names else next(f"{base} {i}" for i in itertools.count(2)
-                                                   if f"{base} {i}" not in names)
-
-    def add(self, level: str = "L4", side: str = "left", name: str | None = None, colour: str | None = None,
-            diameter_mm: float = 6.5) -> str:
-        """Create a trajectory (no clicks yet), select it, and return its id."""
-        colour = colour or PALETTE[len(self._order) % len(PALETTE)]
-        traj = Trajectory(name or self.default_name(level, side), level, side, colour, diameter_mm)
-        tid = self.new_id()
-        self.undo_stack.push(_Replace(self, tid, None, traj, f"new trajectory {traj.name}"))
-        self.select(tid)
-        return tid
-
-    def remove(self, tid: str) -> None:
-        old = self.get(tid)
-        self.undo_stack.push(_Replace(self, tid, old, None, f"delete {old.name}", index=self._order.index(tid)))
-
-    def set_click(self, tid: str, kind: str, view: str, uv, drag_token=None) -> Trajectory:
-        """Place (or with ``uv`` None clear) ``kind`` in ``view``; returns the new record.
-
-        Moves that carry the same ``drag_token`` merge into one undo step.
-        """
-        old = self.get(tid)
-        new = old.with_click(kind, view, uv)
-        verb = "clear" if uv is None else ("move" if old.click(kind, view) is not None else "set")
-        self.undo_stack.push(_Replace(self, tid, old, new, f"{verb} {kind} of {old.name} in {view.upper()}",
-                                      drag_token=drag_token))
-        return self.get(tid)
-
-    def set_fields(self, tid: str, **fields) -> None:
-        """Rename, change level, side, colour or diameter: ``set_fields(tid, level="L5")``."""
-        allowed = {"name", "level", "side", "colour", "diameter_mm"}
-        if not fields or not set(fields) <= allowed:
-            raise PlanningError(f"editable fields are {', '.join(sorted(allowed))}, got {', '.join(fields) or 'none'}")
-        old = self.get(tid)
-        new = replace(old, **fields)  # validated by Trajectory
-        if new == old:
-            return
-        what = ", ".join(f"{k} {v}" for k, v in fields.items())
-        self.undo_stack.push(_Replace(self, tid, old, new, f"{old.name}: {what}"))
-
-    # -- not undoable: view state and consequences ---------------------------------------------
-    def select(self, tid: str) -> None:
-        if tid and tid not in self._items:
-            raise PlanningError(f"no trajectory {tid!r} in the plan")
-        if tid != self._selected:
-            self._selected = tid
-            self.selection_changed.emit(tid)
-
-    def set_calibration(self, calibration: TwoViewCalibration | None, keep: str = "3d") -> None:
-        """Use a new calibration (new shots, or the same shots calibrated again).
-
-        ``keep="3d"`` (new shots): a point that has its 3D position keeps it, the
-        plan in the cage frame never moves silently, and its clicks become its
-        projections in the new images; points without 3D are located from their
-        clicks. ``keep="clicks"`` (same shots): every 3D point is recomputed from
-        its clicks. The undo history is cleared: its clicks belong to the old images.
-        """
-        if keep not in ("3d", "clicks"):
-            raise PlanningError(f"keep must be '3d' or 'clicks', got {keep!r}")
-        self.calibration = calibration
-        self.undo_stack.clear()
-        for tid in self._order:
-            t = self._items[tid]
-            if keep == "3d" and calibration is not None:
-                t = _reprojected(calibration, t)
-            self._items[tid] = self._located(t)
-            self.trajectory_changed.emit(tid)
-        self.changed.emit()
-
-    # -- file ---------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return {"format": PLAN_FORMAT, "saved_at": _dt.datetime.now().isoformat(timespec="seconds"),
-                "frame": "cage", "calibration": _calibration_id(self.calibration),
-                "max_gap_mm": self.max_gap_mm, "selected": self._selected or None,
-                "trajectories": [{"id": tid, **self._items[tid].to_dict()} for tid in self._order]}
-
-    def load_dict(self, d: dict) -> None:
-        """Replace the plan by a validated ``fluoronav.plan/1`` dict; clears the undo history."""
-        items, order, selected, max_gap = _parse_plan(d)
-        self.undo_stack.clear()
-        for tid in list(self._order):
-            self._put(tid, None)
-        self.max_gap_mm = max_gap
-        for tid in order:
-            self._put(tid, items[tid])
-        self.select(selected if selected in self._items else "")
-
-    def save(self, path) -> Path:
-        return save_plan_file(self.to_dict(), path)
-
-    def load(self, path) -> None:
-        self.load_dict(load_plan_file(path))
-
-
-def _calibration_id(calibration) -> dict | None:
-    """What identifies the calibration the 3D points are in (CageCalibration: time, cage, method)."""
-    if calibration is None:
-        return None
-    cage = getattr(calibration, "cage", None)
-    return {"type": type(calibration).__name__, "created_utc": getattr(calibration, "created_utc", None),
-            "method": getattr(calibration, "method", None),
-            "cage": {k: cage.get(k) for k in ("name", "sha256")} if isinstance(cage, dict) else None}
-
-
-def _reprojected(calibration: TwoViewCalibration, t: Trajectory) -> Trajectory:
-    """``t`` with the clicks of each 3D point replaced by its projections (raw pixels)."""
-    for kind in POINTS:
-        point = getattr(t, f"{kind}_mm")
-        if point is None:
-            continue
-        uv = calibration.project([list(point)])
-        for view in VIEWS:
-            t = t.with_click(kind, view, [float(x) for x in uv[view][0]])
-    return t
-
-
-def _parse_plan(d) -> tuple[dict, list, str, float]:
-    if not isinstance(d, dict):
-        raise PlanFileError(f"a plan must be a JSON object, got {type(d).__name__}")
-    if d.get("format") != PLAN_FORMAT:
-        raise PlanFileError(f"not a plan file of format {PLAN_FORMAT} (format is {d.get('format')!r})")
-    rows = d.get("trajectories")
-    if not isinstance(rows, list):
-        raise PlanFileError("the plan has no 'trajectories' list")
-    items, order = {}, []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
-            raise PlanFileError(f"trajectory {i + 1} has no id")
-        tid = row["id"]
-        if tid in items:
-            raise PlanFileError(f"trajectory id {tid!r} appears twice")
-        try:
-            items[tid] = Trajectory.from_dict({k: v for k, v in row.items() if k != "id"})
-        except (PlanningError, TypeError, ValueError) as e:
-            raise PlanFileError(f"trajectory {i + 1} ({row.get('name', tid)}): {e}") from None
-        order.append(tid)
-    max_gap = d.get("max_gap_mm", MAX_RAY_GAP_MM)
-    if not isinstance(max_gap, (int, float)) or not max_gap > 0:
-        raise PlanFileError(f"max_gap_mm must be a positive number, got {max_gap!r}")
-    return items, order, d.get("selected") or "", float(max_gap)
-
-
-def save_plan_file(d: dict, path) -> Path:
-    """Write a plan dict as JSON atomically (temporary file + rename in the same folder)."""
-    return write_json_atomic(path, d)
-
-
-def load_plan_file(path) -> dict:
-    """Read and validate a plan file; PlanFileError says what is wrong."""
-    path = Path(path)
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanFileError(f"{path}: no such plan file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PlanFileError(f"{path}: not a readable JSON plan ({e})") from None
-    _parse_plan(d)
-    return d
-
 
 # --- the controller ------------------------------------------------------------------------
 def _other(view: str) -> str:
@@ -337,7 +36,7 @@ def _other(view: str) -> str:
 
 
 class PlanningController(QObject):
-    """Connects viewer clicks and handle drags, the panel and the 3D view to a ``PlanModel``.
+    """Connects viewer clicks and handle drags, the panel and the 3D view to a ``PlanBook``.
 
     Placing a point: ``new_trajectory()`` (N) starts with the entry; a click in
     either view sets it there and the other view shows that pixel's X-ray as a
@@ -352,12 +51,13 @@ class PlanningController(QObject):
     """
     message = Signal(str, bool)
 
-    def __init__(self, model: PlanModel, viewers: dict, panel=None, scene_view=None, confirm=None,
-                 T_scene_cage=None, patient_axes=None, shortcut_parent=None, parent=None):
+    def __init__(self, model: PlanBook, viewers: dict, panel=None, scene_view=None, confirm=None,
+                 T_scene_cage=None, patient_axes=None, shortcut_parent=None, parent=None, session=None):
         from widgets.viewers.trajectory_overlays import EpipolarOverlay
 
         super().__init__(parent)
         self.model, self.viewers, self.panel = model, viewers, panel
+        self.session = session
         self.scene = None
         if scene_view is not None:
             from widgets.scene.trajectories import SceneTrajectories
@@ -375,11 +75,10 @@ class PlanningController(QObject):
         self._epipolar = {v: EpipolarOverlay(viewers[v].overlay("epipolar")) for v in VIEWS}
         for v in VIEWS:
             viewers[v].pixel_clicked.connect(lambda u, vv, mods, view=v: self.click(view, u, vv, mods))
-        model.trajectory_changed.connect(self._refresh)
-        model.trajectory_removed.connect(self._drop)
-        model.selection_changed.connect(self._selection_changed)
-        model.order_changed.connect(self._refresh_panel)
-        model.undo_stack.indexChanged.connect(self._undo_state)
+        for signal, slot in ((model.trajectory_changed, "_refresh"), (model.trajectory_removed, "_drop"),
+                             (model.selection_changed, "_selection_changed"), (model.order_changed, "_refresh_panel"),
+                             (model.history.changed, "_undo_state")):
+            _connect_while_alive(signal, self, slot)
         if panel is not None:
             self._connect_panel(panel)
         if shortcut_parent is not None:
@@ -414,11 +113,11 @@ class PlanningController(QObject):
             return
         t = self.model.get(tid)
         if any(t.click(kind, v) is not None for v in VIEWS):
-            self.model.undo_stack.beginMacro(f"re-place {kind} of {t.name}")
+            self.model.history.begin_macro(f"re-place {kind} of {t.name}")
             for v in VIEWS:
                 if self.model.get(tid).click(kind, v) is not None:
                     self.model.set_click(tid, kind, v, None)
-            self.model.undo_stack.endMacro()
+            self.model.history.end_macro()
         self.placing = (tid, kind)
         self._say(f"{t.name}: click the {kind.upper()} point in the AP or the LAT image")
         self._refresh_epipolar()
@@ -518,13 +217,15 @@ class PlanningController(QObject):
         return True
 
     def undo(self) -> None:
-        self._say(f"undo: {self.model.undo_stack.undoText()}" if self.model.undo_stack.canUndo() else "nothing to undo")
-        self.model.undo_stack.undo()
+        h = self.model.history
+        self._say(f"undo: {h.undo_text()}" if h.can_undo() else "nothing to undo")
+        h.undo()
         self._refresh_epipolar()
 
     def redo(self) -> None:
-        self._say(f"redo: {self.model.undo_stack.redoText()}" if self.model.undo_stack.canRedo() else "nothing to redo")
-        self.model.undo_stack.redo()
+        h = self.model.history
+        self._say(f"redo: {h.redo_text()}" if h.can_redo() else "nothing to redo")
+        h.redo()
         self._refresh_epipolar()
 
     def save(self, path) -> Path:
@@ -555,13 +256,27 @@ class PlanningController(QObject):
             self.model.select(tid)
             self._say(f"{self.model.get(tid).name} selected")
 
+    def _resumed(self, _resumed=None) -> None:
+        """A resumed session's plan is in the book: nothing is being placed, draw it all."""
+        self.placing = None
+        self.refresh_all()
+
     def set_snap(self, on: bool) -> None:
         self.snap = bool(on)
 
     def set_calibration(self, calibration, keep: str = "3d") -> None:
-        """A new calibration (see ``PlanModel.set_calibration``); placing stops."""
+        """A new calibration (``PlanBook.set_calibration``; through the session when there is
+        one, so that the session and the plan agree); placing stops."""
         self.placing = None
-        self.model.set_calibration(calibration, keep)
+        if self.session is not None:
+            self.session.set_calibration(calibration, keep)   # calls back calibration_followed
+        else:
+            self.model.set_calibration(planning_calibration(calibration), keep)
+        self.refresh_all()
+
+    def calibration_followed(self, _calibration=None) -> None:
+        """The session's calibration changed (the book already follows it): placing stops."""
+        self.placing = None
         self.refresh_all()
 
     # -- wiring ------------------------------------------------------------------------------
@@ -756,21 +471,37 @@ class PlanningController(QObject):
         self.panel.set_selected(self.model.selected)
 
     def _undo_state(self, *_):
-        if self.panel is not None and shiboken6.isValid(self.model.undo_stack) and shiboken6.isValid(self.panel):
-            s = self.model.undo_stack
-            self.panel.set_undo_state(s.canUndo(), s.canRedo(), s.undoText(), s.redoText())
+        if self.panel is not None and shiboken6.isValid(self.panel):
+            h = self.model.history
+            self.panel.set_undo_state(h.can_undo(), h.can_redo(), h.undo_text(), h.redo_text())
+
+
+def _connect_while_alive(signal, owner: QObject, slot: str, nargs: int | None = None) -> None:
+    """Connect ``owner.<slot>`` to a psygnal ``signal`` of the (longer-lived) session state,
+    for as long as ``owner``'s Qt object exists: a closed window's controller neither
+    receives nor keeps anything alive. ``nargs``: how many of the signal's arguments to pass
+    (all when None)."""
+    ref = weakref.ref(owner)
+
+    def call(*args):
+        o = ref()
+        if o is None or not shiboken6.isValid(o):
+            signal.disconnect(call)
+            return
+        getattr(o, slot)(*(args if nargs is None else args[:nargs]))
+    signal.connect(call)
 
 
 def install_planning(window, session=None, T_scene_cage=None, patient_axes=None, confirm=None,
                      autosave_ms: int | None = 500) -> PlanningController:
     """Add planning to the main window: the "Planning" dock, overlays in both viewers,
-    trajectories in the 3D view, shortcuts; returns the controller (``.model`` is the plan).
+    trajectories in the 3D view, shortcuts; returns the controller (``.model`` is the plan book).
 
     ``window`` needs ``viewers``, ``scene_view`` and ``add_dock`` (widgets.main_window).
-    With a ``session`` (app.session.Session) the plan follows ``session.calibration``
-    and every change is handed to ``session.set_plans`` (a list of ``Trajectory``) and,
-    ``autosave_ms`` after the last change, written to ``<session folder>/plan.json``
-    (``PlanModel.load`` reads it back exactly).
+    With a ``session`` (app.session.Session) the controller works on ``session.plans`` (which
+    follows ``session.calibration``) and, ``autosave_ms`` after the last change, writes it to
+    ``<session folder>/plan.json`` (``PlanBook.load`` reads it back exactly; a resumed
+    session's plan is not written again until it changes).
     ``T_scene_cage`` places the cage frame in the 3D view's frame (the simulator's
     ``T_world_cage``); ``patient_axes`` defaults to the cage's standard mounting.
     """
@@ -778,54 +509,27 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
 
     panel = PlanningPanel(colours=PALETTE)
     dock = window.add_dock("Planning", panel, "right")
-    model = PlanModel(getattr(session, "calibration", None), parent=window)
+    model = session.plans if session is not None else PlanBook()
     controller = PlanningController(model, window.viewers, panel, window.scene_view, confirm=confirm,
                                     T_scene_cage=T_scene_cage, patient_axes=patient_axes,
-                                    shortcut_parent=window, parent=window)
+                                    shortcut_parent=window, parent=window, session=session)
     scene_dock = window.scene_view.parentWidget()
     if hasattr(window, "resizeDocks") and scene_dock is not None and scene_dock in window.findChildren(type(dock)):
         window.resizeDocks([scene_dock, dock], [45, 55], Qt.Orientation.Vertical)  # 3D above, plan below
     if session is not None:
-        session.calibration_changed.connect(controller.set_calibration)
-        model.changed.connect(lambda: session.set_plans(model.trajectories()))
+        _connect_while_alive(session.calibration_changed, controller, "calibration_followed")
         if autosave_ms is not None:
             timer = QTimer(controller, singleShot=True, interval=int(autosave_ms))
             timer.timeout.connect(lambda: _autosave(model, session))
-            model.changed.connect(timer.start)
+            _connect_while_alive(model.changed, timer, "start", nargs=0)
             controller.autosave_timer = timer
-        if hasattr(session, "resumed"):
-            session.resumed.connect(lambda resumed: load_resumed_plan(controller, resumed))
+            # the resumed plan is the file on disk: not written again until it changes
+            _connect_while_alive(session.resumed, timer, "stop", nargs=0)
+        _connect_while_alive(session.resumed, controller, "_resumed")
     return controller
 
 
-def load_resumed_plan(controller: PlanningController, resumed) -> bool:
-    """A resumed session (app.session.ResumedSession): its ``plan.json`` into the planning, drawn
-    in both viewers and 3D, exactly as saved (the calibration was restored just before).
-    The file is not written again until the plan changes. Adds a line to ``resumed.restored``
-    or ``resumed.problems``; True when a plan was loaded."""
-    path = Path(resumed.folder) / "plan.json"
-    if not path.exists():
-        return False
-    try:
-        saved_with = (load_plan_file(path).get("calibration") or {}).get("created_utc")
-        controller.load(path)
-    except PlanFileError as e:
-        resumed.problems.append(f"{e}: plan again")
-        return False
-    finally:
-        timer = getattr(controller, "autosave_timer", None)
-        if timer is not None:
-            timer.stop()   # the file on disk is this plan
-    n = len(controller.model)
-    resumed.restored.append(f"plan: {n} trajector{'y' if n == 1 else 'ies'}")
-    now = getattr(controller.model.calibration, "created_utc", None)
-    if n and saved_with and now and saved_with != now:
-        resumed.problems.append(f"the plan was made with the calibration of {saved_with}, not the one restored "
-                                f"({now}): check each trajectory in both views")
-    return True
-
-
-def _autosave(model: PlanModel, session) -> None:
+def _autosave(model: PlanBook, session) -> None:
     try:
         model.save(Path(session.folder) / "plan.json")
     except OSError as e:  # a full disk must not stop planning; the log says it

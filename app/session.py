@@ -1,10 +1,17 @@
-"""The session: what this operation has so far, as a plain evented model (no Qt).
+"""The session: what this operation has so far, as one Qt-free evented model (psygnal).
 
-It holds the latest image per view, the calibration, the plans, the alignment
-result, each device's status and the workflow step. Widgets subscribe to its
-events; they never keep state of their own that the session needs (DESIGN.md).
+It holds the latest image per view, the calibration, the plan book (trajectories with
+their undo history, ``app.state.plans.PlanBook``), the alignment result, each device's
+status and the workflow step. App controllers are its only writers; widgets subscribe
+to its signals and render; they never keep state of their own that the session needs
+(DESIGN.md). A script or a test drives a whole case through it without Qt.
 Change it from the GUI thread only: device workers hand results over through
-queued signals. Acquired images are written to the session folder
+queued signals.
+
+A listener that raises is a bug, and it is not hidden: psygnal stops that emission and
+raises ``psygnal.EmitLoopError`` (the listener's exception as ``__cause__``) from the
+writer's call, after the session's own state has changed. The GUI's controllers catch it
+where a user action started (``app.main.Workstation``) and say it in one line. Acquired images are written to the session folder
 ``$XDG_DATA_HOME/fluoronav/sessions/<YYYYmmdd-HHMMSS>/`` as DICOM with their geometry.
 """
 from __future__ import annotations
@@ -17,16 +24,19 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from psygnal import Signal
+
+from app.state.plans import PlanBook, load_session_plan, planning_calibration
 
 from core.formats.files import write_json_atomic
 from core.imaging.fluoro_image import FluoroImage, ImageReadError
 from core.imaging.images import read_image, write_dicom_xa
 from devices.base import DeviceStatus
 
-__all__ = ["Event", "Session", "SessionError", "ResumedSession", "VIEWS", "DEVICES", "WORKFLOW_STEPS",
+__all__ = ["Session", "listener_failure", "SessionError", "ResumedSession", "VIEWS", "DEVICES", "WORKFLOW_STEPS",
            "SESSION_FORMAT", "sessions_root", "find_session", "read_session_record"]
 
 log = logging.getLogger(__name__)
@@ -43,26 +53,16 @@ class SessionError(ValueError):
     """A request the session cannot honour now; the message says what is missing."""
 
 
-class Event:
-    """Callbacks called in order by ``emit``; a failing callback is logged, not raised."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self._callbacks: list[Callable] = []
-
-    def connect(self, callback: Callable) -> None:
-        if callback not in self._callbacks:
-            self._callbacks.append(callback)
-
-    def disconnect(self, callback: Callable) -> None:
-        self._callbacks.remove(callback)
-
-    def emit(self, *args) -> None:
-        for cb in list(self._callbacks):
-            try:
-                cb(*args)
-            except Exception:  # one broken listener must not stop the others
-                log.exception("listener of session event %s failed", self.name)
+def listener_failure(error: BaseException, action: str) -> str:
+    """Log a listener's failure (``psygnal.EmitLoopError``) raised by ``action`` (what the user
+    did, e.g. "loading the AP image"): one line at ERROR, the traceback at DEBUG; returns the
+    line for a status bar."""
+    cause = error.__cause__ or error
+    text = (f"{action}: done, but a display of it failed ({type(cause).__name__}: "
+            f"{(str(cause).splitlines() or [''])[0]}); the session holds the change, the log has the details")
+    log.error("%s", text)
+    log.debug("listener failure while %s", action, exc_info=cause)
+    return text
 
 
 def sessions_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -74,11 +74,20 @@ def sessions_root(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 class Session:
-    """State of one operation. Events: image_changed(view, image),
-    calibration_changed(calib), plans_changed(plans), alignment_changed(result),
+    """State of one operation. Signals: image_changed(view, image),
+    calibration_changed(calib), alignment_changed(result),
     device_status_changed(device, status, message), step_changed(step),
-    resumed(ResumedSession) (``resume``: after the images and the calibration, before the
-    step; the planning loads the folder's plan.json, the shots strip lists the shots), changed()."""
+    resumed(ResumedSession) (``resume``: after the images, the calibration and the plan,
+    before the step; the shots strip lists the shots), changed() (after any of them and
+    after every edit of the plan book ``plans``, whose own signals say which trajectory)."""
+
+    image_changed = Signal(str, object)
+    calibration_changed = Signal(object)
+    alignment_changed = Signal(object)
+    device_status_changed = Signal(str, object, str)
+    step_changed = Signal(str)
+    resumed = Signal(object)
+    changed = Signal()
 
     def __init__(self, data_dir=None, save_images: bool = True,
                  started_at: _dt.datetime | None = None):
@@ -91,14 +100,12 @@ class Session:
         self._saved_by_content: dict[str, dict[bytes, str]] = {v: {} for v in VIEWS}
         self._current_file: dict[str, str | None] = {v: None for v in VIEWS}
         self.calibration: Any = None
-        self.plans: list[Any] = []
+        self.plans = PlanBook()
+        self.plans.changed.connect(self.changed.emit)
         self.alignment: Any = None
         self._devices = {d: (DeviceStatus.DISCONNECTED, "not started") for d in DEVICES}
         self.step: str | None = None
         self.resuming = False   # True while ``resume`` emits its events (the strip lists the shots itself)
-        for name in ("image_changed", "calibration_changed", "plans_changed",
-                     "alignment_changed", "device_status_changed", "step_changed", "resumed", "changed"):
-            setattr(self, name, Event(name))
 
     # -- where data goes ------------------------------------------------------------
     @property
@@ -160,18 +167,13 @@ class Session:
         return self.folder / name
 
     # -- calibration, plans, alignment ----------------------------------------------
-    def set_calibration(self, calibration: Any) -> None:
+    def set_calibration(self, calibration: Any, keep: str = "3d") -> None:
+        """Make ``calibration`` current; the plan book follows it (``PlanBook.set_calibration``:
+        ``keep="3d"`` for new shots, ``"clicks"`` for the same shots calibrated again)."""
         self.calibration = calibration
+        self.plans.set_calibration(planning_calibration(calibration), keep)
         self.calibration_changed.emit(calibration)
         self.changed.emit()
-
-    def set_plans(self, plans: list) -> None:
-        self.plans = list(plans)
-        self.plans_changed.emit(list(self.plans))
-        self.changed.emit()
-
-    def add_plan(self, plan: Any) -> None:
-        self.set_plans(self.plans + [plan])
 
     def set_alignment(self, result: Any) -> None:
         self.alignment = result
@@ -202,7 +204,7 @@ class Session:
             raise SessionError(f"unknown workflow step {step!r} (steps: {', '.join(WORKFLOW_STEPS)})")
         if step == "plan" and self.calibration is None:
             return "calibrate the cage first"
-        if step == "align" and not self.plans:
+        if step == "align" and not len(self.plans):
             return "plan at least one trajectory first"
         if step == "align" and not self.device_ready("robot"):
             return "the robot is not connected"
@@ -247,7 +249,7 @@ class Session:
     def is_fresh(self) -> bool:
         """Nothing taken, loaded, calibrated or planned yet (what ``resume`` needs)."""
         return (all(im is None for im in self._images.values()) and not any(self._saved.values())
-                and self.calibration is None and not self.plans and self.alignment is None)
+                and self.calibration is None and not len(self.plans) and self.alignment is None)
 
     def resume(self, folder) -> "ResumedSession":
         """Carry on with the session saved in ``folder`` (after a crash or a restart).
@@ -257,7 +259,8 @@ class Session:
         the folder: new shots continue its numbering, every saved shot is read (an
         unreadable one is reported and, if it was on screen, its view stays empty), the
         newest ``calibration-*.json`` is restored (an invalid one is reported: the session
-        goes on uncalibrated) and so is the step where the workflow still allows it.
+        goes on uncalibrated), then ``plan.json`` into the plan book, exactly as saved, and
+        the step where the workflow still allows it.
         Emits image_changed, calibration_changed, resumed, step_changed and changed.
         Returns what was restored and what was not (``.summary``: one line)."""
         from core.calibration import CageCalibration, CalibrationFileError
@@ -310,6 +313,7 @@ class Session:
         self._current_file = {v: (record["current"][v] if images[v] is not None else None) for v in VIEWS}
         self._images = images
         self.calibration = calibration
+        self.plans.set_calibration(planning_calibration(calibration))
         self.resuming = True
         try:
             for view in VIEWS:
@@ -317,7 +321,8 @@ class Session:
                     self.image_changed.emit(view, images[view])
             if calibration is not None:
                 self.calibration_changed.emit(calibration)
-            self.resumed.emit(result)   # the plan, the shots strip
+            load_session_plan(self.plans, result)
+            self.resumed.emit(result)   # the shots strip
             step = record["step"]
             if step is not None:
                 why = self.step_blocker(step)

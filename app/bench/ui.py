@@ -127,7 +127,7 @@ def _click_bench(n_traj: int, size: int, phantom: str = "spine") -> tuple[list, 
     from core.simulation.truth_calibration import TruthCalibration
     from widgets.viewers.synthetic_input import click_pixel
     from app.main import create_application
-    from app.planning import PALETTE, PlanModel, PlanningController
+    from app.planning import PALETTE, PlanBook, PlanningController
     from core.planning.two_view import epipolar_line, tool_band
     from widgets.main_window import MainWindow
     from widgets.panels.planning_panel import PlanningPanel
@@ -140,7 +140,7 @@ def _click_bench(n_traj: int, size: int, phantom: str = "spine") -> tuple[list, 
     window = MainWindow(settings)
     for v, s in shots.items():
         window.viewers[v].set_image(s.image)
-    model = PlanModel(calib, parent=window)
+    model = PlanBook(calib)
     panel = PlanningPanel(colours=PALETTE)
     if "Planning" not in window.docks:
         window.add_dock("Planning", panel, "right")

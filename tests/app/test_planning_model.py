@@ -1,10 +1,10 @@
-"""PlanModel: every edit undoable, drags merge, 3D follows the clicks, plans reload exactly."""
+"""PlanBook: every edit undoable, drags merge, 3D follows the clicks, plans reload exactly."""
 import json
 
 import numpy as np
 import pytest
 
-from app.planning import PLAN_FORMAT, PlanFileError, PlanModel, load_plan_file
+from app.planning import PLAN_FORMAT, PlanFileError, PlanBook, load_plan_file
 from core.geometry.cone_beam import ConeBeamGeometry
 from core.planning.two_view import ConeBeamPair, PlanningError
 
@@ -28,7 +28,7 @@ def calib():
 
 @pytest.fixture
 def model(qapp, calib):
-    return PlanModel(calib)
+    return PlanBook(calib)
 
 
 ENTRY, TARGET = ISO + [15.0, 20.0, 10.0], ISO + [5.0, 22.0, -30.0]
@@ -49,49 +49,49 @@ def test_clicks_make_3d_points(model, calib):
     assert np.linalg.norm(np.subtract(t.entry_mm, ENTRY)) < 1e-6
     assert np.linalg.norm(np.subtract(t.target_mm, TARGET)) < 1e-6
     assert t.length_mm == pytest.approx(np.linalg.norm(TARGET - ENTRY), abs=1e-6)
-    assert model.undo_stack.count() == 5 and model.gap_too_large(tid) == []
+    assert model.history.count() == 5 and model.gap_too_large(tid) == []
 
 
 def test_undo_redo_every_step(model, calib):
     tid = plan_one(model, calib)
     states = []
-    while model.undo_stack.canUndo():
+    while model.history.can_undo():
         states.append(model.trajectories())
-        model.undo_stack.undo()
+        model.history.undo()
     assert len(model) == 0 and model.selected == ""
     for expected in reversed(states):
-        model.undo_stack.redo()
+        model.history.redo()
         assert model.trajectories() == expected
     assert model.get(tid).complete
 
 
 def test_undo_partial_click_removes_3d(model, calib):
     tid = plan_one(model, calib)
-    model.undo_stack.undo()  # target LAT click
+    model.history.undo()  # target LAT click
     t = model.get(tid)
     assert t.target_mm is None and t.click("target", "ap") is not None and t.entry_mm is not None
 
 
 def test_drag_merges_into_one_step(model, calib):
     tid = plan_one(model, calib)
-    n = model.undo_stack.count()
+    n = model.history.count()
     start = model.get(tid).click("entry", "ap")
     for i in range(1, 11):
         model.set_click(tid, "entry", "ap", (start[0] + i, start[1]), drag_token="drag-1")
-    assert model.undo_stack.count() == n + 1
+    assert model.history.count() == n + 1
     assert model.get(tid).click("entry", "ap") == (start[0] + 10, start[1])
-    model.undo_stack.undo()
+    model.history.undo()
     assert model.get(tid).click("entry", "ap") == start
     assert np.linalg.norm(np.subtract(model.get(tid).entry_mm, ENTRY)) < 1e-6
 
 
 def test_two_drags_are_two_steps(model, calib):
     tid = plan_one(model, calib)
-    n = model.undo_stack.count()
+    n = model.history.count()
     model.set_click(tid, "entry", "ap", (100, 100), drag_token="a")
     model.set_click(tid, "entry", "ap", (101, 100), drag_token="a")
     model.set_click(tid, "entry", "ap", (150, 100), drag_token="b")
-    assert model.undo_stack.count() == n + 2
+    assert model.history.count() == n + 2
 
 
 def test_moving_one_click_off_the_epipolar_line_flags_gap(model, calib):
@@ -109,18 +109,18 @@ def test_field_edits_undo(model, calib, field, value):
     before = model.get(tid)
     model.set_fields(tid, **{field: value})
     assert getattr(model.get(tid), field) == value
-    model.undo_stack.undo()
+    model.history.undo()
     assert model.get(tid) == before
-    model.undo_stack.redo()
+    model.history.redo()
     assert getattr(model.get(tid), field) == value
 
 
 def test_bad_field_value_rejected_and_not_pushed(model, calib):
     tid = plan_one(model, calib)
-    n = model.undo_stack.count()
+    n = model.history.count()
     with pytest.raises(PlanningError, match="level"):
         model.set_fields(tid, level="L7")
-    assert model.undo_stack.count() == n
+    assert model.history.count() == n
 
 
 def test_unknown_field_rejected(model, calib):
@@ -137,7 +137,7 @@ def test_delete_and_undo_restores_position(model, calib):
     model.trajectory_removed.connect(removed.append)
     model.remove(b)
     assert model.ids() == [a, c] and removed == [b]
-    model.undo_stack.undo()
+    model.history.undo()
     assert model.ids() == [a, b, c] and model.get(b).level == "L4"
 
 
@@ -166,7 +166,7 @@ def test_recalibrating_the_same_shots_recomputes_3d_from_clicks(model, calib):
     tid = plan_one(model, calib)
     model.set_calibration(_shifted(calib, 5.0), keep="clicks")
     assert np.allclose(np.subtract(model.get(tid).entry_mm, ENTRY), [5, 0, 0], atol=1e-6)
-    assert model.undo_stack.count() == 0
+    assert model.history.count() == 0
 
 
 def test_new_shots_keep_the_3d_plan_and_reproject_the_clicks(model, calib):
@@ -180,7 +180,7 @@ def test_new_shots_keep_the_3d_plan_and_reproject_the_clicks(model, calib):
     assert np.linalg.norm(np.subtract(t.target_mm, TARGET)) < 1e-6
     np.testing.assert_allclose(t.click("entry", "lat"), new.project(ENTRY)["lat"][0], atol=1e-9)
     assert model.get(partial).click("entry", "ap") == (200.0, 210.0)  # no 3D yet: the click stays
-    assert model.undo_stack.count() == 0
+    assert model.history.count() == 0
 
 
 def test_bad_keep_rejected(model, calib):
@@ -197,11 +197,11 @@ def test_save_and_reload_exactly(model, calib, tmp_path, qapp):
     saved = json.loads(path.read_text())
     assert saved["format"] == PLAN_FORMAT and saved["frame"] == "cage"
     assert saved["calibration"]["type"] == "ConeBeamPair"
-    other = PlanModel(calib)
+    other = PlanBook(calib)
     other.load(path)
     assert other.ids() == model.ids() and other.trajectories() == model.trajectories()
-    assert other.selected == a and other.undo_stack.count() == 0
-    no_calib = PlanModel(None)
+    assert other.selected == a and other.history.count() == 0
+    no_calib = PlanBook(None)
     no_calib.load(path)  # without a calibration the saved 3D points are kept
     assert no_calib.trajectories() == model.trajectories()
 

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from psygnal import EmitLoopError
+
 from app.session import Session, SessionError, sessions_root
 from core.imaging.fluoro_image import FluoroImage
 from core.imaging.images import read_image
@@ -91,7 +93,7 @@ def test_workflow_steps_open_as_the_session_fills(tmp_path):
     assert s.step_blocker("plan") == "calibrate the cage first"
     s.set_calibration(object())
     assert s.allowed_steps() == ("calibrate", "plan")
-    s.add_plan("L3 left")
+    s.plans.add("L3", "left")
     assert s.step_blocker("align") == "the robot is not connected"
     s.set_device_status("robot", DeviceStatus.SIMULATED, "simulated robot")
     assert s.allowed_steps() == ("calibrate", "plan", "align")
@@ -135,13 +137,34 @@ def test_device_status_refuses_unknown_device_and_bad_status(tmp_path):
         s.set_device_status("robot", "connected")
 
 
-def test_a_failing_listener_does_not_stop_the_others(tmp_path, caplog):
-    s = Session(tmp_path)
+def test_a_failing_listener_is_raised_to_the_writer_after_the_state_changed(tmp_path):
+    """A broken listener is a bug: the writer's call raises EmitLoopError (the listener's
+    error as its cause), the session already holds the new state, and the next change
+    reaches the listeners again."""
+    s = Session(tmp_path, save_images=False)
     got = []
-    s.plans_changed.connect(lambda p: 1 / 0)
-    s.plans_changed.connect(got.append)
-    s.add_plan("T12 right")
-    assert got == [["T12 right"]] and "plans_changed failed" in caplog.text
+    s.device_status_changed.connect(lambda *a: got.append(a))
+    broken = s.device_status_changed.connect(lambda device, status, message: 1 / 0 if device == "robot" else None)
+    with pytest.raises(EmitLoopError) as e:
+        s.set_device_status("robot", DeviceStatus.FAULT, "emergency stop pressed")
+    assert isinstance(e.value.__cause__, ZeroDivisionError)
+    assert s.device_status("robot") == (DeviceStatus.FAULT, "emergency stop pressed")
+    assert got == [("robot", DeviceStatus.FAULT, "emergency stop pressed")]   # connected first: it ran
+    s.set_device_status("carm", DeviceStatus.SIMULATED, "simulated C-arm")
+    assert got[-1] == ("carm", DeviceStatus.SIMULATED, "simulated C-arm")
+    s.device_status_changed.disconnect(broken)
+    s.set_device_status("robot", DeviceStatus.CONNECTED, "")
+    assert got[-1] == ("robot", DeviceStatus.CONNECTED, "") and s.device_ready("robot")
+
+
+def test_plan_edits_are_session_changes(tmp_path):
+    s = Session(tmp_path, save_images=False)
+    changes = []
+    s.changed.connect(lambda: changes.append(len(s.plans)))
+    tid = s.plans.add("L2", "right")
+    assert changes and changes[-1] == 1 and s.plans.get(tid).name == "L2 right"
+    s.plans.history.undo()
+    assert changes[-1] == 0 and not s.is_fresh() is False
 
 
 def test_sessions_root_honours_explicit_dir(tmp_path):

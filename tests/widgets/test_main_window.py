@@ -167,6 +167,25 @@ def test_dropped_image_goes_through_the_session(quiet_station):
     assert quiet_station.session.image("ap").view == "ap"
 
 
+def test_a_failing_view_of_the_session_is_one_line_not_a_lost_image(quiet_station, caplog):
+    """A listener that raises surfaces at the action (status bar and log, one line): the image
+    is in the session and on disk, the views connected before it were drawn."""
+    st = quiet_station
+    st.session.save_images = False
+
+    def broken(view, image):
+        raise KeyError("overlay 'ruler' missing")
+    st.session.image_changed.connect(broken)
+    img = FakeCArm().acquire("ap")
+    assert st.load_image("ap", img)
+    assert st.session.image("ap") is not None and st.window.viewers["ap"].has_image()
+    line = st.window.statusBar().currentMessage()
+    assert line.startswith("loading the AP image: done, but a display of it failed (KeyError")
+    assert "\n" not in line and line in caplog.text
+    st.session.image_changed.disconnect(broken)
+    assert st.load_image("ap", img) and st.window.statusBar().currentMessage() == line   # nothing new said
+
+
 def test_log_panel_shows_records_coloured_by_level(quiet_station):
     logging.getLogger("core.calibration").error("only 5 balls found on plane ap_1")
     QApplication.processEvents()

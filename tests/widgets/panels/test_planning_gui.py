@@ -14,7 +14,7 @@ from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QGraphicsSceneMouseEvent
 
-from app.planning import PALETTE, PlanModel, PlanningController
+from app.planning import PALETTE, PlanBook, PlanningController
 from core.geometry.rigid import apply, invert
 from core.planning.two_view import PatientAxes
 from core.simulation.truth_calibration import TruthCalibration
@@ -53,7 +53,7 @@ def planning(qtbot, simulated):
     for v, s in shots.items():
         window.viewers[v].set_image(s.image)
     calib = TruthCalibration(shots)
-    model = PlanModel(calib, parent=window)
+    model = PlanBook(calib)
     panel = PlanningPanel(colours=PALETTE)
     window.add_dock("Planning", panel, "right")
     answers = []
@@ -122,7 +122,7 @@ def test_plan_two_trajectories_by_clicking(planning):
 
     # undo every edit back to nothing, then redo to the same state
     final = model.trajectories()
-    stack = model.undo_stack
+    stack = model.history
     n = stack.count()
     for _ in range(n):
         ctrl.undo()
@@ -136,7 +136,7 @@ def test_plan_two_trajectories_by_clicking(planning):
     import tempfile, os
     path = os.path.join(tempfile.mkdtemp(), "plan.json")
     ctrl.save(path)
-    other = PlanModel(calib)
+    other = PlanBook(calib)
     other.load(path)
     assert other.trajectories() == final and other.ids() == model.ids()
 
@@ -181,14 +181,14 @@ def test_handle_drag_moves_live_and_undoes_in_one_step(planning, qtbot):
     rng = np.random.default_rng(1)
     tid = plan_by_clicks(window, ctrl, calib, entry, target, rng)
     before = model.get(tid)
-    n = model.undo_stack.count()
+    n = model.history.count()
     handle = ctrl._overlays["lat"][tid].handles["target"]
     start = handle.pos()
     for i in range(1, 8):  # what pyqtgraph's drag does on each mouse move
         handle.setPos(QPointF(start.x() + i, start.y() + 0.5 * i))
     handle.sigPositionChangeFinished.emit(handle)
     after = model.get(tid)
-    assert model.undo_stack.count() == n + 1
+    assert model.history.count() == n + 1
     assert after.click("target", "lat") == pytest.approx((start.x() + 7, start.y() + 3.5))
     assert not np.allclose(after.target_mm, before.target_mm)
     # the AP view and the 3D view followed
@@ -289,16 +289,16 @@ def test_install_planning_in_the_workstation(qtbot, simulated, qsettings_path):
         assert ctrl.model.calibration is calib
         entry, target, _, _ = _truth(sim)[0]
         tid = plan_by_clicks(station.window, ctrl, calib, entry, target, np.random.default_rng(2))
-        assert station.session.plans == ctrl.model.trajectories()
-        assert np.linalg.norm(np.subtract(station.session.plans[0].entry_mm, entry)) < 0.5
+        assert station.session.plans is ctrl.model   # one plan book: the session's
+        assert np.linalg.norm(np.subtract(station.session.plans.trajectories()[0].entry_mm, entry)) < 0.5
         saved = station.session.folder / "plan.json"
         qtbot.waitUntil(lambda: saved.exists() and not ctrl.autosave_timer.isActive(), timeout=3000)
-        reloaded = PlanModel(calib)
+        reloaded = PlanBook(calib)
         reloaded.load(saved)
         assert reloaded.trajectories() == ctrl.model.trajectories()
         ctrl.confirm = lambda text: True
         ctrl.delete_selected()
-        assert station.session.plans == [] and tid not in ctrl.model
+        assert station.session.plans.trajectories() == [] and tid not in ctrl.model
     finally:
         station.shutdown()
         station.window.close()
@@ -351,13 +351,13 @@ def test_mouse_drag_of_a_handle_in_a_flipped_view(planning, flip_h):
     viewer = window.viewers["ap"]
     viewer.set_display_transform(flip_h=flip_h)
     QApplication.processEvents()
-    n = model.undo_stack.count()
+    n = model.history.count()
     start = model.get(tid).click("entry", "ap")
     end = (start[0] + 12.0, start[1] - 7.0)
     drag_pixel(viewer, start, end)
     moved = model.get(tid).click("entry", "ap")
     assert np.allclose(moved, end, atol=0.05), f"handle went to {moved}, not {end}"
-    assert model.undo_stack.count() == n + 1
+    assert model.history.count() == n + 1
     assert model.get(tid).entry_gap_mm > 1.0  # moved off the LAT click's ray: flagged
     ctrl.undo()
     assert model.get(tid).click("entry", "ap") == start

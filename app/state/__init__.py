@@ -1,0 +1,1 @@
+"""Session state that is not the session record itself: Qt-free evented models (psygnal)."""
