@@ -7,7 +7,6 @@ atomically, validated on load.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from core.calibration.models import apply_h, p_rays, project_p
 from core.formats.files import write_json_atomic
+from core.formats.schema import load_json
 from core.calibration.distortion import distortion_from_dict, DistortionError
 from core.geometry.rigid import Ray
 
@@ -227,30 +227,47 @@ class CageCalibration:
 
     @classmethod
     def load(cls, path) -> "CageCalibration":
+        """Read a ``fluoronav.calib/1`` file: its schema, then that each view maps pixels to rays
+        (an invertible camera and plane homographies); ``CalibrationFileError``, one line, otherwise."""
         p = Path(path)
+        d, _ = load_json(p, "calib", hint=_RERUN, error=CalibrationFileError)
         try:
-            d = json.loads(p.read_text())
-        except OSError as e:
-            raise CalibrationFileError(f"cannot read calibration file {p}: {e.strerror or e}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CalibrationFileError(f"calibration file {p.name} is not valid JSON: {e}") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            got = d.get("format") if isinstance(d, dict) else None
-            raise CalibrationFileError(f"{p.name} is not a fluoronav calibration (format {got!r}, "
-                                       f"expected {FORMAT!r}): run fluoronav calibrate")
-        try:
-            if d.get("method") not in METHODS:
-                what = "no method" if d.get("method") is None else f"unknown method {d.get('method')!r}"
-                raise CalibrationFileError(f"the calibration file {p.name} is invalid ({what}): "
-                                           "re-run fluoronav calibrate")
             views = {v: ViewCalibration.from_dict(v, d["views"][v]) for v in VIEWS}
-        except (KeyError, TypeError, ValueError, DistortionError) as e:
-            if isinstance(e, CalibrationFileError):
-                raise
-            raise CalibrationFileError(f"the calibration file {p.name} is invalid (incomplete or corrupt, "
-                                       f"{type(e).__name__}: {e}): re-run fluoronav calibrate") from None
+        except (ValueError, DistortionError) as e:
+            raise CalibrationFileError(f"{p.name}: $.views: {e}: {_RERUN}") from None
+        for v, view in views.items():
+            _check_usable(p.name, v, view)
         return cls(d["method"], views, dict(d.get("cage", {})), str(d.get("created_utc", "")),
                    dict(d.get("figures", {})))
+
+
+_RERUN = "re-run fluoronav calibrate"
+
+
+def _check_usable(file: str, v: str, view: ViewCalibration) -> None:
+    """What the schema cannot say: the camera and homographies are invertible, the plane records
+    are consistent, and the image centre maps to a finite ray with either method."""
+    def bad(where, what):
+        return CalibrationFileError(f"{file}: $.views.{v}.{where}: {what}: {_RERUN}")
+    if np.linalg.cond(view.P[:, :3]) > 1e12:
+        raise bad("P", "is singular (a camera needs rank 3)")
+    for i, plane in enumerate(view.planes):
+        if np.linalg.cond(plane.H_img_plane) > 1e12:
+            raise bad(f"planes[{i}].H_img_plane", "is singular")
+        if np.max(np.abs(plane.axes @ plane.axes.T - np.eye(2))) > 1e-3:
+            raise bad(f"planes[{i}].axes", "are not two orthogonal unit vectors")
+        n = len(plane.ball_idx)
+        for name in ("uv_raw", "residual_px", "residual_mm"):
+            if len(getattr(plane, name)) != n:
+                raise bad(f"planes[{i}].{name}", f"has {len(getattr(plane, name))} entries for {n} balls")
+    centre = np.array([[(view.image_shape[1] - 1) / 2, (view.image_shape[0] - 1) / 2]])
+    try:
+        with np.errstate(all="ignore"):
+            rays = [view.rays(centre, m) for m in METHODS]
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as e:
+        raise bad("distortion", f"does not map the image centre ({type(e).__name__})") from None
+    if not all(np.all(np.isfinite(o)) and np.all(np.isfinite(dv)) for o, dv in rays):
+        raise bad("P", "gives no finite ray through the image centre")
 
 
 def _uv(x, single=False) -> np.ndarray:

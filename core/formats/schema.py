@@ -104,7 +104,7 @@ def _describe(error) -> str:
         return f"must have {'at least' if v == 'minLength' else 'at most'} {arg} characters, got {len(inst)}"
     if v == "required":
         missing = [k for k in arg if k not in inst]
-        return f"lacks {', '.join(repr(k) for k in missing)}"
+        return f"is incomplete: lacks {', '.join(repr(k) for k in missing)}"
     if v in ("additionalProperties", "unevaluatedProperties"):
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(k for k in inst if k not in allowed)
@@ -136,13 +136,15 @@ def _position(obj, path) -> list:
 
 
 def _first_error(validator, obj):
-    """The schema error that comes first in reading order (a container's own error, such as a
-    missing key, before its children's); inside anyOf/oneOf, jsonschema's best match."""
+    """The schema error that comes first in reading order, a container's own error (a missing
+    key) after those of what it holds; inside anyOf/oneOf, jsonschema's best match."""
     from jsonschema.exceptions import best_match
     errors = list(validator.iter_errors(obj))
     if not errors:
         return None
-    first = min(errors, key=lambda e: (_position(obj, e.absolute_path), e.validator in ("anyOf", "oneOf")))
+    last = float("inf")
+    first = min(errors, key=lambda e: (_position(obj, e.absolute_path) + [last],
+                                       e.validator in ("anyOf", "oneOf")))
     return best_match([first])
 
 
