@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from psygnal import Signal
 from app.state.plans import PlanBook, load_session_plan, planning_calibration
 
 from core.formats.files import write_json_atomic
+from core.formats.schema import FileFormatError, parse_json, validate
 from core.imaging.fluoro_image import FluoroImage, ImageReadError
 from core.imaging.images import read_image, write_dicom_xa
 from devices.base import DeviceStatus
@@ -46,7 +45,6 @@ DEVICES = ("carm", "robot", "force_sensor", "tracker")
 WORKFLOW_STEPS = ("calibrate", "plan", "align", "verify")
 _WORKING = (DeviceStatus.SIMULATED, DeviceStatus.CONNECTED)
 SESSION_FORMAT = "fluoronav.session/1"
-_SHOT_NAME = re.compile(r"^(ap|lat)-(\d{3,})\.dcm$")
 
 
 class SessionError(ValueError):
@@ -371,18 +369,18 @@ def read_session_record(folder) -> dict:
         raise SessionError(f"{folder} is not a folder: choose a session folder (named like 20261120-083005) "
                            "under the sessions folder")
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise SessionError(f"{folder} is not a fluoronav session (it has no session.json): choose a session "
                            "folder (named like 20261120-083005) under the sessions folder") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SessionError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    except OSError as e:
+        raise SessionError(f"cannot read {path}: {e.strerror or e}") from None
     corrupt = (f"{path} is corrupt, the session cannot be resumed: its shots are the .dcm files there "
                "(File → Open folder)")
     try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SessionError(f"{corrupt} [{e.msg} at line {e.lineno}]") from None
+        d = parse_json(raw, path.name)
+    except FileFormatError as e:
+        raise SessionError(f"{corrupt} [{e.what}]") from None
     fmt = d.get("format") if isinstance(d, dict) else None
     if not isinstance(fmt, str) or not fmt.startswith("fluoronav.session/"):
         raise SessionError(f"{path} is not a fluoronav session file (format {fmt!r}): choose a session folder "
@@ -390,21 +388,17 @@ def read_session_record(folder) -> dict:
     if fmt != SESSION_FORMAT:
         raise SessionError(f"{path} was written by another fluoronav version (format {fmt}, this version reads "
                            f"{SESSION_FORMAT}): resume it with that version, or open its shots with File → Open folder")
-    images, current, step = d.get("images"), d.get("current", {}), d.get("step")
-    if not isinstance(images, dict) or not isinstance(current, dict):
-        raise SessionError(f"{corrupt} ['images' and 'current' must be objects]")
+    try:
+        validate(d, "session", path.name)
+    except FileFormatError as e:
+        raise SessionError(f"{corrupt} [{e.json_path}: {e.what}]") from None
+    images, current, step = d["images"], d.get("current", {}), d.get("step")
     out = {"images": {}, "current": {}, "step": step, "started_at": d.get("started_at")}
     for view in VIEWS:
-        names = images.get(view, [])
-        if not isinstance(names, list) or not all(isinstance(n, str) and (m := _SHOT_NAME.match(n)) and
-                                                  m.group(1) == view for n in names) or len(set(names)) != len(names):
-            raise SessionError(f"{corrupt} [images.{view} must list distinct file names like {view}-001.dcm]")
-        cur = current.get(view)
+        names, cur = images.get(view, []), current.get(view)
         if cur is not None and cur not in names:
             raise SessionError(f"{corrupt} [current.{view} {cur!r} is not one of its images]")
         out["images"][view], out["current"][view] = list(names), cur
-    if step is not None and step not in WORKFLOW_STEPS:
-        raise SessionError(f"{corrupt} [unknown step {step!r}]")
     return out
 
 

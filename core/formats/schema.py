@@ -110,6 +110,8 @@ def _describe(error) -> str:
         extra = sorted(k for k in inst if k not in allowed)
         return f"has unknown key(s) {', '.join(repr(k) for k in extra[:5])}"
     if v == "pattern":
+        if "description" in error.schema:
+            return f"must be {error.schema['description']}, got {_short(inst)}"
         return f"{_short(inst)} does not match {arg!r}"
     if v == "uniqueItems":
         return "has repeated items"

@@ -152,7 +152,7 @@ def test_a_corrupt_calibration_goes_on_uncalibrated_one_step_back(folder, tmp_pa
     r = s.resume(folder)
     assert s.calibration is None and s.image("ap") is not None and s.image("lat") is not None
     assert len(r.problems) == 2
-    assert r.problems[0].startswith(f"the calibration file {CALIB_NAME} is invalid")
+    assert r.problems[0].startswith(f"{CALIB_NAME}: $.views: is incomplete: lacks 'ap', 'lat'")
     assert r.problems[0].endswith("the session continues uncalibrated, calibrate again")
     assert r.problems[1] == "step plan not restored: calibrate the cage first"
     assert s.step == "calibrate" and "calibration" not in ", ".join(r.restored)
@@ -170,12 +170,12 @@ def test_a_corrupt_calibration_goes_on_uncalibrated_one_step_back(folder, tmp_pa
     (lambda f: (f / "session.json").write_text(json.dumps([1, 2])), "is not a fluoronav session file (format None)"),
     (lambda f: (f / "session.json").write_text(json.dumps(
         {"format": "fluoronav.session/1", "images": {"ap": ["../../etc/passwd"]}, "current": {}})),
-     "[images.ap must list distinct file names like ap-001.dcm]"),
+     "[$.images.ap[0]: must be a shot file name like ap-001.dcm, got '../../etc/passwd']"),
     (lambda f: (f / "session.json").write_text(json.dumps(
         {"format": "fluoronav.session/1", "images": {"ap": ["ap-001.dcm"]}, "current": {"ap": "ap-009.dcm"}})),
      "[current.ap 'ap-009.dcm' is not one of its images]"),
     (lambda f: (f / "session.json").write_text(json.dumps(
-        {"format": "fluoronav.session/1", "images": {}, "current": {}, "step": "dance"})), "[unknown step 'dance']"),
+        {"format": "fluoronav.session/1", "images": {}, "current": {}, "step": "dance"})), "[$.step: must be one of 'calibrate', 'plan', 'align', 'verify', null, got 'dance']"),
     (lambda f: shutil.rmtree(f), "is not a folder: choose a session folder"),
 ])
 def test_a_bad_folder_is_one_line_and_changes_nothing(folder, tmp_path, simulated, damage, message):
