@@ -25,10 +25,12 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from core.formats.schema import load_json, validate
 from core.geometry.rigid import GeometryError, Ray, triangulate_rays, unit
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "RayGapWarning", "TwoViewCalibration", "ConeBeamPair", "Trajectory", "Located", "PatientAxes",
     "TrajectoryAngles", "ToolBand", "check_click", "epipolar_line", "snap_to_epipolar", "triangulate",
     "locate_trajectory", "trajectory_angles", "image_angles", "tool_band", "clip_polyline", "plan_warnings",
+    "PLAN_FORMAT", "plan_from_dict", "read_plan",
 ]
 
 LEVELS = ("T12", "L1", "L2", "L3", "L4", "L5", "S1")
@@ -43,6 +46,7 @@ SIDES = ("left", "right")
 VIEWS = ("ap", "lat")
 POINTS = ("entry", "target")
 MAX_RAY_GAP_MM = 2.0  # above this the two clicks do not show the same point
+PLAN_FORMAT = "fluoronav.plan/1"
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -315,6 +319,31 @@ class Trajectory:
         if "name" not in d:
             raise PlanningError("a trajectory needs a name")
         return cls(**d)
+
+
+def plan_from_dict(d, where: str = "plan") -> tuple[dict, list, str, float]:
+    """The trajectories of a ``fluoronav.plan/1`` document, validated by its schema:
+    ``({id: Trajectory}, ids in order, selected id or "", max ray gap in mm)``;
+    PlanningError (one line with the JSON path) otherwise."""
+    validate(d, "plan", where, error=PlanningError)
+    items, order = {}, []
+    for i, row in enumerate(d["trajectories"]):
+        tid = row["id"]
+        if tid in items:
+            raise PlanningError(f"{where}: $.trajectories[{i}].id: {tid!r} appears twice")
+        try:
+            items[tid] = Trajectory.from_dict({k: v for k, v in row.items() if k != "id"})
+        except PlanningError as e:
+            raise PlanningError(f"{where}: $.trajectories[{i}] ({row['name']}): {e}") from None
+        order.append(tid)
+    return items, order, d.get("selected") or "", float(d.get("max_gap_mm", MAX_RAY_GAP_MM))
+
+
+def read_plan(path) -> dict:
+    """A plan file's document, checked by ``plan_from_dict``; PlanningError (one line) otherwise."""
+    d, _ = load_json(path, "plan", error=PlanningError)
+    plan_from_dict(d, Path(path).name)
+    return d
 
 
 def _kind(kind) -> str:
