@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -27,15 +26,14 @@ from psygnal import Signal
 
 from app.state.history import Command, UndoHistory
 from core.formats.files import write_json_atomic
-from core.planning.two_view import (MAX_RAY_GAP_MM, POINTS, VIEWS, PlanningError, Trajectory,
-                                    TwoViewCalibration, locate_trajectory)
+from core.planning.two_view import (MAX_RAY_GAP_MM, PLAN_FORMAT, POINTS, VIEWS, PlanningError, Trajectory,
+                                    TwoViewCalibration, locate_trajectory, plan_from_dict, read_plan)
 
 __all__ = ["PlanBook", "PlanFileError", "PLAN_FORMAT", "PALETTE", "load_plan_file", "save_plan_file",
            "planning_calibration", "load_session_plan"]
 
 log = logging.getLogger(__name__)
 
-PLAN_FORMAT = "fluoronav.plan/1"
 # Colours that stay distinct on a grey X-ray and for the common colour blindnesses.
 PALETTE = ("#ffb000", "#00c8ff", "#ff5fd2", "#8cff3c", "#ff6a3d", "#b48cff", "#ffffff")
 
@@ -280,30 +278,11 @@ def _reprojected(calibration: TwoViewCalibration, t: Trajectory) -> Trajectory:
     return t
 
 
-def _parse_plan(d) -> tuple[dict, list, str, float]:
-    if not isinstance(d, dict):
-        raise PlanFileError(f"a plan must be a JSON object, got {type(d).__name__}")
-    if d.get("format") != PLAN_FORMAT:
-        raise PlanFileError(f"not a plan file of format {PLAN_FORMAT} (format is {d.get('format')!r})")
-    rows = d.get("trajectories")
-    if not isinstance(rows, list):
-        raise PlanFileError("the plan has no 'trajectories' list")
-    items, order = {}, []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
-            raise PlanFileError(f"trajectory {i + 1} has no id")
-        tid = row["id"]
-        if tid in items:
-            raise PlanFileError(f"trajectory id {tid!r} appears twice")
-        try:
-            items[tid] = Trajectory.from_dict({k: v for k, v in row.items() if k != "id"})
-        except (PlanningError, TypeError, ValueError) as e:
-            raise PlanFileError(f"trajectory {i + 1} ({row.get('name', tid)}): {e}") from None
-        order.append(tid)
-    max_gap = d.get("max_gap_mm", MAX_RAY_GAP_MM)
-    if not isinstance(max_gap, (int, float)) or not max_gap > 0:
-        raise PlanFileError(f"max_gap_mm must be a positive number, got {max_gap!r}")
-    return items, order, d.get("selected") or "", float(max_gap)
+def _parse_plan(d, where: str = "plan") -> tuple[dict, list, str, float]:
+    try:
+        return plan_from_dict(d, where)
+    except PlanningError as e:
+        raise PlanFileError(str(e)) from None
 
 
 def save_plan_file(d: dict, path) -> Path:
@@ -312,16 +291,11 @@ def save_plan_file(d: dict, path) -> Path:
 
 
 def load_plan_file(path) -> dict:
-    """Read and validate a plan file; PlanFileError says what is wrong."""
-    path = Path(path)
+    """Read and validate a plan file (``core.planning.two_view.read_plan``); PlanFileError says what is wrong."""
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanFileError(f"{path}: no such plan file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PlanFileError(f"{path}: not a readable JSON plan ({e})") from None
-    _parse_plan(d)
-    return d
+        return read_plan(path)
+    except PlanningError as e:
+        raise PlanFileError(str(e)) from None
 
 
 

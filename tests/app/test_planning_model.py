@@ -218,15 +218,15 @@ def test_save_is_atomic_on_failure(model, calib, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("content,match", [
-    ("{not json", "not a readable JSON plan"),
-    ('{"format": "fluoronav.plan/9", "trajectories": []}', "not a plan file of format"),
-    ('{"format": "fluoronav.plan/1"}', "no 'trajectories' list"),
-    ('{"format": "fluoronav.plan/1", "trajectories": [{"name": "a"}]}', "has no id"),
+    ("{not json", "plan.json: is not valid JSON"),
+    ('{"format": "fluoronav.plan/9", "trajectories": []}', r"plan.json: \$.format: not a fluoronav plan file"),
+    ('{"format": "fluoronav.plan/1"}', r"\$: is incomplete: lacks 'trajectories'"),
+    ('{"format": "fluoronav.plan/1", "trajectories": [{"name": "a"}]}', r"\$.trajectories\[0\]: is incomplete: lacks 'id'"),
     ('{"format": "fluoronav.plan/1", "trajectories": [{"id": "t1", "name": "a"}, {"id": "t1", "name": "b"}]}',
-     "appears twice"),
+     r"\$.trajectories\[1\].id: 't1' appears twice"),
     ('{"format": "fluoronav.plan/1", "trajectories": [{"id": "t1", "name": "a", "level": "C2"}]}',
-     r"trajectory 1 \(a\): level"),
-    ('{"format": "fluoronav.plan/1", "trajectories": [], "max_gap_mm": -1}', "max_gap_mm"),
+     r"\$.trajectories\[0\].level: must be one of"),
+    ('{"format": "fluoronav.plan/1", "trajectories": [], "max_gap_mm": -1}', r"\$.max_gap_mm: must be > 0, got -1"),
 ])
 def test_bad_plan_files(tmp_path, content, match):
     p = tmp_path / "plan.json"
@@ -236,7 +236,7 @@ def test_bad_plan_files(tmp_path, content, match):
 
 
 def test_missing_plan_file(tmp_path):
-    with pytest.raises(PlanFileError, match="no such plan file"):
+    with pytest.raises(PlanFileError, match="cannot read plan file .*nope.json"):
         load_plan_file(tmp_path / "nope.json")
 
 
