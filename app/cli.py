@@ -53,4 +53,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run through the imported module: under ``python -m app.cli`` this file is ``__main__``, and
+    # its CommandError would not be the class the subcommands raise (app.cli.CommandError)
+    from app.cli import main as _main
+    sys.exit(_main())
