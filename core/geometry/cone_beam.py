@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.geometry.pixels import in_image
 from core.geometry.rigid import GeometryError, Ray, apply, unit
 
 __all__ = ["ConeBeamGeometry"]
@@ -124,10 +125,7 @@ class ConeBeamGeometry:
 
     def contains(self, uv, margin_px: float = 0.0) -> np.ndarray:
         """True where pixel coordinates lie on the detector (at least ``margin_px`` inside)."""
-        q = np.atleast_2d(np.asarray(uv, float))
-        rows, cols = self.shape
-        return ((q[:, 0] >= -0.5 + margin_px) & (q[:, 0] <= cols - 0.5 - margin_px)
-                & (q[:, 1] >= -0.5 + margin_px) & (q[:, 1] <= rows - 0.5 - margin_px))
+        return in_image(uv, self.shape, margin_px)
 
     def transformed(self, T_a_b) -> "ConeBeamGeometry":
         """This geometry (given in frame b) expressed in frame a."""

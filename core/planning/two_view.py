@@ -31,6 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from core.formats.schema import load_json, validate
+from core.geometry.pixels import image_bounds, in_image
 from core.geometry.rigid import GeometryError, Ray, triangulate_rays, unit
 
 __all__ = [
@@ -124,12 +125,11 @@ def _point(p, name: str) -> np.ndarray:
 def check_click(uv, shape, view: str = "") -> np.ndarray:
     """The click as (2,) float; raises ClickOutsideImageError outside a (rows, cols) image."""
     a = _uv(uv)
-    if shape is not None:
+    if shape is not None and not in_image(a, shape)[0]:
         rows, cols = shape
-        if not (-0.5 <= a[0] <= cols - 0.5 and -0.5 <= a[1] <= rows - 0.5):
-            where = f" of the {view.upper()} image" if view else ""
-            raise ClickOutsideImageError(f"click at ({a[0]:.0f}, {a[1]:.0f}) is outside the {cols}x{rows} pixels"
-                                         f"{where}: click on the image")
+        where = f" of the {view.upper()} image" if view else ""
+        raise ClickOutsideImageError(f"click at ({a[0]:.0f}, {a[1]:.0f}) is outside the {cols}x{rows} pixels"
+                                     f"{where}: click on the image")
     return a
 
 
@@ -158,9 +158,7 @@ def epipolar_line(calib: TwoViewCalibration, from_view: str, uv, to_view: str,
                             f"{to_view.upper()} view: check the calibration")
     if shape is None:
         return uv_other
-    rows, cols = shape
-    inside = np.flatnonzero((uv_other[:, 0] >= -0.5) & (uv_other[:, 0] <= cols - 0.5)
-                            & (uv_other[:, 1] >= -0.5) & (uv_other[:, 1] <= rows - 0.5))
+    inside = np.flatnonzero(in_image(uv_other, shape))
     if len(inside) == 0:
         return clip_polyline(uv_other, shape)  # a segment may still cross a corner
     lo, hi = depths[max(inside[0] - 1, 0)], depths[min(inside[-1] + 1, len(depths) - 1)]
@@ -530,9 +528,7 @@ def clip_polyline(polyline, shape, margin_px: float = 0.0) -> np.ndarray:
     p = np.asarray(polyline, float)
     if p.ndim != 2 or p.shape[1] != 2:
         raise PlanningError(f"a polyline must be (M, 2) pixels, got shape {p.shape}")
-    rows, cols = shape
-    lo = np.array([-0.5 - margin_px, -0.5 - margin_px])
-    hi = np.array([cols - 0.5 + margin_px, rows - 0.5 + margin_px])
+    lo, hi = image_bounds(shape, -margin_px)
     if len(p) < 2:
         return np.zeros((0, 2))
     a, d = p[:-1], np.diff(p, axis=0)
