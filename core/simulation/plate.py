@@ -7,7 +7,6 @@ cage's (analytic chords, supersampled, distorted by the II); no patient.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from dataclasses import dataclass
 
@@ -74,11 +73,6 @@ def plate_shot(scene, view: str, primary_deg: float = 0.0, secondary_deg: float 
     if dist is not None:
         inside &= np.linalg.norm(raw - np.asarray(dist.centre_px), axis=1) <= dist.radius_px
     raw = np.where(inside[:, None], raw, np.nan)
-    img = FluoroImage(pixels=pixels, photometric="MONOCHROME2", pixel_spacing_mm=scene.pixel_spacing_mm,
-                      sid_mm=scene.sid_mm, primary_angle_deg=float(primary_deg),
-                      secondary_angle_deg=float(secondary_deg), view=view,
-                      acquired_at=_dt.datetime.now(_dt.timezone.utc), source="simulated C-arm, plate",
-                      bits_stored=scene.detector.bits_stored,
-                      extra={"sod_mm": scene.sod_mm, "detector": scene.detector.kind, "simulated": True,
-                             "plate_gap_mm": gap_mm, **info})
+    img = scene.fluoro_image(pixels, view, primary_deg, secondary_deg, "simulated C-arm, plate",
+                             {"plate_gap_mm": gap_mm, **info})
     return PlateShot(img, view, geo, dist, balls, world, ideal, raw)

@@ -166,15 +166,20 @@ class SimulatedOR:
         self._shots += 1
         drr = self.renderer.render(geo)
         pixels, info = form_image(drr, geo, objects, dist, self.detector, np.random.default_rng(seed))
-        img = FluoroImage(pixels=pixels, photometric="MONOCHROME2", pixel_spacing_mm=self.pixel_spacing_mm,
-                          sid_mm=self.sid_mm, primary_angle_deg=float(primary_deg),
-                          secondary_angle_deg=float(secondary_deg), view=view,
-                          acquired_at=_dt.datetime.now(_dt.timezone.utc), source="simulated C-arm",
-                          bits_stored=self.detector.bits_stored,
-                          extra={"sod_mm": self.sod_mm, "detector": self.detector.kind, "simulated": True,
-                                 "noise_seed": seed, **info})
+        img = self.fluoro_image(pixels, view, primary_deg, secondary_deg, "simulated C-arm",
+                                {"noise_seed": seed, **info})
         return SimulatedShot(img, view, geo, dist, self.T_world_cage.copy(), info)
 
+    def fluoro_image(self, pixels, view: str, primary_deg: float, secondary_deg: float, source: str,
+                     extra: dict) -> FluoroImage:
+        """A shot's pixels as the C-arm delivers them: its geometry tags, now as the acquisition
+        time, and ``extra`` after the detector's own tags."""
+        return FluoroImage(pixels=pixels, photometric="MONOCHROME2", pixel_spacing_mm=self.pixel_spacing_mm,
+                           sid_mm=self.sid_mm, primary_angle_deg=float(primary_deg),
+                           secondary_angle_deg=float(secondary_deg), view=view,
+                           acquired_at=_dt.datetime.now(_dt.timezone.utc), source=source,
+                           bits_stored=self.detector.bits_stored,
+                           extra={"sod_mm": self.sod_mm, "detector": self.detector.kind, "simulated": True, **extra})
 
     def plate_shot(self, view: str, primary_deg: float = 0.0, secondary_deg: float = 0.0, **kwargs):
         """The distortion plate on the detector at this pose (see ``core.simulation.plate``)."""
