@@ -199,37 +199,38 @@ class Hybrid5(Kinematics):
             raise KinematicsError("the parallel mechanism is at a singular configuration")
         return -2 * bc_y / f_a, 2 * zc / f_a, t13, bc_y, zc, f_a
 
-    def pose_jacobian(self, q) -> np.ndarray:
-        """The 5x5 ``dX/dq`` of eq. 14."""
+    def _lever(self, t13: float) -> tuple[float, float]:
+        """(S, C): how O3 moves with theta13 (d yo = -S d theta13, d zo = C d theta13)."""
+        p = self.p
+        return (p.l13 * math.sin(t13) + p.L1 * math.sin(t13 + p.gamma),
+                p.l13 * math.cos(t13) + p.L1 * math.cos(t13 + p.gamma))
+
+    def _jacobian_terms(self, q) -> tuple:
+        """What eq. 14 and eq. 15 share: the chain's rates (a11, a14, theta13, BC_y, z_C, f_a),
+        the tool angle tx, the tip offset w and its rates dw, dx5 per theta5, and the lever (S, C)."""
         l11, l14, l3, th4, th5 = self._q(q)
         p = self.p
-        a11, a14, t13, _, _, _ = self._chain_rates(l11, l14)
-        tx = t13 + p.gamma + p.theta + th4
+        a11, a14, t13, bc_y, zc, f_a = self._chain_rates(l11, l14)
         _, w = self._tip_offset(th5)
         dw = p.d * math.cos(th5) + p.L2 * math.sin(th5)
-        S = p.l13 * math.sin(t13) + p.L1 * math.sin(t13 + p.gamma)
-        Cc = p.l13 * math.cos(t13) + p.L1 * math.cos(t13 + p.gamma)
+        dx5 = -p.d * math.sin(th5) + p.L2 * math.cos(th5)
+        return (a11, a14, t13, bc_y, zc, f_a, t13 + p.gamma + p.theta + th4, w, dw, dx5, *self._lever(t13))
+
+    def pose_jacobian(self, q) -> np.ndarray:
+        """The 5x5 ``dX/dq`` of eq. 14."""
+        a11, a14, _, _, _, _, tx, w, dw, dx5, S, Cc = self._jacobian_terms(q)
         dy_da, dz_da = -w * math.cos(tx) - S, -w * math.sin(tx) + Cc
         J = np.zeros((5, 5))
         J[:, 0] = [0, dy_da * a11, dz_da * a11, a11, 0]
         J[:, 1] = [0, dy_da * a14, dz_da * a14 - 1, a14, 0]
         J[:, 2] = [1, 0, 0, 0, 0]
         J[:, 3] = [0, -w * math.cos(tx), -w * math.sin(tx), 1, 0]
-        J[:, 4] = [-p.d * math.sin(th5) + p.L2 * math.cos(th5),
-                   -dw * math.sin(tx), dw * math.cos(tx), 0, -1]
+        J[:, 4] = [dx5, -dw * math.sin(tx), dw * math.cos(tx), 0, -1]
         return J
 
     def inverse_pose_jacobian(self, q) -> np.ndarray:
         """``J^-1`` built from its definition, row by row (eq. 15), not by inversion."""
-        l11, l14, l3, th4, th5 = self._q(q)
-        p = self.p
-        _, _, t13, bc_y, zc, f_a = self._chain_rates(l11, l14)
-        tx = t13 + p.gamma + p.theta + th4
-        _, w = self._tip_offset(th5)
-        dw = p.d * math.cos(th5) + p.L2 * math.sin(th5)
-        dx5 = -p.d * math.sin(th5) + p.L2 * math.cos(th5)
-        S = p.l13 * math.sin(t13) + p.L1 * math.sin(t13 + p.gamma)
-        Cc = p.l13 * math.cos(t13) + p.L1 * math.cos(t13 + p.gamma)
+        _, _, _, bc_y, zc, f_a, tx, w, dw, dx5, S, Cc = self._jacobian_terms(q)
         if abs(S) < 1e-9 or abs(bc_y) < 1e-9:
             raise KinematicsError("the parallel mechanism is at a singular configuration")
         # rates of O3 (y, z) per task rate: yo = y + w sin tx, zo = z - w cos tx, w = w(theta5)
@@ -258,7 +259,7 @@ class Hybrid5(Kinematics):
         l11, l14 = self._q(q)[:2]
         _, _, t13, bc_y, zc, f_a = self._chain_rates(l11, l14)
         p = self.p
-        S = p.l13 * math.sin(t13) + p.L1 * math.sin(t13 + p.gamma)
+        S, _ = self._lever(t13)
         return min(abs(bc_y) / p.l12, abs(S) / self._A, abs(f_a) / (2 * p.l12 * p.l13))
 
     def is_singular(self, q, tol: float = 0.05) -> bool:
