@@ -1,6 +1,8 @@
 """The session: what this operation has so far, as one Qt-free evented model (psygnal).
 
-It holds the latest image per view, the calibration, the plan book (trajectories with
+It holds the latest image per view and the shot history (``app.state.shots.ShotHistory``:
+every shot per view, the one on screen, where each can be read back), the calibration,
+the plan book (trajectories with
 their undo history, ``app.state.plans.PlanBook``), the alignment result, each device's
 status and the workflow step. App controllers are its only writers; widgets subscribe
 to its signals and render; they never keep state of their own that the session needs
@@ -28,6 +30,7 @@ import numpy as np
 from psygnal import Signal
 
 from app.state.plans import PlanBook, load_session_plan, planning_calibration
+from app.state.shots import ShotHistory
 
 from core.formats.files import write_json_atomic
 from core.formats.schema import FileFormatError, parse_json, validate
@@ -99,11 +102,12 @@ class Session:
         self._current_file: dict[str, str | None] = {v: None for v in VIEWS}
         self.calibration: Any = None
         self.plans = PlanBook()
+        self.shots = ShotHistory(VIEWS)
         self.plans.changed.connect(self.changed.emit)
         self.alignment: Any = None
         self._devices = {d: (DeviceStatus.DISCONNECTED, "not started") for d in DEVICES}
         self.step: str | None = None
-        self.resuming = False   # True while ``resume`` emits its events (the strip lists the shots itself)
+        self.resuming = False   # True while ``resume`` emits its events
 
     # -- where data goes ------------------------------------------------------------
     @property
@@ -134,12 +138,52 @@ class Session:
         return self._images[_check_view(view)]
 
     def set_image(self, view: str, image: FluoroImage) -> Path | None:
-        """Make ``image`` the current one of ``view``; returns the file it was saved to."""
+        """Make ``image`` the current one of ``view`` and a new shot of the history (acquired,
+        dropped); returns the file it was saved to."""
+        path = self._show(view, image)
+        name = self._current_file[view] if path is not None else None
+        n = self.shots.count(view) + 1
+        label = name or (os.path.basename(image.source) if image.source else f"{view.upper()} shot {n}")
+        when = image.acquired_at.strftime("%H:%M:%S") if image.acquired_at else ""
+        index = self.shots.add(view, self._images[view], f"{n}. {label}", f"{label} {when}".strip(),
+                               path=path, saved=path is not None)
+        self.shots.set_current(view, index)
+        return path
+
+    def open_shots(self, view: str, images: list, name: str, path) -> int:
+        """The images of one opened file (the frames of a multi-frame DICOM, else one) join the
+        history, read back from ``path`` when brought back; the first is shown. Returns its
+        index. SessionError (nothing recorded) when the first cannot be the ``view`` image."""
         _check_view(view)
+        if not images:
+            raise SessionError(f"{name} holds no image")
+        self._check_image(view, images[0])
+        first = self.shots.count(view)
+        for i, shot in enumerate(images):
+            label = name if len(images) == 1 else f"{name} [{i + 1}/{len(images)}]"
+            frame = int(shot.extra.get("frame", i)) if len(images) > 1 else None
+            self.shots.add(view, shot, label, label, path=os.path.abspath(path), frame=frame)
+        self.shots.set_current(view, first)
+        self._show(view, images[0])
+        return first
+
+    def bring_back(self, view: str, index: int) -> FluoroImage:
+        """Show shot ``index`` of the history again (no new shot). ``ShotMissingError`` (one
+        line; the shot marked missing, the current image unchanged) when its file is gone."""
+        image = self.shots.image(_check_view(view), index)
+        self.shots.set_current(view, index)
+        self._show(view, image.with_view(view))
+        return self._images[view]
+
+    def _check_image(self, view: str, image) -> None:
         if not isinstance(image, FluoroImage):
             raise SessionError(f"a {view} image must be a FluoroImage, got {type(image).__name__}")
         if image.view not in (None, view):
             raise SessionError(f"this is a {image.view} image; it cannot be the {view} image")
+
+    def _show(self, view: str, image: FluoroImage) -> Path | None:
+        _check_view(view)
+        self._check_image(view, image)
         image = image.with_view(view)
         self._images[view] = image
         path = self._save_image(view, image) if self.save_images else None
@@ -247,6 +291,7 @@ class Session:
     def is_fresh(self) -> bool:
         """Nothing taken, loaded, calibrated or planned yet (what ``resume`` needs)."""
         return (all(im is None for im in self._images.values()) and not any(self._saved.values())
+                and not any(self.shots.count(v) for v in VIEWS)
                 and self.calibration is None and not len(self.plans) and self.alignment is None)
 
     def resume(self, folder) -> "ResumedSession":
@@ -312,6 +357,15 @@ class Session:
         self._images = images
         self.calibration = calibration
         self.plans.set_calibration(planning_calibration(calibration))
+        for view in VIEWS:
+            for i, (path, image) in enumerate(result.shots[view]):
+                if image is None:
+                    continue   # unreadable: the resume says so, there is nothing to bring back
+                when = image.acquired_at.strftime("%H:%M:%S") if image.acquired_at else ""
+                index = self.shots.add(view, image, f"{self.shots.count(view) + 1}. {path.name}",
+                                       f"{path.name} {when}".strip(), path=path, saved=True)
+                if i == result.current[view]:
+                    self.shots.set_current(view, index)
         self.resuming = True
         try:
             for view in VIEWS:

@@ -1,6 +1,10 @@
 """Viewer tools in the main window: File → Open image/folder, the shots strip, and the
 viewers' calibration-aware extras (mm readout, distortion-corrected display).
 
+The shots themselves are the session's (``session.shots``, a Qt-free history): opening a
+file records its images there (``Session.open_shots``), a click on a thumbnail asks
+``Session.bring_back``, and the strip only renders the history's signals.
+
 ``install_viewer_tools(workstation)`` is called once by the workstation; it returns
 the ``ViewerTools`` object (keep it). Every action is also a method, so a script or a
 test opens a file the same way the menu does: ``tools.open_path(path, view=None)``.
@@ -15,10 +19,12 @@ import logging
 import os
 from pathlib import Path
 
+from psygnal import EmitLoopError
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
+from app.session import SessionError, listener_failure
 from core.imaging.fluoro_image import ImageReadError
 from core.imaging.images import read_image
 from core.imaging.shot_store import ShotMissingError
@@ -49,22 +55,25 @@ class ViewerTools(QObject):
 
     message = Signal(str, bool)
 
-    def __init__(self, window, session, load_image=None, parent=None):
+    def __init__(self, window, session, parent=None):
+        from app.planning import _connect_while_alive
         super().__init__(parent or window)
         self.window, self.session = window, session
-        self._load = load_image or (lambda view, image: session.set_image(view, image) is not None or True)
         self.ask_view = self._ask_view_dialog
         self.notice: QMessageBox | None = None
-        self._own_load = False
         self.strip = ThumbnailStrip(tuple(window.viewers))
         self.strip.shot_activated.connect(self.bring_back)
-        self._on_screen: dict[str, int] = {v: -1 for v in window.viewers}   # strip entry shown, -1: none
-        window.destroyed.connect(self.strip.store.close)                     # its spill folder goes too
+        shots = session.shots
+        window.destroyed.connect(shots.close)                     # its spill folder goes with the window
         self.dock = window.add_dock("Shots", self.strip, "bottom")
-        session.image_changed.connect(self._image_changed)
-        session.calibration_changed.connect(self.set_calibration)
-        if hasattr(session, "resumed"):
-            session.resumed.connect(self.list_resumed)
+        for view in self.strip.lists:                              # what the history had before the strip
+            for i in range(shots.count(view)):
+                self._shot_added(view, i, shots.image(view, i))
+            self.strip.set_current(view, shots.current(view))
+        _connect_while_alive(shots.added, self, "_shot_added")
+        _connect_while_alive(shots.current_changed, self, "_current_changed")
+        _connect_while_alive(shots.missing_changed, self, "_missing_changed")
+        _connect_while_alive(session.calibration_changed, self, "set_calibration")
         self.actions = self._build_menu()
         if session.calibration is not None:
             self.set_calibration(session.calibration)
@@ -152,78 +161,51 @@ class ViewerTools(QObject):
         return opened
 
     def _show_new(self, view: str, shots: list, name: str, path) -> bool:
-        """Each shot joins the strip, which keeps a thumbnail and where to read it again
-        (``path`` and, for a multi-frame file, the frame), then the first is shown."""
-        first, n, shown = self.strip.count(view), len(shots), shots[0]
-        for i, shot in enumerate(shots):
-            label = name if len(shots) == 1 else f"{name} [{i + 1}/{len(shots)}]"
-            frame = int(shot.extra.get("frame", i)) if len(shots) > 1 else None
-            self.strip.add(view, shot, _short(label), tooltip=label, path=os.path.abspath(path), frame=frame)
-        if not self._set_current(view, first, shown):
+        """The shots join the session's history (read back from ``path`` and, for a
+        multi-frame file, the frame), the first is shown."""
+        n = len(shots)
+        try:
+            self.session.open_shots(view, shots, name, path)
+        except (SessionError, OSError) as e:
+            self.say(f"Cannot open {name}: {e}", error=True)
             return False
+        except EmitLoopError as e:
+            self.say(listener_failure(e, f"opening {name}"))
         self.say(f"{view.upper()}: {name}" + (f" ({n} frames: pick one in Shots)" if n > 1 else ""))
         return True
 
     def bring_back(self, view: str, index: int) -> bool:
-        """Make strip entry ``index`` the current ``view`` image again. When its file was
-        moved, deleted or damaged: one line, the entry marked, the current image stays."""
-        ok = self._set_current(view, index)
-        if ok:
-            self.say(f"{view.upper()}: back to {self.strip.label(view, index)}")
-        return ok
-
-    def _set_current(self, view: str, index: int, image=None) -> bool:
-        """Load strip entry ``index`` (``image``: its image when at hand, not read again)."""
+        """Make shot ``index`` the current ``view`` image again. When its file was moved,
+        deleted or damaged: one line, the entry marked, the current image stays."""
+        shots = self.session.shots
         try:
-            image = image if image is not None else self.strip.image(view, index)
+            self.session.bring_back(view, index)
         except ShotMissingError as e:
-            self.say(f"Cannot show {view.upper()} {self.strip.label(view, index)} again: {e}", error=True)
-            image = None
-        ok = False
-        if image is not None:
-            self._own_load = True
-            try:
-                ok = self._load(view, image.with_view(view))
-            finally:
-                self._own_load = False
-        if ok:
-            self._on_screen[view] = index
-        self.strip.set_current(view, self._on_screen[view])   # a failed click leaves the mark where it was
-        return bool(ok)
+            self.say(f"Cannot show {view.upper()} {shots.label(view, index)} again: {e}", error=True)
+            return False
+        except (SessionError, OSError) as e:
+            self.say(f"Cannot show {view.upper()} {shots.label(view, index)} again: {e}", error=True)
+            return False
+        except EmitLoopError as e:
+            self.say(listener_failure(e, f"bringing back {view.upper()} {shots.label(view, index)}"))
+        finally:
+            self.strip.set_current(view, shots.current(view))   # a failed click leaves the mark where it was
+        self.say(f"{view.upper()}: back to {shots.label(view, index)}")
+        return True
 
-    def _image_changed(self, view: str, image) -> None:
-        """An image from elsewhere (acquired, dropped): it joins the strip."""
-        if self._own_load or view not in self.strip.lists or getattr(self.session, "resuming", False):
-            return   # a resumed session's shots are listed by ``list_resumed``
-        n = self.strip.count(view) + 1
-        saved = self.session.to_dict()["images"].get(view) if self.session.save_images else None
-        label = saved[-1] if saved else (os.path.basename(image.source) if image.source
-                                         else f"{view.upper()} shot {n}")
-        when = image.acquired_at.strftime("%H:%M:%S") if image.acquired_at else ""
-        path = self.session.folder / saved[-1] if saved else None   # the session's DICOM copy, else spilled
-        idx = self.strip.add(view, image, _short(f"{n}. {label}"), tooltip=f"{label} {when}".strip(),
-                             path=path, saved=path is not None)
-        self._on_screen[view] = idx
-        self.strip.set_current(view, idx)
+    # -- rendering the session's shot history ------------------------------------------
+    def _shot_added(self, view: str, index: int, image) -> None:
+        if view in self.strip.lists:
+            shots = self.session.shots
+            self.strip.add(view, image, _short(shots.label(view, index)), tooltip=shots.tooltip(view, index))
 
-    def list_resumed(self, resumed) -> None:
-        """A resumed session (app.session.ResumedSession): its saved shots join the strip in
-        order, read back from their files when clicked, the one on screen highlighted. An
-        unreadable file is left out (the resume already said so)."""
-        for view, shots in resumed.shots.items():
-            if view not in self.strip.lists:
-                continue
-            current = resumed.current.get(view, -1)
-            for i, (path, image) in enumerate(shots):
-                if image is None:
-                    continue
-                label = f"{self.strip.count(view) + 1}. {path.name}"
-                when = image.acquired_at.strftime("%H:%M:%S") if image.acquired_at else ""
-                idx = self.strip.add(view, image, _short(label), tooltip=f"{path.name} {when}".strip(),
-                                     path=path, saved=True)
-                if i == current:
-                    self._on_screen[view] = idx
-            self.strip.set_current(view, self._on_screen[view])
+    def _current_changed(self, view: str, index: int) -> None:
+        if view in self.strip.lists:
+            self.strip.set_current(view, index)
+
+    def _missing_changed(self, view: str, index: int, reason) -> None:
+        if view in self.strip.lists:
+            self.strip.set_missing(view, index, reason)
 
     # -- calibration ------------------------------------------------------------------
     def set_calibration(self, calibration) -> None:
@@ -270,7 +252,6 @@ def _view_calibration(calibration, view: str):
 
 def install_viewer_tools(workstation) -> ViewerTools:
     """Add File → Open image/folder, the Shots dock and the viewers' calibration extras."""
-    tools = ViewerTools(workstation.window, workstation.session,
-                        load_image=getattr(workstation, "load_image", None))
+    tools = ViewerTools(workstation.window, workstation.session)
     workstation.viewer_tools = tools
     return tools

@@ -46,6 +46,13 @@ def drive_case(folder: str) -> dict:
     shots = {v: sim.acquire(v) for v in ("ap", "lat")}
     for v, s in shots.items():
         session.set_image(v, s.image)
+    again_ap = sim.acquire("ap", primary_deg=5.0)                   # a second AP shot, then the first back
+    session.set_image("ap", again_ap.image)
+    back = session.bring_back("ap", 0)
+    out["shots"] = {"labels": [session.shots.label("ap", i) for i in range(session.shots.count("ap"))],
+                    "current": session.shots.current("ap"),
+                    "back_exact": bool(np.array_equal(back.pixels, shots["ap"].image.pixels)),
+                    "record_current": json.loads((Path(session.folder) / "session.json").read_text())["current"]}
     out["saved"] = sorted(p.name for p in Path(session.folder).glob("*.dcm"))
     try:
         session.go_to_step("plan")
@@ -158,12 +165,15 @@ def test_undo_and_redo_of_a_whole_trajectory(case):
 
 
 def test_workflow_steps_follow_shots_calibration_plan_and_devices(case):
-    assert case["saved"] == ["ap-001.dcm", "lat-001.dcm"]
+    assert case["saved"] == ["ap-001.dcm", "ap-002.dcm", "lat-001.dcm"]
+    assert case["shots"] == {"labels": ["1. ap-001.dcm", "2. ap-002.dcm"], "current": 0, "back_exact": True,
+                             "record_current": {"ap": "ap-001.dcm", "lat": "lat-001.dcm"}}
     assert case["plan_before_calibration"] == "cannot start plan: calibrate the cage first"
     assert case["align_without_robot"] == "cannot start align: the robot is not connected"
     assert case["verify_blocked"] == "the C-arm is not connected"
     assert case["step"] == "verify" and case["allowed"] == ["calibrate", "plan", "align", "verify"]
     assert case["events"][:3] == ["device_status_changed", "step_changed", "image_changed"]
+    assert case["events"].count("image_changed") == 4     # AP, LAT, the second AP, the first brought back
     # calibrate, plan, align, verify, and the move back to align whose later listener failed
     assert case["events"].count("step_changed") == 5 and case["events"].count("calibration_changed") == 1
 
@@ -176,6 +186,6 @@ def test_a_broken_listener_raises_and_the_step_still_moves(case):
 def test_the_case_resumes_with_its_plan(case):
     """No calibration file was written (the truth was used) and the new session has no robot:
     shots and plan come back, the step falls back to the last one the workflow allows."""
-    assert case["resumed"].endswith(": 1 AP shot, 1 LAT shot, plan: 2 trajectories; 1 problem: "
+    assert case["resumed"].endswith(": 2 AP shots, 1 LAT shot, plan: 2 trajectories; 1 problem: "
                                     "step align not restored: the robot is not connected")
     assert case["resumed_plan_same"]

@@ -1,11 +1,11 @@
 """A strip of thumbnails of earlier shots, one row per view, to bring one back by clicking.
 
-Thin widget: it keeps each entry's thumbnail and label only; the full images live in a
-``core.imaging.shot_store.ShotStore`` (``strip.store``: the file each came from, or a spilled
-copy, and an LRU of the last few), so a case of hundreds of 2 MB shots stays small.
-It emits ``shot_activated(view, index)``; what "bring back" means (making it the
-session's current image) is decided by ``app/viewer_tools.py``. An entry whose image
-cannot be read back any more is greyed and crossed out, its tooltip says why.
+Thin widget: it renders the session's shot history (``app.state.shots.ShotHistory``, which
+owns the shots, the current one and their full images) as a thumbnail and a label per
+entry, and keeps nothing else. It emits ``shot_activated(view, index)``; what "bring back"
+means (making it the session's current image) is decided by ``app/viewer_tools.py``. An
+entry whose image cannot be read back any more is greyed and crossed out, its tooltip
+says why.
 """
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from PySide6.QtCore import QRect, QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QIcon, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QScrollArea,
                                QVBoxLayout, QWidget)
-
-from core.imaging.shot_store import ShotMissingError, ShotStore
 
 __all__ = ["ThumbnailStrip", "thumbnail_array", "THUMB_PX"]
 
@@ -68,17 +66,14 @@ def _missing_icon(icon: QIcon) -> QIcon:
 
 
 class ThumbnailStrip(QWidget):
-    """Rows of thumbnails per view (``views``); ``shot_activated(view, index)`` on a click.
-
-    ``store``: where full images are kept and read back (a new ``ShotStore`` by default)."""
+    """Rows of thumbnails per view (``views``); ``shot_activated(view, index)`` on a click."""
 
     shot_activated = Signal(str, int)
 
-    def __init__(self, views=("ap", "lat"), parent=None, store: ShotStore | None = None):
+    def __init__(self, views=("ap", "lat"), parent=None):
         super().__init__(parent)
         self.setObjectName("thumbnail_strip")
         self.lists: dict[str, QListWidget] = {}
-        self.store = store if store is not None else ShotStore(tuple(views))
         self._icons: dict[str, list[QIcon]] = {v: [] for v in views}
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -111,37 +106,20 @@ class ThumbnailStrip(QWidget):
             layout.addLayout(row)
             self.lists[view] = lst
 
-    def add(self, view: str, image, label: str, tooltip: str = "", path=None, frame: int | None = None,
-            saved: bool = False) -> int:
-        """Append a shot; returns its index in the view's row. ``path`` (+ ``frame``) is the
-        file its pixels can be read back from (``saved``: the session's copy); without
-        one the store spills it to its private folder (see ``ShotStore.add``)."""
+    def add(self, view: str, image, label: str, tooltip: str = "") -> int:
+        """Append an entry drawn from ``image`` (not kept); returns its index in the view's row."""
         lst = self._list(view)
         icon = _icon(image)
-        index = self.store.add(view, image, path=path, frame=frame, saved=saved)
         item = QListWidgetItem(icon, label)
         item.setToolTip(tooltip or label)
         item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
         lst.addItem(item)
         self._icons[view].append(icon)
         lst.scrollToItem(item)
-        return index
+        return lst.count() - 1
 
     def count(self, view: str) -> int:
         return self._list(view).count()
-
-    def image(self, view: str, index: int):
-        """The full image of entry ``index`` (read back when not in memory). IndexError for
-        no such entry; ``ShotMissingError`` when its file is gone or damaged: the entry is
-        then shown as missing."""
-        self._check_index(view, index)
-        try:
-            image = self.store.get(view, index)
-        except ShotMissingError as e:
-            self.set_missing(view, index, str(e))
-            raise
-        self.set_missing(view, index, None)
-        return image
 
     def set_missing(self, view: str, index: int, reason: str | None) -> None:
         """Grey and cross out entry ``index`` with ``reason`` as its tooltip (None: restore it)."""

@@ -47,9 +47,9 @@ def acquired(seed, view, angle):
                        acquired_at=dt.datetime(2026, 11, 21, 2, 30, seed, tzinfo=dt.timezone.utc))
 
 
-def images_referenced(strip):
-    """FluoroImage objects reachable from the strip's Python objects (walk of references)."""
-    return reachable(strip.__dict__, FluoroImage)
+def images_referenced(obj):
+    """FluoroImage objects reachable from ``obj``'s Python objects (walk of references)."""
+    return reachable(obj.__dict__, FluoroImage)
 
 
 GEOMETRY = ("view", "primary_angle_deg", "secondary_angle_deg", "pixel_spacing_mm", "sid_mm",
@@ -66,9 +66,10 @@ def test_strip_holds_the_lru_bound_and_brings_back_exact(qtbot, tmp_path, save_i
     for s in shots:
         session.set_image("ap", s)                                 # what an acquisition does
     assert tools.strip.count("ap") == n + 5
-    held = images_referenced(tools.strip)
-    assert len(held) <= DEFAULT_KEEP and len(held) == len(tools.strip.store.held())
-    kind = tools.strip.store.source("ap", n)[0]
+    assert images_referenced(tools.strip) == []                     # the widget renders, the session holds
+    held = images_referenced(session.shots)
+    assert len(held) <= DEFAULT_KEEP and len(held) == len(session.shots.store.held())
+    kind = session.shots.store.source("ap", n)[0]
     assert kind == ("saved" if save_images else "spill")
     for index, truth in ((n, shots[0]), (n + 1, shots[1])):     # acquisitions long evicted
         assert tools.bring_back("ap", index)
@@ -81,8 +82,8 @@ def test_strip_holds_the_lru_bound_and_brings_back_exact(qtbot, tmp_path, save_i
     tools.strip.activate("ap", 5)                                  # frame 6 of the run, read alone
     np.testing.assert_array_equal(session.image("ap").pixels, frames[5])
     assert session.image("ap").pixel_spacing_mm == (0.25, 0.2)     # Imager Pixel Spacing 0.2\0.25 reversed
-    assert len(images_referenced(tools.strip)) <= DEFAULT_KEEP
-    assert tools.strip.count("ap") == n + 5                        # bringing back adds no entry
+    assert len(images_referenced(session.shots)) <= DEFAULT_KEEP and images_referenced(tools.strip) == []
+    assert tools.strip.count("ap") == n + 5 == session.shots.count("ap")                        # bringing back adds no entry
 
 
 def test_a_deleted_backing_file_is_one_line_and_the_current_image_stays(qtbot, tmp_path):
@@ -123,13 +124,14 @@ def test_two_hundred_large_shots_hold_little(qtbot, tmp_path):
     """200 acquisitions of 1024² 16-bit (400 MB of pixels) into the strip, memory-only session:
     the strip holds the LRU (3 per view, 12.6 MB) and 200 thumbnails of ≤ 96² (≤ 2 MB)."""
     window, session, tools, _ = make_station(qtbot, tmp_path, save_images=False)
-    tools.strip.store._spill = lambda view, index, pixels: tmp_path / "none"   # no 400 MB of disk writes here
+    session.shots.store._spill = lambda view, index, pixels: tmp_path / "none"   # no 400 MB of disk writes here
     base = np.zeros((1024, 1024), np.uint16)
     base[::7] = 3000
     for i in range(200):
         view = ("ap", "lat")[i % 2]
-        tools.strip.add(view, FluoroImage(base + i, view=view), f"{i}", path=None)
-    full = sum(a.nbytes for a in reachable(tools.strip.__dict__, np.ndarray))
+        session.shots.add(view, FluoroImage(base + i, view=view), f"{i}", path=None)
+    assert tools.strip.count("ap") == tools.strip.count("lat") == 100
+    full = sum(a.nbytes for a in reachable([tools.strip.__dict__, session.shots.__dict__], np.ndarray))
     side = -(-1024 // -(-1024 // THUMB_PX))                         # 1024 subsampled to <= THUMB_PX
     pixmaps = [icon.pixmap(THUMB_PX, THUMB_PX) for v in ("ap", "lat") for icon in tools.strip._icons[v]]
     assert len(pixmaps) == 200 and {(p.width(), p.height()) for p in pixmaps} == {(side, side)}

@@ -59,7 +59,7 @@ def station(qtbot, tmp_path):
     qtbot.addWidget(window)
     session = Session(tmp_path / "sessions")
     session.image_changed.connect(lambda view, image: window.viewers[view].set_image(image))
-    tools = ViewerTools(window, session, load_image=lambda v, im: session.set_image(v, im) is not None)
+    tools = ViewerTools(window, session)
     asked = []
     tools.ask_view = lambda path: asked.append(path) or "ap"
     window.resize(1400, 900)
