@@ -149,9 +149,11 @@ def test_slow_acquisition_shows_busy_and_disables_acquire(station, qtbot):
     qtbot.waitUntil(lambda: w.acquire_actions["ap"].isEnabled(), timeout=3000)
     with qtbot.waitActive(w):
         w.activateWindow()
-    t0 = time.monotonic()
     qtbot.keyClick(w, Qt.Key.Key_F5)
-    assert time.monotonic() - t0 < 0.3, "the GUI thread must not wait for the C-arm"
+    # F5 returns before the 0.6 s exposure ends: an acquisition on the GUI thread would have
+    # delivered the image by now (a behaviour, not a time bound that a loaded machine breaks)
+    assert not w.viewers["ap"].has_image() and station.session.image("ap") is None, \
+        "the GUI thread must not wait for the C-arm"
     assert not w.acquire_actions["lat"].isEnabled()
     qtbot.waitUntil(w.is_busy_shown, timeout=1000)
     assert "Acquiring AP" in w.busy_label.text()
