@@ -82,7 +82,10 @@ def test_end_to_end_with_a_manual_fix_while_the_window_stays_responsive(qtbot, w
         assert not wiz.button(QWizard.WizardButton.NextButton).isEnabled()
     timer.stop()
     gaps = np.diff(ticks)
-    assert len(ticks) > 10 and gaps.max() < 0.5, f"GUI blocked for {gaps.max():.2f} s"
+    # Calibrating on the GUI thread would stall the 20 ms timer for the whole run (one gap of about
+    # the span); off it, the longest gap was 0.024-0.029 s of 0.60-0.89 s (three runs, load 2.3-2.5).
+    span = ticks[-1] - ticks[0]
+    assert len(ticks) > 10 and gaps.max() < 0.5 * span, f"GUI blocked for {gaps.max():.2f} s of {span:.2f} s"
     assert wf.calibration is not None, wf.calibration_error
     click(qtbot, wiz.button(QWizard.WizardButton.NextButton))
     balls = wiz.page_named("balls")
