@@ -189,6 +189,9 @@ class DevicesController(QObject):
         super().__init__(parent)
         self.config = config
         self.session = session
+        from app.device_state import device_state
+        self.state = device_state(session)   # the one path statuses take into the session
+        self.state.connect_devices(self)
         self.workers: dict[str, DeviceWorker] = {}
         self.threads: dict[str, QThread] = {}
         self._ids = itertools.count(1)
@@ -203,7 +206,7 @@ class DevicesController(QObject):
                 reported = self.session.device_status(device) != (DeviceStatus.DISCONNECTED, "not started")
                 if not (device in ROBOT_PROCESS_DEVICES and self.config[device]["kind"] != "none" and reported):
                     # (the robot process may have said how it is before the devices start)
-                    self.session.set_device_status(device, DeviceStatus.DISCONNECTED, why)
+                    self.state.status(device, DeviceStatus.DISCONNECTED, why)
                 continue
             self.add_device(device, factory)
 
@@ -224,7 +227,7 @@ class DevicesController(QObject):
         worker.call_done.connect(self._on_call_done)
         if device == "carm":
             self._acquire_request.connect(worker.acquire)
-        self.session.set_device_status(device, DeviceStatus.DISCONNECTED, "connecting…")
+        self.state.status(device, DeviceStatus.DISCONNECTED, "connecting…")
         self.workers[device], self.threads[device] = worker, thread
         thread.start()
         return worker
@@ -321,9 +324,7 @@ class DevicesController(QObject):
             self.acquisition_failed.emit(view, msg)
 
     def _on_status(self, device: str, status, message: str) -> None:
-        if device in DEVICES:
-            self.session.set_device_status(device, status, message)
-        self.device_status_changed.emit(device, status, message)
+        self.device_status_changed.emit(device, status, message)   # into the session: app.device_state
         log.log(logging.WARNING if status == DeviceStatus.FAULT else logging.INFO,
                 "%s: %s%s", device, status.value, f" ({message})" if message else "")
 

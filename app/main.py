@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 import resources
 from app.config import Config, ConfigError, load_config, load_defaults
 from app.devices_controller import DevicesController
+from app.qt_connect import connect_while_alive
 from psygnal import EmitLoopError
 
 from app.session import DEVICES, Session, SessionError, listener_failure
@@ -105,7 +106,7 @@ class Workstation:
         w.workflow_bar.step_requested.connect(self.go_to_step)
         self.devices.busy_changed.connect(w.set_busy)
         self.devices.busy_changed.connect(lambda *_: self._update_actions())
-        self.devices.device_status_changed.connect(self._other_device_status)
+        self.devices.state.other_status_changed.connect(self._other_device_status)
         self.devices.simulated_shot.connect(self.show_simulated_room)
         for view, viewer in w.viewers.items():
             viewer.image_dropped.connect(lambda image, v=view: self.load_image(v, image))
@@ -170,8 +171,7 @@ class Workstation:
         room.scene_ready.connect(scene_ready)
         room.cage_moved.connect(cage_moved)
         self.session.calibration_changed.connect(calibrated)
-        if self.robot is not None:
-            self.robot.state_changed.connect(room.robot_state)
+        connect_while_alive(self.session.robot_state_changed, room, "robot_state")
         self.devices.device_status_changed.connect(
             lambda device, status, _m: device == "carm" and room.scene is None and not room.scene_requested
             and self.session.device_ready("carm") and room.request_scene())

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
-import weakref
 from pathlib import Path
 
 import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 
+from app.qt_connect import connect_while_alive
 from app.state.plans import (PALETTE, PLAN_FORMAT, PlanBook, PlanFileError, load_plan_file,
                              planning_calibration, save_plan_file)
 from core.planning.two_view import (LEVELS, POINTS, VIEWS, ClickOutsideImageError, PatientAxes, PlanningError,
@@ -78,7 +78,7 @@ class PlanningController(QObject):
         for signal, slot in ((model.trajectory_changed, "_refresh"), (model.trajectory_removed, "_drop"),
                              (model.selection_changed, "_selection_changed"), (model.order_changed, "_refresh_panel"),
                              (model.history.changed, "_undo_state")):
-            _connect_while_alive(signal, self, slot)
+            connect_while_alive(signal, self, slot)
         if panel is not None:
             self._connect_panel(panel)
         if shortcut_parent is not None:
@@ -476,22 +476,6 @@ class PlanningController(QObject):
             self.panel.set_undo_state(h.can_undo(), h.can_redo(), h.undo_text(), h.redo_text())
 
 
-def _connect_while_alive(signal, owner: QObject, slot: str, nargs: int | None = None) -> None:
-    """Connect ``owner.<slot>`` to a psygnal ``signal`` of the (longer-lived) session state,
-    for as long as ``owner``'s Qt object exists: a closed window's controller neither
-    receives nor keeps anything alive. ``nargs``: how many of the signal's arguments to pass
-    (all when None)."""
-    ref = weakref.ref(owner)
-
-    def call(*args):
-        o = ref()
-        if o is None or not shiboken6.isValid(o):
-            signal.disconnect(call)
-            return
-        getattr(o, slot)(*(args if nargs is None else args[:nargs]))
-    signal.connect(call)
-
-
 def install_planning(window, session=None, T_scene_cage=None, patient_axes=None, confirm=None,
                      autosave_ms: int | None = 500) -> PlanningController:
     """Add planning to the main window: the "Planning" dock, overlays in both viewers,
@@ -517,15 +501,15 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
     if hasattr(window, "resizeDocks") and scene_dock is not None and scene_dock in window.findChildren(type(dock)):
         window.resizeDocks([scene_dock, dock], [45, 55], Qt.Orientation.Vertical)  # 3D above, plan below
     if session is not None:
-        _connect_while_alive(session.calibration_changed, controller, "calibration_followed")
+        connect_while_alive(session.calibration_changed, controller, "calibration_followed")
         if autosave_ms is not None:
             timer = QTimer(controller, singleShot=True, interval=int(autosave_ms))
             timer.timeout.connect(lambda: _autosave(model, session))
-            _connect_while_alive(model.changed, timer, "start", nargs=0)
+            connect_while_alive(model.changed, timer, "start", nargs=0)
             controller.autosave_timer = timer
             # the resumed plan is the file on disk: not written again until it changes
-            _connect_while_alive(session.resumed, timer, "stop", nargs=0)
-        _connect_while_alive(session.resumed, controller, "_resumed")
+            connect_while_alive(session.resumed, timer, "stop", nargs=0)
+        connect_while_alive(session.resumed, controller, "_resumed")
     return controller
 
 

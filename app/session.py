@@ -78,13 +78,17 @@ class Session:
     """State of one operation. Signals: image_changed(view, image),
     calibration_changed(calib), alignment_changed(result),
     device_status_changed(device, status, message), step_changed(step),
-    resumed(ResumedSession) (``resume``: after the images, the calibration and the plan,
-    before the step; the shots strip lists the shots), changed() (after any of them and
-    after every edit of the plan book ``plans``, whose own signals say which trajectory)."""
+    verification_changed(record), robot_state_changed(state) (the robot's newest state
+    message, about 50 Hz: not followed by changed()),
+    resumed(ResumedSession) (``resume``: after the images, the calibration, the shots and the
+    plan, before the step), changed() (after any of them but the robot state, and after every
+    edit of the plan book ``plans``, whose own signals say which trajectory)."""
 
     image_changed = Signal(str, object)
     calibration_changed = Signal(object)
     alignment_changed = Signal(object)
+    verification_changed = Signal(object)
+    robot_state_changed = Signal(object)
     device_status_changed = Signal(str, object, str)
     step_changed = Signal(str)
     resumed = Signal(object)
@@ -105,6 +109,8 @@ class Session:
         self.shots = ShotHistory(VIEWS)
         self.plans.changed.connect(self.changed.emit)
         self.alignment: Any = None
+        self.verification: Any = None
+        self.robot_state: dict = {}
         self._devices = {d: (DeviceStatus.DISCONNECTED, "not started") for d in DEVICES}
         self.step: str | None = None
         self.resuming = False   # True while ``resume`` emits its events
@@ -222,7 +228,20 @@ class Session:
         self.alignment_changed.emit(result)
         self.changed.emit()
 
+    def set_verification(self, record: Any) -> None:
+        """The verification shot's result (what the tip and axis errors were)."""
+        self.verification = record
+        self.verification_changed.emit(record)
+        self.changed.emit()
+
     # -- devices --------------------------------------------------------------------
+    def set_robot_state(self, state: dict) -> None:
+        """The robot's newest state message (joints ``q``, ``wrench``, ``fault``, ...)."""
+        if not isinstance(state, dict):
+            raise SessionError(f"a robot state must be a dict, got {type(state).__name__}")
+        self.robot_state = state
+        self.robot_state_changed.emit(state)
+
     def device_status(self, device: str) -> tuple[DeviceStatus, str]:
         return self._devices[_check_device(device)]
 

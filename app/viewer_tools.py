@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
+from app.qt_connect import connect_while_alive
 from app.session import SessionError, listener_failure
 from core.imaging.fluoro_image import ImageReadError
 from core.imaging.images import read_image
@@ -56,7 +57,6 @@ class ViewerTools(QObject):
     message = Signal(str, bool)
 
     def __init__(self, window, session, parent=None):
-        from app.planning import _connect_while_alive
         super().__init__(parent or window)
         self.window, self.session = window, session
         self.ask_view = self._ask_view_dialog
@@ -70,10 +70,10 @@ class ViewerTools(QObject):
             for i in range(shots.count(view)):
                 self._shot_added(view, i, shots.image(view, i))
             self.strip.set_current(view, shots.current(view))
-        _connect_while_alive(shots.added, self, "_shot_added")
-        _connect_while_alive(shots.current_changed, self, "_current_changed")
-        _connect_while_alive(shots.missing_changed, self, "_missing_changed")
-        _connect_while_alive(session.calibration_changed, self, "set_calibration")
+        connect_while_alive(shots.added, self, "_shot_added")
+        connect_while_alive(shots.current_changed, self, "_current_changed")
+        connect_while_alive(shots.missing_changed, self, "_missing_changed")
+        connect_while_alive(session.calibration_changed, self, "set_calibration")
         self.actions = self._build_menu()
         if session.calibration is not None:
             self.set_calibration(session.calibration)

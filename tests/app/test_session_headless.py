@@ -26,6 +26,7 @@ def drive_case(folder: str) -> dict:
     Returns the figures (JSON-able); raises on any refusal the case does not expect."""
     from psygnal import EmitLoopError
 
+    from app.device_state import device_state
     from app.session import Session, SessionError
     from core.geometry.rigid import apply, invert
     from core.planning.two_view import epipolar_line, snap_to_epipolar
@@ -36,12 +37,13 @@ def drive_case(folder: str) -> dict:
 
     out: dict = {"events": []}
     session = Session(folder)
+    devices = device_state(session)          # how device workers' and the robot's state come in
     for name in ("image_changed", "calibration_changed", "device_status_changed", "step_changed"):
         getattr(session, name).connect(lambda *a, name=name: out["events"].append(name))
 
     phantom = make_spine_phantom(seed=3, spacing_mm=2.0)
     sim = SimulatedOR(seed=3, phantom=phantom, shape=SHAPE, field_diameter_mm=230.0)
-    session.set_device_status("carm", DeviceStatus.SIMULATED, "simulated C-arm")
+    devices.status("carm", DeviceStatus.SIMULATED, "simulated C-arm")
     session.go_to_step("calibrate")
     shots = {v: sim.acquire(v) for v in ("ap", "lat")}
     for v, s in shots.items():
@@ -104,13 +106,15 @@ def drive_case(folder: str) -> dict:
         session.go_to_step("align")
     except SessionError as e:
         out["align_without_robot"] = str(e)
-    session.set_device_status("robot", DeviceStatus.SIMULATED, "simulated robot")
+    devices.status("robot", DeviceStatus.SIMULATED, "simulated robot")
     session.go_to_step("align")
+    devices.robot_state({"t": 0.0, "q": [625.0, 475.0, -135.0, 0.0, 0.0], "fault": None})
+    out["robot_q"] = session.robot_state["q"]
     target = np.asarray(book.get(book.ids()[0]).target_mm)
     session.set_alignment({"trajectory": book.ids()[0], "tip_error_mm": 0.0, "tip_mm": target.tolist()})
-    session.set_device_status("carm", DeviceStatus.FAULT, "generator overheated")
+    devices.status("carm", DeviceStatus.FAULT, "generator overheated")
     out["verify_blocked"] = session.step_blocker("verify")
-    session.set_device_status("carm", DeviceStatus.SIMULATED, "simulated C-arm")
+    devices.status("carm", DeviceStatus.SIMULATED, "simulated C-arm")
     session.go_to_step("verify")
     out["step"] = session.step
     out["allowed"] = list(session.allowed_steps())
@@ -171,6 +175,7 @@ def test_workflow_steps_follow_shots_calibration_plan_and_devices(case):
     assert case["plan_before_calibration"] == "cannot start plan: calibrate the cage first"
     assert case["align_without_robot"] == "cannot start align: the robot is not connected"
     assert case["verify_blocked"] == "the C-arm is not connected"
+    assert case["robot_q"] == [625.0, 475.0, -135.0, 0.0, 0.0]
     assert case["step"] == "verify" and case["allowed"] == ["calibrate", "plan", "align", "verify"]
     assert case["events"][:3] == ["device_status_changed", "step_changed", "image_changed"]
     assert case["events"].count("image_changed") == 4     # AP, LAT, the second AP, the first brought back
