@@ -171,8 +171,9 @@ class RobotControllerClient(QObject):
 def install_robot_panel(window, config: ControllerConfig | None = None, area: str = "left",
                         session=None) -> RobotControllerClient:
     """Dock the robot panel in ``window`` and show the robot in ``window.scene_view``; the
-    robot and force-sensor statuses go to ``session.set_device_status`` when a session is
-    given, else straight to ``window.status_bar``."""
+    robot and force-sensor statuses and the robot's state go into the session
+    (``app.device_state``) when a session is given, else the statuses straight to
+    ``window.status_bar``."""
     from PySide6.QtWidgets import QApplication
 
     from widgets.panels.robot_panel import RobotPanel
@@ -203,8 +204,9 @@ def install_robot_panel(window, config: ControllerConfig | None = None, area: st
         window.scene_view.render(interactive=True)
 
     client.state_changed.connect(redraw)
-    if session is not None:
-        client.device_status.connect(session.set_device_status)
+    if session is not None:   # statuses and state into the session, through its one adapter
+        from app.device_state import device_state
+        device_state(session).connect_robot(client)
     elif hasattr(window, "status_bar"):
         client.device_status.connect(window.status_bar.set_status)
     app = QApplication.instance()
