@@ -4,22 +4,28 @@ cage file -> distortion plate shot per view (or none: flat panel) -> AP and LAT
 shots with the cage -> detection, labelling and both models per view
 (``core.calibration.calibrate_view``) -> manual fixes (``core.calibration.manual``)
 -> accept (saved into the session folder with its time; the workflow moves on to
-planning) or reject (nothing changes). Long steps run on a worker thread and
-report progress by queued signals; failures arrive as one line (``failed``),
-never a traceback. ``install_calibration_wizard(window, session, ...)`` puts the
-wizard behind the workflow bar's Calibrate step.
+planning) or reject (nothing changes).
+
+``CalibrationWorkflow`` is the calibration's state (cage, plates, shots, labels, fits,
+errors, busy step) as a Qt-free evented object (psygnal): the wizard subscribes to its
+signals and calls its methods; a script drives it the same way. Long steps go to its
+``runner``: inline by default (a script, a test: the call returns when the step is
+done), or ``app.qt_worker.QtThreadRunner`` in the GUI, which runs them on a worker
+thread and hands progress and results back to the GUI thread by queued signals.
+Failures arrive as one line (``failed``), never a traceback.
+``install_calibration_wizard(window, session, ...)`` puts the wizard behind the
+workflow bar's Calibrate step.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from psygnal import Signal
 
 import resources
 from core.calibration.beads import BeadDetectionError, detect_beads
@@ -34,8 +40,8 @@ from core.imaging.images import read_image
 from core.calibration.labelling import LabellingError, fit_homography
 from core.calibration.plate import CENTRAL_FRACTION, PlateError, label_plate, load_plate, plate_distortion
 
-__all__ = ["CalibrationWorkflow", "PlateResult", "ShotResult", "plate_step", "calibrate_shot", "refit_shot",
-           "residual_vectors_px", "install_calibration_wizard", "EXPECTED_ERRORS"]
+__all__ = ["CalibrationWorkflow", "InlineRunner", "PlateResult", "ShotResult", "plate_step", "calibrate_shot",
+           "refit_shot", "residual_vectors_px", "install_calibration_wizard", "EXPECTED_ERRORS"]
 
 log = logging.getLogger(__name__)
 
@@ -141,19 +147,27 @@ def _in_field(image: FluoroImage, uv, radius_px) -> np.ndarray:
     return f[q[:, 1], q[:, 0]]
 
 
-# -- the workflow: state, worker thread, signals -------------------------------------------
-class _Relay(QObject):
-    """Lives in the GUI thread; the worker emits through it (queued connections)."""
-    done = Signal(object, object)      # handler, result
-    failed = Signal(str, str)          # step, message
-    progress = Signal(int, str)        # percent, what
+# -- the workflow: state, signals, where long steps run ------------------------------------
+class InlineRunner:
+    """Runs a step's job in the caller's thread: ``run`` returns when the step is done."""
+
+    def run(self, name: str, job, done, progress) -> None:
+        done(job(progress))
 
 
-class CalibrationWorkflow(QObject):
-    """State of one calibration in progress. Signals (GUI thread): ``busy_changed(bool, str)``,
-    ``progress(int, str)``, ``failed(step, message)``, ``changed(what)`` with what in
-    {"cage", "plate", "shots", "result"}, ``finished(step)`` after each worker step,
-    ``accepted(path)``, ``rejected()``."""
+class _Failed:
+    """What a job hands back when its step failed: the one line to show."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+class CalibrationWorkflow:
+    """State of one calibration in progress. Signals (in the thread that calls its methods,
+    the GUI thread in the GUI): ``busy_changed(bool, str)``, ``progress(int, str)``,
+    ``failed(step, message)``, ``changed(what)`` with what in {"cage", "plate", "shots",
+    "result"}, ``finished(step)`` after each long step, ``accepted(path)``, ``rejected()``.
+    ``runner``: where long steps run (``InlineRunner`` by default, see the module)."""
 
     busy_changed = Signal(bool, str)
     progress = Signal(int, str)
@@ -164,9 +178,9 @@ class CalibrationWorkflow(QObject):
     rejected = Signal()
 
     def __init__(self, session=None, plate_source: Callable[[str], FluoroImage] | None = None,
-                 acquire: Callable[[str], object] | None = None, method: str = DEFAULT_METHOD, parent=None):
-        super().__init__(parent)
+                 acquire: Callable[[str], object] | None = None, method: str = DEFAULT_METHOD, runner=None):
         self.session = session
+        self.runner = runner if runner is not None else InlineRunner()
         self.plate_source = plate_source
         self.acquire_fn = acquire
         self.method = method
@@ -180,10 +194,6 @@ class CalibrationWorkflow(QObject):
         self.calibration_error = ""
         self.capture_session_images = False
         self._busy = ""
-        self._relay = _Relay()
-        self._relay.done.connect(self._on_done)
-        self._relay.failed.connect(self._on_failed)
-        self._relay.progress.connect(self.progress)
         if session is not None:
             session.image_changed.connect(self._on_session_image)
 
@@ -201,18 +211,23 @@ class CalibrationWorkflow(QObject):
         self.busy_changed.emit(True, what)
         self.progress.emit(0, what)
 
-        def work():
+        def job(report):
             try:
-                result = fn(lambda pct, msg: self._relay.progress.emit(int(pct), msg))
+                return fn(report)
             except EXPECTED_ERRORS as e:
-                self._relay.failed.emit(step, str(e))
+                return _Failed(str(e))
             except Exception as e:  # noqa: BLE001 - a bug must reach the technician as one line
                 log.exception("calibration step %s failed", step)
-                self._relay.failed.emit(step, f"internal error ({type(e).__name__}: {e}): save the log "
-                                              "and report it")
+                return _Failed(f"internal error ({type(e).__name__}: {e}): save the log and report it")
+
+        def done(result):
+            if isinstance(result, BaseException):   # escaped the job (the runner logged it)
+                result = _Failed(f"internal error ({type(result).__name__}: {result}): save the log and report it")
+            if isinstance(result, _Failed):
+                self._on_failed(step, result.message)
             else:
-                self._relay.done.emit((step, handler), result)
-        threading.Thread(target=work, name=f"calibration-{step}", daemon=True).start()
+                self._on_done((step, handler), result)
+        self.runner.run(f"calibration-{step}", job, done, lambda pct, msg: self.progress.emit(int(pct), msg))
         return True
 
     def _end(self, step: str) -> None:
@@ -572,6 +587,7 @@ def install_calibration_wizard(window, session, devices=None, acquire=None):
     (app.devices_controller.DevicesController) gives the C-arm for plate shots;
     ``acquire(view)`` asks for a cage shot (e.g. ``Workstation.acquire``). Returns a
     function that opens the wizard (and returns it)."""
+    from app.qt_worker import QtThreadRunner
     from widgets.wizard.calibration_wizard import CalibrationWizard
     state = {}
 
@@ -588,7 +604,8 @@ def install_calibration_wizard(window, session, devices=None, acquire=None):
             if wiz is not None:
                 wiz.workflow.detach()
                 wiz.deleteLater()
-            wf = CalibrationWorkflow(session, plate_source if devices is not None else None, acquire, parent=window)
+            wf = CalibrationWorkflow(session, plate_source if devices is not None else None, acquire,
+                                     runner=QtThreadRunner(window))
             wiz = CalibrationWizard(wf, window)
             failed = getattr(devices, "acquisition_failed", None)
             if failed is not None:

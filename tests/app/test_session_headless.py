@@ -1,10 +1,11 @@
 """A whole case driven through the session and app functions in a fresh interpreter, no Qt.
 
 Ground truth: the simulated operating room (phantom CT, virtual C-arm with
-image-intensifier distortion, cage). The calibration is the simulator's true one
-(``TruthCalibration``), so the figures measure the session's planning path: clicks at the
+image-intensifier distortion, cage). The case uses the simulator's true calibration
+(``TruthCalibration``), so its figures measure the session's planning path: clicks at the
 true raw pixels of the L4 pedicles plus 1 px of seeded noise, the second view's click
-snapped onto the first one's epipolar curve, as the planning screen does.
+snapped onto the first one's epipolar curve, as the planning screen does. A second case
+runs the calibration step itself (the pipeline, through the Qt-free workflow).
 The case runs in a subprocess because pytest-qt has PySide6 imported in this one.
 """
 from __future__ import annotations
@@ -138,14 +139,58 @@ def drive_case(folder: str) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("headless") / "case"
-    code = ("import json, sys; from tests.app.test_session_headless import drive_case; "
-            f"print(json.dumps(drive_case({str(folder)!r})))")
+def drive_calibration(folder: str) -> dict:
+    """The calibration step through the Qt-free workflow (its inline runner): simulated cage
+    shots on a flat panel, the pipeline's calibration accepted into the session, a point
+    planned with it, against the simulator's truth."""
+    from app.calibration_workflow import CalibrationWorkflow
+    from app.session import Session
+    from core.simulation.block_phantom import block_phantom
+    from core.simulation.scene import SimulatedOR
+
+    sim = SimulatedOR(seed=11, phantom=block_phantom(4.0, seed=2), detector="flat_panel", shape=(384, 384))
+    shots = {v: sim.acquire(v) for v in ("ap", "lat")}
+    session = Session(folder, save_images=False)
+    session.go_to_step("calibrate")
+    wf = CalibrationWorkflow(session)
+    finished, failed = [], []
+    wf.finished.connect(finished.append)
+    wf.failed.connect(lambda step, message: failed.append(f"{step}: {message}"))
+    wf.set_cage()
+    wf.set_use_plate(False)
+    for v, shot in shots.items():
+        wf.set_shot(v, shot.image)
+    wf.run_calibration()                      # returns when done: no event loop needed
+    out = {"finished": finished, "failed": failed, "error": wf.calibration_error}
+    path = wf.accept()
+    out["saved"] = path is not None and path.parent == session.folder
+    out["step"] = session.step
+    # a point 150 mm in front of the AP cage planes, planned with the accepted calibration
+    ap_z = np.mean([p.origin_mm for p in sim.cage.planes_for("ap")], axis=0)
+    truth = ap_z + np.array([10.0, -15.0, -150.0])
+    tid = session.plans.add("L3", "left")
+    for kind in ("entry", "target"):
+        for v in ("ap", "lat"):
+            session.plans.set_click(tid, kind, v, shots[v].project_raw(truth[None])[0])
+    t = session.plans.get(tid)
+    out["point_error_mm"] = float(np.linalg.norm(np.subtract(t.entry_mm, truth)))
+    out["gap_mm"] = float(t.entry_gap_mm)
+    out["qt_imported"] = sorted(m for m in sys.modules if m.split(".")[0] in ("PySide6", "shiboken6",
+                                                                             "pyqtgraph", "vtkmodules"))
+    return out
+
+
+def _run_in_fresh_interpreter(function: str, folder) -> dict:
+    code = (f"import json, sys; from tests.app.test_session_headless import {function}; "
+            f"print(json.dumps({function}({str(folder)!r})))")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    return _run_in_fresh_interpreter("drive_case", tmp_path_factory.mktemp("headless") / "case")
 
 
 def test_the_case_runs_without_qt(case):
@@ -194,3 +239,13 @@ def test_the_case_resumes_with_its_plan(case):
     assert case["resumed"].endswith(": 2 AP shots, 1 LAT shot, plan: 2 trajectories; 1 problem: "
                                     "step align not restored: the robot is not connected")
     assert case["resumed_plan_same"]
+
+
+def test_calibration_by_the_pipeline_without_qt(tmp_path):
+    """The cage calibration on 384² flat-panel shots, accepted into the session: a point
+    located from its true pixels within 0.5 mm (the tolerance of the workflow's own tests)."""
+    c = _run_in_fresh_interpreter("drive_calibration", tmp_path / "calib")
+    assert c["qt_imported"] == []
+    assert c["failed"] == [] and c["error"] == "" and c["finished"] == ["calibrate"]
+    assert c["saved"] and c["step"] == "plan"
+    assert c["point_error_mm"] < 0.5 and c["gap_mm"] < 0.5, c

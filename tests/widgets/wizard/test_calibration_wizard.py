@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QWizard
 
 from app.calibration_workflow import CalibrationWorkflow, install_calibration_wizard
+from app.qt_worker import QtThreadRunner
 from app.session import Session
 from widgets.wizard.calibration_wizard import CalibrationWizard
 from widgets.viewers.synthetic_input import click_pixel
@@ -32,7 +33,7 @@ def sim():
 @pytest.fixture
 def wizard(qtbot, tmp_path):
     session = Session(tmp_path / "sessions", save_images=False)
-    wf = CalibrationWorkflow(session)
+    wf = CalibrationWorkflow(session, runner=QtThreadRunner())   # long steps off the GUI thread, as in the GUI
     wiz = CalibrationWizard(wf)
     qtbot.addWidget(wiz)
     wiz.resize(1400, 900)
