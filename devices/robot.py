@@ -4,7 +4,9 @@ State (``RobotState``): ``t`` (``time.perf_counter`` s when measured), joint
 positions ``q`` and velocities ``qd`` (mm or rad, per second), ``enabled``, and
 ``fault`` (None or one line saying what to do). Commands are joint velocities;
 ``stop()`` commands zero at once. A robot that is not enabled, or in fault,
-ignores motion commands and brakes.
+ignores motion commands and brakes; so does a drive that got no fresh command for its
+``command_timeout_s`` (the drive's own watchdog, which bounds how long a late control
+cycle can keep an old command running).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.robot.kinematics.base import Kinematics
-from devices.base import DeviceError, DeviceStatus
+from devices.base import DeviceError, DeviceStatus, FaultKind, Simulator
 
 __all__ = ["RobotState", "Robot", "SimulatedRobot"]
 
@@ -28,6 +30,7 @@ class RobotState:
     qd: np.ndarray
     enabled: bool
     fault: str | None = None
+    fault_kind: FaultKind | None = None
 
 
 class Robot(abc.ABC):
@@ -66,14 +69,16 @@ class Robot(abc.ABC):
     def reset_fault(self) -> None: ...
 
 
-class SimulatedRobot(Robot):
+class SimulatedRobot(Robot, Simulator):
     """Joint velocity servos (first order, time constant ``tau_s``) behind a command
     latency, with the joints' own speed/acceleration limits, hard stops at the joint
-    limits, encoder noise, and faults and stalls on demand. ``step(now)`` advances the
-    physics to ``now`` (the control loop calls it each cycle)."""
+    limits, encoder noise, a drive watchdog (no command for ``command_timeout_s``: brake),
+    and faults and stalls on demand. ``step(now)`` advances the physics to ``now`` (the
+    control loop calls it each cycle through ``Simulator.advance``)."""
 
     def __init__(self, kinematics: Kinematics, q0, latency_s=0.001, tau_s=0.01,
-                 encoder_noise=(0.002, 2e-5), seed=0, clock=time.perf_counter, timeout_s=0.05):
+                 encoder_noise=(0.002, 2e-5), seed=0, clock=time.perf_counter, timeout_s=0.05,
+                 command_timeout_s: float | None = None):
         self.kinematics = kinematics
         self.limits = kinematics.joint_limits
         self._q = np.asarray(q0, float).copy()
@@ -81,6 +86,8 @@ class SimulatedRobot(Robot):
         self._cmd = np.zeros_like(self._q)
         self._pending = collections.deque()
         self.latency_s, self.tau_s, self.timeout_s = latency_s, tau_s, timeout_s
+        self.command_timeout_s = command_timeout_s
+        self._t_cmd = -float("inf")          # when the newest command took effect
         self._noise = np.where(kinematics.revolute, encoder_noise[1], encoder_noise[0])
         self._rng = np.random.default_rng(seed)
         self._clock = clock
@@ -88,6 +95,7 @@ class SimulatedRobot(Robot):
         self._t_state = self._t
         self.enabled = False
         self.fault: str | None = None
+        self.fault_kind: FaultKind | None = None
         self._stalled = False
 
     # -- interface ---------------------------------------------------------------
@@ -101,7 +109,8 @@ class SimulatedRobot(Robot):
 
     def enable(self) -> None:
         if self.fault:
-            raise DeviceError(f"robot in fault ({self.fault}); reset the fault before enabling")
+            raise DeviceError(f"robot in fault ({self.fault}); reset the fault before enabling",
+                              self.fault_kind or FaultKind.ROBOT_DEVICE)
         self.enabled = True
 
     def disable(self) -> None:
@@ -110,17 +119,19 @@ class SimulatedRobot(Robot):
 
     def state(self) -> RobotState:
         if self.status is DeviceStatus.DISCONNECTED:
-            raise DeviceError("robot not connected: connect it first")
+            raise DeviceError("robot not connected: connect it first", FaultKind.ROBOT_STALE)
         if self._stalled and self._clock() - self._t_state > self.timeout_s:
             raise DeviceError("robot state stream stopped: check the robot controller link, "
-                              "then reset the fault")
+                              "then reset the fault", FaultKind.ROBOT_STALE)
         q = self._q + self._noise * self._rng.standard_normal(self._q.shape)
-        return RobotState(self._t_state, q, self._qd.copy(), self.enabled, self.fault)
+        return RobotState(self._t_state, q, self._qd.copy(), self.enabled, self.fault,
+                          self.fault_kind)
 
     def command_joint_velocity(self, qd) -> None:
         qd = np.asarray(qd, float)
         if qd.shape != self._q.shape or not np.all(np.isfinite(qd)):
-            raise DeviceError("joint velocity command has the wrong size or non-finite values")
+            raise DeviceError("joint velocity command has the wrong size or non-finite values",
+                              FaultKind.INTERNAL)
         self._pending.append((self._clock() + self.latency_s, qd.copy()))
 
     def stop(self) -> None:
@@ -128,13 +139,26 @@ class SimulatedRobot(Robot):
         self._cmd[:] = 0
 
     def reset_fault(self) -> None:
-        self.fault = None
+        self.fault = self.fault_kind = None
         self._stalled = False
 
+    # -- Simulator ----------------------------------------------------------------
+    def advance(self, now: float, R_base_sensor=None) -> None:
+        self.step(now)
+
+    def inject(self, what: str, value) -> bool:
+        if what == "robot_stall":
+            self.stall(bool(value))
+        elif what == "robot_fault":
+            self.inject_fault(str(value))
+        else:
+            return False
+        return True
+
     # -- simulation -------------------------------------------------------------
-    def inject_fault(self, message: str) -> None:
+    def inject_fault(self, message: str, kind: FaultKind = FaultKind.ROBOT_DEVICE) -> None:
         """Fault on demand: servo off, brakes on (motion ends within the braking time)."""
-        self.fault = message
+        self.fault, self.fault_kind = message, kind
         self.enabled = False
 
     def stall(self, stalled: bool = True) -> None:
@@ -145,13 +169,22 @@ class SimulatedRobot(Robot):
     def true_q(self) -> np.ndarray:
         return self._q.copy()
 
-    def step(self, now: float | None = None) -> None:
+    def step(self, now: float | None = None, max_step_s: float = 0.001) -> None:
+        """Advance to ``now`` in steps of at most ``max_step_s``: the mechanism moves on
+        through a late control cycle, applying each command when its latency has passed."""
         now = self._clock() if now is None else now
+        while now - self._t > 1e-12:
+            t = min(now, self._t + max_step_s)
+            self._integrate(t)
+        if not self._stalled:
+            self._t_state = now
+
+    def _integrate(self, now: float) -> None:
         dt = now - self._t
-        if dt <= 0:
-            return
         while self._pending and self._pending[0][0] <= now:
-            self._cmd = self._pending.popleft()[1]
+            self._t_cmd, self._cmd = self._pending.popleft()
+        if self.command_timeout_s is not None and now - self._t_cmd > self.command_timeout_s:
+            self._cmd = np.zeros_like(self._cmd)     # the drive's watchdog: brake
         target = self._cmd if (self.enabled and not self.fault) else np.zeros_like(self._cmd)
         target = np.clip(target, -self.limits.velocity, self.limits.velocity)
         acc = (target - self._qd) / max(self.tau_s, dt)
@@ -164,7 +197,6 @@ class SimulatedRobot(Robot):
             self._qd[hit] = 0.0
             i = int(np.flatnonzero(hit)[0])
             self.inject_fault(f"joint {self.kinematics.joint_names[i]} hit its hard stop: "
-                              "jog it back by hand-wheel, then reset the fault")
+                              "jog it back by hand-wheel, then reset the fault",
+                              FaultKind.HARD_STOP)
         self._q, self._t = q, now
-        if not self._stalled:
-            self._t_state = now

@@ -2,9 +2,12 @@
 
 ``RobotController`` (parent side, no Qt) starts the process, sends commands through a
 queue, reads state from a state queue (about 100 Hz) and from shared memory (always
-the newest), and stops the robot through a shared-memory flag that the loop checks
-every cycle and while it waits for the next one: a stop needs no queue, no pickling
-and no GIL of the parent. The loop sleeps most of the period and busy-waits the last
+the newest), and stops the robot through a shared-memory counter (the STOP epoch) that
+the loop checks every cycle and while it waits for the next one: a stop needs no queue,
+no pickling and no GIL of the parent. Every queued command carries the epoch it was
+sent in, so that the loop discards whatever was queued before a STOP (a Reset and a
+jog sent just before it included); Reset is acknowledged in shared memory
+(``SHM.RESET_ACK``) once the loop has the devices back. The loop sleeps most of the period and busy-waits the last
 ``spin_s`` on ``time.perf_counter`` (a system-wide monotonic clock on Linux, so the
 parent and the loop share the time base). If the parent process dies, the loop stops
 the robot and exits.
@@ -22,19 +25,28 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from devices.base import DeviceError
+from devices.base import DeviceError, FaultKind
+from devices.control_loop import MODE_CODES
 
 __all__ = ["ControllerConfig", "RobotController", "SHM"]
+
+_MODES = {code: mode for mode, code in MODE_CODES.items()}
 
 
 class SHM:
     """Indices in the shared double array."""
     STOP_SEQ, STOP_T, STOP_DONE_T, HEARTBEAT, CYCLES, FAULT, QUIT = range(7)
+    RESET_ACK = 7         # the STOP epoch of the last acknowledged Reset
     Q = 8                 # 5 joint positions
     QD = 13               # 5 commanded joint velocities
     X = 18                # 5 task pose values
     HAND = 23             # 6 compensated hand wrench (base frame)
-    SIZE = 32
+    MODE = 29             # devices.control_loop.MODE_CODES
+    EPOCH = 30            # the STOP epoch the loop has applied
+    DISCARDED = 31        # commands discarded as issued before a STOP
+    LATE = 32             # cycles later than two periods
+    LONGEST = 33          # the longest cycle interval (s)
+    SIZE = 40
 
 
 @dataclass
@@ -44,6 +56,7 @@ class ControllerConfig:
     spin_s: float = 0.0002              # busy-wait this long before each period
     realtime_priority: int = 10         # SCHED_FIFO priority if the OS grants it (0: don't ask)
     watchdog_s: float = 0.02
+    late_cycle_s: float = 0.1           # a later cycle while moving is a fault (limits' horizon)
     jog_hold_s: float = 0.3
     deadman_s: float = 0.4
     state_every: int = 10               # cycles between state-queue messages
@@ -56,6 +69,7 @@ class ControllerConfig:
     netft_port: int = 49152             # simulated sensor (the robot stays simulated)
     netft_counts_per_force: float = 1e6
     netft_counts_per_torque: float = 1e6
+    netft_rated_range: tuple = (290.0, 290.0, 580.0, 10.0, 10.0, 10.0)   # N, N*m (Mini45)
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -79,8 +93,12 @@ def _build(config: ControllerConfig, clock=None):
     cart = cartesian_limits_from_doc(doc)
     home = doc["home_pose"]
     X0 = config.home_pose or [*home["xyz_mm"], *np.radians(home["theta_xy_deg"])]
+    # the drive's watchdog brakes before the loop's horizon ends: the limits may assume
+    # that no command stays in force longer than late_cycle_s
     robot = SimulatedRobot(kin, kin.joints_for_pose(X0), latency_s=config.sim_latency_s,
-                           seed=config.seed, clock=clock)
+                           seed=config.seed, clock=clock,
+                           command_timeout_s=config.late_cycle_s - config.sim_latency_s
+                           - config.period_s)
     T_fs = np.array(doc["T_flange_sensor"], float)
     tool = doc["simulated_tool"]
     com_s = T_fs[:3, :3].T @ (np.array(tool["com_flange_mm"]) - T_fs[:3, 3])
@@ -89,16 +107,18 @@ def _build(config: ControllerConfig, clock=None):
     if config.netft_host:
         from devices.ati_netft import AtiNetFt
         sensor = AtiNetFt(config.netft_host, config.netft_port, config.netft_counts_per_force,
-                          config.netft_counts_per_torque, timeout_s=config.watchdog_s, clock=clock)
+                          config.netft_counts_per_torque, timeout_s=config.watchdog_s, clock=clock,
+                          rated_range=config.netft_rated_range)
     else:
         sensor = SimulatedForceSensor(tool["weight_N"] / 9.80665, com_s, tool["force_offset_N"],
                                       tool["torque_offset_Nm"], seed=config.seed + 1, clock=clock,
                                       **noise)
     load = (ToolLoad(tool["weight_N"] / 9.80665, com_s, np.array(tool["force_offset_N"]),
                      np.array(tool["torque_offset_Nm"])) if config.assume_identified_tool else None)
-    timing = LoopTiming(config.period_s, config.watchdog_s, config.jog_hold_s, config.deadman_s)
-    loop = ControlLoop(robot, sensor, kin, MotionLimiter(kin, cart, config.period_s), T_fs,
-                       load, timing)
+    timing = LoopTiming(config.period_s, config.watchdog_s, config.jog_hold_s, config.deadman_s,
+                        late_cycle_s=config.late_cycle_s)
+    limiter = MotionLimiter(kin, cart, config.period_s, horizon_s=config.late_cycle_s)
+    loop = ControlLoop(robot, sensor, kin, limiter, T_fs, load, timing)
     robot.connect()
     sensor.connect()
     robot.enable()
@@ -107,6 +127,9 @@ def _build(config: ControllerConfig, clock=None):
 
 def _state_message(loop, now, cycles, last_period):
     return {"t": now, "cycle": cycles, "mode": loop.mode, "fault": loop.fault,
+            "fault_kind": None if loop.fault_kind is None else loop.fault_kind.value,
+            "epoch": loop.epoch, "reset_epoch": loop.reset_epoch, "discarded": loop.discarded,
+            "late_cycles": loop.late_cycles, "longest_cycle_ms": 1000 * loop.longest_cycle_s,
             "q": loop.q.copy(), "qd_cmd": loop.qd_cmd.copy(), "pose": loop.X.copy(),
             "wrench": np.asarray(loop.wrench).copy(), "hand": np.asarray(loop.hand).copy(),
             "limits": list(loop.reasons), "speed": loop.speed, "drag_mode": loop.admittance.mode,
@@ -129,6 +152,12 @@ def _publish(shm, loop, cycles, now):
         shm[SHM.X:SHM.X + 5] = loop.X
     shm[SHM.QD:SHM.QD + 5] = loop.qd_cmd
     shm[SHM.HAND:SHM.HAND + 6] = loop.hand
+    shm[SHM.MODE] = MODE_CODES[loop.mode]
+    shm[SHM.EPOCH] = loop.epoch
+    shm[SHM.RESET_ACK] = loop.reset_epoch
+    shm[SHM.DISCARDED] = loop.discarded
+    shm[SHM.LATE] = loop.late_cycles
+    shm[SHM.LONGEST] = loop.longest_cycle_s
 
 
 def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int | None = None) -> None:
@@ -140,6 +169,7 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
     from core.robot.weight_compensation import ToolLoad  # noqa: F401 (unpickling tool loads)
     parent = os.getppid() if parent_pid is None else parent_pid
     loop = _build(config)
+    loop.epoch = loop.reset_epoch = int(shm[SHM.STOP_SEQ])
     realtime = _ask_realtime(config.realtime_priority)
     periods = np.zeros(config.record_periods) if config.record_periods else None
     works = np.zeros(config.record_periods) if config.record_periods else None
@@ -162,26 +192,36 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
             n_rec += 1
         if shm[SHM.STOP_SEQ] != stop_seen:
             stop_seen = shm[SHM.STOP_SEQ]
-            loop.stop(start)
+            loop.stop(start, int(stop_seen))
             shm[SHM.STOP_DONE_T] = time.perf_counter()
+            shm[SHM.MODE] = MODE_CODES[loop.mode]
+            shm[SHM.QD:SHM.QD + 5] = loop.qd_cmd
         else:
+            late = 0.0
             while True:
                 try:
-                    cmd = cmd_q.get_nowait()
+                    epoch, cmd = cmd_q.get_nowait()
                 except queue.Empty:
                     break
+                except (TypeError, ValueError):
+                    loop.events.append(("refused", "a command without its epoch was ignored"))
+                    continue
                 try:
-                    if cmd[0] == "sim":
-                        _simulate(loop, cmd[1:], start)
+                    if cmd[0] == "sim" and cmd[1] == "late":
+                        late = float(cmd[2])
+                    elif cmd[0] == "sim":
+                        loop.simulate(cmd[1], cmd[2] if len(cmd) > 2 else None)
                     else:
-                        loop.handle(cmd, start)
+                        loop.submit(epoch, cmd, start)
                 except Exception as e:         # a bad command must not end the loop
                     loop.events.append(("refused", f"command {cmd[0]!r} failed: {e}"))
             try:
                 loop.cycle(start)
             except Exception as e:             # never leave the robot moving on a bug
                 loop._fault(f"internal error in the control loop ({type(e).__name__}: {e}): "
-                            "the robot is stopped; report it, then reset")
+                            "the robot is stopped; report it, then reset", FaultKind.INTERNAL)
+            if late > 0:                       # simulation: this process was not scheduled
+                _stall(late)
         cycles += 1
         _publish(shm, loop, cycles, start)
         if cycles % config.state_every == 0 or loop.events:
@@ -235,20 +275,10 @@ def _wait_until(deadline, spin, shm, stop_seen, loop):
             return                              # the next cycle begins now and stops
 
 
-def _simulate(loop, args, now):
-    """Simulation-only commands: a hand on the tool, faults and stalls."""
-    what, *rest = args
-    if what.startswith("sensor") or what == "hand":
-        if not hasattr(loop.sensor, "stall"):
-            return                              # a real sensor: nothing to simulate
-    if what == "hand":
-        loop.sensor.hand_wrench_base = np.asarray(rest[0], float)
-    elif what == "sensor_stall":
-        loop.sensor.stall(bool(rest[0]))
-    elif what == "robot_stall":
-        loop.robot.stall(bool(rest[0]))
-    elif what == "robot_fault":
-        loop.robot.inject_fault(rest[0])
+def _stall(seconds):
+    """Simulation of a late cycle: this process gets no CPU for ``seconds`` (a STOP waits,
+    as it would behind a real scheduler stall; the drive's watchdog bounds the motion)."""
+    time.sleep(seconds)
 
 
 class RobotController:
@@ -289,11 +319,22 @@ class RobotController:
         done, req = self.shm[SHM.STOP_DONE_T], self.shm[SHM.STOP_T]
         return done - req if done >= req > 0 else None
 
+    @property
+    def epoch(self) -> int:
+        """STOPs requested so far: the epoch every command is sent in."""
+        return int(self.shm[SHM.STOP_SEQ])
+
     def send(self, *cmd) -> None:
-        self.cmd_q.put(tuple(cmd))
+        """Queue ``cmd`` in the current epoch (a later STOP discards it)."""
+        self.cmd_q.put((self.epoch, tuple(cmd)))
 
     def reset(self):
+        """Ask for Reset; ``stopped()`` stays true until the loop acknowledges it."""
         self.send("reset")
+
+    def stopped(self) -> bool:
+        """A STOP was requested and no Reset after it has been acknowledged yet."""
+        return self.shm[SHM.STOP_SEQ] > self.shm[SHM.RESET_ACK]
 
     def jog_joint(self, fractions):
         self.send("jog_joint", np.asarray(fractions, float))
@@ -317,7 +358,10 @@ class RobotController:
     def latest(self) -> dict:
         s = np.frombuffer(self.shm, dtype=float)
         return {"heartbeat": s[SHM.HEARTBEAT], "cycles": int(s[SHM.CYCLES]),
-                "fault": bool(s[SHM.FAULT]), "q": s[SHM.Q:SHM.Q + 5].copy(),
+                "fault": bool(s[SHM.FAULT]), "mode": _MODES[int(s[SHM.MODE])],
+                "epoch": int(s[SHM.EPOCH]), "reset_ack": int(s[SHM.RESET_ACK]),
+                "discarded": int(s[SHM.DISCARDED]), "late_cycles": int(s[SHM.LATE]),
+                "longest_cycle_ms": 1000 * float(s[SHM.LONGEST]), "q": s[SHM.Q:SHM.Q + 5].copy(),
                 "qd_cmd": s[SHM.QD:SHM.QD + 5].copy(), "pose": s[SHM.X:SHM.X + 5].copy(),
                 "hand": s[SHM.HAND:SHM.HAND + 6].copy()}
 

@@ -148,7 +148,7 @@ def _in_thread(config, seconds, load) -> dict:
             shm[SHM.QUIT] = 1.0
             raise RuntimeError("the baseline control loop did not start within 30 s")
         time.sleep(0.01)
-    load.run(seconds, _jogger(cmd_q.put))
+    load.run(seconds, _jogger(lambda cmd: cmd_q.put((int(shm[SHM.STOP_SEQ]), cmd))))
     shm[SHM.QUIT] = 1.0
     th.join(5.0)
     gc.enable()

@@ -4,13 +4,23 @@ Order per cycle (hybrid robot, task pose X = [x, y, z, theta_x, theta_y]):
 1. joint speed, 2. Cartesian tool speed (linear and angular), both by uniform scaling
 (the direction is kept); 3. the workspace box and orientation range, per task axis,
 with a braking-distance bound; 4. joint position range with the same bound;
-5. joint acceleration, along the line from the previous command (convex, so speed limits
-stay met); then the joint range bound, which needs at most one step of braking;
-6. a final guard: the next pose must close the chain, stay away from singularities
-and inside the box, else the command is scaled down (to zero if need be).
+5. joint acceleration over the time since the previous command, along the line from
+that command (convex, so speed limits stay met); then the box and joint range bounds
+again, which need at most one step of braking; 6. a final guard: held for the whole
+horizon and then braked, the command must keep the chain closed, away from
+singularities and inside the box and the joint ranges, else it is scaled down (to zero
+if need be).
 
-The braking bound ``v <= a (-dt + sqrt(dt^2 + 2 d / a))`` keeps ``v dt + v^2/(2a) <= d``,
-an invariant that braking at ``a`` preserves, so a limit is never crossed.
+Where the robot is: ``limit`` takes the commanded reference (the integral of the
+commands over the true elapsed time) and, optionally, the measured joints; every bound
+is taken from whichever of the two is nearer that limit, so a servo that lags stays
+behind a bounded reference and a robot pushed ahead of it is bounded where it is.
+
+Late cycles: a command is held until the next one, at most ``horizon_s`` later (a later
+cycle is a fault, and the drive's own watchdog brakes by then). The braking bound
+``v <= a (-H + sqrt(H^2 + 2 d / a))`` keeps ``v H + v^2/(2a) <= d`` with ``H`` the horizon;
+braking by ``a * dt`` after an interval ``dt <= H`` keeps it (``a dt (dt/2 - H) <= 0``),
+so whatever the timing up to the horizon, the reference never crosses a limit.
 """
 from __future__ import annotations
 
@@ -53,67 +63,101 @@ def cartesian_limits_from_doc(doc) -> CartesianLimits:
 
 
 class MotionLimiter:
-    """``limit(q, qd_prev, qd_wanted) -> (qd_command, reasons)``, all in joint space."""
+    """``limit(q, qd_prev, qd_wanted, dt, q_meas) -> (qd_command, reasons)``, in joint space.
 
-    def __init__(self, robot: Hybrid5, cart: CartesianLimits, dt: float):
-        if dt <= 0:
-            raise ValueError("control period must be positive")
+    ``dt`` is the period (and the default time since the previous command); ``horizon_s``
+    the longest a command may stay in force (the late-cycle bound, ``dt`` by default)."""
+
+    def __init__(self, robot: Hybrid5, cart: CartesianLimits, dt: float,
+                 horizon_s: float | None = None):
+        if dt <= 0 or (horizon_s is not None and horizon_s < dt):
+            raise ValueError("control period must be positive and the horizon at least one period")
         self.robot, self.cart, self.dt = robot, cart, float(dt)
+        self.horizon = float(horizon_s if horizon_s is not None else dt)
         self.jl = robot.joint_limits
         self._task_acc = np.array([cart.linear_accel] * 3 + [cart.angular_accel] * 2)
 
-    def _safe(self, q_next, X_now) -> bool:
-        r, c = self.robot, self.cart
-        try:
-            X = r.pose(q_next)
-            if r.singularity_margin(q_next) < c.min_singularity_margin:
-                return False
-        except KinematicsError:
-            return False
-        out_now = np.maximum(c.box_lower - X_now, 0) + np.maximum(X_now - c.box_upper, 0)
-        out_next = np.maximum(c.box_lower - X, 0) + np.maximum(X - c.box_upper, 0)
-        inside_joints = np.all(q_next >= self.jl.lower - 1e-9) and np.all(q_next <= self.jl.upper + 1e-9)
-        return bool(np.all(out_next <= out_now + 1e-9) and inside_joints)
+    @staticmethod
+    def _outside(X, lower, upper):
+        return np.maximum(lower - X, 0) + np.maximum(X - upper, 0)
 
-    def limit(self, q, qd_prev, qd_wanted):
+    def _safe(self, qd, starts, X_starts, J, H) -> bool:
+        """Held for ``H`` and then braked, ``qd`` keeps every start inside (or no further out).
+        The task velocity over the horizon is ``J qd`` with ``J`` at the reference: over the
+        few mm of a horizon the Jacobian changes by a second-order amount."""
+        r, c, jl = self.robot, self.cart, self.jl
+        Xd = J @ qd
+        brake_X = Xd * np.abs(Xd) / (2 * self._task_acc)
+        brake_q = qd * np.abs(qd) / (2 * jl.acceleration)
+        for k, (q0, X0) in enumerate(zip(starts, X_starts)):
+            q_next = q0 + qd * H
+            try:
+                if k == 0 and r.singularity_margin(q_next) < c.min_singularity_margin:
+                    return False
+                X = r.pose(q_next)
+            except KinematicsError:
+                return False
+            if np.any(self._outside(X + brake_X, c.box_lower, c.box_upper)
+                      > self._outside(X0, c.box_lower, c.box_upper) + 1e-9):
+                return False
+            if np.any(self._outside(q_next + brake_q, jl.lower, jl.upper)
+                      > self._outside(q0, jl.lower, jl.upper) + 1e-9):
+                return False
+        return True
+
+    def _box_clip(self, qd, J, Ji, X_hi, X_lo, H, reasons):
+        c = self.cart
+        up = braking_speed(c.box_upper - X_hi, self._task_acc, H)
+        dn = braking_speed(X_lo - c.box_lower, self._task_acc, H)
+        Xd = J @ qd
+        Xc = np.minimum(np.maximum(Xd, -dn), up)
+        if np.any(np.abs(Xc - Xd) > 1e-12):
+            qd = Ji @ Xc
+            reasons.append("workspace")
+        return qd
+
+    def limit(self, q, qd_prev, qd_wanted, dt: float | None = None, q_meas=None):
         q, qd_prev = np.asarray(q, float), np.asarray(qd_prev, float)
         qd = np.asarray(qd_wanted, float).copy()
         if not np.all(np.isfinite(qd)):
             return np.zeros_like(qd), ["non-finite command"]
-        reasons, dt, jl, c, r = [], self.dt, self.jl, self.cart, self.robot
+        dt = self.dt if dt is None else float(dt)
+        H = max(self.horizon, dt)
+        reasons, jl, c, r = [], self.jl, self.cart, self.robot
+        starts = [q] if q_meas is None else [q, np.asarray(q_meas, float)]
+        try:
+            X_starts = [r.pose(p) for p in starts]
+            J, Ji = r.pose_jacobian(q), r.inverse_pose_jacobian(q)
+        except KinematicsError:
+            return np.zeros_like(qd), ["stopped: no kinematics here"]
+        q_hi, q_lo = np.maximum.reduce(starts), np.minimum.reduce(starts)
+        X_hi, X_lo = np.maximum.reduce(X_starts), np.minimum.reduce(X_starts)
         s = np.max(np.abs(qd) / jl.velocity)
         if s > 1:
             qd /= s
             reasons.append("joint speed")
-        J = r.pose_jacobian(q)
         Xd = J @ qd
         lin, ang = np.linalg.norm(Xd[:3]), np.linalg.norm(Xd[3:])
         s = max(lin / c.linear_speed, ang / c.angular_speed)
         if s > 1:
             qd /= s
-            Xd /= s
             reasons.append("tool speed")
-        X = r.pose(q)
-        up = braking_speed(c.box_upper - X, self._task_acc, dt)
-        dn = braking_speed(X - c.box_lower, self._task_acc, dt)
-        Xc = np.clip(Xd, -dn, up)
-        if np.any(np.abs(Xc - Xd) > 1e-12):
-            qd = r.inverse_pose_jacobian(q) @ Xc
-            reasons.append("workspace")
-        hi = braking_speed(jl.upper - q, jl.acceleration, dt)
-        lo = -braking_speed(q - jl.lower, jl.acceleration, dt)
+        qd = self._box_clip(qd, J, Ji, X_hi, X_lo, H, reasons)
+        hi = braking_speed(jl.upper - q_hi, jl.acceleration, H)
+        lo = -braking_speed(q_lo - jl.lower, jl.acceleration, H)
         if np.any(qd > hi) or np.any(qd < lo):
             reasons.append("joint range")
-        # acceleration: move towards the wanted velocity along the straight line (keeps the
-        # speed limits, which are convex); then the range bound, which never needs more
-        # than one step of braking (see the module docstring)
+        # acceleration over the time since the previous command: towards the wanted velocity
+        # along the straight line (keeps the speed limits, which are convex); then the range
+        # bounds again, which never need more than one step of braking (module docstring)
         step = np.abs(qd - qd_prev) / (jl.acceleration * dt)
         if np.max(step) > 1:
             qd = qd_prev + (qd - qd_prev) / np.max(step)
             reasons.append("acceleration")
-        qd = np.clip(qd, lo, hi)
+        qd = self._box_clip(qd, J, Ji, X_hi, X_lo, H, reasons)
+        qd = np.minimum(np.maximum(qd, lo), hi)
         for _ in range(12):                       # final guard, by halving
-            if self._safe(q + qd * dt, X):
+            if self._safe(qd, starts, X_starts, J, H):
                 return qd, reasons
             qd = qd * 0.5
             reasons.append("guard")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from core.robot.admittance import FuzzyAdmittance
-from devices.control_loop import ADMITTANCE, FAULT, IDLE, STOPPED
+from devices.base import FaultKind
+from devices.control_loop import ADMITTANCE, FAULT, IDLE, MOVE, RESETTING, STOPPED
 from devices.robot_controller import ControllerConfig, RobotController, _build
 
 DT = 0.001
@@ -19,23 +20,41 @@ class Clock:
         return self.t
 
 
-@pytest.fixture
-def loop():
-    """A control loop on the simulated robot and noise-free sensor, driven by a fake clock."""
+def make_loop(period=DT, **kw):
+    """A control loop on the simulated robot and noise-free sensor, driven by a fake clock;
+    logic tests that need seconds of motion run it at a longer ``period`` (5 ms: 5x fewer
+    cycles; the robot's physics still steps at 1 ms)."""
     clock = Clock()
-    lp = _build(ControllerConfig(sensor_noise=False, assume_identified_tool=True,
-                                 sim_latency_s=0.0), clock)
+    cfg = dict(sensor_noise=False, assume_identified_tool=True, sim_latency_s=0.0, period_s=period)
+    cfg.update(kw)
+    lp = _build(ControllerConfig(**cfg), clock)
     lp.clock = clock
     lp.cycle(clock.t)
     return lp
 
 
-def run(lp, seconds, each=None):
-    for _ in range(int(round(seconds / DT))):
-        lp.clock.t += DT
+@pytest.fixture
+def loop():
+    return make_loop()
+
+
+def run(lp, seconds, each=None, late=None):
+    """Cycle for ``seconds`` of simulated time; ``late(k)`` may return a longer interval for
+    cycle ``k`` (a late cycle)."""
+    dt, t_end, k = lp.timing.period_s, lp.clock.t + seconds, 0
+    while lp.clock.t < t_end - 1e-9:
+        lp.clock.t += (late(k) if late else None) or dt
+        k += 1
         if each:
             each(lp)
         lp.cycle(lp.clock.t)
+
+
+def box_excursion_mm(lp):
+    """How far the true tool tip (no encoder noise) is outside the box, in mm (0 inside)."""
+    c = lp.limiter.cart
+    X = lp.kin.pose(lp.robot.true_q)
+    return float(np.max(np.maximum(c.box_lower - X, 0)[:3] + np.maximum(X - c.box_upper, 0)[:3]))
 
 
 def test_hand_force_profile_moves_tool_as_admittance_predicts(loop):
@@ -93,7 +112,7 @@ def test_watchdog_trips_on_stale_sensor(loop):
         lp.handle(("jog_task", np.array([1.0, 0, 0, 0, 0]), "base"), lp.clock.t)
 
     run(loop, 0.03, each)
-    assert loop.mode == FAULT
+    assert loop.mode == FAULT and loop.fault_kind is FaultKind.SENSOR_STALE
     assert "force sensor" in loop.fault and "reset" in loop.fault
     assert np.all(loop.qd_cmd == 0)
 
@@ -101,7 +120,7 @@ def test_watchdog_trips_on_stale_sensor(loop):
 def test_watchdog_trips_on_stale_robot_state(loop):
     loop.robot.stall()
     run(loop, 0.03)
-    assert loop.mode == FAULT and "robot" in loop.fault
+    assert loop.mode == FAULT and loop.fault_kind is FaultKind.ROBOT_STALE and "robot" in loop.fault
 
 
 def test_jog_is_hold_to_run(loop):
@@ -125,10 +144,128 @@ def test_stop_zeroes_command_and_latches(loop):
     run(loop, 0.1)
     loop.stop(loop.clock.t)
     assert np.all(loop.qd_cmd == 0) and loop.mode == STOPPED
-    loop.handle(("jog_joint", np.array([0, 0, 1.0, 0, 0])), loop.clock.t)
+    loop.events.clear()
+    for _ in range(3):                      # a held jog repeats: refused with one line
+        loop.handle(("jog_joint", np.array([0, 0, 1.0, 0, 0])), loop.clock.t)
     run(loop, 0.05)
     assert loop.mode == STOPPED and np.all(loop.qd_cmd == 0)
+    refused = [m for k, m in loop.events if k == "refused"]
+    assert len(refused) == 1 and refused[0].startswith("STOPPED") and "Reset" in refused[0]
     loop.handle(("reset",), loop.clock.t)
+    assert loop.mode == RESETTING and loop.reset_epoch < loop.epoch   # not acknowledged yet
+    run(loop, 0.002)
+    assert loop.mode == IDLE and loop.reset_epoch == loop.epoch
+    assert ("reset_done", loop.epoch) in loop.events
+
+
+def test_stop_discards_what_was_queued_before_it(loop):
+    """The issue's race: reset(); jog_joint(...); stop() back to back. STOP travels through
+    shared memory and arrives first; the Reset and jog queued before it must not undo it."""
+    e = loop.epoch
+    loop.handle(("jog_task", np.array([0, 1.0, 0, 0, 0]), "base"), loop.clock.t)
+    run(loop, 0.1)
+    loop.stop(loop.clock.t, e + 1)                         # seen first
+    loop.submit(e, ("reset",), loop.clock.t)               # then what was queued before it
+    loop.submit(e, ("jog_joint", np.array([0.5, 0, 0, 0, 0])), loop.clock.t)
+    q0 = loop.robot.true_q
+    run(loop, 0.3)
+    assert loop.mode == STOPPED and loop.discarded == 2 and np.all(loop.qd_cmd == 0)
+    # braking from 25 mm/s at 2 x 300 mm/s^2: 0.52 mm; the jog at 15 mm/s would add 4.5 mm
+    assert np.max(np.abs(loop.robot.true_q - q0)[:3]) < 0.6
+    loop.submit(e + 1, ("speed", 0.8), loop.clock.t)       # settings still apply
+    assert loop.speed == 0.8
+    loop.submit(e + 1, ("reset",), loop.clock.t)           # a Reset sent after the STOP
+    run(loop, 0.002)
+    assert loop.mode == IDLE
+
+
+def test_command_from_a_newer_epoch_applies_the_stop_it_implies(loop):
+    """A command sent after a STOP that the loop has not read yet: the STOP comes first."""
+    loop.handle(("jog_task", np.array([0, 1.0, 0, 0, 0]), "base"), loop.clock.t)
+    run(loop, 0.05)
+    loop.submit(loop.epoch + 1, ("jog_task", np.array([0, 1.0, 0, 0, 0]), "base"), loop.clock.t)
+    assert loop.mode == STOPPED and np.all(loop.qd_cmd == 0)
+
+
+FACE_Y = 610.0            # the box's +y face (resources/robots/hybrid5.json)
+
+
+def near_face():
+    """A loop whose tool starts 12 mm from the +y face of the box."""
+    return make_loop(home_pose=[625.0, FACE_Y - 12.0, -135.0, 0.0, 0.0])
+
+
+def drive_to_face(lp, late=None, seconds=1.5):
+    """Jog +y at full speed into the box's +y face, renewing like the GUI."""
+    assert lp.limiter.cart.box_upper[1] == FACE_Y
+    lp.handle(("speed", 1.0), lp.clock.t)
+
+    def each(lp):
+        if int(lp.clock.t * 1000) % 50 == 0:
+            lp.handle(("jog_task", np.array([0, 1.0, 0, 0, 0]), "base"), lp.clock.t)
+
+    lp.handle(("jog_task", np.array([0, 1.0, 0, 0, 0]), "base"), lp.clock.t)
+    worst = 0.0
+    end = lp.clock.t + seconds
+    k = 0
+    while lp.clock.t < end:
+        lp.clock.t += (late(k) if late else None) or lp.timing.period_s
+        k += 1
+        each(lp)
+        lp.cycle(lp.clock.t)
+        worst = max(worst, box_excursion_mm(lp))
+    return worst
+
+
+def test_late_cycle_while_braking_stays_in_the_box():
+    """One 27.7 ms cycle while braking at the face used to leave the box by 0.92 mm."""
+    lp = near_face()
+    braking = {"seen": False}
+
+    def late(k):
+        v = lp.kin.pose_jacobian(lp.q) @ lp.qd_cmd
+        if not braking["seen"] and k > 50 and 0 < v[1] < 40:   # slowing down for the face
+            braking["seen"] = True
+            return 0.0277
+        return None
+
+    worst = drive_to_face(lp, late)
+    assert braking["seen"] and lp.mode != FAULT
+    assert worst <= 0.01                             # within 5 sigma of the encoder noise
+    assert lp.X[1] > lp.limiter.cart.box_upper[1] - 1.5   # it did drive up to the face
+
+
+@pytest.mark.parametrize("late_s", [0.010, 0.020, 0.030])
+def test_late_cycles_every_100ms_keep_the_drive_in_the_box(late_s):
+    """A late cycle every 100 ms used to take 20 of 20 drives out of the box (up to 3.9 mm)
+    and 20-30 ms ones ended drives in a false 'blocked' fault."""
+    lp = near_face()
+    worst = drive_to_face(lp, lambda k: late_s if k % 100 == 99 else None)
+    assert lp.mode != FAULT, lp.fault
+    assert worst <= 0.01
+
+
+def test_a_cycle_beyond_the_bound_is_a_fault_with_its_figure(loop):
+    loop.handle(("jog_task", np.array([1.0, 0, 0, 0, 0]), "base"), loop.clock.t)
+    run(loop, 0.1)
+    run(loop, 0.15, late=lambda k: 0.15 if k == 0 else None)
+    assert loop.mode == FAULT and loop.fault_kind is FaultKind.LATE_CYCLE
+    assert "150 ms" in loop.fault and "bound 100 ms" in loop.fault
+    assert np.all(loop.qd_cmd == 0)
+
+
+def test_late_cycle_at_rest_is_no_fault(loop):
+    run(loop, 0.5, late=lambda k: 0.5 if k == 0 else None)
+    assert loop.mode == IDLE
+
+
+def test_implausible_sensor_reading_is_a_fault(loop):
+    loop.simulate("sensor_spike", [2147.48, 0, 0, 0, 0, 0])
+    run(loop, 0.002)
+    assert loop.mode == FAULT and loop.fault_kind is FaultKind.SENSOR_IMPLAUSIBLE
+    assert "2147.5 N" in loop.fault and "290 N" in loop.fault
+    loop.handle(("reset",), loop.clock.t)
+    run(loop, 0.01)
     assert loop.mode == IDLE
 
 
@@ -145,18 +282,54 @@ def test_step_out_of_workspace_refused(loop):
     assert loop.mode == IDLE and loop.events and loop.events[-1][0] == "refused"
 
 
-def test_identification_routine_recovers_tool():
-    clock = Clock()
-    lp = _build(ControllerConfig(sensor_noise=False, sim_latency_s=0.0), clock)
-    lp.clock = clock
-    lp.timing.settle_s, lp.timing.average_s = 0.05, 0.02
-    lp.cycle(clock.t)
-    lp.handle(("speed", 1.0), clock.t)
-    lp.handle(("identify_tool", [(-20, -15), (0, 15), (20, -15), (20, 15), (-20, 15)]), clock.t)
-    run(lp, 12.0)
+def test_identification_routine_recovers_tool_despite_late_cycles():
+    """5 ms cycles (logic, not timing) with a 10-30 ms late one every 40 cycles: the load is
+    found, and the tool goes back to the pose it started from."""
+    lp = make_loop(period=0.005, assume_identified_tool=False)
+    lp.timing.settle_s, lp.timing.average_s, lp.timing.average_min_samples = 0.05, 0.05, 8
+    lp.handle(("speed", 1.0), lp.clock.t)
+    X0 = lp.X.copy()
+    lp.handle(("identify_tool", [(-20, -15), (0, 15), (20, -15), (20, 15), (-20, 15)]),
+              lp.clock.t)
+    rng = np.random.default_rng(1)
+    run(lp, 12.0, late=lambda k: float(rng.uniform(0.01, 0.03)) if k % 40 == 39 else None)
     loads = [e[1] for e in lp.events if e[0] == "tool_load"]
     assert loads, [e for e in lp.events if e[0] != "identify_progress"]
     assert loads[-1].weight_N == pytest.approx(30.0, abs=0.05)
+    assert lp.mode == IDLE and lp.fault is None
+    assert np.allclose(lp.X[:3], X0[:3], atol=0.06)
+    assert np.allclose(lp.X[3:], X0[3:], atol=6e-4)
+
+
+def test_failed_identification_returns_to_its_start_pose():
+    """Poses that barely tilt cannot identify the load: refused, and back to the start."""
+    lp = make_loop(period=0.005, assume_identified_tool=False)
+    lp.timing.settle_s, lp.timing.average_s, lp.timing.average_min_samples = 0.02, 0.02, 4
+    X0 = lp.X.copy()
+    lp.handle(("speed", 1.0), lp.clock.t)
+    lp.handle(("identify_tool", [(0, 0), (3, 0), (0, 3), (3, 3)]), lp.clock.t)
+    run(lp, 4.0)
+    refused = [m for k, m in lp.events if k == "refused"]
+    assert refused and "identification failed" in refused[-1] and "tilt" in refused[-1]
+    assert lp.tool_load is None and lp.mode == IDLE
+    assert np.allclose(lp.X[3:], X0[3:], atol=6e-4)
+
+
+def test_stop_during_identification_keeps_the_robot_still_and_says_how_to_return():
+    lp = make_loop(period=0.005, assume_identified_tool=False)
+    X0 = lp.X.copy()
+    lp.handle(("speed", 1.0), lp.clock.t)
+    lp.handle(("identify_tool", [(-20, -15), (0, 15), (20, -15), (20, 15)]), lp.clock.t)
+    run(lp, 0.5)
+    lp.stop(lp.clock.t)
+    refused = [m for k, m in lp.events if k == "refused"]
+    assert refused and "interrupted by STOP" in refused[-1] and "Return to start" in refused[-1]
+    lp.handle(("reset",), lp.clock.t)
+    run(lp, 0.01)
+    lp.handle(("return_to_identify_start",), lp.clock.t)
+    assert lp.mode == MOVE
+    run(lp, 3.0)
+    assert np.allclose(lp.X[3:], X0[3:], atol=6e-4) and lp.mode == IDLE
 
 
 # -- the real process ------------------------------------------------------------------
@@ -169,24 +342,49 @@ def controller():
     c.close()
 
 
-def test_process_stop_latency_within_one_period(controller):
-    lat = []
-    for _ in range(20):
+def wait_reset(controller, timeout=5.0):
+    end = time.monotonic() + timeout
+    while controller.stopped() and time.monotonic() < end:
+        time.sleep(0.005)
+    return not controller.stopped()
+
+
+def test_process_stop_zeroes_the_command_and_latches(controller):
+    """Latency figures are ``fluoronav bench control`` / ``bench safety``; here only that the
+    STOP took effect (bound generous: a 2-core machine shared by test runs stalls the loop
+    for tens of ms now and then; the median measured idle is 0.25 ms)."""
+    for _ in range(5):
         controller.jog_task([1.0, 0, 0, 0, 0])
         time.sleep(0.02)
         controller.stop()
-        time.sleep(0.01)
-        lat.append(controller.stop_latency_s())
-        assert np.all(controller.latest()["qd_cmd"] == 0)
+        time.sleep(0.05)
+        assert controller.stop_latency_s() is not None and controller.stop_latency_s() < 0.05
+        assert np.all(controller.latest()["qd_cmd"] == 0) and controller.stopped()
         controller.reset()
-        time.sleep(0.01)
-    lat = np.array(lat)
-    realtime = any(m.get("realtime") for m in controller.drain())
-    if realtime:                            # SCHED_FIFO granted: the design's figures
-        assert np.median(lat) <= 0.001      # one period
-        assert lat.max() < 0.02             # (a loaded 2-core VM steals time now and then)
-    else:                                   # an ordinary process on a busy machine
-        assert np.median(lat) <= 0.005
+        assert wait_reset(controller)
+
+
+def test_process_reset_jog_stop_race_stays_stopped(controller):
+    """The issue's race through the real process: reset(); jog_joint(...); stop() back to
+    back left the robot jogging after the STOP in 30 of 30 trials."""
+    for _ in range(5):
+        for _ in range(3):
+            controller.jog_task([0, 0.6, 0, 0, 0])
+            time.sleep(0.03)
+        controller.reset()
+        controller.jog_joint([0.5, 0, 0, 0, 0])
+        controller.stop()
+        time.sleep(0.25)
+        s = controller.latest()
+        assert s["mode"] == STOPPED and np.all(s["qd_cmd"] == 0)
+        controller.jog_joint([0.5, 0, 0, 0, 0])            # after the STOP, no Reset: refused
+        time.sleep(0.05)
+        assert controller.latest()["mode"] == STOPPED and np.all(controller.latest()["qd_cmd"] == 0)
+        controller.reset()
+        assert wait_reset(controller)
+    assert controller.latest()["discarded"] >= 10
+    refused = [e[1] for m in controller.drain() for e in m.get("events", []) if e[0] == "refused"]
+    assert any(r.startswith("STOPPED") for r in refused)
 
 
 def test_process_jogs_and_reports_state(controller):
@@ -209,8 +407,10 @@ def test_process_watchdog_fault_event(controller):
     assert controller.latest()["fault"]
     controller.send("sim", "sensor_stall", False)
     controller.reset()
-    time.sleep(0.1)
-    assert not controller.latest()["fault"]
+    end = time.monotonic() + 3.0
+    while controller.latest()["mode"] != IDLE and time.monotonic() < end:
+        time.sleep(0.01)
+    assert not controller.latest()["fault"] and controller.latest()["mode"] == IDLE
 
 
 def test_tool_frame_jog_moves_along_tool_axis(loop):
@@ -247,7 +447,8 @@ def test_identification_refused_beyond_workspace(loop):
     assert loop.events[-1][0] == "refused" and "identification" in loop.events[-1][1]
 
 
-def test_blocked_move_gives_up_with_message(loop):
+def test_blocked_move_gives_up_with_message():
+    loop = make_loop(period=0.005)
     loop.handle(("step_task", np.array([20.0, 0, 0, 0, 0]), "base"), loop.clock.t)
     loop.limiter.cart = type(loop.limiter.cart)(**{**loop.limiter.cart.__dict__,
                                                     "box_upper": loop.X + np.array([5, 50, 50, 1, 1])})
@@ -268,15 +469,15 @@ def test_blocked_robot_is_a_following_error_fault(loop):
         lp.handle(("jog_joint", np.array([0, 0, 1.0, 0, 0])), lp.clock.t)
 
     run(loop, 0.5, each)
-    assert loop.mode == FAULT and "behind its command" in loop.fault
+    assert loop.mode == FAULT and loop.fault_kind is FaultKind.FOLLOWING
+    assert "mm behind its command (limit 3.00 mm)" in loop.fault
     assert np.all(loop.qd_cmd == 0)
 
 
 def test_loop_reads_a_real_netft_stream_and_trips_when_it_stops():
     """The control loop with the ATI driver against the fake Net F/T on loopback."""
-    from test_ati_netft import FakeNetFt
-    server = FakeNetFt(n=300, rate_hz=1000.0, wrench=(0, 0, -30.0, 0, 0, 0))
-    server.start()
+    from devices.ati_netft import FakeNetFtServer
+    server = FakeNetFtServer(n=300, rate_hz=1000.0, wrench=(0, 0, -30.0, 0, 0, 0)).start()
     lp = _build(ControllerConfig(netft_host="127.0.0.1", netft_port=server.port,
                                  watchdog_s=0.05))
     try:
@@ -287,12 +488,44 @@ def test_loop_reads_a_real_netft_stream_and_trips_when_it_stops():
         lp.cycle(time.perf_counter())
         assert lp.mode == IDLE
         assert np.allclose(lp.wrench, [0, 0, -30.0, 0, 0, 0], atol=1e-6)
-        server.join(3.0)                                  # the stream ends after 300 records
+        deadline = time.monotonic() + 3.0                  # the stream ends after 300 records
+        while server.seq < 300 and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(0.1)
         lp.cycle(time.perf_counter())
         assert lp.mode == FAULT and "Net F/T" in lp.fault
+        assert lp.fault_kind is FaultKind.SENSOR_STALE
     finally:
         lp.sensor.disconnect()
+        server.close()
+
+
+def test_reset_reconnects_a_rebooted_netft_three_times_of_three():
+    """After a sensor reboot the stream needs a new start request: Reset reconnects, and
+    the loop acknowledges the Reset once data flow again (it used to fault again 3 of 3)."""
+    from devices.ati_netft import FakeNetFtServer
+    server = FakeNetFtServer(rate_hz=1000.0, wrench=(0, 0, -30.0, 0, 0, 0)).start()
+    lp = _build(ControllerConfig(netft_host="127.0.0.1", netft_port=server.port))
+    try:
+        def cycle_for(seconds):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                lp.cycle(time.perf_counter())
+                time.sleep(0.001)
+
+        cycle_for(0.3)
+        assert lp.mode == IDLE, lp.fault
+        for _ in range(3):
+            server.reboot(0.2)
+            cycle_for(0.1)
+            assert lp.mode == FAULT and lp.fault_kind.device == "force_sensor"
+            time.sleep(0.15)                               # the sensor is back up
+            lp.handle(("reset",), time.perf_counter())
+            cycle_for(0.6)                                 # generous: a loaded machine
+            assert lp.mode == IDLE and lp.fault is None
+    finally:
+        lp.sensor.disconnect()
+        server.close()
 
 
 def test_motion_command_before_first_state_is_refused():
