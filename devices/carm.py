@@ -75,8 +75,16 @@ class SimulatedCArm(CArmSource):
     (phantom, cage, T_world_cage, pixel_spacing_mm, ...). ``last_shot`` /
     ``last_shots[view]`` keep the ground truth.
     ``latency_s``: the least time an acquisition takes, like a real exposure.
+
+    ``connect`` starts building the scene (phantom CT, attenuation grid, renderer: seconds,
+    more on a loaded machine) in a daemon thread of its own and returns at once, so that the
+    device's worker stays free: until the scene is there ``status()`` is DISCONNECTED with
+    "building the simulated room…", and ``acquire`` / ``wait_ready`` wait for it.
+    ``disconnect`` abandons a build in progress (it stops at its next stage) and nothing waits
+    for it: closing the application while the room is still being built is immediate.
     """
     name = "Simulated C-arm"
+    BUILDING = "building the simulated room…"
 
     def __init__(self, seed: int = 0, detector: str | None = None, sid_mm: float | None = None,
                  sod_mm: float | None = None, shape=None, latency_s: float = 0.15, scene=None,
@@ -95,27 +103,70 @@ class SimulatedCArm(CArmSource):
         self.last_shots: dict = {}
         self._connected = False
         self._lock = threading.Lock()
+        self._ready = threading.Event()      # the scene is built (or its build failed)
+        self._cancel = threading.Event()
+        self._build_error: str | None = None
+        self._builder: threading.Thread | None = None
         self.last_message = "not connected"
+        if scene is not None:
+            self._ready.set()
 
     def status(self) -> DeviceStatus:
-        return DeviceStatus.SIMULATED if self._connected else DeviceStatus.DISCONNECTED
+        if not self._connected:
+            return DeviceStatus.DISCONNECTED
+        if not self._ready.is_set():
+            return DeviceStatus.DISCONNECTED
+        return DeviceStatus.FAULT if self._build_error else DeviceStatus.SIMULATED
 
     def connect(self) -> None:
-        """Builds the scene (phantom CT, cage) the first time: a few seconds."""
+        """Start building the scene the first time (see the class); a failed build is a FAULT
+        whose message says why."""
         with self._lock:
-            if self.scene is None:
-                from core.simulation.scene import SimulatedOR
-                try:
-                    self.scene = SimulatedOR(**self._scene_args)
-                except (ValueError, ImportError) as e:
-                    self.last_message = f"simulation could not start: {e}"
-                    raise DeviceError(self.last_message) from e
             self._connected = True
-            self.last_message = self._describe()
+            if self._ready.is_set():
+                if self._build_error is None:
+                    self.last_message = self._describe()
+                return
+            self._cancel.clear()         # a build abandoned but still running goes on
+            self.last_message = self.BUILDING
+            if self._builder is None:
+                self._builder = threading.Thread(target=self._build, name="simulated C-arm scene", daemon=True)
+                self._builder.start()
+
+    def _build(self) -> None:
+        from core.simulation.scene import SceneCancelled, SimulatedOR
+        while True:
+            try:
+                scene = SimulatedOR(**self._scene_args, cancelled=self._cancel.is_set)
+                break
+            except SceneCancelled:
+                with self._lock:
+                    if self._cancel.is_set():        # still abandoned: the next connect starts again
+                        self._builder = None
+                        return
+            except (ValueError, ImportError) as e:
+                self._build_error = f"simulation could not start: {e}"
+                self.last_message = self._build_error
+                self._ready.set()
+                return
+        with self._lock:
+            if self._scene_args.get("T_world_cage") is not None:   # set while it was being built
+                scene.T_world_cage = np.asarray(self._scene_args["T_world_cage"], float)
+            self.scene = scene
+            if self._connected:
+                self.last_message = self._describe()
+            self._ready.set()
+
+    def wait_ready(self, timeout_s: float | None = None) -> bool:
+        """Wait until the scene is built (True) or its build failed (False); False at the timeout."""
+        return self._ready.wait(timeout_s) and self._build_error is None
 
     def disconnect(self) -> None:
-        self._connected = False
-        self.last_message = "disconnected"
+        with self._lock:
+            self._connected = False
+            if not self._ready.is_set():
+                self._cancel.set()
+            self.last_message = "disconnected"
 
     def _describe(self) -> str:
         kind = "II" if self.scene.detector.kind == "image_intensifier" else "flat panel"
@@ -133,16 +184,22 @@ class SimulatedCArm(CArmSource):
         T = np.asarray(T_world_cage, float)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise DeviceError("cage pose must be a finite 4x4 transform")
-        if self.scene is None:
-            self._scene_args["T_world_cage"] = T
-        else:
-            self.scene.T_world_cage = T
+        with self._lock:
+            if self.scene is None:       # not built yet: the build takes it when it ends
+                self._scene_args["T_world_cage"] = T
+            else:
+                self.scene.T_world_cage = T
 
     def acquire(self, view: str, primary_deg: float | None = None, secondary_deg: float | None = None,
                 with_cage: bool = True, instruments=()) -> FluoroImage:
         _check_view(view)
         if not self._connected:
             raise DeviceError("the simulated C-arm is not connected: connect it first")
+        while not self._ready.wait(0.1):
+            if not self._connected:
+                raise DeviceError("the simulated C-arm was disconnected while its room was being built")
+        if self._build_error:
+            raise DeviceError(self._build_error)
         p = self.primary_deg if primary_deg is None else float(primary_deg)
         s = self.secondary_deg if secondary_deg is None else float(secondary_deg)
         t0 = time.monotonic()

@@ -34,6 +34,15 @@ R_WORLD_CAGE = np.column_stack([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])
 AIR_MU_PER_MM = 1e-5  # below this the renderer skips voxels as air
 
 
+class SceneCancelled(SceneError):
+    """The scene's build was abandoned (its ``cancelled`` callable returned True)."""
+
+
+def _check_cancelled(stop) -> None:
+    if stop():
+        raise SceneCancelled("the simulated room's build was cancelled")
+
+
 def _rot(axis, angle) -> np.ndarray:
     from scipy.spatial.transform import Rotation
     return Rotation.from_rotvec(np.asarray(axis, float) * angle).as_matrix()
@@ -87,14 +96,18 @@ class SimulatedOR:
     row), default field / pixels; ``detector_model`` overrides noise, blur, bits;
     ``render_device``: "auto", "cpu" or "cuda"; ``bowel_gas``: number of gas pockets;
     ``energy_kev``: effective beam energy for HU -> μ (water/bone model; steel balls use
-    ``MU_STEEL_PER_MM``, ~60 keV).
+    ``MU_STEEL_PER_MM``, ~60 keV). ``cancelled``: a callable asked between the build's stages
+    (phantom, attenuation grid, renderer), each a second or two; when it returns True the
+    build stops with ``SceneCancelled``.
     """
 
     def __init__(self, seed: int = 0, phantom=None, cage=None, T_world_cage=None,
                  detector: str = "image_intensifier", sid_mm: float = 1000.0, sod_mm: float = 625.0,
                  pixel_spacing_mm=None, shape=(512, 512), field_diameter_mm: float = 230.0,
                  isocentre_mm=(0.0, 0.0, 0.0), detector_model: DetectorModel | None = None,
-                 render_device: str = "auto", bowel_gas: int = 0, energy_kev: float = 60.0):
+                 render_device: str = "auto", bowel_gas: int = 0, energy_kev: float = 60.0,
+                 cancelled=None):
+        stop = cancelled or (lambda: False)
         if not (0 < sod_mm < sid_mm):
             raise SceneError(f"need 0 < source-to-isocentre ({sod_mm}) < source-to-detector ({sid_mm}) mm")
         self.seed, self.sid_mm, self.sod_mm = int(seed), float(sid_mm), float(sod_mm)
@@ -109,11 +122,14 @@ class SimulatedOR:
         self.detector = detector_model or DetectorModel(kind=detector)
         if detector_model is not None and detector_model.kind != detector and detector != "image_intensifier":
             raise SceneError("detector and detector_model.kind disagree")
+        _check_cancelled(stop)
         self.volume = self._volume(phantom, seed)
+        _check_cancelled(stop)
         self.cage = self._cage(cage)
         self.energy_kev = float(energy_kev)
-        self.renderer = DrrRenderer(MuGrid.from_volume(self.volume, self.energy_kev), render_device,
-                                    air_mu=AIR_MU_PER_MM)
+        mu = MuGrid.from_volume(self.volume, self.energy_kev)
+        _check_cancelled(stop)
+        self.renderer = DrrRenderer(mu, render_device, air_mu=AIR_MU_PER_MM)
         self.T_world_cage = (default_T_world_cage(self.volume, self.cage) if T_world_cage is None
                              else np.asarray(T_world_cage, float))
         self.gas = bowel_gas_blobs(self.volume, bowel_gas, seed, self.energy_kev)

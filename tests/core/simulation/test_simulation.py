@@ -294,3 +294,17 @@ def test_simulated_shot_survives_a_dicom_round_trip(sim, tmp_path):
     assert back.pixel_spacing_mm == pytest.approx(sim.pixel_spacing_mm)
     assert back.sid_mm == pytest.approx(shot.geometry_world.source_to_detector_mm)
     assert (back.primary_angle_deg, back.secondary_angle_deg) == pytest.approx((-15.0, 10.0))
+
+
+def test_the_room_build_stops_between_stages_when_cancelled():
+    from core.simulation.scene import SceneCancelled
+    asked = []
+
+    def cancelled():              # False before the phantom, True after it
+        asked.append(1)
+        return len(asked) >= 2
+
+    with pytest.raises(SceneCancelled, match="cancelled"):
+        SimulatedOR(phantom=block_phantom(8.0), shape=(32, 32), cancelled=cancelled)
+    assert len(asked) == 2
+    assert SimulatedOR(phantom=block_phantom(8.0), shape=(32, 32), cancelled=lambda: False).volume is not None
