@@ -99,12 +99,6 @@ class Kinematics(abc.ABC):
         """Geometric Jacobian (6, n): rows are tool-tip linear (mm/s) then angular (rad/s)
         velocity in the base frame, per unit joint velocity."""
 
-    def manipulability(self, q) -> float:
-        """Yoshikawa measure sqrt(det(J J^T)) of the Jacobian's non-degenerate rows."""
-        J = self.jacobian(q)
-        s = np.linalg.svd(J, compute_uv=False)
-        return float(np.prod(s[: min(J.shape)]))
-
     def is_singular(self, q, tol: float = 1e-3) -> bool:
         J = self.jacobian(q)
         s = np.linalg.svd(J, compute_uv=False)[: min(J.shape)]
