@@ -1,4 +1,4 @@
-"""``fluoronav bench ui``: how fast the surgeon's screen answers (issue 5).
+"""``fluoronav bench ui``: how fast the surgeon's screen answers.
 
 - ``click_to_overlay_ms`` {p50, p95}: a synthetic left click sent to a viewer's scene
   at the projection of a point, until the planning controller has handled it and both

@@ -1,4 +1,4 @@
-"""Pedicle trajectory planning from two calibrated fluoroscopy views (issue 5).
+"""Pedicle trajectory planning from two calibrated fluoroscopy views.
 
 The surgeon clicks a trajectory's entry and target in the AP and the lateral
 image; each pair of clicks becomes a 3D point in the cage frame (the robot

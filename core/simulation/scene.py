@@ -138,7 +138,7 @@ class SimulatedOR:
     @staticmethod
     def _volume(phantom, seed):
         if phantom is None:
-            from core.simulation.phantom import make_spine_phantom  # the phantom engineer's module
+            from core.simulation.phantom import make_spine_phantom  # lazy: only when no phantom is given
             phantom = make_spine_phantom(seed=seed)
         return getattr(phantom, "volume", phantom)
 
