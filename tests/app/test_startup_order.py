@@ -1,4 +1,4 @@
-"""Start-up order (issue 5, start-up <= 3 s): the window paints first, the devices start after.
+"""Start-up order (the goal: start-up <= 3 s): the window paints first, the devices start after.
 
 The simulated C-arm builds its phantom in a thread as soon as the devices start; before
 the first paint that thread would hold the GIL through the first frame.
