@@ -1,4 +1,4 @@
-"""Resuming an interrupted session (issue #5): ``Session.resume`` reads the folder back —
+"""Resuming an interrupted session: ``Session.resume`` reads the folder back —
 shots, the one on screen per view, the newest calibration, the step — and every bad
 folder is one line with nothing half-restored. Ground truth: the shots and calibration
 written by a first session (simulated 256² shots, the real calibration pipeline)."""
