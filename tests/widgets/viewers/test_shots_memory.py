@@ -1,4 +1,4 @@
-"""The Shots strip does not keep every shot in memory (issue #5): a multi-frame run and
+"""The Shots strip does not keep every shot in memory: a multi-frame run and
 several acquisitions leave at most the LRU bound of full images in the strip; an old
 entry comes back exact (pixels and geometry); a backing file that vanished gives one
 line, a marked entry, and the current image stays."""
