@@ -1,4 +1,4 @@
-"""Planning in the main window by real mouse clicks on simulated AP and LAT shots (issue 5).
+"""Planning in the main window by real mouse clicks on simulated AP and LAT shots.
 
 Ground truth: the simulated operating room's C-arm geometry and image-intensifier
 distortion give the true raw pixels of each pedicle's entry and target (the
