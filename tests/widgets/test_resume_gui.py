@@ -1,4 +1,4 @@
-"""Resume session in the workstation (issue #5): plan two trajectories by clicks on
+"""Resume session in the workstation: plan two trajectories by clicks on
 calibrated simulated shots (256², the real calibration pipeline), let the autosave write
 plan.json, then a NEW workstation resumes the folder and shows the same case: the same
 images, the same two trajectories (table, both viewers, 3D) and the shots strip."""
