@@ -3,7 +3,7 @@
 An outside reviewer's check of the DESIGN.md command-line contract. Each
 scenario (``scenario_factory``) has its own random asymmetric cage file in a
 rotated, offset file frame, its own C-arm pose, detector and file format; the
-truth comes from the simulator. Goals (issue 4): locate RMS <= 0.25 mm and max
+truth comes from the simulator. Goals (DESIGN.md, calibration): locate RMS <= 0.25 mm and max
 <= 0.6 mm for targets 90-220 mm from the cage planes, reprojection RMS <= 0.3 px,
 >= 95 % of the clearly visible balls matched and no wrong match, <= 1 s per
 AP+LAT pair on 2 cores (asserted as CPU time <= 1.25 s: robust to a loaded runner).
