@@ -306,7 +306,7 @@ def test_locate_needs_a_valid_calibration(tmp_path):
     assert "calibration file g.json is invalid" in line and "re-run fluoronav calibrate" in line, line
 
 
-# --- defects the sweep found (issue 4 goals not met): regression tests once fixed ---
+# --- defects the sweep found (calibration goals not met): regression tests once fixed ---
 
 def _calibrate_spec(spec, tmp_path):
     sc = sf.build(spec, tmp_path)
