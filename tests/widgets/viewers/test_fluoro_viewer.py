@@ -263,7 +263,7 @@ def test_wheel_zooms_and_fit_restores(viewer, qtbot):
     assert np.ptp(viewer.view_box.viewRange()[0]) == pytest.approx(before, rel=0.01)
 
 
-# --- distortion-corrected display, measuring tools, layers, mm readout (issue 5) -------------
+# --- distortion-corrected display, measuring tools, layers, mm readout -------------------------
 class _ViewCalib:
     """A view calibration reduced to what the viewer reads: a distortion, no planes."""
 
