@@ -135,7 +135,7 @@ def test_distorted_shots_with_plate(cage):
 
 
 def test_simulated_operating_room():
-    """The DRR engineer's simulator: II distortion, anatomy, round field, plate shots."""
+    """The simulated operating room (core.simulation): II distortion, anatomy, round field, plate shots."""
     from core.simulation.block_phantom import block_phantom
     from core.simulation.scene import SimulatedOR
     sc = SimulatedOR(seed=4, phantom=block_phantom(4.0, seed=2))
