@@ -6,7 +6,7 @@ floor grid and an orientation marker, on a dark gradient (never black: a view
 that did not render is then easy to tell). World frame: millimetres; the
 camera presets assume patient axes x = left, y = posterior, z = head.
 
-Speed (issue 5: a click must reach the 3D view within 30 ms, and an operating-room
+Speed (a click must reach the 3D view within 30 ms, and an operating-room
 PC may render in software): a heavy prop can be given a coarse twin
 (``set_actor(name, prop, coarse=twin)``). ``render(interactive=True)`` — what edits
 and camera drags use — draws the twins, and the full-detail frame follows once the
