@@ -503,7 +503,7 @@ def test_loop_reads_a_real_netft_stream_and_trips_when_it_stops():
 
 def test_reset_reconnects_a_rebooted_netft_three_times_of_three():
     """After a sensor reboot the stream needs a new start request: Reset reconnects, and
-    the loop acknowledges the Reset once data flow again (it used to fault again 3 of 3)."""
+    the loop acknowledges the Reset once data flow again, each of three times."""
     from devices.ati_netft import FakeNetFtServer
     server = FakeNetFtServer(rate_hz=1000.0, wrench=(0, 0, -30.0, 0, 0, 0)).start()
     lp = _build(ControllerConfig(netft_host="127.0.0.1", netft_port=server.port))
