@@ -1,25 +1,31 @@
 """Steel-ball (bead) detection in a raw fluoroscopy shot, with sub-pixel centres.
 
 The robot paper (II.C.3) detects circular control points against a strong
-background. Here: log-attenuation density, background removed by a grey
-opening larger than a ball, compact round blobs of the dominant size kept,
-then each centre refined by background-corrected intensity weighting (a plane
-fitted to an annulus around the ball is subtracted, the positive remainder
-weights the centroid, iterated on a re-centred disc). The sub-pixel bias of
-that estimator on clean balls is measured in tests/core/test_beads.py.
-Touching pairs of balls are split by a two-ball template fit (core.calibration.bead_pairs)
-when it explains the blob; otherwise merged blobs and balls cut by the field
-edge are dropped, never guessed. Pixel (u, v) = (column, row), centre of pixel (0, 0) at (0, 0).
+background. Here:
 
-Speed: ``detect_beads`` runs the fast path: the first (size-blind) pass under each
-polarity computed once and shared by the polarity score and the detection, blob
-shapes from stacked boxes, the background opening by rectangles (the same pixels),
-and all balls refined together by ``refine_centres``. ``_detect(..., fast=False)``
-keeps the reference path (``refine_centre`` ball by ball, as before), which
-tests/core/test_beads_fast.py holds the fast path to (same detections, centres
-within 1e-6 px). The unexposed-surround fill (two wide Gaussian blurs, ~65 ms each
-at 1024 px) and the touching-pair fits (core.calibration.bead_pairs) are unchanged and now
-dominate on image-intensifier and cage shots.
+1. The exposed field (``field_mask``) by its shape and its connectivity to the image
+   border, not by a pixel value alone: the dark surround (an image intensifier's
+   unexposed corners, a collimator's shadow, the vendor's padding) is the dark region
+   connected to the border, and the field is the convex hull of what is left (round
+   II field and collimated rectangle alike are convex). A ball core or an instrument
+   as dark as the surround lies inside the hull and stays in the field; a rod reaching
+   the field edge only dents the exposed region, and the hull fills the dent.
+2. Log-attenuation density (Beer-Lambert makes a ball's footprint additive), the
+   surround filled with the local background carried outwards (no edge at the field
+   border), background removed by a grey opening larger than a ball; compact round
+   blobs of the dominant size kept (first pass size-blind, second pass with the ball
+   size known: a tighter opening and a threshold from the balls' own contrast).
+3. Every centre refined by background-corrected intensity weighting (``refine_centres``:
+   a plane fitted to an annulus around the ball is subtracted, the positive remainder
+   weights the centroid, iterated on a re-centred disc), balls near another ball
+   re-centred with the neighbour's disc left out.
+4. Two touching balls (one blob about twice a ball's area, elongated) split by a
+   two-ball template fit (``core.calibration.bead_pairs.split_pairs``) when it explains
+   the blob; merged blobs it does not explain and balls cut by the field edge are
+   dropped, never guessed (the calibration pipeline fits those against the ball
+   template where the model predicts a ball).
+
+Pixel (u, v) = (column, row), centre of pixel (0, 0) at (0, 0).
 """
 from __future__ import annotations
 
@@ -29,10 +35,10 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from core.calibration.bead_pairs import build_template, fit_partial_ball, split_pairs
 
-from core.calibration.bead_pairs import build_template, split_pair
-
-__all__ = ["BeadDetectionError", "Beads", "density_of", "detect_beads", "refine_centre", "refine_centres", "field_mask"]
+__all__ = ["BeadDetectionError", "Beads", "density_of", "detect_beads", "refine_centre", "refine_centres",
+           "field_mask"]
 
 
 class BeadDetectionError(ValueError):
@@ -43,7 +49,8 @@ class BeadDetectionError(ValueError):
 class Beads:
     """Detected balls: ``centres_px`` (N, 2) raw (u, v); ``radius_px`` (N,) footprint
     radius; ``contrast`` (N,) peak log-attenuation; ``roundness`` (N,) in (0, 1];
-    ``polarity`` +1 when dense = dark (MONOCHROME2), -1 when inverted."""
+    ``polarity`` +1 when dense = dark (MONOCHROME2), -1 when inverted; ``field_fraction``:
+    the share of the image inside the exposed field."""
     centres_px: np.ndarray
     radius_px: np.ndarray
     contrast: np.ndarray
@@ -51,6 +58,7 @@ class Beads:
     polarity: int
     dropped_merged: int = 0
     split_pairs: int = 0
+    field_fraction: float = 1.0
 
     def __len__(self):
         return len(self.centres_px)
@@ -70,17 +78,100 @@ def density_of(pixels, polarity: int = 1) -> np.ndarray:
     return -np.log(a + max(1.0, 1e-3 * float(a.max())))
 
 
-def _background(d: np.ndarray, kernel_px: int, fast: bool = False) -> np.ndarray:
-    """Grey opening with a disc of ``kernel_px`` (on a downsampled copy for speed);
-    ``fast``: the opening by ``_open_disc`` (the same pixels)."""
+# --- the exposed field ---------------------------------------------------------
+
+SURROUND_LEVEL = 0.08      # surround: darker than 8 % of the way from the darkest to the bright field
+MIN_SURROUND_FRACTION = 0.01
+MIN_EDGE_STEP = 0.25       # the field's edge: a step of a quarter of the field's level over the surround
+
+
+def field_mask(pixels, polarity: int = 1, margin_px: int = 2) -> np.ndarray:
+    """The exposed field (bool, image shape), ``margin_px`` inside its edge (``_field``)."""
+    return _field(pixels, polarity, margin_px)[0]
+
+
+def _field(pixels, polarity: int = 1, margin_px: int = 2):
+    """(the exposed field, the surround's level in ``polarity``-corrected pixels or None
+    when there is no surround).
+
+    The surround is the dark region (below ``SURROUND_LEVEL`` of the way from the darkest
+    pixel to the bright quarter of the image, after a 5 px box blur against noise)
+    connected to the image border, bounded by a sharp edge: 4-8 px inside the field the
+    image is brighter than 4-8 px outside by ``MIN_EDGE_STEP`` of that way (dark anatomy at
+    the border fades in, a collimator blade or an II's edge steps). Without such a
+    surround covering ``MIN_SURROUND_FRACTION`` of the image, the whole image is the field.
+    Otherwise the field is the convex hull of the largest region brighter than half that
+    step (the edge of a blurred step, sharp or not, to ~0.3 px): balls and instruments as
+    dark as the surround inside the field, and dents where a ball or a rod meets the edge,
+    belong to it. ``polarity`` as in ``density_of`` (the dark extreme is the minimum for +1)."""
+    a = np.asarray(pixels, np.float32)
+    if a.ndim != 2 or a.size == 0:
+        raise BeadDetectionError(f"an image must be a non-empty 2-D array, got shape {a.shape}")
+    everything = np.ones(a.shape, bool), None
+    if polarity < 0:
+        a = float(a.max()) - a
+    s = cv2.blur(a, (5, 5), borderType=cv2.BORDER_REPLICATE)
+    lo, ref = float(s.min()), float(np.percentile(s[::4, ::4], 75))
+    if not ref > lo:
+        return everything
+    dark = (s <= lo + SURROUND_LEVEL * (ref - lo)).astype(np.uint8)
+    n, lab = cv2.connectedComponents(dark, connectivity=8)
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    edge = edge[edge > 0]
+    if not edge.size:
+        return everything
+    surround = np.isin(lab, edge).astype(np.uint8)
+    if surround.mean() < MIN_SURROUND_FRACTION:
+        return everything
+    near, far = (cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)) for k in (9, 17))
+    exposed = 1 - surround
+    inner = (cv2.dilate(surround, far) > cv2.dilate(surround, near)) & (exposed > 0)
+    outer = (cv2.dilate(exposed, far) > cv2.dilate(exposed, near)) & (surround > 0)
+    if not inner.any() or not outer.any():
+        return everything
+    level_in, level_out = float(np.median(s[inner])), float(np.median(s[outer]))
+    if level_in - level_out < MIN_EDGE_STEP * (ref - lo):
+        return everything
+    # the edge itself: where the (symmetrically) blurred step crosses half its height
+    n, lab, stats, _ = cv2.connectedComponentsWithStats((s > 0.5 * (level_in + level_out)).astype(np.uint8),
+                                                       connectivity=4)
+    if n < 2:
+        return np.zeros(a.shape, bool), level_out
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    contours, _ = cv2.findContours((lab == big).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    hull = cv2.convexHull(np.concatenate(contours))
+    field = np.zeros(a.shape, np.uint8)
+    cv2.fillPoly(field, [hull], 1)
+    if margin_px > 0:
+        k = 2 * margin_px + 1
+        field = cv2.erode(field, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return field.astype(bool), level_out
+
+
+def _extend_beyond_field(d, field):
+    """Fill the unexposed surround with the local background carried outwards
+    (normalised convolution at 1/8 scale: the fill only feeds the smooth background
+    estimate), so that the field edge makes no step in the top-hat."""
+    rows, cols = d.shape
+    f = max(1, min(rows, cols) // 128)
+    small_d = cv2.resize(np.where(field, d, 0).astype(np.float32), (cols // f, rows // f), interpolation=cv2.INTER_AREA)
+    small_f = cv2.resize(field.astype(np.float32), (cols // f, rows // f), interpolation=cv2.INTER_AREA)
+    s = max(rows, cols) / 40 / f
+    num = cv2.GaussianBlur(small_d, (0, 0), s)
+    den = cv2.GaussianBlur(small_f, (0, 0), s)
+    fill = np.where(den > 1e-3, num / np.maximum(den, 1e-3), float(np.median(d[field])))
+    fill = cv2.resize(fill.astype(np.float32), (cols, rows), interpolation=cv2.INTER_LINEAR)
+    return np.where(field, d, fill).astype(np.float32)
+
+
+# --- background and candidate blobs ----------------------------------------------
+
+def _background(d: np.ndarray, kernel_px: int) -> np.ndarray:
+    """Grey opening with a disc of ``kernel_px`` (on a downsampled copy for speed), smoothed."""
     f = max(1, kernel_px // 15)
     small = cv2.resize(d, (d.shape[1] // f, d.shape[0] // f), interpolation=cv2.INTER_AREA) if f > 1 else d
     k = max(3, int(round(kernel_px / f)) | 1)
-    if fast:
-        bg = _open_disc(small, k)
-    else:
-        bg = cv2.morphologyEx(small, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    bg = cv2.GaussianBlur(bg, (0, 0), max(0.5, k / 8))
+    bg = cv2.GaussianBlur(_open_disc(small, k), (0, 0), max(0.5, k / 8))
     if f > 1:
         bg = cv2.resize(bg, (d.shape[1], d.shape[0]), interpolation=cv2.INTER_LINEAR)
     return np.minimum(bg, d)
@@ -118,16 +209,15 @@ def _open_disc(img: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _candidates(d: np.ndarray, kernel_px: int, min_area: int, ball_r: float = 0.0, floor: float = 0.0, th=None,
-                fast: bool = False):
+def _candidates(d: np.ndarray, kernel_px: int, min_area: int, ball_r: float = 0.0, floor: float = 0.0, th=None):
     """Compact components of the top-hat: (stats rows, labels, top-hat, noise sigma).
 
     With a ball radius known (second pass), the top-hat is first opened with a
-    disc of 0.6 r: thin K-wires and edges vanish while balls survive, so balls
+    disc of 0.8 r: thin K-wires and edges vanish while balls survive, so balls
     touching a wire are no longer joined to it. ``th``: the top-hat when already
     computed (``d - _background(d, kernel_px)``)."""
     if th is None:
-        th = d - _background(d, kernel_px, fast)
+        th = d - _background(d, kernel_px)
     hp = (th - cv2.blur(th, (3, 3)))[::3, ::3]     # noise from a subsample: a median is costly
     sigma = 1.4826 * float(np.median(np.abs(hp - np.median(hp)))) * 1.5 + 1e-6
     thr = max(6 * sigma, floor)
@@ -140,20 +230,8 @@ def _candidates(d: np.ndarray, kernel_px: int, min_area: int, ball_r: float = 0.
     n, labels, stats, cent = cv2.connectedComponentsWithStats(mask, connectivity=8)
     x, y, w, h, area = stats[1:].T
     keep = np.flatnonzero((area >= min_area) & (w >= 3) & (h >= 3)) + 1
-    rows = [(int(i), *stats[i]) for i in keep]
+    rows = [(int(i), *(int(s) for s in stats[i])) for i in keep]
     return rows, labels, th, sigma
-
-
-def _shape(labels, th, row):
-    i, x, y, w, h, area = row
-    m = labels[y:y + h, x:x + w] == i
-    vv, uu = np.nonzero(m)
-    cov = np.cov(np.stack([uu, vv])) if len(uu) > 2 else np.eye(2)
-    ev = np.linalg.eigvalsh(cov)
-    roundness = float(np.sqrt(max(ev[0], 1e-9) / max(ev[1], 1e-9)))
-    fill = area / (np.pi / 4 * w * h)
-    peak = float(th[y:y + h, x:x + w][m].max())
-    return roundness, fill, peak
 
 
 def _shapes(labels, th, rows, stack_px: int = 24):
@@ -199,36 +277,37 @@ def _shapes(labels, th, rows, stack_px: int = 24):
     return [(float(r), f, float(p)) for r, f, p in zip(roundness, fill, peak)]
 
 
-def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0, saturated=None, th=None, fast=False):
-    """(selected balls, median radius, merged blobs [(mask, offset)], median peak, noise sigma).
+def _select(d, kernel_px, min_area, ball_r=0.0, floor=0.0, saturated=None, th=None):
+    """(selected balls, median radius, (merged pairs, clutter) blobs [(mask, offset)], median peak,
+    noise sigma). Clutter: larger blobs neither a ball nor a pair (balls joined to metal).
 
     ``saturated``: where the detector clipped (no tissue in the beam): a ball there
     shows only its dense core, a smaller but still symmetric disc, so it is kept.
-    ``th`` as in ``_candidates``; ``fast``: blob shapes in one pass (``_shapes``)."""
-    rows, labels, th, sigma = _candidates(d, kernel_px, min_area, ball_r, floor, th, fast)
-    shp = _shapes(labels, th, rows) if fast else [_shape(labels, th, r) for r in rows]
+    ``th`` as in ``_candidates``."""
+    rows, labels, th, sigma = _candidates(d, kernel_px, min_area, ball_r, floor, th)
+    shp = _shapes(labels, th, rows)
     r_eq = np.array([np.sqrt(r[5] / np.pi) for r in rows]) if rows else np.zeros(0)
     # pixel quantisation makes small discs look less round: relax below r = 4 px
     round_ = np.array([s[0] > 0.8 and 0.75 < s[1] < 1.3 if r >= 4 else s[0] > 0.6 and 0.6 < s[1] < 1.4
                        for s, r in zip(shp, r_eq)], bool)
     if round_.sum() < 3:
-        return [], 0.0, [], 0.0, sigma
+        return [], 0.0, ([], []), 0.0, sigma
     med = float(np.median(r_eq[round_]))
     peaks = np.array([s[2] for s in shp])
     # a round blob far denser than a ball is two balls stacked in projection: drop it
     keep = round_ & (r_eq > 0.7 * med) & (r_eq < 1.4 * med) & (peaks < 1.5 * np.median(peaks[round_]))
     if saturated is not None:
         small = round_ & (r_eq > 0.3 * med) & (r_eq <= 0.7 * med)
-        for k in np.nonzero(small)[0]:
+        for k in np.flatnonzero(small):
             keep[k] = _frame_fraction(saturated, rows[k]) > 0.5
-    # two touching balls: about twice the area, elongated (roundness 0.3-0.8)
+    # two touching balls: about twice the area, elongated (roundness 0.3-0.85)
     pair = ~round_ & (r_eq > 1.15 * med) & (r_eq < 1.6 * med) & np.array([0.3 < s[0] < 0.85 for s in shp])
-    merged = []
-    for k in np.nonzero(pair)[0]:
+    merged, clutter = [], []
+    for k in np.flatnonzero(~keep & (r_eq > 1.15 * med)):
         i, x, y, w, h, _ = rows[k]
-        merged.append((labels[y:y + h, x:x + w] == i, (x, y)))
-    sel = [(rows[k], r_eq[k], shp[k]) for k in np.nonzero(keep)[0]]
-    return sel, med, merged, float(np.median([s[2] for s in shp if s[0] > 0.8] or [0.0])), sigma
+        (merged if pair[k] else clutter).append((labels[y:y + h, x:x + w] == i, (x, y)))
+    sel = [(rows[k], r_eq[k], shp[k]) for k in np.flatnonzero(keep)]
+    return sel, med, (merged, clutter), float(np.median([s[2] for s in shp if s[0] > 0.8] or [0.0])), sigma
 
 
 def _frame_fraction(mask, row):
@@ -243,78 +322,237 @@ def _frame_fraction(mask, row):
     return float(frame.mean()) if frame.size else 0.0
 
 
-def _plane_background(patch, yy, xx, ring):
-    """Least-squares plane through the annulus pixels, one robust re-fit."""
-    x0, y0 = xx.mean(), yy.mean()
-    A = np.column_stack([np.ones(ring.sum()), xx[ring] - x0, yy[ring] - y0])
-    b = patch[ring]
-    coef = np.linalg.solve(A.T @ A, A.T @ b)      # 3x3 normal equations (centred: well conditioned)
-    res = b - A @ coef
-    s = 1.4826 * np.median(np.abs(res)) + 1e-9
-    ok = np.abs(res) < 3 * s
-    if ok.sum() > 6:
-        coef = np.linalg.solve(A[ok].T @ A[ok], A[ok].T @ b[ok])
-    return coef[0] + coef[1] * (xx - x0) + coef[2] * (yy - y0)
+def _saturated(pixels, polarity):
+    """Pixels clipped at the bright (least dense) extreme, or None when there are few."""
+    a = np.asarray(pixels, np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    s = a >= hi - 0.002 * (hi - lo) if polarity > 0 else a <= lo + 0.002 * (hi - lo)
+    return s if s.mean() > 0.005 else None
+
+
+def _first_pass(pixels, polarity, kernel_px, min_area):
+    """The first (size-blind) pass under one polarity hypothesis: (field, density, ``_select``'s
+    result), or None when the field is too small. Its threshold is a quarter of the strongest
+    structures' top-hat (steel balls are the densest compact objects), so that the blurred
+    tails of neighbours do not merge."""
+    field, dark = _field(pixels, polarity)
+    if field.mean() < 0.05:
+        return None
+    a = np.asarray(pixels, np.float32)
+    if polarity < 0:
+        a = float(a.max()) - a
+    if dark is not None:
+        # the unexposed surround shows the detector's zero signal: measured from it, the log
+        # attenuation holds with an offset in the pixels (a rescale intercept, a dark level)
+        a = np.maximum(a - dark, 0.0)
+    d = density_of(a, 1)
+    if not field.all():     # flatten the unexposed surround so it makes no edges
+        d = _extend_beyond_field(d, field)
+    th = d - _background(d, kernel_px)
+    floor = 0.25 * float(np.percentile(th[field][::7], 99.7))
+    return field, d, _select(d, kernel_px, min_area, floor=floor, th=th)
+
+
+def _first_score(first):
+    """Summed contrast-to-noise of the first-pass round blobs under one polarity hypothesis:
+    steel balls are the highest-contrast compact blobs."""
+    if first is None:
+        return 0.0
+    sel, _, _, _, sigma = first[2]
+    return float(sum(min(s[2][2] / max(sigma, 1e-6), 1000.0) for s in sel))
+
+
+def _second_pass(pixels, polarity, min_area, first):
+    """With the ball size and contrast known: a tighter background (opening 5 r wide) and a
+    threshold at 30 % of a ball's peak. Returns (density NaN off the field, selected balls,
+    median radius, merged blobs, noise sigma, field)."""
+    if first is None:
+        return None, [], 0.0, ([], []), 0.0, None
+    field, d, (sel, med, merged, peak, sigma) = first
+    if sel:
+        k2 = max(9, int(5 * med) | 1)
+        sel, med, merged, _, sigma = _select(d, k2, min_area, ball_r=med, floor=0.3 * peak,
+                                             saturated=_saturated(pixels, polarity))
+    if not field.all():
+        d = d.copy()
+        d[~field] = np.nan        # refine_centres rejects windows whose ball leaves the field
+    return d, sel, med, merged, sigma, field
+
+
+def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = None,
+                 min_area_px: int = 6) -> Beads:
+    """Find the compact round balls of the dominant size in a raw image.
+
+    ``pixels``: raw 2-D array, larger = brighter unless ``polarity=-1``; with
+    ``polarity=None`` both are tried and the one whose round blobs have the
+    larger summed contrast-to-noise wins (16-bit PNG/TIFF carry no photometric tag). ``kernel_px``: the
+    background opening size, default 10 % of the smaller image side (must
+    exceed a ball's diameter). Deterministic: no decision depends on an unstable order.
+
+    Raises ``BeadDetectionError`` (one line) for a malformed image or one without balls."""
+    a = np.asarray(pixels)
+    if a.ndim != 2 or min(a.shape) < 32:
+        raise BeadDetectionError(f"image must be 2-D and at least 32 x 32 px, got shape {a.shape}")
+    if a.dtype.kind not in "uif" or (a.dtype.kind == "f" and not np.all(np.isfinite(a))):
+        raise BeadDetectionError("image has non-finite or non-numeric pixels")
+    kernel = int(kernel_px or max(9, 0.1 * min(a.shape)))
+    first = {}
+
+    def first_pass(p):
+        if p not in first:
+            first[p] = _first_pass(a, p, kernel, min_area_px)
+        return first[p]
+    pol = polarity if polarity in (1, -1) else max((1, -1), key=lambda p: _first_score(first_pass(p)))
+    d, sel, med, blobs, sigma, field = _second_pass(a, pol, min_area_px, first_pass(pol))
+    if not sel:
+        raise BeadDetectionError("no round balls found in the image: check that the cage is in the beam "
+                                 "and the exposure is not saturated")
+    uv0 = [(x + (w - 1) / 2, y + (h - 1) / 2) for (i, x, y, w, h, area), _, _ in sel]
+    r_sel = np.array([r_eq for _, r_eq, _ in sel], float)
+    cen, pk, ok = refine_centres(d, uv0, r_sel)
+    if not ok.any():
+        raise BeadDetectionError("all candidate balls touch the image edge: centre the cage in the field")
+    cs, rs, ks = cen[ok], r_sel[ok], pk[ok]
+    ro = np.array([s[2][0] for s in sel], float)[ok]
+    merged, clutter = blobs
+    amp = float(np.median(ks))
+    template = build_template(d, cs, med)
+    split, failed = _split_merged(d, merged, template, amp, sigma)
+    cs = _deconflict(d, cs, rs)
+    extra = _balls_in_clutter(d, clutter + failed, template, amp, sigma, np.vstack([cs, split]))
+    for more in (split, extra):
+        if len(more):
+            cs = np.vstack([cs, more])
+            rs = np.append(rs, np.full(len(more), med))
+            ks = np.append(ks, np.full(len(more), amp))
+            ro = np.append(ro, np.zeros(len(more)))
+    fraction = 1.0 if field is None else float(field.mean())
+    return Beads(cs, rs, ks, ro, pol, len(failed), len(split) // 2, fraction)
+
+
+def _deconflict(d, cs, rs):
+    """Re-centre balls with a neighbour near their window, leaving the neighbour's disc out
+    (its shadow would tilt the background plane and pull the centroid)."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
+    c = np.asarray(cs, float)
+    if len(c) < 2:
+        return c
+    reach = 2.5 * float(np.max(rs)) + 7.0
+    # sorted neighbour lists: the query's order is an implementation detail
+    nbs = [sorted(j for j in nb if j != k) for k, nb in enumerate(cKDTree(c).query_ball_point(c, reach))]
+    out = c.copy()
+    todo = [k for k, nb in enumerate(nbs) if nb]
+    if todo:
+        new, _, ok = refine_centres(d, c[todo], np.asarray(rs, float)[todo], others=[c[nbs[k]] for k in todo])
+        out[np.asarray(todo)[ok]] = new[ok]
+    return out
+
+
+def _split_merged(d, merged, template, amplitude, sigma):
+    """Centres (2 K, 2) of the balls of merged pairs that a two-ball fit explains
+    (``core.calibration.bead_pairs.split_pairs``), and the blobs it does not."""
+    if not merged or template is None:
+        return np.zeros((0, 2)), list(merged)
+    two, ok = split_pairs(d, merged, template, amplitude, sigma)
+    return two[ok].reshape(-1, 2), [b for b, o in zip(merged, ok) if not o]
+
+
+MATCH_MIN_NCC = 0.75
+
+
+def mask_in_crop(mask, du, dv, shape):
+    """``mask`` (a blob's box) placed at offset (du, dv) in an array of ``shape``."""
+    out = np.zeros(shape, bool)
+    out[dv:dv + mask.shape[0], du:du + mask.shape[1]] = mask
+    return out
+
+
+def _on_a_bar(crop, off_blob, c, r, amplitude, sectors: int = 16):
+    """Whether dense matter continues on two opposite sides of a ring around ``c`` (radii
+    r + 2 to 2 r + 2): a point on a rod or wire, not a ball beside one (whose neighbour
+    fills one side only). Dense: above the local background (median off the blob) by half
+    a ball's amplitude; a sector is dense when half of its pixels are."""
+    H, W = crop.shape
+    yy, xx = np.mgrid[0:H, 0:W]
+    rho = np.hypot(xx - c[0], yy - c[1])
+    ring = (rho >= r + 2) & (rho <= 2 * r + 2) & np.isfinite(crop)
+    bg = float(np.median(crop[off_blob & np.isfinite(crop)])) if (off_blob & np.isfinite(crop)).any() else 0.0
+    sec = (np.floor((np.arctan2(yy - c[1], xx - c[0]) + np.pi) / (2 * np.pi) * sectors).astype(int)) % sectors
+    dense = np.zeros(sectors, bool)
+    for k in range(sectors):
+        m = ring & (sec == k)
+        dense[k] = m.any() and float(np.mean(crop[m] - bg > 0.5 * amplitude)) > 0.5
+    opposite = dense & (np.roll(dense, sectors // 2) | np.roll(dense, sectors // 2 + 1) | np.roll(dense, sectors // 2 - 1))
+    return bool(opposite.any())
+
+
+def _balls_in_clutter(d, blobs, template, amplitude, sigma, known):
+    """Balls joined to something else in the top-hat (a rod, a plate, an unsplit pair):
+    candidates where the shot's ball template correlates (normalised, > ``MATCH_MIN_NCC``)
+    with the density inside the blob, strongest first, one per ball reach; each centred by
+    the robust template fit (``fit_partial_ball``: metal in the window down-weighted) and
+    kept when that fit explains a ball. ``known``: centres already detected (not repeated)."""
+    if not blobs or template is None:
+        return np.zeros((0, 2))
+    r = template.radius_px
+    R = int(np.ceil(1.25 * r + 2))
+    yy, xx = np.mgrid[-R:R + 1, -R:R + 1]
+    tpl = template(np.hypot(xx, yy)).astype(np.float32)
+    rows, cols = d.shape
+    found = [np.asarray(k, float) for k in known]
+    for mask, (x0, y0) in blobs:
+        h, w = mask.shape
+        u0, v0, u1, v1 = max(x0 - R, 0), max(y0 - R, 0), min(x0 + w + R, cols), min(y0 + h + R, rows)
+        crop = d[v0:v1, u0:u1]
+        if crop.shape[0] <= 2 * R + 1 or crop.shape[1] <= 2 * R + 1:
+            continue
+        fin = np.isfinite(crop)
+        c = np.where(fin, crop, np.nanmedian(crop) if fin.any() else 0.0).astype(np.float32)
+        ncc = cv2.matchTemplate(c, tpl, cv2.TM_CCOEFF_NORMED)          # (H - 2R, W - 2R), centred at +R
+        inblob = np.zeros(ncc.shape, bool)
+        mv, mu = np.nonzero(mask)
+        iv, iu = mv + y0 - v0 - R, mu + x0 - u0 - R
+        okp = (iv >= 0) & (iv < ncc.shape[0]) & (iu >= 0) & (iu < ncc.shape[1])
+        inblob[iv[okp], iu[okp]] = True
+        peak = (ncc >= cv2.dilate(ncc, np.ones((3, 3), np.uint8))) & inblob & (ncc > MATCH_MIN_NCC)
+        pv, pu = np.nonzero(peak)
+        order = np.lexsort((pu, pv, -ncc[pv, pu]))       # strongest first, ties by position
+        for j in order:
+            q = np.array([pu[j] + u0 + R, pv[j] + v0 + R], float)
+            if found and np.min(np.linalg.norm(np.asarray(found) - q, axis=1)) < 1.6 * r:
+                continue
+            cen = fit_partial_ball(d, q, template, amplitude, sigma, min_visible=0.6)
+            if cen is None or (found and np.min(np.linalg.norm(np.asarray(found) - cen, axis=1)) < 1.6 * r):
+                continue
+            if _on_a_bar(c, ~mask_in_crop(mask, x0 - u0, y0 - v0, c.shape), cen - (u0, v0), r, amplitude):
+                continue
+            found.append(np.asarray(cen, float))
+    new = found[len(known):]
+    return np.array(new).reshape(-1, 2)
 
 
 def refine_centre(d: np.ndarray, uv0, radius_px: float, iterations: int = 4, others=None):
-    """Background-corrected intensity-weighted centre of the ball near ``uv0``.
-
-    The window disc has radius ``1.25 r + 2`` px, the background annulus the
-    next 3 px (pixels outside the exposed field, NaN in ``d``, are left out of
-    the annulus). ``others`` (K, 2): centres of neighbouring balls whose discs
-    (radius r + 1.5 px) are left out of both the annulus and the weights.
-    Returns ((u, v), peak) or (None, 0) when the disc leaves the image or the field."""
-    R = 1.25 * radius_px + 2.0
-    Ro = R + 3.0
-    c = np.asarray(uv0, float)
-    rows, cols = d.shape
-    peak = 0.0
-    for _ in range(iterations):
-        u0, v0 = int(np.floor(c[0] - Ro)), int(np.floor(c[1] - Ro))
-        u1, v1 = int(np.ceil(c[0] + Ro)) + 1, int(np.ceil(c[1] + Ro)) + 1
-        if u0 < 0 or v0 < 0 or u1 > cols or v1 > rows:
-            return None, 0.0
-        patch = d[v0:v1, u0:u1].astype(np.float64)
-        yy, xx = np.mgrid[v0:v1, u0:u1]
-        r2 = (xx - c[0]) ** 2 + (yy - c[1]) ** 2
-        inner, ring = r2 <= R * R, (r2 > R * R) & (r2 <= Ro * Ro)
-        fin = np.isfinite(patch)
-        # the ball itself must lie in the field; the window margin beyond it may not
-        if not fin[r2 <= (radius_px + 1.0) ** 2].all() or fin[ring].mean() < 0.4:
-            return None, 0.0
-        inner &= fin
-        if others is not None and len(others):
-            own = np.ones_like(inner)
-            for o in others:
-                d2 = (xx - o[0]) ** 2 + (yy - o[1]) ** 2
-                fin &= d2 > (radius_px + 1.5) ** 2      # background: off the neighbour's disc
-                own &= d2 > r2                          # weights: this ball's side only
-            if fin[ring].mean() < 0.3:
-                return None, 0.0
-            inner &= own
-        patch = np.where(np.isfinite(patch), patch, 0.0)     # only NaN off-field (never weighted)
-        w = np.where(inner, patch - _plane_background(patch, yy, xx, ring & fin), 0.0)
-        w = np.maximum(w, 0.0)
-        s = w.sum()
-        if s <= 0:
-            return None, 0.0
-        new = np.array([(w * xx).sum() / s, (w * yy).sum() / s])
-        peak = float(w.max())
-        if np.linalg.norm(new - c) < 1e-3:
-            c = new
-            break
-        c = new
-    return c, peak
+    """One ball's ``refine_centres``: ((u, v), peak), or (None, 0.0) where it fails.
+    ``others`` (K, 2): the centres of its neighbours (or None)."""
+    nb = None if others is None else [np.asarray(others, float).reshape(-1, 2)]
+    c, p, ok = refine_centres(d, np.asarray(uv0, float).reshape(1, 2), float(radius_px), iterations, nb)
+    return (c[0], float(p[0])) if ok[0] else (None, 0.0)
 
 
 def refine_centres(d: np.ndarray, uv0, radius_px, iterations: int = 4, others=None):
-    """``refine_centre`` for N balls at once: the same estimator, iterated on all balls
-    together, each frozen when it converges (move < 1e-3 px) or fails, as the single-ball
-    loop breaks. ``uv0`` (N, 2); ``radius_px`` a number or (N,); ``others``: None or a list
-    of N arrays (K_i, 2) (empty: no neighbour). Returns (centres (N, 2), peaks (N,), ok (N,)):
-    where ``ok`` is False ``refine_centre`` returns None (centre NaN, peak 0). Equal to
-    ``refine_centre`` ball by ball within rounding (sums in another order: < 1e-9 px)."""
+    """Background-corrected intensity-weighted centres of N balls near ``uv0`` (N, 2).
+
+    Per ball: the window disc has radius ``1.25 r + 2`` px, the background annulus the
+    next 3 px; a plane fitted to the annulus (one robust re-fit) is subtracted and the
+    positive remainder inside the disc weights the centroid, iterated on the re-centred
+    disc until it moves < 1e-3 px (``iterations`` at most). Pixels off the exposed field
+    (NaN in ``d``) are left out of the annulus; a ball whose disc (r + 1 px) reaches them,
+    whose window leaves the image, or whose annulus is under 40 % finite fails.
+    ``radius_px`` a number or (N,); ``others``: None or a list of N arrays (K_i, 2) of
+    neighbouring centres (empty: none), whose discs (r + 1.5 px) are left out of the
+    annulus, and whose side of the bisector is left out of the weights.
+    Returns (centres (N, 2), peaks (N,), ok (N,)); where ``ok`` is False the centre is
+    NaN and the peak 0."""
     c = np.array(uv0, dtype=float).reshape(-1, 2)
     n = len(c)
     r = np.broadcast_to(np.asarray(radius_px, dtype=float), (n,)).copy()
@@ -432,222 +670,3 @@ def _solve_planes(b, X, Y, m):
     return np.linalg.solve(AtA, Atb[..., None])[..., 0]
 
 
-def _extend_beyond_field(d, field):
-    """Fill the unexposed surround with the local background carried outwards
-    (normalised convolution), so that the field edge makes no step in the top-hat."""
-    f = field.astype(np.float32)
-    s = max(d.shape) / 40
-    num = cv2.GaussianBlur(np.where(field, d, 0).astype(np.float32), (0, 0), s)
-    den = cv2.GaussianBlur(f, (0, 0), s)
-    fill = np.where(den > 1e-3, num / np.maximum(den, 1e-3), float(np.median(d[field])))
-    return np.where(field, d, fill).astype(np.float32)
-
-
-def field_mask(pixels, polarity: int = 1) -> np.ndarray:
-    """Exposed field: False on a large flat region at the dense extreme (the unexposed
-    surround of an image intensifier's round field, or a collimator), eroded 2 px.
-    ``polarity`` as in ``density_of``: the dense extreme is the minimum for +1."""
-    a = np.asarray(pixels, np.float32)
-    lo, hi = float(a.min()), float(a.max())
-    span = max(hi - lo, 1e-6)
-    flat = a <= lo + 0.01 * span if polarity > 0 else a >= hi - 0.01 * span
-    if flat.mean() <= 0.02:      # a few saturated pixels in balls, not an area
-        return np.ones(a.shape, bool)
-    return cv2.erode((~flat).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-
-
-def _detect_polarity(pixels, polarity, kernel_px, min_area):
-    field = field_mask(pixels, polarity)
-    if field.mean() < 0.05:
-        return None, [], 0.0, ([], 0.0)
-    d = density_of(pixels, polarity)
-    if not field.all():     # flatten the unexposed surround so it makes no edges
-        d = _extend_beyond_field(d, field)
-    sel, med, merged, peak, sigma = _select(d, kernel_px, min_area, floor=_floor(d, kernel_px, field))
-    if sel:   # second pass with the ball size and contrast known: a tighter
-        # background (opening 5 r wide) and a threshold at 30 % of a ball's peak
-        k2 = max(9, int(5 * med) | 1)
-        sel, med, merged, _, sigma = _select(d, k2, min_area, ball_r=med, floor=0.3 * peak,
-                                             saturated=_saturated(pixels, polarity))
-    if not field.all():
-        d = d.copy()
-        d[~field] = np.nan        # refine_centre rejects windows that leave the field
-    return d, sel, med, (merged, sigma)
-
-
-def _first_pass(pixels, polarity, kernel_px, min_area):
-    """The first (size-blind) pass under one polarity hypothesis, computed once and shared by
-    the polarity score and the detection: (field, density, ``_select``'s result), or None
-    when the field is too small. Same numbers as ``_polarity_score`` / ``_detect_polarity``
-    (the top-hat of ``_floor`` and of the first ``_candidates`` is one and the same)."""
-    field = field_mask(pixels, polarity)
-    if field.mean() < 0.05:
-        return None
-    d = density_of(pixels, polarity)
-    if not field.all():
-        d = _extend_beyond_field(d, field)
-    th = d - _background(d, kernel_px, fast=True)
-    floor = 0.25 * float(np.percentile(th[field][::7], 99.7))
-    return field, d, _select(d, kernel_px, min_area, floor=floor, th=th, fast=True)
-
-
-def _first_score(first):
-    """``_polarity_score`` from a ``_first_pass``."""
-    if first is None:
-        return 0.0
-    sel, _, _, _, sigma = first[2]
-    return float(sum(min(s[2][2] / max(sigma, 1e-6), 1000.0) for s in sel))
-
-
-def _second_pass(pixels, polarity, min_area, first):
-    """``_detect_polarity`` from a ``_first_pass``."""
-    if first is None:
-        return None, [], 0.0, ([], 0.0)
-    field, d, (sel, med, merged, peak, sigma) = first
-    if sel:
-        k2 = max(9, int(5 * med) | 1)
-        sel, med, merged, _, sigma = _select(d, k2, min_area, ball_r=med, floor=0.3 * peak,
-                                             saturated=_saturated(pixels, polarity), fast=True)
-    if not field.all():
-        d = d.copy()
-        d[~field] = np.nan
-    return d, sel, med, (merged, sigma)
-
-
-def _polarity_score(pixels, polarity, kernel_px, min_area):
-    """Summed contrast-to-noise of the first-pass round blobs under one polarity
-    hypothesis: steel balls are the highest-contrast compact blobs."""
-    field = field_mask(pixels, polarity)
-    if field.mean() < 0.05:
-        return 0.0
-    d = density_of(pixels, polarity)
-    if not field.all():
-        d = _extend_beyond_field(d, field)
-    sel, _, _, _, sigma = _select(d, kernel_px, min_area, floor=_floor(d, kernel_px, field))
-    return float(sum(min(s[2][2] / max(sigma, 1e-6), 1000.0) for s in sel))
-
-
-def _saturated(pixels, polarity):
-    """Pixels clipped at the bright (least dense) extreme, or None when there are few."""
-    a = np.asarray(pixels, np.float32)
-    lo, hi = float(a.min()), float(a.max())
-    s = a >= hi - 0.002 * (hi - lo) if polarity > 0 else a <= lo + 0.002 * (hi - lo)
-    return s if s.mean() > 0.005 else None
-
-
-def _floor(d, kernel_px, field):
-    """First-pass threshold: a quarter of the strongest structures' top-hat (steel balls
-    are the densest compact objects) so that the blurred tails of neighbours do not merge."""
-    th = d - _background(d, kernel_px)
-    return 0.25 * float(np.percentile(th[field][::7], 99.7))
-
-
-def detect_beads(pixels, polarity: int | None = None, kernel_px: int | None = None,
-                 min_area_px: int = 6) -> Beads:
-    """Find the compact round balls of the dominant size in a raw image.
-
-    ``pixels``: raw 2-D array, larger = brighter unless ``polarity=-1``; with
-    ``polarity=None`` both are tried and the one whose round blobs have the
-    larger summed contrast-to-noise wins (16-bit PNG/TIFF carry no photometric tag). ``kernel_px``: the
-    background opening size, default 10 % of the smaller image side (must
-    exceed a ball's diameter).
-
-    CPU s, reference path -> this one (2 cores, polarity=None, simulated shots, seed 3):
-    II plate 512 px 0.20 -> 0.048, 1024 px 0.54 -> 0.24; II cage AP / LAT 512 px
-    0.10 / 0.12 -> 0.046 / 0.065, 1024 px 0.43 / 0.53 -> 0.25 / 0.34; flat-panel cage
-    AP / LAT 512 px 0.10 / 0.11 -> 0.056 / 0.060, 1024 px 0.19 / 0.29 -> 0.12 / 0.22."""
-    return _detect(pixels, polarity, kernel_px, min_area_px, fast=True)
-
-
-def _detect(pixels, polarity, kernel_px, min_area_px, fast: bool) -> Beads:
-    """``detect_beads``; ``fast=False`` runs the reference path (each polarity stage from
-    scratch, blob shapes one by one, ``refine_centre`` ball by ball), which the fast path
-    (shared first pass, ``_shapes``, ``refine_centres``) equals within rounding."""
-    a = np.asarray(pixels)
-    if a.ndim != 2 or min(a.shape) < 32:
-        raise BeadDetectionError(f"image must be 2-D and at least 32 x 32 px, got shape {a.shape}")
-    if not np.all(np.isfinite(a.astype(np.float64, copy=False))) if a.dtype.kind == "f" else False:
-        raise BeadDetectionError("image has non-finite pixels")
-    kernel = int(kernel_px or max(9, 0.1 * min(a.shape)))
-    if fast:
-        first = {}
-
-        def first_pass(p):
-            if p not in first:
-                first[p] = _first_pass(a, p, kernel, min_area_px)
-            return first[p]
-        pol = polarity if polarity in (1, -1) else max((1, -1), key=lambda p: _first_score(first_pass(p)))
-        d, sel, med, (merged, sigma) = _second_pass(a, pol, min_area_px, first_pass(pol))
-    else:
-        pol = polarity if polarity in (1, -1) else max((1, -1), key=lambda p: _polarity_score(a, p, kernel, min_area_px))
-        d, sel, med, (merged, sigma) = _detect_polarity(a, pol, kernel, min_area_px)
-    if not sel:
-        raise BeadDetectionError("no round balls found in the image: check that the cage is in the beam "
-                                 "and the exposure is not saturated")
-    cs, rs, ks, ro = [], [], [], []
-    if fast:
-        uv0 = [(x + (w - 1) / 2, y + (h - 1) / 2) for (i, x, y, w, h, area), _, _ in sel]
-        cen, pk, ok = refine_centres(d, uv0, np.array([r_eq for _, r_eq, _ in sel], float))
-        for k in np.flatnonzero(ok):
-            cs.append(cen[k]), rs.append(sel[k][1]), ks.append(float(pk[k])), ro.append(sel[k][2][0])
-    else:
-        for row, r_eq, shp in sel:
-            i, x, y, w, h, area = row
-            c, peak = refine_centre(d, (x + (w - 1) / 2, y + (h - 1) / 2), r_eq)
-            if c is None:
-                continue
-            cs.append(c), rs.append(r_eq), ks.append(peak), ro.append(shp[0])
-    if not cs:
-        raise BeadDetectionError("all candidate balls touch the image edge: centre the cage in the field")
-    split = _split_merged(d, merged, np.array(cs), med, float(np.median(ks)), sigma)
-    cs = _deconflict(d, cs, rs, fast)
-    for c in split:
-        cs.append(c), rs.append(med), ks.append(float(np.median(ks))), ro.append(0.0)
-    return Beads(np.array(cs), np.array(rs), np.array(ks), np.array(ro), pol,
-                 len(merged) - len(split) // 2, len(split) // 2)
-
-
-def _deconflict(d, cs, rs, fast=False):
-    """Re-centre balls with a neighbour near their window, leaving the neighbour's disc out
-    (its shadow would tilt the background plane and pull the centroid)."""
-    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
-    cs = [np.asarray(c) for c in cs]
-    if len(cs) < 2:
-        return cs
-    c = np.array(cs)
-    reach = 2.5 * float(np.max(rs)) + 7.0
-    tree = cKDTree(c)
-    if fast:
-        nbs = [[j for j in nb if j != k] for k, nb in enumerate(tree.query_ball_point(c, reach))]
-        out = [c[k] for k in range(len(c))]
-        todo = [k for k, nb in enumerate(nbs) if nb]
-        if todo:
-            new, _, ok = refine_centres(d, c[todo], np.asarray(rs, float)[todo], others=[c[nbs[k]] for k in todo])
-            for j, k in enumerate(todo):
-                if ok[j]:
-                    out[k] = new[j]
-        return out
-    out = []
-    for k, nb in enumerate(tree.query_ball_point(c, reach)):
-        nb = [j for j in nb if j != k]
-        if nb:
-            new, _ = refine_centre(d, c[k], rs[k], others=c[nb])
-            out.append(c[k] if new is None else new)
-        else:
-            out.append(c[k])
-    return out
-
-
-def _split_merged(d, merged, centres, radius, amplitude, sigma):
-    """Centres of the balls of merged pairs that a two-ball fit explains (see core.calibration.bead_pairs)."""
-    if not merged:
-        return []
-    template = build_template(d, centres, radius)
-    if template is None:
-        return []
-    out = []
-    for mask, offset in merged:
-        two = split_pair(d, mask, offset, template, amplitude, sigma)
-        if two is not None:
-            out.extend(two)
-    return out
