@@ -178,6 +178,11 @@ class AtiNetFt(ForceSensor):
     def _accept(self, records, now) -> None:
         with self._lock:
             for rdt, ft, status, counts in records:
+                if self._implausible is None:       # one corrupt record is enough: latch it,
+                    try:                            # late or not
+                        self.check_plausible(WrenchSample(now, counts / self.scale, rdt, status))
+                    except DeviceError as e:
+                        self._implausible = e
                 if self._last_rdt is not None:
                     gap = (rdt - self._last_rdt) & 0xFFFFFFFF
                     if gap == 0:
@@ -196,11 +201,6 @@ class AtiNetFt(ForceSensor):
                 self.packets_received += 1
                 self.last_error = None
                 self._latest = WrenchSample(now, counts / self.scale, rdt, status)
-                if self._implausible is None:       # one corrupt record is enough: latch it
-                    try:
-                        self.check_plausible(self._latest)
-                    except DeviceError as e:
-                        self._implausible = e
 
     def read(self) -> WrenchSample:
         if self._thread is None:
@@ -345,16 +345,17 @@ class FakeNetFtServer:
                 continue
             with self._lock:
                 self.seq += 1
-                values = self.wrench if self._spike is None else self._spike
+                spiked = self._spike is not None
+                values = self.wrench if not spiked else self._spike
                 self._spike = None
                 rec = self._record(values)
-            if self._rng.random() < self.drop:
-                continue
+            if not spiked and self._rng.random() < self.drop:   # an injected failure always
+                continue                                           # arrives
             out = [rec]
             if self._held is not None:
                 out.append(self._held)           # the held record arrives after a newer one
                 self._held = None
-            elif self._rng.random() < self.reorder:
+            elif self._rng.random() < self.reorder and not spiked:
                 self._held, out = rec, []
             for r in out:
                 try:

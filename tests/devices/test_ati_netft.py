@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from devices.ati_netft import RECORD, AtiNetFt, pack_request, parse_records
-from devices.base import DeviceError
+from devices.base import DeviceError, FaultKind
 
 
 class FakeNetFt(threading.Thread):
@@ -120,3 +120,105 @@ def test_read_before_connect_raises():
     with pytest.raises(DeviceError):
         AtiNetFt("127.0.0.1", 1).read()
 
+
+
+# -- recovery against the fake Net F/T server (devices.ati_netft.FakeNetFtServer) ------------
+
+def good_within(ft, timeout):
+    """Seconds until ``read()`` succeeds, or None after ``timeout``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            ft.read()
+            return time.monotonic() - t0
+        except DeviceError:
+            time.sleep(0.001)
+    return None
+
+
+@pytest.fixture
+def streaming():
+    from devices.ati_netft import FakeNetFtServer
+    server = FakeNetFtServer(rate_hz=1000.0).start()
+    ft = AtiNetFt("127.0.0.1", server.port, timeout_s=0.02)
+    ft.connect()
+    assert good_within(ft, 3.0) is not None
+    yield server, ft
+    ft.disconnect()
+    server.close()
+
+
+# the figure is 0.5 s; the bounds below leave room for a loaded test machine (measured idle:
+# 1-10 ms after a restart or reboot, 0.1-0.25 s after an unreachable connect: the back-off)
+
+def test_sequence_restart_is_accepted_not_dropped_as_reordered(streaming):
+    server, ft = streaming
+    time.sleep(0.05)
+    server.restart_sequence()                 # the sensor's counter starts again at 1
+    time.sleep(0.05)
+    assert good_within(ft, 1.0) is not None
+    assert ft.restarts >= 1 and ft.read().sequence < 200
+
+
+def test_rebooted_sensor_gets_the_start_request_again(streaming):
+    server, ft = streaming
+    sent = ft.start_requests
+    server.reboot(0.3)                        # silent, then waits for a new start request
+    time.sleep(0.1)
+    with pytest.raises(DeviceError) as e:
+        ft.read()
+    assert e.value.kind is FaultKind.SENSOR_STALE
+    time.sleep(0.2)
+    assert good_within(ft, 1.5) is not None
+    assert ft.start_requests > sent
+
+
+def test_unreachable_at_connect_comes_back_when_the_sensor_does():
+    import socket as so
+    from devices.ati_netft import FakeNetFtServer
+    s = so.socket(so.AF_INET, so.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                 # nothing listens there
+    ft = AtiNetFt("127.0.0.1", port, timeout_s=0.02)
+    ft.connect()
+    try:
+        time.sleep(0.2)
+        with pytest.raises(DeviceError, match="no data") as e:
+            ft.read()
+        assert e.value.kind in (FaultKind.SENSOR_UNREACHABLE, FaultKind.SENSOR_STALE)
+        ft.bias()                             # does not kill the receiver either
+        assert ft._thread.is_alive()
+        server = FakeNetFtServer(port=port).start()
+        try:
+            assert good_within(ft, 1.5) is not None
+        finally:
+            server.close()
+    finally:
+        ft.disconnect()
+
+
+def test_corrupt_record_beyond_the_rated_range_is_latched_until_reset(streaming):
+    server, ft = streaming
+    server.spike([2147.48, -2147.48, 2147.48, 0, 0, 0])   # int32 extremes at 1e6 counts/N
+    time.sleep(0.05)                                     # newer, good records came since
+    with pytest.raises(DeviceError, match="2147.5 N, beyond its rated 290 N") as e:
+        ft.read()
+    assert e.value.kind is FaultKind.SENSOR_IMPLAUSIBLE
+    ft.reset()
+    assert good_within(ft, 1.0) is not None
+
+
+def test_reordered_and_lost_packets_are_counted_and_the_newest_kept():
+    from devices.ati_netft import FakeNetFtServer
+    server = FakeNetFtServer(rate_hz=1000.0, drop=0.05, reorder=0.05, seed=3, n=400).start()
+    ft = AtiNetFt("127.0.0.1", server.port, timeout_s=0.5)
+    ft.connect()
+    try:
+        assert wait_for(lambda: server.seq >= 400, timeout=5.0)
+        time.sleep(0.05)
+        assert ft.packets_reordered > 0 and ft.packets_lost > 0 and ft.restarts == 0
+        assert ft.read().sequence >= 395      # a late one never replaced a newer one
+    finally:
+        ft.disconnect()
+        server.close()
