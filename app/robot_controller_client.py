@@ -2,6 +2,10 @@
 QTimer and emits signals; repeats hold-to-run jogs and the dead-man heartbeat while a
 button is held. Every panel action is one method here that a script can call.
 
+STOP is shown at once (``stopped_changed(True)`` as the request goes out) and stays
+shown until the control loop acknowledges a Reset issued after it; a fault names its
+device through its ``FaultKind``, never through its text.
+
 ``install_robot_panel(window)`` adds the robot panel as a dock and the robot (with its
 cage) to the 3D view, and returns the client.
 """
@@ -14,7 +18,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.robot.kinematics.hybrid5 import load_hybrid5
-from devices.base import DeviceStatus
+from devices.base import DeviceStatus, FaultKind
 from devices.robot_controller import ControllerConfig, RobotController
 
 __all__ = ["RobotControllerClient", "install_robot_panel", "IDENTIFY_ANGLES_DEG"]
@@ -30,6 +34,7 @@ class RobotControllerClient(QObject):
     fault_raised = Signal(str)            # one line saying what to do
     event = Signal(str, object)           # "tool_load", "identify_progress", "refused", ...
     ready_changed = Signal(bool)
+    stopped_changed = Signal(bool)        # True from STOP until the loop acknowledges Reset
     device_status = Signal(str, object, str)   # ("robot" | "force_sensor", DeviceStatus, message)
 
     def __init__(self, config: ControllerConfig | None = None, parent=None, poll_ms: int = 20):
@@ -39,6 +44,7 @@ class RobotControllerClient(QObject):
         self.history = collections.deque(maxlen=int(HISTORY_S * 110))   # (t, wrench[6])
         self.state: dict = {}
         self._ready = False
+        self.stopped = False
         self._poll = QTimer(self, interval=poll_ms)
         self._poll.timeout.connect(self.poll)
         self._repeat = QTimer(self, interval=REPEAT_MS)
@@ -69,6 +75,9 @@ class RobotControllerClient(QObject):
             self.fault_raised.emit(message)
             self.device_status.emit("robot", DeviceStatus.FAULT, message)
             return
+        if self.stopped and not self.controller.stopped():
+            self.stopped = False                  # the loop acknowledged a Reset after the STOP
+            self.stopped_changed.emit(False)
         last = None
         for msg in self.controller.drain():
             if "q" in msg:
@@ -80,17 +89,17 @@ class RobotControllerClient(QObject):
                 self.event.emit(kind, payload)
         if last is not None:
             if (last["fault"] or None) != (self.state.get("fault") or None):
-                self._emit_status(last["fault"])
+                self._emit_status(last["fault"], last.get("fault_kind"))
             self.state = last
             self.state_changed.emit(last)
 
-    def _emit_status(self, fault) -> None:
-        """Device pills: the loop's fault names the device that failed."""
+    def _emit_status(self, fault, kind=None) -> None:
+        """Device pills: the fault's kind names the device that failed."""
         sensor_sim = self.controller.config.netft_host is None
         ok_robot = (DeviceStatus.SIMULATED, "simulated hybrid robot, 1 kHz control process")
         ok_sensor = ((DeviceStatus.SIMULATED, "simulated 6-axis sensor") if sensor_sim else
                      (DeviceStatus.CONNECTED, f"ATI Net F/T {self.controller.config.netft_host}"))
-        sensor_fault = bool(fault) and ("sensor" in fault or "Net F/T" in fault)
+        sensor_fault = bool(fault) and kind is not None and FaultKind(kind).device == "force_sensor"
         self.device_status.emit("robot", *((DeviceStatus.FAULT, fault) if fault and not sensor_fault
                                            else ok_robot))
         self.device_status.emit("force_sensor", *((DeviceStatus.FAULT, fault) if sensor_fault
@@ -100,10 +109,14 @@ class RobotControllerClient(QObject):
     def stop(self) -> None:
         """STOP everything: the flag goes straight to the loop; hold timers end too."""
         self.controller.stop()
+        if not self.stopped:
+            self.stopped = True
+            self.stopped_changed.emit(True)
         self.release()
         self.set_deadman(False)
 
     def reset(self) -> None:
+        """Ask for Reset; ``stopped`` stays true until the loop acknowledges it."""
         self.controller.reset()
 
     def set_speed(self, fraction: float) -> None:
@@ -154,6 +167,10 @@ class RobotControllerClient(QObject):
 
     def rezero(self) -> None:
         self.controller.send("rezero")
+
+    def return_to_identify_start(self) -> None:
+        """Move back to where an interrupted tool-load identification started."""
+        self.controller.send("return_to_identify_start")
 
     def simulate_hand(self, wrench_base) -> None:
         """Simulation only: a hand pushing on the tool (base frame, N and N*m)."""

@@ -5,7 +5,8 @@ Thin: every control calls one method of ``app.robot_controller_client.RobotContr
 (``client``); the panel only shows the state the client emits. STOP is always visible
 and bound to Esc application-wide through an event filter (never a QShortcut, so that no
 other Esc shortcut can make it ambiguous); the dead-man is the held button or held F8.
-Large targets for gloved hands at 1.5 m.
+Large targets for gloved hands at 1.5 m. After STOP the banner says STOPPED until the
+controller acknowledges a Reset; a fault banner names the device that failed.
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ class RobotPanel(QWidget):
         client.ready_changed.connect(self.tabs.setEnabled)
         client.state_changed.connect(self.show_state)
         client.fault_raised.connect(self._set_fault)
+        client.stopped_changed.connect(self._set_stopped)
         client.event.connect(self._on_event)
         self._plot_timer = QTimer(self, interval=100)
         self._plot_timer.timeout.connect(self._update_plots)
@@ -203,9 +205,13 @@ class RobotPanel(QWidget):
         self.zero_button = _button("Zero here", name="robot_zero")
         self.zero_button.setToolTip("hands off the tool: re-zero the sensor at this pose")
         self.zero_button.clicked.connect(self.client.rezero)
+        self.return_button = _button("Return to start", name="robot_return")
+        self.return_button.setToolTip("back to the pose an interrupted identification started from")
+        self.return_button.clicked.connect(self.client.return_to_identify_start)
         self.load_label = QLabel("no tool load identified: forces include the tool weight",
                                  objectName="robot_load", wordWrap=True)
-        for x in (self.identify_button, self.identify_progress, self.zero_button, self.load_label):
+        for x in (self.identify_button, self.identify_progress, self.zero_button,
+                  self.return_button, self.load_label):
             v.addWidget(x)
         v.addStretch(1)
         return w
@@ -265,20 +271,34 @@ class RobotPanel(QWidget):
         super().keyReleaseEvent(ev)
 
     # -- showing state -------------------------------------------------------------------
-    def _set_fault(self, message):
+    def _set_fault(self, message, kind=None):
+        if not message and self.client.stopped:
+            self._set_stopped(True)                 # STOP outlives a cleared fault
+            return
         self.fault_banner.setVisible(bool(message))
         self.reset_button.setVisible(bool(message))
         if message:
-            self.fault_banner.setText(f"ROBOT FAULT — {message}")
+            what = "FORCE SENSOR FAULT" if kind and kind.startswith("sensor") else "ROBOT FAULT"
+            self.fault_banner.setText(f"{what} — {message}")
 
-    def show_state(self, s: dict):
-        mode = s["mode"]
-        if mode == "stopped":
+    def _set_stopped(self, stopped: bool):
+        if stopped:
             self.fault_banner.setText("STOPPED — press Reset when the area is clear")
             self.fault_banner.setVisible(True)
             self.reset_button.setVisible(True)
-        elif mode == "fault":
-            self._set_fault(s["fault"])
+        else:
+            self._set_fault(None)
+
+    def show_state(self, s: dict):
+        mode = s["mode"]
+        if mode == "fault":
+            self._set_fault(s["fault"], s.get("fault_kind"))
+        elif mode == "stopped" or self.client.stopped:
+            self._set_stopped(True)
+        elif mode == "resetting":
+            self.fault_banner.setText("RESETTING — waiting for the robot and the force sensor")
+            self.fault_banner.setVisible(True)
+            self.reset_button.setVisible(False)
         else:
             self._set_fault(None)
         limits = ", ".join(sorted(set(s["limits"]))) or "none"
