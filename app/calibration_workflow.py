@@ -373,6 +373,11 @@ class CalibrationWorkflow:
                                        "in the status bar, or load the shot from a file")
         return True
 
+    def follow_session_images(self, follow: bool = True) -> None:
+        """While True, each new session image (acquired, dropped, opened) becomes this
+        calibration's shot of its view (the shots page is open)."""
+        self.capture_session_images = bool(follow)
+
     def report(self, step: str, message: str) -> None:
         """A failure found elsewhere (e.g. the C-arm's), shown like the workflow's own."""
         self._fail(step, message)

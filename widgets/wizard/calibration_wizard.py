@@ -306,7 +306,7 @@ class ShotsPage(_Page):
             self.wf.set_shot(view, path)
 
     def initializePage(self):
-        self.wf.capture_session_images = True
+        self.wf.follow_session_images(True)
         super().initializePage()
 
     def refresh(self):
