@@ -22,7 +22,7 @@ from app.qt_connect import connect_while_alive
 from app.state.plans import (PALETTE, PLAN_FORMAT, PlanBook, PlanFileError, load_plan_file,
                              planning_calibration, save_plan_file)
 from core.planning.two_view import (LEVELS, POINTS, VIEWS, ClickOutsideImageError, PatientAxes, PlanningError,
-                                    check_click, epipolar_line, image_angles, plan_warnings, snap_to_epipolar,
+                                    check_click, epipolar_line, image_angles, plan_warnings,
                                     tool_band, trajectory_angles)
 
 __all__ = ["PlanBook", "PlanFileError", "PLAN_FORMAT", "PALETTE", "load_plan_file", "save_plan_file",
@@ -136,19 +136,13 @@ class PlanningController(QObject):
             self._say("press N (New) to plan a trajectory, or drag a handle to move a point")
             return
         tid, kind = self.placing
+        shift = modifiers is not None and bool(modifiers & Qt.KeyboardModifier.ShiftModifier)
         try:
-            uv = check_click((u, v), self.viewers[view].image_shape, view)
+            t = self.model.place_click(tid, kind, view, (u, v), self.viewers[view].image_shape,
+                                       snap=self.snap != shift)
         except ClickOutsideImageError as e:
             self._say(str(e), warn=True)
             return
-        other = _other(view)
-        first = self.model.get(tid).click(kind, other)
-        shift = modifiers is not None and bool(modifiers & Qt.KeyboardModifier.ShiftModifier)
-        if first is not None and self.snap != shift and self.model.calibration is not None:
-            line = epipolar_line(self.model.calibration, other, first, view, shape=self.viewers[view].image_shape)
-            if len(line) >= 2:
-                uv, _ = snap_to_epipolar(uv, line)
-        t = self.model.set_click(tid, kind, view, uv)
         self._after_click(tid, kind, view, t)
 
     def _after_click(self, tid: str, kind: str, view: str, t) -> None:
@@ -504,7 +498,7 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
         connect_while_alive(session.calibration_changed, controller, "calibration_followed")
         if autosave_ms is not None:
             timer = QTimer(controller, singleShot=True, interval=int(autosave_ms))
-            timer.timeout.connect(lambda: _autosave(model, session))
+            timer.timeout.connect(lambda: _autosave(session))
             connect_while_alive(model.changed, timer, "start", nargs=0)
             controller.autosave_timer = timer
             # the resumed plan is the file on disk: not written again until it changes
@@ -513,8 +507,8 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
     return controller
 
 
-def _autosave(model: PlanBook, session) -> None:
+def _autosave(session) -> None:
     try:
-        model.save(Path(session.folder) / "plan.json")
+        session.save_plan()
     except OSError as e:  # a full disk must not stop planning; the log says it
         log.error("the plan could not be saved in the session folder: %s", e)

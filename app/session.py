@@ -306,6 +306,11 @@ class Session:
         """Write ``session.json`` into the session folder atomically."""
         return write_json_atomic(self.folder / "session.json", self.to_dict())
 
+    def save_plan(self) -> Path:
+        """Write the plan book to ``plan.json`` in the session folder atomically (what
+        ``resume`` reads back)."""
+        return self.plans.save(self.folder / "plan.json")
+
     # -- resuming an interrupted session ------------------------------------------------
     def is_fresh(self) -> bool:
         """Nothing taken, loaded, calibrated or planned yet (what ``resume`` needs)."""

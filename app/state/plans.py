@@ -27,7 +27,8 @@ from psygnal import Signal
 from app.state.history import Command, UndoHistory
 from core.formats.files import write_json_atomic
 from core.planning.two_view import (MAX_RAY_GAP_MM, PLAN_FORMAT, POINTS, VIEWS, PlanningError, Trajectory,
-                                    TwoViewCalibration, locate_trajectory, plan_from_dict, read_plan)
+                                    TwoViewCalibration, check_click, epipolar_line, locate_trajectory,
+                                    plan_from_dict, read_plan, snap_to_epipolar)
 
 __all__ = ["PlanBook", "PlanFileError", "PLAN_FORMAT", "PALETTE", "load_plan_file", "save_plan_file",
            "planning_calibration", "load_session_plan"]
@@ -185,6 +186,21 @@ class PlanBook:
         self.history.push(_Replace(self, tid, old, new, f"{verb} {kind} of {old.name} in {view.upper()}",
                                       drag_token=drag_token))
         return self.get(tid)
+
+    def place_click(self, tid: str, kind: str, view: str, uv, shape=None, snap: bool = True) -> Trajectory:
+        """A click placing ``kind`` of ``tid`` at raw pixel ``uv`` of ``view`` (what the
+        planning screen does with a click): checked inside the image of ``shape`` (rows,
+        cols; ClickOutsideImageError, one line), and when the other view already has this
+        point and ``snap``, moved onto that click's X-ray drawn in this view (the epipolar
+        curve), so that both clicks show the same 3D point. One undo step; returns the record."""
+        uv = check_click(uv, shape, view)
+        other = "lat" if view == "ap" else "ap"
+        first = self.get(tid).click(kind, other)
+        if snap and first is not None and self.calibration is not None:
+            line = epipolar_line(self.calibration, other, first, view, shape=shape)
+            if len(line) >= 2:
+                uv, _ = snap_to_epipolar(uv, line)
+        return self.set_click(tid, kind, view, uv)
 
     def set_fields(self, tid: str, **fields) -> None:
         """Rename, change level, side, colour or diameter: ``set_fields(tid, level="L5")``."""

@@ -30,7 +30,6 @@ def drive_case(folder: str) -> dict:
     from app.device_state import device_state
     from app.session import Session, SessionError
     from core.geometry.rigid import apply, invert
-    from core.planning.two_view import epipolar_line, snap_to_epipolar
     from core.simulation.phantom import make_spine_phantom
     from core.simulation.scene import SimulatedOR
     from core.simulation.truth_calibration import TruthCalibration
@@ -80,9 +79,8 @@ def drive_case(folder: str) -> dict:
             a = rng.uniform(0, 2 * np.pi, size=2)
             ap = uv["ap"][0] + [np.cos(a[0]), np.sin(a[0])]
             lat = uv["lat"][0] + [np.cos(a[1]), np.sin(a[1])]
-            book.set_click(tid, kind, "ap", ap)
-            line = epipolar_line(calib, "ap", ap, "lat", shape=SHAPE)
-            book.set_click(tid, kind, "lat", snap_to_epipolar(lat, line)[0])
+            book.place_click(tid, kind, "ap", ap, SHAPE)      # what a click on the AP viewer does
+            book.place_click(tid, kind, "lat", lat, SHAPE)    # snapped onto the AP click's X-ray
         truth[tid] = points
     out["errors_mm"] = {tid: {k: float(np.linalg.norm(np.subtract(getattr(book.get(tid), f"{k}_mm"), p)))
                               for k, p in pts.items()} for tid, pts in truth.items()}
@@ -100,7 +98,12 @@ def drive_case(folder: str) -> dict:
         book.history.redo()
     out["redo_same"] = book.get(second) == done
     out["history"].append(book.history.count())
-    book.save(Path(session.folder) / "plan.json")
+    session.save_plan()
+    try:
+        book.place_click(book.ids()[0], "entry", "ap", (SHAPE[1] + 5.0, 10.0), SHAPE)
+    except ValueError as e:
+        out["outside"] = str(e)
+    out["history"].append(book.history.count())
 
     # the robot connects: aligning opens; the C-arm faults: verifying stays shut
     try:
@@ -204,10 +207,11 @@ def test_planned_points_match_the_phantom_truth(case):
     for tid, err in case["errors_mm"].items():
         assert err["entry"] < 1.0 and err["target"] < 1.0, (tid, err)
     assert max(case["gaps_mm"]) < 0.1
+    assert "is outside the 256x256 pixels of the AP image" in case["outside"], case["outside"]
 
 
 def test_undo_and_redo_of_a_whole_trajectory(case):
-    assert case["history"] == [10, 10]
+    assert case["history"] == [10, 10, 10]      # the click outside the image recorded nothing
     assert case["after_undo"]["ids"] == ["t1"] and case["after_undo"]["redo_text"] == "new trajectory L4 right"
     assert case["after_undo"]["align_blocked"] == "the robot is not connected"
     assert case["redo_same"]
