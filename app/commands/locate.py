@@ -38,13 +38,17 @@ def load_calibration(path):
 
 
 def read_json(path, what):
+    """A JSON input file (bounded size and nesting, UTF-8), or CommandError in one line."""
+    from core.formats.schema import FileFormatError, parse_json
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise CommandError(f"cannot read {what} file {path}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CommandError(f"{what} file {path} is not valid JSON: {e}") from None
+    try:
+        return parse_json(raw, f"{what} file {path}")
+    except FileFormatError as e:
+        raise CommandError(str(e)) from None
 
 
 def _pairs(path):

@@ -221,7 +221,7 @@ def parse_json(raw: bytes, file: str, hint: str = "", error=FileFormatError):
         raise _error(error, file, "", f"is not UTF-8 text (byte {e.start}): not a JSON file", hint) from None
     depth = _depth(raw)
     if depth > MAX_DEPTH:
-        raise _error(error, file, "", f"nests {depth} levels deep (at most {MAX_DEPTH}): not a fluoronav file",
+        raise _error(error, file, "", f"nests {depth} levels deep (at most {MAX_DEPTH})",
                      hint)
     try:
         return json.loads(text)
@@ -229,9 +229,9 @@ def parse_json(raw: bytes, file: str, hint: str = "", error=FileFormatError):
         raise _error(error, file, "", f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})",
                      hint) from None
     except RecursionError:
-        raise _error(error, file, "", "nests too deep: not a fluoronav file", hint) from None
+        raise _error(error, file, "", "nests too deep", hint) from None
     except ValueError:      # the one other refusal of json.loads: an integer of over 4,300 digits
-        raise _error(error, file, "", "holds an integer of thousands of digits: not a fluoronav file",
+        raise _error(error, file, "", "holds an integer of thousands of digits",
                      hint) from None
 
 

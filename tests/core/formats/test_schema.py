@@ -265,3 +265,16 @@ def test_a_long_value_is_shortened_in_the_message():
 
 def test_brackets_inside_strings_do_not_count_as_nesting():
     assert parse_json(json.dumps({"name": "[" * 1000}).encode(), "x.json") == {"name": "[" * 1000}
+
+
+@pytest.mark.parametrize("command, option", [("locate", "--pairs"), ("project", "--points")])
+def test_cli_input_files_are_read_with_the_same_bounds(calib_file, tmp_path, command, option):
+    from app.cli import main
+    import contextlib
+    import io
+    _, calib = calib_file
+    f = _write(tmp_path / "in.json", "[" * 100_000)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([command, "--calib", str(calib), option, str(f)])
+    assert code == 2 and err.getvalue().count("\n") == 1 and "nests 100000 levels deep" in err.getvalue()
