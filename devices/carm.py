@@ -24,18 +24,15 @@ _PRESET_KEYS = {"detector", "sid_mm", "sod_mm", "field_diameter_mm", "shape"}
 
 
 def carm_preset(name: str) -> dict:
-    """Scene arguments of a named C-arm (resources/carm/presets.json)."""
-    import json
-
+    """Scene arguments of a named C-arm (resources/carm/presets.json, validated by its schema)."""
+    from core.formats.schema import load_json
     from resources import path
-    d = json.loads(path("carm", "presets.json").read_text())
-    presets = d.get("presets", {}) if d.get("format") == "fluoronav.carm_presets/1" else {}
+    d, _ = load_json(path("carm", "presets.json"), "carm_presets", error=DeviceError,
+                     hint="fix resources/carm/presets.json")
+    presets = d["presets"]
     if name not in presets:
         raise DeviceError(f"unknown C-arm preset {name!r}: choose one of {', '.join(sorted(presets))}")
     p = presets[name]
-    missing = _PRESET_KEYS - set(p)
-    if missing:
-        raise DeviceError(f"C-arm preset {name!r} lacks {', '.join(sorted(missing))}: fix resources/carm/presets.json")
     return {k: (tuple(p[k]) if k == "shape" else p[k]) for k in _PRESET_KEYS}
 
 

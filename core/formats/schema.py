@@ -34,7 +34,8 @@ NOUNS = {"cage": ("cage file", "a fluoronav cage file"),
          "plate": ("plate file", "a fluoronav.plate/1 file"),
          "calib": ("calibration file", "a fluoronav calibration"),
          "plan": ("plan file", "a fluoronav plan file"),
-         "session": ("session file", "a fluoronav session file")}
+         "session": ("session file", "a fluoronav session file"),
+         "carm_presets": ("C-arm presets file", "a fluoronav C-arm presets file")}
 
 
 class FileFormatError(ValueError):

@@ -24,7 +24,7 @@ from resources import path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "calibration"))
 from synthetic_shots import carm_geometry  # noqa: E402
 
-KINDS = ("cage", "plate", "calib", "plan", "session")
+KINDS = ("cage", "plate", "calib", "plan", "session", "carm_presets")
 TARGET = np.array([12.0, -7.5, -130.0])          # mm in the cage frame, between the views' planes
 
 
@@ -36,7 +36,7 @@ def test_one_schema_per_kind_each_valid_2020_12():
         assert s["properties"]["format"] == {"const": f"fluoronav.{kind}/1"}
 
 
-@pytest.mark.parametrize("kind, folder", [("cage", "cages"), ("plate", "plates")])
+@pytest.mark.parametrize("kind, folder", [("cage", "cages"), ("plate", "plates"), ("carm_presets", "carm")])
 def test_every_shipped_resource_file_is_valid(kind, folder):
     files = sorted(path(folder).glob("*.json"))
     assert files
@@ -52,6 +52,9 @@ def test_schema_constants_are_the_code_constants():
     plan = load_schema("plan")["$defs"]["trajectory"]["properties"]
     assert tuple(plan["level"]["enum"]) == LEVELS and tuple(plan["side"]["enum"]) == SIDES
     assert tuple(load_schema("calib")["properties"]["method"]["enum"]) == METHODS
+    from devices.carm import _PRESET_KEYS
+    preset = load_schema("carm_presets")["properties"]["presets"]["additionalProperties"]
+    assert set(preset["required"]) == _PRESET_KEYS
     from app.session import WORKFLOW_STEPS
     from devices.base import DeviceStatus
     session = load_schema("session")["properties"]
