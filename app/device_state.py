@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import weakref
 
-from psygnal import Signal
+from psygnal import EmitLoopError, Signal
 
-from app.session import DEVICES, Session
+from app.session import DEVICES, Session, listener_failure
 
 __all__ = ["DeviceStateAdapter", "device_state"]
 
@@ -60,9 +60,21 @@ class DeviceStateAdapter:
 
     def connect_devices(self, devices) -> None:
         """A ``DevicesController``: its workers' statuses (``device_status_changed``)."""
-        devices.device_status_changed.connect(self.status)
+        devices.device_status_changed.connect(self._reported(self.status, "a device status"))
 
     def connect_robot(self, client) -> None:
         """A ``RobotControllerClient``: robot and force-sensor statuses, the newest state."""
-        client.device_status.connect(self.status)
-        client.state_changed.connect(self.robot_state)
+        client.device_status.connect(self._reported(self.status, "a robot status"))
+        client.state_changed.connect(self._reported(self.robot_state, "the robot state"))
+
+    @staticmethod
+    def _reported(write, what: str):
+        """``write`` for a device's signal: a failing listener of the session is one ERROR line
+        in the log (the session holds the new state), not a traceback lost in the event loop.
+        A direct call (a script) raises as any session writer does."""
+        def call(*args):
+            try:
+                write(*args)
+            except EmitLoopError as e:
+                listener_failure(e, f"showing {what}")
+        return call

@@ -62,3 +62,15 @@ def test_verification_is_a_session_record(tmp_path):
     s.verification_changed.connect(got.append)
     s.set_verification({"tip_error_mm": 0.8, "angle_error_deg": 0.6})
     assert s.verification == {"tip_error_mm": 0.8, "angle_error_deg": 0.6} and got == [s.verification]
+
+
+def test_a_failing_listener_of_a_device_signal_is_one_error_line(tmp_path, caplog):
+    s = Session(tmp_path, save_images=False)
+    client = FakeRobotClient()
+    device_state(s).connect_robot(client)
+    s.device_status_changed.connect(lambda device, status, message: {}["pill"])
+    client.device_status.emit("robot", DeviceStatus.FAULT, "joint 2 following error")
+    assert s.device_status("robot") == (DeviceStatus.FAULT, "joint 2 following error")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["showing a robot status: done, but a display of it failed (KeyError: 'pill'); the session "
+                      "holds the change, the log has the details"]
