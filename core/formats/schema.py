@@ -35,7 +35,8 @@ NOUNS = {"cage": ("cage file", "a fluoronav cage file"),
          "calib": ("calibration file", "a fluoronav calibration"),
          "plan": ("plan file", "a fluoronav plan file"),
          "session": ("session file", "a fluoronav session file"),
-         "carm_presets": ("C-arm presets file", "a fluoronav C-arm presets file")}
+         "carm_presets": ("C-arm presets file", "a fluoronav C-arm presets file"),
+         "robot": ("robot file", "a fluoronav robot file")}
 
 
 class FileFormatError(ValueError):

@@ -11,9 +11,9 @@ as in the paper.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -272,16 +272,23 @@ class Hybrid5(Kinematics):
 def load_hybrid5(path=None) -> Hybrid5:
     """The robot described by ``resources/robots/hybrid5.json`` (or ``path``)."""
     from resources import path as resource_path
-    with open(path or resource_path("robots", "hybrid5.json")) as f:
-        doc = json.load(f)
-    if doc.get("format") != "fluoronav.robot/1" or doc.get("kind") != "hybrid5":
-        raise KinematicsError(f"{path or 'hybrid5.json'} is not a fluoronav.robot/1 hybrid5 file")
+    doc = load_robot_file(path or resource_path("robots", "hybrid5.json"), "hybrid5")
     s = doc["structure"]
     params = Hybrid5Parameters(
         l12=s["l12_mm"], l13=s["l13_mm"], L1=s["L1_mm"], gamma=math.radians(s["gamma_deg"]),
         theta=math.radians(s["theta_deg"]), L2=s["L2_mm"], d=s["d_mm"], assembly=int(s["assembly"]))
     return Hybrid5(params, _limits_from_doc(doc), np.array(doc["T_flange_cage"], float),
                    np.array(doc["workspace_mm"], float))
+
+
+def load_robot_file(path, kind: str) -> dict:
+    """A ``fluoronav.robot/1`` file of ``kind``, validated by its schema; KinematicsError
+    (one line naming the file and JSON path) otherwise."""
+    from core.formats.schema import load_json
+    doc, _ = load_json(path, "robot", error=KinematicsError)
+    if doc["kind"] != kind:
+        raise KinematicsError(f"{Path(path).name}: $.kind: is {doc['kind']!r}, expected {kind!r}")
+    return doc
 
 
 def _limits_from_doc(doc) -> JointLimits:

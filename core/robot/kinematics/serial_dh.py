@@ -6,14 +6,13 @@ Example: the KUKA LBR iiwa 7 R800 of the ultrasound visual-servoing paper
 """
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 
 from core.robot.kinematics.base import (JointLimits, Kinematics, KinematicsError,
                                   ReachabilityError)
-from core.robot.kinematics.hybrid5 import _limits_from_doc
+from core.robot.kinematics.hybrid5 import _limits_from_doc, load_robot_file
 
 __all__ = ["SerialDH", "load_serial_dh"]
 
@@ -107,10 +106,7 @@ class SerialDH(Kinematics):
 def load_serial_dh(name: str = "iiwa7_r800.json") -> SerialDH:
     """A DH arm from ``resources/robots/NAME``."""
     from resources import path as resource_path
-    with open(resource_path("robots", name)) as f:
-        doc = json.load(f)
-    if doc.get("format") != "fluoronav.robot/1" or doc.get("kind") != "serial_dh":
-        raise KinematicsError(f"{name} is not a fluoronav.robot/1 serial_dh file")
+    doc = load_robot_file(resource_path("robots", name), "serial_dh")
     dh = [[r["a_mm"], math.radians(r["alpha_deg"]), r["d_mm"], math.radians(r["offset_deg"])]
           for r in doc["dh"]]
     return SerialDH(dh, _limits_from_doc(doc), np.array(doc.get("T_flange_tool", np.eye(4)), float),

@@ -18,13 +18,15 @@ from core.calibration.plate import PlateError, load_plate
 from core.formats.files import write_json_atomic
 from core.formats.schema import (MAX_DEPTH, SCHEMA_DIR, FileFormatError, load_json, load_schema, parse_json,
                                  validate)
+from core.robot.kinematics.base import KinematicsError
+from core.robot.kinematics.hybrid5 import load_hybrid5
 from core.planning.two_view import LEVELS, SIDES, PlanningError, plan_from_dict, read_plan
 from resources import path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "calibration"))
 from synthetic_shots import carm_geometry  # noqa: E402
 
-KINDS = ("cage", "plate", "calib", "plan", "session", "carm_presets")
+KINDS = ("cage", "plate", "calib", "plan", "session", "carm_presets", "robot")
 TARGET = np.array([12.0, -7.5, -130.0])          # mm in the cage frame, between the views' planes
 
 
@@ -36,7 +38,8 @@ def test_one_schema_per_kind_each_valid_2020_12():
         assert s["properties"]["format"] == {"const": f"fluoronav.{kind}/1"}
 
 
-@pytest.mark.parametrize("kind, folder", [("cage", "cages"), ("plate", "plates"), ("carm_presets", "carm")])
+@pytest.mark.parametrize("kind, folder", [("cage", "cages"), ("plate", "plates"), ("carm_presets", "carm"),
+                                         ("robot", "robots")])
 def test_every_shipped_resource_file_is_valid(kind, folder):
     files = sorted(path(folder).glob("*.json"))
     assert files
@@ -217,6 +220,11 @@ def test_locate_subprocess_has_no_traceback(bad_calibs):
     (load_plate, PlateError, {"format": "fluoronav.plate/1", "ball_diameter_mm": 2, "balls_mm": [[0, "x"]] * 20},
      "$.balls_mm[0][1]: must be number, got a string 'x'"),
     (load_plate, PlateError, b"\x00\x9f", "is not UTF-8 text"),
+    (load_hybrid5, KinematicsError, json.dumps({**json.loads(path("robots", "hybrid5.json").read_text()),
+                                                "structure": {"l12_mm": "500"}}),
+     "$.structure.l12_mm: must be number, got a string '500'"),
+    (load_hybrid5, KinematicsError, json.loads(path("robots", "iiwa7_r800.json").read_text()),
+     "$.kind: is 'serial_dh', expected 'hybrid5'"),
     (read_plan, PlanningError, {"format": "fluoronav.plan/1", "trajectories": [{"id": "a", "name": "L4 left",
                                 "clicks": {"entry": {"ap": [1, 2, 3]}}}]},
      "$.trajectories[0].clicks.entry.ap: "),
