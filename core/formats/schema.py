@@ -36,7 +36,8 @@ NOUNS = {"cage": ("cage file", "a fluoronav cage file"),
          "plan": ("plan file", "a fluoronav plan file"),
          "session": ("session file", "a fluoronav session file"),
          "carm_presets": ("C-arm presets file", "a fluoronav C-arm presets file"),
-         "robot": ("robot file", "a fluoronav robot file")}
+         "robot": ("robot file", "a fluoronav robot file"),
+         "morphometry": ("morphometry file", "a fluoronav morphometry file")}
 
 
 class FileFormatError(ValueError):

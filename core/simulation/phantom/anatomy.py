@@ -9,7 +9,6 @@ along it with L3's body centre at the world origin (patient LPS).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -74,11 +73,10 @@ class LevelParams:
 
 @lru_cache(maxsize=1)
 def morphometry() -> dict:
-    """The per-level table (mm, degrees) from the resources folder."""
-    with open(resources.path("phantom", "lumbar_morphometry.json"), encoding="utf-8") as f:
-        data = json.load(f)
-    if data.get("format") != "fluoronav.morphometry/1":
-        raise PhantomError("lumbar_morphometry.json has an unknown format: reinstall fluoronav")
+    """The per-level table (mm, degrees) from the resources folder, validated by its schema."""
+    from core.formats.schema import load_json
+    data, _ = load_json(resources.path("phantom", "lumbar_morphometry.json"), "morphometry",
+                        hint="reinstall fluoronav", error=PhantomError)
     return data["levels"]
 
 

@@ -26,7 +26,7 @@ from resources import path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "calibration"))
 from synthetic_shots import carm_geometry  # noqa: E402
 
-KINDS = ("cage", "plate", "calib", "plan", "session", "carm_presets", "robot")
+KINDS = ("cage", "plate", "calib", "plan", "session", "carm_presets", "robot", "morphometry")
 TARGET = np.array([12.0, -7.5, -130.0])          # mm in the cage frame, between the views' planes
 
 
@@ -39,7 +39,7 @@ def test_one_schema_per_kind_each_valid_2020_12():
 
 
 @pytest.mark.parametrize("kind, folder", [("cage", "cages"), ("plate", "plates"), ("carm_presets", "carm"),
-                                         ("robot", "robots")])
+                                         ("robot", "robots"), ("morphometry", "phantom")])
 def test_every_shipped_resource_file_is_valid(kind, folder):
     files = sorted(path(folder).glob("*.json"))
     assert files
@@ -58,6 +58,8 @@ def test_schema_constants_are_the_code_constants():
     from devices.carm import _PRESET_KEYS
     preset = load_schema("carm_presets")["properties"]["presets"]["additionalProperties"]
     assert set(preset["required"]) == _PRESET_KEYS
+    from core.simulation.phantom.anatomy import CANONICAL_LEVELS
+    assert tuple(load_schema("morphometry")["properties"]["levels"]["required"]) == tuple(CANONICAL_LEVELS)
     from app.session import WORKFLOW_STEPS
     from devices.base import DeviceStatus
     session = load_schema("session")["properties"]
