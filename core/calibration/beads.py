@@ -21,9 +21,13 @@ background. Here:
    re-centred with the neighbour's disc left out.
 4. Two touching balls (one blob about twice a ball's area, elongated) split by a
    two-ball template fit (``core.calibration.bead_pairs.split_pairs``) when it explains
-   the blob; merged blobs it does not explain and balls cut by the field edge are
-   dropped, never guessed (the calibration pipeline fits those against the ball
-   template where the model predicts a ball).
+   the blob. Balls joined to metal (or in a pair the fit does not explain): candidates
+   where the shot's ball template correlates with the blob, then circles whose rim shows
+   (gradient Hough transform), each centred by a robust template fit
+   (``fit_partial_ball``) and kept when the fit explains a ball and no dense matter
+   continues on opposite sides of it (a point on a rod). Balls cut by the field edge are
+   dropped, never guessed (the calibration pipeline fits those against the ball template
+   where the model predicts a ball).
 
 Pixel (u, v) = (column, row), centre of pixel (0, 0) at (0, 0).
 """
@@ -465,6 +469,16 @@ def _split_merged(d, merged, template, amplitude, sigma):
 MATCH_MIN_NCC = 0.75
 
 
+def _circles(crop, r):
+    """Centres (crop px) of circles of radius 0.75-1.3 r whose rim shows in ``crop`` (OpenCV's
+    gradient Hough transform, its refined variant: a ball half behind a rod still votes), in
+    the transform's order of strength."""
+    img = cv2.normalize(crop, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    found = cv2.HoughCircles(img, cv2.HOUGH_GRADIENT_ALT, 1.5, 1.5 * r, param1=150, param2=0.7,
+                             minRadius=max(2, int(0.75 * r)), maxRadius=int(np.ceil(1.3 * r)))
+    return [] if found is None else [np.array(f[:2], float) for f in found[0]]
+
+
 def mask_in_crop(mask, du, dv, shape):
     """``mask`` (a blob's box) placed at offset (du, dv) in an array of ``shape``."""
     out = np.zeros(shape, bool)
@@ -494,9 +508,10 @@ def _on_a_bar(crop, off_blob, c, r, amplitude, sectors: int = 16):
 def _balls_in_clutter(d, blobs, template, amplitude, sigma, known):
     """Balls joined to something else in the top-hat (a rod, a plate, an unsplit pair):
     candidates where the shot's ball template correlates (normalised, > ``MATCH_MIN_NCC``)
-    with the density inside the blob, strongest first, one per ball reach; each centred by
-    the robust template fit (``fit_partial_ball``: metal in the window down-weighted) and
-    kept when that fit explains a ball. ``known``: centres already detected (not repeated)."""
+    with the density inside the blob, strongest first, then circles whose rim shows
+    (``_circles``), one per ball reach; each centred by the robust template fit
+    (``fit_partial_ball``: metal in the window down-weighted) and kept when that fit
+    explains a ball not on a bar (``_on_a_bar``). ``known``: centres already detected."""
     if not blobs or template is None:
         return np.zeros((0, 2))
     r = template.radius_px
@@ -522,8 +537,9 @@ def _balls_in_clutter(d, blobs, template, amplitude, sigma, known):
         peak = (ncc >= cv2.dilate(ncc, np.ones((3, 3), np.uint8))) & inblob & (ncc > MATCH_MIN_NCC)
         pv, pu = np.nonzero(peak)
         order = np.lexsort((pu, pv, -ncc[pv, pu]))       # strongest first, ties by position
-        for j in order:
-            q = np.array([pu[j] + u0 + R, pv[j] + v0 + R], float)
+        starts = [np.array([pu[j] + u0 + R, pv[j] + v0 + R], float) for j in order]
+        starts += [q + (u0, v0) for q in _circles(c, r)]  # then circles whose rim shows (half a ball hidden)
+        for q in starts:
             if found and np.min(np.linalg.norm(np.asarray(found) - q, axis=1)) < 1.6 * r:
                 continue
             cen = fit_partial_ball(d, q, template, amplitude, sigma, min_visible=0.6)
