@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, Slot
 
 __all__ = ["QtThreadRunner"]
 
@@ -27,8 +27,17 @@ class QtThreadRunner(QObject):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._done.connect(lambda callback, result: callback(result))
-        self._progress.connect(lambda callback, pct, text: callback(pct, text))
+        # slots of this object: the worker's emits are queued to the thread it lives in
+        self._done.connect(self._deliver_done)
+        self._progress.connect(self._deliver_progress)
+
+    @Slot(object, object)
+    def _deliver_done(self, callback, result) -> None:
+        callback(result)
+
+    @Slot(object, int, str)
+    def _deliver_progress(self, callback, pct: int, text: str) -> None:
+        callback(pct, text)
 
     def run(self, name: str, job, done, progress) -> None:
         def work():
