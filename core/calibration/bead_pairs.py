@@ -115,7 +115,7 @@ def split_pairs(d, blobs, template, amplitude, noise_sigma, iterations: int = 10
     x = np.column_stack([c - ax, c + ax, np.full(k, amplitude), np.full(k, amplitude), near.median(),
                          np.zeros(k), np.zeros(k)])
     x, _ = _lm(x, near, template, iterations)
-    x, cost = _lm(x, wide, template, 4)
+    x, cost = _lm(x, wide, template, 2)
     rms = np.sqrt(cost / np.maximum(wide.w.sum(axis=(1, 2)), 1))
     sep = np.hypot(x[:, 0] - x[:, 2], x[:, 1] - x[:, 3])
     amp_ok = np.all((x[:, 4:6] > 0.6 * amplitude) & (x[:, 4:6] < 1.6 * amplitude), axis=1)
