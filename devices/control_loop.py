@@ -146,6 +146,10 @@ class ControlLoop:
             if self.mode in (JOG_JOINT, JOG_TASK):
                 self.mode = IDLE
             return
+        if name == "admittance" and not args[0]:   # letting go moves nothing: never refused
+            if self.mode == ADMITTANCE:
+                self.mode = IDLE
+            return
         if self.mode in (STOPPED, FAULT, RESETTING):
             self._refuse_while_stopped(name)
             return                          # motion refused until reset
@@ -237,8 +241,8 @@ class ControlLoop:
     def _check_target(self, target) -> None:
         """Reachable, inside the joint limits and inside the workspace box, or raise."""
         self.kin.joints_for_pose(target)
-        c = self.limiter.cart
-        if np.any(target < c.box_lower - 1e-9) or np.any(target > c.box_upper + 1e-9):
+        lower, upper = self.limiter.box()
+        if np.any(target < lower - 1e-9) or np.any(target > upper + 1e-9):
             raise KinematicsError("that move leaves the allowed workspace: move the other way "
                                   "or nearer the middle of the workspace")
 

@@ -57,6 +57,8 @@ class ControllerConfig:
     realtime_priority: int = 10         # SCHED_FIFO priority if the OS grants it (0: don't ask)
     watchdog_s: float = 0.02
     late_cycle_s: float = 0.1           # a later cycle while moving is a fault (limits' horizon)
+    box_margin: tuple = (0.02, 0.02, 0.02, 2e-4, 2e-4)   # mm, rad: the pose is held this far
+                                        # inside the box (encoder noise and servo overshoot)
     jog_hold_s: float = 0.3
     deadman_s: float = 0.4
     state_every: int = 10               # cycles between state-queue messages
@@ -117,7 +119,9 @@ def _build(config: ControllerConfig, clock=None):
                      np.array(tool["torque_offset_Nm"])) if config.assume_identified_tool else None)
     timing = LoopTiming(config.period_s, config.watchdog_s, config.jog_hold_s, config.deadman_s,
                         late_cycle_s=config.late_cycle_s)
-    limiter = MotionLimiter(kin, cart, config.period_s, horizon_s=config.late_cycle_s)
+    # ten sigma of the simulated encoder noise (2 um, 2e-5 rad) as the box margin
+    limiter = MotionLimiter(kin, cart, config.period_s, horizon_s=config.late_cycle_s,
+                            margin=config.box_margin)
     loop = ControlLoop(robot, sensor, kin, limiter, T_fs, load, timing)
     robot.connect()
     sensor.connect()
@@ -169,11 +173,10 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
     from core.robot.weight_compensation import ToolLoad  # noqa: F401 (unpickling tool loads)
     parent = os.getppid() if parent_pid is None else parent_pid
     loop = _build(config)
-    loop.epoch = loop.reset_epoch = int(shm[SHM.STOP_SEQ])
     realtime = _ask_realtime(config.realtime_priority)
     periods = np.zeros(config.record_periods) if config.record_periods else None
     works = np.zeros(config.record_periods) if config.record_periods else None
-    stop_seen = shm[SHM.STOP_SEQ]
+    stop_seen = 0.0                  # a STOP pressed while the devices were built latches too
     period, spin = config.period_s, config.spin_s
     # the state queue's feeder thread shares the GIL: let the loop take it back within
     # 0.1 ms instead of the default 5 ms switch interval

@@ -34,10 +34,10 @@ from devices.base import DeviceError, FaultKind
 DESCRIPTION = ("robot limits and STOP under aimed random commands with late cycles and lost or "
                "reordered messages; force-sensor recovery against a fake Net F/T")
 
-# an excursion beyond five sigma of the encoder noise (2 um, 2e-5 rad) is a violation: the
-# loop knows where the robot is only as well as its encoders say
-BOX_TOL_MM, BOX_TOL_RAD = 0.01, 1e-4
-JOINT_TOL = 1e-4
+# the true pose (no encoder noise) against the real box: the loop holds its measured pose a
+# margin inside (ten sigma of the encoder noise); these tolerances are only rounding
+BOX_TOL_MM, BOX_TOL_RAD = 1e-3, 1e-5
+JOINT_TOL = 1e-6
 SPEED_TOL = 1.02                            # tool speed: the limit holds at the reference pose
 LATE_S = (0.010, 0.030)
 

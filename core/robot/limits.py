@@ -69,13 +69,21 @@ class MotionLimiter:
     the longest a command may stay in force (the late-cycle bound, ``dt`` by default)."""
 
     def __init__(self, robot: Hybrid5, cart: CartesianLimits, dt: float,
-                 horizon_s: float | None = None):
+                 horizon_s: float | None = None, margin=None):
         if dt <= 0 or (horizon_s is not None and horizon_s < dt):
             raise ValueError("control period must be positive and the horizon at least one period")
         self.robot, self.cart, self.dt = robot, cart, float(dt)
         self.horizon = float(horizon_s if horizon_s is not None else dt)
         self.jl = robot.joint_limits
+        # how far inside the box the measured pose is held: the measurement's uncertainty
+        # (encoder noise) and the servo's overshoot of its reference, per task axis
+        self.margin = np.zeros(5) if margin is None else np.broadcast_to(
+            np.asarray(margin, float), (5,)).copy()
         self._task_acc = np.array([cart.linear_accel] * 3 + [cart.angular_accel] * 2)
+
+    def box(self):
+        """The box the limits hold the pose in: the workspace less the margin."""
+        return self.cart.box_lower + self.margin, self.cart.box_upper - self.margin
 
     @staticmethod
     def _outside(X, lower, upper):
@@ -86,6 +94,7 @@ class MotionLimiter:
         The task velocity over the horizon is ``J qd`` with ``J`` at the reference: over the
         few mm of a horizon the Jacobian changes by a second-order amount."""
         r, c, jl = self.robot, self.cart, self.jl
+        lower, upper = self.box()
         Xd = J @ qd
         brake_X = Xd * np.abs(Xd) / (2 * self._task_acc)
         brake_q = qd * np.abs(qd) / (2 * jl.acceleration)
@@ -97,8 +106,8 @@ class MotionLimiter:
                 X = r.pose(q_next)
             except KinematicsError:
                 return False
-            if np.any(self._outside(X + brake_X, c.box_lower, c.box_upper)
-                      > self._outside(X0, c.box_lower, c.box_upper) + 1e-9):
+            if np.any(self._outside(X + brake_X, lower, upper)
+                      > self._outside(X0, lower, upper) + 1e-9):
                 return False
             if np.any(self._outside(q_next + brake_q, jl.lower, jl.upper)
                       > self._outside(q0, jl.lower, jl.upper) + 1e-9):
@@ -106,9 +115,9 @@ class MotionLimiter:
         return True
 
     def _box_clip(self, qd, J, Ji, X_hi, X_lo, H, reasons):
-        c = self.cart
-        up = braking_speed(c.box_upper - X_hi, self._task_acc, H)
-        dn = braking_speed(X_lo - c.box_lower, self._task_acc, H)
+        lower, upper = self.box()
+        up = braking_speed(upper - X_hi, self._task_acc, H)
+        dn = braking_speed(X_lo - lower, self._task_acc, H)
         Xd = J @ qd
         Xc = np.minimum(np.maximum(Xd, -dn), up)
         if np.any(np.abs(Xc - Xd) > 1e-12):

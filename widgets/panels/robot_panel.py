@@ -334,6 +334,8 @@ class RobotPanel(QWidget):
                 "(paper table 7: ≤ 0.75 N, ≤ 0.06 N·m mean)")
         elif kind == "refused":
             self.show_message(f"Not done: {payload}")
+        elif kind == "reset_done":
+            self.message_label.clear()            # what was refused before is history now
 
     def show_message(self, text: str) -> None:
         """A result or refusal, kept on screen for 8 s."""
