@@ -62,3 +62,34 @@ def test_stall_then_timeout_raises():
 def test_read_disconnected_raises():
     with pytest.raises(DeviceError):
         SimulatedForceSensor().read()
+
+
+def test_reading_beyond_the_rated_range_is_refused_with_its_figure():
+    from devices.base import FaultKind
+    s = quiet(mass_kg=0.0)
+    assert s.inject("sensor_spike", [0, 0, -600.0, 0, 0, 0])     # Mini45: Fz rated 580 N
+    with pytest.raises(DeviceError, match="Fz = -600.0 N, beyond its rated 580 N") as e:
+        s.read()
+    assert e.value.kind is FaultKind.SENSOR_IMPLAUSIBLE
+    assert np.allclose(s.read().wrench, 0, atol=1e-9)             # one corrupt reading
+
+
+def test_simulator_interface_poses_the_sensor_and_takes_only_its_commands():
+    s = quiet(mass_kg=30 / 9.80665)
+    s.advance(0.0, from_euler("x", np.pi / 2)[:3, :3])
+    assert np.allclose(s.read().wrench[:3], [0, -30, 0], atol=1e-9)
+    assert s.inject("hand", [0, 0, 5.0, 0, 0, 0]) and not s.inject("robot_stall", True)
+
+
+def test_reset_reconnects_after_a_stall():
+    clock = Clock()
+    s = SimulatedForceSensor(clock=clock, timeout_s=0.02)
+    s.connect()
+    s.read()
+    s.inject("sensor_stall", True)
+    clock.t += 0.05
+    with pytest.raises(DeviceError):
+        s.read()
+    s.inject("sensor_stall", False)
+    s.reset()
+    assert s.read().t == clock.t

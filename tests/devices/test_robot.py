@@ -94,3 +94,34 @@ def test_encoder_noise_is_small_and_unbiased():
     qs = np.array([r.state().q for _ in range(2000)])
     assert np.allclose(qs.mean(0), HOME, atol=2e-4)
     assert qs[:, 0].std() == pytest.approx(0.002, rel=0.1)
+
+
+def test_drive_watchdog_brakes_without_fresh_commands():
+    r, clock = make(latency_s=0.0, command_timeout_s=0.05)
+    r.command_joint_velocity([0, 0, 20.0, 0, 0])
+    run(r, clock, 0.04)
+    assert r.state().qd[2] > 18.0                # nearly up to speed
+    run(r, clock, 0.1)                          # no new command: braked to rest
+    assert r.state().qd[2] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_late_step_integrates_the_whole_interval_in_small_steps():
+    """One 30 ms call moves the robot as thirty 1 ms calls do (the mechanism does not wait)."""
+    a, ca = make(latency_s=0.0)
+    b, cb = make(latency_s=0.0)
+    for r in (a, b):
+        r.command_joint_velocity([0, 0, 20.0, 0, 0])
+    run(a, ca, 0.03)
+    cb.t += 0.03
+    b.step()
+    assert np.allclose(a.state().q, b.state().q, atol=1e-9)
+
+
+def test_simulator_interface_takes_robot_commands_only():
+    r, clock = make()
+    assert r.inject("robot_fault", "drive overheated") and not r.inject("hand", [0] * 6)
+    s = r.state()
+    assert s.fault == "drive overheated" and s.fault_kind.value == "robot_device"
+    r.reset_fault()
+    r.enable()
+    assert r.state().fault is None
