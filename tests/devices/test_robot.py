@@ -102,7 +102,7 @@ def test_drive_watchdog_brakes_without_fresh_commands():
     run(r, clock, 0.04)
     assert r.state().qd[2] > 18.0                # nearly up to speed
     run(r, clock, 0.1)                          # no new command: braked to rest
-    assert r.state().qd[2] == pytest.approx(0.0, abs=1e-9)
+    assert abs(r.state().qd[2]) < 0.01          # braked (first order, 10 ms time constant)
 
 
 def test_a_late_step_integrates_the_whole_interval_in_small_steps():
