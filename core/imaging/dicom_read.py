@@ -196,6 +196,22 @@ def _to_unsigned(a: np.ndarray, ds: pydicom.Dataset, bits_stored: int, extra: di
     return np.clip(shifted, 0, (1 << bits_stored) - 1).astype(out_type)
 
 
+def _padding(ds: pydicom.Dataset, extra: dict, notes: list) -> tuple[int, int] | None:
+    """Pixel Padding Value (0028,0120) and Range Limit (0028,0121) as an inclusive range of
+    stored values (shifted like the pixels when signed): pixels outside the exposed field,
+    which must not count as signal whatever grey they happen to be (PS3.3 C.7.5.1.1.2)."""
+    if "PixelPaddingValue" not in ds:
+        return None
+    try:
+        lo = int(ds.PixelPaddingValue)
+        hi = int(ds.get("PixelPaddingRangeLimit", lo))
+    except (TypeError, ValueError):
+        notes.append("Pixel Padding Value unreadable: ignored")
+        return None
+    off = int(extra.get("signed_offset", 0))
+    return (min(lo, hi) + off, max(lo, hi) + off)
+
+
 def _decode(ds: pydicom.Dataset, frame: int, name: str) -> np.ndarray:
     try:
         a = pixel_array(ds, index=frame if _frame_count(ds) > 1 else None)
@@ -242,6 +258,9 @@ def _frame_image(ds: pydicom.Dataset, name: str, frame: int) -> FluoroImage:
             value = ds.get(keyword)
             extra[keyword] = list(value) if isinstance(value, pydicom.multival.MultiValue) else value
     pixels = _to_unsigned(_decode(ds, frame, name), ds, bits_stored, extra)
+    padding = _padding(ds, extra, notes)
+    if padding is not None:
+        extra["padding"] = padding
     return FluoroImage(
         pixels=pixels, photometric=str(ds.PhotometricInterpretation).strip(),
         pixel_spacing_mm=_spacing(ds, notes, frame),

@@ -63,10 +63,16 @@ class FluoroImage:
         return tuple(self.pixels.shape)
 
     def display(self) -> np.ndarray:
-        """float32 array where larger = brighter on screen (MONOCHROME1 inverted)."""
+        """float32 array where larger = brighter on screen (MONOCHROME1 inverted). Padding
+        pixels (``extra["padding"]``: the inclusive stored range of DICOM Pixel Padding) are
+        shown as 0, no signal, as the unexposed surround of a field is: a vendor that pads
+        with a value that would display white must not make the surround look exposed."""
         a = self.pixels.astype(np.float32)
         if self.photometric == "MONOCHROME1":
             a = float((1 << self.bits_stored) - 1) - a
+        pad = self.extra.get("padding")
+        if pad is not None:
+            a[(self.pixels >= pad[0]) & (self.pixels <= pad[1])] = 0.0
         return a
 
     def density(self) -> np.ndarray:

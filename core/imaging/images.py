@@ -153,6 +153,9 @@ def write_dicom_xa(img: FluoroImage, path, *, patient_name: str = "PHANTOM^SPINE
         ds.ImagerPixelSpacing = [f"{row:.6g}", f"{col:.6g}"]  # DICOM: row spacing first
     if img.sid_mm is not None:
         ds.DistanceSourceToDetector = f"{img.sid_mm:.6g}"
+    pad = img.extra.get("padding")
+    if pad is not None:                    # kept, so that a saved shot reads back alike
+        ds.PixelPaddingValue, ds.PixelPaddingRangeLimit = int(pad[0]), int(pad[1])
     if img.extra.get("sod_mm") is not None:
         ds.DistanceSourceToPatient = f"{img.extra['sod_mm']:.6g}"
     if img.primary_angle_deg is not None:

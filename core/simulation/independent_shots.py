@@ -41,7 +41,8 @@ __all__ = ["ShotSpec", "Rod", "IndependentShot", "cage_geometry", "balls_of", "s
            "scenario_shot", "SCENARIOS", "write_vendor_dicom", "VENDOR_STYLES", "STEEL_MU_PER_MM"]
 
 STEEL_MU_PER_MM = 0.9        # effective linear attenuation of steel at C-arm energies (~70 kVp)
-VENDOR_STYLES = ("mono2_12", "mono1_12", "mono2_8_log", "mono2_16_rescaled", "mono1_12_padded")
+VENDOR_STYLES = ("mono2_12", "mono1_12", "mono2_8_log", "mono2_16_rescaled", "mono1_12_padded",
+                 "mono1_12_padded_white")
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,9 @@ def write_vendor_dicom(shot: IndependentShot, path, style: str = "mono2_12") -> 
     - ``mono2_16_rescaled``: 16 bits stored = (counts - intercept) / slope with Rescale
       Slope 0.25 and Intercept -1024 in the header;
     - ``mono1_12_padded``: MONOCHROME1 with the unexposed surround set to Pixel Padding
-      Value (the stored value that displays black).
+      Value (the stored value that displays black);
+    - ``mono1_12_padded_white``: the same padded with 0, a value that would display white
+      (readers must treat padding as no signal, not as its grey).
     Geometry tags as fluoronav reads them (Imager Pixel Spacing, Distance Source to Detector)."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -329,12 +332,13 @@ def write_vendor_dicom(shot: IndependentShot, path, style: str = "mono2_12") -> 
     bits_alloc, bits_stored, photometric = 16, 12, "MONOCHROME2"
     if style == "mono2_12":
         a = counts
-    elif style in ("mono1_12", "mono1_12_padded"):
+    elif style in ("mono1_12", "mono1_12_padded", "mono1_12_padded_white"):
         photometric = "MONOCHROME1"
         a = fs - counts
-        if style == "mono1_12_padded":
-            ds.PixelPaddingValue = fs
-            a = np.where(shot.field, a, fs)
+        if style != "mono1_12":
+            pad = fs if style == "mono1_12_padded" else 0
+            ds.PixelPaddingValue = pad
+            a = np.where(shot.field, np.clip(a, 1, None) if pad == 0 else a, pad)
     elif style == "mono2_8_log":
         bits_alloc = bits_stored = 8
         a = 255.0 * np.log1p(counts) / np.log1p(fs)

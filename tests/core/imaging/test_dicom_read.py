@@ -125,6 +125,29 @@ def test_8bit(tmp_path):
     np.testing.assert_array_equal(im.pixels, px)
 
 
+def test_pixel_padding_is_no_signal_whatever_its_grey(tmp_path):
+    """MONOCHROME1 padded with 0 (which would display white): the padded surround displays
+    as 0, the exposed pixels invert as usual, and a saved copy keeps the padding."""
+    from core.imaging.images import read_image, write_dicom_xa
+    px = (ramp(bits=12) | 1).astype(np.uint16)          # no exposed pixel stores 0
+    px[:, :8] = 0                                        # the padded surround
+    im = read_dicom(save(make_ds(px, photometric="MONOCHROME1", bits_stored=12, PixelPaddingValue=0), tmp_path))
+    assert im.extra["padding"] == (0, 0)
+    d = im.display()
+    assert (d[:, :8] == 0).all()
+    np.testing.assert_allclose(d[:, 8:], 4095.0 - px[:, 8:])
+    back = read_image(write_dicom_xa(im, tmp_path / "copy.dcm"))
+    np.testing.assert_array_equal(back.display(), d)
+
+
+def test_pixel_padding_range_of_signed_data_shifted_with_the_pixels(tmp_path):
+    signed = np.array([[-2048, -2000, 0], [7, 2000, 2047]], np.int16)
+    im = read_dicom(save(make_ds(signed, signed=True, bits_stored=12, PixelPaddingValue=-2048,
+                                 PixelPaddingRangeLimit=-2000), tmp_path))
+    assert im.extra["padding"] == (0, 48)
+    assert (im.display()[0, :2] == 0).all() and im.display()[1, 2] == 4095
+
+
 def test_signed_16bit_shifted_to_unsigned(tmp_path):
     signed = np.array([[-32768, -1, 0], [1, 100, 32767]], np.int16)
     im = read_dicom(save(make_ds(signed, signed=True), tmp_path))
