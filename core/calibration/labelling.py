@@ -1,14 +1,25 @@
-"""Which detected blob is which ball: per-plane labelling by local affine hashing.
+"""Which detected blob is which ball: per-plane labelling by local affine hashing, then the
+layout's near-symmetries.
 
 The balls of one cage plane are coplanar, so plane -> (distortion-corrected)
 image is a homography, and locally an affine map. Every ordered basis
 (a, b, c) of neighbouring balls gives affine coordinates of the nearby balls
 that no affine map changes (geometric hashing). Image bases vote for model
-bases whose coordinates they reproduce; the best-voted hypotheses are grown
-(homography refitted on widening neighbourhoods) and scored by inliers; the
-winner must beat the runner-up clearly and pass a residual gate. A blob that
-fits no plane stays unmatched: the labelling never forces a match.
-Works for any cage whose per-plane layouts have no symmetry.
+bases whose coordinates they reproduce; the hypotheses are ranked by how
+tightly their local affine map predicts the detections around the basis (votes
+alone do not separate interleaved layers), the best are grown (homography
+refitted on widening neighbourhoods) into seeds. Each seed's homography carries
+the detections into the plane's frame, where ``register_layout`` lists every
+labelling that a near-symmetry of the layout allows (a coded grid shifted by a
+pitch, turned, mirrored: occupancy cross-correlation). Each labelling scores its
+matches minus the balls it predicts inside the field where nothing was detected
+(the code and the edges in view are the evidence); the winner must beat every
+different labelling by ``MIN_MARGIN`` whole balls (integers: the same decision
+on every CPU) and pass a residual gate. The planes of a view are labelled the
+largest first, each next among the detections the others left free, with the
+handedness of parallel layers kept. A blob that fits no plane stays unmatched:
+the labelling never forces a match. Works for any cage whose per-plane layouts
+have no exact symmetry.
 """
 from __future__ import annotations
 
@@ -26,6 +37,10 @@ HASH_TOL = 0.06
 MIN_SIN = 0.35
 N_GROW = 10
 SOFT_TOL_PX = 3.0
+N_POOL, N_LOCAL, LOCAL_TOL_PX = 1500, 13, 1.5
+LOOSE_RMS_PX = 1.0
+MIN_MARGIN = 2         # a winner beats every different labelling by two balls of evidence
+N_SEEDS = 3
 
 
 class LabellingError(ValueError):
@@ -116,17 +131,41 @@ def _hypotheses(model, pts, n_best, wide=False):
     i, j = pairs["i"], pairs["j"]
     key = io[i].astype(np.int64) * len(mb) + mo[j]
     uk, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
-    order = np.argsort(-counts)[: n_best]
-    out = []
-    for o in order:
-        if counts[o] < min_votes:
-            break
-        sel = inv == o
+    pool = np.lexsort((uk, -counts))[:N_POOL]        # full key: the same order on every CPU
+    pool = pool[counts[pool] >= min_votes]
+    if len(pool) == 0:
+        return []
+    by = np.argsort(inv, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=len(uk)))])
+    hyps = []
+    for o in pool:
+        sel = by[starts[o]:starts[o + 1]]
         ibi, mbi = divmod(int(uk[o]), len(mb))
-        corr_m = np.concatenate([mb[mbi], mm[j[sel]]])
-        corr_i = np.concatenate([ib[ibi], im[i[sel]]])
-        out.append((int(counts[o]), corr_m, corr_i))
-    return out
+        hyps.append((int(counts[o]), np.concatenate([mb[mbi], mm[j[sel]]]), np.concatenate([ib[ibi], im[i[sel]]])))
+    local = _local_scores(model, pts, hyps)
+    order = sorted(range(len(hyps)), key=lambda h: (-local[h], -hyps[h][0], int(uk[pool[h]])))
+    return [hyps[h] for h in order[:n_best]]
+
+
+def _local_scores(model, pts, hyps):
+    """How tightly each hypothesis's affine map (fitted to its basis and voters) predicts the
+    detections at the model balls around its basis (soft count, 1.5 px scale, vectorised).
+
+    Votes alone do not separate the planes where two layers interleave into one lattice (the
+    union of two square grids offset by half a pitch is a square grid again): such mixed
+    hypotheses fit near the principal point only, the plane's own ones everywhere."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
+    k = min(N_LOCAL, len(model))
+    nb = cKDTree(model).query(model, k)[1]
+    A = np.empty((len(hyps), 3, 2))
+    for h, (_, cm, ci) in enumerate(hyps):
+        X = np.column_stack([model[cm], np.ones(len(cm))])
+        A[h] = np.linalg.lstsq(X, pts[ci], rcond=None)[0]
+    m0 = np.array([cm[0] for _, cm, _ in hyps])
+    Xn = np.concatenate([model[nb[m0]], np.ones((len(hyps), k, 1))], axis=2)     # (H, k, 3)
+    pred = np.einsum("hkc,hcd->hkd", Xn, A)
+    d = cKDTree(pts).query(pred.reshape(-1, 2), distance_upper_bound=2 * LOCAL_TOL_PX)[0].reshape(len(hyps), k)
+    return np.round(np.sum(np.maximum(0.0, 1.0 - (np.minimum(d, 1e9) / LOCAL_TOL_PX) ** 2), axis=1), 6)
 
 
 def _match(pred, tree, tol):
@@ -134,8 +173,8 @@ def _match(pred, tree, tol):
     d, idx = tree.query(pred, distance_upper_bound=tol)
     ok = np.isfinite(d)
     m_idx, p_idx = np.nonzero(ok)[0], idx[ok]
-    # keep the closest prediction per detection
-    order = np.argsort(d[ok])
+    # keep the closest prediction per detection (ties: the lower ball index)
+    order = np.lexsort((m_idx, d[ok]))
     _, first = np.unique(p_idx[order], return_index=True)
     keep = order[first]
     return m_idx[keep], p_idx[keep], d[ok][keep]
@@ -183,47 +222,217 @@ class ViewNotRecognised(LabellingError):
 
 
 def plane_is_symmetric(model_xy, min_balls: int = 6) -> bool:
-    """True when a plane's layout maps onto itself by a non-identity projective map
-    (its balls can be labelled two ways in any image): the layout itself, as the image."""
+    """True when a rotation or reflection other than the identity carries the whole layout onto
+    itself (every ball onto a ball, within a tenth of the pitch): its balls can be labelled two
+    ways in any image. A grid coded by missing balls is not symmetric, however nearly a shift
+    maps it onto itself: the code or the boundary tells the shifts apart where they are in view."""
     model = np.asarray(model_xy, float)
     if len(model) < min_balls:
         return False
-    pts = (model - model.mean(0)) * 3.0 + 256.0
-    cands = _candidates(model, pts, 1.5, min_balls)
-    return (len(cands) > 1 and cands[1][0] >= 0.8 * cands[0][0]
-            and cands[1][1] >= 0.8 * len(model) and cands[1][2] < 0.5)
+    _, pitch = _self_maps(model)
+    for score, bi, pi, R, t in register_layout(model, model, lambda q: np.ones(len(q), bool), 0.3 * pitch):
+        if len(bi) == len(model) and np.any(bi != pi):
+            if np.max(np.linalg.norm(model[pi] @ R.T + t - model[bi], axis=1)) < 0.1 * pitch:
+                return True
+    return False
 
 
-def _candidates(model, pts, max_rms_px, min_balls):
-    """Distinct labellings of one plane, best (soft inlier score) first:
-    tuples (score, n, rms, H, ball_idx, point_idx, residual_px)."""
+def _self_maps(model):
+    """Candidate near-symmetries of a layout and its pitch (median nearest-neighbour distance):
+    the rotations that carry one dominant neighbour direction onto another, each also after a
+    reflection, identity first. A layout without dominant directions gets the identity and the
+    reflection."""
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
+    k = min(5, len(model))
+    d, nn = cKDTree(model).query(model, k)
+    pitch = float(np.median(d[:, 1]))
+    near = (d[:, 1:] < 1.3 * pitch).ravel()
+    v = (model[nn[:, 1:]] - model[:, None]).reshape(-1, 2)[near]
+    hist = np.bincount(np.rint(np.degrees(np.arctan2(v[:, 1], v[:, 0]))).astype(int) % 360, minlength=360)
+    h = hist + np.roll(hist, 1) + np.roll(hist, -1)
+    peaks = [a for a in range(360) if h[a] >= max(3, 0.25 * h.max()) and h[a] >= h[a - 1] and h[a] > h[(a + 1) % 360]]
+    rots = sorted({(a - peaks[0]) % 360 for a in peaks} | {0})
+    phi = 2 * np.radians(peaks[0] if peaks else 0.0)        # the mirror line along a dominant direction
+    mirror = np.array([[np.cos(phi), np.sin(phi)], [np.sin(phi), -np.cos(phi)]])
+    maps = []
+    for F in (np.eye(2), mirror):
+        for a in rots:
+            c, s = np.cos(np.radians(a)), np.sin(np.radians(a))
+            maps.append(np.array([[c, -s], [s, c]]) @ F)
+    return maps, pitch
+
+
+def _raster(points, origin, cell, shape, dilate):
+    """Occupancy image (rows, cols) of points, one cell per ``cell`` mm; dilated by one cell."""
+    img = np.zeros(shape, np.float32)
+    ij = np.floor((points - origin) / cell).astype(int)
+    ok = np.all((ij >= 0) & (ij < np.array(shape)[::-1]), axis=1)
+    img[ij[ok, 1], ij[ok, 0]] = 1.0
+    return cv2.dilate(img, np.ones((3, 3), np.uint8)) if dilate else img
+
+
+def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 16):
+    """Labellings of the points ``q_xy`` (detections carried into the layout's own frame by one
+    labelling) under the layout's near-symmetries: for each rotation/reflection of
+    ``_self_maps``, the translations that put most points on balls (occupancy cross-correlation
+    over every offset at once, ``cv2.matchTemplate``), each then scored exactly: balls with a
+    point within ``tol`` (mm), minus balls that were in view (``covered``: points of the
+    ``q_xy`` frame -> bool) with nothing detected there. Returns tuples
+    (score, ball_idx, point_idx, R, t), ``model[ball_idx] ~ q[point_idx] @ R.T + t``, best
+    first by a full key (score, then the labels)."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
+    model, q = np.asarray(model_xy, float), np.asarray(q_xy, float)
+    maps, pitch = _self_maps(model)
+    cell = 0.5 * tol
+    lo, hi = model.min(0), model.max(0)
+    span = hi - lo + pitch
+    idx = np.nonzero(np.all((q > lo - span) & (q < hi + span), axis=1))[0]
+    if len(idx) < 4:
+        return []
+    q = q[idx]
+    peaks = []
+    for k, R in enumerate(maps):
+        qr = q @ R.T
+        qlo = qr.min(0)
+        tsize = np.floor((qr.max(0) - qlo) / cell).astype(int) + 1
+        ilo = lo - (tsize + 1) * cell
+        isize = np.floor((hi + (tsize + 1) * cell - ilo) / cell).astype(int) + 1
+        T = _raster(qr, qlo, cell, tuple(tsize[::-1]), False)
+        M = _raster(model, ilo, cell, tuple(isize[::-1]), True)
+        C = np.rint(cv2.matchTemplate(M, T, cv2.TM_CCORR)).astype(np.float32)   # exact small integers
+        top = C == cv2.dilate(C, np.ones((3, 3), np.uint8))
+        ys, xs = np.nonzero(top & (C >= 4))
+        peaks += [(-int(C[y, x]), k, int(y), int(x), ilo - qlo) for y, x in zip(ys, xs)]
+    if not peaks:
+        return []
+    peaks.sort(key=lambda p: p[:4])
+    floor = 0.5 * -peaks[0][0]
+    out, seen = [], set()
+    for negc, k, y, x, off in peaks[:6 * n_keep]:
+        if -negc < floor or len(out) >= n_keep:
+            break
+        R = maps[k]
+        qr = q @ R.T
+        t = off + np.array([x, y]) * cell
+        for _ in range(2):          # the translation from the points that landed on balls
+            d, j = cKDTree(model).query(qr + t, distance_upper_bound=1.5 * tol)
+            ok = np.isfinite(d)
+            if ok.sum() < 4:
+                break
+            t = t + np.median(model[j[ok]] - (qr[ok] + t), axis=0)
+        key = (k, int(np.rint(t[0] / (0.5 * pitch))), int(np.rint(t[1] / (0.5 * pitch))))
+        if key in seen:
+            continue
+        seen.add(key)
+        bi, pi, _ = _match(model, cKDTree(qr + t), tol)
+        if len(bi) < 4:
+            continue
+        miss = np.setdiff1d(np.arange(len(model)), bi)
+        n_miss = int(np.count_nonzero(covered((model[miss] - t) @ R))) if len(miss) else 0
+        o = np.argsort(bi, kind="stable")
+        out.append((float(len(bi) - n_miss), bi[o], idx[pi[o]], R, t))
+    out.sort(key=lambda r: (-r[0], tuple(r[1].tolist()), tuple(r[2].tolist())))
+    return out
+
+
+def _tighten(model, pts, H, mi, pi):
+    """Robust residual gate on a labelling, then the refit homography and residuals."""
+    res = np.linalg.norm(_apply_h(H, model[mi]) - pts[pi], axis=1)
+    s = max(0.3, 1.4826 * float(np.median(res)))
+    ok = res < max(1.0, 4 * s)
+    if ok.sum() >= 4 and not ok.all():
+        mi, pi = mi[ok], pi[ok]
+        H = fit_homography(model[mi], pts[pi])
+        res = np.linalg.norm(_apply_h(H, model[mi]) - pts[pi], axis=1)
+    return H, mi, pi, res
+
+
+def _evaluate(model, pts, tree, H, tol, in_field):
+    """A labelling from its homography: matches, tightened; balls in the field with no detection.
+    Returns (score, n, rms, H, ball_idx, point_idx, residual_px, n_missing) or None.
+    The score is a soft inlier count (MSAC: a tight fit beats a loose one with more matches)
+    minus the balls predicted inside the field where nothing was detected (evidence against)."""
+    mi, pi, _ = _match(_apply_h(H, model), tree, tol)
+    if len(mi) < 4:
+        return None
+    try:
+        H = fit_homography(model[mi], pts[pi])
+        mi, pi, _ = _match(_apply_h(H, model), tree, tol)
+        if len(mi) < 4:
+            return None
+        H = fit_homography(model[mi], pts[pi])
+        H, mi, pi, res = _tighten(model, pts, H, mi, pi)
+    except LabellingError:
+        return None
+    o = np.argsort(mi, kind="stable")
+    mi, pi, res = mi[o], pi[o], res[o]
+    pred = _apply_h(H, model)
+    free = np.ones(len(model), bool)
+    free[mi] = False
+    # a ball hidden under another detection (the other layer's shadow) is not evidence against
+    d_any = tree.query(pred[free], distance_upper_bound=tol)[0] if free.any() else np.zeros(0)
+    n_missing = int(np.count_nonzero(in_field(pred[free]) & ~np.isfinite(d_any)))
+    soft = float(np.sum(np.maximum(0.0, 1.0 - (res / SOFT_TOL_PX) ** 2)))
+    return (soft - n_missing, len(mi), float(np.sqrt(np.mean(res ** 2))), H, mi, pi, res, n_missing)
+
+
+def _candidates(model, pts, max_rms_px, min_balls, in_field=None, image_shape=None, margin_px=4.0):
+    """Distinct labellings of one plane, best first (full key: score, matches, labels): tuples
+    (score, n, rms, H, ball_idx, point_idx, residual_px, n_missing).
+
+    Seeds come from local affine hashing grown by homography; each seed's homography carries
+    every detection into the plane's frame, where ``register_layout`` lists the labellings of
+    the layout's near-symmetries (shifts of a coded grid, rotations); all are scored alike."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
+    if in_field is None:
+        shape = image_shape if image_shape is not None else tuple(np.ceil(pts.max(0)[::-1] + 1).astype(int))
+        in_field = lambda uv: _inside(uv, shape, margin_px)   # noqa: E731
     tree = cKDTree(pts)
     nn = tree.query(pts, 2)[0][:, 1]
     tol = 0.3 * float(np.median(nn))
-    results = []
-    hyps = _hypotheses(model, pts, 4 * N_GROW)
+    seeds = []
+    hyps = _hypotheses(model, pts, 8 * N_GROW)
     if len(hyps) < N_GROW:      # few balls in view: look wider
         hyps = hyps + _hypotheses(model, pts, 8 * N_GROW, wide=True)
     for votes, cm, ci in hyps:
         g = _grow(model, pts, tree, cm, ci, tol, cm[0])
         if g is None:
             continue
-        H, mi, pi, res = g
-        # tighten: robust residual gate, then refit
-        s = max(0.3, 1.4826 * float(np.median(res)))
-        ok = res < max(1.0, 4 * s)
-        if ok.sum() >= 4:
-            H = fit_homography(model[mi[ok]], pts[pi[ok]])
-            mi, pi = mi[ok], pi[ok]
-            res = np.linalg.norm(_apply_h(H, model[mi]) - pts[pi], axis=1)
-        # soft inlier count (MSAC): a labelling that fits tightly beats a loose one with more
-        # matches (with few balls in view a wrong hypothesis can collect loose ones)
-        score = float(np.sum(np.maximum(0.0, 1.0 - (res / SOFT_TOL_PX) ** 2)))
-        results.append((score, len(mi), float(np.sqrt(np.mean(res ** 2))), H, mi, pi, res))
-        if len(results) >= N_GROW and results[-1][1] >= 0.8 * len(model):
-            break
-    results.sort(key=lambda r: r[0], reverse=True)
+        try:
+            H, mi, pi, res = _tighten(model, pts, *g[:3])
+        except LabellingError:
+            continue
+        rms = float(np.sqrt(np.mean(res ** 2)))
+        if len(mi) >= min_balls and rms <= max_rms_px:
+            soft = float(np.sum(np.maximum(0.0, 1.0 - (res / SOFT_TOL_PX) ** 2)))
+            seeds.append((round(soft, 6), len(seeds), H, mi, pi))
+            if len(seeds) >= N_GROW and len(mi) >= 0.8 * len(model):
+                break
+    seeds.sort(key=lambda s: (-s[0], s[1]))
+    distinct = []
+    for s in seeds:     # one seed per set of detections (the registration covers its relabellings)
+        if len(distinct) < N_SEEDS and not any(len(np.intersect1d(s[4], d[4])) > 0.5 * min(len(s[4]), len(d[4]))
+                                               for d in distinct):
+            distinct.append(s)
+    seeds = [(s[0], s[2]) for s in distinct]
+    _, pitch = _self_maps(model)
+    results = []
+    for _, H in seeds:
+        try:
+            Hinv = np.linalg.inv(H)
+        except np.linalg.LinAlgError:
+            continue
+        q = _apply_h(Hinv, pts)
+        q = np.where(np.isfinite(q), q, 1e9)
+        for _, bi, _, R, t in register_layout(model, q, lambda x: in_field(_apply_h(H, x)), 0.3 * pitch):
+            # the labelling g o L as a homography: model -> q frame -> image
+            A = np.eye(3)
+            A[:2, :2], A[:2, 2] = R.T, -R.T @ t
+            r = _evaluate(model, pts, tree, H @ A, tol, in_field)
+            if r is not None and r[1] >= min_balls and r[2] <= max_rms_px:
+                results.append(r)
+    # integer evidence first (matched - missing: exact, the same on every CPU), then fit tightness
+    results.sort(key=lambda r: (-(r[1] - r[7]), -round(r[0], 6), tuple(r[4].tolist()), tuple(r[5].tolist())))
     distinct = []
     for r in results:
         if not any(_same(r[4:6], d[4:6]) for d in distinct):
@@ -232,39 +441,50 @@ def _candidates(model, pts, max_rms_px, min_balls):
 
 
 def _decide(model, cands, image_shape, margin_px, max_rms_px, min_balls) -> PlaneMatch:
-    """The winner of ``_candidates``, or a typed refusal (too few, residual, ambiguous)."""
+    """The winner of ``_candidates``, or a typed refusal (too few, residual, ambiguous): the
+    winner must beat every genuinely different labelling by ``MIN_MARGIN`` balls of evidence."""
     if not cands:
         raise LabellingError("the cage's balls were not recognised: check the cage file matches the cage "
                              "and that enough of its balls are in the beam")
-    score, n, rms, H, mi, pi, res = cands[0]
-    runner = cands[1][0] if len(cands) > 1 else 0.0
-    expected = int(_inside(_apply_h(H, model), image_shape, margin_px).sum())
+    score, n, rms, H, mi, pi, res, n_missing = cands[0]
+    evidence = n - n_missing                                  # integers: no decision on a last digit
+    runner = cands[1][1] - cands[1][7] if len(cands) > 1 else 0
+    expected = n + n_missing
     if n < min_balls:
         raise LabellingError(f"only {n} balls of a plane identified (need {min_balls}): "
                              "reposition the cage so more of its balls are in the beam")
     if rms > max_rms_px:
         raise LabellingError(f"plane fit residual {rms:.2f} px exceeds {max_rms_px} px: "
                              "check the distortion plate and the cage file")
-    if runner >= 0.8 * score:
+    if n_missing > n:
+        # most balls it predicts in the field are not there: a chance fit of another layout, or a warp
+        if rms > LOOSE_RMS_PX:
+            raise LabellingError(f"plane fit residual {rms:.2f} px is too high to identify the balls: "
+                                 "check the distortion plate and the cage file")
+        raise LabellingError("the cage's balls were not recognised: check the cage file matches the cage "
+                             "and that enough of its balls are in the beam")
+    if evidence - runner < MIN_MARGIN:
         if rms > 1.0:   # loose fits all round: the image is warped, not the layout symmetric
             raise LabellingError(f"plane fit residual {rms:.2f} px is too high to identify the balls: "
                                  "check the distortion plate and the cage file")
-        raise AmbiguousLayout("ambiguous ball layout: two labellings fit equally well; "
-                              "the cage file's plane may be symmetric")
-    return PlaneMatch(mi, pi, H, res, expected, int(round(score - runner)))
+        raise AmbiguousLayout("ambiguous ball layout: two labellings fit equally well (the balls in view "
+                              "repeat under a shift or turn, and the plane's code and edges are out of view)")
+    return PlaneMatch(mi, pi, H, res, expected, int(evidence - runner))
 
 
 def label_plane(model_xy, points_px, image_shape, margin_px: float = 4.0,
-                max_rms_px: float = 1.5, min_balls: int = 6) -> PlaneMatch:
+                max_rms_px: float = 1.5, min_balls: int = 6, in_field=None) -> PlaneMatch:
     """Identify one plane's balls among the detected centres (ideal pixels).
 
-    ``model_xy`` (M, 2) in-plane mm; ``points_px`` (N, 2). Raises
-    ``LabellingError`` when no hypothesis explains at least ``min_balls`` balls
-    with RMS <= ``max_rms_px``, or ``AmbiguousLayout`` when two different
-    labellings fit equally well."""
+    ``model_xy`` (M, 2) in-plane mm; ``points_px`` (N, 2); ``in_field`` (ideal px (K, 2) ->
+    bool (K,)) says where a ball would have been detected (default: inside ``image_shape``
+    less ``margin_px``): a labelling that predicts balls there with nothing detected loses
+    one point per such ball. Raises ``LabellingError`` when no hypothesis explains at least
+    ``min_balls`` balls with RMS <= ``max_rms_px``, or ``AmbiguousLayout`` when two
+    different labellings fit equally well (within ``MIN_MARGIN``)."""
     model, pts = _check(model_xy, points_px, min_balls)
-    return _decide(model, _candidates(model, pts, max_rms_px, min_balls), image_shape,
-                   margin_px, max_rms_px, min_balls)
+    return _decide(model, _candidates(model, pts, max_rms_px, min_balls, in_field, image_shape, margin_px),
+                   image_shape, margin_px, max_rms_px, min_balls)
 
 
 def _check(model_xy, points_px, min_balls):
@@ -321,17 +541,34 @@ N_JOINT = 6
 def _label_planes(planes_xy, pts, image_shape, planes_mm, names, kw):
     """Each plane on its own; ambiguous planes jointly by 3D-2D consistency."""
     kw = {"margin_px": 4.0, "max_rms_px": 1.5, "min_balls": 6, **kw}
-    cands, matches, errors = [], [], []
-    for model_xy in planes_xy:
-        model, p = _check(model_xy, pts, kw["min_balls"])
-        c = _candidates(model, p, kw["max_rms_px"], kw["min_balls"])
-        cands.append(c)
-        try:
-            matches.append(_decide(model, c, image_shape, **kw))
-            errors.append(None)
-        except LabellingError as e:
-            matches.append(None)
-            errors.append(e)
+    in_field = kw.pop("in_field", None)
+    cands, matches, errors = [None] * len(planes_xy), [None] * len(planes_xy), [None] * len(planes_xy)
+    claimed = np.zeros(len(pts), bool)
+    hand = _plane_orientations(planes_xy, planes_mm)
+    # the plane with most balls first; each next one among the detections the decided planes left
+    # free (interleaved layers: a plane's layout also fits the other layer's balls), else among all
+    for k in sorted(range(len(planes_xy)), key=lambda k: (-len(planes_xy[k]), k)):
+        model, _ = _check(planes_xy[k], pts, kw["min_balls"])
+        for free in ([np.nonzero(~claimed)[0]] if claimed.any() else []) + [np.arange(len(pts))]:
+            if len(free) < kw["min_balls"]:
+                continue
+            c = _candidates(model, pts[free], kw["max_rms_px"], kw["min_balls"], in_field, image_shape,
+                            kw["margin_px"])
+            c = [r[:5] + (free[r[5]],) + r[6:] for r in c]
+            if hand is not None and any(hand[j] * _handedness(m.H_img_plane, planes_xy[j]) != 0
+                                        for j, m in enumerate(matches) if m is not None):
+                # parallel layers are seen from the same side: the mirror labellings are impossible
+                want = next(hand[j] * _handedness(m.H_img_plane, planes_xy[j])
+                            for j, m in enumerate(matches) if m is not None)
+                c = [r for r in c if hand[k] * _handedness(r[3], planes_xy[k]) == want]
+            cands[k] = c
+            try:
+                matches[k], errors[k] = _decide(model, c, image_shape, **kw), None
+                break
+            except LabellingError as e:
+                matches[k], errors[k] = None, e
+        if matches[k] is not None:
+            claimed[matches[k].point_idx] = True
     if all(e is None for e in errors):
         return matches
     amb = [e for e in errors if isinstance(e, AmbiguousLayout)]
@@ -340,7 +577,8 @@ def _label_planes(planes_xy, pts, image_shape, planes_mm, names, kw):
             return _resolve_jointly(planes_xy, planes_mm, pts, image_shape, cands, matches, kw, amb[0])
         except LabellingError:
             pass
-    if all(m is None for m in matches):
+    if all(m is None or m.rms_px > LOOSE_RMS_PX for m in matches):
+        # nothing identified, or only loose fits beside a failed plane: not this view's cage
         first = next(e for e in errors if e is not None)
         raise ViewNotRecognised(str(first))
     k = next(k for k, m in enumerate(matches) if m is None)
@@ -357,38 +595,66 @@ def _label_planes(planes_xy, pts, image_shape, planes_mm, names, kw):
                          "reposition the cage so more of its balls are in the beam")
 
 
+def _plane_orientations(planes_xy, planes_mm):
+    """Per plane +1/-1: whether its 2-D frame turns like the first plane's about the first
+    plane's normal (so that the image handedness of parallel layers can be compared), or None
+    without 3-D positions or when the layers are not parallel."""
+    if planes_mm is None:
+        return None
+    out, ref = [], None
+    for xy, X in zip(planes_xy, planes_mm):
+        xy, X = np.asarray(xy, float), np.asarray(X, float)
+        axes = np.linalg.lstsq(xy - xy.mean(0), X - X.mean(0), rcond=None)[0]      # (2, 3)
+        n = np.cross(axes[0], axes[1])
+        n /= np.linalg.norm(n)
+        if ref is None:
+            ref = n
+        if abs(n @ ref) < 0.95:
+            return None
+        out.append(1 if n @ ref > 0 else -1)
+    return out
+
+
+def _handedness(H, model_xy):
+    """+1/-1: the sign of the plane -> image Jacobian's determinant at the layout's centre."""
+    c = np.asarray(model_xy, float).mean(0)
+    p = _apply_h(H, np.array([c, c + [1.0, 0.0], c + [0.0, 1.0]]))
+    e1, e2 = p[1] - p[0], p[2] - p[0]
+    return 1 if e1[0] * e2[1] - e1[1] * e2[0] > 0 else -1
+
+
 def _resolve_jointly(planes_xy, planes_mm, pts, image_shape, cands, matches, kw, err):
     """Try the combinations of the ambiguous planes' best labellings with the determined
     planes' winners; the 3D-2D fit over all of them (normalised DLT) must single one out."""
     opts = []
     for m, c in zip(matches, cands):
         if m is not None:
-            opts.append([(m.ball_idx, m.point_idx)])
+            opts.append([(m.ball_idx, m.point_idx, 0)])
         else:
-            opts.append([(r[4], r[5]) for r in c[:N_JOINT]
+            opts.append([(r[4], r[5], r[7]) for r in c[:N_JOINT]
                          if r[1] >= kw["min_balls"] and r[2] <= kw["max_rms_px"]])
     scored = []
-    for combo in itertools.product(*opts):
+    for n_combo, combo in enumerate(itertools.product(*opts)):
         pi = np.concatenate([c[1] for c in combo])
         if len(np.unique(pi)) < len(pi):
             continue                                  # one detection claimed by two planes
         X = np.concatenate([np.asarray(mm, float)[c[0]] for mm, c in zip(planes_mm, combo)])
         r = np.linalg.norm(_dlt_project(_dlt(X, pts[pi]), X) - pts[pi], axis=1)
-        score = float(np.sum(np.maximum(0.0, 1.0 - (r / SOFT_TOL_PX) ** 2)))
-        scored.append((score, float(np.sqrt(np.mean(r ** 2))), combo))
+        score = float(np.sum(np.maximum(0.0, 1.0 - (r / SOFT_TOL_PX) ** 2))) - sum(c[2] for c in combo)
+        scored.append((round(score, 6), float(np.sqrt(np.mean(r ** 2))), n_combo, combo))
     if not scored:
         raise err
-    scored.sort(key=lambda t: t[0], reverse=True)
+    scored.sort(key=lambda t: (-t[0], t[2]))
     best = scored[0]
     amb = [k for k, m in enumerate(matches) if m is None]
     runner = max((t[0] for t in scored[1:]
-                  if any(not _same(t[2][k], best[2][k]) for k in amb)), default=0.0)
-    if best[1] > kw["max_rms_px"] or runner >= 0.8 * best[0]:
+                  if any(not _same(t[3][k], best[3][k]) for k in amb)), default=0.0)
+    if best[1] > kw["max_rms_px"] or best[0] - runner < MIN_MARGIN:
         raise err
     out = list(matches)
     for k in amb:
         model = np.asarray(planes_xy[k], float)
-        bi, pi = best[2][k]
+        bi, pi, _ = best[3][k]
         H = fit_homography(model[bi], pts[pi])
         res = np.linalg.norm(_apply_h(H, model[bi]) - pts[pi], axis=1)
         expected = int(_inside(_apply_h(H, model), image_shape, kw["margin_px"]).sum())

@@ -30,17 +30,29 @@ MIN_VIEW_ANGLE_DEG = 30.0
 MIN_SPREAD_RATIO = 0.15
 
 
-def _label_planes(cage, view, ideal, shape):
+def _label_planes(cage, view, ideal, shape, in_field=None):
     planes = cage.planes_for(view)
     return planes, label_view([p.balls_2d for p in planes], ideal, shape, planes_mm=[p.balls_mm for p in planes],
-                              names=[p.id for p in planes], max_rms_px=MAX_PLANE_RMS_PX)
+                              names=[p.id for p in planes], max_rms_px=MAX_PLANE_RMS_PX, in_field=in_field)
 
 
-def _label(cage, view, ideal, shape, radius_px):
+def _in_field(field, distortion):
+    """Ideal px (K, 2) -> bool (K,): where a whole ball would have been seen in the raw shot."""
+    def inside(uv):
+        q = np.rint(distortion.ideal_to_raw(np.asarray(uv, float))).astype(np.int64) if len(uv) else np.zeros((0, 2), np.int64)
+        rows, cols = field.shape
+        ok = (q[:, 0] >= 0) & (q[:, 0] < cols) & (q[:, 1] >= 0) & (q[:, 1] < rows)
+        out = np.zeros(len(q), bool)
+        out[ok] = field[q[ok, 1], q[ok, 0]]
+        return out
+    return inside
+
+
+def _label(cage, view, ideal, shape, radius_px, in_field=None):
     try:
-        return _label_planes(cage, view, ideal, shape)
+        return _label_planes(cage, view, ideal, shape, in_field)
     except ViewNotRecognised as e:
-        raise CalibrationError(_diagnose(cage, view, ideal, shape, radius_px, e)) from None
+        raise CalibrationError(_diagnose(cage, view, ideal, shape, radius_px, e, in_field)) from None
     except LabellingError as e:
         raise CalibrationError(f"{view.upper()} shot: {e}") from None
 
@@ -49,7 +61,7 @@ MIN_BALL_RADIUS_PX = 2.5
 MIN_BALLS_PER_PLANE = 6
 
 
-def _diagnose(cage, view, ideal, shape, radius_px, err):
+def _diagnose(cage, view, ideal, shape, radius_px, err, in_field=None):
     """Why no plane of a view was identified, as one line saying what to do: a symmetric
     cage file, swapped AP/LAT images, no cage in the beam, or a cage file that does not
     match the cage."""
@@ -59,7 +71,7 @@ def _diagnose(cage, view, ideal, shape, radius_px, err):
                     "use a cage file whose layers have no symmetry")
     other = "lat" if view == "ap" else "ap"
     try:
-        _label_planes(cage, other, ideal, shape)
+        _label_planes(cage, other, ideal, shape, in_field)
         return (f"the {view.upper()} image looks like the {'lateral' if view == 'ap' else 'AP'} view: "
                 "check --ap/--lat")
     except LabellingError:
@@ -71,6 +83,8 @@ def _diagnose(cage, view, ideal, shape, radius_px, err):
     if float(np.median(radius_px)) < MIN_BALL_RADIUS_PX:
         return (f"{view.upper()} shot: no steel balls of the cage found (only small blobs): "
                 "check that the cage is in the beam")
+    if "residual" in str(err):      # loose fits all round: a warped image, not another cage
+        return f"{view.upper()} shot: {err}"
     name = Path(cage.source).name if cage.source else (cage.name or "given")
     return f"{view.upper()} shot: the balls found do not match the cage file {name}: check the cage file"
 
@@ -134,7 +148,8 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     pixels = np.asarray(pixels)
     beads = _detect(view, pixels, polarity)
     ideal = distortion.raw_to_ideal(beads.centres_px)
-    planes, matches = _label(cage, view, ideal, pixels.shape, beads.radius_px)
+    field = _usable_field(pixels, beads)
+    planes, matches = _label(cage, view, ideal, pixels.shape, beads.radius_px, _in_field(field, distortion))
     try:
         P, keep = _reject_outliers(planes, matches, ideal)
         rejected = [int((~k).sum()) for k in keep]
@@ -145,7 +160,6 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     except ModelError as e:
         raise CalibrationError(f"{view.upper()} shot: {e}") from None
     centre = np.mean([p.origin_mm for p in planes], axis=0)
-    field = _usable_field(pixels, beads)
     figs = {"balls_detected": int(len(beads)), "merged_blobs_dropped": int(beads.dropped_merged),
             "touching_pairs_split": int(beads.split_pairs), "ball_radius_px": float(np.median(beads.radius_px)),
             "polarity": int(beads.polarity), "recovered_at_prediction": int(n_recovered), "planes": {}}

@@ -140,3 +140,50 @@ def test_plane_symmetry_of_the_cage_file(cage):
     g = np.array([[x, y] for x in range(-40, 41, 20) for y in range(-40, 41, 20)], float)
     assert plane_is_symmetric(g)
     assert not any(plane_is_symmetric(p.balls_2d) for p in cage.planes)
+
+
+def _coded_grid_cage():
+    """Two interleaved layers like a flat-panel calibration cage: an 8x8 and a 7x7 grid of 12 mm pitch,
+    offset by half a pitch, 40 mm apart, each coded by a few missing balls (no rotation, flip or
+    shift maps one onto itself, but a shift by one pitch nearly does)."""
+    def grid(n, holes, z):
+        c = (n - 1) / 2
+        return [[12.0 * (i - c), 12.0 * (j - c), z] for i in range(n) for j in range(n) if (i, j) not in holes]
+    planes = [{"id": "ap_1", "view": "ap", "balls_mm": grid(8, {(0, 1), (2, 5), (5, 2), (6, 6), (3, 3)}, 0.0)},
+              {"id": "ap_2", "view": "ap", "balls_mm": grid(7, {(1, 1), (4, 2), (2, 5), (5, 4)}, -40.0)}]
+    for p in list(planes):      # the lateral part: the same layers turned to face +x
+        b = np.asarray(p["balls_mm"])
+        planes.append({"id": p["id"].replace("ap", "lat"), "view": "lat",
+                       "balls_mm": np.column_stack([200 - b[:, 2], b[:, 0], b[:, 1] - 140]).tolist()})
+    return cage_from_dict({"format": "fluoronav.cage/1", "ball_diameter_mm": 4.0, "planes": planes})
+
+
+@pytest.mark.parametrize("seed, shift, hide, clutter", [(20, (0, 0, 0), 0.0, 0), (21, (0, 0, 0), 0.05, 15),
+                                                        (22, (25, 10, 0), 0.03, 10)])
+def test_coded_interleaved_grids(seed, shift, hide, clutter):
+    """Near-translation-invariant coded grids whose layers interleave into one lattice: every ball
+    labelled from the code and the edges in view (part of the plane off the field in the last case),
+    never a shifted labelling."""
+    from core.calibration.labelling import plane_is_symmetric
+    cage = _coded_grid_cage()
+    assert not any(plane_is_symmetric(p.balls_2d) for p in cage.planes)
+    pts, truth = _points(cage, "ap", seed=seed, shift=shift, hide=hide, clutter=clutter, angles=(3, -2, 5))
+    planes = cage.planes_for("ap")
+    matches = label_view([p.balls_2d for p in planes], pts, SHAPE, planes_mm=[p.balls_mm for p in planes])
+    _check(matches, truth, 0.95)
+    assert all(m.score_margin >= 2 for m in matches)
+
+
+def test_coded_grid_with_its_code_out_of_view_is_refused():
+    """Only a code-free 3x4 block of a coded grid in a small field: truly ambiguous (shifts by a
+    pitch fit as well), refused rather than guessed."""
+    cage = _coded_grid_cage()
+    plane = cage.planes_for("ap")[0]
+    pts, truth = _points(cage, "ap", seed=23, angles=(3, -2, 5))
+    ij = np.rint(plane.balls_mm[:, :2] / 12.0 + 3.5).astype(int)
+    block = (ij[:, 0] >= 5) & (ij[:, 1] >= 3) & (ij[:, 1] <= 5)
+    keep = (truth[:, 0] == 0) & block[np.maximum(truth[:, 1], 0)]
+    lo, hi = pts[keep].min(0) - 8, pts[keep].max(0) + 8
+    field = lambda uv: np.all((uv > lo) & (uv < hi), axis=1)    # noqa: E731  the small field
+    with pytest.raises(LabellingError, match="ambiguous"):
+        label_plane(plane.balls_2d, pts[keep], SHAPE, in_field=field)
