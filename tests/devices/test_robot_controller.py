@@ -599,3 +599,19 @@ def test_control_process_stops_and_exits_when_the_gui_dies(tmp_path, when):
     if alive:
         os.kill(pid, 9)
     assert not alive, "the control process outlived the GUI"
+
+
+def test_stop_pressed_while_the_control_process_starts_latches():
+    c = RobotController(ControllerConfig())
+    c.start(wait=False)
+    try:
+        c.stop()                                  # before the loop has built its devices
+        end = time.monotonic() + 30.0
+        while not c.ready() and time.monotonic() < end:
+            time.sleep(0.02)
+        time.sleep(0.05)
+        assert c.latest()["mode"] == STOPPED and c.stopped()
+        c.reset()
+        assert wait_reset(c)
+    finally:
+        c.close()
