@@ -1,5 +1,7 @@
 """``fluoronav bench ui``: how fast the surgeon's screen answers.
 
+- ``click_to_2d_overlay_ms`` {p50, p95}: the same clicks until both 2D viewers have been
+  repainted with the new overlays (the 3D view's render not included).
 - ``click_to_overlay_ms`` {p50, p95}: a synthetic left click sent to a viewer's scene
   at the projection of a point, until the planning controller has handled it and both
   viewers and the 3D view have been repainted (2D viewports repainted synchronously,
@@ -68,10 +70,13 @@ def _scene(size: int, phantom: str = "spine"):
     return sim, shots, pairs
 
 
-def _settled(app, window, ctrl) -> None:
-    """Both viewports painted and the 3D view's pending render done."""
+def _settled(app, window, ctrl, t0: float | None = None, two_d: list | None = None) -> None:
+    """Both viewports painted and the 3D view's pending render done; with ``t0``, the time
+    to the 2D repaint (before the 3D view's render) is appended to ``two_d`` in ms."""
     for v in window.viewers.values():
         v.graphics.viewport().repaint()
+    if t0 is not None:
+        two_d.append(1e3 * (time.perf_counter() - t0))
     app.processEvents()   # runs the 3D view's coalesced render (a zero-time timer)
     scene = getattr(ctrl, "scene", None)
     while scene is not None and getattr(scene, "_render_pending", False):
@@ -155,7 +160,7 @@ def _click_bench(n_traj: int, size: int, phantom: str = "spine") -> tuple[list, 
     render = {"full_detail": _render_ms(window.scene_view, False),
               "interactive": _render_ms(window.scene_view, True),
               "software_opengl": bool(window.scene_view.software_gl)}
-    gui_ms, math_ms = [], []
+    gui_ms, math_ms, two_d_ms = [], [], []
     for entry, target in pairs[:n_traj]:
         ctrl.new_trajectory()
         _settled(app, window, ctrl)
@@ -164,7 +169,7 @@ def _click_bench(n_traj: int, size: int, phantom: str = "spine") -> tuple[list, 
             for view in ("ap", "lat"):
                 t0 = time.perf_counter()
                 click_pixel(window.viewers[view], *uv[view][0])
-                _settled(app, window, ctrl)
+                _settled(app, window, ctrl, t0, two_d_ms)
                 gui_ms.append(1e3 * (time.perf_counter() - t0))
         t0 = time.perf_counter()          # the baseline: the same work without any drawing
         for uv in (uv_e, uv_t):
@@ -178,6 +183,7 @@ def _click_bench(n_traj: int, size: int, phantom: str = "spine") -> tuple[list, 
     window.close()
     window.deleteLater()
     app.processEvents()
+    render["two_d_ms"] = two_d_ms
     return gui_ms, math_ms, render
 
 
@@ -332,6 +338,7 @@ def run(args) -> dict:
     bare = [_startup(_CHILD_BARE)[0] for _ in range(runs)]
     click = _percentiles(gui_ms)
     out = {
+        "click_to_2d_overlay_ms": _percentiles(render.pop("two_d_ms")),
         "click_to_overlay_ms": click,
         "click_baseline_math_ms": _percentiles(math_ms),
         "render_3d_ms": render,
