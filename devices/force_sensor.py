@@ -19,7 +19,7 @@ import numpy as np
 from core.robot.weight_compensation import GRAVITY_BASE
 from devices.base import DeviceError, DeviceStatus, FaultKind, Simulator
 
-__all__ = ["WrenchSample", "ForceSensor", "SimulatedForceSensor", "MINI45_RATED"]
+__all__ = ["WrenchSample", "ForceSensor", "SimulatedForceSensor", "MINI45_RATED", "seconds_until_reading"]
 
 
 @dataclass(frozen=True)
@@ -150,3 +150,16 @@ class SimulatedForceSensor(ForceSensor, Simulator):
         self._seq += 1
         self._last = WrenchSample(now, w, self._seq)
         return self.check_plausible(self._last)
+
+
+def seconds_until_reading(sensor: ForceSensor, timeout_s: float) -> float | None:
+    """Seconds until ``sensor.read()`` succeeds (a fresh, plausible sample), or None when it
+    has not within ``timeout_s``: how recovery after a sensor failure is measured."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        try:
+            sensor.read()
+            return time.monotonic() - t0
+        except DeviceError:
+            time.sleep(0.001)
+    return None

@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from devices.base import DeviceError, FaultKind
+from devices.force_sensor import seconds_until_reading
 
 DESCRIPTION = ("robot limits and STOP under aimed random commands with late cycles and lost or "
                "reordered messages; force-sensor recovery against a fake Net F/T")
@@ -421,18 +422,6 @@ def run_process_races(races, seed=0) -> dict:
 
 # -- part 3: the force sensor against the fake Net F/T -----------------------------------------
 
-def _wait_good(ft, timeout_s=3.0):
-    """Seconds until ``read()`` succeeds, or None."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        try:
-            ft.read()
-            return time.monotonic() - t0
-        except DeviceError:
-            time.sleep(0.001)
-    return None
-
-
 def _free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
@@ -452,17 +441,17 @@ def run_sensor(trials=3, seed=0) -> dict:
         ft = AtiNetFt("127.0.0.1", srv.port, timeout_s=0.02)
         ft.connect()
         try:
-            if _wait_good(ft) is None:
+            if seconds_until_reading(ft, 3.0) is None:
                 out["sensor_not_recovered"] += 1
             time.sleep(0.1)
             srv.restart_sequence()
             t0 = time.monotonic()
             time.sleep(0.03)                     # past the watchdog: old samples are stale
-            r = _wait_good(ft)
+            r = seconds_until_reading(ft, 3.0)
             rec["sequence_restart"].append(None if r is None else r + 0.03)
             srv.reboot(0.3)
             time.sleep(0.3)                      # the sensor answers again from now on
-            rec["reboot"].append(_wait_good(ft))
+            rec["reboot"].append(seconds_until_reading(ft, 3.0))
             srv.spike([2147.48, -2147.48, 2147.48, 0, 0, 0])
             time.sleep(0.01)
             out["spikes"] += 1
@@ -481,7 +470,7 @@ def run_sensor(trials=3, seed=0) -> dict:
         try:
             time.sleep(0.4)
             srv = FakeNetFtServer(port=port, seed=seed + k).start()
-            rec["unreachable_at_connect"].append(_wait_good(ft))
+            rec["unreachable_at_connect"].append(seconds_until_reading(ft, 3.0))
             srv.close()
         finally:
             ft.disconnect()

@@ -9,6 +9,7 @@ import pytest
 
 from devices.ati_netft import RECORD, AtiNetFt, pack_request, parse_records
 from devices.base import DeviceError, FaultKind
+from devices.force_sensor import seconds_until_reading
 
 
 class FakeNetFt(threading.Thread):
@@ -124,16 +125,7 @@ def test_read_before_connect_raises():
 
 # -- recovery against the fake Net F/T server (devices.ati_netft.FakeNetFtServer) ------------
 
-def good_within(ft, timeout):
-    """Seconds until ``read()`` succeeds, or None after ``timeout``."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            ft.read()
-            return time.monotonic() - t0
-        except DeviceError:
-            time.sleep(0.001)
-    return None
+good_within = seconds_until_reading
 
 
 @pytest.fixture
