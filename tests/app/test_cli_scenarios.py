@@ -303,7 +303,7 @@ def test_locate_needs_a_valid_calibration(tmp_path):
     (tmp_path / "g.json").write_text('{"format": "fluoronav.calib/1"}')
     code, o, e = cli(["locate", "--calib", tmp_path / "g.json", "--ap", "1,2", "--lat", "3,4"])
     line = one_line_error(code, o, e, "locate")
-    assert "calibration file g.json is invalid" in line and "re-run fluoronav calibrate" in line, line
+    assert "g.json" in line and "lacks 'method', 'views'" in line and "re-run fluoronav calibrate" in line, line
 
 
 # --- defects the sweep found (calibration goals not met): regression tests once fixed ---
