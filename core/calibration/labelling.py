@@ -38,6 +38,7 @@ MIN_SIN = 0.35
 N_GROW = 10
 SOFT_TOL_PX = 3.0
 N_POOL, N_LOCAL, LOCAL_TOL_PX = 1500, 13, 1.5
+PEAKS_PER_MAP = 8
 LOOSE_RMS_PX = 1.0
 MIN_MARGIN = 2         # a winner beats every different labelling by two balls of evidence
 N_SEEDS = 3
@@ -144,7 +145,14 @@ def _hypotheses(model, pts, n_best, wide=False):
         hyps.append((int(counts[o]), np.concatenate([mb[mbi], mm[j[sel]]]), np.concatenate([ib[ibi], im[i[sel]]])))
     local = _local_scores(model, pts, hyps)
     order = sorted(range(len(hyps)), key=lambda h: (-local[h], -hyps[h][0], int(uk[pool[h]])))
-    return [hyps[h] for h in order[:n_best]]
+    # the best hypothesis per detection at the basis origin first, then the rest: seeds spread
+    # over the image (both layers) rather than many relabellings of one patch
+    seen, first, rest = set(), [], []
+    for h in order:
+        a = int(hyps[h][2][0])
+        (rest if a in seen else first).append(h)
+        seen.add(a)
+    return [hyps[h] for h in (first + rest)[:n_best]]
 
 
 def _local_scores(model, pts, hyps):
@@ -251,8 +259,14 @@ def _self_maps(model):
     hist = np.bincount(np.rint(np.degrees(np.arctan2(v[:, 1], v[:, 0]))).astype(int) % 360, minlength=360)
     h = hist + np.roll(hist, 1) + np.roll(hist, -1)
     peaks = [a for a in range(360) if h[a] >= max(3, 0.25 * h.max()) and h[a] >= h[a - 1] and h[a] > h[(a + 1) % 360]]
-    rots = sorted({(a - peaks[0]) % 360 for a in peaks} | {0})
-    phi = 2 * np.radians(peaks[0] if peaks else 0.0)        # the mirror line along a dominant direction
+    # each peak's direction to a fraction of a degree: the mean of the vectors within 3 deg of it
+    ang = np.degrees(np.arctan2(v[:, 1], v[:, 0]))
+    fine = []
+    for a in peaks:
+        dev = (ang - a + 180.0) % 360.0 - 180.0
+        fine.append(a + float(np.mean(dev[np.abs(dev) <= 3.0])))
+    rots = sorted({round((a - fine[0]) % 360.0, 6) for a in fine} | {0.0})
+    phi = 2 * np.radians(fine[0] if fine else 0.0)          # the mirror line along a dominant direction
     mirror = np.array([[np.cos(phi), np.sin(phi)], [np.sin(phi), -np.cos(phi)]])
     maps = []
     for F in (np.eye(2), mirror):
@@ -271,7 +285,7 @@ def _raster(points, origin, cell, shape, dilate):
     return cv2.dilate(img, np.ones((3, 3), np.uint8)) if dilate else img
 
 
-def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 16):
+def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 32):
     """Labellings of the points ``q_xy`` (detections carried into the layout's own frame by one
     labelling) under the layout's near-symmetries: for each rotation/reflection of
     ``_self_maps``, the translations that put most points on balls (occupancy cross-correlation
@@ -302,24 +316,35 @@ def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 16):
         C = np.rint(cv2.matchTemplate(M, T, cv2.TM_CCORR)).astype(np.float32)   # exact small integers
         top = C == cv2.dilate(C, np.ones((3, 3), np.uint8))
         ys, xs = np.nonzero(top & (C >= 4))
-        peaks += [(-int(C[y, x]), k, int(y), int(x), ilo - qlo) for y, x in zip(ys, xs)]
+        mine = []
+        for m in sorted((-int(C[y, x]), k, int(y), int(x)) for y, x in zip(ys, xs)):
+            if all(abs(m[2] - o[2]) > 3 or abs(m[3] - o[3]) > 3 for o in mine):     # one per plateau
+                mine.append(m)
+                if len(mine) == PEAKS_PER_MAP:
+                    break
+        peaks += [m + (ilo - qlo,) for m in mine]       # every turn/mirror keeps its best offsets
     if not peaks:
         return []
     peaks.sort(key=lambda p: p[:4])
     floor = 0.5 * -peaks[0][0]
     out, seen = [], set()
-    for negc, k, y, x, off in peaks[:6 * n_keep]:
+    for negc, k, y, x, off in peaks:
         if -negc < floor or len(out) >= n_keep:
             break
         R = maps[k]
         qr = q @ R.T
         t = off + np.array([x, y]) * cell
-        for _ in range(2):          # the translation from the points that landed on balls
+        for it in range(3):         # the translation, then the turn, from the points that landed on balls
             d, j = cKDTree(model).query(qr + t, distance_upper_bound=1.5 * tol)
             ok = np.isfinite(d)
             if ok.sum() < 4:
                 break
-            t = t + np.median(model[j[ok]] - (qr[ok] + t), axis=0)
+            if it == 0:
+                t = t + np.median(model[j[ok]] - (qr[ok] + t), axis=0)
+                continue
+            R = _procrustes(q[ok], model[j[ok]], np.linalg.det(R))       # Kabsch, same handedness
+            qr = q @ R.T
+            t = np.mean(model[j[ok]] - qr[ok], axis=0)
         key = (k, int(np.rint(t[0] / (0.5 * pitch))), int(np.rint(t[1] / (0.5 * pitch))))
         if key in seen:
             continue
@@ -333,6 +358,13 @@ def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 16):
         out.append((float(len(bi) - n_miss), bi[o], idx[pi[o]], R, t))
     out.sort(key=lambda r: (-r[0], tuple(r[1].tolist()), tuple(r[2].tolist())))
     return out
+
+
+def _procrustes(a, b, det_sign):
+    """The orthogonal 2x2 R with det(R) = sign(det_sign) minimising |a R^T + t - b| (Kabsch)."""
+    U, _, Vt = np.linalg.svd((a - a.mean(0)).T @ (b - b.mean(0)))
+    D = np.diag([1.0, np.sign(det_sign) * np.sign(np.linalg.det(U @ Vt))])
+    return (U @ D @ Vt).T
 
 
 def _tighten(model, pts, H, mi, pi):
@@ -456,7 +488,7 @@ def _decide(model, cands, image_shape, margin_px, max_rms_px, min_balls) -> Plan
     if rms > max_rms_px:
         raise LabellingError(f"plane fit residual {rms:.2f} px exceeds {max_rms_px} px: "
                              "check the distortion plate and the cage file")
-    if n_missing > n:
+    if n_missing > 0.5 * n:
         # most balls it predicts in the field are not there: a chance fit of another layout, or a warp
         if rms > LOOSE_RMS_PX:
             raise LabellingError(f"plane fit residual {rms:.2f} px is too high to identify the balls: "
@@ -547,9 +579,14 @@ def _label_planes(planes_xy, pts, image_shape, planes_mm, names, kw):
     hand = _plane_orientations(planes_xy, planes_mm)
     # the plane with most balls first; each next one among the detections the decided planes left
     # free (interleaved layers: a plane's layout also fits the other layer's balls), else among all
-    for k in sorted(range(len(planes_xy)), key=lambda k: (-len(planes_xy[k]), k)):
+    order = sorted(range(len(planes_xy)), key=lambda k: (-len(planes_xy[k]), k))
+    # a plane refused while nothing was claimed gets a second try once the others are decided
+    for k in order + order:
+        if matches[k] is not None or (errors[k] is not None and not claimed.any()):
+            continue
         model, _ = _check(planes_xy[k], pts, kw["min_balls"])
-        for free in ([np.nonzero(~claimed)[0]] if claimed.any() else []) + [np.arange(len(pts))]:
+        retry = errors[k] is not None           # all detections were tried already
+        for free in ([np.nonzero(~claimed)[0]] if claimed.any() else []) + ([] if retry else [np.arange(len(pts))]):
             if len(free) < kw["min_balls"]:
                 continue
             c = _candidates(model, pts[free], kw["max_rms_px"], kw["min_balls"], in_field, image_shape,

@@ -83,9 +83,10 @@ def _diagnose(cage, view, ideal, shape, radius_px, err, in_field=None):
     if float(np.median(radius_px)) < MIN_BALL_RADIUS_PX:
         return (f"{view.upper()} shot: no steel balls of the cage found (only small blobs): "
                 "check that the cage is in the beam")
-    if "residual" in str(err):      # loose fits all round: a warped image, not another cage
-        return f"{view.upper()} shot: {err}"
     name = Path(cage.source).name if cage.source else (cage.name or "given")
+    if "residual" in str(err):      # loose fits only: another cage, or a warp no plate corrected
+        return (f"{view.upper()} shot: the balls found do not match the cage file {name}: check the cage file "
+                "(and, on an image intensifier, calibrate with the distortion plate)")
     return f"{view.upper()} shot: the balls found do not match the cage file {name}: check the cage file"
 
 

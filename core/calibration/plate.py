@@ -51,9 +51,6 @@ def plate_from_dict(d, where="plate") -> Plate:
     b = np.asarray(d["balls_mm"], float)
     nn = cKDTree(b).query(b, 2)[0][:, 1]
     pitch = float(np.median(nn))
-    ij = (b - b[0]) / pitch
-    if np.max(np.abs(ij - np.rint(ij))) > 0.05:
-        raise PlateError(f"{where}: the balls are not on a regular square grid")
     return Plate(b, float(diam), pitch, str(d.get("name", "")))
 
 
@@ -69,7 +66,9 @@ def _walk_grid(pts):
     tree = cKDTree(pts)
     d, nn = tree.query(pts, 5)
     spacing = float(np.median(d[:, 1]))
-    seed = int(np.argmin(np.linalg.norm(pts - np.median(pts, axis=0), axis=1) + 1e3 * (d[:, 4] > 1.3 * spacing)))
+    # the seed: near the centre, with four neighbours at one pitch (not beside an off-grid mark)
+    irregular = (d[:, 4] > 1.3 * spacing) | (d[:, 1] < 0.8 * spacing)
+    seed = int(np.argmin(np.linalg.norm(pts - np.median(pts, axis=0), axis=1) + 1e3 * irregular))
     vec = pts[nn[seed, 1:5]] - pts[seed]
     g1 = vec[0]
     g2 = next((v for v in vec[1:] if abs(g1[0] * v[1] - g1[1] * v[0]) > 0.7 * np.linalg.norm(g1) * np.linalg.norm(v)), None)
@@ -94,49 +93,81 @@ def _walk_grid(pts):
     return idx, np.array([ij[i] for i in idx])
 
 
-_D4 = [np.array(m) for m in ([[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],
-                             [[1, 0], [0, -1]], [[0, 1], [1, 0]], [[-1, 0], [0, 1]], [[0, -1], [-1, 0]])]
-
-
 def label_plate(plate: Plate, pts) -> tuple[np.ndarray, np.ndarray]:
-    """(detection indices, plate ball indices) of the grid, orientation from the mark."""
-    idx, ij = _walk_grid(np.asarray(pts, float))
-    lat, _ = plate.lattice()
-    lo = lat.min(0) - 1
-    occ = np.zeros(tuple(lat.max(0) - lo + 2), np.int64) - 1
-    occ[tuple((lat - lo).T)] = np.arange(len(lat))
-    # cells the walk surrounds but found empty: the image's own holes
-    holes_img = np.array(_image_holes(ij) or np.zeros((0, 2)), int)
-    ball, hole = (occ >= 0).astype(float), (occ < 0).astype(float)
-    scores = []
-    for k, D in enumerate(_D4):
-        m, mh = ij @ D.T, holes_img.reshape(-1, 2) @ D.T
-        base = np.vstack([m, mh]).min(axis=0)
-        shape = tuple(np.vstack([m, mh]).max(axis=0) - base + 1)
-        G, Gh = np.zeros(shape), np.zeros(shape)
-        G[tuple((m - base).T)] = 1
-        if len(mh):
-            Gh[tuple((mh - base).T)] = 1
-        # score(offset): nodes on plate balls - 5 x nodes on plate holes (impossible)
-        # - image holes on plate balls (misses); correlations over every offset at once
-        sc = _xcorr_full(ball, G) - 5 * _xcorr_full(hole, G) - _xcorr_full(ball, Gh)
-        off = np.array(shape) - 1
-        for flat in np.argsort(sc, axis=None)[-2:]:
-            i, j = np.unravel_index(flat, sc.shape)
-            scores.append((sc[i, j], k, np.array([i, j]) - off + 0, base, m))
-    scores.sort(key=lambda r: -r[0])
-    best, second = scores[0], scores[1]
-    if best[0] <= second[0] or best[0] < 0.8 * len(idx):
+    """(detection indices, plate ball indices) of a plate shot, from the plate file's own layout.
+
+    The detections are walked from the centre of the field with local lattice vectors
+    (``_walk_grid``: they follow the distortion), which carries each walked ball into lattice
+    coordinates; the lattice vectors take the plate's pitch and the angle between the file's
+    neighbour directions (square, hexagonal...). Balls off the walked lattice (orientation
+    marks half a pitch aside) follow by a local affine map from their walked neighbours. The
+    file's layout is then registered on these points over its near-symmetries
+    (``labelling.register_layout``): the missing balls and the off-grid marks in view, and
+    the balls the file lists where nothing was found, decide; the winner must beat every other
+    registration by ``labelling.MIN_MARGIN`` balls."""
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
+    from core.calibration.labelling import MIN_MARGIN, _self_maps, register_layout
+    pts = np.asarray(pts, float)
+    idx, ij = _walk_grid(pts)
+    if len(idx) < 16:
+        raise PlateError("the plate grid was not recognised: check the plate shot")
+    maps, pitch = _self_maps(plate.balls_mm)
+    A = np.linalg.lstsq(np.column_stack([ij, np.ones(len(ij))]), pts[idx], rcond=None)[0]
+    g1, g2 = A[0], A[1]
+    ang = np.degrees(np.arccos(np.clip(g1 @ g2 / (np.linalg.norm(g1) * np.linalg.norm(g2)), -1, 1)))
+    # the file's angle between neighbour directions nearest the image's (90 square, 60/120 hexagonal)
+    turns = [np.degrees(np.arctan2(M[1, 0], M[0, 0])) % 180.0 for M in maps[:len(maps) // 2]]
+    turns = [t for t in turns if 20.0 < t < 160.0] or [90.0]
+    theta = np.radians(min(turns, key=lambda t: (abs(t - ang), t)))
+    B = pitch * np.array([[1.0, 0.0], [np.cos(theta), np.sin(theta)]])
+    q = np.full((len(pts), 2), np.nan)
+    q[idx] = ij @ B
+    walked = np.zeros(len(pts), bool)
+    walked[idx] = True
+    spacing = float(np.median(cKDTree(pts[idx]).query(pts[idx], 2)[0][:, 1]))
+    wtree = cKDTree(pts[idx])
+    for k in np.nonzero(~walked)[0]:        # off-lattice detections (marks): local affine from neighbours
+        d, nb = wtree.query(pts[k], 6)
+        if d[0] > 1.5 * spacing:
+            continue
+        X = np.column_stack([pts[idx[nb]], np.ones(len(nb))])
+        q[k] = np.append(pts[k], 1.0) @ np.linalg.lstsq(X, q[idx[nb]], rcond=None)[0]
+    have = np.nonzero(np.all(np.isfinite(q), axis=1))[0]
+    qtree = cKDTree(q[idx])
+
+    def covered(x):
+        # inside the walked region: at least three walked balls within one pitch and a bit
+        return np.array([len(n) >= 3 for n in qtree.query_ball_point(np.asarray(x, float), 1.1 * pitch)], bool)
+
+    regs = register_layout(plate.balls_mm, q[have], covered, 0.3 * pitch)
+    if not regs:
+        raise PlateError("the plate grid was not recognised: check the plate file matches the plate")
+    best = regs[0]
+    runner = max((r[0] for r in regs[1:] if not _same_correction(plate.balls_mm, best, r, pitch)), default=-np.inf)
+    if best[0] - runner < MIN_MARGIN or len(best[1]) < 0.8 * len(have):
         raise PlateError("the plate's orientation mark was not found: centre the plate and re-acquire")
-    _, _, s_off, base, m = best
-    g = m - base + s_off
-    ok = np.all((g >= 0) & (g < occ.shape), axis=1)
-    hit = np.full(len(g), -1)
-    hit[ok] = occ[g[ok, 0], g[ok, 1]]
-    best = [(best[0], hit)]
-    hit = best[0][1]
-    keep = hit >= 0
-    return idx[keep], hit[keep]
+    det = have[best[2]]
+    o = np.argsort(det, kind="stable")
+    return det[o], best[1][o]
+
+
+def _same_correction(model, a, b, pitch):
+    """Two registrations (score, ball_idx, point_idx, ...) whose labels differ by a rigid map of the
+    plate that carries every commonly detected ball onto a ball (a symmetry of the part in view, e.g.
+    a mirror through the mark, or any shift of a plain grid): they give the same correction, since
+    the ideal frame is fixed by a homography fitted to the central balls anyway."""
+    from core.calibration.labelling import _procrustes
+    pa = dict(zip(a[2].tolist(), a[1].tolist()))
+    common = [(pa[p], m) for p, m in zip(b[2].tolist(), b[1].tolist()) if p in pa]
+    if len(common) < 0.5 * min(len(a[1]), len(b[1])):
+        return False
+    x, y = model[[c[0] for c in common]], model[[c[1] for c in common]]
+    for det in (1.0, -1.0):
+        R = _procrustes(x, y, det)
+        t = np.mean(y - x @ R.T, axis=0)
+        if np.max(np.linalg.norm(x @ R.T + t - y, axis=1)) < 0.1 * pitch:
+            return True
+    return False
 
 
 def _image_holes(ij):
@@ -207,11 +238,3 @@ def plate_distortion(plate: Plate, pixels, polarity=None, model: str | None = No
                  "model": f"local_{dist.method}" if dist.kind == "local" else dist.kind,
                  "max_correction_px": float(np.max(np.linalg.norm(ideal - raw, axis=1)))})
     return dist, figs
-
-
-def _xcorr_full(a, b):
-    """Full 2-D cross-correlation (``scipy.signal.correlate2d(a, b, "full")`` without importing
-    scipy.signal, 0.6 s of start-up): every offset of ``b`` over ``a``."""
-    bh, bw = b.shape
-    padded = np.pad(a, ((bh - 1, bh - 1), (bw - 1, bw - 1)))
-    return np.einsum("ijkl,kl->ij", np.lib.stride_tricks.sliding_window_view(padded, b.shape), b)

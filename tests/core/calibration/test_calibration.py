@@ -203,7 +203,7 @@ def test_gate_residual_over_threshold(cage, flat):
     s = shots["ap"]
     warp = BrownDistortion((262.0, 250.0), 256.0, k1=0.4, k2=0.1, p1=0.01)     # ~40 px at the edge
     img = render(s["geometry"], s["balls_mm"], distortion=warp, seed=1)[0]
-    with pytest.raises(CalibrationError, match="residual|not recognised"):
+    with pytest.raises(CalibrationError, match="residual|not recognised|distortion plate"):
         calibrate(cage, {"ap": img, "lat": shots["lat"]["image"]})
 
 
