@@ -114,6 +114,37 @@ def _bases(pts, k, n_coords):
     return np.stack([A, B, C], 1), coords, owner, ring[owner, col]
 
 
+_MODEL_BASES: dict = {}
+
+
+def _model_bases(model, k, n_coords):
+    """``_bases`` of a layout, one per distinct neighbourhood: bases whose neighbours have the same
+    affine coordinates (the interior of a grid, repeated by its shifts) vote alike, and the
+    registration over the layout's near-symmetries recovers the others; cached per layout."""
+    key = (model.tobytes(), model.shape, k, n_coords)
+    if key not in _MODEL_BASES:
+        mb, mq, mo, mm = _bases(model, k, n_coords)
+        q = np.rint(mq / 0.05).astype(np.int64)
+        order = np.lexsort((q[:, 1], q[:, 0], mo))
+        sig = {}
+        for b in range(len(mb)):
+            sig.setdefault(b, [])
+        for e in order:
+            sig[int(mo[e])].append((int(q[e, 0]), int(q[e, 1])))
+        first, keep = {}, np.zeros(len(mb), bool)
+        for b in range(len(mb)):
+            s = tuple(sig[b])
+            if s not in first:
+                first[s] = b
+                keep[b] = True
+        new = np.cumsum(keep) - 1
+        e = keep[mo]
+        if len(_MODEL_BASES) > 32:
+            _MODEL_BASES.clear()
+        _MODEL_BASES[key] = (mb[keep], mq[e], new[mo[e]], mm[e])
+    return _MODEL_BASES[key]
+
+
 def _hypotheses(model, pts, n_best, wide=False):
     """Top (model basis, image basis) pairs by votes, with their correspondences.
 
@@ -122,7 +153,7 @@ def _hypotheses(model, pts, n_best, wide=False):
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     km, cm_, ki, ci_, min_votes = ((K_MODEL + 2, N_MODEL_COORDS + 4, K_IMAGE + 3, N_IMAGE_COORDS + 6, 2) if wide
                                    else (K_MODEL, N_MODEL_COORDS, K_IMAGE, N_IMAGE_COORDS, 3))
-    mb, mq, mo, mm = _bases(model, km, cm_)
+    mb, mq, mo, mm = _model_bases(model, km, cm_)
     ib, iq, io, im = _bases(pts, ki, ci_)
     if len(mb) == 0 or len(ib) == 0:
         return []
@@ -131,20 +162,29 @@ def _hypotheses(model, pts, n_best, wide=False):
         return []
     i, j = pairs["i"], pairs["j"]
     key = io[i].astype(np.int64) * len(mb) + mo[j]
-    uk, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
-    pool = np.lexsort((uk, -counts))[:N_POOL]        # full key: the same order on every CPU
-    pool = pool[counts[pool] >= min_votes]
-    if len(pool) == 0:
+    # votes per (image basis, model basis) by counting (no sort of the millions of pairs); the pool:
+    # most votes first, ties by key (a full key: the same pool on every CPU)
+    votes = np.bincount(key)
+    cand = np.flatnonzero(votes >= min_votes)
+    if len(cand) == 0:
         return []
-    by = np.argsort(inv, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=len(uk)))])
+    if len(cand) > N_POOL:
+        thr = np.partition(votes[cand], len(cand) - N_POOL)[len(cand) - N_POOL]
+        cand = np.concatenate([cand[votes[cand] > thr], cand[votes[cand] == thr]])   # keys ascending in each
+    pool = cand[np.lexsort((cand, -votes[cand]))][:N_POOL]
+    slot = np.full(len(votes), -1, np.int64)
+    slot[pool] = np.arange(len(pool))
+    h = slot[key]
+    sel_pairs = np.flatnonzero(h >= 0)
+    sel_pairs = sel_pairs[np.argsort(h[sel_pairs], kind="stable")]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(h[sel_pairs], minlength=len(pool)))])
     hyps = []
-    for o in pool:
-        sel = by[starts[o]:starts[o + 1]]
-        ibi, mbi = divmod(int(uk[o]), len(mb))
-        hyps.append((int(counts[o]), np.concatenate([mb[mbi], mm[j[sel]]]), np.concatenate([ib[ibi], im[i[sel]]])))
+    for o, k in enumerate(pool):
+        sel = sel_pairs[starts[o]:starts[o + 1]]
+        ibi, mbi = divmod(int(k), len(mb))
+        hyps.append((int(votes[k]), np.concatenate([mb[mbi], mm[j[sel]]]), np.concatenate([ib[ibi], im[i[sel]]])))
     local = _local_scores(model, pts, hyps)
-    order = sorted(range(len(hyps)), key=lambda h: (-local[h], -hyps[h][0], int(uk[pool[h]])))
+    order = sorted(range(len(hyps)), key=lambda h: (-local[h], -hyps[h][0], int(pool[h])))
     # the best hypothesis per detection at the basis origin first, then the rest: seeds spread
     # over the image (both layers) rather than many relabellings of one patch
     seen, first, rest = set(), [], []
