@@ -12,7 +12,10 @@ wall clock, and process CPU time as ``cpu_seconds_per_pair``). A ball counts as
 visible when its whole shadow is inside the field and clear of the instruments'.
 Methods: ``3d2d`` (the default) and ``2d2d`` with the best held-out distortion
 model, and the baseline in the same run, ``paper``: the robot paper's choice,
-2D-2D with the local per-cell (linear) distortion correction.
+2D-2D with the local per-cell (linear) distortion correction. With ``--samples`` the same
+figures for shots of another simulator (``samples_ii``, ``samples_flat``: the
+calibration-samples folder, its truth.json as ground truth; a ball counts as
+visible when that truth lists it in the field).
 """
 from __future__ import annotations
 
@@ -28,6 +31,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--size", type=int, default=512, help="image size in pixels (square)")
     parser.add_argument("--detectors", default="image_intensifier,flat_panel",
                         help="comma-separated: image_intensifier, flat_panel")
+    parser.add_argument("--samples", default="auto",
+                        help="folder of shots from another simulator (calibration-samples: per sample ap.dcm, "
+                             "lat.dcm, cage.json, truth.json, optional plate); 'auto': ../shared/calibration-samples "
+                             "beside the checkout if present; 'none' to skip")
 
 
 def _instruments(T_world_cage, rng):
@@ -142,12 +149,80 @@ def _run_scene(detector, seed, size, acc):
             a["w"] += wrong
 
 
+def _samples_dir(arg):
+    from pathlib import Path
+    if arg == "none":
+        return None
+    if arg == "auto":
+        d = Path(__file__).resolve().parents[2].parent / "shared" / "calibration-samples"
+        return d if d.is_dir() else None
+    return Path(arg)
+
+
+def _run_sample(d, acc):
+    """One sample of another simulator through the same models as the scenes; its truth gives the
+    targets (cage frame and raw pixels) and each ball's raw pixel centre (``balls_px``)."""
+    import json
+    from app.commands.calibrate import read_shot
+    from core.calibration import calibrate
+    from core.calibration.cage import load_cage
+    from core.calibration.plate import load_plate, plate_distortion
+    truth = json.loads((d / "truth.json").read_text())
+    cage = load_cage(d / "cage.json")
+    shots = {v: read_shot(d / f"{v}.dcm", v.upper()) for v in ("ap", "lat")}
+    variants = {"best": {}, "paper": {}}
+    if (d / "plate.json").exists():
+        plate = load_plate(d / "plate.json")
+        for v in ("ap", "lat"):
+            img, pol = read_shot(d / f"plate_{v}.dcm", f"{v.upper()} plate")
+            variants["best"][v], _ = plate_distortion(plate, img, pol)
+            variants["paper"][v], _ = plate_distortion(plate, img, pol, model="local_linear")
+    kind = "samples_ii" if d.name.startswith("ii") else "samples_flat"
+    X = np.asarray(truth["targets_mm"], float)
+    uv = {v: np.asarray(truth["targets_px"][v], float) for v in ("ap", "lat")}
+    offsets = np.cumsum([0] + [p.n_balls for p in cage.planes])
+    for name, dist in variants.items():
+        t0, c0 = time.perf_counter(), time.process_time()
+        cal = calibrate(cage, {v: s[0] for v, s in shots.items()}, dist, polarity={v: s[1] for v, s in shots.items()})
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        for m in (("3d2d", "2d2d") if name == "best" else ("2d2d",)):
+            c = cal.with_method(m)
+            P, gap = c.locate_many(uv["ap"], uv["lat"])
+            pr = c.project(X)
+            matched = visible = wrong = 0
+            for v, vc in c.views.items():
+                balls = {int(i): (u, w) for i, u, w in truth["balls_px"][v]}
+                visible += len(balls)
+                for pf in vc.planes:
+                    k = [p.id for p in cage.planes].index(pf.plane_id)
+                    for b, q in zip(pf.ball_idx, pf.uv_raw):
+                        t = balls.get(int(offsets[k] + b))
+                        ok = t is not None and np.hypot(q[0] - t[0], q[1] - t[1]) < 1.0
+                        matched += int(ok)
+                        wrong += int(not ok)
+            a = acc.setdefault(kind, {}).setdefault(m if name == "best" else "paper",
+                                                    {"e": [], "gap": [], "pe": [], "m": 0, "v": 0, "w": 0,
+                                                     "t": [], "c": []})
+            a["e"].append(np.linalg.norm(P - X, axis=1)), a["gap"].append(gap)
+            a["pe"].append(np.concatenate([np.linalg.norm(pr[v] - uv[v], axis=1) for v in uv]))
+            a["t"].append(dt), a["c"].append(dc)
+            a["m"] += matched
+            a["v"] += visible
+            a["w"] += wrong
+
+
 def run(args) -> dict:
     acc = {}
     for detector in [d.strip() for d in args.detectors.split(",") if d.strip()]:
         for seed in range(args.seeds):
             _run_scene(detector, seed, args.size, acc)
-    out = {"image_px": args.size, "seeds": args.seeds}
+    samples = _samples_dir(getattr(args, "samples", "none"))
+    n_samples = 0
+    if samples is not None:
+        for d in sorted(p.parent for p in samples.glob("*/truth.json")):
+            _run_sample(d, acc)
+            n_samples += 1
+    out = {"image_px": args.size, "seeds": args.seeds, "samples": n_samples}
     for det, methods in acc.items():
         for m, a in methods.items():
             e, pe = np.concatenate(a["e"]), np.concatenate(a["pe"])

@@ -173,3 +173,18 @@ def test_project_refuses_a_point_at_the_source(shots, capsys):
     C = camera_centre(CageCalibration.load(calib).views["ap"].P)
     assert "cannot be projected" in _error(capsys, "project", "--calib", str(calib),
                                            "--point", ",".join(f"{x:.6f}" for x in C))
+
+
+_SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "calibration-samples"
+
+
+@pytest.mark.skipif(not (_SAMPLES / "flat-cage-a" / "truth.json").exists(), reason="calibration-samples not beside the checkout")
+def test_bench_calib_reads_shots_of_another_simulator():
+    """bench calib's second image source: a flat-panel sample of the independent simulator, scored
+    against its own truth (targets and ball centres): sub-0.1 mm, no wrong match."""
+    from app.bench.calib import _run_sample
+    acc = {}
+    _run_sample(_SAMPLES / "flat-cage-a", acc)
+    a = acc["samples_flat"]["3d2d"]
+    e = np.concatenate(a["e"])
+    assert np.sqrt(np.mean(e ** 2)) < 0.1 and a["w"] == 0 and a["m"] >= 0.9 * a["v"]
