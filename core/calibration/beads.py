@@ -94,9 +94,15 @@ def field_mask(pixels, polarity: int = 1, margin_px: int = 2) -> np.ndarray:
     return _field(pixels, polarity, margin_px)[0]
 
 
+def round_field(pixels, polarity: int = 1):
+    """((u, v), r) in px of an image intensifier's round field fitted to its sharp edge
+    (``_round_field``), or None when the field is not round or the whole image is exposed."""
+    return _field(pixels, polarity, 0)[2]
+
+
 def _field(pixels, polarity: int = 1, margin_px: int = 2):
     """(the exposed field, the surround's level in ``polarity``-corrected pixels or None
-    when there is no surround).
+    when there is no surround, the round field's ((u, v), r) or None).
 
     The surround is the dark region (below ``SURROUND_LEVEL`` of the way from the darkest
     pixel to the bright quarter of the image, on a copy averaged to ~256 px against noise)
@@ -111,7 +117,7 @@ def _field(pixels, polarity: int = 1, margin_px: int = 2):
     a = np.asarray(pixels, np.float32)
     if a.ndim != 2 or a.size == 0:
         raise BeadDetectionError(f"an image must be a non-empty 2-D array, got shape {a.shape}")
-    everything = np.ones(a.shape, bool), None
+    everything = np.ones(a.shape, bool), None, None
     if polarity < 0:
         a = float(a.max()) - a
     rows, cols = a.shape
@@ -146,15 +152,94 @@ def _field(pixels, polarity: int = 1, margin_px: int = 2):
     contours, _ = cv2.findContours((s > 0.5 * (level_in + level_out)).astype(np.uint8), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_NONE)
     if not contours:
-        return np.zeros(a.shape, bool), level_out
+        return np.zeros(a.shape, bool), level_out, None
     areas = [cv2.contourArea(c) for c in contours]
-    hull = cv2.convexHull(contours[int(np.argmax(areas))])
+    outline = contours[int(np.argmax(areas))]
     field = np.zeros(a.shape, np.uint8)
-    cv2.fillPoly(field, [hull], 1)
+    cv2.fillPoly(field, [cv2.convexHull(outline)], 1)
+    disc = _round_field(s, outline[:, 0, :].astype(np.float64), level_in - level_out)
+    if disc is not None:                     # dark anatomy at a round field's edge is inside it
+        (cu, cv), r = disc                   # pixel centres within r: the hull's convention
+        vv, uu = np.ogrid[:rows, :cols]
+        field[(uu - cu) ** 2 + (vv - cv) ** 2 <= r * r] = 1
     if margin_px > 0:
         k = 2 * margin_px + 1
         field = cv2.erode(field, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    return field.astype(bool), level_out
+    return field.astype(bool), level_out, disc
+
+
+ROUND_FIELD_RMS_PX = 1.0      # a round field: the sharp edge lies on one circle to ~1 px
+ROUND_FIELD_MIN_ARC = 0.5     # ... over at least half of its circumference
+
+
+def _round_field(s, pts, step):
+    """((u, v), r) of an image intensifier's round field, or None (a collimated or any other
+    field). The threshold contour of the field also runs round dark anatomy that reaches the
+    edge, where it is a gentle slope, not the field's sharp step: only contour points whose
+    step across ~4 px on either side (along the blurred image's gradient) is at least half
+    the field's step are the edge. A circle fitted to them by least squares (Kasa), refitted
+    on the points within 2 px of it, is the field when they lie on it to
+    ``ROUND_FIELD_RMS_PX`` and cover ``ROUND_FIELD_MIN_ARC`` of its circumference. Points
+    off the outline's convex hull (where it runs in along a wire that meets the edge) and on
+    the image border are not the edge either."""
+    if len(pts) < 24 or not step > 0:
+        return None
+    gy, gx = np.gradient(s)
+    iu = np.clip(np.rint(pts[:, 0]).astype(int), 0, s.shape[1] - 1)
+    iv = np.clip(np.rint(pts[:, 1]).astype(int), 0, s.shape[0] - 1)
+    g = np.column_stack([gx[iv, iu], gy[iv, iu]])
+    n = np.linalg.norm(g, axis=1)
+    ok = n > 0
+    pts, g = pts[ok], g[ok] / n[ok, None]
+    inside = cv2.remap(s.astype(np.float32), (pts[:, 0] + 4 * g[:, 0]).astype(np.float32)[None],
+                       (pts[:, 1] + 4 * g[:, 1]).astype(np.float32)[None], cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)[0]
+    outside = cv2.remap(s.astype(np.float32), (pts[:, 0] - 4 * g[:, 0]).astype(np.float32)[None],
+                        (pts[:, 1] - 4 * g[:, 1]).astype(np.float32)[None], cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)[0]
+    rows, cols = s.shape
+    on_border = (pts[:, 0] <= 1) | (pts[:, 1] <= 1) | (pts[:, 0] >= cols - 2) | (pts[:, 1] >= rows - 2)
+    # on the outline's convex hull: not where it runs in along a wire or a rod that meets the edge
+    hull = cv2.convexHull(pts.astype(np.float32))
+    on_hull = np.array([abs(cv2.pointPolygonTest(hull, (float(u), float(v)), True)) <= 1.5 for u, v in pts])
+    good = (inside - outside >= 0.5 * step) & ~on_border & on_hull
+    if good.sum() < 24:
+        return None
+    # each edge point where the blurred step crosses half its own height, to a fraction of a
+    # pixel along the gradient (the contour runs through the pixel centres just inside)
+    p, n = pts[good], g[good]
+    t = np.linspace(-3.0, 3.0, 25)
+    prof = cv2.remap(s.astype(np.float32), (p[:, None, 0] + t * n[:, None, 0]).astype(np.float32),
+                     (p[:, None, 1] + t * n[:, None, 1]).astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+    half = 0.5 * (inside[good] + outside[good])[:, None]
+    above = prof >= half
+    k = np.argmax(above, axis=1)                   # first sample at or above half height
+    k = np.clip(k, 1, len(t) - 1)
+    rows_ = np.arange(len(p))
+    lo, hi = prof[rows_, k - 1], prof[rows_, k]
+    frac = np.clip((half[:, 0] - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)
+    sharp = p + (t[k - 1] + frac * (t[1] - t[0]))[:, None] * n
+    keep = np.ones(len(sharp), bool)
+    for _ in range(3):
+        q = sharp[keep]
+        A = np.column_stack([q, np.ones(len(q))])
+        sol, *_ = np.linalg.lstsq(A, (q ** 2).sum(1), rcond=None)
+        c = 0.5 * sol[:2]
+        r2 = sol[2] + c @ c
+        if not r2 > 0:
+            return None
+        r = float(np.sqrt(r2))
+        res = np.linalg.norm(sharp - c, axis=1) - r
+        keep = np.abs(res) <= 2.0
+        if keep.sum() < 24:
+            return None
+    rms = float(np.sqrt(np.mean(res[keep] ** 2)))
+    ang = np.arctan2(sharp[keep, 1] - c[1], sharp[keep, 0] - c[0])
+    covered = np.unique(np.floor((ang + np.pi) / (2 * np.pi) * 72).astype(int) % 72).size / 72
+    if rms > ROUND_FIELD_RMS_PX or covered < ROUND_FIELD_MIN_ARC:
+        return None
+    return (float(c[0]), float(c[1])), r
 
 
 def _extend_beyond_field(d, field):
@@ -344,7 +429,7 @@ def _first_pass(pixels, polarity, kernel_px, min_area):
     result), or None when the field is too small. Its threshold is a quarter of the strongest
     structures' top-hat (steel balls are the densest compact objects), so that the blurred
     tails of neighbours do not merge."""
-    field, dark = _field(pixels, polarity)
+    field, dark, _ = _field(pixels, polarity)
     if field.mean() < 0.05:
         return None
     a = np.asarray(pixels, np.float32)

@@ -276,14 +276,19 @@ def frustum_from_view(view_calibration, sid_mm: float | None = None, pixel_spaci
 def field_from_image(display, min_fill: float = 0.9, max_px: int = 256) -> FieldCircle | None:
     """The round exposed field of an image-intensifier image (display array: brighter = less
     dense), or None when the whole image is exposed or the exposed part is not a disc (a
-    collimator's rectangle). The circle has the exposed area and centroid; ``min_fill``:
+    collimator's rectangle). The circle fitted to the field's sharp edge when there is one
+    (``beads.round_field``), else the circle with the exposed area and centroid; ``min_fill``:
     the fraction of the circle that must be exposed and of the exposed part inside it."""
-    from core.calibration.beads import field_mask
+    from core.calibration.beads import field_mask, round_field
     a = np.asarray(display, np.float32)
     if a.ndim != 2 or a.size == 0 or not np.all(np.isfinite(a)):
         raise ShotGeometryError("the field of an image needs a finite 2-D display array")
     step = max(1, int(np.ceil(max(a.shape) / max_px)))
     small = a[::step, ::step]
+    disc = round_field(small, 1)
+    if disc is not None:               # fitted to the field's sharp edge: dark anatomy at it counts
+        (cu, cv), r = disc
+        return FieldCircle((float(cu * step), float(cv * step)), float(r * step))
     mask = field_mask(small, 1)
     if mask.all() or mask.mean() < 0.05:
         return None

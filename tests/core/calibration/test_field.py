@@ -1,0 +1,77 @@
+"""The exposed field of a shot: a round image-intensifier field whose edge runs through dark
+anatomy and is crossed by wires, against its known circle; a collimated field is not round."""
+import cv2
+import numpy as np
+import pytest
+
+from core.calibration.beads import detect_beads, field_mask, round_field
+from core.calibration.frustum import field_from_image
+
+SHAPE = (384, 384)
+CENTRE, RADIUS = (191.3, 188.6), 176.4
+
+
+def ii_shot(seed=4, dark_band=True, wire=True):
+    """Counts of a round II field: a bright field over a dark surround, anatomy darkening
+    to ~6 % of the field towards its lower edge (a pelvis), a wire running out over the edge,
+    4 px balls (some in the dark band), Gaussian blur and Poisson noise. Returns (counts, balls)."""
+    rng = np.random.default_rng(seed)
+    vv, uu = np.mgrid[0:SHAPE[0], 0:SHAPE[1]].astype(float)
+    # supersampled disc edge, so that the field's edge is the circle to a small fraction of a px
+    ss = 4
+    sv, su = np.mgrid[0:SHAPE[0] * ss, 0:SHAPE[1] * ss].astype(float)
+    inside = ((su + 0.5) / ss - 0.5 - CENTRE[0]) ** 2 + ((sv + 0.5) / ss - 0.5 - CENTRE[1]) ** 2 <= RADIUS ** 2
+    field = cv2.resize(inside.astype(np.float32), SHAPE[::-1], interpolation=cv2.INTER_AREA)
+    trans = np.ones(SHAPE)
+    if dark_band:        # transmission falls to 6 % over the lowest 70 px of the field
+        t = np.clip((vv - (CENTRE[1] + RADIUS - 70)) / 60.0, 0, 1)
+        trans *= 1 - 0.94 * t
+    if wire:             # a 2 px K-wire from inside the field out over its edge
+        d = np.abs((vv - 40) - 0.9 * (uu - 30)) / np.hypot(1, 0.9)
+        trans *= np.where(d < 1.0, 0.08, 1.0)
+    balls = np.array([[120.0, 330.0], [250.0, 338.0], [190.0, 345.0], [150.0, 120.0], [240.0, 200.0],
+                      [300.0, 150.0], [90.0, 220.0], [280.0, 300.0]]) + rng.uniform(-0.5, 0.5, (8, 2))
+    for u, v in balls:
+        r2 = (uu - u) ** 2 + (vv - v) ** 2
+        chord = 2 * np.sqrt(np.clip(4.0 ** 2 - r2, 0, None))
+        trans *= np.exp(-0.45 * chord)
+    counts = 3000.0 * field * trans
+    counts = cv2.GaussianBlur(counts, (0, 0), 0.8) + 20.0
+    counts = rng.poisson(counts).astype(np.uint16)
+    return counts, balls
+
+
+def test_round_field_fitted_through_dark_anatomy_and_a_wire():
+    counts, _ = ii_shot()
+    (cu, cv), r = round_field(counts)
+    assert np.hypot(cu - CENTRE[0], cv - CENTRE[1]) < 0.5 and abs(r - RADIUS) < 0.7
+    f = field_from_image(counts.astype(np.float32))
+    assert np.hypot(*np.subtract(f.centre_px, CENTRE)) < 0.5 and abs(f.radius_px - RADIUS) < 0.7
+    # the mask holds the whole disc (2 px inside the edge), the dark band included
+    vv, uu = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
+    disc = (uu - CENTRE[0]) ** 2 + (vv - CENTRE[1]) ** 2 <= (RADIUS - 3.0) ** 2
+    assert field_mask(counts)[disc].all()
+
+
+def test_balls_in_the_dark_band_at_the_edge_are_found():
+    counts, balls = ii_shot()
+    b = detect_beads(counts.astype(np.float32), 1)
+    d = np.linalg.norm(b.centres_px[None] - balls[:, None], axis=2).min(axis=1)
+    assert (d < 0.5).all(), np.round(d, 2)
+    assert len(b.centres_px) == len(balls)
+
+
+@pytest.mark.parametrize("wire", [False, True])
+def test_a_collimated_field_is_not_round(wire):
+    counts, _ = ii_shot(dark_band=False, wire=wire)
+    c = counts.copy()
+    c[:, :70] = 20           # collimator blades: straight edges cut the circle
+    c[:, -60:] = 20
+    assert round_field(c) is None or abs(round_field(c)[1] - RADIUS) > 5   # never this circle
+    assert field_mask(c)[:, :68].sum() == 0
+
+
+def test_without_a_surround_there_is_no_round_field():
+    counts, _ = ii_shot(dark_band=False, wire=False)
+    assert round_field(np.full(SHAPE, 2000, np.uint16)) is None
+    assert round_field(counts[100:280, 100:280]) is None
