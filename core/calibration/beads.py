@@ -200,8 +200,7 @@ def _round_field(s, pts, step):
     rows, cols = s.shape
     on_border = (pts[:, 0] <= 1) | (pts[:, 1] <= 1) | (pts[:, 0] >= cols - 2) | (pts[:, 1] >= rows - 2)
     # on the outline's convex hull: not where it runs in along a wire or a rod that meets the edge
-    hull = cv2.convexHull(pts.astype(np.float32))
-    on_hull = np.array([abs(cv2.pointPolygonTest(hull, (float(u), float(v)), True)) <= 1.5 for u, v in pts])
+    on_hull = _distance_to_polygon(pts, cv2.convexHull(pts.astype(np.float32))[:, 0, :]) <= 1.5
     good = (inside - outside >= 0.5 * step) & ~on_border & on_hull
     if good.sum() < 24:
         return None
@@ -240,6 +239,14 @@ def _round_field(s, pts, step):
     if rms > ROUND_FIELD_RMS_PX or covered < ROUND_FIELD_MIN_ARC:
         return None
     return (float(c[0]), float(c[1])), r
+
+
+def _distance_to_polygon(pts, poly):
+    """Distance (px) of each point (N, 2) to the closed polygon's edges (M, 2)."""
+    a, b = poly.astype(np.float64), np.roll(poly, -1, axis=0).astype(np.float64)
+    ab = b - a
+    t = np.clip(((pts[:, None] - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0.0, 1.0)
+    return np.linalg.norm(pts[:, None] - (a + t[..., None] * ab), axis=-1).min(axis=1)
 
 
 def _extend_beyond_field(d, field):
