@@ -57,11 +57,6 @@ class Robot(abc.ABC):
     @abc.abstractmethod
     def command_joint_velocity(self, qd) -> None: ...
 
-    def command_task_velocity(self, Xd) -> None:
-        """Task-space velocity through the inverse Jacobian (eq. 15 for the hybrid robot)."""
-        q = self.state().q
-        self.command_joint_velocity(self.kinematics.inverse_pose_jacobian(q) @ np.asarray(Xd, float))
-
     def stop(self) -> None:
         self.command_joint_velocity(np.zeros(self.kinematics.n_joints))
 

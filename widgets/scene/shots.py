@@ -139,10 +139,6 @@ class ShotActor:
             self.assembly.AddPart(actor)
 
     # -- content ----------------------------------------------------------------------
-    def set_colour(self, rgb) -> None:
-        for actor in (self.ray_actor, self.line_actor, self.source_actor):
-            actor.GetProperty().SetColor(*rgb)
-
     def set_frustum(self, frustum) -> None:
         """Place the source, beam edges, outline and image grid (``ShotFrustum``, scene frame).
         ValueError (nothing changed) when it has no finite source or no drawable triangle."""

@@ -469,10 +469,6 @@ class FluoroViewer(QWidget):
         self._flip_h, self._flip_v, self._rotate_deg = bool(flip_h), bool(flip_v), float(rotate_deg) % 360.0
         self._apply_display_transform()
 
-    @property
-    def display_transform(self) -> tuple[bool, bool, float]:
-        return self._flip_h, self._flip_v, self._rotate_deg
-
     def _apply_display_transform(self) -> None:
         rows, cols = self.image_shape or (1, 1)
         cx, cy = (cols - 1) / 2.0, (rows - 1) / 2.0
@@ -555,13 +551,6 @@ class FluoroViewer(QWidget):
         self._update_readout_levels()
         self._map.remap_all()
         self.display_changed.emit()
-
-    def raw_to_display(self, uv) -> np.ndarray:
-        """Display (content) coordinates of raw pixels (N, 2) or (2,)."""
-        return self._map.to_display(uv)
-
-    def display_to_raw(self, uv) -> np.ndarray:
-        return self._map.to_raw(uv)
 
     def _mm_text(self, u: float, v: float) -> str:
         """Where the pixel is in mm: on the cage plane nearest the source (cage frame),
