@@ -197,7 +197,7 @@ def install_robot_panel(window, config: ControllerConfig | None = None, area: st
     from widgets.scene.robot import RobotSceneActors, load_cage_balls
 
     client = RobotControllerClient(config, parent=window)
-    panel = RobotPanel(client)
+    panel = RobotPanel(client, follow_client_state=session is None)
     window.add_dock("Robot", panel, area)
     actors = RobotSceneActors(client.kinematics, load_cage_balls())
     home = client.kinematics.joints_for_pose([625, 475, -135, 0, 0])
@@ -220,12 +220,18 @@ def install_robot_panel(window, config: ControllerConfig | None = None, area: st
         actors.update(q)
         window.scene_view.render(interactive=True)
 
-    client.state_changed.connect(redraw)
-    if session is not None:   # statuses and state into the session, through its one adapter
+    if session is not None:   # statuses and state into the session, through its one adapter;
+        # the panel and the 3D robot render the session's robot state
         from app.device_state import device_state
+        from app.qt_connect import connect_while_alive
         device_state(session).connect_robot(client)
-    elif hasattr(window, "status_bar"):
-        client.device_status.connect(window.status_bar.set_status)
+        connect_while_alive(session.robot_state_changed, panel, "show_state")
+        connect_while_alive(session.robot_state_changed, window, "redraw_robot")
+        window.redraw_robot = redraw
+    else:
+        client.state_changed.connect(redraw)
+        if hasattr(window, "status_bar"):
+            client.device_status.connect(window.status_bar.set_status)
     app = QApplication.instance()
     if app is not None:
         app.aboutToQuit.connect(client.shutdown)

@@ -442,6 +442,18 @@ def test_each_workflow_step_brings_its_panel_to_the_front(full_station, qtbot):
     assert shown("Robot")
 
 
+def test_robot_panel_renders_the_sessions_robot_state(full_station, qtbot):
+    """The robot's state reaches the panel through the session (one adapter), not from the
+    controller client directly: a state written into the session is what the panel shows."""
+    st = full_station
+    panel = st.window.robot_panel
+    qtbot.waitUntil(lambda: bool(st.session.robot_state), timeout=30000)
+    state = dict(st.session.robot_state)
+    state["pose"] = [601.25, 432.5, -140.0, 0.0, 0.0]
+    st.session.set_robot_state(state)
+    assert "x   601.2  y   432.5  z  -140.0 mm" in panel.pose_label.text()
+
+
 def test_simulated_room_in_the_workstation_robot_holds_cage_bone_in_3d(full_station, qtbot):
     from app.simulated_room import robot_home_q
     st, w = full_station, full_station.window

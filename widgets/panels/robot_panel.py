@@ -61,7 +61,10 @@ class StopKeyFilter(QObject):
 
 
 class RobotPanel(QWidget):
-    def __init__(self, client, parent=None):
+    def __init__(self, client, parent=None, follow_client_state: bool = True):
+        """``client`` takes the commands and reports faults, STOP and events; the robot's
+        state reaches ``show_state`` from the client itself, or, with
+        ``follow_client_state=False``, from whoever connects it (the session)."""
         super().__init__(parent)
         self.setObjectName("robot_panel")
         self.client = client
@@ -103,7 +106,8 @@ class RobotPanel(QWidget):
         self._set_fault(None)
         self.tabs.setEnabled(False)               # until the control loop runs; STOP always works
         client.ready_changed.connect(self.tabs.setEnabled)
-        client.state_changed.connect(self.show_state)
+        if follow_client_state:
+            client.state_changed.connect(self.show_state)
         client.fault_raised.connect(self._set_fault)
         client.stopped_changed.connect(self._set_stopped)
         client.event.connect(self._on_event)
