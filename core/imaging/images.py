@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from core.formats.files import write_atomic
-from core.imaging.dicom_read import read_dicom
 from core.imaging.fluoro_image import FluoroImage, ImageReadError
 
 __all__ = ["read_image", "write_png16", "write_dicom_xa"]
@@ -49,6 +48,7 @@ def read_image(path) -> FluoroImage:
     except OSError as e:
         raise ImageReadError(f"cannot open image file {p}: {e.strerror or e}") from None
     if kind == "dicom":
+        from core.imaging.dicom_read import read_dicom   # pydicom costs ~0.17 s: not at start-up
         img = read_dicom(p, frame=0)
         return img if img.view is not None else img.with_view(_dicom_view(p))
     if kind in ("png", "tiff"):
