@@ -28,7 +28,7 @@ from scipy.spatial.transform import Rotation
 
 from core.geometry.rigid import make_transform
 from core.robot.kinematics.base import KinematicsError
-from core.robot.kinematics.hybrid5 import Hybrid5, Hybrid5Parameters
+from core.robot.kinematics.hybrid5 import Hybrid5
 from core.robot.weight_compensation import GRAVITY_BASE
 
 __all__ = ["RobotErrors", "sample_robot_errors", "TrueRobot", "default_payload", "open_loop_rms_mm",
