@@ -33,7 +33,7 @@ __all__ = ["AlignmentError", "IncompleteTrajectoryError", "UnreachableError", "W
            "AlignJointLimitError", "SingularityRefusal", "CollisionError",
            "Capsule", "Box", "HalfSpace", "Body", "guide_body", "cage_bodies", "carm_envelope",
            "patient_surface", "distance", "MotionProfile", "InsertionSegment", "AlignmentPlan",
-           "plan_alignment", "default_cartesian_limits", "TASK_AXES"]
+           "plan_alignment", "alignment_for_trajectory", "default_cartesian_limits", "TASK_AXES"]
 
 TASK_AXES = ("x", "y", "z", "theta_x", "theta_y")
 
@@ -571,3 +571,14 @@ def _profile(kinematics, q0, q1, limits, n: int = 65) -> MotionProfile:
     A *= 0.98
     peak, T, ta = _trapezoid(V, A)
     return MotionProfile(q0.copy(), q1.copy(), peak, A, T, ta, why)
+
+
+def alignment_for_trajectory(trajectory, frames, kinematics, **kw) -> AlignmentPlan:
+    """``plan_alignment`` for a planned ``Trajectory`` (cage frame at the shots), carried into base
+    by a ``BaseFrameCalibration``; an incomplete one is refused by name."""
+    name = getattr(trajectory, "name", "the trajectory")
+    if not getattr(trajectory, "complete", False):
+        raise IncompleteTrajectoryError(f"{name} has no 3D entry and target yet: click both points in both "
+                                        "the AP and the LAT image")
+    entry, target = frames.trajectory_in_base(trajectory)
+    return plan_alignment(entry, target, kinematics, name=name, **kw)

@@ -196,3 +196,17 @@ def test_bad_input(setup):
     few = bf.check_balls("ap", q1, np.zeros((2, 2)), cage.balls_for("ap")[:2])
     assert few.agrees and not few.checked
     assert set(bf.to_dict()) >= {"q0", "T_base_cage0", "carm_angles_deg"}
+
+
+def test_a_planned_trajectory_aligns_through_the_base_frame(setup):
+    from core.navigation.align import IncompleteTrajectoryError, alignment_for_trajectory
+    k, cage, q0, q1, calib, bf, gb = setup
+    e_c, t_c = ISO_CAGE + [-15.0, 5.0, 20.0], ISO_CAGE + [-5.0, 8.0, -20.0]
+    traj = Trajectory("L3 right", side="right", entry_mm=e_c, target_mm=t_c)
+    plan = alignment_for_trajectory(traj, bf, k, stand_off_mm=20.0, q_current=q1)
+    e_b, t_b = apply(k.cage(q0), e_c), apply(k.cage(q0), t_c)
+    d = (t_b - e_b) / np.linalg.norm(t_b - e_b)
+    T = k.forward(plan.q_goal)
+    assert np.linalg.norm(T[:3, 3] - (e_b - 20.0 * d)) < 1e-6 and np.degrees(np.arccos(min(1, T[:3, 2] @ d))) < 1e-6
+    with pytest.raises(IncompleteTrajectoryError, match="L3 right has no 3D"):
+        alignment_for_trajectory(Trajectory("L3 right"), bf, k)
