@@ -28,7 +28,7 @@ from scipy.spatial.transform import Rotation
 
 from core.geometry.rigid import make_transform
 from core.robot.kinematics.base import KinematicsError
-from core.robot.kinematics.hybrid5 import Hybrid5
+from core.robot.kinematics.hybrid5 import Hybrid5, load_hybrid5
 from core.robot.weight_compensation import GRAVITY_BASE
 
 __all__ = ["RobotErrors", "sample_robot_errors", "TrueRobot", "default_payload", "open_loop_rms_mm",
@@ -125,7 +125,6 @@ def sample_robot_errors(seed: int, scale: float = 1.0, nominal: Hybrid5 | None =
 def probe_joints(nominal: Hybrid5, n: int = 48) -> np.ndarray:
     """(n, 5) encoder readings of fixed random tool poses inside ``nominal``'s workspace box
     (tilts within +-30 deg about x, +-25 deg about y), each reachable within the joint limits."""
-    from core.robot.kinematics.hybrid5 import load_hybrid5
     nominal = nominal or load_hybrid5()
     ws = nominal.workspace_mm
     if ws is None:
@@ -147,7 +146,6 @@ def probe_joints(nominal: Hybrid5, n: int = 48) -> np.ndarray:
 def open_loop_rms_mm(errors: RobotErrors, nominal: Hybrid5 | None = None) -> float:
     """RMS tool-tip miss over ``probe_joints``: nominal IK commanded, the truth executes it
     (every joint last moved forwards)."""
-    from core.robot.kinematics.hybrid5 import load_hybrid5
     nominal = nominal or load_hybrid5()
     truth = TrueRobot(nominal, errors, direction=1.0)
     Q = probe_joints(nominal)
