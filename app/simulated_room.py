@@ -16,7 +16,7 @@ import math
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from core.geometry.rigid import invert
+from core.geometry.rigid import invert, rotation_angle
 
 __all__ = ["SimulatedRoom", "T_world_base_holding", "cage_pose_change", "robot_home_q", "MOVE_TOLERANCE"]
 
@@ -50,9 +50,8 @@ def robot_home_q(kinematics, controller_config=None) -> np.ndarray:
 
 def cage_pose_change(T_a, T_b) -> tuple[float, float]:
     """(translation in mm, rotation in degrees) between two cage poses."""
-    d = invert(np.asarray(T_a, float)) @ np.asarray(T_b, float)
-    cos = np.clip((np.trace(d[:3, :3]) - 1) / 2, -1.0, 1.0)
-    return float(np.linalg.norm(d[:3, 3])), math.degrees(math.acos(cos))
+    d = invert(T_a) @ np.asarray(T_b, float)
+    return float(np.linalg.norm(d[:3, 3])), math.degrees(rotation_angle(d))
 
 
 class SimulatedRoom(QObject):

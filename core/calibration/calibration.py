@@ -16,7 +16,7 @@ from core.calibration.models import apply_h, p_rays, project_p
 from core.formats.files import write_json_atomic
 from core.formats.schema import load_json
 from core.calibration.distortion import distortion_from_dict, DistortionError
-from core.geometry.rigid import Ray
+from core.geometry.rigid import GeometryError, Ray, closest_points_between_lines
 
 __all__ = ["CalibrationError", "CalibrationFileError", "PlaneFit", "ViewCalibration", "CageCalibration",
            "METHODS", "FORMAT"]
@@ -186,15 +186,11 @@ class CageCalibration:
             raise CalibrationError(f"AP and LAT pixel lists differ in length ({len(a)} vs {len(b)})")
         o1, d1 = self.views["ap"].rays(a, self.method)
         o2, d2 = self.views["lat"].rays(b, self.method)
-        w0 = o1 - o2
-        c = np.sum(d1 * d2, 1)
-        den = 1 - c * c
-        if np.any(den < 1e-9):
-            raise CalibrationError("the AP and LAT rays are parallel: the views are too close in angle")
-        e, f = np.sum(d1 * w0, 1), np.sum(d2 * w0, 1)
-        s, t = (c * f - e) / den, (f - c * e) / den
-        pa, pb = o1 + s[:, None] * d1, o2 + t[:, None] * d2
-        return 0.5 * (pa + pb), np.linalg.norm(pa - pb, axis=1)
+        try:
+            pa, pb, gap = closest_points_between_lines(o1, d1, o2, d2)
+        except GeometryError:
+            raise CalibrationError("the AP and LAT rays are parallel: the views are too close in angle") from None
+        return 0.5 * (pa + pb), gap
 
     def locate(self, uv_ap, uv_lat) -> tuple[np.ndarray, float]:
         p, g = self.locate_many(_uv(uv_ap, True), _uv(uv_lat, True))

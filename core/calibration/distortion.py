@@ -26,7 +26,8 @@ __all__ = ["DistortionError", "NoDistortion", "PolynomialDistortion", "LocalDist
 
 
 class DistortionError(ValueError):
-    """A distortion correction could not be fitted or read."""
+    """A distortion law's parameters or coordinates are invalid, or its correction could not be
+    fitted or read."""
 
 
 def _as_uv(uv):

@@ -15,7 +15,8 @@ __all__ = [
     "GeometryError", "make_transform", "invert", "compose", "apply",
     "rotation_part", "translation_part", "from_rotvec", "from_euler",
     "to_rotvec", "is_rigid", "rotation_angle", "Ray", "Plane",
-    "closest_points_between_rays", "triangulate_rays", "intersect_ray_plane",
+    "closest_points_between_rays", "closest_points_between_lines", "triangulate_rays",
+    "intersect_ray_plane",
     "unit",
 ]
 
@@ -198,23 +199,31 @@ def intersect_ray_plane(ray: Ray, plane: Plane) -> np.ndarray:
     return ray.at(s)
 
 
+def closest_points_between_lines(o1, d1, o2, d2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closest points of line pairs ``o1 + s d1`` and ``o2 + t d2`` (each (N, 3), unit
+    directions) and their gaps (N,) in mm. Raises ``GeometryError`` when a pair is parallel
+    (its closest points are not unique)."""
+    o1, d1, o2, d2 = (np.atleast_2d(np.asarray(a, float)) for a in (o1, d1, o2, d2))
+    w0 = o1 - o2
+    c = np.sum(d1 * d2, axis=1)
+    denom = 1.0 - c * c
+    if np.any(denom < 1e-12):
+        raise GeometryError("the two rays are parallel: the views are too close in angle")
+    e, f = np.sum(d1 * w0, axis=1), np.sum(d2 * w0, axis=1)
+    s = (c * f - e) / denom
+    t = (f - c * e) / denom
+    pa, pb = o1 + s[:, None] * d1, o2 + t[:, None] * d2
+    return pa, pb, np.linalg.norm(pa - pb, axis=1)
+
+
 def closest_points_between_rays(a: Ray, b: Ray) -> tuple[np.ndarray, np.ndarray, float]:
     """Closest points on two lines and the gap between them (mm).
 
     Returns ``(point_on_a, point_on_b, gap)``. Raises ``GeometryError`` when the
     lines are parallel (their closest points are not unique).
     """
-    w0 = a.origin - b.origin
-    d1, d2 = a.direction, b.direction
-    c = d1 @ d2
-    denom = 1.0 - c * c
-    if denom < 1e-12:
-        raise GeometryError("the two rays are parallel: the views are too close in angle")
-    e, f = d1 @ w0, d2 @ w0
-    s = (c * f - e) / denom
-    t = (f - c * e) / denom
-    pa, pb = a.at(s), b.at(t)
-    return pa, pb, float(np.linalg.norm(pa - pb))
+    pa, pb, gap = closest_points_between_lines(a.origin, a.direction, b.origin, b.direction)
+    return pa[0], pb[0], float(gap[0])
 
 
 def triangulate_rays(a: Ray, b: Ray) -> tuple[np.ndarray, float]:

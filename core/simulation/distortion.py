@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.calibration.distortion import DistortionError  # one error for every distortion law
 
-class DistortionError(ValueError):
-    """Distortion parameters or coordinates are invalid."""
+__all__ = ["DistortionError", "IIDistortion"]
 
 
 @dataclass(frozen=True)

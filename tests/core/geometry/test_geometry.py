@@ -119,3 +119,24 @@ def test_ray_transform_and_distance():
     rt = r.transformed(T)
     assert np.allclose(rt.origin, [1, 2, 3]) and np.allclose(rt.direction, [0, -1, 0])
     assert r.distance_to([3, 4, 10]) == pytest.approx(5.0)
+
+
+def test_closest_points_between_lines_many_at_once_match_the_single_ray_version():
+    import numpy as np
+    from core.geometry.rigid import GeometryError, Ray, closest_points_between_lines, closest_points_between_rays
+    rng = np.random.default_rng(3)
+    o1, o2 = rng.normal(0, 50, (20, 3)), rng.normal(0, 50, (20, 3))
+    d1, d2 = rng.normal(size=(20, 3)), rng.normal(size=(20, 3))
+    d1 /= np.linalg.norm(d1, axis=1, keepdims=True)
+    d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
+    pa, pb, gap = closest_points_between_lines(o1, d1, o2, d2)
+    for k in range(20):
+        a, b, g = closest_points_between_rays(Ray(o1[k], d1[k]), Ray(o2[k], d2[k]))
+        assert np.allclose(pa[k], a) and np.allclose(pb[k], b) and abs(gap[k] - g) < 1e-9
+        # the connecting segment is perpendicular to both lines
+        assert abs((pb[k] - pa[k]) @ d1[k]) < 1e-9 and abs((pb[k] - pa[k]) @ d2[k]) < 1e-9
+    # two lines crossing at (1, 2, 3): gap 0 at the crossing
+    pa, pb, gap = closest_points_between_lines([[1.0, 2, -7]], [[0, 0, 1.0]], [[-4.0, 2, 3]], [[1.0, 0, 0]])
+    assert np.allclose(pa, [[1, 2, 3]]) and gap[0] < 1e-12
+    with pytest.raises(GeometryError, match="parallel"):
+        closest_points_between_lines(o1[:2], d1[:2], o2[:2], d1[:2])
