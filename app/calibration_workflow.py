@@ -28,16 +28,17 @@ import numpy as np
 from psygnal import Signal
 
 import resources
-from core.calibration.beads import BeadDetectionError, detect_beads
+from core.calibration.beads import BeadDetectionError, detect_beads, whole_ball_field
 from core.calibration.cage import CageFileError, load_cage
 from core.calibration import DEFAULT_METHOD, CageCalibration, CalibrationError, calibrate_view
 from core.calibration import manual
 from core.calibration.manual import ManualEditError, ViewLabels
-from core.calibration.models import apply_h, project_p
+from core.geometry.pixels import in_image, mask_at
+from core.calibration.models import ModelError, apply_h, fit_homography, project_p
 from core.calibration.distortion import DistortionError, NoDistortion
 from core.imaging.fluoro_image import FluoroImage, ImageReadError
 from core.imaging.images import read_image
-from core.calibration.labelling import LabellingError, fit_homography
+from core.calibration.labelling import LabellingError
 from core.calibration.plate import CENTRAL_FRACTION, PlateError, label_plate, load_plate, plate_distortion
 
 __all__ = ["CalibrationWorkflow", "InlineRunner", "PlateResult", "ShotResult", "plate_step", "calibrate_shot",
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 VIEWS = ("ap", "lat")
 EXPECTED_ERRORS = (CalibrationError, ManualEditError, PlateError, BeadDetectionError, CageFileError,
-                   DistortionError, LabellingError, ImageReadError)
+                   DistortionError, LabellingError, ModelError, ImageReadError)
 
 
 # -- the steps, pure (no Qt): what the worker thread runs --------------------------------
@@ -138,13 +139,7 @@ def residual_vectors_px(cage, shot: ShotResult, method: str, distortion=None) ->
 
 def _in_field(image: FluoroImage, uv, radius_px) -> np.ndarray:
     """Which raw pixels (N, 2) have a whole ball's disc inside the exposed field."""
-    import cv2
-    from core.calibration.beads import field_mask
-    f = field_mask(image.display(), 1).astype(np.uint8)
-    r = int(np.ceil(radius_px)) + 1
-    f = cv2.erode(f, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
-    q = np.clip(np.rint(uv).astype(int), 0, [f.shape[1] - 1, f.shape[0] - 1])
-    return f[q[:, 1], q[:, 0]]
+    return mask_at(whole_ball_field(image.display(), 1, radius_px), uv)
 
 
 # -- the workflow: state, signals, where long steps run ------------------------------------
@@ -444,9 +439,7 @@ class CalibrationWorkflow:
             return [], np.zeros((0, 2))
         keys = [(p.id, b) for p in self.cage.planes_for(view) for b in range(p.n_balls)]
         uv = shot.fit.project(self.cage.balls_for(view), self.method)
-        rows, cols = shot.image.shape
-        ok = np.all(np.isfinite(uv), axis=1) & (uv[:, 0] >= 0) & (uv[:, 0] <= cols - 1) \
-            & (uv[:, 1] >= 0) & (uv[:, 1] <= rows - 1)
+        ok = in_image(uv, shot.image.shape, 0.5)
         return [k for k, o in zip(keys, ok) if o], uv[ok]
 
     def missing_balls_px(self, view: str) -> np.ndarray:

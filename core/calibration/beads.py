@@ -42,7 +42,7 @@ import numpy as np
 from core.calibration.bead_pairs import build_template, fit_partial_ball, split_pairs
 
 __all__ = ["BeadDetectionError", "Beads", "density_of", "detect_beads", "refine_centre", "refine_centres",
-           "field_mask"]
+           "field_mask", "whole_ball_field"]
 
 
 class BeadDetectionError(ValueError):
@@ -92,6 +92,15 @@ MIN_EDGE_STEP = 0.25       # the field's edge: a step of a quarter of the field'
 def field_mask(pixels, polarity: int = 1, margin_px: int = 2) -> np.ndarray:
     """The exposed field (bool, image shape), ``margin_px`` inside its edge (``_field``)."""
     return _field(pixels, polarity, margin_px)[0]
+
+
+def whole_ball_field(pixels, polarity: int, radius_px: float) -> np.ndarray:
+    """Where a ball of ``radius_px`` centred there lies wholly inside the exposed field: the
+    field eroded by the ball's disc (bool, image shape). A ball predicted there and not
+    detected is missing; one predicted nearer the edge may be cut by it."""
+    f = field_mask(pixels, polarity).astype(np.uint8)
+    r = int(np.ceil(radius_px)) + 1
+    return cv2.erode(f, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
 
 
 def round_field(pixels, polarity: int = 1):

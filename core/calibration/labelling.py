@@ -23,13 +23,17 @@ have no exact symmetry.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-__all__ = ["LabellingError", "AmbiguousLayout", "ViewNotRecognised", "plane_is_symmetric", "PlaneMatch", "label_plane", "label_view", "fit_homography"]
+from core.calibration.models import ModelError, apply_h, fit_dlt, fit_homography, project_p
+from core.geometry.pixels import in_image
+
+__all__ = ["LabellingError", "AmbiguousLayout", "ViewNotRecognised", "plane_is_symmetric", "PlaneMatch", "label_plane", "label_view"]
 
 K_MODEL, N_MODEL_COORDS = 6, 10
 K_IMAGE, N_IMAGE_COORDS = 6, 12
@@ -68,23 +72,6 @@ class PlaneMatch:
     @property
     def rms_px(self) -> float:
         return float(np.sqrt(np.mean(self.residual_px ** 2))) if len(self.residual_px) else float("nan")
-
-
-def fit_homography(src, dst) -> np.ndarray:
-    """Least-squares homography ``dst ~ H src`` (normalised DLT, OpenCV), (N >= 4, 2) each."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    if len(src) < 4 or src.shape != dst.shape:
-        raise LabellingError("a homography needs at least 4 matched balls")
-    H, _ = cv2.findHomography(src, dst, 0)
-    if H is None or not np.all(np.isfinite(H)):
-        raise LabellingError("degenerate ball layout: the matched balls are collinear")
-    return H
-
-
-def _apply_h(H, xy):
-    p = np.asarray(xy, float) @ H[:, :2].T + H[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return p[:, :2] / p[:, 2:3]
 
 
 def _bases(pts, k, n_coords):
@@ -232,33 +219,27 @@ def _grow(model, pts, tree, corr_m, corr_i, tol, seed):
     """Refit the homography on widening rings around ``seed``; final inlier set."""
     try:
         H = fit_homography(model[corr_m], pts[corr_i])
-    except LabellingError:
+    except (LabellingError, ModelError):
         return None
     dist = np.linalg.norm(model - model[seed], axis=1)
     r = np.partition(dist, min(8, len(dist) - 1))[min(8, len(dist) - 1)]
     for _ in range(8):
         near = np.nonzero(dist <= r)[0]
-        mi, pi, _ = _match(_apply_h(H, model[near]), tree, tol)
+        mi, pi, _ = _match(apply_h(H, model[near]), tree, tol)
         if len(mi) >= 4:
             try:
                 H = fit_homography(model[near[mi]], pts[pi])
-            except LabellingError:
+            except (LabellingError, ModelError):
                 return None
         if r >= dist.max():
             break
         r *= 1.7
-    mi, pi, d = _match(_apply_h(H, model), tree, tol)
+    mi, pi, d = _match(apply_h(H, model), tree, tol)
     if len(mi) < 4:
         return None
     H = fit_homography(model[mi], pts[pi])
-    res = np.linalg.norm(_apply_h(H, model[mi]) - pts[pi], axis=1)
+    res = np.linalg.norm(apply_h(H, model[mi]) - pts[pi], axis=1)
     return H, mi, pi, res
-
-
-def _inside(uv, shape, margin):
-    rows, cols = shape
-    return ((uv[:, 0] > margin) & (uv[:, 0] < cols - 1 - margin)
-            & (uv[:, 1] > margin) & (uv[:, 1] < rows - 1 - margin))
 
 
 class AmbiguousLayout(LabellingError):
@@ -409,13 +390,13 @@ def _procrustes(a, b, det_sign):
 
 def _tighten(model, pts, H, mi, pi):
     """Robust residual gate on a labelling, then the refit homography and residuals."""
-    res = np.linalg.norm(_apply_h(H, model[mi]) - pts[pi], axis=1)
+    res = np.linalg.norm(apply_h(H, model[mi]) - pts[pi], axis=1)
     s = max(0.3, 1.4826 * float(np.median(res)))
     ok = res < max(1.0, 4 * s)
     if ok.sum() >= 4 and not ok.all():
         mi, pi = mi[ok], pi[ok]
         H = fit_homography(model[mi], pts[pi])
-        res = np.linalg.norm(_apply_h(H, model[mi]) - pts[pi], axis=1)
+        res = np.linalg.norm(apply_h(H, model[mi]) - pts[pi], axis=1)
     return H, mi, pi, res
 
 
@@ -424,21 +405,21 @@ def _evaluate(model, pts, tree, H, tol, in_field):
     Returns (score, n, rms, H, ball_idx, point_idx, residual_px, n_missing) or None.
     The score is a soft inlier count (MSAC: a tight fit beats a loose one with more matches)
     minus the balls predicted inside the field where nothing was detected (evidence against)."""
-    mi, pi, _ = _match(_apply_h(H, model), tree, tol)
+    mi, pi, _ = _match(apply_h(H, model), tree, tol)
     if len(mi) < 4:
         return None
     try:
         H = fit_homography(model[mi], pts[pi])
-        mi, pi, _ = _match(_apply_h(H, model), tree, tol)
+        mi, pi, _ = _match(apply_h(H, model), tree, tol)
         if len(mi) < 4:
             return None
         H = fit_homography(model[mi], pts[pi])
         H, mi, pi, res = _tighten(model, pts, H, mi, pi)
-    except LabellingError:
+    except (LabellingError, ModelError):
         return None
     o = np.argsort(mi, kind="stable")
     mi, pi, res = mi[o], pi[o], res[o]
-    pred = _apply_h(H, model)
+    pred = apply_h(H, model)
     free = np.ones(len(model), bool)
     free[mi] = False
     # a ball hidden under another detection (the other layer's shadow) is not evidence against
@@ -458,7 +439,7 @@ def _candidates(model, pts, max_rms_px, min_balls, in_field=None, image_shape=No
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     if in_field is None:
         shape = image_shape if image_shape is not None else tuple(np.ceil(pts.max(0)[::-1] + 1).astype(int))
-        in_field = lambda uv: _inside(uv, shape, margin_px)   # noqa: E731
+        in_field = lambda uv: in_image(uv, shape, margin_px + 0.5)   # noqa: E731
     tree = cKDTree(pts)
     nn = tree.query(pts, 2)[0][:, 1]
     tol = 0.3 * float(np.median(nn))
@@ -472,7 +453,7 @@ def _candidates(model, pts, max_rms_px, min_balls, in_field=None, image_shape=No
             continue
         try:
             H, mi, pi, res = _tighten(model, pts, *g[:3])
-        except LabellingError:
+        except (LabellingError, ModelError):
             continue
         rms = float(np.sqrt(np.mean(res ** 2)))
         if len(mi) >= min_balls and rms <= max_rms_px:
@@ -494,9 +475,9 @@ def _candidates(model, pts, max_rms_px, min_balls, in_field=None, image_shape=No
             Hinv = np.linalg.inv(H)
         except np.linalg.LinAlgError:
             continue
-        q = _apply_h(Hinv, pts)
+        q = apply_h(Hinv, pts)
         q = np.where(np.isfinite(q), q, 1e9)
-        for _, bi, _, R, t in register_layout(model, q, lambda x: in_field(_apply_h(H, x)), 0.3 * pitch):
+        for _, bi, _, R, t in register_layout(model, q, lambda x: in_field(apply_h(H, x)), 0.3 * pitch):
             # the labelling g o L as a homography: model -> q frame -> image
             A = np.eye(3)
             A[:2, :2], A[:2, 2] = R.T, -R.T @ t
@@ -544,6 +525,19 @@ def _decide(model, cands, image_shape, margin_px, max_rms_px, min_balls) -> Plan
     return PlaneMatch(mi, pi, H, res, expected, int(evidence - runner))
 
 
+def _fit_failures_as_labelling_errors(f):
+    """A homography or DLT that cannot be fitted inside a labelling is a labelling failure:
+    callers catch ``LabellingError`` alone, with the fit's own message."""
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except ModelError as e:
+            raise LabellingError(str(e)) from None
+    return wrapped
+
+
+@_fit_failures_as_labelling_errors
 def label_plane(model_xy, points_px, image_shape, margin_px: float = 4.0,
                 max_rms_px: float = 1.5, min_balls: int = 6, in_field=None) -> PlaneMatch:
     """Identify one plane's balls among the detected centres (ideal pixels).
@@ -578,6 +572,7 @@ def _same(a, b):
     return len(sa & sb) >= 0.5 * min(len(sa), len(sb))
 
 
+@_fit_failures_as_labelling_errors
 def label_view(planes_xy, points_px, image_shape, planes_mm=None, names=None, **kw) -> list[PlaneMatch]:
     """Label every plane of one view; a detection claimed by two planes goes to the
     plane where it fits better and is dropped from the other (then refitted). A plane
@@ -652,7 +647,7 @@ def _label_planes(planes_xy, pts, image_shape, planes_mm, names, kw):
     if amb and planes_mm is not None and len(amb) == sum(e is not None for e in errors):
         try:
             return _resolve_jointly(planes_xy, planes_mm, pts, image_shape, cands, matches, kw, amb[0])
-        except LabellingError:
+        except (LabellingError, ModelError):
             pass
     if all(m is None or m.rms_px > LOOSE_RMS_PX for m in matches):
         # nothing identified, or only loose fits beside a failed plane: not this view's cage
@@ -695,7 +690,7 @@ def _plane_orientations(planes_xy, planes_mm):
 def _handedness(H, model_xy):
     """+1/-1: the sign of the plane -> image Jacobian's determinant at the layout's centre."""
     c = np.asarray(model_xy, float).mean(0)
-    p = _apply_h(H, np.array([c, c + [1.0, 0.0], c + [0.0, 1.0]]))
+    p = apply_h(H, np.array([c, c + [1.0, 0.0], c + [0.0, 1.0]]))
     e1, e2 = p[1] - p[0], p[2] - p[0]
     return 1 if e1[0] * e2[1] - e1[1] * e2[0] > 0 else -1
 
@@ -716,7 +711,10 @@ def _resolve_jointly(planes_xy, planes_mm, pts, image_shape, cands, matches, kw,
         if len(np.unique(pi)) < len(pi):
             continue                                  # one detection claimed by two planes
         X = np.concatenate([np.asarray(mm, float)[c[0]] for mm, c in zip(planes_mm, combo)])
-        r = np.linalg.norm(_dlt_project(_dlt(X, pts[pi]), X) - pts[pi], axis=1)
+        try:
+            r = np.linalg.norm(project_p(fit_dlt(X, pts[pi]), X) - pts[pi], axis=1)
+        except ModelError:
+            continue                                  # coplanar: this combination cannot be scored
         score = float(np.sum(np.maximum(0.0, 1.0 - (r / SOFT_TOL_PX) ** 2))) - sum(c[2] for c in combo)
         scored.append((round(score, 6), float(np.sqrt(np.mean(r ** 2))), n_combo, combo))
     if not scored:
@@ -733,41 +731,16 @@ def _resolve_jointly(planes_xy, planes_mm, pts, image_shape, cands, matches, kw,
         model = np.asarray(planes_xy[k], float)
         bi, pi, _ = best[3][k]
         H = fit_homography(model[bi], pts[pi])
-        res = np.linalg.norm(_apply_h(H, model[bi]) - pts[pi], axis=1)
-        expected = int(_inside(_apply_h(H, model), image_shape, kw["margin_px"]).sum())
+        res = np.linalg.norm(apply_h(H, model[bi]) - pts[pi], axis=1)
+        expected = int(in_image(apply_h(H, model), image_shape, kw["margin_px"] + 0.5).sum())
         out[k] = PlaneMatch(bi, pi, H, res, expected, int(round(best[0] - runner)))
     return out
-
-
-def _dlt(X, uv):
-    """3x4 projection matrix from >= 6 non-coplanar 3D-2D pairs (normalised DLT, Hartley-Zisserman 7.1)."""
-    if len(X) < 6:
-        raise LabellingError("a 3D-2D fit needs at least 6 balls")
-    mx, sx = X.mean(0), np.sqrt(3) / (np.linalg.norm(X - X.mean(0), axis=1).mean() + 1e-12)
-    mu, su = uv.mean(0), np.sqrt(2) / (np.linalg.norm(uv - uv.mean(0), axis=1).mean() + 1e-12)
-    Xn, un = (X - mx) * sx, (uv - mu) * su
-    n = len(X)
-    Xh = np.hstack([Xn, np.ones((n, 1))])
-    A = np.zeros((2 * n, 12))
-    A[0::2, 0:4], A[0::2, 8:12] = Xh, -un[:, :1] * Xh
-    A[1::2, 4:8], A[1::2, 8:12] = Xh, -un[:, 1:] * Xh
-    Pn = np.linalg.svd(A)[2][-1].reshape(3, 4)
-    Tu = np.array([[su, 0, -su * mu[0]], [0, su, -su * mu[1]], [0, 0, 1]])
-    Tx = np.diag([sx, sx, sx, 1.0])
-    Tx[:3, 3] = -sx * mx
-    return np.linalg.inv(Tu) @ Pn @ Tx
-
-
-def _dlt_project(P, X):
-    p = np.hstack([X, np.ones((len(X), 1))]) @ P.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return p[:, :2] / p[:, 2:3]
 
 
 def _refit(m, model, pts, keep):
     bi, pi = m.ball_idx[keep], m.point_idx[keep]
     H = fit_homography(model[bi], pts[pi])
-    res = np.linalg.norm(_apply_h(H, model[bi]) - pts[pi], axis=1)
+    res = np.linalg.norm(apply_h(H, model[bi]) - pts[pi], axis=1)
     return PlaneMatch(bi, pi, H, res, m.expected, m.score_margin)
 
 

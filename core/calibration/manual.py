@@ -18,18 +18,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.calibration.beads import density_of, field_mask, refine_centre
+from core.calibration.beads import density_of, refine_centre, whole_ball_field
 from core.calibration.calibration import CageCalibration, CalibrationError, PlaneFit, ViewCalibration
-from core.calibration.models import (ModelError, apply_h, fit_projection, loo_dlt_px, loo_homography_px,
-                                     p_rays, project_p)
-from core.calibration.pipeline import MAX_PLANE_RMS_PX, MIN_SPREAD_RATIO, MIN_VIEW_ANGLE_DEG
+from core.calibration.models import (ModelError, apply_h, fit_homography, fit_projection, loo_dlt_px,
+                                     loo_homography_px)
+from core.geometry.pixels import in_image, mask_at
+from core.calibration.cage import MIN_BALLS_PER_PLANE
+from core.calibration.pipeline import MIN_VIEW_ANGLE_DEG, finite_rms, gate_plane, plane_residuals
 from core.calibration.distortion import NoDistortion
-from core.calibration.labelling import LabellingError, fit_homography
 
 __all__ = ["ManualEditError", "ViewLabels", "labels_from_view", "add_ball", "remove_detection", "assign",
            "unassign", "complete_labels", "diagnose", "fit_view", "assemble", "MIN_BALLS_PER_PLANE"]
 
-MIN_BALLS_PER_PLANE = 6
 UNLABELLED = ("", -1)
 
 
@@ -108,8 +108,7 @@ def add_ball(labels: ViewLabels, uv, pixels=None, max_shift_px: float | None = N
         raise ManualEditError("this ball is already detected: select it to assign or remove it")
     if pixels is not None:
         img = np.asarray(pixels)
-        rows, cols = img.shape
-        if not (0 <= q[0] <= cols - 1 and 0 <= q[1] <= rows - 1):
+        if not in_image(q, img.shape, 0.5)[0]:
             raise ManualEditError("the click is outside the image: click on the ball")
         others = labels.centres_px[np.linalg.norm(labels.centres_px - q, axis=1) < 4 * labels.radius_px]
         c, _ = refine_centre(density_of(img, labels.polarity), q, labels.radius_px, others=others)
@@ -171,7 +170,7 @@ def complete_labels(labels: ViewLabels, cage, distortion=None, tol_px: float | N
             continue
         try:
             H = fit_homography(plane.balls_2d[bi], ideal[di])
-        except LabellingError:
+        except ModelError:
             continue
         free = np.array([k for k in range(len(planes)) if not planes[k] and (only is None or k in only)], int)
         todo = np.setdiff1d(np.arange(plane.n_balls), bi)
@@ -207,37 +206,6 @@ def diagnose(labels: ViewLabels, cage, distortion=None) -> np.ndarray:
     return out
 
 
-def _rms(a) -> float:
-    a = np.asarray(a, float)
-    a = a[np.isfinite(a)]
-    return float(np.sqrt(np.mean(a ** 2))) if len(a) else float("nan")
-
-
-def _expected(pixels, polarity, radius_px, uv_raw) -> int:
-    """Predicted ball centres where a whole ball lies in the exposed field."""
-    import cv2
-    f = field_mask(pixels, polarity).astype(np.uint8)
-    r = int(np.ceil(radius_px)) + 1
-    f = cv2.erode(f, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
-    q = np.rint(uv_raw[np.all(np.isfinite(uv_raw), axis=1)]).astype(int)
-    ok = (q[:, 0] >= 0) & (q[:, 0] < f.shape[1]) & (q[:, 1] >= 0) & (q[:, 1] < f.shape[0])
-    return int(f[q[ok, 1], q[ok, 0]].sum())
-
-
-def _gates(view, plane, bi, xy, rms):
-    v = view.upper()
-    if len(bi) < MIN_BALLS_PER_PLANE:
-        raise CalibrationError(f"{v} shot: only {len(bi)} balls of plane {plane.id} are labelled (need "
-                               f"{MIN_BALLS_PER_PLANE}): assign more balls or reposition the cage")
-    s = np.linalg.svd(xy - xy.mean(0), compute_uv=False)
-    if s[1] < MIN_SPREAD_RATIO * s[0]:
-        raise CalibrationError(f"{v} shot: the labelled balls of plane {plane.id} lie near a line: "
-                               "label balls across the whole plane")
-    if rms > MAX_PLANE_RMS_PX:
-        raise CalibrationError(f"{v} shot: plane {plane.id} residual {rms:.2f} px exceeds {MAX_PLANE_RMS_PX} px: "
-                               "a ball is labelled wrongly; remove or reassign the one with the longest arrow")
-
-
 def fit_view(cage, labels: ViewLabels, pixels, distortion=None) -> ViewCalibration:
     """Both models of one view from the labelled detections, with the pipeline's figures
     (per plane: matched, expected in view, RMS px/mm of each model, leave-one-out)."""
@@ -248,7 +216,7 @@ def fit_view(cage, labels: ViewLabels, pixels, distortion=None) -> ViewCalibrati
     per = [(p,) + labels.matched(p.id) for p in planes]
     for p, bi, di in per:
         if len(bi) < MIN_BALLS_PER_PLANE:
-            _gates(labels.view, p, bi, p.balls_2d[bi], 0.0)
+            gate_plane(labels.view, p, p.balls_2d[bi], 0.0, advice="manual")
     X = np.concatenate([p.balls_mm[bi] for p, bi, _ in per])
     uv = np.concatenate([ideal[di] for _, _, di in per])
     try:
@@ -260,29 +228,24 @@ def fit_view(cage, labels: ViewLabels, pixels, distortion=None) -> ViewCalibrati
     figs = {"balls_detected": int(len(labels)), "merged_blobs_dropped": 0, "polarity": int(labels.polarity),
             "manual_edits": int(labels.edits), "planes": {}}
     fits, resid, off, loo2_all = [], {}, 0, []
+    field = whole_ball_field(pixels, labels.polarity, labels.radius_px)
     for p, bi, di in per:
         xy, q = p.balls_2d[bi], ideal[di]
-        H = fit_homography(xy, q)
-        r2 = np.linalg.norm(apply_h(H, xy) - q, axis=1)
-        r2_mm = np.linalg.norm(apply_h(np.linalg.inv(H), q) - xy, axis=1)
-        r3 = np.linalg.norm(project_p(P, p.balls_mm[bi]) - q, axis=1)
-        o, d = p_rays(P, q, centre)
-        w = p.balls_mm[bi] - o
-        r3_mm = np.linalg.norm(w - np.sum(w * d, 1, keepdims=True) * d, axis=1)
-        _gates(labels.view, p, bi, xy, min(_rms(r2), _rms(r3)))
+        H, r2, r2_mm, r3, r3_mm = plane_residuals(p.balls_mm[bi], xy, q, P, centre)
+        gate_plane(labels.view, p, xy, min(finite_rms(r2), finite_rms(r3)), advice="manual")
         loo2 = loo_homography_px(xy, q)
         loo2_all.append(loo2)
         l3 = loo3[off:off + len(bi)]
         off += len(bi)
-        expected = _expected(pixels, labels.polarity, labels.radius_px, distortion.ideal_to_raw(apply_h(H, p.balls_2d)))
+        expected = int(mask_at(field, distortion.ideal_to_raw(apply_h(H, p.balls_2d))).sum())
         fits.append(PlaneFit(p.id, p.origin_mm, p.axes, H, bi, labels.centres_px[di], r3, r3_mm, expected))
         resid[p.id] = (r2, r2_mm)
         figs["planes"][p.id] = {"expected_in_view": expected, "matched": int(len(bi)), "rejected_outliers": 0,
-                                "rms_px_2d2d": _rms(r2), "rms_mm_2d2d": _rms(r2_mm),
-                                "rms_px_3d2d": _rms(r3), "rms_mm_3d2d": _rms(r3_mm),
-                                "loo_rms_px_2d2d": _rms(loo2), "loo_rms_px_3d2d": _rms(l3)}
-    figs["loo_rms_px_2d2d"] = _rms(np.concatenate(loo2_all))
-    figs["loo_rms_px_3d2d"] = _rms(loo3)
+                                "rms_px_2d2d": finite_rms(r2), "rms_mm_2d2d": finite_rms(r2_mm),
+                                "rms_px_3d2d": finite_rms(r3), "rms_mm_3d2d": finite_rms(r3_mm),
+                                "loo_rms_px_2d2d": finite_rms(loo2), "loo_rms_px_3d2d": finite_rms(l3)}
+    figs["loo_rms_px_2d2d"] = finite_rms(np.concatenate(loo2_all))
+    figs["loo_rms_px_3d2d"] = finite_rms(loo3)
     vc = ViewCalibration(labels.view, tuple(pixels.shape), distortion, P, fits, figs)
     vc._resid = resid      # per-method residuals, as core.calibration.pipeline keeps them
     return vc

@@ -4,16 +4,15 @@
   a pixel becomes the line through its plane points.
 - 3D-2D: a projective (pinhole) camera, normalised DLT (Hartley & Zisserman,
   alg. 7.1) over all balls of the view's planes, then nonlinear refinement of
-  the reprojection error (Levenberg-Marquardt, analytic Jacobian).
+  the reprojection error (Levenberg-Marquardt, scipy, analytic Jacobian).
 All pixel coordinates here are ideal (distortion-corrected).
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
-from core.calibration.labelling import fit_homography
-
-__all__ = ["ModelError", "apply_h", "fit_dlt", "refine_projection", "fit_projection", "project_p",
+__all__ = ["ModelError", "fit_homography", "apply_h", "fit_dlt", "refine_projection", "fit_projection", "project_p",
            "camera_centre", "p_rays", "loo_homography_px", "loo_dlt_px"]
 
 
@@ -21,9 +20,22 @@ class ModelError(ValueError):
     """A calibration model could not be fitted."""
 
 
+def fit_homography(src, dst) -> np.ndarray:
+    """Least-squares homography ``dst ~ H src`` (normalised DLT, OpenCV), (N >= 4, 2) each."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    if len(src) < 4 or src.shape != dst.shape:
+        raise ModelError("a homography needs at least 4 matched balls")
+    H, _ = cv2.findHomography(src, dst, 0)
+    if H is None or not np.all(np.isfinite(H)):
+        raise ModelError("degenerate ball layout: the matched balls are collinear")
+    return H
+
+
 def apply_h(H, xy) -> np.ndarray:
+    """Points (N, 2) through the homography ``H``; NaN/inf where they map to infinity."""
     p = np.asarray(xy, float) @ H[:, :2].T + H[:, 2]
-    return p[:, :2] / p[:, 2:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return p[:, :2] / p[:, 2:3]
 
 
 def _normaliser(x):
@@ -53,48 +65,42 @@ def fit_dlt(X, uv) -> np.ndarray:
 
 
 def project_p(P, X) -> np.ndarray:
+    """Ideal pixels (N, 2) of points (N, 3) under the 3x4 camera ``P``."""
     h = np.asarray(X, float) @ P[:, :3].T + P[:, 3]
-    return h[:, :2] / h[:, 2:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return h[:, :2] / h[:, 2:3]
 
 
 def refine_projection(P0, X, uv, max_iter: int = 50) -> np.ndarray:
     """Minimise the reprojection error (px) over P's 12 entries, scale gauge ``p . p0 = 1``
-    (Levenberg-Marquardt with Marquardt's diagonal scaling, H&Z A6.2; analytic Jacobian)."""
+    (Levenberg-Marquardt, H&Z A6.2, through scipy's MINPACK wrapper; analytic Jacobian).
+    ``max_iter`` bounds the Jacobian evaluations."""
+    from scipy.optimize import least_squares   # lazy: ~0.3 s of start-up
     X, uv = np.asarray(X, float), np.asarray(uv, float)
     p0 = P0.ravel() / np.linalg.norm(P0)
     Xh = np.column_stack([X, np.ones(len(X))])
 
-    def res_jac(p):
+    def residual(p):
+        h = Xh @ p.reshape(3, 4).T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = (h[:, :2] / h[:, 2:3]).ravel() - uv.ravel()
+        return np.append(r, p @ p0 - 1.0)
+
+    def jacobian(p):
         h = Xh @ p.reshape(3, 4).T
         u, v = h[:, 0] / h[:, 2], h[:, 1] / h[:, 2]
-        r = np.concatenate([np.column_stack([u, v]).ravel() - uv.ravel(), [p @ p0 - 1.0]])
         J = np.zeros((2 * len(X) + 1, 12))
         w = Xh / h[:, 2:3]
         J[0:-1:2, 0:4], J[0:-1:2, 8:12] = w, -u[:, None] * w
         J[1:-1:2, 4:8], J[1:-1:2, 8:12] = w, -v[:, None] * w
         J[-1] = p0
-        return r, J
+        return J
 
-    p, lam = p0.copy(), 1e-3
-    r, J = res_jac(p)
-    cost = r @ r
-    for _ in range(max_iter):
-        A, g = J.T @ J, J.T @ r
-        try:
-            step = np.linalg.solve(A + lam * np.diag(np.diag(A)), -g)
-        except np.linalg.LinAlgError:
-            break
-        r1, J1 = res_jac(p + step)
-        c1 = r1 @ r1
-        if np.isfinite(c1) and c1 < cost:
-            done = cost - c1 <= 1e-12 * cost + 1e-20
-            p, r, J, cost, lam = p + step, r1, J1, c1, max(lam / 10, 1e-12)
-            if done:
-                break
-        else:
-            lam *= 10
-            if lam > 1e8:
-                break
+    if not np.all(np.isfinite(residual(p0))):
+        return P0 / np.linalg.norm(P0)     # a ball on the source plane: nothing to refine from
+    fit = least_squares(residual, p0, jac=jacobian, method="lm", xtol=1e-12, ftol=1e-12, gtol=1e-12,
+                        max_nfev=12 * max_iter)
+    p = fit.x if np.all(np.isfinite(fit.x)) else p0
     P = p.reshape(3, 4)
     return P / np.linalg.norm(P)
 
@@ -121,27 +127,23 @@ def p_rays(P, uv, towards) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(C, d.shape).copy(), d
 
 
-def loo_homography_px(model_xy, uv) -> np.ndarray:
-    """Leave-one-out error (px) of each ball predicted by the homography of the others."""
+def _leave_one_out(fit, predict, model, uv, min_n) -> np.ndarray:
+    """Error (px) of each ball predicted by ``fit`` of the others; NaN below ``min_n`` balls."""
     n = len(uv)
     out = np.full(n, np.nan)
-    if n < 6:
+    if n < min_n:
         return out
     for k in range(n):
         m = np.arange(n) != k
-        H = fit_homography(model_xy[m], uv[m])
-        out[k] = np.linalg.norm(apply_h(H, model_xy[k:k + 1])[0] - uv[k])
+        out[k] = np.linalg.norm(predict(fit(model[m], uv[m]), model[k:k + 1])[0] - uv[k])
     return out
+
+
+def loo_homography_px(model_xy, uv) -> np.ndarray:
+    """Leave-one-out error (px) of each ball predicted by the homography of the others."""
+    return _leave_one_out(fit_homography, apply_h, np.asarray(model_xy, float), np.asarray(uv, float), 6)
 
 
 def loo_dlt_px(X, uv) -> np.ndarray:
     """Leave-one-out reprojection error (px) of each ball under the DLT of the others."""
-    n = len(uv)
-    out = np.full(n, np.nan)
-    if n < 8:
-        return out
-    for k in range(n):
-        m = np.arange(n) != k
-        P = fit_dlt(X[m], uv[m])
-        out[k] = np.linalg.norm(project_p(P, X[k:k + 1])[0] - uv[k])
-    return out
+    return _leave_one_out(fit_dlt, project_p, np.asarray(X, float), np.asarray(uv, float), 8)

@@ -15,14 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from core.calibration.bead_pairs import build_template, fit_partial_ball
-from core.calibration.beads import BeadDetectionError, density_of, detect_beads, field_mask
+from core.calibration.beads import BeadDetectionError, density_of, detect_beads, field_mask, whole_ball_field
+from core.calibration.cage import MIN_BALLS_PER_PLANE
 from core.calibration.calibration import CageCalibration, CalibrationError, PlaneFit, ViewCalibration
-from core.calibration.models import (ModelError, apply_h, fit_projection, loo_dlt_px, loo_homography_px,
-                                     p_rays, project_p)
+from core.calibration.models import (ModelError, apply_h, fit_homography, fit_projection, loo_dlt_px,
+                                     loo_homography_px, p_rays, project_p)
 from core.calibration.distortion import NoDistortion
-from core.calibration.labelling import LabellingError, PlaneMatch, ViewNotRecognised, fit_homography, label_view, plane_is_symmetric
+from core.geometry.pixels import in_image, mask_at
+from core.calibration.labelling import LabellingError, PlaneMatch, ViewNotRecognised, label_view, plane_is_symmetric
 
-__all__ = ["calibrate_view", "calibrate", "DEFAULT_METHOD", "MAX_PLANE_RMS_PX", "MIN_VIEW_ANGLE_DEG"]
+__all__ = ["calibrate_view", "calibrate", "gate_plane", "plane_residuals", "DEFAULT_METHOD", "MAX_PLANE_RMS_PX",
+           "MIN_VIEW_ANGLE_DEG", "GATE_ADVICE"]
 
 DEFAULT_METHOD = "3d2d"
 MAX_PLANE_RMS_PX = 3.0
@@ -39,12 +42,8 @@ def _label_planes(cage, view, ideal, shape, in_field=None):
 def _in_field(field, distortion):
     """Ideal px (K, 2) -> bool (K,): where a whole ball would have been seen in the raw shot."""
     def inside(uv):
-        q = np.rint(distortion.ideal_to_raw(np.asarray(uv, float))).astype(np.int64) if len(uv) else np.zeros((0, 2), np.int64)
-        rows, cols = field.shape
-        ok = (q[:, 0] >= 0) & (q[:, 0] < cols) & (q[:, 1] >= 0) & (q[:, 1] < rows)
-        out = np.zeros(len(q), bool)
-        out[ok] = field[q[ok, 1], q[ok, 0]]
-        return out
+        uv = np.asarray(uv, float).reshape(-1, 2)
+        return mask_at(field, distortion.ideal_to_raw(uv)) if len(uv) else np.zeros(0, bool)
     return inside
 
 
@@ -58,7 +57,6 @@ def _label(cage, view, ideal, shape, radius_px, in_field=None):
 
 
 MIN_BALL_RADIUS_PX = 2.5
-MIN_BALLS_PER_PLANE = 6
 
 
 def _diagnose(cage, view, ideal, shape, radius_px, err, in_field=None):
@@ -109,21 +107,40 @@ def _reject_outliers(planes, matches, ideal):
     return P, keep
 
 
-def _gate_plane(view, plane, xy, rms):
+# What to do when a plane fails a gate, after the automatic labelling or after manual labels:
+# (what its balls are, too few, near a line, residual too large).
+GATE_ADVICE = {
+    "auto": ("matched", "reposition the cage so its balls are in the beam",
+             "reposition the cage so more of it is in the beam", "check the distortion plate shot or re-acquire"),
+    "manual": ("labelled", "assign more balls or reposition the cage", "label balls across the whole plane",
+               "a ball is labelled wrongly; remove or reassign the one with the longest arrow"),
+}
+
+
+def gate_plane(view, plane, xy, rms, advice: str = "auto") -> None:
+    """Refuse a plane fit with too few balls, balls near a line, or a residual over
+    ``MAX_PLANE_RMS_PX`` (px): one line saying which and what to do (``GATE_ADVICE``)."""
+    what, few, line, resid = GATE_ADVICE[advice]
+    v = view.upper()
+    if len(xy) < MIN_BALLS_PER_PLANE:
+        raise CalibrationError(f"{v} shot: only {len(xy)} balls of plane {plane.id} are {what} (need "
+                               f"{MIN_BALLS_PER_PLANE}): {few}")
     s = np.linalg.svd(xy - xy.mean(0), compute_uv=False)
     if s[1] < MIN_SPREAD_RATIO * s[0]:
-        raise CalibrationError(f"{view.upper()} shot: the matched balls of plane {plane.id} lie near a line: "
-                               "reposition the cage so more of it is in the beam")
+        raise CalibrationError(f"{v} shot: the {what} balls of plane {plane.id} lie near a line: {line}")
     if rms > MAX_PLANE_RMS_PX:
-        raise CalibrationError(f"{view.upper()} shot: plane {plane.id} residual {rms:.2f} px exceeds "
-                               f"{MAX_PLANE_RMS_PX} px: check the distortion plate shot or re-acquire")
+        raise CalibrationError(f"{v} shot: plane {plane.id} residual {rms:.2f} px exceeds "
+                               f"{MAX_PLANE_RMS_PX} px: {resid}")
 
 
-def _rms(a) -> float:
-    return float(np.sqrt(np.nanmean(np.asarray(a, float) ** 2)))
+def finite_rms(a) -> float:
+    """RMS of the finite values (NaN when there are none: e.g. leave-one-out of too few balls)."""
+    a = np.asarray(a, float)
+    a = a[np.isfinite(a)]
+    return float(np.sqrt(np.mean(a ** 2))) if len(a) else float("nan")
 
 
-def _plane_residuals(X, xy, uv, P, centre):
+def plane_residuals(X, xy, uv, P, centre):
     """Per-ball residuals of both models: 2D-2D (homography px; back-projected on the
     plane, mm) and 3D-2D (reprojection px; ball-to-ray distance, mm); the homography."""
     H = fit_homography(xy, uv)
@@ -149,7 +166,7 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     pixels = np.asarray(pixels)
     beads = _detect(view, pixels, polarity)
     ideal = distortion.raw_to_ideal(beads.centres_px)
-    field = _usable_field(pixels, beads)
+    field = whole_ball_field(pixels, beads.polarity, float(np.median(beads.radius_px)))
     planes, matches = _label(cage, view, ideal, pixels.shape, beads.radius_px, _in_field(field, distortion))
     try:
         P, keep = _reject_outliers(planes, matches, ideal)
@@ -169,24 +186,23 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     fits, loo = [], {"2d2d": [], "3d2d": []}
     for p, m, k, n_rej in zip(planes, matches, keep, rejected):
         bi, uv = m.ball_idx[k], ideal[m.point_idx[k]]
-        if len(bi) < 6:
-            raise CalibrationError(f"{view.upper()} shot: only {len(bi)} balls of plane {p.id} fit: "
-                                   "reposition the cage so its balls are in the beam")
-        H, r2, r2_mm, r3, r3_mm = _plane_residuals(p.balls_mm[bi], p.balls_2d[bi], uv, P, centre)
-        _gate_plane(view, p, p.balls_2d[bi], min(_rms(r2), _rms(r3)))
+        if len(bi) < MIN_BALLS_PER_PLANE:
+            gate_plane(view, p, p.balls_2d[bi], 0.0)
+        H, r2, r2_mm, r3, r3_mm = plane_residuals(p.balls_mm[bi], p.balls_2d[bi], uv, P, centre)
+        gate_plane(view, p, p.balls_2d[bi], min(finite_rms(r2), finite_rms(r3)))
         l2, l3 = loo_homography_px(p.balls_2d[bi], uv), loo3[:len(bi)]
         loo3 = loo3[len(bi):]
         loo["2d2d"].append(l2), loo["3d2d"].append(l3)
-        expected = _expected(field, distortion.ideal_to_raw(apply_h(H, p.balls_2d)))
+        expected = int(mask_at(field, distortion.ideal_to_raw(apply_h(H, p.balls_2d))).sum())
         fits.append((PlaneFit(p.id, p.origin_mm, p.axes, H, bi, beads.centres_px[m.point_idx[k]],
                               r3, r3_mm, expected), r2, r2_mm))
         figs["planes"][p.id] = {"expected_in_view": expected, "matched": int(len(bi)),
                                 "rejected_outliers": n_rej,
-                                "rms_px_2d2d": _rms(r2), "rms_mm_2d2d": _rms(r2_mm),
-                                "rms_px_3d2d": _rms(r3), "rms_mm_3d2d": _rms(r3_mm),
-                                "loo_rms_px_2d2d": _rms(l2), "loo_rms_px_3d2d": _rms(l3)}
+                                "rms_px_2d2d": finite_rms(r2), "rms_mm_2d2d": finite_rms(r2_mm),
+                                "rms_px_3d2d": finite_rms(r3), "rms_mm_3d2d": finite_rms(r3_mm),
+                                "loo_rms_px_2d2d": finite_rms(l2), "loo_rms_px_3d2d": finite_rms(l3)}
     for meth in ("2d2d", "3d2d"):
-        figs[f"loo_rms_px_{meth}"] = _rms(np.concatenate(loo[meth]))
+        figs[f"loo_rms_px_{meth}"] = finite_rms(np.concatenate(loo[meth]))
     vc = ViewCalibration(view, tuple(pixels.shape), distortion, P, [f[0] for f in fits], figs)
     vc._resid = {pf.plane_id: (r2, r2_mm) for pf, r2, r2_mm in fits}   # per-method, for _select_residuals
     return vc
@@ -216,7 +232,7 @@ def _recover(planes, matches, keep, P, ideal, pixels, beads, distortion):
     for p, m, k in zip(planes, matches, keep):
         miss = np.setdiff1d(np.arange(len(p.balls_mm)), m.ball_idx[k])
         pred_i = project_p(P, p.balls_mm[miss]) if len(miss) else np.zeros((0, 2))
-        ok_pred = _inside_image(pred_i, pixels.shape, 0.0)
+        ok_pred = in_image(pred_i, pixels.shape, 0.5)
         add_b, add_p = [], []
         for b, q in zip(miss[ok_pred], pred_i[ok_pred]):
             j = int(np.argmin(np.linalg.norm(ideal - q, axis=1)))
@@ -258,12 +274,6 @@ def _recover(planes, matches, keep, P, ideal, pixels, beads, distortion):
     return beads, ideal, out, int(n_added)
 
 
-def _inside_image(uv, shape, margin):
-    rows, cols = shape
-    return ((uv[:, 0] >= margin) & (uv[:, 0] <= cols - 1 - margin)
-            & (uv[:, 1] >= margin) & (uv[:, 1] <= rows - 1 - margin))
-
-
 def _template(pixels, beads):
     """Log density (NaN off the field), the shot's ball template, the pixel noise sigma."""
     d = density_of(pixels, beads.polarity).copy()
@@ -272,22 +282,6 @@ def _template(pixels, beads):
     dd = np.diff(d, axis=1)
     sigma = 1.4826 * float(np.nanmedian(np.abs(dd - np.nanmedian(dd)))) / np.sqrt(2)
     return d, tmpl, sigma
-
-
-def _usable_field(pixels, beads):
-    """Pixels where a whole ball would lie inside the exposed field."""
-    import cv2
-    f = field_mask(pixels, beads.polarity).astype(np.uint8)
-    r = int(np.ceil(np.median(beads.radius_px))) + 1
-    return cv2.erode(f, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
-
-
-def _expected(field, uv_raw):
-    """How many predicted ball centres fall where a whole ball is visible."""
-    q = np.rint(uv_raw).astype(int)
-    rows, cols = field.shape
-    ok = (q[:, 0] >= 0) & (q[:, 0] < cols) & (q[:, 1] >= 0) & (q[:, 1] < rows)
-    return int(field[q[ok, 1], q[ok, 0]].sum())
 
 
 def _view_angle_deg(views):

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.calibration.beads import BeadDetectionError, density_of, detect_beads, refine_centre
 from core.calibration.distortion import fit_distortion
-from core.calibration.labelling import LabellingError, fit_homography
+from core.calibration.models import ModelError, apply_h, fit_homography
 from core.formats.schema import read_json, validate
 
 __all__ = ["PlateError", "Plate", "load_plate", "plate_from_dict", "label_plate", "plate_distortion"]
@@ -228,10 +228,9 @@ def plate_distortion(plate: Plate, pixels, polarity=None, model: str | None = No
         raise PlateError("too few plate balls in the centre of the field: re-acquire the plate shot")
     try:
         H = fit_homography(xy[central], raw[central])
-    except LabellingError as e:
+    except ModelError as e:
         raise PlateError(f"plate shot: {e}") from None
-    p = xy @ H[:, :2].T + H[:, 2]
-    ideal = p[:, :2] / p[:, 2:3]
+    ideal = apply_h(H, xy)
     dist, figs = fit_distortion(raw, ideal, model)
     figs = {f"heldout_rms_px_{k}": v for k, v in figs.items()}
     figs.update({"plate_balls_matched": int(len(raw)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["image_bounds", "in_image"]
+__all__ = ["image_bounds", "in_image", "mask_at"]
 
 
 def image_bounds(shape, margin_px: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -27,3 +27,16 @@ def in_image(uv, shape, margin_px: float = 0.0) -> np.ndarray:
     lo, hi = image_bounds(shape, margin_px)
     with np.errstate(invalid="ignore"):
         return np.all((q >= lo) & (q <= hi), axis=1)
+
+
+def mask_at(mask, uv) -> np.ndarray:
+    """The boolean image ``mask`` at the pixel nearest each ``(u, v)`` (N, 2); False outside
+    the image and for NaN. Always an (N,) boolean array."""
+    m = np.asarray(mask, bool)
+    q = np.atleast_2d(np.asarray(uv, float))
+    ok = in_image(q, m.shape)
+    out = np.zeros(len(q), bool)
+    if ok.any():      # the pixel whose square holds (u, v); its far edge belongs to the last pixel
+        k = np.minimum(np.rint(q[ok]).astype(np.int64), [m.shape[1] - 1, m.shape[0] - 1])
+        out[ok] = m[k[:, 1], k[:, 0]]
+    return out

@@ -33,6 +33,7 @@ from PySide6.QtGui import QPolygonF, QTransform
 from PySide6.QtWidgets import (QComboBox, QGraphicsItem, QGraphicsPolygonItem, QGridLayout, QHBoxLayout,
                                QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
+from core.geometry.pixels import in_image
 from core.imaging.fluoro_image import FluoroImage
 
 __all__ = ["FluoroViewer", "PRESETS", "preset_levels"]
@@ -612,8 +613,7 @@ class FluoroViewer(QWidget):
         return self.content.mapToScene(QPointF(float(d[0]), float(d[1])))
 
     def _inside(self, u: float, v: float) -> bool:
-        rows, cols = self.image_shape
-        return -0.5 <= u <= cols - 0.5 and -0.5 <= v <= rows - 0.5
+        return bool(in_image((u, v), self.image_shape)[0])
 
     def _clicked(self, scene_pos, modifiers) -> None:
         if self._raw is None:

@@ -7,7 +7,7 @@ import pytest
 
 from core.calibration.cage import cage_from_dict, load_cage
 from core.calibration import CageCalibration, CalibrationError, CalibrationFileError, calibrate
-from core.calibration.pipeline import _gate_plane
+from core.calibration.pipeline import gate_plane
 from core.calibration.plate import load_plate, plate_distortion
 from resources import path
 from synthetic_shots import default_pair, plate_shot
@@ -211,7 +211,7 @@ def test_gate_degenerate_layout(cage):
     plane = cage.planes[0]
     xy = np.column_stack([np.linspace(0, 100, 8), np.linspace(0, 1, 8)])
     with pytest.raises(CalibrationError, match="near a line"):
-        _gate_plane("ap", plane, xy, 0.1)
+        gate_plane("ap", plane, xy, 0.1)
 
 
 def test_locate_input_checks(flat):

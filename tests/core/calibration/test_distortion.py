@@ -5,7 +5,7 @@ import pytest
 
 from core.calibration.distortion import (DistortionError, NoDistortion, distortion_from_dict, fit_distortion, fit_local,
                              fit_polynomial, remap_to_ideal)
-from core.calibration.labelling import fit_homography
+from core.calibration.models import fit_homography
 from core.calibration.plate import PlateError, label_plate, load_plate, plate_distortion, plate_from_dict
 from resources import path
 from synthetic_shots import BrownDistortion, carm_geometry, plate_shot

@@ -24,3 +24,14 @@ def test_a_detector_contains_what_the_image_holds():
     g = ConeBeamGeometry([0, 0, -600], [-49.75, -24.75, 400], [1, 0, 0], [0, 1, 0], (0.5, 0.5), SHAPE)
     uv = np.random.default_rng(0).uniform(-10, 210, (500, 2))
     assert np.array_equal(g.contains(uv, 2.0), in_image(uv, SHAPE, 2.0))
+
+
+def test_mask_at_reads_the_nearest_pixel_and_is_false_outside_or_nan():
+    from core.geometry.pixels import mask_at
+    m = np.zeros((4, 6), bool)
+    m[1, 2] = m[3, 5] = True
+    uv = np.array([[2.0, 1.0], [2.4, 0.6], [1.6, 1.4], [5.49, 3.49], [5.51, 3.0], [-0.6, 0.0],
+                   [np.nan, 1.0], [2.0, 0.4]])
+    assert mask_at(m, uv).tolist() == [True, True, True, True, False, False, False, False]
+    assert mask_at(m, np.zeros((0, 2))).shape == (0,)
+    assert mask_at(m, (2.0, 1.0)).tolist() == [True]
