@@ -13,18 +13,17 @@ over all labelled balls, 2D-2D plane homographies) with the quality gates of
 """
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from core.calibration.beads import density_of, refine_centre, whole_ball_field
-from core.calibration.calibration import CageCalibration, CalibrationError, PlaneFit, ViewCalibration
+from core.calibration.calibration import CalibrationError, PlaneFit, ViewCalibration
 from core.calibration.models import (ModelError, apply_h, fit_homography, fit_projection, loo_dlt_px,
                                      loo_homography_px)
 from core.geometry.pixels import in_image, mask_at
 from core.calibration.cage import MIN_BALLS_PER_PLANE
-from core.calibration.pipeline import MIN_VIEW_ANGLE_DEG, finite_rms, gate_plane, plane_residuals
+from core.calibration.pipeline import assemble, finite_rms, gate_plane, plane_residuals
 from core.calibration.distortion import NoDistortion
 
 __all__ = ["ManualEditError", "ViewLabels", "labels_from_view", "add_ball", "remove_detection", "assign",
@@ -249,32 +248,3 @@ def fit_view(cage, labels: ViewLabels, pixels, distortion=None) -> ViewCalibrati
     vc = ViewCalibration(labels.view, tuple(pixels.shape), distortion, P, fits, figs)
     vc._resid = resid      # per-method residuals, as core.calibration.pipeline keeps them
     return vc
-
-
-def view_angle_deg(views) -> float:
-    """Angle between the AP and LAT principal axes (rows 3 of the cameras)."""
-    a = [views[v].P[2, :3] / np.linalg.norm(views[v].P[2, :3]) for v in ("ap", "lat")]
-    return float(np.degrees(np.arccos(min(1.0, abs(a[0] @ a[1])))))
-
-
-def assemble(cage, views: dict, method: str) -> CageCalibration:
-    """A ``CageCalibration`` of two fitted views (``calibrate_view`` or ``fit_view``), with the
-    two-view gate and the figures of ``core.calibration.calibrate``."""
-    if set(views) != {"ap", "lat"}:
-        raise CalibrationError("a calibration needs both the AP and the LAT view")
-    angle = view_angle_deg(views)
-    if angle < MIN_VIEW_ANGLE_DEG:
-        raise CalibrationError(f"the AP and LAT views are only {angle:.0f} deg apart (need "
-                               f"{MIN_VIEW_ANGLE_DEG:.0f}): rotate the C-arm about 90 deg between the shots")
-    for vc in views.values():
-        for pf in vc.planes:
-            r = getattr(vc, "_resid", {}).get(pf.plane_id)
-            if method == "2d2d" and r is not None:
-                pf.residual_px, pf.residual_mm = r
-    figs = {"view_angle_deg": angle}
-    for v, vc in views.items():
-        for k in ("loo_rms_px_2d2d", "loo_rms_px_3d2d", "balls_detected"):
-            figs[f"{v}_{k}"] = vc.figures[k]
-    cage_info = {"name": cage.name, "file": cage.source, "sha256": cage.sha256}
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return CageCalibration(method, dict(views), cage_info, now, figs)

@@ -24,7 +24,7 @@ from core.calibration.distortion import NoDistortion
 from core.geometry.pixels import in_image, mask_at
 from core.calibration.labelling import LabellingError, PlaneMatch, ViewNotRecognised, label_view, plane_is_symmetric
 
-__all__ = ["calibrate_view", "calibrate", "gate_plane", "plane_residuals", "DEFAULT_METHOD", "MAX_PLANE_RMS_PX",
+__all__ = ["calibrate_view", "calibrate", "assemble", "view_angle_deg", "gate_plane", "plane_residuals", "DEFAULT_METHOD", "MAX_PLANE_RMS_PX",
            "MIN_VIEW_ANGLE_DEG", "GATE_ADVICE"]
 
 DEFAULT_METHOD = "3d2d"
@@ -204,7 +204,7 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     for meth in ("2d2d", "3d2d"):
         figs[f"loo_rms_px_{meth}"] = finite_rms(np.concatenate(loo[meth]))
     vc = ViewCalibration(view, tuple(pixels.shape), distortion, P, [f[0] for f in fits], figs)
-    vc._resid = {pf.plane_id: (r2, r2_mm) for pf, r2, r2_mm in fits}   # per-method, for _select_residuals
+    vc._resid = {pf.plane_id: (r2, r2_mm) for pf, r2, r2_mm in fits}   # per-method, for assemble
     return vc
 
 
@@ -284,16 +284,33 @@ def _template(pixels, beads):
     return d, tmpl, sigma
 
 
-def _view_angle_deg(views):
+def view_angle_deg(views) -> float:
+    """Angle between the AP and LAT principal axes (rows 3 of the cameras)."""
     axes = [views[v].P[2, :3] / np.linalg.norm(views[v].P[2, :3]) for v in ("ap", "lat")]
     return float(np.degrees(np.arccos(min(1.0, abs(axes[0] @ axes[1])))))
 
 
-def _select_residuals(vc, method):
-    """Per-ball residuals of the chosen method into the PlaneFits (for the file / the wizard)."""
-    for pf in vc.planes:
-        if method == "2d2d":
-            pf.residual_px, pf.residual_mm = vc._resid[pf.plane_id]
+def assemble(cage, views: dict, method: str) -> CageCalibration:
+    """A ``CageCalibration`` of two fitted views (``calibrate_view`` or ``manual.fit_view``): the
+    two-view angle gate, the chosen method's per-ball residuals, the figures."""
+    if set(views) != {"ap", "lat"}:
+        raise CalibrationError("a calibration needs both the AP and the LAT view")
+    angle = view_angle_deg(views)
+    if angle < MIN_VIEW_ANGLE_DEG:
+        raise CalibrationError(f"the AP and LAT views are only {angle:.0f} deg apart (need "
+                               f"{MIN_VIEW_ANGLE_DEG:.0f}): rotate the C-arm about 90 deg between the shots")
+    for vc in views.values():
+        resid = getattr(vc, "_resid", {})   # per-method residuals, kept by the view fits
+        for pf in vc.planes:
+            if method == "2d2d" and pf.plane_id in resid:
+                pf.residual_px, pf.residual_mm = resid[pf.plane_id]
+    figs = {"view_angle_deg": angle}
+    for v, vc in views.items():
+        for k in ("loo_rms_px_2d2d", "loo_rms_px_3d2d", "balls_detected"):
+            figs[f"{v}_{k}"] = vc.figures[k]
+    cage_info = {"name": cage.name, "file": cage.source, "sha256": cage.sha256}
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return CageCalibration(method, dict(views), cage_info, now, figs)
 
 
 def calibrate(cage, images: dict, distortions: dict | None = None, method: str = DEFAULT_METHOD,
@@ -303,16 +320,4 @@ def calibrate(cage, images: dict, distortions: dict | None = None, method: str =
     distortions = distortions or {}
     polarity = polarity or {}
     views = {v: calibrate_view(cage, v, images[v], distortions.get(v), polarity.get(v)) for v in ("ap", "lat")}
-    angle = _view_angle_deg(views)
-    if angle < MIN_VIEW_ANGLE_DEG:
-        raise CalibrationError(f"the AP and LAT views are only {angle:.0f} deg apart (need "
-                               f"{MIN_VIEW_ANGLE_DEG:.0f}): rotate the C-arm about 90 deg between the shots")
-    for vc in views.values():
-        _select_residuals(vc, method)
-    figs = {"view_angle_deg": angle}
-    for v, vc in views.items():
-        for k in ("loo_rms_px_2d2d", "loo_rms_px_3d2d", "balls_detected"):
-            figs[f"{v}_{k}"] = vc.figures[k]
-    cage_info = {"name": cage.name, "file": cage.source, "sha256": cage.sha256}
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return CageCalibration(method, views, cage_info, now, figs)
+    return assemble(cage, views, method)
