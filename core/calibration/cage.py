@@ -15,7 +15,7 @@ import numpy as np
 
 from core.formats.schema import read_json, validate
 
-__all__ = ["CageFileError", "CagePlane", "Cage", "load_cage", "cage_from_dict",
+__all__ = ["CageFileError", "CagePlane", "Cage", "load_cage", "cage_from_dict", "blue_noise_layer",
            "MIN_BALLS_PER_PLANE", "VIEWS"]
 
 VIEWS = ("ap", "lat")
@@ -120,3 +120,26 @@ def load_cage(path) -> Cage:
     d, raw = read_json(p, "cage", error=CageFileError)
     cage = cage_from_dict(d, where=p.name)
     return Cage(cage.name, cage.ball_diameter_mm, cage.planes, str(p), hashlib.sha256(raw).hexdigest())
+
+
+def blue_noise_layer(rng, n: int, spacing_mm: float, half_span_mm: float, window_mm: float = 15.0,
+                     avoid=None, avoid_mm: float = 6.0, tries: int = 200_000) -> np.ndarray:
+    """``n`` ball positions (n, 2) in [-half, half]² mm, at least ``spacing_mm`` apart, none
+    within ``window_mm`` of the centre (the target path stays visible) nor within ``avoid_mm``
+    of the ``avoid`` points (another layer): dart throwing, so the layout has no symmetry a
+    labelling could confuse. Rounded to 0.01 mm, as a machined cage is specified."""
+    from scipy.spatial import cKDTree
+    pts = []
+    other = cKDTree(avoid) if avoid is not None else None
+    for _ in range(tries):
+        p = rng.uniform(-half_span_mm, half_span_mm, 2)
+        if np.hypot(*p) < window_mm:
+            continue
+        if pts and np.min(np.linalg.norm(np.asarray(pts) - p, axis=1)) < spacing_mm:
+            continue
+        if other is not None and other.query(p)[0] < avoid_mm:
+            continue
+        pts.append(p)
+        if len(pts) == n:
+            return np.round(np.asarray(pts), 2)
+    raise CageFileError(f"cannot place {n} balls {spacing_mm} mm apart in +/-{half_span_mm} mm: lower the count")

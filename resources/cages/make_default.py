@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from core.calibration.cage import blue_noise_layer
+
 HERE = Path(__file__).resolve().parent
 HALF_SPAN = 70.0        # each layer covers [-70, 70] mm x [-70, 70] mm
 WINDOW_R = 18.0         # ball-free central window (the target path stays visible)
@@ -22,20 +24,7 @@ LAT_X = 170.0           # lateral part: inner layer at x = 170 mm
 
 
 def poisson_layer(rng, avoid=None, n=N_PER_LAYER):
-    pts = []
-    other = cKDTree(avoid) if avoid is not None else None
-    for _ in range(200000):
-        p = rng.uniform(-HALF_SPAN, HALF_SPAN, 2)
-        if np.hypot(*p) < WINDOW_R:
-            continue
-        if pts and np.min(np.linalg.norm(np.array(pts) - p, axis=1)) < MIN_IN_LAYER:
-            continue
-        if other is not None and other.query(p)[0] < MIN_OTHER_LAYER:
-            continue
-        pts.append(p)
-        if len(pts) == n:
-            return np.round(np.array(pts), 2)
-    raise RuntimeError("could not place the balls; lower N_PER_LAYER")
+    return blue_noise_layer(rng, n, MIN_IN_LAYER, HALF_SPAN, WINDOW_R, avoid, MIN_OTHER_LAYER)
 
 
 def max_self_matches(a, b, tol=1.5, same=False):

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from core.calibration.cage import cage_from_dict
+from core.calibration.cage import blue_noise_layer, cage_from_dict
 from core.geometry.rigid import invert, make_transform
 from core.imaging.fluoro_image import FluoroImage
 from core.imaging.images import write_dicom_xa, write_png16
@@ -87,20 +86,7 @@ class Scenario:
 
 def poisson_layer(rng, n, pitch, half, window=15.0, avoid=None, avoid_mm=6.0):
     """``n`` blue-noise points in [-half, half]² at least ``pitch`` apart (a random, asymmetric layout)."""
-    pts = []
-    other = cKDTree(avoid) if avoid is not None else None
-    for _ in range(100000):
-        p = rng.uniform(-half, half, 2)
-        if np.hypot(*p) < window:
-            continue
-        if pts and np.min(np.linalg.norm(np.asarray(pts) - p, axis=1)) < pitch:
-            continue
-        if other is not None and other.query(p)[0] < avoid_mm:
-            continue
-        pts.append(p)
-        if len(pts) == n:
-            return np.round(np.asarray(pts), 2)
-    raise RuntimeError(f"cannot place {n} balls {pitch} mm apart in ±{half} mm: lower the count")
+    return blue_noise_layer(rng, n, pitch, half, window, avoid, avoid_mm, tries=100_000)
 
 
 def cage_standard(spec: Spec) -> dict:
