@@ -108,6 +108,7 @@ class Session:
         self.plans = PlanBook()
         self.shots = ShotHistory(VIEWS)
         self.plans.changed.connect(self.changed.emit)
+        self.plans.selection_changed.connect(lambda *_: self.changed.emit())   # Align follows the selection
         self.alignment: Any = None
         self.verification: Any = None
         self.robot_state: dict = {}
@@ -234,6 +235,15 @@ class Session:
         self.verification_changed.emit(record)
         self.changed.emit()
 
+    def save_record(self, kind: str, record: dict) -> Path:
+        """Write an Align or Verify record (a JSON-able dict) with the case: ``<kind>-NN.json`` in
+        the session folder, numbered on (a case keeps every alignment and verification)."""
+        if kind not in ("alignment", "verification"):
+            raise SessionError(f"a case record is 'alignment' or 'verification', not {kind!r}")
+        taken = [int(p.stem.rsplit("-", 1)[1]) for p in self.folder.glob(f"{kind}-*.json")
+                 if p.stem.rsplit("-", 1)[1].isdigit()]
+        return write_json_atomic(self.folder / f"{kind}-{max(taken, default=0) + 1:02d}.json", record)
+
     # -- devices --------------------------------------------------------------------
     def set_robot_state(self, state: dict) -> None:
         """The robot's newest state message (joints ``q``, ``wrench``, ``fault``, ...)."""
@@ -269,10 +279,28 @@ class Session:
             return "plan at least one trajectory first"
         if step == "align" and not self.device_ready("robot"):
             return "the robot is not connected"
+        if step == "align":
+            why = self.align_blocker()
+            if why is not None:
+                return why
         if step == "verify" and self.alignment is None:
             return "align the robot first"
         if step == "verify" and not self.device_ready("carm"):
             return "the C-arm is not connected"
+        return None
+
+    def align_blocker(self) -> str | None:
+        """Why the selected trajectory cannot be aligned to (None: it is complete; with none
+        selected, Align takes the first complete one)."""
+        tid = self.plans.selected
+        if not tid or tid not in self.plans:
+            if any(t.complete for t in self.plans):
+                return None
+            return "no trajectory is complete: click its entry and target in both the AP and the LAT image"
+        t = self.plans.get(tid)
+        if not t.complete:
+            missing = " and ".join(k for k in ("entry", "target") if getattr(t, f"{k}_mm") is None)
+            return f"{t.name} has no 3D {missing}: click it in both the AP and the LAT image"
         return None
 
     def allowed_steps(self) -> tuple[str, ...]:

@@ -98,6 +98,7 @@ class SimulatedCArm(CArmSource):
         self.primary_deg, self.secondary_deg = 0.0, 0.0
         self.last_shot = None
         self.last_shots: dict = {}
+        self.instruments: tuple = ()          # in every later shot (a K-wire, a guide), world frame
         self._connected = False
         self._lock = threading.Lock()
         self._ready = threading.Event()      # the scene is built (or its build failed)
@@ -187,8 +188,19 @@ class SimulatedCArm(CArmSource):
             else:
                 self.scene.T_world_cage = T
 
+    def set_instruments(self, objects) -> None:
+        """Put instruments (``core.simulation.instruments`` objects or attenuators, world frame) in
+        the room: every later ``acquire`` shows them, until the next call (``()`` takes them out)."""
+        objects = tuple(objects or ())
+        for o in objects:
+            if not (hasattr(o, "attenuators") or hasattr(o, "chords")):
+                raise DeviceError(f"an instrument must be an attenuator (chords) or carry attenuators, got "
+                                  f"{type(o).__name__}")
+        with self._lock:
+            self.instruments = objects
+
     def acquire(self, view: str, primary_deg: float | None = None, secondary_deg: float | None = None,
-                with_cage: bool = True, instruments=()) -> FluoroImage:
+                with_cage: bool = True, instruments=None) -> FluoroImage:
         _check_view(view)
         if not self._connected:
             raise DeviceError("the simulated C-arm is not connected: connect it first")
@@ -201,6 +213,9 @@ class SimulatedCArm(CArmSource):
         s = self.secondary_deg if secondary_deg is None else float(secondary_deg)
         t0 = time.monotonic()
         with self._lock:
+            if instruments is None:
+                instruments = [a for o in self.instruments
+                               for a in (o.attenuators() if hasattr(o, "attenuators") else [o])]
             try:
                 shot = self.scene.acquire(view, p, s, with_cage=with_cage, instruments=instruments)
             except ValueError as e:

@@ -93,10 +93,23 @@ def test_workflow_steps_open_as_the_session_fills(tmp_path):
     assert s.step_blocker("plan") == "calibrate the cage first"
     s.set_calibration(object())
     assert s.allowed_steps() == ("calibrate", "plan")
-    s.plans.add("L3", "left")
+    tid = s.plans.add("L3", "left")
     assert s.step_blocker("align") == "the robot is not connected"
     s.set_device_status("robot", DeviceStatus.SIMULATED, "simulated robot")
+    # Align only for a complete selected trajectory
+    assert s.step_blocker("align") == "L3 left has no 3D entry and target: click it in both the AP and the LAT image"
+    s.plans._put(tid, dataclasses.replace(s.plans.get(tid), entry_mm=(0.0, 0.0, 0.0), target_mm=(0.0, 0.0, 40.0)))
     assert s.allowed_steps() == ("calibrate", "plan", "align")
+    s.plans.select("")   # none selected: Align takes the first complete one
+    assert s.step_blocker("align") is None
+    s.plans.select(s.plans.add("L3", "right"))
+    assert s.step_blocker("align").startswith("L3 right has no 3D entry and target")
+    s.plans.select("")
+    s.plans.remove(tid)
+    assert s.step_blocker("align") == ("no trajectory is complete: click its entry and target in both the AP "
+                                       "and the LAT image")
+    s.plans._put(tid, dataclasses.replace(s.plans.get(s.plans.ids()[0]), name="L3 left", entry_mm=(0.0, 0.0, 0.0),
+                                          target_mm=(0.0, 0.0, 40.0)))
     s.set_alignment({"error_mm": 0.4})
     s.set_device_status("carm", DeviceStatus.CONNECTED)
     assert s.allowed_steps() == ("calibrate", "plan", "align", "verify")
