@@ -577,8 +577,11 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
             hint_line, pol, view) -> ToolLine2D:
     """Centreline samples, line fit and ends of one hypothesis (steps 4-5)."""
     half = 0.5 * width_range[1] + 6.0
-    for k in range(2):                       # the second pass on the line the samples gave
-        if k == 1:                           # ... over all of it in the field, past breaks (balls on it)
+    for k in range(3):
+        # pass 0 over the hypothesis' run; then over the whole line in the field on the line the
+        # samples gave, past breaks (a ball on the wire), with the figures of the trusted stretch
+        trusted = (t0, t1)
+        if k > 0:
             t0, t1 = _in_field_span(fieldm, distortion, p0, dvec, t0, t1)
         ts = np.arange(t0, t1 + 1e-9, SAMPLE_STEP_PX)
         if len(ts) < 3:
@@ -590,18 +593,24 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
             raise ToolLineError("no profile across the line shows two edges of a thin object")
         m = np.array([x if x is not None else (np.nan,) * 4 for x in meas])
         centre, width, contrast, noise = m.T
-        c_med = np.nanmedian(contrast[ok])
+        ref = ok & (ts >= trusted[0] - 0.5) & (ts <= trusted[1] + 0.5)
+        ref = ref if ref.sum() >= 3 else ok
+        c_med = np.nanmedian(contrast[ref])
         if not c_med >= min_contrast:
             raise ToolLineError(f"the strongest line's contrast {c_med:.2f} is under {min_contrast:.2f} "
                                 "(no steel wire or tool in the image?)")
-        w_med = np.nanmedian(width[ok])
+        w_med = np.nanmedian(width[ref])
         ok &= (np.abs(width - w_med) <= 0.3 * w_med + 0.5) & (contrast >= 0.6 * c_med) & (contrast <= 1.6 * c_med)
-        # the longest continuous stretch of consistent samples
         idx = np.flatnonzero(ok)
         if len(idx) < 3:
             raise ToolLineError("the line's profiles disagree in width and contrast (not one object)")
+        # the continuous stretch of consistent samples that overlaps the trusted one most
         runs = _runs(ts[idx], max(12.0, 3 * w_med))
-        run = idx[max(runs, key=len)]
+
+        def overlap(r):
+            a, b = ts[idx[r]].min(), ts[idx[r]].max()
+            return (max(0.0, min(b, trusted[1]) - max(a, trusted[0])), len(r))
+        run = idx[max(runs, key=overlap)]
         raw_c = q[run] + centre[run, None] * n[run]
         ideal_c = _to_ideal(distortion, raw_c)
         keep = np.ones(len(run), bool)

@@ -145,6 +145,26 @@ def test_wire_in_the_epipolar_plane_is_refused():
         triangulate_tool(case.calibration, dets["ap"], dets["lat"])
 
 
+def test_a_wire_near_the_epipolar_plane_is_flagged_and_a_tilted_ap_view_cures_it():
+    """L3's pedicle axis runs almost in the axial plane of the isocentre: at 0/0 the two
+    back-projected planes meet at ~6 deg (flagged), with the AP view tilted 20 deg cranially at ~55."""
+    straight = make_case(detector="flat_panel", level="L3", tip="flat", offset_mm=0.0, angle_deg=0.0, depth_mm=0.0)
+    tilted = make_case(detector="flat_panel", level="L3", tip="flat", offset_mm=0.0, angle_deg=0.0, depth_mm=0.0,
+                       poses={"ap": (0.0, 20.0), "lat": (0.0, 0.0)})
+    out = {}
+    for name, case in (("straight", straight), ("tilted", tilted)):
+        dets = {v: detect(case, v) for v in ("ap", "lat")}
+        pose = triangulate_tool(case.calibration, dets["ap"], dets["lat"])
+        out[name] = (pose, angle_deg(pose.direction, case.wire.axis), pose.distance_to(case.wire.entry_mm),
+                     np.linalg.norm(pose.tip_mm - case.wire.tip_mm))
+    pose, ang, entry, tip = out["straight"]
+    assert pose.ill_conditioned and 3.0 < pose.plane_angle_deg < 9.0
+    assert ang < 0.5 and entry < 0.3 and tip < 0.3
+    pose, ang, entry, tip = out["tilted"]
+    assert not pose.ill_conditioned and pose.plane_angle_deg > 40.0
+    assert ang < 0.1 and entry < 0.05 and tip < 0.15
+
+
 def test_no_wire_blank_nan_and_bad_input_are_typed_errors():
     case = cached_case(detector="image_intensifier", tip="sharp")
     bare = case.sim.acquire("ap", seed=5)               # cage and anatomy, no wire

@@ -55,6 +55,35 @@ def test_measured_deviation_within_0_2_mm_of_the_truth(detector, tip):
     assert rec.grade["breach_mm"] == pytest.approx(truth.grade["breach_mm"], abs=0.2)
 
 
+@pytest.mark.slow
+def test_with_the_calibration_the_pipeline_computes():
+    """The cage calibration from the project's own pipeline (plate distortion, both methods) on
+    384 x 384 shots, computed from the verification shots themselves (the cage is in them, the
+    wire too): calibration error included, still within 0.2 mm."""
+    from core.calibration import calibrate
+    from core.calibration.plate import load_plate, plate_distortion
+    from core.simulation.scene import SimulatedOR
+    from resources import path
+    from tool_scene import to_cage
+    sim = SimulatedOR(seed=3, phantom=phantom(), shape=(384, 384), render_device="cpu")
+    plate = load_plate(path("plates", "default.json"))
+    dist = {v: plate_distortion(plate, sim.plate_shot(v).image.display())[0] for v in ("ap", "lat")}
+    ped = phantom().pedicle("L4", "left")
+    w = deviated_wire(ped.entry_mm, ped.target_mm, 1.0, 2.0, 1.5, offset_azimuth_rad=0.7, tilt_azimuth_rad=2.0)
+    shots = {v: sim.acquire(v, instruments=[w]) for v in ("ap", "lat")}
+    cal = calibrate(sim.cage, {v: s.image.display() for v, s in shots.items()}, dist)   # the cage is in them
+    wire = w.in_frame(np.linalg.inv(sim.T_world_cage))
+    entry, target = to_cage(sim, ped.entry_mm), to_cage(sim, ped.target_mm)
+    truth = verify(entry, target, (wire.tip_mm, wire.axis))
+    for method in ("3d2d", "2d2d"):
+        rec, _, _, pose = verify_shots(cal.with_method(method), shots["ap"].image, shots["lat"].image, entry, target,
+                                       tip="sharp", cone_length_mm=wire.tip_length_mm)
+        assert abs(rec.entry_deviation_mm - truth.entry_deviation_mm) < 0.2, method
+        assert abs(rec.tip_deviation_mm - truth.tip_deviation_mm) < 0.2, method
+        assert abs(rec.angle_deg - truth.angle_deg) < 0.2, method
+        assert np.linalg.norm(pose.tip_mm - wire.tip_mm) < 0.2 and pose.rms_px < 0.1, method
+
+
 def test_a_wire_far_off_the_pedicle_is_graded_as_a_breach():
     """4 mm lateral at the entry and 6 deg: the screw that follows leaves the pedicle."""
     ped = phantom().pedicle("L4", "left")
