@@ -165,41 +165,51 @@ def _hypotheses(model, pts, n_best, wide=False):
     sel_pairs = np.flatnonzero(h >= 0)
     sel_pairs = sel_pairs[np.argsort(h[sel_pairs], kind="stable")]
     starts = np.concatenate([[0], np.cumsum(np.bincount(h[sel_pairs], minlength=len(pool)))])
-    hyps = []
-    for o, k in enumerate(pool):
-        sel = sel_pairs[starts[o]:starts[o + 1]]
-        ibi, mbi = divmod(int(k), len(mb))
-        hyps.append((int(votes[k]), np.concatenate([mb[mbi], mm[j[sel]]]), np.concatenate([ib[ibi], im[i[sel]]])))
-    local = _local_scores(model, pts, hyps)
-    order = sorted(range(len(hyps)), key=lambda h: (-local[h], -hyps[h][0], int(pool[h])))
+    ibi, mbi = np.divmod(pool, len(mb))
+    # each hypothesis's correspondences: its basis (3 pairs), then its voters in pair order
+    hyp = np.concatenate([np.repeat(np.arange(len(pool)), 3), h[sel_pairs]])
+    cm_all = np.concatenate([mb[mbi].ravel(), mm[j[sel_pairs]]])
+    ci_all = np.concatenate([ib[ibi].ravel(), im[i[sel_pairs]]])
+    local = _local_scores(model, pts, hyp, cm_all, ci_all, mb[mbi, 0], len(pool))
+    order = np.lexsort((pool, -votes[pool], -local))
     # the best hypothesis per detection at the basis origin first, then the rest: seeds spread
     # over the image (both layers) rather than many relabellings of one patch
     seen, first, rest = set(), [], []
-    for h in order:
-        a = int(hyps[h][2][0])
-        (rest if a in seen else first).append(h)
+    for o in order.tolist():
+        a = int(ib[ibi[o], 0])
+        (rest if a in seen else first).append(o)
         seen.add(a)
-    return [hyps[h] for h in (first + rest)[:n_best]]
+    out = []
+    for o in (first + rest)[:n_best]:
+        sel = sel_pairs[starts[o]:starts[o + 1]]
+        out.append((int(votes[pool[o]]), np.concatenate([mb[mbi[o]], mm[j[sel]]]),
+                    np.concatenate([ib[ibi[o]], im[i[sel]]])))
+    return out
 
 
-def _local_scores(model, pts, hyps):
-    """How tightly each hypothesis's affine map (fitted to its basis and voters) predicts the
-    detections at the model balls around its basis (soft count, 1.5 px scale, vectorised).
+def _local_scores(model, pts, hyp, cm, ci, m0, n_hyp):
+    """How tightly each hypothesis's affine map (least squares over its correspondences
+    ``cm`` -> ``ci``, rows of hypothesis ``hyp``) predicts the detections at the model balls
+    around its basis origin ``m0`` (soft count, 1.5 px scale).
 
     Votes alone do not separate the planes where two layers interleave into one lattice (the
     union of two square grids offset by half a pitch is a square grid again): such mixed
-    hypotheses fit near the principal point only, the plane's own ones everywhere."""
+    hypotheses fit near the principal point only, the plane's own ones everywhere. The fits
+    are solved together from their normal equations, summed per hypothesis (``bincount``,
+    sequential: the same sums on every CPU), about the basis origin for conditioning."""
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     k = min(N_LOCAL, len(model))
     nb = cKDTree(model).query(model, k)[1]
-    A = np.empty((len(hyps), 3, 2))
-    for h, (_, cm, ci) in enumerate(hyps):
-        X = np.column_stack([model[cm], np.ones(len(cm))])
-        A[h] = np.linalg.lstsq(X, pts[ci], rcond=None)[0]
-    m0 = np.array([cm[0] for _, cm, _ in hyps])
-    Xn = np.concatenate([model[nb[m0]], np.ones((len(hyps), k, 1))], axis=2)     # (H, k, 3)
+    x = model[cm] - model[m0][hyp]                                   # (E, 2) about the origin
+    X = np.column_stack([x, np.ones(len(x))])                        # (E, 3)
+    Y = pts[ci]                                                      # (E, 2)
+    XtX = np.stack([np.bincount(hyp, X[:, a] * X[:, b], n_hyp) for a in range(3) for b in range(3)], 1)
+    XtY = np.stack([np.bincount(hyp, X[:, a] * Y[:, b], n_hyp) for a in range(3) for b in range(2)], 1)
+    A = np.linalg.solve(XtX.reshape(-1, 3, 3) + 1e-9 * np.eye(3), XtY.reshape(-1, 3, 2))   # (H, 3, 2)
+    xn = model[nb[m0]] - model[m0][:, None, :]                          # (H, k, 2)
+    Xn = np.concatenate([xn, np.ones((n_hyp, k, 1))], axis=2)
     pred = np.einsum("hkc,hcd->hkd", Xn, A)
-    d = cKDTree(pts).query(pred.reshape(-1, 2), distance_upper_bound=2 * LOCAL_TOL_PX)[0].reshape(len(hyps), k)
+    d = cKDTree(pts).query(pred.reshape(-1, 2), distance_upper_bound=2 * LOCAL_TOL_PX)[0].reshape(n_hyp, k)
     return np.round(np.sum(np.maximum(0.0, 1.0 - (np.minimum(d, 1e9) / LOCAL_TOL_PX) ** 2), axis=1), 6)
 
 
