@@ -72,7 +72,7 @@ class Workstation:
         self.window = MainWindow(settings)
         self.devices = DevicesController(self.config, self.session, parent=self.window)
         self.config_error_box: QMessageBox | None = None
-        self.planning = self.robot = self.carm_panel = self.room = None
+        self.planning = self.robot = self.carm_panel = self.room = self.navigation = None
         self._started = False
         self._wire()
         from app.calibration_workflow import install_calibration_wizard  # the Calibrate step opens the wizard
@@ -97,6 +97,8 @@ class Workstation:
             self._install_simulated_room()
         from app.scene_shots import install_shot_frustums  # each shot's source, beam and image in 3D
         self.shots_3d = install_shot_frustums(self)
+        from app.navigation_gui import install_navigation  # Align and Verify: the Navigate dock
+        self.navigation = install_navigation(self)
         w.arrange_default_layout()
 
     def _wire(self) -> None:
@@ -185,6 +187,8 @@ class Workstation:
         s, w = self.session, self.window
         w.workflow_bar.set_enabled_steps(s.allowed_steps(),
                                          {step: s.step_blocker(step) or "" for step in w.workflow_bar.buttons})
+        from app.navigation_gui import workflow_hint
+        w.workflow_bar.set_hint(*workflow_hint(s, self.navigation))
         carm, msg = s.device_status("carm")
         why = "wait for the image in progress" if self.devices.busy else f"C-arm {carm.value}: {msg}"
         w.set_acquire_enabled(self.devices.can_acquire(), why)

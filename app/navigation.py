@@ -193,6 +193,7 @@ class NavigationController:
         self.stand_off_mm, self.envelope_kind, self.dt = float(stand_off_mm), envelope, float(dt)
         self.sid_mm = 1000.0              # the C-arm's source-to-detector distance, for its envelope
         self.frames = None
+        self.T_world_cage0 = None
         self.preview: AlignmentPreview | None = None
         self.refusal: str = ""
         self.phase = "idle"
@@ -200,6 +201,7 @@ class NavigationController:
         self._inserted_mm = self._insert_start = 0.0
         self._verify_views: list = []
         self._verify_wire = None
+        self._last_reason = ""
         session.calibration_changed.connect(self.calibration_changed)
         session.plans.selection_changed.connect(lambda *_: self.selection_changed())
         session.plans.trajectory_changed.connect(self._trajectory_changed)
@@ -222,6 +224,8 @@ class NavigationController:
         if self.kinematics is None:
             self.frames = None
             return
+        # where the simulated cage was in the calibration's shots: the verification's truth frame
+        self.T_world_cage0 = None if self.room is None else getattr(self.room, "T_world_cage_calibrated", None)
         q0 = self.robot_q() if q0 is None else np.asarray(q0, float)
         if q0 is None:
             log.warning("the calibration came before any robot state: Align waits for the robot's joints")
@@ -387,8 +391,15 @@ class NavigationController:
             return
         progress = float(follow.get("progress") or 0.0)
         self.progress_changed.emit(self.phase, progress)
-        if follow.get("reason"):
-            self._say(f"{'Move' if self.phase == 'approach' else 'Insert'} paused: {follow['reason']}", True)
+        reason = str(follow.get("reason") or "")
+        if reason and reason != self._last_reason:
+            what = "Move" if self.phase == "approach" else "Insert"
+            if reason.startswith(("aborted", "cancelled")):
+                self._sent = None        # the path is gone: the next hold plans again from where the robot is
+                self._say(f"{what} {reason}: hold again to plan from where the robot is", True)
+            else:
+                self._say(f"{what} paused: {reason}", True)
+        self._last_reason = reason
         if self.phase == "insert":   # the path sent ran from _insert_start to the planned depth
             L = self.preview.plan.insertion.length_mm
             self._inserted_mm = L if follow.get("arrived") else self._insert_start + progress * (L - self._insert_start)
@@ -523,7 +534,8 @@ class NavigationController:
         calibration = self.frames.calibration if self.frames is not None else self.session.calibration
         images = {v: self.session.image(v) for v in ("ap", "lat")}
         room, wire = self.room, self._verify_wire
-        T_world_cage = None if room is None else getattr(room, "T_world_cage_calibrated", None)
+        T_world_cage = None if room is None else (self.T_world_cage0 if self.T_world_cage0 is not None
+                                                  else getattr(room, "T_world_cage_calibrated", None))
         if T_world_cage is None and room is not None and getattr(room, "shot_cage", None):
             T_world_cage = next(iter(room.shot_cage.values()))
 
@@ -543,7 +555,8 @@ class NavigationController:
             self._say(f"Verify failed: {error}", True)
             return
         if self.room is not None:
-            T = getattr(self.room, "T_world_cage_calibrated", None)
+            T = self.T_world_cage0 if self.T_world_cage0 is not None else getattr(self.room, "T_world_cage_calibrated",
+                                                                                  None)
             if T is not None:
                 result = VerificationResult(result.tid, result.record, result.detections, result.pose,
                                             result.plan_uv, result.truth, np.asarray(T, float))

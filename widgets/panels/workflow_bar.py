@@ -3,6 +3,7 @@
 The current step is highlighted and a step is enabled only when the session
 allows it (``set_enabled_steps``). Clicking emits ``step_requested(step)``; the
 application decides (``app.session.Session.go_to_step``) and calls ``set_current``.
+Beside the steps, ``set_hint(text, blocked)`` says what to do next, or what blocks it.
 """
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ class WorkflowBar(QWidget):
             self._group.addButton(b)
             self.buttons[step] = b
             row.addWidget(b)
+        self.hint = QLabel("", objectName="workflow_hint")
+        self.hint.setWordWrap(False)
+        row.addSpacing(12)
+        row.addWidget(self.hint, 1)
         self._current: str | None = None
         self.set_enabled_steps(())
 
@@ -62,3 +67,10 @@ class WorkflowBar(QWidget):
         for s, b in self.buttons.items():
             b.setEnabled(s in steps)
             b.setToolTip("" if s in steps else (reasons or {}).get(s, ""))
+
+    def set_hint(self, text: str, blocked: bool = False) -> None:
+        """What to do next (or, ``blocked``, what stands in the way), beside the steps."""
+        self.hint.setText(text)
+        self.hint.setToolTip(text)
+        self.hint.setStyleSheet("QLabel#workflow_hint { color: %s; font-weight: bold; }"
+                                % ("#f0c674" if blocked else "#9fd3ff"))

@@ -15,7 +15,7 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QPolygonF
 from PySide6.QtWidgets import QGraphicsPolygonItem
 
-__all__ = ["TrajectoryOverlay", "EpipolarOverlay", "HANDLE_PX"]
+__all__ = ["TrajectoryOverlay", "EpipolarOverlay", "VerifiedToolOverlay", "HANDLE_PX"]
 
 HANDLE_PX = 26
 _SYMBOL = {"entry": "o", "target": "x"}
@@ -168,3 +168,43 @@ class EpipolarOverlay:
     @property
     def visible(self) -> bool:
         return self.curve.isVisible()
+
+
+class VerifiedToolOverlay:
+    """The verified wire in one view: its detected centreline, its tip (a ring), the plan's line
+    (dashed), and the deviations as a label by the tip; raw pixels, computed by the controller."""
+
+    def __init__(self, group: pg.ItemGroup):
+        self.wire = pg.PlotCurveItem()
+        self.plan = pg.PlotCurveItem()
+        self.tip = pg.ScatterPlotItem()
+        self.label = pg.TextItem(anchor=(0, 0))
+        for z, item in enumerate((self.plan, self.wire, self.tip, self.label)):
+            item.setParentItem(group)
+            item.setZValue(6 + z)
+            item.setVisible(False)
+        self.text = ""
+
+    def show(self, centreline_uv, tip_uv, plan_uv, text: str, colour: str = "#7ee08a") -> None:
+        """``centreline_uv`` (N, 2) the detected wire; ``tip_uv`` (2,); ``plan_uv`` (2, 2) entry and
+        target of the plan; ``text`` the deviations (several lines)."""
+        c = np.asarray(centreline_uv, float)
+        self.wire.setData(c[:, 0], c[:, 1], pen=pg.mkPen(colour, width=3))
+        p = np.asarray(plan_uv, float)
+        self.plan.setData(p[:, 0], p[:, 1], pen=pg.mkPen("#ffffff", width=2, style=Qt.PenStyle.DashLine))
+        self.tip.setData([float(tip_uv[0])], [float(tip_uv[1])], symbol="o", size=HANDLE_PX,
+                         pen=pg.mkPen(colour, width=3), brush=pg.mkBrush(0, 0, 0, 0))
+        self.text = text
+        self.label.setText(text, color=colour)
+        self.label.setPos(float(tip_uv[0]) + 12.0, float(tip_uv[1]) + 12.0)
+        for item in (self.plan, self.wire, self.tip, self.label):
+            item.setVisible(True)
+
+    def clear(self) -> None:
+        self.text = ""
+        for item in (self.plan, self.wire, self.tip, self.label):
+            item.setVisible(False)
+
+    @property
+    def visible(self) -> bool:
+        return self.wire.isVisible()
