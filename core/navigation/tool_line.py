@@ -416,10 +416,24 @@ def _measure(o, prof, width_range):
     return centre, width, float(mid.mean() - bg), float(noise)
 
 
+def _opened(x, size):
+    """Grey opening along the line, NaN kept: removes dense bumps shorter than ``size`` samples
+    (a ball beside the wire) and keeps any linear trend exactly."""
+    good = np.isfinite(x)
+    if good.sum() < 2:
+        return x
+    idx = np.arange(len(x))
+    filled = np.interp(idx, idx[good], x[good])
+    out = ndimage.grey_opening(filled, size=int(size), mode="nearest")
+    return np.where(good, out, np.nan)
+
+
 def _cross_integral(sample, distortion, p0, dvec, ts, width):
-    """Density integrated across the line (px x ln units) at ideal positions p0 + t dvec, over the
-    object's width + 2 px each side, above a linear background fitted 3 px further out: it is
-    proportional to the object's cross-section whatever the blur (NaN off the field)."""
+    """Density integrated across the line (px x ln units) at ideal positions p0 + t dvec (ts
+    ascending, 0.5 px apart), over the object's width + 2 px each side, above the background:
+    the median of a 3 px band beyond that on each side, opened along the line (a ball next to
+    the wire is no background), joined linearly across. It is proportional to the object's
+    cross-section whatever the blur; NaN off the field."""
     core = 0.5 * width + 2.0
     o = np.arange(-(core + 3.0), core + 3.0 + 1e-9, PROFILE_STEP_PX)
     ideal = p0 + ts[:, None] * dvec
@@ -427,45 +441,48 @@ def _cross_integral(sample, distortion, p0, dvec, ts, width):
     along = np.array([-0.5, 0.0, 0.5])
     pts = q[:, None, None, :] + o[None, :, None, None] * n[:, None, None, :] + along[None, None, :, None] * t[:, None, None, :]
     prof = sample(pts).mean(axis=2)
-    outer = np.abs(o) > core
-    X = np.stack([np.ones(outer.sum()), o[outer]], 1)
-    coef = np.linalg.lstsq(X, prof[:, outer].T, rcond=None)[0]          # (2, N); NaN rows stay NaN
-    bg = coef[0][:, None] + coef[1][:, None] * o[None]
-    inner = ~outer
-    return np.sum(prof[:, inner] - bg[:, inner], 1) * PROFILE_STEP_PX
+    left, right = o < -core, o > core
+    size = max(3, int(round(2 * (width + 8.0) / max(ts[1] - ts[0], 1e-6)))) if len(ts) > 1 else 3
+    with np.errstate(all="ignore"):
+        bl = _opened(np.median(prof[:, left], 1), size)
+        br = _opened(np.median(prof[:, right], 1), size)
+    ol, orr = o[left].mean(), o[right].mean()
+    inner = ~(left | right)
+    bg = bl[:, None] + (br - bl)[:, None] * ((o[inner] - ol) / (orr - ol))[None]
+    return np.sum(prof[:, inner] - bg, 1) * PROFILE_STEP_PX
 
 
 def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
     """Positions t (ideal px along the line) of both ends where the density integrated across the
     line falls to half its median along the object (a sharp tip's cone: where its radius is
-    1/sqrt(2) of the wire's, see ``tip_offset_mm``), and whether each is at the field's edge instead."""
+    1/sqrt(2) of the wire's, see ``tip_offset_mm``), walking out from the middle of the object
+    (balls on the wire or just beyond its tip add density and stop nothing), and whether each end
+    is at the field's edge instead."""
     step = 0.5
-    ref = np.nanmedian(_cross_integral(sample, distortion, p0, dvec, np.arange(t_lo, t_hi + 1e-9, 2.0), width))
+    ext = 4 * width + 60.0
+    ts = np.arange(t_lo - ext, t_hi + ext + 1e-9, step)
+    c = _cross_integral(sample, distortion, p0, dvec, ts, width)
+    inside = (ts >= t_lo) & (ts <= t_hi)
+    ref = np.nanmedian(c[inside]) if np.isfinite(c[inside]).any() else np.nan
+    if not ref > 0:
+        raise ToolLineError("the line's cross-section has no contrast over its background")
+    good = np.isfinite(c)
+    cs = c.copy()
+    if good.sum() > 3:
+        cs[good] = ndimage.gaussian_filter1d(c[good], 1.0)
+    mid = int(np.argmin(np.abs(ts - 0.5 * (t_lo + t_hi))))
     ends = []
-    for sign, start in ((-1, t_lo), (1, t_hi)):
-        ts = start + sign * np.arange(0.0, 4 * width + 60.0, step)
-        c = _cross_integral(sample, distortion, p0, dvec, ts, width)
-        bad = ~np.isfinite(c)
-        if bad.any():
-            c[np.argmax(bad):] = np.nan
-        good = np.isfinite(c)
-        cs = c.copy()
-        if good.sum() > 3:
-            cs[good] = ndimage.gaussian_filter1d(c[good], 1.0)
-        below = np.flatnonzero(~(cs >= 0.5 * ref))    # NaN counts: the field ends there
-        if not len(below):
-            ends.append((float(ts[-1]), True))
+    for sign in (-1, 1):
+        k = mid
+        while 0 <= k + sign < len(ts) and cs[k + sign] >= 0.5 * ref:    # NaN stops: the field ends there
+            k += sign
+        nxt = k + sign
+        if not (0 <= nxt < len(ts)) or not np.isfinite(cs[nxt]):
+            ends.append((float(ts[k]), True))
             continue
-        k = below[0]
-        if not np.isfinite(cs[k]):
-            ends.append((float(ts[max(k - 1, 0)]), True))
-            continue
-        if k == 0:
-            ends.append((float(ts[0]), False))
-            continue
-        a, b = cs[k - 1], cs[k]
+        a, b = cs[k], cs[nxt]
         f = (a - 0.5 * ref) / (a - b) if a != b else 0.0
-        ends.append((float(ts[k - 1] + sign * f * step), False))
+        ends.append((float(ts[k] + sign * f * step), False))
     return ends
 
 
@@ -630,6 +647,15 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
         raise ToolLineError(f"the line is only {t1 - t0:.0f} px long (at least {min_length_px:.0f} px needed)")
     ends = _ends(sample, distortion, p0, dvec, t0, t1, w_med)
     (ta, edge_a), (tb, edge_b) = ends
+    # samples beyond the ends (a ball's rim in line with the wire) leave the fit
+    tt = (ideal_c - p0) @ dvec
+    within = keep & (tt >= ta - 1.0) & (tt <= tb + 1.0)
+    if within.sum() >= 3 and not np.array_equal(within, keep):
+        keep = within
+        c, dv = _tls_line(ideal_c[keep])
+        dv = dv if dv @ dvec >= 0 else -dv
+        shift = (c - p0) @ dv
+        p0, dvec, ta, tb = c, dv, ta - shift, tb - shift
     pa, pb = p0 + ta * dvec, p0 + tb * dvec
     if hint_line is not None:
         tgt = hint_line[2][1]
