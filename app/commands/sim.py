@@ -122,6 +122,7 @@ def summarize(results: list[dict], wall_s: float, workers: int) -> dict:
         "cage_mount": "nominal",
         "seconds_per_case": wall_s / max(len(results), 1),
         "case_seconds": figure_stats([r.get("seconds") for r in results]),
+        "case_cpu_seconds": figure_stats([r.get("cpu_seconds") for r in results]),
         "wall_s": wall_s,
         "failed": failed,
         "goals": GOALS,
