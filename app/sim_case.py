@@ -38,7 +38,7 @@ WIRE_CONE_MM = 3.0                                # sharp tip: cone of 1.5 diame
 WIRE_LENGTH_MM = 180.0
 SCREW_DIAMETER_MM = 6.5                           # graded: the screw that follows the wire
 MIN_LINE_PX = 15.0      # the LAT shows the wire only inside the body (air saturates): often 20-40 px at 256 px
-TIP_GAP_MM = 1.0        # the two views' tips disagree more: the tip is not used, the line only
+TIP_GAP_MM = 2.5        # the two views' tips disagree more: the tip is not used, the line only (its axial error stays)
 MAX_STEP_MM, MAX_STEP_DEG = 8.0, 3.0            # closed-loop step bounds (nominal mount: mm-size frame error)
 
 
