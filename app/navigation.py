@@ -392,7 +392,8 @@ class NavigationController:
         progress = float(follow.get("progress") or 0.0)
         self.progress_changed.emit(self.phase, progress)
         reason = str(follow.get("reason") or "")
-        if reason and reason != self._last_reason:
+        if reason and reason != self._last_reason and not follow.get("arrived") \
+                and not reason.startswith("hold the dead-man"):      # the loop's prompt before a hold
             what = "Move" if self.phase == "approach" else "Insert"
             if reason.startswith(("aborted", "cancelled")):
                 self._sent = None        # the path is gone: the next hold plans again from where the robot is

@@ -118,6 +118,9 @@ class NavigationView(QObject):
                                   f"tip {r.tip_deviation_mm:.2f} mm · {r.angle_deg:.1f}°" + (f" · {grade}" if grade
                                                                                               else ""), grade)
 
+    def update_hint(self) -> None:
+        self.panel.set_next(*workflow_hint(self.station.session, self.nav))
+
     def step(self, step: str) -> None:
         active = step in ("align", "verify")
         self.panel.set_keys_active(active)
@@ -177,6 +180,10 @@ def install_navigation(station) -> NavigationController:
     connect_while_alive(s.verification_changed, view, "show_verification")
     connect_while_alive(s.step_changed, view, "step")
     nav.phase_changed.connect(lambda *_: station._update_actions())
+    connect_while_alive(s.changed, view, "update_hint")
+    connect_while_alive(nav.phase_changed, view, "update_hint", nargs=0)
+    connect_while_alive(nav.preview_changed, view, "update_hint", nargs=0)
+    view.update_hint()
     station.navigation_view = view
     station.navigation_panel = panel
     return nav
