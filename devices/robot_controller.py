@@ -186,6 +186,7 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
     gc.disable()                     # no collector pauses inside the loop
     now = time.perf_counter()
     next_t, last_start, cycles, n_rec = now, now, 0, 0
+    orphaned = False
     while not shm[SHM.QUIT]:
         start = time.perf_counter()
         last_period = start - last_start
@@ -237,6 +238,10 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
                 pass
         if cycles % 200 == 0 and os.getppid() != parent:
             loop.stop(start)                    # the GUI is gone: stop and leave
+            # nobody reads the state queue now, and this process holds its read end too: exiting
+            # would wait forever for its feeder to flush a full pipe (a sleeping orphan)
+            state_q.cancel_join_thread()
+            orphaned = True
             break
         if works is not None:
             works[cycles % len(works)] = time.perf_counter() - start
@@ -245,7 +250,7 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
             next_t = time.perf_counter()         # overran a whole period: resynchronise
         _wait_until(next_t, spin, shm, stop_seen, loop)
     loop.stop(time.perf_counter())
-    if periods is not None:
+    if periods is not None and not orphaned:
         k = min(n_rec, len(periods))
         state_q.put({"periods": periods[:k] if n_rec <= len(periods) else periods,
                      "work": works[1:k + 1] if n_rec <= len(periods) else works,
