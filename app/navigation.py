@@ -346,14 +346,20 @@ class NavigationController:
             if self.plan_align() is None:
                 return False
             _, q, _ = self.preview.plan.motion.samples(self.dt)
-            try:
-                self.client.follow_path("approach", q, self.dt)
-            except (ValueError, RuntimeError, OSError) as e:
-                self._say(f"Move refused: {e}", True)
+            if not self._send_path("approach", "Move", q):
                 return False
-            self._sent = "approach"
-            self._set_phase("approach")
         self.client.set_deadman(True)
+        return True
+
+    def _send_path(self, kind: str, what: str, q) -> bool:
+        """Send one path to the controller; a refusal becomes the panel's one line."""
+        try:
+            self.client.follow_path(kind, q, self.dt)
+        except (ValueError, RuntimeError, OSError) as e:
+            self._say(f"{what} refused: {e}", True)
+            return False
+        self._sent = kind
+        self._set_phase(kind)
         return True
 
     def hold_to_insert(self, held: bool) -> bool:
@@ -370,13 +376,12 @@ class NavigationController:
         if self._sent != "insert":
             try:
                 q = insertion_path(self.preview.plan, self.kinematics, self.dt, start_mm=self._inserted_mm)
-                self.client.follow_path("insert", q, self.dt)
-                self._insert_start = self._inserted_mm
             except (ValueError, RuntimeError, OSError) as e:
                 self._say(f"Insert refused: {e}", True)
                 return False
-            self._sent = "insert"
-            self._set_phase("insert")
+            if not self._send_path("insert", "Insert", q):
+                return False
+            self._insert_start = self._inserted_mm
         self.client.set_deadman(True)
         return True
 
