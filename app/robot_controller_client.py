@@ -2,6 +2,11 @@
 QTimer and emits signals; repeats hold-to-run jogs and the dead-man heartbeat while a
 button is held. Every panel action is one method here that a script can call.
 
+Align: ``follow_path(kind, q_samples, dt)`` sends a path ("approach", then "insert");
+the robot moves along it only while ``hold_path(True)`` (or ``set_deadman(True)`` while a
+path is active) is renewed by the dead-man heartbeat; ``follow`` is the state's
+``{"kind", "progress", "arrived", "paused", "reason"}`` (None without a path).
+
 STOP is shown at once (``stopped_changed(True)`` as the request goes out) and stays
 shown until the control loop acknowledges a Reset issued after it; a fault names its
 device through its ``FaultKind``, never through its text.
@@ -19,14 +24,41 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.robot.kinematics.hybrid5 import load_hybrid5
 from devices.base import DeviceStatus, FaultKind
+from devices.control_loop import PATH_KINDS, PathError, PathRefusal, check_path
 from devices.robot_controller import ControllerConfig, RobotController
 
-__all__ = ["RobotControllerClient", "install_robot_panel", "IDENTIFY_ANGLES_DEG"]
+__all__ = ["RobotControllerClient", "install_robot_panel", "IDENTIFY_ANGLES_DEG", "insertion_samples",
+           "PathError", "PathRefusal"]
 
 # the identification poses (theta_x, theta_y) in degrees: the paper's table-7 span, 9 poses
 IDENTIFY_ANGLES_DEG = [(tx, ty) for tx in (-30, 0, 30) for ty in (-20, 0, 20)]
 REPEAT_MS = 50          # hold-to-run and dead-man repeat (the loop lets go after 300/400 ms)
 HISTORY_S = 10.0
+
+
+def insertion_samples(kinematics, insertion, dt: float = 0.01, speed_mm_s: float = 2.0,
+                      accel_mm_s2: float = 10.0, depth_mm: float | None = None) -> np.ndarray:
+    """Joint samples every ``dt`` of the insertion (``core.navigation.align.InsertionSegment``):
+    the tool tip along the planned line from the stand-off to ``depth_mm`` (default: the
+    planned depth) on a trapezoid of ``speed_mm_s`` and ``accel_mm_s2``, the tool's axis
+    on the line throughout (``pose_for_axis`` and the closed-form inverse, eq. 11)."""
+    L = float(insertion.length_mm if depth_mm is None else min(max(depth_mm, 0.0), insertion.length_mm))
+    if not (speed_mm_s > 0 and accel_mm_s2 > 0 and dt > 0):
+        raise PathError(PathRefusal.PERIOD, "insertion speed, acceleration and sample period must be positive")
+    ta = speed_mm_s / accel_mm_s2
+    if accel_mm_s2 * ta * ta >= L:                 # a triangle: the peak speed is never reached
+        ta = float(np.sqrt(L / accel_mm_s2))
+        v, T = accel_mm_s2 * ta, 2 * ta
+    else:
+        v, T = speed_mm_s, L / speed_mm_s + ta
+    t = np.minimum(np.arange(int(np.ceil(T / dt)) + 1) * dt, T)
+    s = np.where(t < ta, 0.5 * accel_mm_s2 * t ** 2,
+                 np.where(t <= T - ta, 0.5 * accel_mm_s2 * ta ** 2 + v * (t - ta),
+                          L - 0.5 * accel_mm_s2 * (T - t) ** 2))
+    s[-1] = L
+    d = np.asarray(insertion.direction, float)
+    return np.array([kinematics.joints_for_pose(kinematics.pose_for_axis(insertion.tip_at(x), d))
+                     for x in s])
 
 
 class RobotControllerClient(QObject):
@@ -50,6 +82,11 @@ class RobotControllerClient(QObject):
         self._repeat = QTimer(self, interval=REPEAT_MS)
         self._repeat.timeout.connect(self._resend)
         self._held: tuple | None = None
+        self._path_kind: str | None = None
+        self._path_id = 0                        # numbers the paths sent (the state echoes it)
+        self._hold_id = 0                        # numbers the dead-man presses for a path
+        self._path_hold = QTimer(self, interval=REPEAT_MS)   # repeats the press while held
+        self._path_hold.timeout.connect(self._send_hold)
         self._deadman = QTimer(self, interval=REPEAT_MS)
         self._deadman.timeout.connect(lambda: self.controller.deadman())
 
@@ -62,6 +99,7 @@ class RobotControllerClient(QObject):
         self._poll.stop()
         self._repeat.stop()
         self._deadman.stop()
+        self._path_hold.stop()
         self.controller.close()
 
     def poll(self) -> None:
@@ -86,6 +124,8 @@ class RobotControllerClient(QObject):
             for kind, payload in msg.get("events", []):
                 if kind == "fault":
                     self.fault_raised.emit(payload)
+                if kind == "follow_refused":
+                    self._path_kind = None
                 self.event.emit(kind, payload)
         if last is not None:
             if (last["fault"] or None) != (self.state.get("fault") or None):
@@ -114,6 +154,7 @@ class RobotControllerClient(QObject):
             self.stopped_changed.emit(True)
         self.release()
         self.set_deadman(False)
+        self._path_kind = None
 
     def reset(self) -> None:
         """Ask for Reset; ``stopped`` stays true until the loop acknowledges it."""
@@ -154,13 +195,69 @@ class RobotControllerClient(QObject):
         self._repeat.stop()
 
     def set_deadman(self, held: bool) -> None:
-        """Admittance only while the dead-man is held."""
+        """Admittance only while the dead-man is held; with a path to follow (Align), the
+        dead-man moves the robot along the path instead."""
+        if held and self.path_active():
+            self.hold_path(True)
+            return
         if held:
             self.controller.admittance(True)
             self._deadman.start()
         else:
             self._deadman.stop()
+            self._path_hold.stop()
+            self.controller.send("follow_hold", False)
             self.controller.admittance(False)
+
+    # -- Align: path following -------------------------------------------------------------
+    def follow_path(self, kind: str, q_samples, dt: float) -> None:
+        """Send a path: joint samples (N, 5) every ``dt`` s, ``kind`` "approach" or "insert".
+        Checked here first (``PathError`` with its ``PathRefusal``: kind, shape, finite, joint
+        ranges, joint speed and acceleration); the loop checks it again against where the
+        robot is (start, insertion only after the approach arrived) and refuses with a
+        ``follow_refused`` event. The robot moves only while ``hold_path(True)`` is held."""
+        if kind not in PATH_KINDS:
+            raise PathError(PathRefusal.KIND, f"a path is 'approach' or 'insert', got {kind!r}")
+        Q, dt = check_path(self.kinematics, kind, q_samples, dt)
+        self._path_kind = kind
+        self._path_id += 1
+        self.controller.send("follow", kind, Q, dt, self._path_id)
+
+    def hold_path(self, held: bool) -> None:
+        """The dead-man for path following: the loop advances only while this is held (the
+        press, numbered, repeats every ``REPEAT_MS``; the loop lets go 400 ms after the last);
+        released, the robot stops at once. A press that began before a path was sent does
+        not start that path: the insertion needs a press of its own."""
+        if held:
+            self._hold_id += 1
+            self._send_hold()
+            self._path_hold.start()
+        else:
+            self._path_hold.stop()
+            self.controller.send("follow_hold", False)
+
+    def _send_hold(self) -> None:
+        self.controller.send("follow_hold", True, self._hold_id)
+
+    def cancel_path(self) -> None:
+        """Give up the path (the robot brakes and stays where it is; not a STOP)."""
+        self._path_hold.stop()
+        self.controller.send("follow_cancel")
+        self._path_kind = None
+
+    @property
+    def follow(self) -> dict | None:
+        """The newest ``{"kind", "progress", "arrived", "paused", "reason"}`` (None: no path)."""
+        return self.state.get("follow")
+
+    def path_active(self) -> bool:
+        """A path was sent and has not arrived, been cancelled or been aborted."""
+        f = self.follow
+        if self._path_kind is None:
+            return False
+        if f is None or f.get("id") != self._path_id:
+            return True                          # the path is on its way to the loop
+        return not f["arrived"] and not f["reason"].startswith(("aborted", "cancelled"))
 
     def identify_tool(self, angles_deg=None) -> None:
         self.controller.send("identify_tool", list(angles_deg or IDENTIFY_ANGLES_DEG))

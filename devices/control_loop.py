@@ -13,9 +13,20 @@ did not come back. Limits (``core.robot.limits``) apply to every mode, on the co
 reference integrated over the true elapsed time together with the measured joints;
 a cycle later than ``late_cycle_s`` while moving is a fault. Faults carry a
 ``devices.base.FaultKind``.
+
+Path following (``follow``): the client sends joint samples at a fixed ``dt`` tagged
+``approach`` or ``insert`` (checked by ``check_path``: finite, inside the joint ranges,
+within the joint speeds and accelerations, starting where the robot is; a refusal is a
+``PathError`` with its ``PathRefusal``). The loop advances along the path only while
+the dead-man is held (``follow_hold`` and its heartbeat): released, or the heartbeat
+lost, the very next command asks for zero and the limiter brakes; re-held, it resumes
+from where the robot stopped (the braking carried it a little further along the path).
+``insert`` starts only at the arrived end of an ``approach``, on a hold of its own.
+STOP (or a fault) aborts the path: a new one is needed after Reset.
 """
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 
@@ -30,13 +41,14 @@ from core.robot.weight_compensation import (ToolLoad, WeightCompensationError, h
 from devices.base import DeviceError, FaultKind, Simulator
 
 __all__ = ["IDLE", "JOG_JOINT", "JOG_TASK", "MOVE", "ADMITTANCE", "IDENTIFY", "STOPPED",
-           "FAULT", "RESETTING", "SETTINGS", "LoopTiming", "ControlLoop"]
+           "FAULT", "RESETTING", "FOLLOW", "SETTINGS", "LoopTiming", "ControlLoop", "PathRefusal",
+           "PathError", "check_path", "PATH_KINDS", "MAX_PATH_SAMPLES"]
 
 IDLE, JOG_JOINT, JOG_TASK, MOVE = "idle", "jog_joint", "jog_task", "move"
 ADMITTANCE, IDENTIFY, STOPPED, FAULT = "admittance", "identify", "stopped", "fault"
-RESETTING = "resetting"
+RESETTING, FOLLOW = "resetting", "follow"
 MODE_CODES = {m: i for i, m in enumerate((IDLE, JOG_JOINT, JOG_TASK, MOVE, ADMITTANCE, IDENTIFY,
-                                          STOPPED, FAULT, RESETTING))}
+                                          STOPPED, FAULT, RESETTING, FOLLOW))}
 # commands that set a preference and move nothing: applied even when issued before a STOP
 SETTINGS = ("speed", "drag_mode", "tool_load")
 
@@ -48,6 +60,8 @@ class LoopTiming:
     jog_hold_s: float = 0.3           # a jog lapses unless renewed (a frozen GUI stops it)
     deadman_s: float = 0.4            # admittance lapses without a dead-man heartbeat
     move_gain: float = 10.0           # 1/s, task-space P gain of step moves
+    follow_gain: float = 20.0         # 1/s, joint-space P gain on a followed path (with the
+                                      # path's velocity fed forward; 0.2 x the servo's 10 ms lag)
     settle_s: float = 0.4             # identification: dwell at rest before averaging
     average_s: float = 0.3            # identification: averaging window
     average_min_samples: int = 20     # ... and at least this many readings in it
@@ -58,6 +72,150 @@ class LoopTiming:
     reset_timeout_s: float = 1.0      # Reset waits this long for fresh robot and sensor data
     rest_mm_s: float = 0.05           # measured speeds below these: the robot is at rest
     rest_rad_s: float = 5e-4
+
+
+PATH_KINDS = ("approach", "insert")
+MAX_PATH_SAMPLES = 20000          # 20 s at 1 ms, 200 s at 10 ms: 0.8 MB as a message at most
+PATH_DT_S = (0.0005, 0.1)         # sample spacing accepted (s)
+START_TOL = (0.5, 0.005)          # mm, rad per joint: the path starts where the robot is
+ARRIVE_MM, ARRIVE_RAD = 0.004, 3e-5   # tool tip from the goal (filtered measurement)
+ARRIVE_FILTER_S = 0.02            # the arrival test averages the encoders over this time
+SETTLE_TIMEOUT_S = 3.0            # at the path's end, held, not arrived after this: say why
+_PATH_SLACK = 1.05                # speed/acceleration of the samples over the joint limits
+
+
+class PathRefusal(enum.Enum):
+    """Why a path was refused (the client decides on this, never on the text)."""
+    KIND = "kind"                  # neither "approach" nor "insert"
+    SHAPE = "shape"                # not (N, 5) with 2 <= N <= MAX_PATH_SAMPLES
+    NOT_FINITE = "not_finite"
+    PERIOD = "period"              # dt outside PATH_DT_S
+    JOINT_RANGE = "joint_range"    # a sample outside a joint's range
+    DISCONTINUOUS = "discontinuous"  # a jump: faster or harder than the joint limits
+    START_AWAY = "start_away"      # the first sample is not where the robot is
+    UNREACHABLE = "unreachable"    # no closed chain, near a singularity, or outside the box
+    NOT_ARRIVED = "not_arrived"    # insert before the approach arrived
+    BUSY = "busy"                  # stopped, in fault, or no robot state yet
+
+
+class PathError(ValueError):
+    """A path refused; ``kind`` is its ``PathRefusal``, the message one line."""
+
+    def __init__(self, kind: PathRefusal, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _joint_text(kin, j, value) -> str:
+    if kin.revolute[j]:
+        return f"{math.degrees(value):.2f}°"
+    return f"{value:.2f} mm"
+
+
+def check_path(kin: Hybrid5, kind, q_samples, dt, q_now=None, box=None) -> tuple[np.ndarray, float]:
+    """The path as (N, 5) float samples and dt, or ``PathError``: finite, inside the joint
+    ranges, no step faster than the joint speeds nor a change of step harder than their
+    accelerations (5 % slack for sampling), first sample within ``START_TOL`` of ``q_now``;
+    the chain is checked closed, away from singularities and inside ``box`` (lower, upper)
+    at up to 9 evenly spread samples (the limiter guards every cycle in between)."""
+    if kind not in PATH_KINDS:
+        raise PathError(PathRefusal.KIND, f"a path is 'approach' or 'insert', got {kind!r}")
+    try:
+        Q = np.array(q_samples, dtype=float)
+        dt = float(dt)
+    except (TypeError, ValueError):
+        raise PathError(PathRefusal.SHAPE, "a path is an (N, 5) array of joint samples and a "
+                        "sample period in seconds") from None
+    if Q.ndim != 2 or Q.shape[1] != kin.n_joints or not 2 <= len(Q) <= MAX_PATH_SAMPLES:
+        raise PathError(PathRefusal.SHAPE, f"a path is (N, {kin.n_joints}) joint samples with 2 <= N <= "
+                        f"{MAX_PATH_SAMPLES}, got shape {Q.shape}")
+    if not np.all(np.isfinite(Q)):
+        i = int(np.flatnonzero(~np.all(np.isfinite(Q), axis=1))[0])
+        raise PathError(PathRefusal.NOT_FINITE, f"path sample {i} is not finite: plan again")
+    if not (math.isfinite(dt) and PATH_DT_S[0] <= dt <= PATH_DT_S[1]):
+        raise PathError(PathRefusal.PERIOD, f"the path's sample period must be {1e3 * PATH_DT_S[0]:g}-"
+                        f"{1e3 * PATH_DT_S[1]:g} ms, got {dt!r} s")
+    jl, names = kin.joint_limits, kin.joint_names
+    out = (Q < jl.lower - 1e-9) | (Q > jl.upper + 1e-9)
+    if out.any():
+        i, j = (int(a[0]) for a in np.nonzero(out))
+        raise PathError(PathRefusal.JOINT_RANGE, f"path sample {i} puts joint {names[j]} at "
+                        f"{_joint_text(kin, j, Q[i, j])}, outside [{_joint_text(kin, j, jl.lower[j])}, "
+                        f"{_joint_text(kin, j, jl.upper[j])}]: plan again")
+    d1 = np.diff(Q, axis=0)
+    fast = np.abs(d1) > _PATH_SLACK * jl.velocity * dt + 1e-9
+    if fast.any():
+        i, j = (int(a[0]) for a in np.nonzero(fast))
+        raise PathError(PathRefusal.DISCONTINUOUS, f"the path jumps between samples {i} and {i + 1}: joint "
+                        f"{names[j]} by {_joint_text(kin, j, abs(d1[i, j]))} in {1e3 * dt:g} ms, faster than "
+                        f"its {_joint_text(kin, j, jl.velocity[j])}/s: plan again")
+    if len(Q) > 2:
+        d2 = np.abs(np.diff(d1, axis=0))
+        hard = d2 > _PATH_SLACK * jl.acceleration * dt * dt + 1e-9
+        if hard.any():
+            i, j = (int(a[0]) for a in np.nonzero(hard))
+            raise PathError(PathRefusal.DISCONTINUOUS, f"the path's speed jumps at sample {i + 1}: joint "
+                            f"{names[j]} accelerates beyond its {_joint_text(kin, j, jl.acceleration[j])}/s²:"
+                            " plan again")
+    if q_now is not None:
+        tol = np.where(kin.revolute, START_TOL[1], START_TOL[0])
+        off = np.abs(Q[0] - np.asarray(q_now, float))
+        if np.any(off > tol):
+            j = int(np.argmax(off / tol))
+            raise PathError(PathRefusal.START_AWAY, f"the path starts {_joint_text(kin, j, off[j])} away from "
+                            f"where joint {names[j]} is: the robot moved since the plan; plan again")
+    for i in np.unique(np.linspace(0, len(Q) - 1, min(len(Q), 9)).round().astype(int)):
+        try:
+            X = kin.pose(Q[i])
+            margin = kin.singularity_margin(Q[i])
+        except KinematicsError as e:
+            raise PathError(PathRefusal.UNREACHABLE, f"path sample {i}: {e}") from None
+        if margin < 0.1:
+            raise PathError(PathRefusal.UNREACHABLE, f"path sample {i} passes near a singular configuration "
+                            f"(margin {margin:.2f}): plan another approach")
+        if box is not None and (np.any(X < box[0] - 1e-9) or np.any(X > box[1] + 1e-9)):
+            raise PathError(PathRefusal.UNREACHABLE, f"path sample {i} leaves the allowed workspace: "
+                            "plan again nearer the middle of the workspace")
+    return Q, dt
+
+
+@dataclass
+class _Path:
+    """A path being followed: samples ``Q`` every ``dt``; ``tau`` the time along it, ``rate``
+    its time scale (0 paused, 1 at the planned speed)."""
+    kind: str
+    Q: np.ndarray
+    dt: float
+    rate_accel: float
+    tau: float = 0.0
+    rate: float = 0.0
+    held: bool = False
+    arrived: bool = False
+    aborted: bool = False
+    reason: str = "waiting for the dead-man"
+    path_id: object = None                 # the sender's number for this path
+    stale_hold: int = -1                   # presses up to this number came before the path
+    told: bool = False                     # the one refusal of a hold was sent
+    err: np.ndarray | None = None          # filtered joint error at the end
+    t_end: float | None = None             # when tau reached the end while held
+
+    @property
+    def duration(self) -> float:
+        return (len(self.Q) - 1) * self.dt
+
+    def at(self, tau) -> tuple[np.ndarray, np.ndarray]:
+        """(q, qd) at path time ``tau``: linear between samples."""
+        x = min(max(tau / self.dt, 0.0), len(self.Q) - 1.0)
+        i = min(int(x), len(self.Q) - 2)
+        f = x - i
+        d = self.Q[i + 1] - self.Q[i]
+        return self.Q[i] + f * d, d / self.dt
+
+    def report(self) -> dict:
+        T = self.duration
+        return {"kind": self.kind, "progress": 1.0 if T == 0 else float(min(self.tau / T, 1.0)),
+                "arrived": self.arrived, "paused": not (self.held and not self.arrived and not self.aborted),
+                "reason": self.reason, "id": self.path_id}
 
 
 @dataclass
@@ -109,6 +267,9 @@ class ControlLoop:
         self._reset_deadline = 0.0
         self._now = 0.0
         self._ident: _Identify | None = None
+        self._path: _Path | None = None
+        self._approach_end: np.ndarray | None = None   # joints where an approach arrived
+        self._last_hold_id = -1           # the newest dead-man press seen (its number)
         self._last_t = None
         self._rest_tol = np.where(kin.revolute, timing.rest_rad_s, timing.rest_mm_s)
 
@@ -150,12 +311,33 @@ class ControlLoop:
             if self.mode == ADMITTANCE:
                 self.mode = IDLE
             return
+        if name == "follow_hold" and not args[0]:  # dead-man released: never refused
+            self._release_path("released: hold the dead-man to go on")
+            return
+        if name == "follow_cancel":                # moves nothing: never refused
+            if self._path is not None and not self._path.aborted:
+                self._end_path("cancelled")
+            return
         if self.mode in (STOPPED, FAULT, RESETTING):
+            if name == "follow":            # the client waits on a typed answer
+                self.events.append(("follow_refused", {"kind": PathRefusal.BUSY.value, "message":
+                                    f"path refused: the robot is {self.mode}; press Reset first"}))
             self._refuse_while_stopped(name)
             return                          # motion refused until reset
         if self.q is None:
             self.events.append(("refused", "the robot state has not been read yet: try again"))
             return
+        if name == "follow":
+            self._load_path(*args)
+            return
+        if name == "follow_hold":
+            self._hold_path(now, args[1] if len(args) > 1 else None)
+            return
+        if name in ("jog_joint", "jog_task", "step_task", "move_pose", "step_joint", "identify_tool",
+                    "return_to_identify_start") or (name == "admittance" and args[0]):
+            self._approach_end = None             # another motion: the approach no longer holds
+            if self._path is not None and not self._path.aborted and not self._path.arrived:
+                self._end_path(f"cancelled by {name.replace('_', ' ')}")
         if name == "jog_joint":
             self._start(JOG_JOINT, now)
             self._jog = np.asarray(args[0], float) * self.speed * self.kin.joint_limits.velocity
@@ -185,6 +367,138 @@ class ControlLoop:
             self._rezero()
         else:
             self.events.append(("refused", f"unknown robot command {name!r}"))
+
+    # -- paths ----------------------------------------------------------------------
+    def _refuse_path(self, e: PathError) -> None:
+        self.events.append(("refused", str(e)))
+        self.events.append(("follow_refused", {"kind": e.kind.value, "message": str(e)}))
+
+    def _load_path(self, kind, q_samples, dt, path_id=None) -> None:
+        """A new path (replacing one in progress, which stops first: it arrives paused);
+        ``path_id``, the sender's number for it, comes back in the state's report."""
+        try:
+            Q, dt = check_path(self.kin, kind, q_samples, dt, self.q, self.limiter.box())
+            if kind == "insert":
+                tol = np.where(self.kin.revolute, 5e-4, 0.05)
+                if self._approach_end is None or np.any(np.abs(self.q - self._approach_end) > tol):
+                    raise PathError(PathRefusal.NOT_ARRIVED, "insertion refused: the approach has not "
+                                    "arrived at the stand-off (or the robot moved since): follow the "
+                                    "approach first")
+                if np.any(np.abs(Q[0] - self._approach_end) > tol):
+                    raise PathError(PathRefusal.START_AWAY, "insertion refused: it does not start where "
+                                    "the approach arrived: plan the insertion from the aligned pose")
+        except PathError as e:
+            self._refuse_path(e)
+            return
+        vmax = np.max(np.abs(np.diff(Q, axis=0)), axis=0) / dt
+        jl = self.kin.joint_limits
+        moving = vmax > 1e-12
+        rate_accel = float(np.min(0.5 * jl.acceleration[moving] / vmax[moving])) if moving.any() else 1e3
+        if kind == "approach":
+            self._approach_end = None
+        self._path = _Path(kind, Q, dt, rate_accel, path_id=path_id, stale_hold=self._last_hold_id)
+        self._path.reason = ("hold the dead-man to insert" if kind == "insert"
+                             else "hold the dead-man to approach")
+        self.mode = FOLLOW
+
+    def _hold_path(self, now, hold_id=None) -> None:
+        """The dead-man pressed (``hold_id`` numbers the press; the client repeats it while the
+        button is held, so a lapse from a stalled GUI resumes on the next repeat). A press
+        that began before the path was sent does not start it: the insertion needs its own."""
+        p = self._path
+        if hold_id is not None:
+            self._last_hold_id = max(self._last_hold_id, int(hold_id))
+        if p is None or p.aborted or p.arrived:
+            if p is None or not p.told:
+                self.events.append(("refused", "no path to follow: send the approach first" if p is None
+                                    or p.aborted else f"the {p.kind} has arrived: " +
+                                    ("send the insertion" if p.kind == "approach" else "nothing left to follow")))
+            if p is not None:
+                p.told = True
+            return
+        if hold_id is not None and int(hold_id) <= p.stale_hold:
+            if not p.told:
+                p.told = True
+                self.events.append(("refused", f"the dead-man was pressed before the {p.kind} was sent: "
+                                    "release it and press again"))
+            return
+        self._deadman_until = now + self.timing.deadman_s
+        if not p.held:
+            p.held, p.reason, p.t_end = True, "", None
+        self.mode = FOLLOW
+
+    def _release_path(self, why: str) -> None:
+        p = self._path
+        if p is not None and p.held:
+            p.held, p.rate, p.reason = False, 0.0, why
+
+    def _end_path(self, why: str) -> None:
+        """The path is over without arriving (STOP, fault, cancel, another motion)."""
+        p = self._path
+        p.held, p.rate, p.aborted, p.reason = False, 0.0, True, why
+        if self.mode == FOLLOW:
+            self.mode = IDLE
+
+    def follow_state(self) -> dict | None:
+        """``{"kind", "progress" (0-1), "arrived", "paused", "reason"}``, None without a path."""
+        return None if self._path is None else self._path.report()
+
+    def _follow_path(self, now, dt) -> np.ndarray:
+        """The wanted joint velocity on the path: the path's velocity (time-scaled by ``rate``)
+        plus a P term towards the path's point; zero at once when not held."""
+        p = self._path
+        if p.held and now > self._deadman_until:
+            self._release_path("the dead-man's heartbeat was lost: hold it again to go on")
+        if not p.held:
+            if np.any(self.qd_cmd):
+                self._resync(p)
+            return np.zeros(self.kin.n_joints)
+        T = p.duration
+        if p.tau < T:
+            p.rate = min(1.0, p.rate + dt * p.rate_accel)
+            p.tau = min(T, p.tau + p.rate * dt)
+        q_d, v_d = p.at(p.tau)
+        if p.tau < T:
+            return p.rate * v_d + self.timing.follow_gain * (q_d - self.q)
+        # at the end: settle on the goal, judged on the encoders averaged over ARRIVE_FILTER_S
+        e = q_d - self.q
+        if p.t_end is None:
+            p.t_end, p.err = now, e
+        else:
+            p.err = p.err + min(dt / ARRIVE_FILTER_S, 1.0) * (e - p.err)
+        J = self.kin.pose_jacobian(self.q)
+        tip = J @ p.err
+        if (now - p.t_end >= ARRIVE_FILTER_S and np.linalg.norm(tip[:3]) < ARRIVE_MM
+                and np.linalg.norm(tip[3:]) < ARRIVE_RAD):
+            p.arrived, p.held, p.rate, p.reason = True, False, 0.0, "arrived"
+            if p.kind == "approach":
+                self._approach_end = p.Q[-1].copy()
+            self.mode = IDLE
+            self.events.append(("follow_arrived", p.kind))
+            return np.zeros(self.kin.n_joints)
+        if now - p.t_end > SETTLE_TIMEOUT_S:
+            why = ", ".join(dict.fromkeys(self.reasons)) or "the servo"
+            self._release_path(f"did not settle on the end within {SETTLE_TIMEOUT_S:.0f} s "
+                               f"({1e3 * np.linalg.norm(tip[:3]):.0f} um away; held back by {why}): "
+                               "hold the dead-man again, or plan again")
+            return np.zeros(self.kin.n_joints)
+        return self.timing.follow_gain * e
+
+    def _resync(self, p: _Path) -> None:
+        """Braking carries the robot past the point where it was released: move ``tau`` (forward
+        only) to the path's point nearest the measured joints, so that re-holding resumes
+        from where the robot stopped (rad weighted as 100 mm of tool length)."""
+        jl = self.kin.joint_limits
+        brake_s = float(np.max(np.abs(self.qd_cmd) / jl.acceleration))
+        i0 = int(p.tau / p.dt)
+        seg = p.Q[i0:i0 + int(math.ceil(brake_s / p.dt)) + 3]
+        if len(seg) < 2:
+            return
+        w = np.where(self.kin.revolute, 100.0, 1.0)
+        a, d = (self.q - seg[:-1]) * w, np.diff(seg, axis=0) * w
+        f = np.clip(np.sum(a * d, axis=1) / np.maximum(np.sum(d * d, axis=1), 1e-18), 0.0, 1.0)
+        k = int(np.argmin(np.linalg.norm(a - f[:, None] * d, axis=1)))
+        p.tau = max(p.tau, min((i0 + k + f[k]) * p.dt, p.duration))
 
     def _refuse_while_stopped(self, name) -> None:
         """One line per STOP or fault, not one per repeated jog command."""
@@ -286,6 +600,9 @@ class ControlLoop:
         self._told = False
         self._interrupt_identification("STOP")
         self._target = None
+        self._approach_end = None
+        if self._path is not None and not self._path.aborted and not self._path.arrived:
+            self._end_path("aborted by STOP: after Reset, send the path again")
 
     def _interrupt_identification(self, why: str) -> None:
         if self._ident is None:
@@ -311,6 +628,9 @@ class ControlLoop:
         self.mode = FAULT
         self._interrupt_identification("a fault")
         self._target = None
+        self._approach_end = None
+        if self._path is not None and not self._path.aborted and not self._path.arrived:
+            self._end_path("aborted by a fault: after Reset, send the path again")
 
     def _reset(self, now):
         """Reset: clear the devices' faults, reconnect a failed sensor, re-enable; the reset
@@ -410,7 +730,7 @@ class ControlLoop:
             self.events.append(("reset_done", self.epoch))
         if not self._follow(dt):
             return
-        want = self._wanted(now, dt)
+        want = self.want = self._wanted(now, dt)
         qd, self.reasons = self.limiter.limit(self.q_ref, self.qd_cmd, want,
                                               dt=min(dt, self.limiter.horizon), q_meas=self.q)
         self.qd_cmd = qd
@@ -465,6 +785,8 @@ class ControlLoop:
             return kin.inverse_pose_jacobian(self.q) @ Xd
         if self.mode in (MOVE, IDENTIFY):
             return self._track(now)
+        if self.mode == FOLLOW and self._path is not None:
+            return self._follow_path(now, min(dt, self.limiter.horizon))
         return np.zeros(kin.n_joints)
 
     def _track(self, now) -> np.ndarray:

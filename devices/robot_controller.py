@@ -139,6 +139,7 @@ def _state_message(loop, now, cycles, last_period):
             "limits": list(loop.reasons), "speed": loop.speed, "drag_mode": loop.admittance.mode,
             "damping": (loop.admittance.pos.damping, loop.admittance.rot.damping),
             "identify": loop.identify_progress, "period_ms": 1000 * last_period,
+            "follow": loop.follow_state(),
             "tool_load": None if loop.tool_load is None else _load_dict(loop.tool_load)}
 
 
@@ -176,6 +177,7 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
     realtime = _ask_realtime(config.realtime_priority)
     periods = np.zeros(config.record_periods) if config.record_periods else None
     works = np.zeros(config.record_periods) if config.record_periods else None
+    cpus = np.zeros(config.record_periods) if config.record_periods else None
     stop_seen = 0.0                  # a STOP pressed while the devices were built latches too
     period, spin = config.period_s, config.spin_s
     # the state queue's feeder thread shares the GIL: let the loop take it back within
@@ -189,6 +191,7 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
     orphaned = False
     while not shm[SHM.QUIT]:
         start = time.perf_counter()
+        cpu_start = time.thread_time()
         last_period = start - last_start
         last_start = start
         if periods is not None and cycles > 0:
@@ -245,6 +248,7 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
             break
         if works is not None:
             works[cycles % len(works)] = time.perf_counter() - start
+            cpus[cycles % len(cpus)] = time.thread_time() - cpu_start
         next_t += period
         if time.perf_counter() > next_t + period:
             next_t = time.perf_counter()         # overran a whole period: resynchronise
@@ -254,6 +258,7 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
         k = min(n_rec, len(periods))
         state_q.put({"periods": periods[:k] if n_rec <= len(periods) else periods,
                      "work": works[1:k + 1] if n_rec <= len(periods) else works,
+                     "work_cpu": cpus[1:k + 1] if n_rec <= len(periods) else cpus,
                      "realtime": realtime})
     gc.enable()
 

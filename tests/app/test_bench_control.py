@@ -13,8 +13,12 @@ def test_short_control_bench_reports_figures():
     args = parser.parse_args(["--seconds", "1", "--load", "none", "--stops", "3"])
     out = control.run(args)
     for key in ("loop_hz", "period_p50_ms", "period_p99_ms", "period_max_ms", "stop_latency_ms",
-                "work_p99_ms"):
+                "work_p99_ms", "work_cpu_p99_ms", "work_goal_met"):
         assert key in out
+    # measured while following an Align path under the dead-man
+    assert out["motion"] == "follow" and out["paths_sent"] >= 1 and out["following_fraction"] > 0
+    # CPU time never exceeds the wall time of the same spans (to the clocks' resolution)
+    assert 0 < out["work_cpu_p99_ms"] <= out["work_p99_ms"] + 0.01
     # the loop never runs faster than its period
     assert out["period_p50_ms"] >= 0.95
     assert out["period_p50_ms"] <= out["period_p99_ms"] <= out["period_max_ms"]
