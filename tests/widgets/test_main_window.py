@@ -466,7 +466,11 @@ def test_simulated_room_in_the_workstation_robot_holds_cage_bone_in_3d(full_stat
     assert {"bone", "cage", "robot"} <= set(sv.actor_names())
     kin = st.robot.kinematics
     T0 = st.room.scene["T_world_cage"]
-    assert np.abs(st.room.T_world_base @ kin.cage(robot_home_q(kin)) - T0).max() < 1e-9
+    # the cage hangs on the true (simulated) mechanism, which differs from the controller's model
+    true_cage = st.room.true_robot.cage(robot_home_q(kin))
+    # within the true mechanism's backlash, whose side depends on the motion since the scene was built
+    assert np.abs(st.room.T_world_base @ true_cage - T0).max() < 0.05
+    assert np.abs(kin.cage(robot_home_q(kin)) - true_cage)[:3, 3].max() > 0.1   # not the nominal mount
     M = st.window.robot_actors.assembly.GetUserMatrix()
     assert np.array([[M.GetElement(i, j) for j in range(4)] for i in range(4)]) == pytest.approx(
         st.room.T_world_base, abs=1e-9)
@@ -481,15 +485,14 @@ def test_simulated_room_in_the_workstation_robot_holds_cage_bone_in_3d(full_stat
     img = st.session.image("ap")
     assert (img.primary_angle_deg, img.secondary_angle_deg) == (15.0, -5.0)
     qtbot.waitUntil(lambda: "AP shot: LAO 15° · CAUD 5°" in st.carm_panel.last_labels["ap"].text(), timeout=3000)
-    # a robot jog moves the drawn cage and clears the calibration
+    # a robot jog moves the drawn cage and keeps the calibration (the C-arm did not move)
     qtbot.waitUntil(lambda: bool(st.robot.state), timeout=30000)
-    st.session.set_calibration({"rms_px": 0.2})
-    st.room.T_world_cage_calibrated = st.room.T_world_cage.copy()
+    calibration = {"rms_px": 0.2}
+    st.session.set_calibration(calibration)
     st.robot.step_task([10.0, 0, 0, 0, 0])
-    qtbot.waitUntil(lambda: st.session.calibration is None, timeout=20000)
     moved = lambda: np.linalg.norm(st.cage_actors.T_scene_cage[:3, 3] - T0[:3, 3])  # noqa: E731
     qtbot.waitUntil(lambda: abs(moved() - 10.0) < 0.05, timeout=20000)  # the step's arrival
     assert st.cage_actors.T_scene_cage[:3, 3] - T0[:3, 3] == pytest.approx(10.0 * st.room.T_world_base[:3, 0], abs=0.05)
-    assert not w.workflow_bar.buttons["plan"].isEnabled()
     QApplication.processEvents()
-    assert "the calibration no longer matches" in w.log_panel.toPlainText()
+    assert st.session.calibration is calibration
+    assert "the calibration no longer matches" not in w.log_panel.toPlainText()
