@@ -299,9 +299,10 @@ class PlanningController(QObject):
         """N new, E/T re-place entry/target, V look along in 3D, Delete, Ctrl+Z, Ctrl+Shift+Z
         (and Ctrl+Y), and Esc to stop placing.
 
-        Esc is not a shortcut: the robot panel's emergency stop owns it (two Esc shortcuts in
-        one window would make both ambiguous, so neither would fire). Placing listens to the
-        Esc key presses nobody else took, through an event filter on ``parent``.
+        Esc is not a QShortcut: the viewers' measuring tools also end on Esc (two Esc shortcuts
+        in one window would make both ambiguous, so neither would fire). Placing listens to the
+        Esc key presses nobody else took, through an event filter on ``parent``. Esc never
+        stops the robot: STOP has its own key (F12, the robot panel's).
         """
         keys = (("N", self.new_trajectory), ("E", lambda: self.place("entry")), ("T", lambda: self.place("target")),
                 ("V", self.view_along),

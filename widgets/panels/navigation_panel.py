@@ -7,7 +7,7 @@ Thin: it emits what the surgeon does (``move_held(bool)``, ``insert_held(bool)``
 Motion is hold-to-run: a button emits True on press and False on release; the held keys
 (space bar: move, I: insert) do the same on the key press and release, never on the key's
 auto-repeat, and a window losing the focus while one is held counts as a release. Esc is not
-used here: STOP has its own button (and the robot panel's key).
+used here: STOP has its own button and key (F12), and Esc only cancels edits.
 """
 from __future__ import annotations
 
@@ -74,10 +74,10 @@ class NavigationPanel(QWidget):
         super().__init__(parent)
         self.setObjectName("navigation_panel")
         lay = QVBoxLayout(self)
-        self.stop_button = QPushButton("STOP", objectName="navigation_stop")
+        self.stop_button = QPushButton("STOP  (F12)", objectName="navigation_stop")
         self.stop_button.setStyleSheet(_STOP)
         self.stop_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.stop_button.setToolTip("Stop the robot now (also the robot panel's STOP)")
+        self.stop_button.setToolTip("Stop the robot now (F12; also the robot panel's STOP)")
         self.stop_button.pressed.connect(self.stop_requested.emit)
         lay.addWidget(self.stop_button)
         self.stopped_label = QLabel("", objectName="navigation_stopped", wordWrap=True)

@@ -3,8 +3,11 @@ hand guiding with a dead-man, tool-load identification, live force/torque plots.
 
 Thin: every control calls one method of ``app.robot_controller_client.RobotControllerClient``
 (``client``); the panel only shows the state the client emits. STOP is always visible
-and bound to Esc application-wide through an event filter (never a QShortcut, so that no
-other Esc shortcut can make it ambiguous); the dead-man is the held button or held F8.
+and has a key of its own, F12, watched application-wide through an event filter (never a
+QShortcut, so that no other shortcut on that key can make it ambiguous). Esc is not STOP:
+Esc cancels an edit (placing a point, a measuring tool); pressed while the robot moves it
+says on screen that it did not stop the robot, so a stop is never assumed that did not
+happen. The dead-man is the held button or held F8.
 Large targets for gloved hands at 1.5 m. After STOP the banner says STOPPED until the
 controller acknowledges a Reset; a fault banner names the device that failed.
 """
@@ -19,9 +22,10 @@ from PySide6.QtWidgets import (QApplication, QButtonGroup, QComboBox, QGridLayou
                                QLabel, QProgressBar, QPushButton, QRadioButton, QSlider,
                                QTabWidget, QVBoxLayout, QWidget)
 
-__all__ = ["RobotPanel", "StopKeyFilter", "STOP_KEY", "DEADMAN_KEY"]
+__all__ = ["RobotPanel", "StopKeyFilter", "STOP_KEY", "DEADMAN_KEY", "ESC_IS_NOT_STOP"]
 
-STOP_KEY = Qt.Key.Key_Escape
+STOP_KEY = Qt.Key.Key_F12
+CANCEL_KEY = Qt.Key.Key_Escape
 DEADMAN_KEY = Qt.Key.Key_F8
 CART_AXES = ("x", "y", "z", "θx", "θy")
 STEP_CHOICES = {"step 0.1 mm / 0.1°": 0.1, "step 1 mm / 1°": 1.0, "step 5 mm / 5°": 5.0}
@@ -45,18 +49,26 @@ def _button(text, style=BIG, name=None):
     return b
 
 
-class StopKeyFilter(QObject):
-    """Calls ``stop`` on every Esc the application sees (the shortcut-override probe and the key
-    press), whichever widget has the focus, and lets the key go on to its other users."""
+ESC_IS_NOT_STOP = "Esc cancels edits only: the robot is still moving. STOP is F12 or the red button."
 
-    def __init__(self, stop, parent=None):
+
+class StopKeyFilter(QObject):
+    """Calls ``stop`` on every STOP key the application sees (the shortcut-override probe and
+    the key press), whichever widget has the focus, and lets the key go on to its other users.
+    An Esc press while the robot moves calls ``esc_while_moving`` (a warning on screen)."""
+
+    def __init__(self, stop, parent=None, moving=None, esc_while_moving=None):
         super().__init__(parent)
         self._stop = stop
+        self._moving, self._esc = moving, esc_while_moving
 
     def eventFilter(self, obj, event) -> bool:
-        if (event.type() in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress)
-                and event.key() == STOP_KEY):
+        kind = event.type()
+        if kind in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress) and event.key() == STOP_KEY:
             self._stop()
+        elif (kind == QEvent.Type.KeyPress and event.key() == CANCEL_KEY and not event.isAutoRepeat()
+              and self._esc is not None and self._moving is not None and self._moving()):
+            self._esc()
         return False
 
 
@@ -72,12 +84,13 @@ class RobotPanel(QWidget):
         self.joint_names, self.limits = kin.joint_names, kin.joint_limits
         self._rotary = np.asarray(kin.revolute, bool)
         layout = QVBoxLayout(self)
-        self.stop_button = _button("STOP  (Esc)", STOP_STYLE, "robot_stop")
+        self.stop_button = _button("STOP  (F12)", STOP_STYLE, "robot_stop")
         self.stop_button.pressed.connect(client.stop)
         layout.addWidget(self.stop_button)
-        # Esc is watched by an application-wide event filter, not a QShortcut: any other Esc
-        # shortcut in the window would make a shortcut ambiguous and silence the STOP
-        self._stop_filter = StopKeyFilter(client.stop, self)
+        # the STOP key is watched by an application-wide event filter, not a QShortcut: any
+        # other shortcut on it in the window would make a shortcut ambiguous and silence the STOP
+        self._stop_filter = StopKeyFilter(client.stop, self, moving=self._robot_moving,
+                                          esc_while_moving=lambda: self.show_message(ESC_IS_NOT_STOP))
         app = QApplication.instance()
         app.installEventFilter(self._stop_filter)
         self.destroyed.connect(lambda *_: app.removeEventFilter(self._stop_filter))
@@ -340,6 +353,14 @@ class RobotPanel(QWidget):
             self.show_message(f"Not done: {payload}")
         elif kind == "reset_done":
             self.message_label.clear()            # what was refused before is history now
+
+    def _robot_moving(self) -> bool:
+        """A joint speed commanded now, or a motion mode (a jog, hand guiding, a path)."""
+        s = self.client.state or {}
+        if self.client.stopped or s.get("mode") in ("stopped", "fault", "resetting"):
+            return False
+        qd = np.asarray(s.get("qd_cmd", 0.0), float)
+        return s.get("mode") not in (None, "idle") or bool(np.any(qd != 0))
 
     def show_message(self, text: str) -> None:
         """A result or refusal, kept on screen for 8 s."""

@@ -649,7 +649,7 @@ class FluoroViewer(QWidget):
             self.readout.setToolTip(self.readout.text())
 
     def keyPressEvent(self, ev) -> None:
-        """Esc ends the active measuring tool (not a shortcut: the robot's stop owns Esc);
+        """Esc ends the active measuring tool (not a shortcut: placing a point also ends on Esc);
         otherwise the key goes on to the window."""
         if ev.key() == Qt.Key.Key_Escape and self.measure.active:
             self.measure.finish()

@@ -209,17 +209,18 @@ def test_keyboard_shortcuts_and_delete_confirmation(planning, qtbot):
     assert len(model) == 1 and ctrl.placing is not None
     qtbot.keyClick(window, Qt.Key.Key_Escape)
     assert ctrl.placing is None
-    # the robot's emergency stop owns Esc: planning must not make that shortcut ambiguous
+    # planning's shortcuts leave the robot's STOP key (F12) unambiguous
     from PySide6.QtGui import QKeySequence, QShortcut
     stops = []
-    stop = QShortcut(QKeySequence(Qt.Key.Key_Escape), window)
+    stop = QShortcut(QKeySequence(Qt.Key.Key_F12), window)
     stop.activated.connect(lambda: stops.append(1))
     stop.activatedAmbiguously.connect(lambda: stops.append("ambiguous"))
-    ctrl.placing = (model.ids()[0], "entry")  # even while placing, the stop wins
+    ctrl.placing = (model.ids()[0], "entry")
+    qtbot.keyClick(window, Qt.Key.Key_F12)
+    assert stops == [1] and ctrl.placing is not None   # STOP is not cancel
     qtbot.keyClick(window, Qt.Key.Key_Escape)
-    assert stops == [1] and ctrl.placing is not None
+    assert stops == [1] and ctrl.placing is None        # cancel is not STOP
     stop.setEnabled(False)
-    ctrl.cancel()
     answers.append(False)
     qtbot.keyClick(window, Qt.Key.Key_Delete)
     assert len(model) == 1  # "No" keeps it

@@ -52,12 +52,32 @@ def test_hold_to_move_button_jogs_then_stops(qtbot, workstation):
     assert np.allclose(tip, client.kinematics.forward(client.state["q"])[:3, 3], atol=1.0)
 
 
-def test_escape_stops_everything_and_shows_banner(qtbot, workstation):
+def test_esc_never_stops_the_robot_and_says_so(qtbot, workstation):
+    """Esc cancels edits; pressed while the robot moves it does not stop it, and says so."""
+    from widgets.panels.robot_panel import ESC_IS_NOT_STOP
+    window, client, panel = workstation
+    wait_ready(qtbot, client)
+    assert "F12" in panel.stop_button.text() and "Esc" not in panel.stop_button.text()
+    qtbot.keyClick(window.viewers["ap"], Qt.Key.Key_Escape)     # robot idle: no warning
+    assert panel.message_label.text() == ""
+    client.hold_jog_task([1, 0, 0, 0, 0])
+    qtbot.waitUntil(lambda: client.state["mode"] == "jog_task", timeout=2000)
+    qtbot.keyClick(window.viewers["ap"], Qt.Key.Key_Escape)
+    assert panel.message_label.text() == ESC_IS_NOT_STOP
+    qtbot.wait(100)
+    assert client.state["mode"] == "jog_task" and not client.stopped
+    assert not (panel.fault_banner.isVisible() and "STOPPED" in panel.fault_banner.text())
+    client.release()                                              # braked to rest before the next test
+    qtbot.waitUntil(lambda: client.state["mode"] == "idle" and not np.any(client.state["qd_cmd"]), timeout=3000)
+    qtbot.wait(200)
+
+
+def test_stop_key_stops_everything_and_shows_banner(qtbot, workstation):
     window, client, panel = workstation
     wait_ready(qtbot, client)
     client.hold_jog_task([1, 0, 0, 0, 0])
     qtbot.wait(200)
-    qtbot.keyClick(panel, Qt.Key.Key_Escape)
+    qtbot.keyClick(panel, Qt.Key.Key_F12)
     # shown as the request goes out, before the loop has said anything
     assert panel.fault_banner.isVisible() and "STOPPED" in panel.fault_banner.text()
     qtbot.waitUntil(lambda: client.state["mode"] == "stopped", timeout=2000)
@@ -76,17 +96,17 @@ def test_escape_stops_everything_and_shows_banner(qtbot, workstation):
     qtbot.waitUntil(lambda: not panel.fault_banner.isVisible(), timeout=2000)
 
 
-def test_escape_anywhere_stops_even_with_another_esc_shortcut(qtbot, workstation):
-    """Another part's Esc shortcut (ambiguous with a shortcut STOP) must not silence STOP."""
+def test_stop_key_anywhere_stops_even_with_another_shortcut_on_it(qtbot, workstation):
+    """Another part's F12 shortcut (ambiguous with a shortcut STOP) must not silence STOP."""
     from PySide6.QtGui import QKeySequence, QShortcut
     window, client, panel = workstation
     wait_ready(qtbot, client)
-    rival = QShortcut(QKeySequence("Esc"), window)
+    rival = QShortcut(QKeySequence("F12"), window)
     rival.setContext(Qt.ShortcutContext.WindowShortcut)
     try:
         client.hold_jog_task([0, 0, 1.0, 0, 0])
         qtbot.wait(150)
-        qtbot.keyClick(window.viewers["ap"], Qt.Key.Key_Escape)       # focus elsewhere
+        qtbot.keyClick(window.viewers["ap"], Qt.Key.Key_F12)          # focus elsewhere
         qtbot.waitUntil(lambda: client.state["mode"] == "stopped", timeout=2000)
         assert np.all(client.state["qd_cmd"] == 0)
     finally:
