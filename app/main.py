@@ -166,12 +166,19 @@ class Workstation:
                 self.cage_actors.set_transform(T)
 
         def calibrated(cal):
+            if cal is not None:
+                self.window.show_banner(None)      # a new calibration: the banner's cause is gone
             if cal is not None and room.T_world_cage_calibrated is not None and self.planning is not None \
                     and getattr(self.planning, "scene", None) is not None:
                 self.planning.scene.set_transform(room.T_world_cage_calibrated)
 
+        def invalidated(why: str):
+            self.window.show_banner(f"Calibration no longer valid — {why[0].upper()}{why[1:]}")
+            self.window.statusBar().showMessage("the C-arm moved: calibrate again", 15000)
+
         room.scene_ready.connect(scene_ready)
         room.cage_moved.connect(cage_moved)
+        room.calibration_invalidated.connect(invalidated)
         self.session.calibration_changed.connect(calibrated)
         connect_while_alive(self.session.robot_state_changed, room, "robot_state")
         self.devices.device_status_changed.connect(

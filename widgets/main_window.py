@@ -11,7 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QEvent, QObject, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMenu, QProgressBar, QScrollArea, QSizePolicy,
-                               QSplitter, QToolBar, QToolButton, QWidget)
+                               QSplitter, QToolBar, QToolButton, QVBoxLayout, QWidget)
 
 from widgets.viewers.fluoro_viewer import FluoroViewer
 from widgets.panels.log_panel import LogPanel
@@ -79,7 +79,19 @@ class MainWindow(QMainWindow):
         split.setChildrenCollapsible(False)
         for v in self.viewers.values():
             split.addWidget(v)
-        self.setCentralWidget(split)
+        central = QWidget(objectName="central")
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        # what no longer holds (the C-arm moved: calibration and plan invalid) and what to do;
+        # above both viewers, where the surgeon looks, until a new calibration is accepted
+        self.banner = QLabel(objectName="case_banner", wordWrap=True)
+        self.banner.setStyleSheet("QLabel#case_banner { background: #7a4a00; color: #fff4e0; font-size: 15pt;"
+                                  " font-weight: bold; padding: 8px 12px; }")
+        self.banner.setVisible(False)
+        column.addWidget(self.banner)
+        column.addWidget(split, 1)
+        self.setCentralWidget(central)
         self.scene_view = SceneView()
         self.log_panel = LogPanel()
         self.docks: dict[str, QDockWidget] = {}
@@ -94,6 +106,11 @@ class MainWindow(QMainWindow):
         self.resize(1600, 960)
         self.resizeDocks([self.docks["3D view"]], [560], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Log"]], [170], Qt.Orientation.Vertical)
+
+    def show_banner(self, text: str | None) -> None:
+        """One line over both viewers (``None`` or "" hides it)."""
+        self.banner.setText(text or "")
+        self.banner.setVisible(bool(text))
 
     # -- building ---------------------------------------------------------------------
     def _build_toolbar(self) -> None:

@@ -496,3 +496,15 @@ def test_simulated_room_in_the_workstation_robot_holds_cage_bone_in_3d(full_stat
     QApplication.processEvents()
     assert st.session.calibration is calibration
     assert "the calibration no longer matches" not in w.log_panel.toPlainText()
+    assert not w.banner.isVisible()
+    # a C-arm move does invalidate it: a banner over the viewers says why and what to do
+    st.carm_panel.set_angles(30, -5)
+    qtbot.waitUntil(lambda: st.devices.can_acquire(), timeout=30000)
+    st.acquire("ap")
+    qtbot.waitUntil(lambda: st.session.calibration is None, timeout=30000)
+    QApplication.processEvents()
+    assert w.banner.isVisible()
+    text = w.banner.text()
+    assert "C-arm moved" in text and "+30.0°/-5.0°" in text and "+15.0°/-5.0°" in text and "calibrate" in text
+    st.session.set_calibration({"rms_px": 0.2})          # a new calibration clears it
+    assert not w.banner.isVisible()
