@@ -40,6 +40,11 @@ PATH_DT_S = 0.01                 # the path's sampling period (the control loop 
 INSERT_SPEED_MM_S = 4.0          # the insertion axis's speed on its hold-to-run
 INSERT_ACCEL_MM_S2 = 20.0
 ARRIVED_MM, ARRIVED_RAD = 0.05, 5e-4   # without the loop's "follow" report: at the goal within these
+# closed loop: until the cage mount is measured (hand-eye) the nominal one is off by a few mm, so
+# a first correction of that size is expected; a larger one is a misdetection or a moved C-arm
+CORRECTION_MAX_STEP_MM, CORRECTION_MAX_STEP_DEG = 8.0, 3.0
+CORRECTION_TIP_GAP_MM = 2.5      # the two views' tips disagree more: the line only, its axial error stays
+CORRECTION_WIRE_MM = 10.0        # the wire's length ahead of the guide's back, beside what sticks out
 
 
 class NavigationError(ValueError):
@@ -115,10 +120,11 @@ def simulated_wire(T_world_tool, remaining_mm: float, planned_length_mm: float, 
 
 
 def insertion_path(plan, kinematics, dt: float = PATH_DT_S, speed_mm_s: float = INSERT_SPEED_MM_S,
-                   accel_mm_s2: float = INSERT_ACCEL_MM_S2, start_mm: float = 0.0) -> np.ndarray:
+                   accel_mm_s2: float = INSERT_ACCEL_MM_S2, start_mm: float = 0.0, segment=None) -> np.ndarray:
     """Joint samples (N, 5) every ``dt`` s of the insertion: the tool tip from ``start_mm`` along the
-    segment to the planned depth on a trapezoid of ``speed_mm_s`` / ``accel_mm_s2``, the axis kept."""
-    seg = plan.insertion
+    segment (the plan's, or ``segment``: the closed loop's corrected command line) to the planned
+    depth on a trapezoid of ``speed_mm_s`` / ``accel_mm_s2``, the axis kept."""
+    seg = plan.insertion if segment is None else segment
     L = float(seg.length_mm) - float(start_mm)
     if L <= 1e-6:
         return np.asarray(kinematics.joints_for_pose(kinematics.pose_for_axis(seg.end_mm, seg.direction)))[None]
@@ -178,13 +184,17 @@ class NavigationController:
     (``true_tool_pose``, ``T_world_base``, ``T_world_cage_calibrated``), else None.
     Signals: ``message(text, warn)``, ``preview_changed(AlignmentPreview | None)``,
     ``progress_changed(kind, fraction)`` ("approach" | "insert"), ``phase_changed(phase)``.
-    Phases: "idle", "approach", "aligned", "insert", "inserted", "verifying", "verified".
+    Phases: "idle", "approach", "aligned", "correcting" (closed-loop shots being taken and
+    measured), "correction" (a correction motion ready: hold Move), "insert", "inserted",
+    "verifying", "verified". ``correction_changed(summary)`` after each closed-loop shot pair
+    (``ClosedLoopCorrection.summary()``; None when a new alignment drops it).
     """
 
     message = Signal(str, bool)
     preview_changed = Signal(object)
     progress_changed = Signal(str, float)
     phase_changed = Signal(str)
+    correction_changed = Signal(object)
 
     def __init__(self, session, kinematics=None, client=None, devices=None, room=None,
                  stand_off_mm: float = 20.0, envelope: str = "carm", dt: float = PATH_DT_S):
@@ -201,7 +211,12 @@ class NavigationController:
         self._inserted_mm = self._insert_start = 0.0
         self._verify_views: list = []
         self._verify_wire = None
+        self._shots_for = "verify"               # what the queued shots are for: "verify" | "correct"
         self._last_reason = ""
+        self.loop = None                         # the closed loop (ClosedLoopCorrection) of this alignment
+        self._T_cmd = None                       # the command the robot was last sent to (base frame)
+        self._correction_q = None                # joint samples of the pending correction motion
+        self.loop_truth: list = []               # in simulation: the true residual after each shot pair
         session.calibration_changed.connect(self.calibration_changed)
         session.plans.selection_changed.connect(lambda *_: self.selection_changed())
         session.plans.trajectory_changed.connect(self._trajectory_changed)
@@ -264,7 +279,10 @@ class NavigationController:
         if self.preview is not None or self.refusal:
             self.preview, self.refusal, self._sent = None, "", None
             self.preview_changed.emit(None)
-        if self.phase in ("approach", "aligned", "insert", "inserted"):
+        if self.loop is not None:
+            self.loop, self._T_cmd, self._correction_q, self.loop_truth = None, None, None, []
+            self.correction_changed.emit(None)
+        if self.phase in ("approach", "aligned", "correction", "insert", "inserted"):
             self._set_phase("idle")
 
     def _envelope(self):
@@ -340,8 +358,17 @@ class NavigationController:
         if self.phase in ("aligned", "insert", "inserted"):
             self._say("the guide is on the line: hold Insert to advance to the planned depth, or Verify")
             return False
+        if self.phase == "correcting":
+            self._say("Move: the closed-loop shots are being taken and measured; wait for the correction", True)
+            return False
         if not self._client_ready("Move"):
             return False
+        if self.phase == "correction" or (self._sent == "approach" and self._correction_q is not None):
+            # the closed loop's correction: a short motion of its own, on the same dead-man
+            if self._sent != "approach" and not self._send_path("approach", "Move", self._correction_q):
+                return False
+            self.client.set_deadman(True)
+            return True
         if self.preview is None or self._sent != "approach":
             if self.plan_align() is None:
                 return False
@@ -375,7 +402,8 @@ class NavigationController:
             return False
         if self._sent != "insert":
             try:
-                q = insertion_path(self.preview.plan, self.kinematics, self.dt, start_mm=self._inserted_mm)
+                q = insertion_path(self.preview.plan, self.kinematics, self.dt, start_mm=self._inserted_mm,
+                                   segment=self._corrected_segment())
             except (ValueError, RuntimeError, OSError) as e:
                 self._say(f"Insert refused: {e}", True)
                 return False
@@ -417,7 +445,9 @@ class NavigationController:
         q = state.get("q")
         if q is None:
             return None
-        goal = self.preview.plan.q_goal if self.phase == "approach" else None
+        goal = None
+        if self.phase == "approach":
+            goal = self._correction_q[-1] if self._correction_q is not None else self.preview.plan.q_goal
         if goal is None:
             return None
         rev = np.asarray(self.kinematics.revolute, bool)
@@ -443,13 +473,162 @@ class NavigationController:
                   "insertion_mm": plan.insertion.length_mm if inserted else 0.0,
                   "clearance_mm": plan.clearance_mm if math.isfinite(plan.clearance_mm) else None,
                   "singularity_margin": plan.singularity_margin}
+        if self.loop is not None:
+            record["closed_loop"] = self.loop.summary()
+            if self.loop_truth:
+                record["closed_loop"]["simulation_truth"] = list(self.loop_truth)
         self._sent = None
+        corrected = not inserted and self._correction_q is not None
+        self._correction_q = None
         self._set_phase("inserted" if inserted else "aligned")
         self.session.set_alignment(record)
         self._store("alignment", record)
+        if corrected and self.loop is not None and not self.loop.done:
+            self._say(f"{plan.name}: correction {len(self.loop.history)} applied; taking the next AP + LAT pair")
+            self.correct()
+            return
         self._say(f"{plan.name}: " + ("the guide is at the planned depth" if inserted else
-                  "the guide is on the line; hold Insert to advance to the planned depth, or Verify")
+                  "the guide is on the line; Correct from shots (closed loop), hold Insert to advance to the "
+                  "planned depth, or Verify")
                   + f" (model tip error {record['tip_error_mm']:.2f} mm, {angle:.2f}°)")
+
+    # -- closed loop (robot paper II.C.5, eq. 24) ------------------------------------------
+    def _corrected_segment(self):
+        """The insertion along the corrected command's line (None before any correction)."""
+        from core.navigation.align import InsertionSegment
+        if self._T_cmd is None or self.loop is None or not self.loop.history or self.preview is None:
+            return None
+        seg = self.preview.plan.insertion
+        tip, axis = self._T_cmd[:3, 3].copy(), self._T_cmd[:3, 2] / np.linalg.norm(self._T_cmd[:3, 2])
+        return InsertionSegment(tip, tip + seg.length_mm * axis, axis, seg.length_mm)
+
+    def correct(self) -> bool:
+        """One closed-loop iteration: AP + LAT with the wire in the guide (in simulation at the true
+        tool pose), the tool found in both and carried into base, eq. 24's correction; the motion
+        waits for the surgeon's Move hold. Repeats after each correction's arrival until the
+        residual is under the thresholds (0.3 mm, 0.3°) or the loop's shot limit."""
+        from core.navigation.closed_loop import ClosedLoopCorrection
+        if self.phase != "aligned" or self.preview is None or self.session.alignment is None:
+            self._say("Correct: align first (hold Move until the guide is on the line), before the insertion", True)
+            return False
+        if self.devices is None or self.frames is None:
+            self._say("Correct: needs the C-arm and the calibration in the robot frame", True)
+            return False
+        q = self.robot_q()
+        if q is None:
+            self._say("Correct: no robot state yet", True)
+            return False
+        plan = self.preview.plan
+        if self.loop is None or self.loop.done:
+            # the nominal cage mount may be off by a few mm until it is measured (hand-eye): allow
+            # steps of that size; a misdetection beyond them is still refused
+            self.loop = ClosedLoopCorrection(plan.insertion.start_mm, plan.direction,
+                                             max_step_mm=CORRECTION_MAX_STEP_MM, max_step_deg=CORRECTION_MAX_STEP_DEG)
+            self.loop_truth = []
+            self.correction_changed.emit(self.loop.summary())
+        # the command that put the tool where it is: the model's pose at the encoders
+        self._T_cmd = np.asarray(self.kinematics.forward(q), float)
+        if self.room is not None:
+            T = self._true_tool_pose()
+            if T is None:
+                self._say("Correct: the simulated tool's pose is not known yet", True)
+                return False
+            try:   # the wire through the guide, docked on the entry (it reaches the bone: seen in both views)
+                wire = simulated_wire(T, plan.stand_off_mm, plan.stand_off_mm + CORRECTION_WIRE_MM)
+            except (NavigationError, ValueError) as e:
+                self._say(f"Correct: {e}", True)
+                return False
+            self.devices.call("carm", lambda d: d.set_instruments([wire]), self._instruments_set)
+        self._shots_for = "correct"
+        self._verify_views = ["ap", "lat"]
+        self._set_phase("correcting")
+        self._say(f"closed loop: shot pair {len(self.loop.history) + 1} of at most {self.loop.max_shots} "
+                  f"(AP + LAT with the wire through the guide, docked on the entry {plan.stand_off_mm:.0f} mm "
+                  "beyond the guide's tip)…")
+        return self._next_shot()
+
+    def _measure_correction(self) -> None:
+        frames, plan = self.frames, self.preview.plan
+        calibration = frames.calibration
+        images = {v: self.session.image(v) for v in ("ap", "lat")}
+        # the expected wire: from 60 mm behind the guide's tip to the entry it is docked on
+        hint = frames.to_calibration_frame(np.array([plan.insertion.start_mm - 60.0 * plan.direction,
+                                                     plan.entry_mm]))
+
+        def work(_driver):
+            from core.navigation.verification import verify_shots
+            _, _, _, pose = verify_shots(calibration, images["ap"], images["lat"], hint[0], hint[1], tip="sharp",
+                                         cone_length_mm=1.5 * 2.0, tool_diameter_mm=2.0)
+            return pose
+
+        self.devices.call("carm", work, self._correction_measured)
+
+    def _correction_measured(self, pose, error: str) -> None:
+        from core.navigation.closed_loop import ClosedLoopError, ToolLine, line_residual
+        if self.loop is None or self.phase != "correcting":
+            return                       # dropped meanwhile (a new plan, a new calibration)
+        if error or pose is None:
+            self._set_phase("aligned")
+            self._say(f"Correct: the tool was not measured in the shots: {error}", True)
+            return
+        frames = self.frames
+        d_b = frames.T_base_cage0[:3, :3] @ pose.direction
+        # the guide's tip: the docked wire's tip back by the stand-off it protrudes
+        tip_b = np.asarray(frames.to_base(pose.tip_mm), float).reshape(3) - self.preview.plan.stand_off_mm * d_b
+        measured = ToolLine(tip_b, d_b, tip_b if pose.tip_gap_mm <= CORRECTION_TIP_GAP_MM else None)
+        true_T = self._true_tool_pose() if self.room is not None else None
+        try:
+            step = self.loop.update(measured, self._T_cmd)
+        except ClosedLoopError as e:
+            self.correction_changed.emit(self.loop.summary())
+            self._set_phase("aligned")
+            self._say(f"Correct: {e}", True)
+            return
+        finally:
+            if true_T is not None and self.loop.history and len(self.loop_truth) < len(self.loop.history):
+                self.loop_truth.append(self._true_residual(true_T))
+        self.correction_changed.emit(self.loop.summary())
+        r = step.residual
+        fig = f"{r.distance_mm:.2f} mm, {r.angle_deg:.2f}°"
+        if step.next_command is None:
+            self._set_phase("aligned")
+            self._say(f"closed loop {self.loop.stop_reason}", not self.loop.converged)
+            record = dict(self.session.alignment or {})
+            record["closed_loop"] = self.loop.summary()
+            if self.loop_truth:
+                record["closed_loop"]["simulation_truth"] = list(self.loop_truth)
+            self.session.set_alignment(record)
+            self._store("alignment", record)
+            return
+        T = step.next_command
+        try:
+            X = np.array([*T[:3, 3], *self.kinematics.pose_for_axis(T[:3, 3], T[:3, 2])[3:]])
+            q1 = np.asarray(self.kinematics.joints_for_pose(X), float)
+            from core.navigation.align import correction_motion
+            _, qs, _ = correction_motion(self.kinematics, self.robot_q(), q1).samples(self.dt)
+        except ValueError as e:
+            self.loop.done, self.loop.stop_reason = True, f"the corrected pose cannot be reached: {e}"
+            self._set_phase("aligned")
+            self._say(f"Correct: {self.loop.stop_reason}", True)
+            return
+        self._T_cmd, self._correction_q, self._sent = T, qs, None
+        self._set_phase("correction")
+        self._say(f"shot pair {step.shot}: residual {fig}; correction {step.correction_mm:.2f} mm, "
+                  f"{step.correction_deg:.2f}°: hold Move (space bar) to apply it")
+
+    def _true_residual(self, T_world_tool) -> dict:
+        """Simulation: the true tool against the plan (world frame of the room), mm and degrees."""
+        T_wc = self.T_world_cage0 if self.T_world_cage0 is not None else getattr(self.room, "T_world_cage_calibrated",
+                                                                                 None)
+        if T_wc is None:
+            return {}
+        plan = self.preview.plan
+        T_w_b = np.asarray(T_wc, float) @ self.frames.T_cage0_base
+        tip_w = T_w_b[:3, :3] @ plan.insertion.start_mm + T_w_b[:3, 3]
+        d_w = T_w_b[:3, :3] @ plan.direction
+        z = T_world_tool[:3, 2] / np.linalg.norm(T_world_tool[:3, 2])
+        return {"tip_mm": float(np.linalg.norm(T_world_tool[:3, 3] - tip_w)),
+                "angle_deg": math.degrees(math.acos(min(1.0, abs(float(z @ d_w)))))}
 
     # -- Verify -------------------------------------------------------------------------
     def verify(self) -> bool:
@@ -482,6 +661,7 @@ class NavigationController:
                 return False
             self._verify_wire = wire
             self.devices.call("carm", lambda d: d.set_instruments([wire]), self._instruments_set)
+        self._shots_for = "verify"
         self._verify_views = ["ap", "lat"]
         self._set_phase("verifying")
         self._say("verification: acquiring AP and LAT with the wire in place…")
@@ -533,7 +713,10 @@ class NavigationController:
         if self._verify_views:
             self._next_shot()
             return
-        self._measure()
+        if self._shots_for == "correct":
+            self._measure_correction()
+        else:
+            self._measure()
 
     def _measure(self) -> None:
         tid, traj = self._aligned_trajectory()

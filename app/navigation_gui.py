@@ -43,6 +43,13 @@ def workflow_hint(session, nav=None) -> tuple[str, bool]:
             return f"Align refused: {nav.refusal}", True
         if phase in ("idle", "approach"):
             return "Align: check the preview, then hold MOVE (space bar) until the guide is on the line", False
+        if phase == "correcting":
+            return "Align: closed loop — acquiring AP + LAT with the wire in the guide and measuring it…", False
+        if phase == "correction":
+            return "Align: hold MOVE (space bar) to apply the correction measured from the shots", False
+        if phase == "aligned" and (nav.loop is None or not nav.loop.done):
+            return ("Align: Correct from shots (closed loop), or hold INSERT (I) to the planned depth, or "
+                    "go on to Verify"), False
         if phase in ("aligned", "insert"):
             return "Align: hold INSERT (I) to the planned depth, or go on to Verify", False
         return "Next: Verify (AP + LAT with the wire in place)", False
@@ -118,6 +125,10 @@ class NavigationView(QObject):
                                   f"tip {r.tip_deviation_mm:.2f} mm · {r.angle_deg:.1f}°" + (f" · {grade}" if grade
                                                                                               else ""), grade)
 
+    def show_correction(self, summary) -> None:
+        self.panel.show_correction(summary, self.nav.loop_truth)
+        self.update_hint()
+
     def update_hint(self) -> None:
         self.panel.set_next(*workflow_hint(self.station.session, self.nav))
 
@@ -151,6 +162,7 @@ def install_navigation(station) -> NavigationController:
     panel.move_held.connect(nav.hold_to_move)
     panel.insert_held.connect(nav.hold_to_insert)
     panel.preview_requested.connect(nav.plan_align)
+    panel.correct_requested.connect(nav.correct)
 
     def verify():
         if s.step != "verify" and not station.go_to_step("verify"):
@@ -177,6 +189,7 @@ def install_navigation(station) -> NavigationController:
                          (nav.phase_changed, "set_phase")):
         connect_while_alive(signal, panel, slot)
     connect_while_alive(nav.preview_changed, view, "show_preview")
+    connect_while_alive(nav.correction_changed, view, "show_correction")
     connect_while_alive(s.verification_changed, view, "show_verification")
     connect_while_alive(s.step_changed, view, "step")
     nav.phase_changed.connect(lambda *_: station._update_actions())

@@ -33,7 +33,8 @@ __all__ = ["AlignmentError", "IncompleteTrajectoryError", "UnreachableError", "W
            "AlignJointLimitError", "SingularityRefusal", "CollisionError",
            "Capsule", "Box", "HalfSpace", "Body", "guide_body", "cage_bodies", "carm_envelope",
            "patient_surface", "distance", "MotionProfile", "InsertionSegment", "AlignmentPlan",
-           "plan_alignment", "alignment_for_trajectory", "default_cartesian_limits", "TASK_AXES"]
+           "plan_alignment", "alignment_for_trajectory", "correction_motion", "default_cartesian_limits",
+           "TASK_AXES"]
 
 TASK_AXES = ("x", "y", "z", "theta_x", "theta_y")
 
@@ -571,6 +572,19 @@ def _profile(kinematics, q0, q1, limits, n: int = 65) -> MotionProfile:
     A *= 0.98
     peak, T, ta = _trapezoid(V, A)
     return MotionProfile(q0.copy(), q1.copy(), peak, A, T, ta, why)
+
+
+def correction_motion(kinematics, q_from, q_to, limits=None) -> MotionProfile:
+    """The closed loop's correction (tenths of a mm, a few at most): the same synchronised, limited
+    trapezoid as the approach, from the joints now to the corrected ones; out-of-range joints refused."""
+    q0, q1 = np.asarray(q_from, float), np.asarray(q_to, float)
+    jl = kinematics.joint_limits
+    if q0.shape != q1.shape or not (np.all(np.isfinite(q0)) and np.all(np.isfinite(q1))):
+        raise AlignmentError("the correction's joints must be two finite joint vectors of the same size")
+    bad = [kinematics.joint_names[i] for i in range(len(q1)) if not jl.lower[i] <= q1[i] <= jl.upper[i]]
+    if bad:
+        raise AlignJointLimitError(f"the corrected pose puts {', '.join(bad)} outside its range")
+    return _profile(kinematics, q0, q1, limits if limits is not None else default_cartesian_limits())
 
 
 def alignment_for_trajectory(trajectory, frames, kinematics, **kw) -> AlignmentPlan:

@@ -298,3 +298,135 @@ def test_verify_without_an_alignment_or_a_wire_is_one_line(tmp_path):
     assert not nav.verify() and msgs == ["Verify: align the robot first"]
     with pytest.raises(ValueError, match="finite 4x4"):
         simulated_wire(np.full((4, 4), np.nan), 0.0, 40.0)
+
+
+# --- the closed loop from new shots, in a small simulated room with a robot that errs ---------------
+CARM_TILT_DEG = 20.0
+
+
+class RobotRoom:
+    """The cage and tool ride on a true robot (seeded errors, a true cage mount unlike the nominal)."""
+
+    def __init__(self, sim, true_robot, q0, session):
+        self.sim, self.true, self.session = sim, true_robot, session
+        true_robot.move(q0)
+        self.T_world_base = sim.T_world_cage @ invert(true_robot.cage(q0))
+        self.T_world_cage_calibrated, self.shot_cage = sim.T_world_cage.copy(), {}
+
+    def true_tool_pose(self):
+        q = np.asarray(self.session.robot_state["q"], float)
+        return self.T_world_base @ self.true.move(q)
+
+
+def _arrive(s, q, kind="approach"):
+    s.set_robot_state({"q": np.asarray(q, float).tolist(),
+                       "follow": {"kind": kind, "progress": 1.0, "arrived": True, "paused": False, "reason": ""}})
+
+
+def test_closed_loop_from_shots_corrects_the_open_loop_error_and_each_iteration_is_shown(tmp_path):
+    """Open loop the guide misses by the nominal cage mount's error (mm); the shots' correction
+    (eq. 24), applied on the surgeon's Move hold, brings the true guide within 0.5 mm and 0.5 deg."""
+    from core.simulation.robot_truth import TrueRobot, sample_robot_errors
+    from devices.carm import SimulatedCArm
+
+    from core.simulation.scene import SimulatedOR, default_T_world_cage
+    ph, _ = sim_room()
+    ped = ph.pedicle("L4", "left")
+    # the C-arm centred on the pedicle, the cage over it (as ``sim run`` sets a case up): the
+    # guide and its wire in both fields
+    sim = SimulatedOR(seed=3, phantom=ph, shape=(256, 256), render_device="cpu", isocentre_mm=ped.isthmus_mm)
+    T_wc = default_T_world_cage(sim.volume, sim.cage)
+    T_wc[2, 3] += ped.isthmus_mm[2]
+    sim.T_world_cage = T_wc
+    driver = SimulatedCArm(scene=sim, latency_s=0.0, phantom=ph)
+    driver.connect()
+    # tilted cranio-caudally, as for pedicles: the pedicle axis then is not near the AP beam
+    driver.set_pose(0.0, CARM_TILT_DEG)
+    s = Session(tmp_path, save_images=True)
+    s.set_device_status("carm", DeviceStatus.SIMULATED, "simulated C-arm")
+    s.set_device_status("robot", DeviceStatus.SIMULATED, "simulated robot")
+    q0 = home_q()
+    s.set_robot_state({"q": q0.tolist()})
+    room = RobotRoom(sim, TrueRobot(kin(), sample_robot_errors(4)), q0, s)
+    client = FakeClient()
+    devices = FakeDevices(driver, s)
+    # the guide's tip 10 mm over the entry, in the soft tissue (the LAT burns out the air behind the back)
+    nav = NavigationController(s, kin(), client, devices, room, stand_off_mm=10.0, envelope="none")
+    from core.calibration import calibrate
+    from core.calibration.plate import load_plate, plate_distortion
+    from resources import path as resource_path
+    # the image intensifier's distortion from the plate shot of each view, as the technician does
+    plate = load_plate(resource_path("plates", "default.json"))
+    dist = {v: plate_distortion(plate, sim.plate_shot(v, 0.0, CARM_TILT_DEG, seed=7 + i).image.pixels)[0]
+            for i, v in enumerate(("ap", "lat"))}
+    cal = calibrate(sim.cage, {v: sim.acquire(v, 0.0, CARM_TILT_DEG, seed=1).image.pixels for v in ("ap", "lat")},
+                    dist)
+    s.calibration = cal
+    nav.calibration_changed(cal)
+    T_cage_world = invert(sim.T_world_cage)
+    put(s, entry=apply(T_cage_world, ped.entry_mm), target=apply(T_cage_world, ped.target_mm))
+    summaries = []
+    nav.correction_changed.connect(summaries.append)
+    msgs = []
+    nav.message.connect(lambda text, warn: msgs.append(text))
+    assert not nav.correct() and msgs[-1].startswith("Correct: align first")     # nothing aligned yet
+    preview = nav.plan_align()
+    assert preview is not None and nav.hold_to_move(True)
+    _arrive(s, preview.plan.q_goal)
+    assert nav.phase == "aligned" and s.alignment is not None
+    open_loop = nav._true_residual(room.true_tool_pose())
+    assert open_loop["tip_mm"] > 1.0                    # the nominal mount's error, not a model's rounding
+    for _ in range(4):                                  # at most the loop's shot pairs
+        if nav.phase == "aligned" and (nav.loop is None or not nav.loop.done):
+            assert nav.correct()
+        if nav.phase != "correction":
+            break
+        n_paths = len(client.sent("follow_path"))
+        assert nav.hold_to_move(True)                   # the correction moves only on the dead-man
+        (_, kind, q_path, _), = client.sent("follow_path")[n_paths:]
+        assert kind == "approach" and np.allclose(q_path[0], s.robot_state["q"])
+        assert client.calls[-1] == ("set_deadman", True)
+        _arrive(s, q_path[-1])
+    loop = nav.loop
+    assert loop.done and loop.converged, loop.stop_reason
+    assert 2 <= len(loop.history) <= 4 and devices.shots == ["ap", "lat"] * len(loop.history)
+    final = nav._true_residual(room.true_tool_pose())
+    assert final["tip_mm"] < 0.5 and final["angle_deg"] < 0.5
+    assert final["tip_mm"] < open_loop["tip_mm"] / 3
+    # every iteration was shown: the last summary lists each pair, the truth beside it
+    last = summaries[-1]
+    assert [it["shot"] for it in last["iterations"]] == list(range(1, len(loop.history) + 1))
+    assert last["converged"] and "converged" in last["stop_reason"]
+    assert len(nav.loop_truth) == len(loop.history)
+    assert nav.loop_truth[0]["tip_mm"] == pytest.approx(open_loop["tip_mm"], abs=1e-6)
+    stored = json.loads(sorted(s.folder.glob("alignment-*.json"))[-1].read_text())
+    assert stored["closed_loop"]["converged"] and len(stored["closed_loop"]["iterations"]) == len(loop.history)
+    # the insertion then runs along the corrected line, not the nominal one
+    assert nav.hold_to_insert(True)
+    (_, kind, q_ins, _) = client.sent("follow_path")[-1]
+    T_end = kin().forward(q_ins[-1])
+    T_cmd = nav._T_cmd
+    assert kind == "insert" and np.linalg.norm(np.cross(T_end[:3, 3] - T_cmd[:3, 3], T_cmd[:3, 2])) < 0.01
+
+
+def test_closed_loop_refuses_a_correction_too_large_to_be_a_robot_error(aligned_case):
+    from core.navigation.closed_loop import ClosedLoopCorrection
+    s, nav, client, tid, (e, t, d) = aligned_case
+    msgs = []
+    nav.message.connect(lambda text, warn: msgs.append(text))
+    preview = nav.plan_align()
+    nav.hold_to_move(True)
+    _arrive(s, preview.plan.q_goal)
+    nav.loop = ClosedLoopCorrection(preview.plan.insertion.start_mm, preview.plan.direction)
+    nav._T_cmd = kin().forward(preview.plan.q_goal)
+    nav.phase = "correcting"
+
+    class Pose:                                    # a "measurement" 20 mm off: a misdetection
+        tip_mm = nav.frames.to_calibration_frame(preview.plan.insertion.start_mm + [20.0, 0, 0])
+        direction = nav.frames.T_cage0_base[:3, :3] @ preview.plan.direction
+        tip_gap_mm = 0.1
+    n = len(client.sent("follow_path"))
+    nav._correction_measured(Pose(), "")
+    assert nav.phase == "aligned" and nav.loop.done and not nav.loop.converged
+    assert msgs[-1].startswith("Correct: refused: the correction") and "misdetected" in msgs[-1]
+    assert len(client.sent("follow_path")) == n          # nothing moved

@@ -162,7 +162,7 @@ def test_a_new_workstation_resumes_the_plan_images_and_strip(qtbot, tmp_path, si
         assert saved.read_bytes() == plan_bytes
         # the simulated room, still being built at resume, frames the whole patient once ready:
         # the 3D view then comes back to the plan (once), as the planning screen showed it
-        # and the resumed calibration holds at the cage's pose then (a robot move invalidates it)
+        # and the resumed calibration holds at the cage's pose then (a robot move keeps it: the C-arm stayed)
         focused = []
         ctrl.scene.focus = lambda *a: focused.append(a)
         room = second.room
@@ -176,8 +176,9 @@ def test_a_new_workstation_resumes_the_plan_images_and_strip(qtbot, tmp_path, si
         moved = sim.T_world_cage.copy()
         moved[:3, 3] += [5.0, 0.0, 0.0]
         room.T_world_cage = moved                        # the robot moved it (set_cage_pose without a C-arm)
-        room._check_calibration()
-        assert second.session.calibration is None    # as for a calibration made in this session
+        room.robot_state({"q": list(room.home_q) if room.home_q is not None else [0.0] * 5})
+        assert second.session.calibration is not None    # as for a calibration made in this session
+        np.testing.assert_array_equal(room.T_world_cage_calibrated, sim.T_world_cage)   # still the shots' pose
         # a second resume in the same workstation is refused with one line
         assert second.resume_session(folder) is None
         assert second.window.statusBar().currentMessage().startswith("Resume refused: this session already has")

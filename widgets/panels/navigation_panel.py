@@ -67,6 +67,7 @@ class NavigationPanel(QWidget):
     move_held = Signal(bool)
     insert_held = Signal(bool)
     preview_requested = Signal()
+    correct_requested = Signal()
     verify_requested = Signal()
     stop_requested = Signal()
 
@@ -108,6 +109,15 @@ class NavigationPanel(QWidget):
         self.progress_label = QLabel("", objectName="navigation_progress_label")
         lay.addWidget(self.progress_label)
         lay.addWidget(self.progress)
+        self.correct_button = QPushButton("&Correct from shots (closed loop: AP + LAT with the wire in the guide)",
+                                          objectName="navigation_correct")
+        self.correct_button.setToolTip("Alt+C. Takes AP and LAT, finds the wire, computes the correction; "
+                                       "you hold MOVE to apply it. Repeats until under 0.3 mm and 0.3°.")
+        self.correct_button.clicked.connect(self.correct_requested.emit)
+        lay.addWidget(self.correct_button)
+        self.loop_label = QLabel("", objectName="navigation_loop", wordWrap=True)
+        self.loop_label.setTextFormat(Qt.TextFormat.RichText)
+        lay.addWidget(self.loop_label)
         self.verify_button = QPushButton("Verify: acquire AP + LAT with the wire", objectName="navigation_verify")
         self.verify_button.setStyleSheet("QPushButton { min-height: 44px; font-size: 14pt; }")
         self.verify_button.clicked.connect(self.verify_requested.emit)
@@ -176,10 +186,30 @@ class NavigationPanel(QWidget):
         """Which controls make sense: Move before the guide is on the line, Insert after, Verify
         once aligned."""
         self.phase = phase
-        self.move_button.setEnabled(phase in ("idle", "approach"))
+        self.move_button.setEnabled(phase in ("idle", "approach", "correction"))
         self.insert_button.setEnabled(phase in ("aligned", "insert"))
+        self.correct_button.setEnabled(phase == "aligned")
         self.verify_button.setEnabled(phase in ("aligned", "inserted", "verified"))
         self.preview_button.setEnabled(phase in ("idle", "aligned", "inserted", "verified"))
+
+    def show_correction(self, summary: dict | None, truth: list | None = None) -> None:
+        """Each closed-loop shot pair: the measured residual and the correction sent after it
+        (in simulation the true residual beside it); why the loop stopped."""
+        if not summary:
+            self.loop_label.setText("")
+            return
+        rows = []
+        for i, it in enumerate(summary.get("iterations", [])):
+            row = f"pair {it['shot']}: residual {it['residual_mm']:.2f} mm, {it['residual_deg']:.2f}°"
+            if it.get("correction_mm"):
+                row += f" → correction {it['correction_mm']:.2f} mm, {it['correction_deg']:.2f}°"
+            if truth and i < len(truth) and truth[i]:
+                row += f" <span style='color:#8fa3b8'>(truth {truth[i]['tip_mm']:.2f} mm, {truth[i]['angle_deg']:.2f}°)</span>"
+            rows.append(row)
+        why = summary.get("stop_reason") or ""
+        colour = "#7ee08a" if summary.get("converged") else "#f0c674"
+        head = "<b>Closed loop</b>" + (f" — <span style='color:{colour}'>{why}</span>" if why else "")
+        self.loop_label.setText(head + ("<br>" + "<br>".join(rows) if rows else ""))
 
     def show_verification(self, lines: list[str], grade: str | None) -> None:
         """The deviations (one per line) and the Gertzbein-Robbins grade, large."""

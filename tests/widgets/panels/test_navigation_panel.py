@@ -141,3 +141,31 @@ def test_the_verification_numbers_are_shown_in_the_panel_both_viewers_and_3d(rig
         "entry 1.00 mm"
     rig.s.set_verification(None)
     assert not rig.view.overlays["ap"].visible and sv.actor("verified_tool") is None
+
+
+def test_the_closed_loop_button_opens_on_the_line_and_each_pair_is_listed(rig, qtbot):
+    plan(rig)
+    p, nav = rig.panel, rig.nav
+    assert not p.correct_button.isEnabled()
+    nav.hold_to_move(True)
+    rig.s.set_robot_state({"q": nav.preview.plan.q_goal.tolist(),
+                           "follow": {"kind": "approach", "progress": 1.0, "arrived": True, "paused": False,
+                                      "reason": ""}})
+    assert p.correct_button.isEnabled()
+    rig.s.step_blocker = lambda step: None      # the hint alone: the step's own blockers are tested elsewhere
+    rig.s.step = "align"
+    text, blocked = workflow_hint(rig.s, nav)
+    assert "Correct from shots" in text and not blocked
+    p.set_phase("correction")                   # a correction measured: Move applies it, Correct waits
+    assert p.move_button.isEnabled() and not p.correct_button.isEnabled() and not p.insert_button.isEnabled()
+    p.show_correction({"shots": 2, "converged": True, "stop_reason": "converged after 2 shot pair(s)",
+                       "iterations": [{"shot": 1, "residual_mm": 3.35, "lateral_mm": 1.9, "residual_deg": 0.34,
+                                       "correction_mm": 3.4, "correction_deg": 0.3},
+                                      {"shot": 2, "residual_mm": 0.02, "lateral_mm": 0.02, "residual_deg": 0.01,
+                                       "correction_mm": 0.0, "correction_deg": 0.0}]},
+                      [{"tip_mm": 3.06, "angle_deg": 0.32}, {"tip_mm": 0.34, "angle_deg": 0.03}])
+    shown = p.loop_label.text()
+    assert "pair 1: residual 3.35 mm, 0.34° → correction 3.40 mm, 0.30°" in shown
+    assert "pair 2: residual 0.02 mm, 0.01°" in shown and "truth 0.34 mm" in shown and "converged" in shown
+    p.show_correction(None)
+    assert p.loop_label.text() == ""
