@@ -195,6 +195,7 @@ class NavigationController:
     progress_changed = Signal(str, float)
     phase_changed = Signal(str)
     correction_changed = Signal(object)
+    calibration_invalidated = Signal(str)      # a new shot disagrees with it: why, what to do
 
     def __init__(self, session, kinematics=None, client=None, devices=None, room=None,
                  stand_off_mm: float = 20.0, envelope: str = "carm", dt: float = PATH_DT_S):
@@ -555,8 +556,11 @@ class NavigationController:
         hint = frames.to_calibration_frame(np.array([plan.insertion.start_mm - 60.0 * plan.direction,
                                                      plan.entry_mm]))
 
+        q = self.robot_q()
+
         def work(_driver):
             from core.navigation.verification import verify_shots
+            check_cage(frames, images, q)
             _, _, _, pose = verify_shots(calibration, images["ap"], images["lat"], hint[0], hint[1], tip="sharp",
                                          cone_length_mm=1.5 * 2.0, tool_diameter_mm=2.0)
             return pose
@@ -569,6 +573,8 @@ class NavigationController:
             return                       # dropped meanwhile (a new plan, a new calibration)
         if error or pose is None:
             self._set_phase("aligned")
+            if self._carm_moved(error):
+                return
             self._say(f"Correct: the tool was not measured in the shots: {error}", True)
             return
         frames = self.frames
@@ -728,7 +734,11 @@ class NavigationController:
         if T_world_cage is None and room is not None and getattr(room, "shot_cage", None):
             T_world_cage = next(iter(room.shot_cage.values()))
 
+        frames, q = self.frames, self.robot_q()
+
         def work(driver):
+            if frames is not None:
+                check_cage(frames, images, q)
             pedicle = None
             if wire is not None and T_world_cage is not None:
                 pedicle = _phantom_pedicle(driver, traj.level, traj.side)
@@ -741,6 +751,8 @@ class NavigationController:
     def _measured(self, result, error: str) -> None:
         if error or result is None:
             self._set_phase("aligned")
+            if self._carm_moved(error):
+                return
             self._say(f"Verify failed: {error}", True)
             return
         if self.room is not None:
@@ -755,6 +767,18 @@ class NavigationController:
         self._say(f"verified {result.summary()}", result.grade not in (None, "A", "B"))
 
     # -- helpers ------------------------------------------------------------------------
+    def _carm_moved(self, error: str) -> bool:
+        """A shot's cage balls disagreed with the calibration: it and the plan's base frame no
+        longer hold; the calibration is dropped and the GUI's banner says why and what to do."""
+        if not str(error).startswith(CARM_MOVED):
+            return False
+        self.frames = None
+        self._drop_preview()
+        self.session.set_calibration(None)
+        self._say(str(error), True)
+        self.calibration_invalidated.emit(str(error))
+        return True
+
     def _store(self, kind: str, record: dict) -> None:
         if not getattr(self.session, "save_images", True):
             return
@@ -772,6 +796,49 @@ class NavigationController:
     def _say(self, text: str, warn: bool = False) -> None:
         (log.warning if warn else log.info)("%s", text)
         self.message.emit(text, warn)
+
+
+CARM_MOVED = "the C-arm moved"
+
+
+def check_cage(frames, images: dict, q) -> None:
+    """Each new shot's cage balls against where the calibration puts them with the robot at ``q``
+    (``BaseFrameCalibration.check_balls``): raises ``CArmMovedError`` ("the C-arm moved: ...")
+    when a view disagrees. A view whose balls cannot be compared (none predicted in the field, no
+    balls found, no cage file) is not contradicted; its angle tags are checked by the room."""
+    from core.calibration.beads import BeadDetectionError, detect_beads
+    from core.navigation.frames import CArmMovedError
+    cage = _calibration_cage(frames.calibration)
+    if cage is None or q is None:
+        return
+    for view in ("ap", "lat"):
+        img = images.get(view)
+        if img is None:
+            continue
+        try:
+            beads = detect_beads(getattr(img, "pixels", img))
+        except BeadDetectionError:
+            continue
+        chk = frames.check_balls(view, q, beads.centres_px, cage.balls_for(view), matched=False)
+        if not chk.agrees:
+            raise CArmMovedError(chk.reason)
+        log.info("%s", chk.reason)
+
+
+def _calibration_cage(calibration):
+    """The cage geometry a calibration was made with (its file), or None when it is not known."""
+    from core.calibration.cage import CageFileError, load_cage
+    from pathlib import Path
+    info = getattr(calibration, "cage", None) or {}
+    f = info.get("file") if isinstance(info, dict) else None
+    if not f:
+        return None
+    try:
+        return load_cage(Path(f))
+    except (CageFileError, OSError, ValueError) as e:
+        log.warning("the calibration's cage file %s cannot be read (%s): the cage balls of new shots are "
+                    "not checked", f, e)
+        return None
 
 
 def _phantom_pedicle(driver, level: str, side: str):

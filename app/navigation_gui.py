@@ -163,6 +163,8 @@ def install_navigation(station) -> NavigationController:
     panel.insert_held.connect(nav.hold_to_insert)
     panel.preview_requested.connect(nav.plan_align)
     panel.correct_requested.connect(nav.correct)
+    nav.calibration_invalidated.connect(
+        lambda why: w.show_banner(f"Calibration no longer valid — {why[0].upper()}{why[1:]}"))
 
     def verify():
         if s.step != "verify" and not station.go_to_step("verify"):

@@ -228,7 +228,9 @@ class SimulatedRoom(QObject):
         p, s = getattr(img, "primary_angle_deg", None), getattr(img, "secondary_angle_deg", None)
         self.shot_angles[view] = None if p is None or s is None else (float(p), float(s))
         other = self.shot_cage.get("lat" if view == "ap" else "ap")
-        if other is not None and not self._same(other, self.shot_cage[view]):
+        # a pair for calibrating must see one cage pose; after the calibration the robot moves the
+        # cage on purpose (closed-loop and verification shots) and the warning would be noise
+        if self.session.calibration is None and other is not None and not self._same(other, self.shot_cage[view]):
             log.warning("the cage moved between the AP and LAT shots: take the other view again "
                         "before calibrating")
         self._check_carm(view, p, s)

@@ -23,6 +23,12 @@ __all__ = ["CArmSource", "SimulatedCArm", "DicomFolderSource", "DicomFolderCArm"
 _PRESET_KEYS = {"detector", "sid_mm", "sod_mm", "field_diameter_mm", "shape"}
 
 
+# The simulated room's brightness control aims the field's centre at 12 % of full scale (as
+# ``sim run``): the headroom keeps the back's soft tissue in the LAT under saturation, so a wire
+# docked on the entry for the closed-loop shots is seen there; at 35 % it burned out.
+ROOM_SIGNAL_FRACTION = 0.12
+
+
 def carm_preset(name: str) -> dict:
     """Scene arguments of a named C-arm (resources/carm/presets.json, validated by its schema)."""
     from core.formats.schema import load_json
@@ -135,7 +141,12 @@ class SimulatedCArm(CArmSource):
         from core.simulation.scene import SceneCancelled, SimulatedOR
         while True:
             try:
-                scene = SimulatedOR(**self._scene_args, cancelled=self._cancel.is_set)
+                args = dict(self._scene_args)
+                if args.get("detector_model") is None:
+                    from core.simulation.fluoro import DetectorModel
+                    args["detector_model"] = DetectorModel(kind=args.get("detector", "image_intensifier"),
+                                                           signal_fraction=ROOM_SIGNAL_FRACTION)
+                scene = SimulatedOR(**args, cancelled=self._cancel.is_set)
                 break
             except SceneCancelled:
                 with self._lock:

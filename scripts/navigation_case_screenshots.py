@@ -1,12 +1,13 @@
 """One whole simulated case through the running workstation's workflow bar, with screenshots:
 Calibrate (AP + LAT shots, the calibration workflow), Plan (clicks at the phantom's true L4 left
-pedicle axis, 1 px noise), Align (the preview; hold MOVE until the guide is on the line, hold
-INSERT to the planned depth), Verify (AP + LAT with the K-wire; deviations and grade).
+pedicle axis, 1 px noise), Align (the preview; hold MOVE until the guide is on the line; Correct
+from shots, each correction on a MOVE hold, until 0.3 mm / 0.3 deg; hold INSERT to the planned
+depth), Verify (AP + LAT with the K-wire; deviations and grade).
 
     source scripts/xdisplay.sh && .venv/bin/python -u scripts/navigation_case_screenshots.py OUT_DIR
 
-Writes OUT_DIR/align_preview.png, OUT_DIR/aligned.png, OUT_DIR/verify_result.png and prints the
-verification's figures. A flat-panel C-arm (no plate shots needed) at 512 x 512.
+Writes OUT_DIR/align_preview.png, aligned.png, closed_loop.png and verify_result.png and prints
+the closed loop's and the verification's figures. A flat-panel C-arm (no plate shots needed) at 512 x 512.
 """
 from __future__ import annotations
 
@@ -87,6 +88,9 @@ def main(out: Path) -> int:
                                                         phantom=phantom))
     wait(lambda: st.room.scene is not None and bool(st.session.robot_state), 600, "the simulated room and robot")
     wait(lambda: st.room.T_world_base is not None, 60, "the robot base")
+    # the C-arm tilted 20 deg cranio-caudally, as for pedicles: the pedicle axis then is not near the AP beam
+    st.carm_panel.set_angles(0, 20)
+    wait(lambda: st.devices.can_acquire(), 60, "the C-arm pose")
     # 1. Calibrate
     click(w.workflow_bar.buttons["calibrate"])
     for view in ("ap", "lat"):
@@ -136,6 +140,19 @@ def main(out: Path) -> int:
     print("after the approach:", nav.phase, st.session.alignment and
           {k: st.session.alignment[k] for k in ("tip_error_mm", "angle_error_deg")})
     shot("aligned")
+    # 3b. the closed loop: shots with the wire docked on the entry, each correction on a Move hold
+    click(panel.correct_button)
+    for _ in range(6):
+        wait(lambda: nav.phase != "correcting", 180, "the closed-loop shots")
+        if nav.phase != "correction":
+            break
+        QTest.mousePress(panel.move_button, Qt.MouseButton.LeftButton)
+        wait(lambda: nav.phase not in ("correction", "approach"), 120, "the correction motion")
+        QTest.mouseRelease(panel.move_button, Qt.MouseButton.LeftButton)
+    loop = nav.loop.summary() if nav.loop is not None else None
+    print("closed loop:", loop and loop["stop_reason"], "truth per pair:", nav.loop_truth)
+    focus_3d(st, 2.2)
+    shot("closed_loop")
     QTest.mousePress(panel.insert_button, Qt.MouseButton.LeftButton)
     wait(lambda: nav.phase != "insert" and nav.phase != "aligned", 180, "the insertion")
     QTest.mouseRelease(panel.insert_button, Qt.MouseButton.LeftButton)

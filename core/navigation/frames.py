@@ -262,7 +262,13 @@ class BaseFrameCalibration:
             return ShotCheck(True, False, f"{V} balls not compared: {expected} predicted in the image "
                                           f"(need {min_balls})", view, balls_compared=expected)
         near = dist[dist <= gate]
-        if len(near) < min_balls or len(near) < 0.5 * expected:
+        # balls the detector missed (hidden in dense anatomy, behind the tool) are no evidence of a
+        # move; a move shows as the seen balls lying consistently off (the median test below), or,
+        # beyond the gate, as balls seen in the field with none where the calibration puts them
+        if len(near) < min_balls and (not matched and len(uv) < min_balls):
+            return ShotCheck(True, False, f"{V} balls not compared: {len(uv)} detected (need {min_balls})", view,
+                             balls_compared=len(near))
+        if len(near) < min_balls:
             return ShotCheck(False, True,
                              f"the C-arm moved: only {len(near)} of the {expected} cage balls expected in "
                              f"the new {V} shot lie within {gate:.0f} px of where the calibration puts them: "

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from functools import lru_cache
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -312,6 +313,13 @@ class RobotRoom:
         true_robot.move(q0)
         self.T_world_base = sim.T_world_cage @ invert(true_robot.cage(q0))
         self.T_world_cage_calibrated, self.shot_cage = sim.T_world_cage.copy(), {}
+        session.robot_state_changed.connect(self.robot_moved)
+
+    def robot_moved(self, state):
+        """The cage rides on the true flange: the next shots see it where the true robot holds it."""
+        q = np.asarray(state["q"], float)
+        self.true.move(q)
+        self.sim.T_world_cage = self.T_world_base @ self.true.cage(q)
 
     def true_tool_pose(self):
         q = np.asarray(self.session.robot_state["q"], float)
@@ -323,9 +331,8 @@ def _arrive(s, q, kind="approach"):
                        "follow": {"kind": kind, "progress": 1.0, "arrived": True, "paused": False, "reason": ""}})
 
 
-def test_closed_loop_from_shots_corrects_the_open_loop_error_and_each_iteration_is_shown(tmp_path):
-    """Open loop the guide misses by the nominal cage mount's error (mm); the shots' correction
-    (eq. 24), applied on the surgeon's Move hold, brings the true guide within 0.5 mm and 0.5 deg."""
+def robot_room_case(tmp_path):
+    """A calibrated small room whose robot errs, a plan on L4 left, the guide aligned open loop."""
     from core.simulation.robot_truth import TrueRobot, sample_robot_errors
     from devices.carm import SimulatedCArm
 
@@ -374,6 +381,15 @@ def test_closed_loop_from_shots_corrects_the_open_loop_error_and_each_iteration_
     assert preview is not None and nav.hold_to_move(True)
     _arrive(s, preview.plan.q_goal)
     assert nav.phase == "aligned" and s.alignment is not None
+    return SimpleNamespace(s=s, nav=nav, client=client, devices=devices, driver=driver, room=room,
+                           summaries=summaries, msgs=msgs)
+
+
+def test_closed_loop_from_shots_corrects_the_open_loop_error_and_each_iteration_is_shown(tmp_path):
+    """Open loop the guide misses by the nominal cage mount's error (mm); the shots' correction
+    (eq. 24), applied on the surgeon's Move hold, brings the true guide within 0.5 mm and 0.5 deg."""
+    c = robot_room_case(tmp_path)
+    s, nav, client, devices, room, summaries = c.s, c.nav, c.client, c.devices, c.room, c.summaries
     open_loop = nav._true_residual(room.true_tool_pose())
     assert open_loop["tip_mm"] > 1.0                    # the nominal mount's error, not a model's rounding
     for _ in range(4):                                  # at most the loop's shot pairs
@@ -407,6 +423,20 @@ def test_closed_loop_from_shots_corrects_the_open_loop_error_and_each_iteration_
     T_end = kin().forward(q_ins[-1])
     T_cmd = nav._T_cmd
     assert kind == "insert" and np.linalg.norm(np.cross(T_end[:3, 3] - T_cmd[:3, 3], T_cmd[:3, 2])) < 0.01
+
+
+def test_a_carm_moved_since_the_calibration_is_caught_by_the_cage_balls_of_the_new_shots(tmp_path):
+    """No angle tags compared here: the balls of the closed-loop shots, where the calibration puts
+    them with the robot where it is, disagree; the calibration is dropped with its reason."""
+    c = robot_room_case(tmp_path)
+    said = []
+    c.nav.calibration_invalidated.connect(said.append)
+    c.driver.set_pose(0.0, CARM_TILT_DEG + 2.0)          # the C-arm tilted 2 deg more
+    c.nav.correct()
+    assert len(said) == 1 and said[0].startswith("the C-arm moved") and "calibrate again" in said[0]
+    assert "\n" not in said[0] and c.s.calibration is None and c.nav.frames is None
+    assert c.nav.phase == "idle" and c.nav.preview is None and c.msgs[-1] == said[0]
+    assert [x for x in c.client.sent("follow_path")][-1][1] == "approach"    # only the approach ever moved
 
 
 def test_closed_loop_refuses_a_correction_too_large_to_be_a_robot_error(aligned_case):

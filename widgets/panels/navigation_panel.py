@@ -109,10 +109,10 @@ class NavigationPanel(QWidget):
         self.progress_label = QLabel("", objectName="navigation_progress_label")
         lay.addWidget(self.progress_label)
         lay.addWidget(self.progress)
-        self.correct_button = QPushButton("&Correct from shots (closed loop: AP + LAT with the wire in the guide)",
-                                          objectName="navigation_correct")
-        self.correct_button.setToolTip("Alt+C. Takes AP and LAT, finds the wire, computes the correction; "
-                                       "you hold MOVE to apply it. Repeats until under 0.3 mm and 0.3°.")
+        self.correct_button = QPushButton("&Correct from shots  (Alt+C)", objectName="navigation_correct")
+        self.correct_button.setToolTip("Closed loop: AP + LAT with the wire through the guide, docked on the entry; "
+                                       "the wire is found in both, the correction computed, and you hold MOVE to "
+                                       "apply it. Repeats until under 0.3 mm and 0.3°.")
         self.correct_button.clicked.connect(self.correct_requested.emit)
         lay.addWidget(self.correct_button)
         self.loop_label = QLabel("", objectName="navigation_loop", wordWrap=True)
