@@ -56,7 +56,7 @@ def _fmt_T(T) -> str:
 
 
 def run(args) -> int:
-    from core.navigation.hand_eye import METHODS, HandEyeError, cage_mount_path, save_cage_mount
+    from core.navigation.hand_eye import METHODS, HandEyeError, cage_mount_path, check_pose_plan, save_cage_mount
     from core.robot.kinematics.base import KinematicsError
     from core.robot.kinematics.hybrid5 import load_hybrid5
     from resources import path as resource_path
@@ -66,13 +66,12 @@ def run(args) -> int:
     try:
         kin = load_hybrid5(robot_file, hand_eye=None)
         if args.sim:
-            if args.poses < 3:
-                raise HandEyeError(f"hand-eye calibration needs cage shots at >= 3 robot poses, got {args.poses}")
+            check_pose_plan(args.poses, args.tilt)
             if not 64 <= args.size <= 1024:
                 raise HandEyeError(f"--size must be 64-1024 px, got {args.size}")
             if args.seed < 0:
                 raise HandEyeError(f"--seed must be >= 0, got {args.seed}")
-            from core.simulation.hand_eye_sim import simulate_hand_eye
+            from core.navigation.hand_eye_sim import simulate_hand_eye
             sim = simulate_hand_eye(args.seed, args.poses, args.tilt, (args.size, args.size), kin,
                                     save_dir=args.save_shots,
                                     progress=None if args.json else (lambda t: print(f"  {t}", flush=True)))

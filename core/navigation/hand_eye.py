@@ -29,10 +29,11 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from core.geometry.rigid import invert, is_rigid, make_transform
+from core.robot.cage_mount import cage_mount_path  # re-exported: where --write stores the mount
 
 __all__ = ["HandEyeError", "CarmPose", "carm_pose_in_cage", "RoomMarks", "room_marks", "room_pose_in_cage",
            "HandEyeResult", "estimate_T_flange_cage", "METHODS", "FORMAT", "MIN_POSES",
-           "MIN_ROTATION_DEG", "MIN_AXIS_ANGLE_DEG", "MAX_ANGLE_MISMATCH_DEG", "hand_eye_poses",
+           "MIN_ROTATION_DEG", "MIN_AXIS_ANGLE_DEG", "MAX_ANGLE_MISMATCH_DEG", "hand_eye_poses", "check_pose_plan",
            "solve_from_calibrations", "cage_mount_path", "save_cage_mount", "load_cage_mount"]
 
 FORMAT = "fluoronav.hand_eye/1"
@@ -258,6 +259,16 @@ def _spread(F, X, C) -> tuple[float, float]:
     return float(np.sqrt(np.mean(dt ** 2))), float(np.sqrt(np.mean(dr ** 2)))
 
 
+def _cv_reason(e) -> str:
+    """OpenCV's error without its source path: ``error: (-7:Iterations do not converge) Rotation
+    ...`` -> ``Iterations do not converge: Rotation ...`` (one line, at most 120 characters)."""
+    import re
+    text = " ".join(str(e).split())
+    m = re.search(r"error: \(-?\d+:([^)]*)\)\s*(.*)", text)
+    out = f"{m.group(1).strip()}: {m.group(2).split(' in function')[0].strip()}".rstrip(": ") if m else text
+    return out[:120]
+
+
 def _score(r) -> float:
     """A method's grade: the C-arm frame's spread as a displacement within ``REACH_MM`` of its origin."""
     return r["translation_mm"] + math.radians(r["rotation_deg"]) * REACH_MM
@@ -295,7 +306,7 @@ def estimate_T_flange_cage(T_base_flange_list, T_camera_cage_list, methods=METHO
                                         [c[:3, :3] for c in Ci], [c[:3, 3].reshape(3, 1) for c in Ci],
                                         method=flags[m])
         except cv2.error as e:
-            failed[m] = str(e).strip().splitlines()[-1][:120]
+            failed[m] = _cv_reason(e)
             continue
         R, t = np.asarray(R, float), np.asarray(t, float).reshape(3)
         if not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
@@ -319,6 +330,16 @@ def estimate_T_flange_cage(T_base_flange_list, T_camera_cage_list, methods=METHO
 GOLDEN_DEG = 137.50776405     # successive tilt directions: no two poses turn about one axis
 
 
+def check_pose_plan(n, tilt_deg) -> int:
+    """``n`` as an int when ``n`` poses tilted by ``tilt_deg`` can be planned; HandEyeError otherwise."""
+    n = int(n)
+    if n < MIN_POSES:
+        raise HandEyeError(f"hand-eye calibration needs cage shots at >= {MIN_POSES} robot poses, got {n}")
+    if not (0 < tilt_deg <= 35):
+        raise HandEyeError(f"the tilt between poses must be in (0, 35] deg, got {tilt_deg}")
+    return n
+
+
 def hand_eye_poses(kinematics, q0, pivot_base_mm, n: int = 5, tilt_deg: float = 15.0) -> list:
     """``n`` encoder readings for cage shots: ``q0`` first, then the cage tilted by
     ``tilt_deg`` about ``pivot_base_mm`` (the isocentre, so the cage stays in both fields),
@@ -326,11 +347,7 @@ def hand_eye_poses(kinematics, q0, pivot_base_mm, n: int = 5, tilt_deg: float = 
     y). A pose out of the joint limits or the mechanism's reach is tried again at 3/4 and 1/2
     of the tilt; HandEyeError when one still cannot be reached."""
     from core.robot.kinematics.base import KinematicsError
-    n = int(n)
-    if n < MIN_POSES:
-        raise HandEyeError(f"hand-eye calibration needs cage shots at >= {MIN_POSES} robot poses, got {n}")
-    if not (0 < tilt_deg <= 35):
-        raise HandEyeError(f"the tilt between poses must be in (0, 35] deg, got {tilt_deg}")
+    n = check_pose_plan(n, tilt_deg)
     q0 = np.asarray(q0, float)
     X0 = kinematics.pose(q0)
     F0 = kinematics.flange(q0)
@@ -344,7 +361,7 @@ def hand_eye_poses(kinematics, q0, pivot_base_mm, n: int = 5, tilt_deg: float = 
         for scale in (1.0, 0.75, 0.5):
             a, b = (math.radians(tilt_deg * scale) * c for c in (math.cos(phi), math.sin(phi)))
             tx, ty = X0[3] + a, X0[4] + b
-            R = Rotation.from_euler("xy", [tx, ty]).as_matrix()  # the robot's Rx(theta_x) Ry(theta_y)
+            R = Rotation.from_euler("XY", [tx, ty]).as_matrix()  # intrinsic: Rx(theta_x) @ Ry(theta_y), eq. 10
             F = make_transform(R, pivot - R @ p_f)
             tip = (F @ np.append(tip_f, 1.0))[:3]
             try:
@@ -377,17 +394,7 @@ def solve_from_calibrations(T_base_flange_list, calibrations, **kwargs) -> tuple
     return estimate_T_flange_cage(T_base_flange_list, C, **kwargs), rms
 
 
-# -- stored with the robot's configuration -----------------------------------------------------
-
-def cage_mount_path(robot_file) -> "Path":
-    """Where the measured mount of the robot described by ``robot_file`` is kept: the site's
-    configuration, ``$XDG_CONFIG_HOME/fluoronav/robots/<robot file stem>.hand_eye.json``
-    (``~/.config`` when unset), beside the user's ``config.toml``; the robot file itself
-    (the design, shipped read-only) keeps its nominal ``T_flange_cage``."""
-    import os
-    from pathlib import Path
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "fluoronav" / "robots" / f"{Path(robot_file).stem}.hand_eye.json"
+# -- stored with the robot's configuration (core.robot.cage_mount: where, and how it is loaded) ----
 
 
 def save_cage_mount(result: HandEyeResult, path, **info) -> "Path":
@@ -403,18 +410,14 @@ def save_cage_mount(result: HandEyeResult, path, **info) -> "Path":
 def load_cage_mount(path) -> tuple[HandEyeResult, dict]:
     """``(result, document)`` of a stored mount; HandEyeError (one line naming the file) when
     it cannot be read, is not JSON or is not a valid ``fluoronav.hand_eye/1`` record."""
-    import json
-    from pathlib import Path
-    p = Path(path)
+    from core.robot.cage_mount import read_cage_mount
+    from core.robot.kinematics.base import KinematicsError
     try:
-        doc = json.loads(p.read_text())
-    except OSError as e:
-        raise HandEyeError(f"{p}: cannot read the measured cage mount: {e.strerror or e}") from None
-    except (UnicodeDecodeError, ValueError) as e:
-        raise HandEyeError(f"{p}: not a JSON file ({str(e).splitlines()[0]}): measure the mount again "
-                           "(fluoronav handeye ... --write) or delete the file to use the nominal one") from None
+        doc = read_cage_mount(path)
+    except KinematicsError as e:
+        raise HandEyeError(str(e)) from None
     try:
-        return HandEyeResult.from_dict(doc), doc
+        return HandEyeResult.from_dict({**doc, "T_flange_cage": doc["T_flange_cage"].tolist()}), doc
     except HandEyeError as e:
-        raise HandEyeError(f"{p}: {e}: measure the mount again (fluoronav handeye ... --write) or delete "
+        raise HandEyeError(f"{path}: {e}: measure the mount again (fluoronav handeye ... --write) or delete "
                            "the file to use the nominal one") from None

@@ -157,10 +157,13 @@ def calibrate_poses(cage, poses, distortion) -> list:
 
 @dataclass
 class Measurement:
-    """A hand-eye measurement: the result, the room marks' fit per pose (mm), the joints used."""
+    """A hand-eye measurement: the result, the room marks' fit per pose (mm), the joints used
+    (mm, rad), each pose's calibration and flange pose (the robot's model)."""
     result: HandEyeResult
     marks_rms_mm: list
     joints: list
+    calibrations: list = field(default_factory=list)
+    T_base_flange: list = field(default_factory=list)
 
 
 def measure(kinematics, folder: ShotsFolder) -> Measurement:
@@ -173,4 +176,4 @@ def measure(kinematics, folder: ShotsFolder) -> Measurement:
     except KinematicsError as e:
         raise HandEyeError(f"the recorded joints: {e}") from None
     result, rms = solve_from_calibrations(F, cals)
-    return Measurement(result, rms, [p.q.tolist() for p in folder.poses])
+    return Measurement(result, rms, [p.q.tolist() for p in folder.poses], cals, F)

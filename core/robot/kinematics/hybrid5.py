@@ -285,7 +285,7 @@ def load_hybrid5(path=None, hand_eye="auto") -> Hybrid5:
     """The robot described by ``resources/robots/hybrid5.json`` (or ``path``).
 
     ``hand_eye``: the cage mount in use. ``"auto"`` (default): the measured one when the
-    site has stored it (``core.navigation.hand_eye.cage_mount_path``, written by
+    site has stored it (``core.robot.cage_mount.cage_mount_path``, written by
     ``fluoronav handeye --write``), else the robot file's nominal ``T_flange_cage``; a path:
     that measured mount (it must exist); ``None``: the nominal one. A stored mount that cannot
     be read is a KinematicsError (one line naming the file), never a silent fallback. One log
@@ -305,7 +305,7 @@ def load_hybrid5(path=None, hand_eye="auto") -> Hybrid5:
 
 def _apply_cage_mount(kin: Hybrid5, robot_file, hand_eye) -> None:
     import logging
-    from core.navigation.hand_eye import HandEyeError, cage_mount_path, load_cage_mount
+    from core.robot.cage_mount import cage_mount_path, describe_mount, read_cage_mount
     log = logging.getLogger(__name__)
     if hand_eye is None:
         log.info("cage mount: nominal (%s)", Path(robot_file).name)
@@ -314,14 +314,9 @@ def _apply_cage_mount(kin: Hybrid5, robot_file, hand_eye) -> None:
     if str(hand_eye) == "auto" and not mount.is_file():
         log.info("cage mount: nominal (%s; no measured mount at %s)", Path(robot_file).name, mount)
         return
-    try:
-        result, doc = load_cage_mount(mount)
-    except HandEyeError as e:
-        raise KinematicsError(str(e)) from None
-    r = result.residuals[result.method]
-    what = (f"measured {doc.get('measured_at', 'at an unknown date')} by {result.method} from "
-            f"{result.n_poses} poses (residual {r['translation_mm']:.3f} mm, {r['rotation_deg']:.3f} deg), {mount}")
-    kin.use_cage_mount(result.T_flange_cage, what)
+    doc = read_cage_mount(mount)
+    what = describe_mount(doc, mount)
+    kin.use_cage_mount(doc["T_flange_cage"], what)
     log.info("cage mount: %s", what)
 
 

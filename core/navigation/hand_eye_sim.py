@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from core.geometry.rigid import invert, rotation_angle
-from core.navigation.hand_eye import HandEyeError, hand_eye_poses
+from core.navigation.hand_eye import HandEyeError, check_pose_plan, hand_eye_poses
 from core.navigation.hand_eye_shots import Measurement, PoseShots, ShotsFolder, measure
 
 __all__ = ["HOME_POSE", "mount_error", "simulate_hand_eye"]
@@ -45,6 +45,7 @@ def simulate_hand_eye(seed: int = 0, n_poses: int = 5, tilt_deg: float = 20.0, s
     from core.simulation.robot_truth import TrueRobot, sample_robot_errors
     from core.simulation.scene import SimulatedOR
     from resources import path as resource_path
+    check_pose_plan(n_poses, tilt_deg)                          # before minutes of rendering
     say = progress or (lambda _t: None)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     kin = kinematics or load_hybrid5(hand_eye=None)
