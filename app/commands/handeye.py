@@ -17,7 +17,6 @@ On failure: one line saying what to do, exit 2.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
