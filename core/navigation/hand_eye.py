@@ -29,10 +29,12 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from core.geometry.rigid import invert, is_rigid, make_transform
+from core.robot.cage_mount import cage_mount_path  # re-exported: where --write stores the mount
 
 __all__ = ["HandEyeError", "CarmPose", "carm_pose_in_cage", "RoomMarks", "room_marks", "room_pose_in_cage",
            "HandEyeResult", "estimate_T_flange_cage", "METHODS", "FORMAT", "MIN_POSES",
-           "MIN_ROTATION_DEG", "MIN_AXIS_ANGLE_DEG", "MAX_ANGLE_MISMATCH_DEG"]
+           "MIN_ROTATION_DEG", "MIN_AXIS_ANGLE_DEG", "MAX_ANGLE_MISMATCH_DEG", "hand_eye_poses", "check_pose_plan",
+           "solve_from_calibrations", "cage_mount_path", "save_cage_mount", "load_cage_mount"]
 
 FORMAT = "fluoronav.hand_eye/1"
 METHODS = ("tsai", "park", "horaud", "andreff", "daniilidis")
@@ -257,6 +259,16 @@ def _spread(F, X, C) -> tuple[float, float]:
     return float(np.sqrt(np.mean(dt ** 2))), float(np.sqrt(np.mean(dr ** 2)))
 
 
+def _cv_reason(e) -> str:
+    """OpenCV's error without its source path: ``error: (-7:Iterations do not converge) Rotation
+    ...`` -> ``Iterations do not converge: Rotation ...`` (one line, at most 120 characters)."""
+    import re
+    text = " ".join(str(e).split())
+    m = re.search(r"error: \(-?\d+:([^)]*)\)\s*(.*)", text)
+    out = f"{m.group(1).strip()}: {m.group(2).split(' in function')[0].strip()}".rstrip(": ") if m else text
+    return out[:120]
+
+
 def _score(r) -> float:
     """A method's grade: the C-arm frame's spread as a displacement within ``REACH_MM`` of its origin."""
     return r["translation_mm"] + math.radians(r["rotation_deg"]) * REACH_MM
@@ -294,7 +306,7 @@ def estimate_T_flange_cage(T_base_flange_list, T_camera_cage_list, methods=METHO
                                         [c[:3, :3] for c in Ci], [c[:3, 3].reshape(3, 1) for c in Ci],
                                         method=flags[m])
         except cv2.error as e:
-            failed[m] = str(e).strip().splitlines()[-1][:120]
+            failed[m] = _cv_reason(e)
             continue
         R, t = np.asarray(R, float), np.asarray(t, float).reshape(3)
         if not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
@@ -311,3 +323,101 @@ def estimate_T_flange_cage(T_base_flange_list, T_camera_cage_list, methods=METHO
                            + "; ".join(f"{m}: {why}" for m, why in failed.items()))
     best = min(residuals, key=lambda m: (_score(residuals[m]), METHODS.index(m)))
     return HandEyeResult(estimates[best].copy(), best, residuals, estimates, failed, len(F), biggest, spread)
+
+
+# -- the procedure: poses, calibrated shots -> X ---------------------------------------------
+
+GOLDEN_DEG = 137.50776405     # successive tilt directions: no two poses turn about one axis
+
+
+def check_pose_plan(n, tilt_deg) -> int:
+    """``n`` as an int when ``n`` poses tilted by ``tilt_deg`` can be planned; HandEyeError otherwise."""
+    n = int(n)
+    if n < MIN_POSES:
+        raise HandEyeError(f"hand-eye calibration needs cage shots at >= {MIN_POSES} robot poses, got {n}")
+    if not (0 < tilt_deg <= 35):
+        raise HandEyeError(f"the tilt between poses must be in (0, 35] deg, got {tilt_deg}")
+    return n
+
+
+def hand_eye_poses(kinematics, q0, pivot_base_mm, n: int = 5, tilt_deg: float = 15.0) -> list:
+    """``n`` encoder readings for cage shots: ``q0`` first, then the cage tilted by
+    ``tilt_deg`` about ``pivot_base_mm`` (the isocentre, so the cage stays in both fields),
+    each in a new direction (golden-angle steps: the tilt axes spread over the robot's x and
+    y). A pose out of the joint limits or the mechanism's reach is tried again at 3/4 and 1/2
+    of the tilt; HandEyeError when one still cannot be reached."""
+    from core.robot.kinematics.base import KinematicsError
+    n = check_pose_plan(n, tilt_deg)
+    q0 = np.asarray(q0, float)
+    X0 = kinematics.pose(q0)
+    F0 = kinematics.flange(q0)
+    pivot = np.asarray(pivot_base_mm, float)
+    p_f = (invert(F0) @ np.append(pivot, 1.0))[:3]              # the pivot in the flange frame
+    tip_f = kinematics.T_flange_tool[:3, 3]
+    out = [q0]
+    for k in range(1, n):
+        phi = math.radians(GOLDEN_DEG * (k - 1))
+        why = ""
+        for scale in (1.0, 0.75, 0.5):
+            a, b = (math.radians(tilt_deg * scale) * c for c in (math.cos(phi), math.sin(phi)))
+            tx, ty = X0[3] + a, X0[4] + b
+            R = Rotation.from_euler("XY", [tx, ty]).as_matrix()  # intrinsic: Rx(theta_x) @ Ry(theta_y), eq. 10
+            F = make_transform(R, pivot - R @ p_f)
+            tip = (F @ np.append(tip_f, 1.0))[:3]
+            try:
+                out.append(kinematics.joints_for_pose([*tip, tx, ty]))
+                break
+            except KinematicsError as e:
+                why = str(e)
+        else:
+            raise HandEyeError(f"pose {k + 1} (tilt {tilt_deg:.0f} deg towards {math.degrees(phi) % 360:.0f} deg) "
+                               f"cannot be reached: {why}; start nearer the robot's home pose or tilt less")
+    return out
+
+
+def solve_from_calibrations(T_base_flange_list, calibrations, **kwargs) -> tuple[HandEyeResult, list]:
+    """``(result, marks_rms_mm)``: room marks from the first pose's calibration, the room's
+    pose in each pose's cage frame (``room_pose_in_cage``), then ``estimate_T_flange_cage``."""
+    cals = list(calibrations)
+    if len(cals) < MIN_POSES:
+        raise HandEyeError(f"hand-eye calibration needs cage shots at >= {MIN_POSES} robot poses, got {len(cals)}: "
+                           "add poses tilted 10-20 deg about the robot's x and y axes")
+    marks = room_marks(cals[0])
+    C, rms = [], []
+    for i, cal in enumerate(cals):
+        try:
+            T, r = room_pose_in_cage(cal, marks)
+        except HandEyeError as e:
+            raise HandEyeError(f"pose {i + 1}: {e}") from None
+        C.append(T)
+        rms.append(r)
+    return estimate_T_flange_cage(T_base_flange_list, C, **kwargs), rms
+
+
+# -- stored with the robot's configuration (core.robot.cage_mount: where, and how it is loaded) ----
+
+
+def save_cage_mount(result: HandEyeResult, path, **info) -> "Path":
+    """Write the measured mount (atomically): the record of ``to_dict`` plus ``measured_at``
+    (UTC, ISO 8601) and ``info`` (poses used, robot file, source ...)."""
+    import datetime as _dt
+    from core.formats.files import write_json_atomic
+    doc = {**result.to_dict(), "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           **info}
+    return write_json_atomic(path, doc)
+
+
+def load_cage_mount(path) -> tuple[HandEyeResult, dict]:
+    """``(result, document)`` of a stored mount; HandEyeError (one line naming the file) when
+    it cannot be read, is not JSON or is not a valid ``fluoronav.hand_eye/1`` record."""
+    from core.robot.cage_mount import read_cage_mount
+    from core.robot.kinematics.base import KinematicsError
+    try:
+        doc = read_cage_mount(path)
+    except KinematicsError as e:
+        raise HandEyeError(str(e)) from None
+    try:
+        return HandEyeResult.from_dict({**doc, "T_flange_cage": doc["T_flange_cage"].tolist()}), doc
+    except HandEyeError as e:
+        raise HandEyeError(f"{path}: {e}: measure the mount again (fluoronav handeye ... --write) or delete "
+                           "the file to use the nominal one") from None

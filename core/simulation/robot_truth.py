@@ -188,9 +188,16 @@ class TrueRobot:
         p = nominal.p
         true_params = replace(p, **{k: getattr(p, k) + v for k, v in self.errors.params.items()})
         self.kinematics = Hybrid5(true_params, nominal.joint_limits,
-                                  nominal.T_flange_cage @ self.errors.T_cage_offset, nominal.workspace_mm)
+                                  self.design_T_flange_cage(nominal) @ self.errors.T_cage_offset,
+                                  nominal.workspace_mm)
         self.direction = self._direction(direction)
         self.q: np.ndarray | None = None
+
+    @staticmethod
+    def design_T_flange_cage(nominal) -> np.ndarray:
+        """The mount the truth errs from: the robot file's nominal one, even when the controller
+        uses a measured mount (``Hybrid5.use_cage_mount``): measuring it does not move the cage."""
+        return np.asarray(getattr(nominal, "T_flange_cage_nominal", nominal.T_flange_cage), float)
 
     @property
     def T_flange_cage(self) -> np.ndarray:

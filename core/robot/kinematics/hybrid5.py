@@ -59,11 +59,23 @@ class Hybrid5(Kinematics):
         self.p = params
         self.joint_limits = limits
         self.T_flange_cage = np.eye(4) if T_flange_cage is None else np.asarray(T_flange_cage, float)
+        self.T_flange_cage_nominal = self.T_flange_cage.copy()   # the design's mount (robot file)
+        self.cage_mount = "nominal"        # which mount ``T_flange_cage`` is: see ``use_cage_mount``
         self.workspace_mm = None if workspace_mm is None else np.asarray(workspace_mm, float)
         g = params.gamma
         # O3 - D = A * u(theta13 + phi): the two links DC and C-O3 seen as one (eq. 3)
         ay, az = params.l13 + params.L1 * math.cos(g), params.L1 * math.sin(g)
         self._A, self._phi = math.hypot(ay, az), math.atan2(az, ay)
+
+    def use_cage_mount(self, T_flange_cage, description: str) -> None:
+        """Use a measured cage mount (hand-eye calibration) instead of the nominal one; the
+        nominal stays in ``T_flange_cage_nominal``. ``description`` says where it came from."""
+        from core.geometry.rigid import is_rigid
+        T = np.asarray(T_flange_cage, float)
+        if T.shape != (4, 4) or not is_rigid(T, 1e-6):
+            raise KinematicsError("a cage mount T_flange_cage must be a finite rigid 4x4 transform")
+        self.T_flange_cage = T.copy()
+        self.cage_mount = str(description)
 
     # -- the closed chain of the parallel part (eq. 1-3) ----------------------
     def _closure(self, l11, l14):
@@ -269,16 +281,43 @@ class Hybrid5(Kinematics):
             return True
 
 
-def load_hybrid5(path=None) -> Hybrid5:
-    """The robot described by ``resources/robots/hybrid5.json`` (or ``path``)."""
+def load_hybrid5(path=None, hand_eye="auto") -> Hybrid5:
+    """The robot described by ``resources/robots/hybrid5.json`` (or ``path``).
+
+    ``hand_eye``: the cage mount in use. ``"auto"`` (default): the measured one when the
+    site has stored it (``core.robot.cage_mount.cage_mount_path``, written by
+    ``fluoronav handeye --write``), else the robot file's nominal ``T_flange_cage``; a path:
+    that measured mount (it must exist); ``None``: the nominal one. A stored mount that cannot
+    be read is a KinematicsError (one line naming the file), never a silent fallback. One log
+    line (INFO) says which mount is in use."""
     from resources import path as resource_path
-    doc = load_robot_file(path or resource_path("robots", "hybrid5.json"), "hybrid5")
+    robot_file = path or resource_path("robots", "hybrid5.json")
+    doc = load_robot_file(robot_file, "hybrid5")
     s = doc["structure"]
     params = Hybrid5Parameters(
         l12=s["l12_mm"], l13=s["l13_mm"], L1=s["L1_mm"], gamma=math.radians(s["gamma_deg"]),
         theta=math.radians(s["theta_deg"]), L2=s["L2_mm"], d=s["d_mm"], assembly=int(s["assembly"]))
-    return Hybrid5(params, _limits_from_doc(doc), np.array(doc["T_flange_cage"], float),
-                   np.array(doc["workspace_mm"], float))
+    kin = Hybrid5(params, _limits_from_doc(doc), np.array(doc["T_flange_cage"], float),
+                  np.array(doc["workspace_mm"], float))
+    _apply_cage_mount(kin, robot_file, hand_eye)
+    return kin
+
+
+def _apply_cage_mount(kin: Hybrid5, robot_file, hand_eye) -> None:
+    import logging
+    from core.robot.cage_mount import cage_mount_path, describe_mount, read_cage_mount
+    log = logging.getLogger(__name__)
+    if hand_eye is None:
+        log.info("cage mount: nominal (%s)", Path(robot_file).name)
+        return
+    mount = cage_mount_path(robot_file) if str(hand_eye) == "auto" else Path(hand_eye)
+    if str(hand_eye) == "auto" and not mount.is_file():
+        log.info("cage mount: nominal (%s; no measured mount at %s)", Path(robot_file).name, mount)
+        return
+    doc = read_cage_mount(mount)
+    what = describe_mount(doc, mount)
+    kin.use_cage_mount(doc["T_flange_cage"], what)
+    log.info("cage mount: %s", what)
 
 
 def load_robot_file(path, kind: str) -> dict:
