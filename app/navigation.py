@@ -799,6 +799,7 @@ class NavigationController:
 
 
 CARM_MOVED = "the C-arm moved"
+ROBOT_CAGE_ERROR_MM = 2.0     # how far the robot may carry the cage from its model (nominal mount)
 
 
 def check_cage(frames, images: dict, q) -> None:
@@ -819,7 +820,13 @@ def check_cage(frames, images: dict, q) -> None:
             beads = detect_beads(getattr(img, "pixels", img))
         except BeadDetectionError:
             continue
-        chk = frames.check_balls(view, q, beads.centres_px, cage.balls_for(view), matched=False)
+        balls = cage.balls_for(view)
+        # the robot carries the cage with its own error (the nominal mount alone: mm; the
+        # hand-eye figures): that much is not a C-arm move; a move of consequence is far more
+        scale = frames.px_per_mm(view, q, balls)
+        tol = ROBOT_CAGE_ERROR_MM * scale if np.isfinite(scale) else None
+        chk = frames.check_balls(view, q, beads.centres_px, balls, matched=False, tolerance_px=tol,
+                                 gate_px=None if tol is None else max(8.0 * frames.ball_tolerance_px, 3.0 * tol))
         if not chk.agrees:
             raise CArmMovedError(chk.reason)
         log.info("%s", chk.reason)

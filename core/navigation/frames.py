@@ -226,7 +226,8 @@ class BaseFrameCalibration:
         return uv
 
     def check_balls(self, view: str, q, uv_detected, balls_cage_mm, matched: bool = True,
-                    min_balls: int = 4, gate_px: float | None = None) -> ShotCheck:
+                    min_balls: int = 4, gate_px: float | None = None,
+                    tolerance_px: float | None = None) -> ShotCheck:
         """Compare the cage balls detected in a new shot (raw px) with their predicted pixels
         at the current robot pose ``q``.
 
@@ -239,7 +240,7 @@ class BaseFrameCalibration:
         if uv.ndim != 2 or uv.shape[1] != 2:
             raise FrameError(f"detected balls must be (N, 2) raw pixels, got shape {uv.shape}")
         pred = self.predicted_balls(view, q, balls_cage_mm)
-        tol = self.ball_tolerance_px
+        tol = self.ball_tolerance_px if tolerance_px is None else max(self.ball_tolerance_px, float(tolerance_px))
         gate = 8.0 * tol if gate_px is None else float(gate_px)
         V = view.upper()
         if matched:
@@ -284,6 +285,16 @@ class BaseFrameCalibration:
                              ball_offset_px=med, balls_compared=len(near))
         return ShotCheck(True, True, f"{V} cage balls agree: {med:.2f} px median over {len(near)}", view,
                          ball_offset_px=med, balls_compared=len(near))
+
+    def px_per_mm(self, view: str, q, balls_cage_mm) -> float:
+        """Largest pixel shift of the view for 1 mm of cage motion (any direction) at the balls'
+        centre with the robot at ``q``: turns a millimetre error budget into pixels."""
+        b, _ = _points(balls_cage_mm, "ball centres")
+        c = apply(self.cage_frame_at(q), b.mean(axis=0))
+        pts = np.vstack([c, c + np.eye(3)])
+        uv = np.asarray(self.project(pts)[_view(view)], float).reshape(-1, 2)
+        d = np.linalg.norm(uv[1:] - uv[0], axis=1)
+        return float(np.nanmax(d)) if np.any(np.isfinite(d)) else float("nan")
 
     def check_shot(self, view: str, q=None, image=None, uv_detected=None, balls_cage_mm=None,
                    matched: bool = True) -> ShotCheck:

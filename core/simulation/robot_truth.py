@@ -216,20 +216,30 @@ class TrueRobot:
         return d
 
     def move(self, q) -> np.ndarray:
-        """Drive to encoder reading ``q``: the joints that move set their backlash side.
-        Returns the true ``T_base_tool`` there."""
+        """Drive to encoder reading ``q``: a joint pushed past its dead band sets its backlash
+        side; one that jitters inside it (encoder noise at rest) stays. Returns the true
+        ``T_base_tool`` there."""
         q = self.nominal._q(q).copy()
-        if self.q is not None:
+        b = self.errors.backlash
+        if self.q is None:
+            self._lag = -0.5 * self.direction * b
+        else:
             step = np.sign(q - self.q)
             self.direction = np.where(step != 0, step, self.direction)
+            # play: the joint moves only when the encoder side pushes it from one end of the dead
+            # band, so encoder noise under the band (a robot at rest) does not flip its side
+            self._lag = np.clip(self.q + self._lag, q - 0.5 * b, q + 0.5 * b) - q
         self.q = q
         return self.forward(q)
 
     def joints(self, q, direction=None) -> np.ndarray:
         """The true joint values behind encoder reading ``q``: zero offset, then the backlash
         lag of half the dead band against the last direction of motion."""
+        q = self.nominal._q(q)
+        if direction is None and self.q is not None and np.array_equal(q, self.q):
+            return q + self.errors.joint_offset + self._lag        # where the play left it
         d = self.direction if direction is None else self._direction(direction)
-        return self.nominal._q(q) + self.errors.joint_offset - 0.5 * d * self.errors.backlash
+        return q + self.errors.joint_offset - 0.5 * d * self.errors.backlash
 
     def flange(self, q, direction=None) -> np.ndarray:
         """True ``T_base_flange``: the true geometry at the true joints, deflected by the

@@ -88,6 +88,24 @@ def test_backlash_lags_against_the_last_motion(kin):
     np.testing.assert_array_equal(truth.forward(q, [1, 1, -1, 1, 1]), down)   # explicit = recorded
 
 
+def test_encoder_noise_inside_the_dead_band_does_not_flip_the_backlash(kin):
+    """A robot at rest whose encoders jitter by 1 um: the mechanism stays where it is (before,
+    every sign change of the noise threw the joint across its dead band: a 0.04 mm jump)."""
+    b = np.array([0, 0, 0.04, 0, 0])
+    truth = TrueRobot(kin, RobotErrors(backlash=b), payload_N=0.0, payload_com_flange_mm=[0, 0, 0])
+    q = kin.joints_for_pose([625, 475, -135, 0.1, -0.05])
+    truth.move(q - [0, 0, 5, 0, 0])
+    rest = truth.move(q)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        T = truth.move(q + np.r_[0, 0, rng.normal(0, 1e-3), 0, 0])
+        assert np.linalg.norm(T[:3, 3] - rest[:3, 3]) < 2e-3      # the jitter itself, no 0.04 mm jump
+    # a reversal past the band does cross it
+    truth.move(q + [0, 0, 0.1, 0, 0])
+    back = truth.move(q)
+    assert np.linalg.norm(back[:3, 3] - rest[:3, 3]) == pytest.approx(0.04, abs=1e-6)
+
+
 def test_backlash_of_a_rotary_joint_turns_the_tool(kin):
     b = math.radians(0.02)
     truth = TrueRobot(kin, RobotErrors(backlash=[0, 0, 0, b, 0]), payload_N=0.0, payload_com_flange_mm=[0, 0, 0])
