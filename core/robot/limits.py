@@ -24,6 +24,7 @@ so whatever the timing up to the horizon, the reference never crosses a limit.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,85 +90,127 @@ class MotionLimiter:
     def _outside(X, lower, upper):
         return np.maximum(lower - X, 0) + np.maximum(X - upper, 0)
 
-    def _safe(self, qd, starts, X_starts, J, H) -> bool:
+    # The cycle's hot path works on 5-vectors as plain float lists: numpy's per-call cost
+    # (about 1 us a ufunc, several for np.any/np.clip/norm) dominated on vectors this small.
+    # Same operations in the same order as the array form they replaced.
+    def _kin(self, q):
+        """(pose tuple) at ``q`` (floats)."""
+        r = self.robot
+        return r.pose_f(q) if hasattr(r, "pose_f") else r.pose(q).tolist()
+
+    def _jacobians(self, q):
+        r = self.robot
+        if hasattr(r, "_jacobian_terms"):
+            t = r._jacobian_terms(q)
+            return r._pose_jacobian_rows(t), r._inverse_pose_jacobian_rows(t)
+        return r.pose_jacobian(q).tolist(), r.inverse_pose_jacobian(q).tolist()
+
+    def _margin(self, q):
+        return self.robot.singularity_margin(q)
+
+    def _safe(self, qd, starts, X_starts, J, H, lower=None, upper=None) -> bool:
         """Held for ``H`` and then braked, ``qd`` keeps every start inside (or no further out).
         The task velocity over the horizon is ``J qd`` with ``J`` at the reference: over the
         few mm of a horizon the Jacobian changes by a second-order amount."""
-        r, c, jl = self.robot, self.cart, self.jl
-        lower, upper = self.box()
-        Xd = J @ qd
-        brake_X = Xd * np.abs(Xd) / (2 * self._task_acc)
-        brake_q = qd * np.abs(qd) / (2 * jl.acceleration)
+        if lower is None:
+            lower, upper = (v.tolist() for v in self.box())
+        jl = self.jl
+        jlo, jhi, jacc = jl.lower.tolist(), jl.upper.tolist(), jl.acceleration.tolist()
+        qd = list(qd)
+        Xd = _mv(J, qd)
+        brake_X = [x * abs(x) / (2 * a) for x, a in zip(Xd, self._task_acc.tolist())]
+        brake_q = [v * abs(v) / (2 * a) for v, a in zip(qd, jacc)]
         for k, (q0, X0) in enumerate(zip(starts, X_starts)):
-            q_next = q0 + qd * H
+            q_next = [a + v * H for a, v in zip(q0, qd)]
             try:
-                if k == 0 and r.singularity_margin(q_next) < c.min_singularity_margin:
+                if k == 0 and self._margin(q_next) < self.cart.min_singularity_margin:
                     return False
-                X = r.pose(q_next)
+                X = self._kin(q_next)
             except KinematicsError:
                 return False
-            if np.any(self._outside(X + brake_X, lower, upper)
-                      > self._outside(X0, lower, upper) + 1e-9):
-                return False
-            if np.any(self._outside(q_next + brake_q, jl.lower, jl.upper)
-                      > self._outside(q0, jl.lower, jl.upper) + 1e-9):
-                return False
+            for x, b, x0, lo, hi in zip(X, brake_X, X0, lower, upper):
+                xb = x + b
+                if max(lo - xb, 0.0) + max(xb - hi, 0.0) > max(lo - x0, 0.0) + max(x0 - hi, 0.0) + 1e-9:
+                    return False
+            for x, b, x0, lo, hi in zip(q_next, brake_q, q0, jlo, jhi):
+                xb = x + b
+                if max(lo - xb, 0.0) + max(xb - hi, 0.0) > max(lo - x0, 0.0) + max(x0 - hi, 0.0) + 1e-9:
+                    return False
         return True
 
-    def _box_clip(self, qd, J, Ji, X_hi, X_lo, H, reasons):
-        lower, upper = self.box()
-        up = braking_speed(upper - X_hi, self._task_acc, H)
-        dn = braking_speed(X_lo - lower, self._task_acc, H)
-        Xd = J @ qd
-        Xc = np.minimum(np.maximum(Xd, -dn), up)
-        if np.any(np.abs(Xc - Xd) > 1e-12):
-            qd = Ji @ Xc
+    def _box_clip(self, qd, J, Ji, X_hi, X_lo, H, reasons, lower=None, upper=None):
+        if lower is None:
+            lower, upper = (v.tolist() for v in self.box())
+        ta = self._task_acc.tolist()
+        Xd = _mv(J, qd)
+        Xc = [min(max(x, -_brake(xl - lo, a, H)), _brake(hi - xh, a, H))
+              for x, xh, xl, lo, hi, a in zip(Xd, X_hi, X_lo, lower, upper, ta)]
+        if any(abs(c - x) > 1e-12 for c, x in zip(Xc, Xd)):
+            qd = _mv(Ji, Xc)
             reasons.append("workspace")
         return qd
 
     def limit(self, q, qd_prev, qd_wanted, dt: float | None = None, q_meas=None):
-        q, qd_prev = np.asarray(q, float), np.asarray(qd_prev, float)
-        qd = np.asarray(qd_wanted, float).copy()
-        if not np.all(np.isfinite(qd)):
-            return np.zeros_like(qd), ["non-finite command"]
+        q = np.asarray(q, float)
+        qd_prev = np.asarray(qd_prev, float).tolist()
+        qd_a = np.asarray(qd_wanted, float)
+        qd = qd_a.tolist()
+        if not all(map(math.isfinite, qd)):
+            return np.zeros_like(qd_a), ["non-finite command"]
         dt = self.dt if dt is None else float(dt)
         H = max(self.horizon, dt)
-        reasons, jl, c, r = [], self.jl, self.cart, self.robot
+        reasons, jl, c = [], self.jl, self.cart
         starts = [q] if q_meas is None else [q, np.asarray(q_meas, float)]
         try:
-            X_starts = [r.pose(p) for p in starts]
-            J, Ji = r.pose_jacobian(q), r.inverse_pose_jacobian(q)
+            X_starts = [self._kin(p) for p in starts]
+            J, Ji = self._jacobians(q)
         except KinematicsError:
-            return np.zeros_like(qd), ["stopped: no kinematics here"]
-        q_hi, q_lo = np.maximum.reduce(starts), np.minimum.reduce(starts)
-        X_hi, X_lo = np.maximum.reduce(X_starts), np.minimum.reduce(X_starts)
-        s = np.max(np.abs(qd) / jl.velocity)
+            return np.zeros_like(qd_a), ["stopped: no kinematics here"]
+        starts = [p.tolist() for p in starts]
+        q_hi, q_lo = [max(v) for v in zip(*starts)], [min(v) for v in zip(*starts)]
+        X_hi, X_lo = [max(v) for v in zip(*X_starts)], [min(v) for v in zip(*X_starts)]
+        lower, upper = (v.tolist() for v in self.box())
+        vel, acc = jl.velocity.tolist(), jl.acceleration.tolist()
+        jlo, jhi = jl.lower.tolist(), jl.upper.tolist()
+        s = max(abs(v) / m for v, m in zip(qd, vel))
         if s > 1:
-            qd /= s
+            qd = [v / s for v in qd]
             reasons.append("joint speed")
-        Xd = J @ qd
-        lin, ang = np.linalg.norm(Xd[:3]), np.linalg.norm(Xd[3:])
+        Xd = _mv(J, qd)
+        lin = math.sqrt(Xd[0] * Xd[0] + Xd[1] * Xd[1] + Xd[2] * Xd[2])
+        ang = math.sqrt(Xd[3] * Xd[3] + Xd[4] * Xd[4])
         s = max(lin / c.linear_speed, ang / c.angular_speed)
         if s > 1:
-            qd /= s
+            qd = [v / s for v in qd]
             reasons.append("tool speed")
-        qd = self._box_clip(qd, J, Ji, X_hi, X_lo, H, reasons)
-        hi = braking_speed(jl.upper - q_hi, jl.acceleration, H)
-        lo = -braking_speed(q_lo - jl.lower, jl.acceleration, H)
-        if np.any(qd > hi) or np.any(qd < lo):
+        qd = self._box_clip(qd, J, Ji, X_hi, X_lo, H, reasons, lower, upper)
+        hi = [_brake(u - x, a, H) for u, x, a in zip(jhi, q_hi, acc)]
+        lo = [-_brake(x - l, a, H) for l, x, a in zip(jlo, q_lo, acc)]
+        if any(v > h for v, h in zip(qd, hi)) or any(v < l for v, l in zip(qd, lo)):
             reasons.append("joint range")
         # acceleration over the time since the previous command: towards the wanted velocity
         # along the straight line (keeps the speed limits, which are convex); then the range
         # bounds again, which never need more than one step of braking (module docstring)
-        step = np.abs(qd - qd_prev) / (jl.acceleration * dt)
-        if np.max(step) > 1:
-            qd = qd_prev + (qd - qd_prev) / np.max(step)
+        step = max(abs(v - p) / (a * dt) for v, p, a in zip(qd, qd_prev, acc))
+        if step > 1:
+            qd = [p + (v - p) / step for v, p in zip(qd, qd_prev)]
             reasons.append("acceleration")
-        qd = self._box_clip(qd, J, Ji, X_hi, X_lo, H, reasons)
-        qd = np.minimum(np.maximum(qd, lo), hi)
+        qd = self._box_clip(qd, J, Ji, X_hi, X_lo, H, reasons, lower, upper)
+        qd = [min(max(v, l), h) for v, l, h in zip(qd, lo, hi)]
         for _ in range(12):                       # final guard, by halving
-            if self._safe(qd, starts, X_starts, J, H):
-                return qd, reasons
-            qd = qd * 0.5
+            if self._safe(qd, starts, X_starts, J, H, lower, upper):
+                return np.array(qd), reasons
+            qd = [v * 0.5 for v in qd]
             reasons.append("guard")
-        return np.zeros_like(qd), reasons + ["stopped by guard"]
+        return np.zeros_like(qd_a), reasons + ["stopped by guard"]
+
+
+def _brake(d, a, H):
+    """``braking_speed`` for one float."""
+    return a * (-H + math.sqrt(H * H + 2.0 * (d if d > 0.0 else 0.0) / a))
+
+
+def _mv(M, v):
+    """Matrix (rows) times vector, in floats."""
+    v0, v1, v2, v3, v4 = v
+    return [r[0] * v0 + r[1] * v1 + r[2] * v2 + r[3] * v3 + r[4] * v4 for r in M]

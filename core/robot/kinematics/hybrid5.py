@@ -107,6 +107,8 @@ class Hybrid5(Kinematics):
         """The 5 joint values as checked plain floats (``_q``'s checks, cheaper)."""
         if type(q) is np.ndarray and q.shape == (5,):
             v = q.tolist()
+        elif type(q) is list and len(q) == 5:
+            v = [float(x) for x in q]
         else:
             v = self._q(q).tolist()
         for x in v:
