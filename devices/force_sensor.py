@@ -11,12 +11,13 @@ is never taken for a force). ``reset()`` reconnects.
 from __future__ import annotations
 
 import abc
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from core.robot.weight_compensation import GRAVITY_BASE
+from core.robot.weight_compensation import GRAVITY_BASE, cross3
 from devices.base import DeviceError, DeviceStatus, FaultKind, Simulator
 
 __all__ = ["WrenchSample", "ForceSensor", "SimulatedForceSensor", "MINI45_RATED", "seconds_until_reading"]
@@ -46,6 +47,8 @@ class ForceSensor(abc.ABC):
 
     def check_plausible(self, sample: WrenchSample) -> WrenchSample:
         """``sample``, or ``DeviceError`` when a reading lies beyond the rated range."""
+        if (np.abs(sample.wrench) <= self.rated_range).all():   # the cycle's usual case
+            return sample                                         # (False for NaN too)
         over = np.abs(sample.wrench) > self.rated_range
         if not np.all(np.isfinite(sample.wrench)) or np.any(over):
             i = int(np.flatnonzero(over | ~np.isfinite(sample.wrench))[0])
@@ -129,7 +132,7 @@ class SimulatedForceSensor(ForceSensor, Simulator):
         R = self.R_base_sensor
         G = R.T @ (self.mass_kg * GRAVITY_BASE)
         hand = np.concatenate([R.T @ self.hand_wrench_base[:3], R.T @ self.hand_wrench_base[3:]])
-        load = np.concatenate([G, np.cross(self.com_sensor_mm / 1000.0, G)])
+        load = np.concatenate([G, cross3(self.com_sensor_mm / 1000.0, G)])
         return self._gain * (load + hand) + self.offset
 
     def read(self) -> WrenchSample:
@@ -143,7 +146,7 @@ class SimulatedForceSensor(ForceSensor, Simulator):
                                   "then reset the fault", FaultKind.SENSOR_STALE)
             return self._last
         dt = 0.0 if self._last is None else max(0.0, now - self._last.t)
-        self._drift[:3] += self.drift_rate * np.sqrt(dt) * self._rng.standard_normal(3)
+        self._drift[:3] += self.drift_rate * math.sqrt(dt) * self._rng.standard_normal(3)
         w = self.true_wrench() + self._drift + self.noise * self._rng.standard_normal(6)
         if self._spike is not None:
             w, self._spike = self._spike, None

@@ -181,13 +181,15 @@ class SimulatedRobot(Robot, Simulator):
         if self.command_timeout_s is not None and now - self._t_cmd > self.command_timeout_s:
             self._cmd = np.zeros_like(self._cmd)     # the drive's watchdog: brake
         target = self._cmd if (self.enabled and not self.fault) else np.zeros_like(self._cmd)
-        target = np.clip(target, -self.limits.velocity, self.limits.velocity)
+        # np.minimum(np.maximum()): np.clip's result, without its per-call overhead
+        v, a = self.limits.velocity, 2 * self.limits.acceleration
+        target = np.minimum(np.maximum(target, -v), v)
         acc = (target - self._qd) / max(self.tau_s, dt)
-        acc = np.clip(acc, -2 * self.limits.acceleration, 2 * self.limits.acceleration)
+        acc = np.minimum(np.maximum(acc, -a), a)
         self._qd = self._qd + acc * dt
         q = self._q + self._qd * dt
         hit = (q < self.limits.lower) | (q > self.limits.upper)
-        if np.any(hit):                      # a hard stop: the mechanism stops, servo faults
+        if hit.any():                        # a hard stop: the mechanism stops, servo faults
             q = np.clip(q, self.limits.lower, self.limits.upper)
             self._qd[hit] = 0.0
             i = int(np.flatnonzero(hit)[0])

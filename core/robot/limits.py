@@ -81,6 +81,7 @@ class MotionLimiter:
         self.margin = np.zeros(5) if margin is None else np.broadcast_to(
             np.asarray(margin, float), (5,)).copy()
         self._task_acc = np.array([cart.linear_accel] * 3 + [cart.angular_accel] * 2)
+        self._consts_of = self._consts_cache = None
 
     def box(self):
         """The box the limits hold the pose in: the workspace less the margin."""
@@ -108,17 +109,25 @@ class MotionLimiter:
     def _margin(self, q):
         return self.robot.singularity_margin(q)
 
-    def _safe(self, qd, starts, X_starts, J, H, lower=None, upper=None) -> bool:
+    def _consts(self):
+        """The limits as float lists, rebuilt when ``cart`` is replaced."""
+        if self._consts_of is not self.cart:
+            lower, upper = self.box()
+            jl = self.jl
+            self._consts_cache = (lower.tolist(), upper.tolist(), self._task_acc.tolist(),
+                                  jl.lower.tolist(), jl.upper.tolist(), jl.velocity.tolist(),
+                                  jl.acceleration.tolist())
+            self._consts_of = self.cart
+        return self._consts_cache
+
+    def _safe(self, qd, starts, X_starts, J, H) -> bool:
         """Held for ``H`` and then braked, ``qd`` keeps every start inside (or no further out).
         The task velocity over the horizon is ``J qd`` with ``J`` at the reference: over the
         few mm of a horizon the Jacobian changes by a second-order amount."""
-        if lower is None:
-            lower, upper = (v.tolist() for v in self.box())
-        jl = self.jl
-        jlo, jhi, jacc = jl.lower.tolist(), jl.upper.tolist(), jl.acceleration.tolist()
+        lower, upper, ta, jlo, jhi, _, jacc = self._consts()
         qd = list(qd)
         Xd = _mv(J, qd)
-        brake_X = [x * abs(x) / (2 * a) for x, a in zip(Xd, self._task_acc.tolist())]
+        brake_X = [x * abs(x) / (2 * a) for x, a in zip(Xd, ta)]
         brake_q = [v * abs(v) / (2 * a) for v, a in zip(qd, jacc)]
         for k, (q0, X0) in enumerate(zip(starts, X_starts)):
             q_next = [a + v * H for a, v in zip(q0, qd)]
@@ -128,29 +137,29 @@ class MotionLimiter:
                 X = self._kin(q_next)
             except KinematicsError:
                 return False
+            # inside the bounds is never further out than the start (whose excess is >= 0)
             for x, b, x0, lo, hi in zip(X, brake_X, X0, lower, upper):
                 xb = x + b
-                if max(lo - xb, 0.0) + max(xb - hi, 0.0) > max(lo - x0, 0.0) + max(x0 - hi, 0.0) + 1e-9:
+                if not lo <= xb <= hi and _excess(xb, lo, hi) > _excess(x0, lo, hi) + 1e-9:
                     return False
             for x, b, x0, lo, hi in zip(q_next, brake_q, q0, jlo, jhi):
                 xb = x + b
-                if max(lo - xb, 0.0) + max(xb - hi, 0.0) > max(lo - x0, 0.0) + max(x0 - hi, 0.0) + 1e-9:
+                if not lo <= xb <= hi and _excess(xb, lo, hi) > _excess(x0, lo, hi) + 1e-9:
                     return False
         return True
 
-    def _box_clip(self, qd, J, Ji, X_hi, X_lo, H, reasons, lower=None, upper=None):
-        if lower is None:
-            lower, upper = (v.tolist() for v in self.box())
-        ta = self._task_acc.tolist()
+    @staticmethod
+    def _box_clip(qd, J, Ji, dn, up, reasons):
+        """Task velocity within the box's braking speeds (``-dn``, ``up``, per task axis)."""
         Xd = _mv(J, qd)
-        Xc = [min(max(x, -_brake(xl - lo, a, H)), _brake(hi - xh, a, H))
-              for x, xh, xl, lo, hi, a in zip(Xd, X_hi, X_lo, lower, upper, ta)]
+        Xc = [min(max(x, -d), u) for x, d, u in zip(Xd, dn, up)]
         if any(abs(c - x) > 1e-12 for c, x in zip(Xc, Xd)):
             qd = _mv(Ji, Xc)
             reasons.append("workspace")
         return qd
 
-    def limit(self, q, qd_prev, qd_wanted, dt: float | None = None, q_meas=None):
+    def limit(self, q, qd_prev, qd_wanted, dt: float | None = None, q_meas=None, X_meas=None):
+        """``X_meas``: the pose at ``q_meas`` when the caller has it already (the loop has)."""
         q = np.asarray(q, float)
         qd_prev = np.asarray(qd_prev, float).tolist()
         qd_a = np.asarray(qd_wanted, float)
@@ -159,19 +168,24 @@ class MotionLimiter:
             return np.zeros_like(qd_a), ["non-finite command"]
         dt = self.dt if dt is None else float(dt)
         H = max(self.horizon, dt)
-        reasons, jl, c = [], self.jl, self.cart
+        reasons, c = [], self.cart
         starts = [q] if q_meas is None else [q, np.asarray(q_meas, float)]
         try:
-            X_starts = [self._kin(p) for p in starts]
+            X_starts = [self._kin(q)]
+            if q_meas is not None:
+                X_starts.append(self._kin(starts[1]) if X_meas is None else list(X_meas))
             J, Ji = self._jacobians(q)
         except KinematicsError:
             return np.zeros_like(qd_a), ["stopped: no kinematics here"]
         starts = [p.tolist() for p in starts]
         q_hi, q_lo = [max(v) for v in zip(*starts)], [min(v) for v in zip(*starts)]
         X_hi, X_lo = [max(v) for v in zip(*X_starts)], [min(v) for v in zip(*X_starts)]
-        lower, upper = (v.tolist() for v in self.box())
-        vel, acc = jl.velocity.tolist(), jl.acceleration.tolist()
-        jlo, jhi = jl.lower.tolist(), jl.upper.tolist()
+        lower, upper, ta, jlo, jhi, vel, acc = self._consts()
+        HH = H * H                                # braking_speed, per axis, in floats
+        up = [a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
+              for d, a in zip([u - x for u, x in zip(upper, X_hi)], ta)]
+        dn = [a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
+              for d, a in zip([x - l for l, x in zip(lower, X_lo)], ta)]
         s = max(abs(v) / m for v, m in zip(qd, vel))
         if s > 1:
             qd = [v / s for v in qd]
@@ -183,9 +197,11 @@ class MotionLimiter:
         if s > 1:
             qd = [v / s for v in qd]
             reasons.append("tool speed")
-        qd = self._box_clip(qd, J, Ji, X_hi, X_lo, H, reasons, lower, upper)
-        hi = [_brake(u - x, a, H) for u, x, a in zip(jhi, q_hi, acc)]
-        lo = [-_brake(x - l, a, H) for l, x, a in zip(jlo, q_lo, acc)]
+        qd = self._box_clip(qd, J, Ji, dn, up, reasons)
+        hi = [a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
+              for d, a in zip([u - x for u, x in zip(jhi, q_hi)], acc)]
+        lo = [-a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
+              for d, a in zip([x - l for l, x in zip(jlo, q_lo)], acc)]
         if any(v > h for v, h in zip(qd, hi)) or any(v < l for v, l in zip(qd, lo)):
             reasons.append("joint range")
         # acceleration over the time since the previous command: towards the wanted velocity
@@ -195,19 +211,20 @@ class MotionLimiter:
         if step > 1:
             qd = [p + (v - p) / step for v, p in zip(qd, qd_prev)]
             reasons.append("acceleration")
-        qd = self._box_clip(qd, J, Ji, X_hi, X_lo, H, reasons, lower, upper)
+        qd = self._box_clip(qd, J, Ji, dn, up, reasons)
         qd = [min(max(v, l), h) for v, l, h in zip(qd, lo, hi)]
         for _ in range(12):                       # final guard, by halving
-            if self._safe(qd, starts, X_starts, J, H, lower, upper):
+            if self._safe(qd, starts, X_starts, J, H):
                 return np.array(qd), reasons
             qd = [v * 0.5 for v in qd]
             reasons.append("guard")
         return np.zeros_like(qd_a), reasons + ["stopped by guard"]
 
 
-def _brake(d, a, H):
-    """``braking_speed`` for one float."""
-    return a * (-H + math.sqrt(H * H + 2.0 * (d if d > 0.0 else 0.0) / a))
+def _excess(x, lo, hi):
+    """``_outside`` for one float."""
+    return max(lo - x, 0.0) + max(x - hi, 0.0)
+
 
 
 def _mv(M, v):
