@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.robot.weight_compensation import GRAVITY_BASE, cross3
-from devices.base import DeviceError, DeviceStatus, FaultKind, Simulator
+from devices.base import DeviceError, DeviceStatus, FaultKind, NormalStream, Simulator
 
 __all__ = ["WrenchSample", "ForceSensor", "SimulatedForceSensor", "MINI45_RATED", "seconds_until_reading"]
 
@@ -92,6 +92,7 @@ class SimulatedForceSensor(ForceSensor, Simulator):
         self.timeout_s = float(timeout_s)
         self._rng = np.random.default_rng(seed)
         self._gain = 1.0 + gain_error * self._rng.uniform(-1, 1, 6)
+        self._normal = NormalStream(self._rng)
         self._drift = np.zeros(6)
         self._clock = clock
         self.R_base_sensor = np.eye(3)
@@ -146,8 +147,9 @@ class SimulatedForceSensor(ForceSensor, Simulator):
                                   "then reset the fault", FaultKind.SENSOR_STALE)
             return self._last
         dt = 0.0 if self._last is None else max(0.0, now - self._last.t)
-        self._drift[:3] += self.drift_rate * math.sqrt(dt) * self._rng.standard_normal(3)
-        w = self.true_wrench() + self._drift + self.noise * self._rng.standard_normal(6)
+        z = self._normal.take(9)                  # 3 for the drift, then 6 for the noise
+        self._drift[:3] += self.drift_rate * math.sqrt(dt) * z[:3]
+        w = self.true_wrench() + self._drift + self.noise * z[3:]
         if self._spike is not None:
             w, self._spike = self._spike, None
         self._seq += 1
