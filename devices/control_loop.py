@@ -679,8 +679,12 @@ class ControlLoop:
             if st.fault:
                 raise DeviceError(st.fault, st.fault_kind or FaultKind.ROBOT_DEVICE)
             self.q, self.qd_meas = st.q, np.asarray(st.qd, float)
-            self.X = self.kin.pose(self.q)
-            R = self._R_base_sensor()
+            if hasattr(self.kin, "pose_and_rotation"):    # one pass through the chain
+                X, R_flange = self.kin.pose_and_rotation(self.q)
+                self.X, R = np.array(X), R_flange @ self.R_flange_sensor
+            else:
+                self.X = self.kin.pose(self.q)
+                R = self._R_base_sensor()
             if isinstance(self.sensor, Simulator):
                 self.sensor.advance(now, R)
             s = self.sensor.read()

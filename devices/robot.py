@@ -125,7 +125,7 @@ class SimulatedRobot(Robot, Simulator):
 
     def command_joint_velocity(self, qd) -> None:
         qd = np.asarray(qd, float)
-        if qd.shape != self._q.shape or not np.all(np.isfinite(qd)):
+        if qd.shape != self._q.shape or not np.isfinite(qd).all():
             raise DeviceError("joint velocity command has the wrong size or non-finite values",
                               FaultKind.INTERNAL)
         self._pending.append((self._clock() + self.latency_s, qd.copy()))

@@ -153,7 +153,7 @@ class MotionLimiter:
         """Task velocity within the box's braking speeds (``-dn``, ``up``, per task axis)."""
         Xd = _mv(J, qd)
         Xc = [min(max(x, -d), u) for x, d, u in zip(Xd, dn, up)]
-        if any(abs(c - x) > 1e-12 for c, x in zip(Xc, Xd)):
+        if any([abs(c - x) > 1e-12 for c, x in zip(Xc, Xd)]):
             qd = _mv(Ji, Xc)
             reasons.append("workspace")
         return qd
@@ -178,15 +178,20 @@ class MotionLimiter:
         except KinematicsError:
             return np.zeros_like(qd_a), ["stopped: no kinematics here"]
         starts = [p.tolist() for p in starts]
-        q_hi, q_lo = [max(v) for v in zip(*starts)], [min(v) for v in zip(*starts)]
-        X_hi, X_lo = [max(v) for v in zip(*X_starts)], [min(v) for v in zip(*X_starts)]
+        if len(starts) == 1:
+            q_hi = q_lo = starts[0]
+            X_hi = X_lo = X_starts[0]
+        else:
+            (a, b), (A, B) = starts, X_starts
+            q_hi, q_lo = [x if x >= y else y for x, y in zip(a, b)], [x if x <= y else y for x, y in zip(a, b)]
+            X_hi, X_lo = [x if x >= y else y for x, y in zip(A, B)], [x if x <= y else y for x, y in zip(A, B)]
         lower, upper, ta, jlo, jhi, vel, acc = self._consts()
         HH = H * H                                # braking_speed, per axis, in floats
         up = [a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
               for d, a in zip([u - x for u, x in zip(upper, X_hi)], ta)]
         dn = [a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
               for d, a in zip([x - l for l, x in zip(lower, X_lo)], ta)]
-        s = max(abs(v) / m for v, m in zip(qd, vel))
+        s = max([abs(v) / m for v, m in zip(qd, vel)])
         if s > 1:
             qd = [v / s for v in qd]
             reasons.append("joint speed")
@@ -202,12 +207,12 @@ class MotionLimiter:
               for d, a in zip([u - x for u, x in zip(jhi, q_hi)], acc)]
         lo = [-a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
               for d, a in zip([x - l for l, x in zip(jlo, q_lo)], acc)]
-        if any(v > h for v, h in zip(qd, hi)) or any(v < l for v, l in zip(qd, lo)):
+        if any([v > h or v < l for v, l, h in zip(qd, lo, hi)]):
             reasons.append("joint range")
         # acceleration over the time since the previous command: towards the wanted velocity
         # along the straight line (keeps the speed limits, which are convex); then the range
         # bounds again, which never need more than one step of braking (module docstring)
-        step = max(abs(v - p) / (a * dt) for v, p, a in zip(qd, qd_prev, acc))
+        step = max([abs(v - p) / (a * dt) for v, p, a in zip(qd, qd_prev, acc)])
         if step > 1:
             qd = [p + (v - p) / step for v, p in zip(qd, qd_prev)]
             reasons.append("acceleration")

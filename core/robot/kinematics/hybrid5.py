@@ -164,6 +164,18 @@ class Hybrid5(Kinematics):
             self.joint_limits.check(q, self.joint_names)
         return q
 
+    def pose_and_rotation(self, q) -> tuple[tuple, np.ndarray]:
+        """(``pose_f(q)``, the flange rotation ``flange(q)[:3, :3]``) from one pass through the
+        chain: what the control loop needs each cycle."""
+        l11, l14, l3, th4, th5 = self._qf(q)
+        yo, zo, th3, _ = self._o3_f(l11, l14)
+        tx = th3 + th4
+        xo, w = self._tip_offset(th5)
+        cx, sx = math.cos(tx), math.sin(tx)
+        cy, sy = math.cos(th5), -math.sin(th5)
+        R = np.array([[cy, 0.0, sy], [sx * sy, cx, -sx * cy], [-cx * sy, sx, cx * cy]])
+        return (l3 + xo, -w * sx + yo, w * cx + zo, tx, -th5), R
+
     # -- 4x4 frames ---------------------------------------------------------------
     def flange(self, q) -> np.ndarray:
         """``T_base_flange``: the O5 frame, where the force sensor and cage mount."""
