@@ -24,7 +24,8 @@ from it: how late the scheduler woke the loop after the instant it waited for (t
 jitter, which is also in the periods). ``work_cpu_*_ms`` is the work's span in the
 loop thread's CPU time: a long work time with a short CPU time was spent preempted
 (machine load, hypervisor steal). ``work_goal_met``: following work p99 within 20 % of
-the period (issue 12), ``work_goal_ms`` that bound.
+the period (issue 12), ``work_goal_ms`` that bound. ``cycle_only_*_ms``: the part of the
+work before publishing (commands and ``ControlLoop.cycle``).
 """
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ class _Load:
     def __init__(self, kind: str):
         self.kind = kind
         self.frames = 0                           # frames rendered (gui)
+        self.in_frame = False                     # the GUI thread is inside a frame now
         if kind == "gui":
             self._build_gui()
 
@@ -112,6 +114,13 @@ class _Load:
         self.frames = 0
 
     def _frame(self):
+        self.in_frame = True
+        try:
+            self._draw()
+        finally:
+            self.in_frame = False
+
+    def _draw(self):
         k = self.frames
         self.frames += 1
         q = self.home + np.array([10, 10, 20, 0.1, 0.1]) * np.sin(0.05 * k)
@@ -246,28 +255,34 @@ def _phase_stats(final, c0, c1) -> dict:
     completed cycles as the loop published them; the first 5 of a phase skipped)."""
     c0 += 5
     stats = _stats(final["periods"][c0 - 5:c1])              # _stats skips 5 itself
-    for key, name in (("work", "work"), ("work_cpu", "work_cpu"), ("wake", "wake")):
+    for key, name in (("work", "work"), ("work_cpu", "work_cpu"), ("wake", "wake"),
+                      ("cycle", "cycle_only")):      # commands + cycle, without publishing
         q = _percentiles(final[key][c0:c1])
         stats[f"{name}_p50_ms"], stats[f"{name}_p99_ms"], stats[f"{name}_max_ms"] = q["p50"], q["p99"], q["max"]
     return stats
 
 
 class _StopTrials:
-    """STOP while the robot moves: a jog (alternating +y/-y), a random 5-20 ms of motion,
-    STOP, then Reset and its acknowledgement; ``latencies`` (s) from request to zero
+    """STOP while the robot moves: a jog (alternating +y/-y), once the loop commands motion a
+    random 5-20 ms more, STOP, then Reset and its acknowledgement; ``latencies`` (s) from request to zero
     commanded velocity in the loop, for trials where the command was zero afterwards."""
 
-    def __init__(self, ctl, n, seed):
-        self.ctl, self.n, self.rng = ctl, n, random.Random(seed)
+    def __init__(self, ctl, n, seed, load=None):
+        self.ctl, self.n, self.rng, self.load = ctl, n, random.Random(seed), load
         self.latencies, self.moving_at_stop, self.not_zeroed, self.done = [], 0, 0, False
+        self.during_frame = 0                     # STOPs sent while the GUI thread drew a frame
 
     def run(self):
         ctl = self.ctl
         try:
             for k in range(self.n):
                 ctl.jog_task([0, 0.2 if k % 2 == 0 else -0.2, 0, 0, 0])
+                end = time.monotonic() + 1.0
+                while not np.any(ctl.latest()["qd_cmd"] != 0) and time.monotonic() < end:
+                    time.sleep(0.001)                  # the jog has reached the loop: moving
                 time.sleep(self.rng.uniform(0.005, 0.02))
                 self.moving_at_stop += bool(np.any(ctl.latest()["qd_cmd"] != 0))
+                self.during_frame += bool(self.load is not None and self.load.in_frame)
                 ctl.stop()
                 time.sleep(0.01)
                 lat = ctl.stop_latency_s()
@@ -280,12 +295,14 @@ class _StopTrials:
                 while ctl.stopped() and time.monotonic() < end:     # until the loop acknowledges
                     time.sleep(0.001)
                 ctl.drain()
+                time.sleep(self.rng.uniform(0.0, 0.05))   # the next STOP at another moment of a frame
         finally:
             self.done = True
 
     def report(self) -> dict:
         out = _percentiles(self.latencies)
-        out.update(trials=self.n, moving_at_stop=self.moving_at_stop, not_zeroed=self.not_zeroed)
+        out.update(trials=self.n, moving_at_stop=self.moving_at_stop, not_zeroed=self.not_zeroed,
+                   during_frame=self.during_frame)
         return out
 
 
@@ -297,12 +314,14 @@ def _in_process(config, seconds, load, stops, motion="jog", hold_s=5.0) -> tuple
     load.run(hold_s, lambda: None)                 # holding: no command, the load runs
     c1 = cycles()
     tick = _ticker(motion, lambda cmd: ctl.send(*cmd), ctl.shm)
+    f1, t1 = load.frames, time.monotonic()
     load.run(seconds, tick)
     c2 = cycles()
+    follow_fps = round((load.frames - f1) / max(time.monotonic() - t1, 1e-9), 1)
     ctl.send("follow_cancel")
     ctl.drain()
     # STOP trials while the load goes on (a window rendering: from a thread, at random moments)
-    trials = _StopTrials(ctl, stops, seed=0)
+    trials = _StopTrials(ctl, stops, seed=0, load=load)
     frames0, t0 = load.frames, time.monotonic()
     th = threading.Thread(target=trials.run, daemon=True)
     th.start()
@@ -321,6 +340,7 @@ def _in_process(config, seconds, load, stops, motion="jog", hold_s=5.0) -> tuple
     stats = dict(follow)
     stats["realtime"] = bool(final.get("realtime"))
     stats["holding"], stats["following"] = hold, follow
+    follow["fps"] = follow_fps                     # frames the load drew while following
     if isinstance(tick, _Follower):
         stats["paths_sent"] = tick.sent
         stats["following_fraction"] = round(tick.following / max(tick.ticks, 1), 3)
