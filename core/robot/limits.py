@@ -99,6 +99,14 @@ class MotionLimiter:
         r = self.robot
         return r.pose_f(q) if hasattr(r, "pose_f") else r.pose(q).tolist()
 
+    def _pose_jacobians(self, q):
+        """(pose, J rows, J^-1 rows) at ``q``, the chain solved once when the robot can."""
+        r = self.robot
+        if hasattr(r, "pose_and_jacobian_terms"):
+            X, t = r.pose_and_jacobian_terms(q)
+            return X, r._pose_jacobian_rows(t), r._inverse_pose_jacobian_rows(t)
+        return (self._kin(q), *self._jacobians(q))
+
     def _jacobians(self, q):
         r = self.robot
         if hasattr(r, "_jacobian_terms"):
@@ -132,9 +140,16 @@ class MotionLimiter:
         for k, (q0, X0) in enumerate(zip(starts, X_starts)):
             q_next = [a + v * H for a, v in zip(q0, qd)]
             try:
-                if k == 0 and self._margin(q_next) < self.cart.min_singularity_margin:
-                    return False
-                X = self._kin(q_next)
+                if k == 0:
+                    if hasattr(self.robot, "pose_and_margin"):   # the chain solved once
+                        X, m = self.robot.pose_and_margin(q_next)
+                    else:
+                        m, X = self._margin(q_next), None
+                    if m < self.cart.min_singularity_margin:
+                        return False
+                    X = self._kin(q_next) if X is None else X
+                else:
+                    X = self._kin(q_next)
             except KinematicsError:
                 return False
             # inside the bounds is never further out than the start (whose excess is >= 0)
@@ -171,10 +186,10 @@ class MotionLimiter:
         reasons, c = [], self.cart
         starts = [q] if q_meas is None else [q, np.asarray(q_meas, float)]
         try:
-            X_starts = [self._kin(q)]
+            X0, J, Ji = self._pose_jacobians(q)
+            X_starts = [X0]
             if q_meas is not None:
                 X_starts.append(self._kin(starts[1]) if X_meas is None else list(X_meas))
-            J, Ji = self._jacobians(q)
         except KinematicsError:
             return np.zeros_like(qd_a), ["stopped: no kinematics here"]
         starts = [p.tolist() for p in starts]

@@ -164,6 +164,28 @@ class Hybrid5(Kinematics):
             self.joint_limits.check(q, self.joint_names)
         return q
 
+    def _pose_from(self, v, closure) -> tuple:
+        """``pose_f`` from the checked joints ``v`` and their ``_closure_f``."""
+        p = self.p
+        l3, th4, th5 = v[2], v[3], v[4]
+        cy, cz, t13 = closure
+        yo, zo = cy + p.L1 * math.cos(t13 + p.gamma), cz + p.L1 * math.sin(t13 + p.gamma)
+        tx = t13 + p.gamma + p.theta + th4
+        xo, w = self._tip_offset(th5)
+        return (l3 + xo, -w * math.sin(tx) + yo, w * math.cos(tx) + zo, tx, -th5)
+
+    def pose_and_jacobian_terms(self, q) -> tuple[tuple, tuple]:
+        """(``pose_f(q)``, ``_jacobian_terms(q)``) solving the closed chain once."""
+        v = self._qf(q)
+        closure = self._closure_f(v[0], v[1])
+        return self._pose_from(v, closure), self._jacobian_terms(v, closure)
+
+    def pose_and_margin(self, q) -> tuple[tuple, float]:
+        """(``pose_f(q)``, ``singularity_margin(q)``) solving the closed chain once."""
+        v = self._qf(q)
+        closure = self._closure_f(v[0], v[1])
+        return self._pose_from(v, closure), self._margin_from(v, closure)
+
     def pose_and_rotation(self, q) -> tuple[tuple, np.ndarray]:
         """(``pose_f(q)``, the flange rotation ``flange(q)[:3, :3]``) from one pass through the
         chain: what the control loop needs each cycle."""
@@ -231,10 +253,11 @@ class Hybrid5(Kinematics):
         return np.array([*np.asarray(tip_mm, float), math.atan2(a[1], -a[2]), math.asin(-a[0])])
 
     # -- velocities (eq. 14-15) ------------------------------------------------------
-    def _chain_rates(self, l11, l14):
-        """d theta13 / d l11 and d theta13 / d l14 from differentiating eq. 1."""
+    def _chain_rates(self, l11, l14, closure=None):
+        """d theta13 / d l11 and d theta13 / d l14 from differentiating eq. 1 (``closure``: the
+        ``_closure_f`` of these sliders when the caller has it)."""
         p = self.p
-        cy, cz, t13 = self._closure_f(l11, l14)
+        cy, cz, t13 = self._closure_f(l11, l14) if closure is None else closure
         bc_y, zc = cy + l11, cz
         f_a = 2 * (-bc_y * p.l13 * math.sin(t13) + zc * p.l13 * math.cos(t13))
         if abs(f_a) < 1e-9:
@@ -247,12 +270,12 @@ class Hybrid5(Kinematics):
         return (p.l13 * math.sin(t13) + p.L1 * math.sin(t13 + p.gamma),
                 p.l13 * math.cos(t13) + p.L1 * math.cos(t13 + p.gamma))
 
-    def _jacobian_terms(self, q) -> tuple:
+    def _jacobian_terms(self, q, closure=None) -> tuple:
         """What eq. 14 and eq. 15 share: the chain's rates (a11, a14, theta13, BC_y, z_C, f_a),
         the tool angle tx, the tip offset w and its rates dw, dx5 per theta5, and the lever (S, C)."""
         l11, l14, l3, th4, th5 = self._qf(q)
         p = self.p
-        a11, a14, t13, bc_y, zc, f_a = self._chain_rates(l11, l14)
+        a11, a14, t13, bc_y, zc, f_a = self._chain_rates(l11, l14, closure)
         _, w = self._tip_offset(th5)
         c5, s5 = math.cos(th5), math.sin(th5)
         dw = p.d * c5 + p.L2 * s5
@@ -308,8 +331,10 @@ class Hybrid5(Kinematics):
     def singularity_margin(self, q) -> float:
         """Smallest normalised distance to the mechanism's three singular conditions (1 = far,
         0 = singular): link BC vertical, O3 arm horizontal, links BC and DC aligned."""
-        l11, l14 = self._qf(q)[:2]
-        _, _, t13, bc_y, zc, f_a = self._chain_rates(l11, l14)
+        return self._margin_from(self._qf(q), None)
+
+    def _margin_from(self, v, closure) -> float:
+        _, _, t13, bc_y, zc, f_a = self._chain_rates(v[0], v[1], closure)
         p = self.p
         S, _ = self._lever(t13)
         return min(abs(bc_y) / p.l12, abs(S) / self._A, abs(f_a) / (2 * p.l12 * p.l13))
