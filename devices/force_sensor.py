@@ -132,9 +132,11 @@ class SimulatedForceSensor(ForceSensor, Simulator):
         """Noise-free reading: tool weight + hand wrench + offsets (sensor frame)."""
         R = self.R_base_sensor
         G = R.T @ (self.mass_kg * GRAVITY_BASE)
-        hand = np.concatenate([R.T @ self.hand_wrench_base[:3], R.T @ self.hand_wrench_base[3:]])
         load = np.concatenate([G, cross3(self.com_sensor_mm / 1000.0, G)])
-        return self._gain * (load + hand) + self.offset
+        hb = self.hand_wrench_base
+        if hb.any():                              # (no hand: adding R^T 0 changes nothing)
+            load = load + np.concatenate([R.T @ hb[:3], R.T @ hb[3:]])
+        return self._gain * load + self.offset
 
     def read(self) -> WrenchSample:
         if self.status is DeviceStatus.DISCONNECTED:
