@@ -277,7 +277,7 @@ class _StopTrials:
         try:
             for k in range(self.n):
                 ctl.jog_task([0, 0.2 if k % 2 == 0 else -0.2, 0, 0, 0])
-                end = time.monotonic() + 1.0
+                end = time.monotonic() + 2.0
                 while not np.any(ctl.latest()["qd_cmd"] != 0) and time.monotonic() < end:
                     time.sleep(0.001)                  # the jog has reached the loop: moving
                 time.sleep(self.rng.uniform(0.005, 0.02))
