@@ -5,6 +5,8 @@ from __future__ import annotations
 import abc
 import enum
 
+import numpy as np
+
 
 class DeviceStatus(enum.Enum):
     """Shown in the status bar for each device."""
@@ -43,6 +45,26 @@ class DeviceError(RuntimeError):
     def __init__(self, message: str, kind: "FaultKind | None" = None):
         super().__init__(message)
         self.kind = kind
+
+
+class NormalStream:
+    """Standard normal draws from ``rng`` fetched in blocks: numpy's Generator draws them one
+    after the other, so these are the same numbers in the same order as one call per draw,
+    without a Generator call (about 1.5 us) per control cycle. Nothing else may draw from
+    ``rng`` once the stream is in use."""
+
+    def __init__(self, rng, block: int = 4096):
+        self.rng, self.block = rng, int(block)
+        self._buf = np.zeros(0)
+        self._i = 0
+
+    def take(self, n: int) -> np.ndarray:
+        if self._i + n > len(self._buf):
+            self._buf = np.concatenate([self._buf[self._i:], self.rng.standard_normal(max(self.block, n))])
+            self._i = 0
+        out = self._buf[self._i:self._i + n]
+        self._i += n
+        return out
 
 
 class Simulator(abc.ABC):

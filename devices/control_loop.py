@@ -198,6 +198,13 @@ class _Path:
     told: bool = False                     # the one refusal of a hold was sent
     err: np.ndarray | None = None          # filtered joint error at the end
     t_end: float | None = None             # when tau reached the end while held
+    D: np.ndarray | None = None            # per segment: Q[i + 1] - Q[i] (precomputed)
+    V: np.ndarray | None = None            # ... and its velocity D / dt
+
+    def __post_init__(self):
+        if self.D is None:
+            self.D = np.diff(self.Q, axis=0)
+        self.V = self.D / self.dt
 
     @property
     def duration(self) -> float:
@@ -207,9 +214,7 @@ class _Path:
         """(q, qd) at path time ``tau``: linear between samples."""
         x = min(max(tau / self.dt, 0.0), len(self.Q) - 1.0)
         i = min(int(x), len(self.Q) - 2)
-        f = x - i
-        d = self.Q[i + 1] - self.Q[i]
-        return self.Q[i] + f * d, d / self.dt
+        return self.Q[i] + (x - i) * self.D[i], self.V[i]
 
     def report(self) -> dict:
         T = self.duration
@@ -272,6 +277,8 @@ class ControlLoop:
         self._last_hold_id = -1           # the newest dead-man press seen (its number)
         self._last_t = None
         self._rest_tol = np.where(kin.revolute, timing.rest_rad_s, timing.rest_mm_s)
+        self._following_key = None
+        self._following_tol = None
 
     # -- commands -----------------------------------------------------------------
     def submit(self, epoch: int, cmd: tuple, now: float) -> None:
@@ -390,13 +397,14 @@ class ControlLoop:
         except PathError as e:
             self._refuse_path(e)
             return
-        vmax = np.max(np.abs(np.diff(Q, axis=0)), axis=0) / dt
+        D = np.diff(Q, axis=0)
+        vmax = np.max(np.abs(D), axis=0) / dt
         jl = self.kin.joint_limits
         moving = vmax > 1e-12
         rate_accel = float(np.min(0.5 * jl.acceleration[moving] / vmax[moving])) if moving.any() else 1e3
         if kind == "approach":
             self._approach_end = None
-        self._path = _Path(kind, Q, dt, rate_accel, path_id=path_id, stale_hold=self._last_hold_id)
+        self._path = _Path(kind, Q, dt, rate_accel, path_id=path_id, stale_hold=self._last_hold_id, D=D)
         self._path.reason = ("hold the dead-man to insert" if kind == "insert"
                              else "hold the dead-man to approach")
         self.mode = FOLLOW
@@ -450,7 +458,7 @@ class ControlLoop:
         if p.held and now > self._deadman_until:
             self._release_path("the dead-man's heartbeat was lost: hold it again to go on")
         if not p.held:
-            if np.any(self.qd_cmd):
+            if self.qd_cmd.any():
                 self._resync(p)
             return np.zeros(self.kin.n_joints)
         T = p.duration
@@ -671,8 +679,12 @@ class ControlLoop:
             if st.fault:
                 raise DeviceError(st.fault, st.fault_kind or FaultKind.ROBOT_DEVICE)
             self.q, self.qd_meas = st.q, np.asarray(st.qd, float)
-            self.X = self.kin.pose(self.q)
-            R = self._R_base_sensor()
+            if hasattr(self.kin, "pose_and_rotation"):    # one pass through the chain
+                X, R_flange = self.kin.pose_and_rotation(self.q)
+                self.X, R = np.array(X), R_flange @ self.R_flange_sensor
+            else:
+                self.X = self.kin.pose(self.q)
+                R = self._R_base_sensor()
             if isinstance(self.sensor, Simulator):
                 self.sensor.advance(now, R)
             s = self.sensor.read()
@@ -706,7 +718,7 @@ class ControlLoop:
             self.late_cycles += 1
         if isinstance(self.robot, Simulator):
             self.robot.advance(now)
-        moving = bool(np.any(self.qd_cmd))
+        moving = bool(self.qd_cmd.any())
         if moving and dt > self.timing.late_cycle_s and self.mode != FAULT:
             self._fault(f"the control cycle ran {1000 * dt:.0f} ms after the previous one "
                         f"(bound {1000 * self.timing.late_cycle_s:.0f} ms) while the robot moved: "
@@ -732,7 +744,8 @@ class ControlLoop:
             return
         want = self.want = self._wanted(now, dt)
         qd, self.reasons = self.limiter.limit(self.q_ref, self.qd_cmd, want,
-                                              dt=min(dt, self.limiter.horizon), q_meas=self.q)
+                                              dt=min(dt, self.limiter.horizon), q_meas=self.q,
+                                              X_meas=self.X.tolist())
         self.qd_cmd = qd
         self.robot.command_joint_velocity(qd)
 
@@ -742,16 +755,20 @@ class ControlLoop:
         measurement when the robot is commanded and measured at rest. The limits act on it
         and on the measurement together. A robot whose *measured* position falls too far
         behind its reference is blocked or overloaded: a fault."""
-        at_rest = not np.any(self.qd_cmd) and np.all(np.abs(self.qd_meas) <= self._rest_tol)
+        at_rest = not self.qd_cmd.any() and bool((np.abs(self.qd_meas) <= self._rest_tol).all())
         if self.q_ref is None or at_rest:
             self.q_ref = self.q.copy()
             return True
         self.q_ref = self.q_ref + self.qd_cmd * dt
         err = self.q_ref - self.q
-        tol = np.where(self.kin.revolute, self.timing.following_rad, self.timing.following_mm)
-        bad = np.flatnonzero(np.abs(err) > tol)
-        if bad.size:
-            i = int(bad[0])
+        key = (self.timing.following_rad, self.timing.following_mm)
+        if key != self._following_key:            # LoopTiming may be changed at run time
+            self._following_key = key
+            self._following_tol = np.where(self.kin.revolute, *key)
+        tol = self._following_tol
+        over = np.abs(err) > tol
+        if over.any():
+            i = int(np.flatnonzero(over)[0])
             rot = bool(self.kin.revolute[i])
             k = math.degrees(1.0) if rot else 1.0
             unit = "°" if rot else " mm"

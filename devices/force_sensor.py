@@ -11,13 +11,14 @@ is never taken for a force). ``reset()`` reconnects.
 from __future__ import annotations
 
 import abc
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from core.robot.weight_compensation import GRAVITY_BASE
-from devices.base import DeviceError, DeviceStatus, FaultKind, Simulator
+from core.robot.weight_compensation import GRAVITY_BASE, cross3
+from devices.base import DeviceError, DeviceStatus, FaultKind, NormalStream, Simulator
 
 __all__ = ["WrenchSample", "ForceSensor", "SimulatedForceSensor", "MINI45_RATED", "seconds_until_reading"]
 
@@ -46,6 +47,8 @@ class ForceSensor(abc.ABC):
 
     def check_plausible(self, sample: WrenchSample) -> WrenchSample:
         """``sample``, or ``DeviceError`` when a reading lies beyond the rated range."""
+        if (np.abs(sample.wrench) <= self.rated_range).all():   # the cycle's usual case
+            return sample                                         # (False for NaN too)
         over = np.abs(sample.wrench) > self.rated_range
         if not np.all(np.isfinite(sample.wrench)) or np.any(over):
             i = int(np.flatnonzero(over | ~np.isfinite(sample.wrench))[0])
@@ -89,6 +92,7 @@ class SimulatedForceSensor(ForceSensor, Simulator):
         self.timeout_s = float(timeout_s)
         self._rng = np.random.default_rng(seed)
         self._gain = 1.0 + gain_error * self._rng.uniform(-1, 1, 6)
+        self._normal = NormalStream(self._rng)
         self._drift = np.zeros(6)
         self._clock = clock
         self.R_base_sensor = np.eye(3)
@@ -128,9 +132,11 @@ class SimulatedForceSensor(ForceSensor, Simulator):
         """Noise-free reading: tool weight + hand wrench + offsets (sensor frame)."""
         R = self.R_base_sensor
         G = R.T @ (self.mass_kg * GRAVITY_BASE)
-        hand = np.concatenate([R.T @ self.hand_wrench_base[:3], R.T @ self.hand_wrench_base[3:]])
-        load = np.concatenate([G, np.cross(self.com_sensor_mm / 1000.0, G)])
-        return self._gain * (load + hand) + self.offset
+        load = np.concatenate([G, cross3(self.com_sensor_mm / 1000.0, G)])
+        hb = self.hand_wrench_base
+        if hb.any():                              # (no hand: adding R^T 0 changes nothing)
+            load = load + np.concatenate([R.T @ hb[:3], R.T @ hb[3:]])
+        return self._gain * load + self.offset
 
     def read(self) -> WrenchSample:
         if self.status is DeviceStatus.DISCONNECTED:
@@ -143,8 +149,9 @@ class SimulatedForceSensor(ForceSensor, Simulator):
                                   "then reset the fault", FaultKind.SENSOR_STALE)
             return self._last
         dt = 0.0 if self._last is None else max(0.0, now - self._last.t)
-        self._drift[:3] += self.drift_rate * np.sqrt(dt) * self._rng.standard_normal(3)
-        w = self.true_wrench() + self._drift + self.noise * self._rng.standard_normal(6)
+        z = self._normal.take(9)                  # 3 for the drift, then 6 for the noise
+        self._drift[:3] += self.drift_rate * math.sqrt(dt) * z[:3]
+        w = self.true_wrench() + self._drift + self.noise * z[3:]
         if self._spike is not None:
             w, self._spike = self._spike, None
         self._seq += 1

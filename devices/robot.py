@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.robot.kinematics.base import Kinematics
-from devices.base import DeviceError, DeviceStatus, FaultKind, Simulator
+from devices.base import DeviceError, DeviceStatus, FaultKind, NormalStream, Simulator
 
 __all__ = ["RobotState", "Robot", "SimulatedRobot"]
 
@@ -85,6 +85,7 @@ class SimulatedRobot(Robot, Simulator):
         self._t_cmd = -float("inf")          # when the newest command took effect
         self._noise = np.where(kinematics.revolute, encoder_noise[1], encoder_noise[0])
         self._rng = np.random.default_rng(seed)
+        self._normal = NormalStream(self._rng)
         self._clock = clock
         self._t = clock()
         self._t_state = self._t
@@ -118,13 +119,13 @@ class SimulatedRobot(Robot, Simulator):
         if self._stalled and self._clock() - self._t_state > self.timeout_s:
             raise DeviceError("robot state stream stopped: check the robot controller link, "
                               "then reset the fault", FaultKind.ROBOT_STALE)
-        q = self._q + self._noise * self._rng.standard_normal(self._q.shape)
+        q = self._q + self._noise * self._normal.take(len(self._q))
         return RobotState(self._t_state, q, self._qd.copy(), self.enabled, self.fault,
                           self.fault_kind)
 
     def command_joint_velocity(self, qd) -> None:
         qd = np.asarray(qd, float)
-        if qd.shape != self._q.shape or not np.all(np.isfinite(qd)):
+        if qd.shape != self._q.shape or not np.isfinite(qd).all():
             raise DeviceError("joint velocity command has the wrong size or non-finite values",
                               FaultKind.INTERNAL)
         self._pending.append((self._clock() + self.latency_s, qd.copy()))
@@ -169,7 +170,9 @@ class SimulatedRobot(Robot, Simulator):
         through a late control cycle, applying each command when its latency has passed."""
         now = self._clock() if now is None else now
         while now - self._t > 1e-12:
-            t = min(now, self._t + max_step_s)
+            # one step for a cycle a few percent long (the real clock's jitter), not a second
+            # step of microseconds after it; late cycles still go in steps of max_step_s
+            t = now if now - self._t <= 1.1 * max_step_s else self._t + max_step_s
             self._integrate(t)
         if not self._stalled:
             self._t_state = now
@@ -181,13 +184,15 @@ class SimulatedRobot(Robot, Simulator):
         if self.command_timeout_s is not None and now - self._t_cmd > self.command_timeout_s:
             self._cmd = np.zeros_like(self._cmd)     # the drive's watchdog: brake
         target = self._cmd if (self.enabled and not self.fault) else np.zeros_like(self._cmd)
-        target = np.clip(target, -self.limits.velocity, self.limits.velocity)
+        # np.minimum(np.maximum()): np.clip's result, without its per-call overhead
+        v, a = self.limits.velocity, 2 * self.limits.acceleration
+        target = np.minimum(np.maximum(target, -v), v)
         acc = (target - self._qd) / max(self.tau_s, dt)
-        acc = np.clip(acc, -2 * self.limits.acceleration, 2 * self.limits.acceleration)
+        acc = np.minimum(np.maximum(acc, -a), a)
         self._qd = self._qd + acc * dt
         q = self._q + self._qd * dt
         hit = (q < self.limits.lower) | (q > self.limits.upper)
-        if np.any(hit):                      # a hard stop: the mechanism stops, servo faults
+        if hit.any():                        # a hard stop: the mechanism stops, servo faults
             q = np.clip(q, self.limits.lower, self.limits.upper)
             self._qd[hit] = 0.0
             i = int(np.flatnonzero(hit)[0])

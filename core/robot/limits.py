@@ -24,6 +24,7 @@ so whatever the timing up to the horizon, the reference never crosses a limit.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +81,7 @@ class MotionLimiter:
         self.margin = np.zeros(5) if margin is None else np.broadcast_to(
             np.asarray(margin, float), (5,)).copy()
         self._task_acc = np.array([cart.linear_accel] * 3 + [cart.angular_accel] * 2)
+        self._consts_of = self._consts_cache = None
 
     def box(self):
         """The box the limits hold the pose in: the workspace less the margin."""
@@ -89,85 +91,163 @@ class MotionLimiter:
     def _outside(X, lower, upper):
         return np.maximum(lower - X, 0) + np.maximum(X - upper, 0)
 
+    # The cycle's hot path works on 5-vectors as plain float lists: numpy's per-call cost
+    # (about 1 us a ufunc, several for np.any/np.clip/norm) dominated on vectors this small.
+    # Same operations in the same order as the array form they replaced.
+    def _kin(self, q):
+        """(pose tuple) at ``q`` (floats)."""
+        r = self.robot
+        return r.pose_f(q) if hasattr(r, "pose_f") else r.pose(q).tolist()
+
+    def _pose_jacobians(self, q):
+        """(pose, J rows, J^-1 rows) at ``q``, the chain solved once when the robot can."""
+        r = self.robot
+        if hasattr(r, "pose_and_jacobian_terms"):
+            X, t = r.pose_and_jacobian_terms(q)
+            return X, r._pose_jacobian_rows(t), r._inverse_pose_jacobian_rows(t)
+        return (self._kin(q), *self._jacobians(q))
+
+    def _jacobians(self, q):
+        r = self.robot
+        if hasattr(r, "_jacobian_terms"):
+            t = r._jacobian_terms(q)
+            return r._pose_jacobian_rows(t), r._inverse_pose_jacobian_rows(t)
+        return r.pose_jacobian(q).tolist(), r.inverse_pose_jacobian(q).tolist()
+
+    def _margin(self, q):
+        return self.robot.singularity_margin(q)
+
+    def _consts(self):
+        """The limits as float lists, rebuilt when ``cart`` is replaced."""
+        if self._consts_of is not self.cart:
+            lower, upper = self.box()
+            jl = self.jl
+            self._consts_cache = (lower.tolist(), upper.tolist(), self._task_acc.tolist(),
+                                  jl.lower.tolist(), jl.upper.tolist(), jl.velocity.tolist(),
+                                  jl.acceleration.tolist())
+            self._consts_of = self.cart
+        return self._consts_cache
+
     def _safe(self, qd, starts, X_starts, J, H) -> bool:
         """Held for ``H`` and then braked, ``qd`` keeps every start inside (or no further out).
         The task velocity over the horizon is ``J qd`` with ``J`` at the reference: over the
         few mm of a horizon the Jacobian changes by a second-order amount."""
-        r, c, jl = self.robot, self.cart, self.jl
-        lower, upper = self.box()
-        Xd = J @ qd
-        brake_X = Xd * np.abs(Xd) / (2 * self._task_acc)
-        brake_q = qd * np.abs(qd) / (2 * jl.acceleration)
+        lower, upper, ta, jlo, jhi, _, jacc = self._consts()
+        qd = list(qd)
+        Xd = _mv(J, qd)
+        brake_X = [x * abs(x) / (2 * a) for x, a in zip(Xd, ta)]
+        brake_q = [v * abs(v) / (2 * a) for v, a in zip(qd, jacc)]
         for k, (q0, X0) in enumerate(zip(starts, X_starts)):
-            q_next = q0 + qd * H
+            q_next = [a + v * H for a, v in zip(q0, qd)]
             try:
-                if k == 0 and r.singularity_margin(q_next) < c.min_singularity_margin:
-                    return False
-                X = r.pose(q_next)
+                if k == 0:
+                    if hasattr(self.robot, "pose_and_margin"):   # the chain solved once
+                        X, m = self.robot.pose_and_margin(q_next)
+                    else:
+                        m, X = self._margin(q_next), None
+                    if m < self.cart.min_singularity_margin:
+                        return False
+                    X = self._kin(q_next) if X is None else X
+                else:
+                    X = self._kin(q_next)
             except KinematicsError:
                 return False
-            if np.any(self._outside(X + brake_X, lower, upper)
-                      > self._outside(X0, lower, upper) + 1e-9):
-                return False
-            if np.any(self._outside(q_next + brake_q, jl.lower, jl.upper)
-                      > self._outside(q0, jl.lower, jl.upper) + 1e-9):
-                return False
+            # inside the bounds is never further out than the start (whose excess is >= 0)
+            for x, b, x0, lo, hi in zip(X, brake_X, X0, lower, upper):
+                xb = x + b
+                if not lo <= xb <= hi and _excess(xb, lo, hi) > _excess(x0, lo, hi) + 1e-9:
+                    return False
+            for x, b, x0, lo, hi in zip(q_next, brake_q, q0, jlo, jhi):
+                xb = x + b
+                if not lo <= xb <= hi and _excess(xb, lo, hi) > _excess(x0, lo, hi) + 1e-9:
+                    return False
         return True
 
-    def _box_clip(self, qd, J, Ji, X_hi, X_lo, H, reasons):
-        lower, upper = self.box()
-        up = braking_speed(upper - X_hi, self._task_acc, H)
-        dn = braking_speed(X_lo - lower, self._task_acc, H)
-        Xd = J @ qd
-        Xc = np.minimum(np.maximum(Xd, -dn), up)
-        if np.any(np.abs(Xc - Xd) > 1e-12):
-            qd = Ji @ Xc
+    @staticmethod
+    def _box_clip(qd, J, Ji, dn, up, reasons):
+        """Task velocity within the box's braking speeds (``-dn``, ``up``, per task axis)."""
+        Xd = _mv(J, qd)
+        Xc = [min(max(x, -d), u) for x, d, u in zip(Xd, dn, up)]
+        if any([abs(c - x) > 1e-12 for c, x in zip(Xc, Xd)]):
+            qd = _mv(Ji, Xc)
             reasons.append("workspace")
         return qd
 
-    def limit(self, q, qd_prev, qd_wanted, dt: float | None = None, q_meas=None):
-        q, qd_prev = np.asarray(q, float), np.asarray(qd_prev, float)
-        qd = np.asarray(qd_wanted, float).copy()
-        if not np.all(np.isfinite(qd)):
-            return np.zeros_like(qd), ["non-finite command"]
+    def limit(self, q, qd_prev, qd_wanted, dt: float | None = None, q_meas=None, X_meas=None):
+        """``X_meas``: the pose at ``q_meas`` when the caller has it already (the loop has)."""
+        q = np.asarray(q, float)
+        qd_prev = np.asarray(qd_prev, float).tolist()
+        qd_a = np.asarray(qd_wanted, float)
+        qd = qd_a.tolist()
+        if not all(map(math.isfinite, qd)):
+            return np.zeros_like(qd_a), ["non-finite command"]
         dt = self.dt if dt is None else float(dt)
         H = max(self.horizon, dt)
-        reasons, jl, c, r = [], self.jl, self.cart, self.robot
+        reasons, c = [], self.cart
         starts = [q] if q_meas is None else [q, np.asarray(q_meas, float)]
         try:
-            X_starts = [r.pose(p) for p in starts]
-            J, Ji = r.pose_jacobian(q), r.inverse_pose_jacobian(q)
+            X0, J, Ji = self._pose_jacobians(q)
+            X_starts = [X0]
+            if q_meas is not None:
+                X_starts.append(self._kin(starts[1]) if X_meas is None else list(X_meas))
         except KinematicsError:
-            return np.zeros_like(qd), ["stopped: no kinematics here"]
-        q_hi, q_lo = np.maximum.reduce(starts), np.minimum.reduce(starts)
-        X_hi, X_lo = np.maximum.reduce(X_starts), np.minimum.reduce(X_starts)
-        s = np.max(np.abs(qd) / jl.velocity)
+            return np.zeros_like(qd_a), ["stopped: no kinematics here"]
+        starts = [p.tolist() for p in starts]
+        if len(starts) == 1:
+            q_hi = q_lo = starts[0]
+            X_hi = X_lo = X_starts[0]
+        else:
+            (a, b), (A, B) = starts, X_starts
+            q_hi, q_lo = [x if x >= y else y for x, y in zip(a, b)], [x if x <= y else y for x, y in zip(a, b)]
+            X_hi, X_lo = [x if x >= y else y for x, y in zip(A, B)], [x if x <= y else y for x, y in zip(A, B)]
+        lower, upper, ta, jlo, jhi, vel, acc = self._consts()
+        HH = H * H                                # braking_speed, per axis, in floats
+        up = [a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
+              for d, a in zip([u - x for u, x in zip(upper, X_hi)], ta)]
+        dn = [a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
+              for d, a in zip([x - l for l, x in zip(lower, X_lo)], ta)]
+        s = max([abs(v) / m for v, m in zip(qd, vel)])
         if s > 1:
-            qd /= s
+            qd = [v / s for v in qd]
             reasons.append("joint speed")
-        Xd = J @ qd
-        lin, ang = np.linalg.norm(Xd[:3]), np.linalg.norm(Xd[3:])
+        Xd = _mv(J, qd)
+        lin = math.sqrt(Xd[0] * Xd[0] + Xd[1] * Xd[1] + Xd[2] * Xd[2])
+        ang = math.sqrt(Xd[3] * Xd[3] + Xd[4] * Xd[4])
         s = max(lin / c.linear_speed, ang / c.angular_speed)
         if s > 1:
-            qd /= s
+            qd = [v / s for v in qd]
             reasons.append("tool speed")
-        qd = self._box_clip(qd, J, Ji, X_hi, X_lo, H, reasons)
-        hi = braking_speed(jl.upper - q_hi, jl.acceleration, H)
-        lo = -braking_speed(q_lo - jl.lower, jl.acceleration, H)
-        if np.any(qd > hi) or np.any(qd < lo):
+        qd = self._box_clip(qd, J, Ji, dn, up, reasons)
+        hi = [a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
+              for d, a in zip([u - x for u, x in zip(jhi, q_hi)], acc)]
+        lo = [-a * (-H + math.sqrt(HH + 2.0 * (d if d > 0.0 else 0.0) / a))
+              for d, a in zip([x - l for l, x in zip(jlo, q_lo)], acc)]
+        if any([v > h or v < l for v, l, h in zip(qd, lo, hi)]):
             reasons.append("joint range")
         # acceleration over the time since the previous command: towards the wanted velocity
         # along the straight line (keeps the speed limits, which are convex); then the range
         # bounds again, which never need more than one step of braking (module docstring)
-        step = np.abs(qd - qd_prev) / (jl.acceleration * dt)
-        if np.max(step) > 1:
-            qd = qd_prev + (qd - qd_prev) / np.max(step)
+        step = max([abs(v - p) / (a * dt) for v, p, a in zip(qd, qd_prev, acc)])
+        if step > 1:
+            qd = [p + (v - p) / step for v, p in zip(qd, qd_prev)]
             reasons.append("acceleration")
-        qd = self._box_clip(qd, J, Ji, X_hi, X_lo, H, reasons)
-        qd = np.minimum(np.maximum(qd, lo), hi)
+        qd = self._box_clip(qd, J, Ji, dn, up, reasons)
+        qd = [min(max(v, l), h) for v, l, h in zip(qd, lo, hi)]
         for _ in range(12):                       # final guard, by halving
             if self._safe(qd, starts, X_starts, J, H):
-                return qd, reasons
-            qd = qd * 0.5
+                return np.array(qd), reasons
+            qd = [v * 0.5 for v in qd]
             reasons.append("guard")
-        return np.zeros_like(qd), reasons + ["stopped by guard"]
+        return np.zeros_like(qd_a), reasons + ["stopped by guard"]
+
+
+def _excess(x, lo, hi):
+    """``_outside`` for one float."""
+    return max(lo - x, 0.0) + max(x - hi, 0.0)
+
+
+
+def _mv(M, v):
+    """Matrix (rows) times vector, in floats."""
+    v0, v1, v2, v3, v4 = v
+    return [r[0] * v0 + r[1] * v1 + r[2] * v2 + r[3] * v3 + r[4] * v4 for r in M]

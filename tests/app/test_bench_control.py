@@ -25,3 +25,29 @@ def test_short_control_bench_reports_figures():
     assert 100 < out["loop_hz"] <= 1010
     assert out["stops_timed"] == 3 and 0 < out["stop_latency_ms"] < 50.0
     assert out["baseline_thread"]["cycles"] > 100
+
+
+def test_control_bench_reports_work_apart_from_jitter_and_stops_under_load():
+    """Holding and following phases in one run, each with work (wall, CPU) and wake-up
+    figures; STOP trials while the load runs and after it, every one during a motion."""
+    import math
+    parser = argparse.ArgumentParser()
+    control.add_arguments(parser)
+    args = parser.parse_args(["--seconds", "1", "--hold-seconds", "0.5", "--load", "cpu", "--stops", "4"])
+    out = control.run(args)
+    for phase in ("holding", "following"):
+        st = out[phase]
+        for name in ("work", "work_cpu", "wake"):
+            for q in ("p50", "p99", "max"):
+                assert math.isfinite(st[f"{name}_{q}_ms"]), (phase, name, q)
+            assert st[f"{name}_p50_ms"] <= st[f"{name}_p99_ms"] <= st[f"{name}_max_ms"]
+        assert st["cycles"] > 100
+    assert out["work_p99_ms"] == out["following"]["work_p99_ms"]
+    assert out["work_goal_ms"] == 0.2 * out["period_ms"]
+    for key in ("stop_latency_under_load", "stop_latency_idle"):
+        st = out[key]
+        assert st["n"] == st["trials"] == 4 and st["not_zeroed"] == 0
+        assert st["moving_at_stop"] == 4                      # each STOP came during a motion
+        assert 0 < st["p50"] <= st["p99"] <= st["max"]
+    assert out["stop_latency_under_load"]["load"].startswith("busy Python")
+    assert out["stop_latency_ms"] == out["stop_latency_under_load"]["p50"]

@@ -78,22 +78,34 @@ class Hybrid5(Kinematics):
         self.cage_mount = str(description)
 
     # -- the closed chain of the parallel part (eq. 1-3) ----------------------
-    def _closure(self, l11, l14):
-        """C and theta13 from the slider positions: intersection of two circles (eq. 1)."""
+    def _closure_f(self, l11, l14):
+        """(C_y, C_z, theta13) in plain floats: intersection of two circles (eq. 1). The
+        control loop calls this several times a cycle: no numpy on 2-vectors here."""
         p = self.p
-        B, D = np.array([-l11, 0.0]), np.array([0.0, -l14])
-        e = D - B
-        dist = math.hypot(*e)
-        a = (p.l12 ** 2 - p.l13 ** 2 + dist ** 2) / (2 * dist)
-        h2 = p.l12 ** 2 - a ** 2
+        ey, ez = l11, -l14                       # e = D - B, B = (-l11, 0), D = (0, -l14)
+        dist = math.hypot(ey, ez)
+        a = (p.l12 * p.l12 - p.l13 * p.l13 + dist * dist) / (2 * dist)
+        h2 = p.l12 * p.l12 - a * a
         if h2 < 0:
             raise ReachabilityError(
                 f"links BC and DC cannot close with sliders at l11={l11:.1f} mm, l14={l14:.1f} mm: "
                 "bring the joints back inside their limits")
-        e = e / dist
-        C = B + a * e + p.assembly * math.sqrt(h2) * np.array([-e[1], e[0]])
-        t13 = math.atan2(C[1] + l14, C[0])
-        return C, t13
+        ey, ez = ey / dist, ez / dist
+        h = p.assembly * math.sqrt(h2)
+        cy, cz = -l11 + a * ey - h * ez, a * ez + h * ey
+        return cy, cz, math.atan2(cz + l14, cy)
+
+    def _closure(self, l11, l14):
+        """C and theta13 from the slider positions: intersection of two circles (eq. 1)."""
+        cy, cz, t13 = self._closure_f(float(l11), float(l14))
+        return np.array([cy, cz]), t13
+
+    def _o3_f(self, l11, l14):
+        """(y, z, theta3, theta13) of O3 in floats (eq. 3-4)."""
+        p = self.p
+        cy, cz, t13 = self._closure_f(l11, l14)
+        return (cy + p.L1 * math.cos(t13 + p.gamma), cz + p.L1 * math.sin(t13 + p.gamma),
+                t13 + p.gamma + p.theta, t13)
 
     def o3_and_theta3(self, l11, l14):
         """Position (y, z) of O3 and the angle theta3 of the O3 frame (eq. 3-4)."""
@@ -102,6 +114,19 @@ class Hybrid5(Kinematics):
         y = C[0] + p.L1 * math.cos(t13 + p.gamma)
         z = C[1] + p.L1 * math.sin(t13 + p.gamma)
         return y, z, t13 + p.gamma + p.theta, C, t13
+
+    def _qf(self, q) -> list:
+        """The 5 joint values as checked plain floats (``_q``'s checks, cheaper)."""
+        if type(q) is np.ndarray and q.shape == (5,):
+            v = q.tolist()
+        elif type(q) is list and len(q) == 5:
+            v = [float(x) for x in q]
+        else:
+            v = self._q(q).tolist()
+        for x in v:
+            if not math.isfinite(x):
+                raise KinematicsError("joint values must be finite")
+        return v
 
     # -- task pose <-> joints (eq. 10, 11) ---------------------------------------
     def _tip_offset(self, th5):
@@ -112,11 +137,15 @@ class Hybrid5(Kinematics):
 
     def pose(self, q) -> np.ndarray:
         """Task pose ``[x, y, z, theta_x, theta_y]`` (eq. 10)."""
-        l11, l14, l3, th4, th5 = self._q(q)
-        yo, zo, th3, _, _ = self.o3_and_theta3(l11, l14)
+        return np.array(self.pose_f(q))
+
+    def pose_f(self, q) -> tuple:
+        """``pose`` as a tuple of floats (the control loop's hot path)."""
+        l11, l14, l3, th4, th5 = self._qf(q)
+        yo, zo, th3, _ = self._o3_f(l11, l14)
         tx = th3 + th4
         xo, w = self._tip_offset(th5)
-        return np.array([l3 + xo, -w * math.sin(tx) + yo, w * math.cos(tx) + zo, tx, -th5])
+        return (l3 + xo, -w * math.sin(tx) + yo, w * math.cos(tx) + zo, tx, -th5)
 
     def joints_for_pose(self, pose, check_limits: bool = True) -> np.ndarray:
         """Closed-form inverse (eq. 11) from ``[x, y, z, theta_x, theta_y]``."""
@@ -147,15 +176,50 @@ class Hybrid5(Kinematics):
             self.joint_limits.check(q, self.joint_names)
         return q
 
+    def _pose_from(self, v, closure) -> tuple:
+        """``pose_f`` from the checked joints ``v`` and their ``_closure_f``."""
+        p = self.p
+        l3, th4, th5 = v[2], v[3], v[4]
+        cy, cz, t13 = closure
+        yo, zo = cy + p.L1 * math.cos(t13 + p.gamma), cz + p.L1 * math.sin(t13 + p.gamma)
+        tx = t13 + p.gamma + p.theta + th4
+        xo, w = self._tip_offset(th5)
+        return (l3 + xo, -w * math.sin(tx) + yo, w * math.cos(tx) + zo, tx, -th5)
+
+    def pose_and_jacobian_terms(self, q) -> tuple[tuple, tuple]:
+        """(``pose_f(q)``, ``_jacobian_terms(q)``) solving the closed chain once."""
+        v = self._qf(q)
+        closure = self._closure_f(v[0], v[1])
+        return self._pose_from(v, closure), self._jacobian_terms(v, closure)
+
+    def pose_and_margin(self, q) -> tuple[tuple, float]:
+        """(``pose_f(q)``, ``singularity_margin(q)``) solving the closed chain once."""
+        v = self._qf(q)
+        closure = self._closure_f(v[0], v[1])
+        return self._pose_from(v, closure), self._margin_from(v, closure)
+
+    def pose_and_rotation(self, q) -> tuple[tuple, np.ndarray]:
+        """(``pose_f(q)``, the flange rotation ``flange(q)[:3, :3]``) from one pass through the
+        chain: what the control loop needs each cycle."""
+        l11, l14, l3, th4, th5 = self._qf(q)
+        yo, zo, th3, _ = self._o3_f(l11, l14)
+        tx = th3 + th4
+        xo, w = self._tip_offset(th5)
+        cx, sx = math.cos(tx), math.sin(tx)
+        cy, sy = math.cos(th5), -math.sin(th5)
+        R = np.array([[cy, 0.0, sy], [sx * sy, cx, -sx * cy], [-cx * sy, sx, cx * cy]])
+        return (l3 + xo, -w * sx + yo, w * cx + zo, tx, -th5), R
+
     # -- 4x4 frames ---------------------------------------------------------------
     def flange(self, q) -> np.ndarray:
         """``T_base_flange``: the O5 frame, where the force sensor and cage mount."""
-        l11, l14, l3, th4, th5 = self._q(q)
-        yo, zo, th3, _, _ = self.o3_and_theta3(l11, l14)
-        T = np.eye(4)
-        T[:3, :3] = _rx(th3 + th4) @ _ry(-th5)
-        T[:3, 3] = (l3, yo, zo)
-        return T
+        l11, l14, l3, th4, th5 = self._qf(q)
+        yo, zo, th3, _ = self._o3_f(l11, l14)
+        # Rx(th3 + th4) @ Ry(-th5), written out
+        cx, sx = math.cos(th3 + th4), math.sin(th3 + th4)
+        cy, sy = math.cos(th5), -math.sin(th5)
+        return np.array([[cy, 0.0, sy, l3], [sx * sy, cx, -sx * cy, yo],
+                         [-cx * sy, sx, cx * cy, zo], [0.0, 0.0, 0.0, 1.0]])
 
     @property
     def T_flange_tool(self) -> np.ndarray:
@@ -201,11 +265,12 @@ class Hybrid5(Kinematics):
         return np.array([*np.asarray(tip_mm, float), math.atan2(a[1], -a[2]), math.asin(-a[0])])
 
     # -- velocities (eq. 14-15) ------------------------------------------------------
-    def _chain_rates(self, l11, l14):
-        """d theta13 / d l11 and d theta13 / d l14 from differentiating eq. 1."""
+    def _chain_rates(self, l11, l14, closure=None):
+        """d theta13 / d l11 and d theta13 / d l14 from differentiating eq. 1 (``closure``: the
+        ``_closure_f`` of these sliders when the caller has it)."""
         p = self.p
-        C, t13 = self._closure(l11, l14)
-        bc_y, zc = C[0] + l11, C[1]
+        cy, cz, t13 = self._closure_f(l11, l14) if closure is None else closure
+        bc_y, zc = cy + l11, cz
         f_a = 2 * (-bc_y * p.l13 * math.sin(t13) + zc * p.l13 * math.cos(t13))
         if abs(f_a) < 1e-9:
             raise KinematicsError("the parallel mechanism is at a singular configuration")
@@ -217,46 +282,56 @@ class Hybrid5(Kinematics):
         return (p.l13 * math.sin(t13) + p.L1 * math.sin(t13 + p.gamma),
                 p.l13 * math.cos(t13) + p.L1 * math.cos(t13 + p.gamma))
 
-    def _jacobian_terms(self, q) -> tuple:
+    def _jacobian_terms(self, q, closure=None) -> tuple:
         """What eq. 14 and eq. 15 share: the chain's rates (a11, a14, theta13, BC_y, z_C, f_a),
         the tool angle tx, the tip offset w and its rates dw, dx5 per theta5, and the lever (S, C)."""
-        l11, l14, l3, th4, th5 = self._q(q)
+        l11, l14, l3, th4, th5 = self._qf(q)
         p = self.p
-        a11, a14, t13, bc_y, zc, f_a = self._chain_rates(l11, l14)
+        a11, a14, t13, bc_y, zc, f_a = self._chain_rates(l11, l14, closure)
         _, w = self._tip_offset(th5)
-        dw = p.d * math.cos(th5) + p.L2 * math.sin(th5)
-        dx5 = -p.d * math.sin(th5) + p.L2 * math.cos(th5)
+        c5, s5 = math.cos(th5), math.sin(th5)
+        dw = p.d * c5 + p.L2 * s5
+        dx5 = -p.d * s5 + p.L2 * c5
         return (a11, a14, t13, bc_y, zc, f_a, t13 + p.gamma + p.theta + th4, w, dw, dx5, *self._lever(t13))
 
     def pose_jacobian(self, q) -> np.ndarray:
         """The 5x5 ``dX/dq`` of eq. 14."""
-        a11, a14, _, _, _, _, tx, w, dw, dx5, S, Cc = self._jacobian_terms(q)
-        dy_da, dz_da = -w * math.cos(tx) - S, -w * math.sin(tx) + Cc
-        J = np.zeros((5, 5))
-        J[:, 0] = [0, dy_da * a11, dz_da * a11, a11, 0]
-        J[:, 1] = [0, dy_da * a14, dz_da * a14 - 1, a14, 0]
-        J[:, 2] = [1, 0, 0, 0, 0]
-        J[:, 3] = [0, -w * math.cos(tx), -w * math.sin(tx), 1, 0]
-        J[:, 4] = [dx5, -dw * math.sin(tx), dw * math.cos(tx), 0, -1]
-        return J
+        return np.array(self._pose_jacobian_rows(self._jacobian_terms(q)))
+
+    @staticmethod
+    def _pose_jacobian_rows(terms) -> list:
+        a11, a14, _, _, _, _, tx, w, dw, dx5, S, Cc = terms
+        ctx, stx = math.cos(tx), math.sin(tx)
+        dy_da, dz_da = -w * ctx - S, -w * stx + Cc
+        return [[0.0, 0.0, 1.0, 0.0, dx5],
+                [dy_da * a11, dy_da * a14, 0.0, -w * ctx, -dw * stx],
+                [dz_da * a11, dz_da * a14 - 1, 0.0, -w * stx, dw * ctx],
+                [a11, a14, 0.0, 1.0, 0.0],
+                [0.0, 0.0, 0.0, 0.0, -1.0]]
 
     def inverse_pose_jacobian(self, q) -> np.ndarray:
         """``J^-1`` built from its definition, row by row (eq. 15), not by inversion."""
-        _, _, _, bc_y, zc, f_a, tx, w, dw, dx5, S, Cc = self._jacobian_terms(q)
+        return np.array(self._inverse_pose_jacobian_rows(self._jacobian_terms(q)))
+
+    @staticmethod
+    def _inverse_pose_jacobian_rows(terms) -> list:
+        _, _, _, bc_y, zc, f_a, tx, w, dw, dx5, S, Cc = terms
         if abs(S) < 1e-9 or abs(bc_y) < 1e-9:
             raise KinematicsError("the parallel mechanism is at a singular configuration")
+        ctx, stx = math.cos(tx), math.sin(tx)
         # rates of O3 (y, z) per task rate: yo = y + w sin tx, zo = z - w cos tx, w = w(theta5)
-        dyo = np.array([0, 1, 0, w * math.cos(tx), -dw * math.sin(tx)])   # d th5 = -d ty
-        dzo = np.array([0, 0, 1, w * math.sin(tx), dw * math.cos(tx)])
-        da = -dyo / S                                     # d yo = -S d theta13
-        dl14 = Cc * da - dzo                              # zo = ... - l14
-        dl11 = (-f_a * da + 2 * zc * dl14) / (2 * bc_y)   # eq. 1 differentiated
-        Ji = np.zeros((5, 5))
-        Ji[0], Ji[1] = dl11, dl14
-        Ji[2] = [1, 0, 0, 0, dx5]
-        Ji[3] = np.array([0, 0, 0, 1, 0]) - da
-        Ji[4] = [0, 0, 0, 0, -1]
-        return Ji
+        dyo = (0.0, 1.0, 0.0, w * ctx, -dw * stx)        # d th5 = -d ty
+        dzo = (0.0, 0.0, 1.0, w * stx, dw * ctx)
+        da = [-v / S for v in dyo]                         # d yo = -S d theta13
+        dl14 = [Cc * a - z for a, z in zip(da, dzo)]       # zo = ... - l14
+        dl11 = [(-f_a * a + 2 * zc * b) / (2 * bc_y) for a, b in zip(da, dl14)]   # eq. 1 differentiated
+        return [dl11, dl14, [1.0, 0.0, 0.0, 0.0, dx5],
+                [-da[0], -da[1], -da[2], 1.0 - da[3], -da[4]], [0.0, 0.0, 0.0, 0.0, -1.0]]
+
+    def jacobians(self, q) -> tuple[np.ndarray, np.ndarray]:
+        """(``pose_jacobian``, ``inverse_pose_jacobian``) at ``q``, sharing their terms."""
+        t = self._jacobian_terms(q)
+        return np.array(self._pose_jacobian_rows(t)), np.array(self._inverse_pose_jacobian_rows(t))
 
     def jacobian(self, q) -> np.ndarray:
         """Geometric (6, 5): omega = theta_x' e_x + theta_y' Rx(theta_x) e_y."""
@@ -268,8 +343,10 @@ class Hybrid5(Kinematics):
     def singularity_margin(self, q) -> float:
         """Smallest normalised distance to the mechanism's three singular conditions (1 = far,
         0 = singular): link BC vertical, O3 arm horizontal, links BC and DC aligned."""
-        l11, l14 = self._q(q)[:2]
-        _, _, t13, bc_y, zc, f_a = self._chain_rates(l11, l14)
+        return self._margin_from(self._qf(q), None)
+
+    def _margin_from(self, v, closure) -> float:
+        _, _, t13, bc_y, zc, f_a = self._chain_rates(v[0], v[1], closure)
         p = self.p
         S, _ = self._lever(t13)
         return min(abs(bc_y) / p.l12, abs(S) / self._A, abs(f_a) / (2 * p.l12 * p.l13))

@@ -141,3 +141,22 @@ def test_cage_pose_follows_flange():
     assert np.allclose(T, ROBOT.flange(q) @ ROBOT.T_flange_cage)
     # the file's mount: 100 mm below the flange along the flange's -z, same axes
     assert np.allclose(T[:3, 3], ROBOT.flange(q)[:3, 3] - 100 * ROBOT.flange(q)[:3, 2])
+
+
+def test_the_control_loops_combined_calls_equal_the_separate_ones():
+    """pose_f, pose_and_rotation, pose_and_margin, pose_and_jacobian_terms and jacobians (one
+    pass through the closed chain, for the 1 kHz loop) give what the separate calls give."""
+    rng = np.random.default_rng(11)
+    home = ROBOT.joints_for_pose([625, 475, -135, 0, 0])
+    for _ in range(200):
+        q = home + rng.normal(0, 1, 5) * np.array([20, 20, 20, 0.2, 0.2])
+        X, R = ROBOT.pose_and_rotation(q)
+        assert np.array_equal(np.array(X), ROBOT.pose(q)) and np.array_equal(ROBOT.pose_f(list(q)), X)
+        assert np.array_equal(R, ROBOT.flange(q)[:3, :3])
+        X2, m = ROBOT.pose_and_margin(q)
+        assert X2 == X and m == ROBOT.singularity_margin(q)
+        X3, terms = ROBOT.pose_and_jacobian_terms(q)
+        assert X3 == X and terms == ROBOT._jacobian_terms(q)
+        J, Ji = ROBOT.jacobians(q)
+        assert np.array_equal(J, ROBOT.pose_jacobian(q)) and np.array_equal(Ji, ROBOT.inverse_pose_jacobian(q))
+        np.testing.assert_allclose(J @ Ji, np.eye(5), atol=1e-9)
