@@ -38,10 +38,21 @@ def _scrollable(dock: QDockWidget) -> None:
     area.setWidgetResizable(True)
     area.setFrameShape(QScrollArea.Shape.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    pinned = [w for w in (getattr(panel, name, None) for name in getattr(panel, "PINNED", ())) if w is not None]
     area.setWidget(panel)
     bar = area.verticalScrollBar().sizeHint().width()
     area.setMinimumWidth(min(panel.minimumSizeHint().width() + bar + 4, 470))  # 1600 px screens
-    dock.setWidget(area)
+    if not pinned:
+        dock.setWidget(area)
+        return
+    # what must never scroll out of sight (a STOP button) stays above the scrolled rest
+    holder = QWidget(objectName="dock_pinned")
+    column = QVBoxLayout(holder)
+    column.setContentsMargins(6, 6, 6, 0)
+    for w in pinned:
+        column.addWidget(w)
+    column.addWidget(area, 1)
+    dock.setWidget(holder)
 
 
 class _FirstPaint(QObject):
@@ -200,7 +211,8 @@ class MainWindow(QMainWindow):
         self.setCorner(Qt.Corner.TopRightCorner, right)
         scene = self.docks["3D view"]
         for title, dock in self.docks.items():
-            if title != "3D view" and dock.widget() is not None and not isinstance(dock.widget(), QScrollArea):
+            if title != "3D view" and dock.widget() is not None and \
+                    dock.widget().objectName() not in ("dock_scroll", "dock_pinned"):
                 _scrollable(dock)
         panels = [d for t, d in self.docks.items() if t != "3D view" and self.dockWidgetArea(d) == right
                   and not d.isFloating()]

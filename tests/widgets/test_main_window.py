@@ -514,3 +514,25 @@ def test_simulated_room_in_the_workstation_robot_holds_cage_bone_in_3d(full_stat
     assert "C-arm moved" in text and "+30.0°/-5.0°" in text and "+15.0°/-5.0°" in text and "calibrate" in text
     st.session.set_calibration({"rms_px": 0.2})          # a new calibration clears it
     assert not w.banner.isVisible()
+
+
+def test_a_dock_panels_stop_stays_above_its_scrolled_part(qtbot):
+    """A tall panel scrolls inside its dock; its STOP (``PINNED``) never scrolls out of sight."""
+    from PySide6.QtWidgets import QDockWidget, QScrollArea
+    from widgets.main_window import MainWindow, _scrollable
+    from widgets.panels.navigation_panel import NavigationPanel
+    w = MainWindow(settings=QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "fluoronav-test-pin"))
+    qtbot.addWidget(w)
+    panel = NavigationPanel(install_keys=False)
+    dock = QDockWidget("Navigate", w)
+    dock.setWidget(panel)
+    _scrollable(dock)
+    area = dock.widget().findChild(QScrollArea, "dock_scroll")
+    assert dock.widget().objectName() == "dock_pinned" and area.widget() is panel
+    assert not area.isAncestorOf(panel.stop_button) and dock.widget().isAncestorOf(panel.stop_button)
+    w.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    w.show()
+    dock.resize(400, 200)                           # far shorter than the panel
+    qtbot.waitExposed(w)
+    area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
+    assert panel.stop_button.isVisible() and panel.stop_button.visibleRegion().boundingRect().height() > 20

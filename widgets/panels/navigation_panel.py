@@ -64,6 +64,7 @@ class _HeldKeys(QObject):
 
 
 class NavigationPanel(QWidget):
+    PINNED = ("stop_button", "stopped_label")       # kept in view above the dock's scrolled part
     move_held = Signal(bool)
     insert_held = Signal(bool)
     preview_requested = Signal()
@@ -215,8 +216,8 @@ class NavigationPanel(QWidget):
         """The deviations (one per line) and the Gertzbein-Robbins grade, large."""
         g = ""
         if grade:
-            g = (f"<div style='font-size:22pt; font-weight:bold; color:{_GRADE_COLOURS.get(grade, '#e8eef5')}'>"
-                 f"Gertzbein-Robbins {grade}</div>")
+            g = (f"<span style='font-size:22pt; font-weight:bold; color:{_GRADE_COLOURS.get(grade, '#e8eef5')}'>"
+                 f"Gertzbein-Robbins {grade}</span><br>")
         self.result_label.setText(g + "<br>".join(lines))
 
     def show_message(self, text: str, warn: bool = False) -> None:

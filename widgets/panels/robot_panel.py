@@ -73,6 +73,7 @@ class StopKeyFilter(QObject):
 
 
 class RobotPanel(QWidget):
+    PINNED = ("stop_button",)       # kept in view above the dock's scrolled part
     def __init__(self, client, parent=None, follow_client_state: bool = True):
         """``client`` takes the commands and reports faults, STOP and events; the robot's
         state reaches ``show_state`` from the client itself, or, with
