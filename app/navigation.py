@@ -379,6 +379,70 @@ class NavigationController:
         self.client.set_deadman(True)
         return True
 
+    def hold_to_guide(self, held: bool, push=None) -> bool:
+        """Hand guiding along the planned line (the virtual fixture: free along it up to the
+        stand-off, stiff off it) while held, the dead-man; ``push`` (simulation only): the hand's
+        force on the tool, "in" / "out" along the line or "side" across it. The control loop
+        engages the fixture only with the tool within 5 mm and 5° of the line. Released at the
+        stand-off, the alignment is recorded as after Move; elsewhere the preview is re-planned
+        from where the robot is."""
+        c = self.client
+        if not held:
+            if c is not None:
+                if push is not None and hasattr(c, "simulate_hand"):
+                    c.simulate_hand(np.zeros(6))
+                c.set_deadman(False)
+                if hasattr(c, "set_fixture"):
+                    c.set_fixture(None)
+            if self.preview is not None and self.phase in ("idle", "approach", "aligned"):
+                self._guided_to()
+            return True
+        if self.preview is None and self.plan_align() is None:
+            return False
+        if self.phase in ("insert", "inserted", "correcting", "verifying"):
+            self._say(f"Guide: not during {self.phase}", True)
+            return False
+        if not self._client_ready("Guide"):
+            return False
+        if not hasattr(c, "set_fixture"):
+            self._say("Guide: the robot controller has no virtual fixture in this build", True)
+            return False
+        plan = self.preview.plan
+        point, direction = plan.insertion.start_mm, plan.direction
+        if self._T_cmd is not None and self.loop is not None and self.loop.history:
+            point, direction = self._T_cmd[:3, 3], self._T_cmd[:3, 2]   # the closed loop's corrected line
+        if hasattr(c, "path_active") and c.path_active():
+            c.cancel_path()                        # the hand takes over from the path (not a STOP)
+        self._sent = None
+        c.set_fixture(point, direction)
+        if push is not None and hasattr(c, "simulate_hand"):
+            F = {"in": 12.0 * np.asarray(direction, float), "out": -12.0 * np.asarray(direction, float),
+                 "side": 10.0 * _across(direction)}.get(push)
+            if F is None:
+                self._say(f"Guide: unknown push {push!r} (in, out, side)", True)
+                return False
+            c.simulate_hand(np.r_[F, 0.0, 0.0, 0.0])
+        c.set_deadman(True)
+        return True
+
+    def _guided_to(self) -> None:
+        """After hand guiding: at the stand-off on the line -> aligned; else plan again from here."""
+        q = self.robot_q()
+        if q is None or self.kinematics is None:
+            return
+        plan = self.preview.plan
+        T = np.asarray(self.kinematics.forward(q), float)
+        goal, d = plan.insertion.start_mm, plan.direction
+        if self._T_cmd is not None and self.loop is not None and self.loop.history:
+            goal, d = self._T_cmd[:3, 3], self._T_cmd[:3, 2]
+        angle = math.degrees(math.acos(min(1.0, abs(float(T[:3, 2] @ d) / float(np.linalg.norm(d))))))
+        if float(np.linalg.norm(T[:3, 3] - goal)) <= GUIDED_AT_MM and angle <= GUIDED_AT_DEG:
+            self._set_phase("approach")
+            self._arrived({"q": q.tolist()})
+        elif self.phase != "idle" or self._sent is not None:
+            self._set_phase("idle")
+            self.plan_align()
+
     def _send_path(self, kind: str, what: str, q) -> bool:
         """Send one path to the controller; a refusal becomes the panel's one line."""
         try:
@@ -419,6 +483,9 @@ class NavigationController:
         if self.phase not in ("approach", "insert") or self.preview is None:
             return
         follow = state.get("follow") if "follow" in state else self._follow_from_q(state)
+        sent_id = getattr(self.client, "path_id", None)
+        if follow and follow.get("id") is not None and isinstance(sent_id, int) and follow["id"] != sent_id:
+            return      # the loop's state still tells of the path before the one just sent (an old arrival)
         if not follow or follow.get("kind") != ("approach" if self.phase == "approach" else "insert"):
             if "follow" in state and self._sent is not None and follow is None and getattr(self.client, "stopped", False):
                 self._sent = None      # STOP ended the path: the next hold plans again from where it is
@@ -799,6 +866,16 @@ class NavigationController:
 
 
 CARM_MOVED = "the C-arm moved"
+GUIDED_AT_MM, GUIDED_AT_DEG = 0.1, 0.1   # hand guiding released this near the stand-off: aligned
+
+
+def _across(direction) -> np.ndarray:
+    """A unit vector perpendicular to ``direction`` (a sideways push)."""
+    d = np.asarray(direction, float) / np.linalg.norm(direction)
+    a = np.cross(d, [1.0, 0.0, 0.0])
+    if np.linalg.norm(a) < 0.1:
+        a = np.cross(d, [0.0, 1.0, 0.0])
+    return a / np.linalg.norm(a)
 ROBOT_CAGE_ERROR_MM = 2.0     # how far the robot may carry the cage from its model (nominal mount)
 
 

@@ -163,6 +163,8 @@ def install_navigation(station) -> NavigationController:
     panel.insert_held.connect(nav.hold_to_insert)
     panel.preview_requested.connect(nav.plan_align)
     panel.correct_requested.connect(nav.correct)
+    panel.guide_held.connect(nav.hold_to_guide)
+    panel.show_simulated_hand(getattr(getattr(station.config, "force_sensor", None), "kind", "") == "simulated")
     nav.calibration_invalidated.connect(
         lambda why: w.show_banner(f"Calibration no longer valid — {why[0].upper()}{why[1:]}"))
 
@@ -174,6 +176,9 @@ def install_navigation(station) -> NavigationController:
     panel.verify_requested.connect(verify)
     if client is not None:
         panel.stop_requested.connect(client.stop)
+        if hasattr(client, "event"):      # the loop's refusals (e.g. hand guiding) shown where the surgeon looks
+            client.event.connect(lambda kind, payload: kind == "refused" and panel.show_message(f"Not done: {payload}",
+                                                                                               True))
         client.stopped_changed.connect(panel.set_stopped)
         stopped = QLabel("ROBOT STOPPED", objectName="robot_stopped_status")
         stopped.setStyleSheet("QLabel { background: #b3261e; color: #fff3f0; font-weight: bold; padding: 2px 10px;"

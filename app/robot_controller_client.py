@@ -209,6 +209,14 @@ class RobotControllerClient(QObject):
             self.controller.send("follow_hold", False)
             self.controller.admittance(False)
 
+    def set_fixture(self, point=None, direction=None, axial_range_mm=(-float("inf"), 0.0)) -> None:
+        """Hand guiding (the dead-man) along the line through ``point`` (base mm) along
+        ``direction``: free along it within ``axial_range_mm``, stiff off it; ``None`` clears it.
+        The loop engages it only with the tool near the line."""
+        spec = None if point is None else ([float(x) for x in point], [float(x) for x in direction],
+                                            tuple(float(x) for x in axial_range_mm))
+        self.controller.send("fixture", spec)
+
     # -- Align: path following -------------------------------------------------------------
     def follow_path(self, kind: str, q_samples, dt: float) -> None:
         """Send a path: joint samples (N, 5) every ``dt`` s, ``kind`` "approach" or "insert".
@@ -244,6 +252,11 @@ class RobotControllerClient(QObject):
         self._path_hold.stop()
         self.controller.send("follow_cancel")
         self._path_kind = None
+
+    @property
+    def path_id(self) -> int:
+        """The number of the last path sent; the loop's ``follow`` state echoes the one it follows."""
+        return self._path_id
 
     @property
     def follow(self) -> dict | None:

@@ -50,7 +50,8 @@ RESETTING, FOLLOW = "resetting", "follow"
 MODE_CODES = {m: i for i, m in enumerate((IDLE, JOG_JOINT, JOG_TASK, MOVE, ADMITTANCE, IDENTIFY,
                                           STOPPED, FAULT, RESETTING, FOLLOW))}
 # commands that set a preference and move nothing: applied even when issued before a STOP
-SETTINGS = ("speed", "drag_mode", "tool_load")
+SETTINGS = ("speed", "drag_mode", "tool_load", "fixture")
+FIXTURE_ENGAGE_MM, FIXTURE_ENGAGE_DEG = 5.0, 5.0   # the line's fixture holds only a tool this near it
 
 
 @dataclass
@@ -245,6 +246,7 @@ class ControlLoop:
         self.tool_load = tool_load
         self.timing = timing
         self.admittance = FuzzyAdmittance()
+        self.fixture = None          # core.robot.virtual_fixture.LineFixture: hand guiding along a line
         self.mode = IDLE
         self.fault: str | None = None
         self.fault_kind: FaultKind | None = None
@@ -307,6 +309,9 @@ class ControlLoop:
         if name == "tool_load":
             self.tool_load = args[0]
             return
+        if name == "fixture":               # (point, direction, axial range) in base, or None
+            self._set_fixture(args[0] if args else None)
+            return
         if name == "deadman":
             self._deadman_until = now + self.timing.deadman_s
             return
@@ -357,8 +362,12 @@ class ControlLoop:
             if args[0] and self.tool_load is None:
                 self.events.append(("refused", "identify the tool load first (Tool load tab): "
                                     "without it the tool's weight would move the robot"))
+            elif args[0] and self.fixture is not None and not self._near_fixture():
+                self.events.append(("refused", self._fixture_far))
             elif args[0]:
                 self.admittance.reset()
+                if self.fixture is not None:
+                    self.fixture.reset()
                 self.mode = ADMITTANCE
                 self._deadman_until = now + self.timing.deadman_s
             elif self.mode == ADMITTANCE:
@@ -374,6 +383,37 @@ class ControlLoop:
             self._rezero()
         else:
             self.events.append(("refused", f"unknown robot command {name!r}"))
+
+    # -- the virtual fixture (hand guiding along the planned line) ------------------------
+    def _set_fixture(self, spec) -> None:
+        from core.robot.virtual_fixture import LineFixture, VirtualFixtureError
+        if spec is None:
+            self.fixture = None
+            return
+        try:
+            point, direction, axial = spec
+            self.fixture = LineFixture(point, direction, axial_range_mm=axial)
+        except (VirtualFixtureError, ValueError, TypeError) as e:
+            self.fixture = None
+            self.events.append(("refused", f"hand guiding along the line refused: {e}"))
+            return
+        if self.mode == ADMITTANCE and not self._near_fixture():
+            self.mode = IDLE                       # a line far from the tool never pulls it there
+            self.events.append(("refused", self._fixture_far))
+
+    def _near_fixture(self) -> bool:
+        """The tool within ``FIXTURE_ENGAGE_*`` of the line: the fixture's spring (tens of N/mm)
+        would otherwise drag it there at the speed limit."""
+        from core.robot.virtual_fixture import tool_axis
+        if self.X is None:
+            return False
+        X = self.X
+        s, lateral, rot = self.fixture.offsets(np.asarray(X[:3], float), tool_axis(float(X[3]), float(X[4])))
+        d, a = float(np.linalg.norm(lateral)), math.degrees(float(np.linalg.norm(rot)))
+        self._fixture_far = (f"hand guiding along the line refused: the tool is {d:.1f} mm and {a:.1f}° off the "
+                             f"line (within {FIXTURE_ENGAGE_MM:.0f} mm and {FIXTURE_ENGAGE_DEG:.0f}°): hold Move "
+                             "to bring it there first")
+        return d <= FIXTURE_ENGAGE_MM and a <= FIXTURE_ENGAGE_DEG
 
     # -- paths ----------------------------------------------------------------------
     def _refuse_path(self, e: PathError) -> None:
@@ -791,6 +831,12 @@ class ControlLoop:
             return self._jog
         if self.mode == JOG_TASK:
             return kin.inverse_pose_jacobian(self.q) @ self._jog
+        if self.mode == ADMITTANCE and self.fixture is not None:
+            # free along the planned line, stiff off it (virtual fixture); the limiter still bounds it
+            X = self.X
+            Xd = self.fixture.step(self.hand, np.asarray(X[:3], float), float(X[3]), float(X[4]),
+                                   min(dt, self.limiter.horizon))
+            return kin.inverse_pose_jacobian(self.q) @ Xd
         if self.mode == ADMITTANCE:
             Xd = self.admittance.step(self.hand, self.X[3], min(dt, self.limiter.horizon))
             if self.admittance.mode == ORIENTATION:

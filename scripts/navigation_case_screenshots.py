@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 
 def focus_3d(st, zoom_out: float) -> None:
@@ -88,6 +88,11 @@ def main(out: Path) -> int:
                                                         phantom=phantom))
     wait(lambda: st.room.scene is not None and bool(st.session.robot_state), 600, "the simulated room and robot")
     wait(lambda: st.room.T_world_base is not None, 60, "the robot base")
+    # the tool's weight identified first (Robot panel, Tool load): hand guiding needs it
+    st.robot.identify_tool()
+    wait(lambda: bool(st.robot.state.get("tool_load")) and st.robot.state.get("mode") == "idle", 300,
+         "the tool-load identification")
+    print("tool load identified")
     # the C-arm tilted 20 deg cranio-caudally, as for pedicles: the pedicle axis then is not near the AP beam
     st.carm_panel.set_angles(0, 20)
     wait(lambda: st.devices.can_acquire(), 60, "the C-arm pose")
@@ -140,6 +145,25 @@ def main(out: Path) -> int:
     print("after the approach:", nav.phase, st.session.alignment and
           {k: st.session.alignment[k] for k in ("tip_error_mm", "angle_error_deg")})
     shot("aligned")
+    # 3a. hand guiding along the line (the virtual fixture), with the simulated hand: back out, then in
+    def hold_push(key, seconds):
+        b = panel.push_buttons[key]
+        QTest.mousePress(b, Qt.MouseButton.LeftButton)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            app.processEvents()
+            time.sleep(0.01)
+        QTest.mouseRelease(b, Qt.MouseButton.LeftButton)
+        app.processEvents()
+    T0 = st.robot.kinematics.forward(np.asarray(st.session.robot_state["q"], float))
+    hold_push("out", 1.0)
+    T1 = st.robot.kinematics.forward(np.asarray(st.session.robot_state["q"], float))
+    rp = w.findChild(QWidget, "robot_panel")
+    print("robot panel says:", rp.message_label.text() if rp is not None else "-")
+    print("guided out by", round(float(np.linalg.norm(T1[:3, 3] - T0[:3, 3])), 2), "mm; phase", nav.phase)
+    hold_push("in", 3.0)
+    wait(lambda: nav.phase == "aligned", 30, "the guide back at the stand-off")
+    print("guided back in: phase", nav.phase)
     # 3b. the closed loop: shots with the wire docked on the entry, each correction on a Move hold
     click(panel.correct_button)
     for _ in range(6):

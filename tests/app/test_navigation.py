@@ -37,6 +37,20 @@ class FakeClient:
         return [c for c in self.calls if c[0] == name]
 
 
+class GuideClient(FakeClient):
+    """FakeClient with the virtual fixture and the simulated hand."""
+
+    def set_fixture(self, point=None, direction=None, axial_range_mm=None):
+        self.calls.append(("set_fixture", None if point is None else (np.asarray(point, float),
+                                                                       np.asarray(direction, float))))
+
+    def simulate_hand(self, wrench):
+        self.calls.append(("simulate_hand", np.asarray(wrench, float)))
+
+    def path_active(self):
+        return False
+
+
 class OldClient:
     """A client from before path following: set_deadman only."""
     stopped = False
@@ -460,3 +474,59 @@ def test_closed_loop_refuses_a_correction_too_large_to_be_a_robot_error(aligned_
     assert nav.phase == "aligned" and nav.loop.done and not nav.loop.converged
     assert msgs[-1].startswith("Correct: refused: the correction") and "misdetected" in msgs[-1]
     assert len(client.sent("follow_path")) == n          # nothing moved
+
+
+def test_hand_guiding_holds_the_fixture_on_the_planned_line_and_records_arrival_at_the_stand_off(tmp_path):
+    s = Session(tmp_path, save_images=True)
+    s.set_device_status("robot", DeviceStatus.SIMULATED, "simulated robot")
+    s.set_robot_state({"q": home_q().tolist()})
+    client = GuideClient()
+    nav = NavigationController(s, kin(), client, stand_off_mm=STAND_OFF)
+    nav.calibration_changed(FakeCalibration())
+    e, t, d = base_line()
+    T_cage0_base = invert(kin().cage(home_q()))
+    put(s, entry=apply(T_cage0_base, e), target=apply(T_cage0_base, t))
+    assert nav.hold_to_guide(True, "in")
+    plan = nav.preview.plan
+    (_, (point, direction)), = client.sent("set_fixture")
+    assert np.allclose(point, plan.insertion.start_mm) and np.allclose(direction, plan.direction)
+    (_, F), = client.sent("simulate_hand")
+    assert np.allclose(F[:3], 12.0 * plan.direction) and client.calls[-1] == ("set_deadman", True)
+    # released short of the stand-off: nothing recorded, the preview planned again from here
+    s.set_robot_state({"q": home_q().tolist()})
+    nav.hold_to_guide(False, "in")
+    assert client.sent("set_fixture")[-1] == ("set_fixture", None) and np.allclose(client.sent("simulate_hand")[-1][1], 0)
+    assert ("set_deadman", False) in client.calls
+    assert s.alignment is None and nav.phase == "idle" and nav.preview is not None
+    # guided onto the stand-off: the alignment is recorded as after Move
+    nav.hold_to_guide(True, "side")
+    assert abs(float(client.sent("simulate_hand")[-1][1][:3] @ plan.direction)) < 1e-9
+    s.set_robot_state({"q": nav.preview.plan.q_goal.tolist()})
+    nav.hold_to_guide(False, "side")
+    assert nav.phase == "aligned" and s.alignment is not None and s.alignment["tip_error_mm"] < 0.01
+    msgs = []
+    nav.message.connect(lambda text, warn: msgs.append(text))
+    assert not nav.hold_to_guide(True, "sideways") and msgs[-1] == "Guide: unknown push 'sideways' (in, out, side)"
+
+
+def test_an_old_paths_arrival_in_a_late_state_is_not_taken_for_the_new_paths(aligned_case):
+    """The loop's state can still tell of the path before the one just sent: its arrival is not ours."""
+    s, nav, client, tid, _ = aligned_case
+
+    class Numbered(FakeClient):
+        path_id = 0
+
+        def follow_path(self, kind, q_samples, dt):
+            super().follow_path(kind, q_samples, dt)
+            self.path_id += 1
+
+    nav.client = c = Numbered()
+    preview = nav.plan_align()
+    nav.hold_to_move(True)
+    assert c.path_id == 1 and nav.phase == "approach"
+    q_goal = preview.plan.q_goal.tolist()
+    old = {"kind": "approach", "progress": 1.0, "arrived": True, "paused": False, "reason": "", "id": 0}
+    s.set_robot_state({"q": q_goal, "follow": old})
+    assert nav.phase == "approach" and s.alignment is None
+    s.set_robot_state({"q": q_goal, "follow": dict(old, id=1)})
+    assert nav.phase == "aligned" and s.alignment is not None

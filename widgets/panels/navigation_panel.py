@@ -67,6 +67,7 @@ class NavigationPanel(QWidget):
     PINNED = ("stop_button", "stopped_label")       # kept in view above the dock's scrolled part
     move_held = Signal(bool)
     insert_held = Signal(bool)
+    guide_held = Signal(bool, object)       # held, and in simulation the push ("in", "out", "side") or None
     preview_requested = Signal()
     correct_requested = Signal()
     verify_requested = Signal()
@@ -110,6 +111,28 @@ class NavigationPanel(QWidget):
         self.progress_label = QLabel("", objectName="navigation_progress_label")
         lay.addWidget(self.progress_label)
         lay.addWidget(self.progress)
+        self.guide_button = self._hold_button("Hold to GUIDE by hand along the line", "navigation_guide", None)
+        self.guide_button.setToolTip("Dead-man for hand guiding: free along the planned line up to the stand-off, "
+                                     "stiff off it (the tool must be within 5 mm and 5° of the line)")
+        self.guide_button.setStyleSheet(_HOLD.replace("min-height: 64px", "min-height: 40px"))
+        self.guide_button.pressed.connect(lambda: self.guide_held.emit(True, None))
+        self.guide_button.released.connect(lambda: self.guide_held.emit(False, None))
+        lay.addWidget(self.guide_button)
+        self.push_row = QWidget(objectName="navigation_push_row")
+        prow = QHBoxLayout(self.push_row)
+        prow.setContentsMargins(0, 0, 0, 0)
+        prow.addWidget(QLabel("simulated hand:"))
+        self.push_buttons = {}
+        for key, text in (("in", "push in"), ("out", "pull back"), ("side", "push sideways")):
+            b = QPushButton(text, objectName=f"navigation_push_{key}")
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.setToolTip("Simulation: holds the dead-man and pushes on the tool with about 10 N")
+            b.pressed.connect(lambda k=key: self.guide_held.emit(True, k))
+            b.released.connect(lambda k=key: self.guide_held.emit(False, k))
+            prow.addWidget(b)
+            self.push_buttons[key] = b
+        self.push_row.setVisible(False)
+        lay.addWidget(self.push_row)
         self.correct_button = QPushButton("&Correct from shots  (Alt+C)", objectName="navigation_correct")
         self.correct_button.setToolTip("Closed loop: AP + LAT with the wire through the guide, docked on the entry; "
                                        "the wire is found in both, the correction computed, and you hold MOVE to "
@@ -141,8 +164,9 @@ class NavigationPanel(QWidget):
         b = QPushButton(text, objectName=name)
         b.setStyleSheet(_HOLD)
         b.setFocusPolicy(Qt.FocusPolicy.NoFocus)    # the space bar never "clicks" it: it holds
-        b.pressed.connect(lambda: signal.emit(True))
-        b.released.connect(lambda: signal.emit(False))
+        if signal is not None:
+            b.pressed.connect(lambda: signal.emit(True))
+            b.released.connect(lambda: signal.emit(False))
         return b
 
     # -- keys -----------------------------------------------------------------------------
@@ -190,6 +214,10 @@ class NavigationPanel(QWidget):
         self.move_button.setEnabled(phase in ("idle", "approach", "correction"))
         self.insert_button.setEnabled(phase in ("aligned", "insert"))
         self.correct_button.setEnabled(phase == "aligned")
+        guide = phase in ("idle", "aligned")
+        self.guide_button.setEnabled(guide)
+        for b in self.push_buttons.values():
+            b.setEnabled(guide)
         self.verify_button.setEnabled(phase in ("aligned", "inserted", "verified"))
         self.preview_button.setEnabled(phase in ("idle", "aligned", "inserted", "verified"))
 
@@ -223,6 +251,10 @@ class NavigationPanel(QWidget):
     def show_message(self, text: str, warn: bool = False) -> None:
         self.message_label.setText(text)
         self.message_label.setStyleSheet("QLabel { color: %s; }" % ("#f0c674" if warn else "#b8c4d0"))
+
+    def show_simulated_hand(self, shown: bool) -> None:
+        """The push buttons: only with a simulated force sensor (a real hand pushes the real tool)."""
+        self.push_row.setVisible(bool(shown))
 
     def set_stopped(self, stopped: bool) -> None:
         self.stopped_label.setText("ROBOT STOPPED — press Reset in the Robot panel when the area is clear"
