@@ -356,7 +356,9 @@ def _run(spec: CaseSpec, stage) -> dict:
             print("detection", detection_errors[-1], pose.to_dict(), flush=True)
         R = frames.T_base_cage0[:3, :3]
         tip_b = frames.to_base(pose.tip_mm)
-        measured = ToolLine(tip_b, R @ pose.direction, tip_b if pose.tip_gap_mm <= TIP_GAP_MM else None)
+        # the tip along the line: both views' tips agreeing, or the one view whose tip no ball hides
+        tip_known = len(pose.tip_views) == 1 or (len(pose.tip_views) == 2 and pose.tip_gap_mm <= TIP_GAP_MM)
+        measured = ToolLine(tip_b, R @ pose.direction, tip_b if tip_known else None)
         try:
             step = loop.update(measured, T_cmd)
         except ClosedLoopError as e:

@@ -24,7 +24,8 @@ source (pi = P^T l for the ideal-pixel line l and the 3x4 camera P); the tool li
 the 3D line is their intersection, then refined by minimising the raw-pixel distance of all
 centreline samples to the line reprojected by the calibration's own ``project``. The tip is the
 point of the 3D line nearest each view's tip ray, combined with weights sin^2 of the ray-line
-angle. A line near the epipolar plane (both planes nearly the same) is ill-conditioned: the
+angle; when the views' tips disagree, a view whose tip end a ball may hide
+(``ToolLine2D.tip_occluded``) is left out (``_tip_views``; ``ToolPose.tip_views`` names the views used). A line near the epipolar plane (both planes nearly the same) is ill-conditioned: the
 angle between the planes is reported, and below ``min_plane_angle_deg`` refused.
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = ["ToolLineError", "ToolTriangulationError", "ToolLine2D", "ToolPose", 
 RIDGE_BETA = 0.5            # blob damping exp(-(l2/l1)^2 / (2 beta^2)) (Frangi): a ball keeps 14 %
 RANSAC_ITERATIONS = 400
 PROFILE_STEP_PX = 0.25
+OCCLUDED_RATIO = 1.6        # cross-section over the wire's beyond its consistent stretch: a ball on its end
 SAMPLE_STEP_PX = 1.0
 
 
@@ -78,6 +80,13 @@ class ToolLine2D:
     polarity: int
     view: str | None = None
     distortion: object = field(default=None, repr=False)
+    tip_occluded: bool = False       # a denser blob (a ball) lies on the tip's end: the end found is the
+                                     # blob's far side, not the tip; the line is still good
+
+    @property
+    def tip_usable(self) -> bool:
+        """The tip's position along the line can be trusted (not occluded)."""
+        return not self.tip_occluded
 
     def distance_px(self, uv_raw) -> np.ndarray:
         """Distance (ideal px) of raw pixels (N, 2) to the fitted line."""
@@ -89,7 +98,8 @@ class ToolLine2D:
         return {"view": self.view, "samples_raw": np.round(self.samples_raw, 4).tolist(),
                 "tip_raw": self.tip_raw.tolist(), "back_raw": self.back_raw.tolist(),
                 "back_at_field_edge": self.back_at_field_edge, "width_px": self.width_px,
-                "contrast": self.contrast, "cnr": self.cnr, "rms_px": self.rms_px, "polarity": self.polarity}
+                "contrast": self.contrast, "cnr": self.cnr, "rms_px": self.rms_px, "polarity": self.polarity,
+                "tip_occluded": self.tip_occluded}
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,6 +112,7 @@ class ToolPose:
     tip_gap_mm: float                # disagreement of the two views' tips along the line
     ill_conditioned: bool            # plane angle below ``WELL_CONDITIONED_DEG``: errors are amplified
     n_samples: dict = field(default_factory=dict)
+    tip_views: tuple = ("ap", "lat")  # the views whose tip the tip comes from (an occluded one is left out)
 
     @property
     def rms_px(self) -> float:
@@ -118,7 +129,7 @@ class ToolPose:
         return {"tip_mm": self.tip_mm.tolist(), "direction": self.direction.tolist(),
                 "plane_angle_deg": self.plane_angle_deg, "residual_px": dict(self.residual_px),
                 "rms_px": self.rms_px, "tip_gap_mm": self.tip_gap_mm, "ill_conditioned": self.ill_conditioned,
-                "n_samples": dict(self.n_samples)}
+                "n_samples": dict(self.n_samples), "tip_views": list(self.tip_views)}
 
 
 WELL_CONDITIONED_DEG = 10.0
@@ -456,8 +467,12 @@ def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
     """Positions t (ideal px along the line) of both ends where the density integrated across the
     line falls to half its median along the object (a sharp tip's cone: where its radius is
     1/sqrt(2) of the wire's, see ``tip_offset_mm``), walking out from the middle of the object
-    (balls on the wire or just beyond its tip add density and stop nothing), and whether each end
-    is at the field's edge instead."""
+    (balls on the wire or just beyond its tip add density and stop nothing), whether each end
+    is at the field's edge instead, and whether a blob denser than the wire (``OCCLUDED_RATIO``
+    times its cross-section: a ball) lies within ``2 width + 6`` px inside the end: then the end
+    found may be the blob's far side (a ball's rim looks like a wire's profile) and the true end
+    is hidden in it.
+    Returns ``[(t, at_edge, occluded), (t, at_edge, occluded)]`` for the low and the high end."""
     step = 0.5
     ext = 4 * width + 60.0
     ts = np.arange(t_lo - ext, t_hi + ext + 1e-9, step)
@@ -472,17 +487,20 @@ def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
         cs[good] = ndimage.gaussian_filter1d(c[good], 1.0)
     mid = int(np.argmin(np.abs(ts - 0.5 * (t_lo + t_hi))))
     ends = []
+    reach = 2.0 * width + 6.0
     for sign in (-1, 1):
         k = mid
         while 0 <= k + sign < len(ts) and cs[k + sign] >= 0.5 * ref:    # NaN stops: the field ends there
             k += sign
         nxt = k + sign
+        near_end = cs[((ts[k] - ts) * sign >= 0) & ((ts[k] - ts) * sign <= reach)]
+        occluded = bool(np.any(near_end > OCCLUDED_RATIO * ref))
         if not (0 <= nxt < len(ts)) or not np.isfinite(cs[nxt]):
-            ends.append((float(ts[k]), True))
+            ends.append((float(ts[k]), True, occluded))
             continue
         a, b = cs[k], cs[nxt]
         f = (a - 0.5 * ref) / (a - b) if a != b else 0.0
-        ends.append((float(ts[k] + sign * f * step), False))
+        ends.append((float(ts[k] + sign * f * step), False, occluded))
     return ends
 
 
@@ -646,7 +664,7 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
     if t1 - t0 < min_length_px:
         raise ToolLineError(f"the line is only {t1 - t0:.0f} px long (at least {min_length_px:.0f} px needed)")
     ends = _ends(sample, distortion, p0, dvec, t0, t1, w_med)
-    (ta, edge_a), (tb, edge_b) = ends
+    (ta, edge_a, occ_a), (tb, edge_b, occ_b) = ends
     # samples beyond the ends (a ball's rim in line with the wire) leave the fit
     tt = (ideal_c - p0) @ dvec
     within = keep & (tt >= ta - 1.0) & (tt <= tb + 1.0)
@@ -668,7 +686,8 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
             qq, _, nn = _raw_frames(distortion, pt[None], dvec)
             bg.append(np.nanmean([sample(qq + k * nn) for k in (-(w_med + 6), w_med + 6)]))
         tip_is_b = not (bg[0] > bg[1])
-    (tip, tip_edge), (back, back_edge) = ((pb, edge_b), (pa, edge_a)) if tip_is_b else ((pa, edge_a), (pb, edge_b))
+    (tip, tip_edge, tip_occ), (back, back_edge) = (((pb, edge_b, occ_b), (pa, edge_a)) if tip_is_b
+                                                   else ((pa, edge_a, occ_a), (pb, edge_b)))
     if tip_edge:
         raise ToolLineError("the tool's tip is not in view: its line runs off the field")
     direction = (tip - back) / np.linalg.norm(tip - back)
@@ -679,7 +698,7 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
                       back_raw=_to_raw(distortion, back[None])[0], back_ideal=back, back_at_field_edge=back_edge,
                       width_px=float(w_med), contrast=float(c_med),
                       cnr=float(c_med / max(noise_med, 1e-6)), rms_px=float(np.sqrt(np.mean(resid ** 2))),
-                      polarity=pol, view=view, distortion=distortion)
+                      polarity=pol, view=view, distortion=distortion, tip_occluded=tip_occ)
 
 
 # --- triangulation -----------------------------------------------------------------------------
@@ -717,7 +736,7 @@ def _polyline_distance(pts, poly):
 
 
 def triangulate_tool(calibration, det_ap: ToolLine2D, det_lat: ToolLine2D, *, tip_offset_mm: float = 0.0,
-                     min_plane_angle_deg: float = 3.0, refine: bool = True) -> ToolPose:
+                     min_plane_angle_deg: float = 3.0, refine: bool = True, tip_agree_mm: float = 1.0) -> ToolPose:
     """The tool's 3D line and tip in the cage frame from its AP and LAT detections (module docstring).
 
     ``tip_offset_mm``: how far the true tip lies beyond the detected half-contrast end along the
@@ -769,13 +788,31 @@ def triangulate_tool(calibration, det_ap: ToolLine2D, det_lat: ToolLine2D, *, ti
         t_tip[v] = float(along(o, d, point, direction)[0])
         weights[v] = 1.0 - float(d[0] @ direction) ** 2       # sin^2 of the ray-line angle
     t_samples = np.concatenate([along(*rays[v], point, direction) for v in dets])
-    t_comb = sum(weights[v] * t_tip[v] for v in dets) / max(sum(weights.values()), 1e-12)
+    tip_views = _tip_views(dets, t_tip, np.median(t_samples), tip_agree_mm)
+    t_comb = sum(weights[v] * t_tip[v] for v in tip_views) / max(sum(weights[v] for v in tip_views), 1e-12)
     if t_comb < np.median(t_samples):        # point the direction from the samples toward the tip
         direction, t_comb, t_tip = -direction, -t_comb, {v: -t for v, t in t_tip.items()}
     tip = point + (t_comb + tip_offset_mm) * direction
     return ToolPose(tip_mm=tip, direction=direction, plane_angle_deg=angle, residual_px=residual,
                     tip_gap_mm=abs(t_tip["ap"] - t_tip["lat"]), ill_conditioned=angle < WELL_CONDITIONED_DEG,
-                    n_samples={v: len(dets[v].samples_raw) for v in dets})
+                    n_samples={v: len(dets[v].samples_raw) for v in dets}, tip_views=tip_views)
+
+
+def _tip_views(dets, t_tip, t_mid, tip_agree_mm):
+    """The views whose tip makes the tool's tip: both when they agree to ``tip_agree_mm`` along
+    the line; else a ball can only have lengthened a view's end (it adds density), so of views
+    flagged ``tip_occluded`` the one not flagged, or, both flagged, the shorter one; neither
+    flagged: both (the gap says they disagree)."""
+    views = tuple(dets)
+    if abs(t_tip[views[0]] - t_tip[views[1]]) <= tip_agree_mm:
+        return views
+    occluded = [v for v in views if getattr(dets[v], "tip_occluded", False)]
+    if len(occluded) == 1:
+        return tuple(v for v in views if v not in occluded)
+    if len(occluded) == 2:
+        sign = 1.0 if np.mean([t_tip[v] for v in views]) >= t_mid else -1.0   # toward the tip
+        return (min(views, key=lambda v: sign * t_tip[v]),)
+    return views
 
 
 def _rays(calibration, view, uv_raw):
