@@ -46,6 +46,7 @@ __all__ = ["ToolLineError", "ToolTriangulationError", "ToolLine2D", "ToolPose", 
 RIDGE_BETA = 0.5            # blob damping exp(-(l2/l1)^2 / (2 beta^2)) (Frangi): a ball keeps 14 %
 RANSAC_ITERATIONS = 400
 PROFILE_STEP_PX = 0.25
+BLOB_RATIO = 1.4            # cross-section over the wire's: a blob (ball) on the line; samples near it leave the fit
 OCCLUDED_RATIO = 1.6        # cross-section over the wire's beyond its consistent stretch: a ball on its end
 SAMPLE_STEP_PX = 1.0
 
@@ -501,7 +502,20 @@ def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
         a, b = cs[k], cs[nxt]
         f = (a - 0.5 * ref) / (a - b) if a != b else 0.0
         ends.append((float(ts[k] + sign * f * step), False, occluded))
-    return ends
+    return ends, (ts, cs, ref)
+
+
+def _near_blob(t_samples, profile, width):
+    """True for line positions ``t_samples`` within ``width + 2`` px of a blob on the line: where
+    the cross-section (``_ends``' profile) exceeds ``BLOB_RATIO`` times the wire's. A ball
+    overlapping the wire pulls the profile's edges toward its centre there, bending the samples."""
+    ts, cs, ref = profile
+    blob = np.isfinite(cs) & (cs > BLOB_RATIO * ref)
+    if not blob.any():
+        return np.zeros(len(t_samples), bool)
+    tb = ts[blob]
+    d = np.min(np.abs(np.asarray(t_samples, float)[:, None] - tb[None, :]), axis=1)
+    return d <= width + 2.0
 
 
 def tip_offset_mm(tip: str = "flat", cone_length_mm: float = 0.0) -> float:
@@ -663,11 +677,15 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
         p0, dvec, t0, t1 = c, dv, float(tt.min()), float(tt.max())
     if t1 - t0 < min_length_px:
         raise ToolLineError(f"the line is only {t1 - t0:.0f} px long (at least {min_length_px:.0f} px needed)")
-    ends = _ends(sample, distortion, p0, dvec, t0, t1, w_med)
+    ends, profile = _ends(sample, distortion, p0, dvec, t0, t1, w_med)
     (ta, edge_a, occ_a), (tb, edge_b, occ_b) = ends
-    # samples beyond the ends (a ball's rim in line with the wire) leave the fit
+    # samples beyond the ends (a ball's rim in line with the wire) leave the fit, and those next
+    # to a ball on the line when enough others remain (half of them, and 3 at least)
     tt = (ideal_c - p0) @ dvec
     within = keep & (tt >= ta - 1.0) & (tt <= tb + 1.0)
+    clear = within & ~_near_blob(tt, profile, w_med)
+    if clear.sum() >= max(3, 0.5 * within.sum()):
+        within = clear
     if within.sum() >= 3 and not np.array_equal(within, keep):
         keep = within
         c, dv = _tls_line(ideal_c[keep])
