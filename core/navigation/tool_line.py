@@ -40,12 +40,13 @@ from core.calibration.beads import density_of, field_mask
 from core.geometry.rigid import GeometryError, closest_points_between_lines
 
 __all__ = ["ToolLineError", "ToolTriangulationError", "ToolLine2D", "ToolPose", "detect_tool_line",
-           "triangulate_tool", "plan_hint", "tip_offset_mm",
+           "triangulate_tool", "plan_hint", "tip_offset_mm", "plane_angle_deg",
            "expected_width_px"]
 
 RIDGE_BETA = 0.5            # blob damping exp(-(l2/l1)^2 / (2 beta^2)) (Frangi): a ball keeps 14 %
 RANSAC_ITERATIONS = 400
 PROFILE_STEP_PX = 0.25
+MAX_RMS_PX = 0.2            # a straight wire's samples lie on their line to ~0.01-0.05 px; a bent set is not one
 BLOB_RATIO = 1.4            # cross-section over the wire's: a blob (ball) on the line; samples near it leave the fit
 OCCLUDED_RATIO = 1.6        # cross-section over the wire's beyond its consistent stretch: a ball on its end
 SAMPLE_STEP_PX = 1.0
@@ -166,6 +167,28 @@ def plan_hint(calibration, entry_mm, target_mm) -> dict:
     if pts.shape != (2, 3) or not np.all(np.isfinite(pts)):
         raise ToolLineError("the plan's entry and target must be finite (x, y, z) points in mm")
     return {v: np.asarray(uv, float) for v, uv in calibration.project(pts).items()}
+
+
+def plane_angle_deg(calibration, entry_mm, target_mm) -> float:
+    """Angle (deg) between the planes through each view's source that hold the line entry ->
+    target: how well two shots determine a tool on that line (``triangulate_tool`` amplifies a
+    view's line error by about 1 / sin of it; under ``WELL_CONDITIONED_DEG`` take one view at
+    another angle)."""
+    e, t = np.asarray(entry_mm, float), np.asarray(target_mm, float)
+    if e.shape != (3,) or t.shape != (3,) or not (np.all(np.isfinite(e)) and np.all(np.isfinite(t))):
+        raise ToolLineError("the plan's entry and target must be finite (x, y, z) points in mm")
+    normals = []
+    for v in ("ap", "lat"):
+        P, _ = _view_model(calibration, v)
+        c = np.linalg.svd(P)[2][-1]
+        if abs(c[3]) < 1e-12:
+            raise ToolLineError(f"the {v} view's camera has no finite source")
+        src = c[:3] / c[3]
+        n = np.cross(e - src, t - src)
+        if np.linalg.norm(n) < 1e-12:
+            raise ToolLineError(f"the plan points along the {v} beam")
+        normals.append(n / np.linalg.norm(n))
+    return math.degrees(math.acos(min(1.0, abs(float(normals[0] @ normals[1])))))
 
 
 def expected_width_px(calibration, view: str, entry_mm, target_mm, diameter_mm: float) -> float:
@@ -482,6 +505,10 @@ def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
     ref = np.nanmedian(c[inside]) if np.isfinite(c[inside]).any() else np.nan
     if not ref > 0:
         raise ToolLineError("the line's cross-section has no contrast over its background")
+    # the wire's own cross-section for the blob tests: the lower quartile, as a ball can cover
+    # much of a short visible stretch and lift its median
+    ref_low = float(np.nanpercentile(c[inside], 25)) if np.isfinite(c[inside]).sum() >= 4 else ref
+    ref_low = ref_low if ref_low > 0 else ref
     good = np.isfinite(c)
     cs = c.copy()
     if good.sum() > 3:
@@ -495,14 +522,14 @@ def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
             k += sign
         nxt = k + sign
         near_end = cs[((ts[k] - ts) * sign >= 0) & ((ts[k] - ts) * sign <= reach)]
-        occluded = bool(np.any(near_end > OCCLUDED_RATIO * ref))
+        occluded = bool(np.any(near_end > OCCLUDED_RATIO * ref_low))
         if not (0 <= nxt < len(ts)) or not np.isfinite(cs[nxt]):
             ends.append((float(ts[k]), True, occluded))
             continue
         a, b = cs[k], cs[nxt]
         f = (a - 0.5 * ref) / (a - b) if a != b else 0.0
         ends.append((float(ts[k] + sign * f * step), False, occluded))
-    return ends, (ts, cs, ref)
+    return ends, (ts, cs, ref_low)
 
 
 def _near_blob(t_samples, profile, width):
@@ -680,11 +707,12 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
     ends, profile = _ends(sample, distortion, p0, dvec, t0, t1, w_med)
     (ta, edge_a, occ_a), (tb, edge_b, occ_b) = ends
     # samples beyond the ends (a ball's rim in line with the wire) leave the fit, and those next
-    # to a ball on the line when enough others remain (half of them, and 3 at least)
+    # to a ball on the line (biased toward its centre by up to a pixel) when the others still
+    # span half the line (5 px at least): a wider object under much of the wire (a screw) stays
     tt = (ideal_c - p0) @ dvec
     within = keep & (tt >= ta - 1.0) & (tt <= tb + 1.0)
     clear = within & ~_near_blob(tt, profile, w_med)
-    if clear.sum() >= max(3, 0.5 * within.sum()):
+    if clear.sum() >= 3 and np.ptp(tt[clear]) >= max(5.0, 0.5 * np.ptp(tt[within])):
         within = clear
     if within.sum() >= 3 and not np.array_equal(within, keep):
         keep = within
@@ -710,12 +738,16 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
         raise ToolLineError("the tool's tip is not in view: its line runs off the field")
     direction = (tip - back) / np.linalg.norm(tip - back)
     resid = ((ideal_c[keep] - p0) @ np.array([-dvec[1], dvec[0]]))
+    rms = float(np.sqrt(np.mean(resid ** 2)))
+    if rms > MAX_RMS_PX:
+        raise ToolLineError(f"the line's centreline samples scatter by {rms:.2f} px RMS about it "
+                            f"(a straight wire: under {MAX_RMS_PX} px): not one straight object")
     noise_med = np.nanmedian(noise[run][keep])
     return ToolLine2D(samples_raw=raw_c[keep], samples_ideal=ideal_c[keep], point_ideal=p0,
                       direction_ideal=direction, tip_raw=_to_raw(distortion, tip[None])[0], tip_ideal=tip,
                       back_raw=_to_raw(distortion, back[None])[0], back_ideal=back, back_at_field_edge=back_edge,
                       width_px=float(w_med), contrast=float(c_med),
-                      cnr=float(c_med / max(noise_med, 1e-6)), rms_px=float(np.sqrt(np.mean(resid ** 2))),
+                      cnr=float(c_med / max(noise_med, 1e-6)), rms_px=rms,
                       polarity=pol, view=view, distortion=distortion, tip_occluded=tip_occ)
 
 
