@@ -13,6 +13,12 @@ cage frame at q0 is carried into base by the nominal ``T_base_cage(q0)``
 (``core.navigation.frames``, robot paper eq. 23); its mount error is a rigid error in base that the
 closed loop absorbs (eq. 24), so the case uses the nominal mount and no hand-eye step.
 
+A planned line within ``WELL_CONDITIONED_DEG`` of the two views' epipolar plane would be
+triangulated (closed loop, verification) with its error amplified: the technician tilts the AP the
+other way (cranial <-> caudal) and calibrates again, once; still so, the case is refused with that
+reason. In the closed loop the tip comes from both views when they agree, else from the one whose
+tip no cage ball hides (``ToolPose.tip_views``).
+
 Truth and figures are in the world (phantom) frame. The plan (clicks) lives in the cage frame at
 q0, which the truth maps to the world exactly. Deviations are of the true K-wire from the plan
 (entry: planned entry to the wire's line; tip: wire tip to planned target; angle), as the

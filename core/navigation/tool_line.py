@@ -15,9 +15,11 @@ Detection (``detect_tool_line``), on a raw shot (dense = dark in MONOCHROME2):
    image, its two outermost strong edges (extrema of the derivative, parabola-refined; a linear
    background does not move them), their midpoint mapped to ideal pixels; samples whose width
    or contrast disagree with the rest (a ball on the wire, a crossing object) are dropped; a
-   total-least-squares line through the rest;
-5. both ends along the fitted line where the centre contrast falls to half; the tip is the end
-   toward the hint's target, else the end inside the body (denser background) or off the edge.
+   total-least-squares line through the rest, refused when they scatter over ``MAX_RMS_PX``;
+5. both ends along the fitted line where the cross-section falls to half; the tip is the end
+   toward the hint's target, else the end inside the body (denser background) or off the edge;
+   samples next to a blob denser than the wire (a cage ball) leave the fit, and a tip end with
+   such a blob on it is flagged ``tip_occluded`` (the end found may be the ball's far side).
 
 Triangulation (``triangulate_tool``): each view's line back-projects to a plane through its
 source (pi = P^T l for the ideal-pixel line l and the 3x4 camera P); the tool lies on both, so
@@ -25,8 +27,10 @@ the 3D line is their intersection, then refined by minimising the raw-pixel dist
 centreline samples to the line reprojected by the calibration's own ``project``. The tip is the
 point of the 3D line nearest each view's tip ray, combined with weights sin^2 of the ray-line
 angle; when the views' tips disagree, a view whose tip end a ball may hide
-(``ToolLine2D.tip_occluded``) is left out (``_tip_views``; ``ToolPose.tip_views`` names the views used). A line near the epipolar plane (both planes nearly the same) is ill-conditioned: the
-angle between the planes is reported, and below ``min_plane_angle_deg`` refused.
+(``ToolLine2D.tip_occluded``) is left out (``_tip_views``; ``ToolPose.tip_views`` names the
+views used). A line near the epipolar plane (both planes nearly the same) is ill-conditioned:
+the angle between the planes is reported (``plane_angle_deg`` predicts it for a plan), and below
+``min_plane_angle_deg`` refused.
 """
 from __future__ import annotations
 
