@@ -13,6 +13,12 @@ cage frame at q0 is carried into base by the nominal ``T_base_cage(q0)``
 (``core.navigation.frames``, robot paper eq. 23); its mount error is a rigid error in base that the
 closed loop absorbs (eq. 24), so the case uses the nominal mount and no hand-eye step.
 
+A planned line within ``WELL_CONDITIONED_DEG`` of the two views' epipolar plane would be
+triangulated (closed loop, verification) with its error amplified: the technician tilts the AP the
+other way (cranial <-> caudal) and calibrates again, once; still so, the case is refused with that
+reason. In the closed loop the tip comes from both views when they agree, else from the one whose
+tip no cage ball hides (``ToolPose.tip_views``).
+
 Truth and figures are in the world (phantom) frame. The plan (clicks) lives in the cage frame at
 q0, which the truth maps to the world exactly. Deviations are of the true K-wire from the plan
 (entry: planned entry to the wire's line; tip: wire tip to planned target; angle), as the
@@ -37,7 +43,7 @@ WIRE_DIAMETER_MM = 2.0
 WIRE_CONE_MM = 3.0                                # sharp tip: cone of 1.5 diameters
 WIRE_LENGTH_MM = 180.0
 SCREW_DIAMETER_MM = 6.5                           # graded: the screw that follows the wire
-MIN_LINE_PX = 15.0      # the LAT shows the wire only inside the body (air saturates): often 20-40 px at 256 px
+MIN_LINE_PX = 10.0      # the LAT shows the wire only inside the body (air saturates): 10-40 px at 256 px at the stand-off; the hint band, width, contrast and straightness checks keep a short line honest
 TIP_GAP_MM = 2.5        # the two views' tips disagree more: the tip is not used, the line only (its axial error stays)
 MAX_STEP_MM, MAX_STEP_DEG = 8.0, 3.0            # closed-loop step bounds (nominal mount: mm-size frame error)
 
@@ -216,6 +222,7 @@ def _run(spec: CaseSpec, stage) -> dict:
     from core.navigation.align import AlignmentError, carm_envelope, plan_alignment
     from core.navigation.closed_loop import ClosedLoopCorrection, ClosedLoopError, ToolLine
     from core.navigation.frames import BaseFrameCalibration
+    from core.navigation.tool_line import WELL_CONDITIONED_DEG, ToolLineError, plane_angle_deg
     from core.navigation.verification import verify
     from core.planning.grading import GradingError, grade_trajectory
     from core.planning.two_view import PlanningError, triangulate
@@ -262,43 +269,60 @@ def _run(spec: CaseSpec, stage) -> dict:
         n_shots += 1
         return sim.acquire(view, *poses[view], instruments=list(instruments), seed=spec.seed * 131 + n_shots)
 
-    # -- calibration (plate per view: image intensifier) ---------------------------------
-    stage("calibration")
-    shots0 = {v: shoot(v) for v in ("ap", "lat")}
-    plate = load_plate(resource_path("plates", "default.json"))
-    dist = {}
-    for i, v in enumerate(("ap", "lat")):
-        ps = sim.plate_shot(v, *poses[v], seed=spec.seed * 131 + 97 + i)
+    # calibration and planning; when the planned line lies near the two views' epipolar plane
+    # (a tool on it would be triangulated badly: ``plane_angle_deg``), the technician turns the AP
+    # view's tilt the other way (cranial <-> caudal) and takes the calibration shots again, once
+    plane_angle = None
+    for attempt in range(2):
+        # -- calibration (plate per view: image intensifier) ---------------------------------
+        stage("calibration")
+        shots0 = {v: shoot(v) for v in ("ap", "lat")}
+        plate = load_plate(resource_path("plates", "default.json"))
+        dist = {}
+        for i, v in enumerate(("ap", "lat")):
+            ps = sim.plate_shot(v, *poses[v], seed=spec.seed * 131 + 97 + i)
+            try:
+                dist[v], _ = plate_distortion(plate, ps.image.pixels)
+            except PlateError as e:
+                raise CaseFailure("calibration", f"{v.upper()} plate: {_one_line(e)}") from None
         try:
-            dist[v], _ = plate_distortion(plate, ps.image.pixels)
-        except PlateError as e:
-            raise CaseFailure("calibration", f"{v.upper()} plate: {_one_line(e)}") from None
-    try:
-        cal = calibrate(sim.cage, {v: s.image.pixels for v, s in shots0.items()}, dist)
-    except CalibrationError as e:
-        raise CaseFailure("calibration", _one_line(e)) from None
-    frames = BaseFrameCalibration.from_shots(cal, K, q0, {v: s.image for v, s in shots0.items()})
+            cal = calibrate(sim.cage, {v: s.image.pixels for v, s in shots0.items()}, dist)
+        except CalibrationError as e:
+            raise CaseFailure("calibration", _one_line(e)) from None
+        frames = BaseFrameCalibration.from_shots(cal, K, q0, {v: s.image for v, s in shots0.items()})
 
-    # -- planning clicks from the true pedicle axis ----------------------------------------
-    stage("planning")
-    true_c0 = _apply(T_cage0_world, np.array([ped.entry_mm, ped.target_mm]))
-    uv_true = {v: shots0[v].project_raw(true_c0) for v in ("ap", "lat")}
-    for v in ("ap", "lat"):
-        if not np.all(shots0[v].in_field(uv_true[v], margin_px=5.0)):
-            raise CaseFailure("planning", f"the {spec.level} {spec.side} pedicle is not in the {v.upper()} field")
-    clicks = {v: uv_true[v] + rng.normal(0.0, spec.click_px, (2, 2)) for v in ("ap", "lat")}
-    planned, exact, gaps = [], [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")           # the ray gap is reported as a figure
+        # -- planning clicks from the true pedicle axis ----------------------------------------
+        stage("planning")
+        true_c0 = _apply(T_cage0_world, np.array([ped.entry_mm, ped.target_mm]))
+        uv_true = {v: shots0[v].project_raw(true_c0) for v in ("ap", "lat")}
+        for v in ("ap", "lat"):
+            if not np.all(shots0[v].in_field(uv_true[v], margin_px=5.0)):
+                raise CaseFailure("planning", f"the {spec.level} {spec.side} pedicle is not in the {v.upper()} field")
+        clicks = {v: uv_true[v] + rng.normal(0.0, spec.click_px, (2, 2)) for v in ("ap", "lat")}
+        planned, exact, gaps = [], [], []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")           # the ray gap is reported as a figure
+            try:
+                for i in range(2):
+                    loc = triangulate(cal, clicks["ap"][i], clicks["lat"][i], shapes={v: spec.shape for v in clicks})
+                    planned.append(loc.point_mm)
+                    gaps.append(loc.ray_gap_mm)
+                    exact.append(triangulate(cal, uv_true["ap"][i], uv_true["lat"][i]).point_mm)
+            except PlanningError as e:
+                raise CaseFailure("planning", _one_line(e)) from None
+        plan_c0, exact_c0 = np.array(planned), np.array(exact)
         try:
-            for i in range(2):
-                loc = triangulate(cal, clicks["ap"][i], clicks["lat"][i], shapes={v: spec.shape for v in clicks})
-                planned.append(loc.point_mm)
-                gaps.append(loc.ray_gap_mm)
-                exact.append(triangulate(cal, uv_true["ap"][i], uv_true["lat"][i]).point_mm)
-        except PlanningError as e:
+            plane_angle = plane_angle_deg(cal, plan_c0[0], plan_c0[1])
+        except ToolLineError as e:
             raise CaseFailure("planning", _one_line(e)) from None
-    plan_c0, exact_c0 = np.array(planned), np.array(exact)
+        if plane_angle >= WELL_CONDITIONED_DEG:
+            break
+        if attempt == 0:
+            poses["ap"] = (poses["ap"][0], -poses["ap"][1])
+            continue
+        raise CaseFailure("planning", f"the planned {spec.level} {spec.side} line lies within {plane_angle:.1f} deg of the "
+                          f"two views' epipolar plane with the AP tilted either way: its 3D line cannot be verified "
+                          f"to 0.2 mm; take the AP at another tilt or orbit (e.g. 30 deg) and calibrate again")
     plan_w = _apply(T_world_cage0, plan_c0)
     plan_dir_w = _unit(plan_w[1] - plan_w[0])
 
@@ -356,7 +380,9 @@ def _run(spec: CaseSpec, stage) -> dict:
             print("detection", detection_errors[-1], pose.to_dict(), flush=True)
         R = frames.T_base_cage0[:3, :3]
         tip_b = frames.to_base(pose.tip_mm)
-        measured = ToolLine(tip_b, R @ pose.direction, tip_b if pose.tip_gap_mm <= TIP_GAP_MM else None)
+        # the tip along the line: both views' tips agreeing, or the one view whose tip no ball hides
+        tip_known = len(pose.tip_views) == 1 or (len(pose.tip_views) == 2 and pose.tip_gap_mm <= TIP_GAP_MM)
+        measured = ToolLine(tip_b, R @ pose.direction, tip_b if tip_known else None)
         try:
             step = loop.update(measured, T_cmd)
         except ClosedLoopError as e:
@@ -413,6 +439,7 @@ def _run(spec: CaseSpec, stage) -> dict:
         "loop": loop.summary()["iterations"],
         "shots": n_shots, "plate_shots": 2,
         "ray_gap_mm": float(max(gaps)),
+        "plane_angle_deg": plane_angle, "ap_pose_deg": list(poses["ap"]), "carm_setups": attempt + 1,
         "plan_vs_anatomy_mm": {"entry": float(np.linalg.norm(plan_w[0] - ped.entry_mm)),
                                "target": float(np.linalg.norm(plan_w[1] - ped.target_mm))},
         "budget_mm": {

@@ -187,6 +187,8 @@ def _find_field(pixels, polarity: int = 1, margin_px: int = 2):
     field = np.zeros(a.shape, np.uint8)
     cv2.fillPoly(field, [cv2.convexHull(outline)], 1)
     disc = _round_field(s, outline[:, 0, :].astype(np.float64), level_in - level_out)
+    if disc is None:
+        disc = _round_field_through_dark(s, small[outer], level_in, level_out)
     if disc is not None:                     # dark anatomy at a round field's edge is inside it
         (cu, cv), r = disc                   # pixel centres within r: the hull's convention
         vv, uu = np.ogrid[:rows, :cols]
@@ -195,6 +197,26 @@ def _find_field(pixels, polarity: int = 1, margin_px: int = 2):
         k = 2 * margin_px + 1
         field = cv2.erode(field, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     return field.astype(bool), level_out, disc
+
+
+def _round_field_through_dark(s, surround_band, level_in, level_out):
+    """``_round_field`` on the contour just above the surround's level, for a round field whose
+    edge runs through dark anatomy over half its circumference or more (a lateral shot: the
+    body dark, the back in air). There the half-step contour runs round the anatomy, and the
+    field's edge is a step from the surround to the dark anatomy only, small against the whole
+    field's step but sharp and many times the surround's noise: the contour at the surround's
+    level plus ``max(6 noise, 0.5 % of the step)`` runs along the true edge all round, and its
+    points whose step exceeds twice that are the edge. The circle test (RMS, arc) is the same."""
+    noise = float(np.std(surround_band)) if surround_band.size else 0.0
+    rise = max(6.0 * noise, 0.005 * (level_in - level_out))
+    if not rise > 0:
+        return None
+    contours, _ = cv2.findContours((s > level_out + rise).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    outline = contours[int(np.argmax([cv2.contourArea(c) for c in contours]))]
+    return _round_field(s, outline[:, 0, :].astype(np.float64), 2.0 * rise)
 
 
 ROUND_FIELD_RMS_PX = 1.0      # a round field: the sharp edge lies on one circle to ~1 px

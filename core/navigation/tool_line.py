@@ -15,17 +15,22 @@ Detection (``detect_tool_line``), on a raw shot (dense = dark in MONOCHROME2):
    image, its two outermost strong edges (extrema of the derivative, parabola-refined; a linear
    background does not move them), their midpoint mapped to ideal pixels; samples whose width
    or contrast disagree with the rest (a ball on the wire, a crossing object) are dropped; a
-   total-least-squares line through the rest;
-5. both ends along the fitted line where the centre contrast falls to half; the tip is the end
-   toward the hint's target, else the end inside the body (denser background) or off the edge.
+   total-least-squares line through the rest, refused when they scatter over ``MAX_RMS_PX``;
+5. both ends along the fitted line where the cross-section falls to half; the tip is the end
+   toward the hint's target, else the end inside the body (denser background) or off the edge;
+   samples next to a blob denser than the wire (a cage ball) leave the fit, and a tip end with
+   such a blob on it is flagged ``tip_occluded`` (the end found may be the ball's far side).
 
 Triangulation (``triangulate_tool``): each view's line back-projects to a plane through its
 source (pi = P^T l for the ideal-pixel line l and the 3x4 camera P); the tool lies on both, so
 the 3D line is their intersection, then refined by minimising the raw-pixel distance of all
 centreline samples to the line reprojected by the calibration's own ``project``. The tip is the
 point of the 3D line nearest each view's tip ray, combined with weights sin^2 of the ray-line
-angle. A line near the epipolar plane (both planes nearly the same) is ill-conditioned: the
-angle between the planes is reported, and below ``min_plane_angle_deg`` refused.
+angle; when the views' tips disagree, a view whose tip end a ball may hide
+(``ToolLine2D.tip_occluded``) is left out (``_tip_views``; ``ToolPose.tip_views`` names the
+views used). A line near the epipolar plane (both planes nearly the same) is ill-conditioned:
+the angle between the planes is reported (``plane_angle_deg`` predicts it for a plan), and below
+``min_plane_angle_deg`` refused.
 """
 from __future__ import annotations
 
@@ -39,12 +44,15 @@ from core.calibration.beads import density_of, field_mask
 from core.geometry.rigid import GeometryError, closest_points_between_lines
 
 __all__ = ["ToolLineError", "ToolTriangulationError", "ToolLine2D", "ToolPose", "detect_tool_line",
-           "triangulate_tool", "plan_hint", "tip_offset_mm",
+           "triangulate_tool", "plan_hint", "tip_offset_mm", "plane_angle_deg",
            "expected_width_px"]
 
 RIDGE_BETA = 0.5            # blob damping exp(-(l2/l1)^2 / (2 beta^2)) (Frangi): a ball keeps 14 %
 RANSAC_ITERATIONS = 400
 PROFILE_STEP_PX = 0.25
+MAX_RMS_PX = 0.2            # a straight wire's samples lie on their line to ~0.01-0.05 px; a bent set is not one
+BLOB_RATIO = 1.4            # cross-section over the wire's: a blob (ball) on the line; samples near it leave the fit
+OCCLUDED_RATIO = 1.6        # cross-section over the wire's beyond its consistent stretch: a ball on its end
 SAMPLE_STEP_PX = 1.0
 
 
@@ -78,6 +86,13 @@ class ToolLine2D:
     polarity: int
     view: str | None = None
     distortion: object = field(default=None, repr=False)
+    tip_occluded: bool = False       # a denser blob (a ball) lies on the tip's end: the end found is the
+                                     # blob's far side, not the tip; the line is still good
+
+    @property
+    def tip_usable(self) -> bool:
+        """The tip's position along the line can be trusted (not occluded)."""
+        return not self.tip_occluded
 
     def distance_px(self, uv_raw) -> np.ndarray:
         """Distance (ideal px) of raw pixels (N, 2) to the fitted line."""
@@ -89,7 +104,8 @@ class ToolLine2D:
         return {"view": self.view, "samples_raw": np.round(self.samples_raw, 4).tolist(),
                 "tip_raw": self.tip_raw.tolist(), "back_raw": self.back_raw.tolist(),
                 "back_at_field_edge": self.back_at_field_edge, "width_px": self.width_px,
-                "contrast": self.contrast, "cnr": self.cnr, "rms_px": self.rms_px, "polarity": self.polarity}
+                "contrast": self.contrast, "cnr": self.cnr, "rms_px": self.rms_px, "polarity": self.polarity,
+                "tip_occluded": self.tip_occluded}
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,6 +118,7 @@ class ToolPose:
     tip_gap_mm: float                # disagreement of the two views' tips along the line
     ill_conditioned: bool            # plane angle below ``WELL_CONDITIONED_DEG``: errors are amplified
     n_samples: dict = field(default_factory=dict)
+    tip_views: tuple = ("ap", "lat")  # the views whose tip the tip comes from (an occluded one is left out)
 
     @property
     def rms_px(self) -> float:
@@ -118,7 +135,7 @@ class ToolPose:
         return {"tip_mm": self.tip_mm.tolist(), "direction": self.direction.tolist(),
                 "plane_angle_deg": self.plane_angle_deg, "residual_px": dict(self.residual_px),
                 "rms_px": self.rms_px, "tip_gap_mm": self.tip_gap_mm, "ill_conditioned": self.ill_conditioned,
-                "n_samples": dict(self.n_samples)}
+                "n_samples": dict(self.n_samples), "tip_views": list(self.tip_views)}
 
 
 WELL_CONDITIONED_DEG = 10.0
@@ -154,6 +171,28 @@ def plan_hint(calibration, entry_mm, target_mm) -> dict:
     if pts.shape != (2, 3) or not np.all(np.isfinite(pts)):
         raise ToolLineError("the plan's entry and target must be finite (x, y, z) points in mm")
     return {v: np.asarray(uv, float) for v, uv in calibration.project(pts).items()}
+
+
+def plane_angle_deg(calibration, entry_mm, target_mm) -> float:
+    """Angle (deg) between the planes through each view's source that hold the line entry ->
+    target: how well two shots determine a tool on that line (``triangulate_tool`` amplifies a
+    view's line error by about 1 / sin of it; under ``WELL_CONDITIONED_DEG`` take one view at
+    another angle)."""
+    e, t = np.asarray(entry_mm, float), np.asarray(target_mm, float)
+    if e.shape != (3,) or t.shape != (3,) or not (np.all(np.isfinite(e)) and np.all(np.isfinite(t))):
+        raise ToolLineError("the plan's entry and target must be finite (x, y, z) points in mm")
+    normals = []
+    for v in ("ap", "lat"):
+        P, _ = _view_model(calibration, v)
+        c = np.linalg.svd(P)[2][-1]
+        if abs(c[3]) < 1e-12:
+            raise ToolLineError(f"the {v} view's camera has no finite source")
+        src = c[:3] / c[3]
+        n = np.cross(e - src, t - src)
+        if np.linalg.norm(n) < 1e-12:
+            raise ToolLineError(f"the plan points along the {v} beam")
+        normals.append(n / np.linalg.norm(n))
+    return math.degrees(math.acos(min(1.0, abs(float(normals[0] @ normals[1])))))
 
 
 def expected_width_px(calibration, view: str, entry_mm, target_mm, diameter_mm: float) -> float:
@@ -456,8 +495,12 @@ def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
     """Positions t (ideal px along the line) of both ends where the density integrated across the
     line falls to half its median along the object (a sharp tip's cone: where its radius is
     1/sqrt(2) of the wire's, see ``tip_offset_mm``), walking out from the middle of the object
-    (balls on the wire or just beyond its tip add density and stop nothing), and whether each end
-    is at the field's edge instead."""
+    (balls on the wire or just beyond its tip add density and stop nothing), whether each end
+    is at the field's edge instead, and whether a blob denser than the wire (``OCCLUDED_RATIO``
+    times its cross-section: a ball) lies within ``2 width + 6`` px inside the end: then the end
+    found may be the blob's far side (a ball's rim looks like a wire's profile) and the true end
+    is hidden in it.
+    Returns ``[(t, at_edge, occluded), (t, at_edge, occluded)]`` for the low and the high end."""
     step = 0.5
     ext = 4 * width + 60.0
     ts = np.arange(t_lo - ext, t_hi + ext + 1e-9, step)
@@ -466,24 +509,44 @@ def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
     ref = np.nanmedian(c[inside]) if np.isfinite(c[inside]).any() else np.nan
     if not ref > 0:
         raise ToolLineError("the line's cross-section has no contrast over its background")
+    # the wire's own cross-section for the blob tests: the lower quartile, as a ball can cover
+    # much of a short visible stretch and lift its median
+    ref_low = float(np.nanpercentile(c[inside], 25)) if np.isfinite(c[inside]).sum() >= 4 else ref
+    ref_low = ref_low if ref_low > 0 else ref
     good = np.isfinite(c)
     cs = c.copy()
     if good.sum() > 3:
         cs[good] = ndimage.gaussian_filter1d(c[good], 1.0)
     mid = int(np.argmin(np.abs(ts - 0.5 * (t_lo + t_hi))))
     ends = []
+    reach = 2.0 * width + 6.0
     for sign in (-1, 1):
         k = mid
         while 0 <= k + sign < len(ts) and cs[k + sign] >= 0.5 * ref:    # NaN stops: the field ends there
             k += sign
         nxt = k + sign
+        near_end = cs[((ts[k] - ts) * sign >= 0) & ((ts[k] - ts) * sign <= reach)]
+        occluded = bool(np.any(near_end > OCCLUDED_RATIO * ref_low))
         if not (0 <= nxt < len(ts)) or not np.isfinite(cs[nxt]):
-            ends.append((float(ts[k]), True))
+            ends.append((float(ts[k]), True, occluded))
             continue
         a, b = cs[k], cs[nxt]
         f = (a - 0.5 * ref) / (a - b) if a != b else 0.0
-        ends.append((float(ts[k] + sign * f * step), False))
-    return ends
+        ends.append((float(ts[k] + sign * f * step), False, occluded))
+    return ends, (ts, cs, ref_low)
+
+
+def _near_blob(t_samples, profile, width):
+    """True for line positions ``t_samples`` within ``width + 2`` px of a blob on the line: where
+    the cross-section (``_ends``' profile) exceeds ``BLOB_RATIO`` times the wire's. A ball
+    overlapping the wire pulls the profile's edges toward its centre there, bending the samples."""
+    ts, cs, ref = profile
+    blob = np.isfinite(cs) & (cs > BLOB_RATIO * ref)
+    if not blob.any():
+        return np.zeros(len(t_samples), bool)
+    tb = ts[blob]
+    d = np.min(np.abs(np.asarray(t_samples, float)[:, None] - tb[None, :]), axis=1)
+    return d <= width + 2.0
 
 
 def tip_offset_mm(tip: str = "flat", cone_length_mm: float = 0.0) -> float:
@@ -645,11 +708,16 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
         p0, dvec, t0, t1 = c, dv, float(tt.min()), float(tt.max())
     if t1 - t0 < min_length_px:
         raise ToolLineError(f"the line is only {t1 - t0:.0f} px long (at least {min_length_px:.0f} px needed)")
-    ends = _ends(sample, distortion, p0, dvec, t0, t1, w_med)
-    (ta, edge_a), (tb, edge_b) = ends
-    # samples beyond the ends (a ball's rim in line with the wire) leave the fit
+    ends, profile = _ends(sample, distortion, p0, dvec, t0, t1, w_med)
+    (ta, edge_a, occ_a), (tb, edge_b, occ_b) = ends
+    # samples beyond the ends (a ball's rim in line with the wire) leave the fit, and those next
+    # to a ball on the line (biased toward its centre by up to a pixel) when the others still
+    # span half the line (5 px at least): a wider object under much of the wire (a screw) stays
     tt = (ideal_c - p0) @ dvec
     within = keep & (tt >= ta - 1.0) & (tt <= tb + 1.0)
+    clear = within & ~_near_blob(tt, profile, w_med)
+    if clear.sum() >= 3 and np.ptp(tt[clear]) >= max(5.0, 0.5 * np.ptp(tt[within])):
+        within = clear
     if within.sum() >= 3 and not np.array_equal(within, keep):
         keep = within
         c, dv = _tls_line(ideal_c[keep])
@@ -668,18 +736,23 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
             qq, _, nn = _raw_frames(distortion, pt[None], dvec)
             bg.append(np.nanmean([sample(qq + k * nn) for k in (-(w_med + 6), w_med + 6)]))
         tip_is_b = not (bg[0] > bg[1])
-    (tip, tip_edge), (back, back_edge) = ((pb, edge_b), (pa, edge_a)) if tip_is_b else ((pa, edge_a), (pb, edge_b))
+    (tip, tip_edge, tip_occ), (back, back_edge) = (((pb, edge_b, occ_b), (pa, edge_a)) if tip_is_b
+                                                   else ((pa, edge_a, occ_a), (pb, edge_b)))
     if tip_edge:
         raise ToolLineError("the tool's tip is not in view: its line runs off the field")
     direction = (tip - back) / np.linalg.norm(tip - back)
     resid = ((ideal_c[keep] - p0) @ np.array([-dvec[1], dvec[0]]))
+    rms = float(np.sqrt(np.mean(resid ** 2)))
+    if rms > MAX_RMS_PX:
+        raise ToolLineError(f"the line's centreline samples scatter by {rms:.2f} px RMS about it "
+                            f"(a straight wire: under {MAX_RMS_PX} px): not one straight object")
     noise_med = np.nanmedian(noise[run][keep])
     return ToolLine2D(samples_raw=raw_c[keep], samples_ideal=ideal_c[keep], point_ideal=p0,
                       direction_ideal=direction, tip_raw=_to_raw(distortion, tip[None])[0], tip_ideal=tip,
                       back_raw=_to_raw(distortion, back[None])[0], back_ideal=back, back_at_field_edge=back_edge,
                       width_px=float(w_med), contrast=float(c_med),
-                      cnr=float(c_med / max(noise_med, 1e-6)), rms_px=float(np.sqrt(np.mean(resid ** 2))),
-                      polarity=pol, view=view, distortion=distortion)
+                      cnr=float(c_med / max(noise_med, 1e-6)), rms_px=rms,
+                      polarity=pol, view=view, distortion=distortion, tip_occluded=tip_occ)
 
 
 # --- triangulation -----------------------------------------------------------------------------
@@ -717,7 +790,7 @@ def _polyline_distance(pts, poly):
 
 
 def triangulate_tool(calibration, det_ap: ToolLine2D, det_lat: ToolLine2D, *, tip_offset_mm: float = 0.0,
-                     min_plane_angle_deg: float = 3.0, refine: bool = True) -> ToolPose:
+                     min_plane_angle_deg: float = 3.0, refine: bool = True, tip_agree_mm: float = 1.0) -> ToolPose:
     """The tool's 3D line and tip in the cage frame from its AP and LAT detections (module docstring).
 
     ``tip_offset_mm``: how far the true tip lies beyond the detected half-contrast end along the
@@ -769,13 +842,31 @@ def triangulate_tool(calibration, det_ap: ToolLine2D, det_lat: ToolLine2D, *, ti
         t_tip[v] = float(along(o, d, point, direction)[0])
         weights[v] = 1.0 - float(d[0] @ direction) ** 2       # sin^2 of the ray-line angle
     t_samples = np.concatenate([along(*rays[v], point, direction) for v in dets])
-    t_comb = sum(weights[v] * t_tip[v] for v in dets) / max(sum(weights.values()), 1e-12)
+    tip_views = _tip_views(dets, t_tip, np.median(t_samples), tip_agree_mm)
+    t_comb = sum(weights[v] * t_tip[v] for v in tip_views) / max(sum(weights[v] for v in tip_views), 1e-12)
     if t_comb < np.median(t_samples):        # point the direction from the samples toward the tip
         direction, t_comb, t_tip = -direction, -t_comb, {v: -t for v, t in t_tip.items()}
     tip = point + (t_comb + tip_offset_mm) * direction
     return ToolPose(tip_mm=tip, direction=direction, plane_angle_deg=angle, residual_px=residual,
                     tip_gap_mm=abs(t_tip["ap"] - t_tip["lat"]), ill_conditioned=angle < WELL_CONDITIONED_DEG,
-                    n_samples={v: len(dets[v].samples_raw) for v in dets})
+                    n_samples={v: len(dets[v].samples_raw) for v in dets}, tip_views=tip_views)
+
+
+def _tip_views(dets, t_tip, t_mid, tip_agree_mm):
+    """The views whose tip makes the tool's tip: both when they agree to ``tip_agree_mm`` along
+    the line; else a ball can only have lengthened a view's end (it adds density), so of views
+    flagged ``tip_occluded`` the one not flagged, or, both flagged, the shorter one; neither
+    flagged: both (the gap says they disagree)."""
+    views = tuple(dets)
+    if abs(t_tip[views[0]] - t_tip[views[1]]) <= tip_agree_mm:
+        return views
+    occluded = [v for v in views if getattr(dets[v], "tip_occluded", False)]
+    if len(occluded) == 1:
+        return tuple(v for v in views if v not in occluded)
+    if len(occluded) == 2:
+        sign = 1.0 if np.mean([t_tip[v] for v in views]) >= t_mid else -1.0   # toward the tip
+        return (min(views, key=lambda v: sign * t_tip[v]),)
+    return views
 
 
 def _rays(calibration, view, uv_raw):

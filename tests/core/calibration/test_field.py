@@ -11,7 +11,7 @@ SHAPE = (384, 384)
 CENTRE, RADIUS = (191.3, 188.6), 176.4
 
 
-def ii_shot(seed=4, dark_band=True, wire=True):
+def ii_shot(seed=4, dark_band=True, wire=True, dark_half=False):
     """Counts of a round II field: a bright field over a dark surround, anatomy darkening
     to ~6 % of the field towards its lower edge (a pelvis), a wire running out over the edge,
     4 px balls (some in the dark band), Gaussian blur and Poisson noise. Returns (counts, balls)."""
@@ -26,6 +26,8 @@ def ii_shot(seed=4, dark_band=True, wire=True):
     if dark_band:        # transmission falls to 6 % over the lowest 70 px of the field
         t = np.clip((vv - (CENTRE[1] + RADIUS - 70)) / 60.0, 0, 1)
         trans *= 1 - 0.94 * t
+    if dark_half:        # a lateral shot: the body over two thirds at 5 % of the field (the back in air)
+        trans *= 1 - 0.95 * np.clip((CENTRE[0] + 60 - uu) / 20.0, 0, 1)
     if wire:             # a 2 px K-wire from inside the field out over its edge
         d = np.abs((vv - 40) - 0.9 * (uu - 30)) / np.hypot(1, 0.9)
         trans *= np.where(d < 1.0, 0.08, 1.0)
@@ -59,6 +61,19 @@ def test_balls_in_the_dark_band_at_the_edge_are_found():
     d = np.linalg.norm(b.centres_px[None] - balls[:, None], axis=2).min(axis=1)
     assert (d < 0.5).all(), np.round(d, 2)
     assert len(b.centres_px) == len(balls)
+
+
+def test_round_field_whose_edge_runs_through_dark_anatomy_over_half_its_circle():
+    """A lateral shot: the edge is a step from the surround to anatomy at 5 % of the field over
+    more than half the circle; the half-step contour runs round the anatomy, so the circle is
+    fitted on the contour just above the surround and the mask holds the dark part (its balls,
+    the K-wire's tip in the body)."""
+    counts, _ = ii_shot(dark_band=False, dark_half=True)
+    (cu, cv), r = round_field(counts)
+    assert np.hypot(cu - CENTRE[0], cv - CENTRE[1]) < 0.5 and abs(r - RADIUS) < 0.7
+    vv, uu = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
+    disc = (uu - CENTRE[0]) ** 2 + (vv - CENTRE[1]) ** 2 <= (RADIUS - 3.0) ** 2
+    assert field_mask(counts)[disc].all()
 
 
 @pytest.mark.parametrize("wire", [False, True])

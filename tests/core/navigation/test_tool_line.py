@@ -41,7 +41,7 @@ def test_wire_found_and_triangulated_within_the_truth(detector, tip):
     dets = {v: detect(case, v) for v in ("ap", "lat")}
     for v, det in dets.items():
         e = centreline_error(case, v, det)
-        assert len(det.samples_raw) >= 40, v
+        assert len(det.samples_raw) >= 30, v               # samples next to a ball on the wire leave the fit
         assert e.mean() < 0.06 and e.max() < 0.5, (v, e.mean(), e.max())
         assert np.linalg.norm(det.tip_raw - true_end_raw(case, v)) < 0.8, v
         assert det.contrast > 1.0 and det.cnr > 15 and det.rms_px < 0.15
