@@ -253,7 +253,7 @@ def _run(spec: CaseSpec, stage) -> dict:
     T_world_cage0[:3, 3] += np.asarray(spec.cage_shift_mm, float)
     sim.T_world_cage = T_world_cage0
     T_cage0_world = invert(T_world_cage0)
-    K = load_hybrid5()
+    K = load_hybrid5(hand_eye=None)   # the nominal mount: each case's robot is its own, not this site's measured one
     truth = TrueRobot(K, sample_robot_errors(spec.seed, scale=spec.robot_scale))
     X0 = np.array(HOME_POSE) + np.concatenate([spec.start_offset[:3], np.radians(spec.start_offset[3:])])
     try:

@@ -10,6 +10,8 @@ is dropped, never guessed.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = ["RadialTemplate", "build_template", "split_pairs", "fit_partial_ball"]
@@ -31,7 +33,9 @@ class RadialTemplate:
             grid = np.arange(0.0, self.rho[-1] + 2 * step, step)
             self._lut = np.append(np.interp(grid, self.rho, self.value, right=0.0), 0.0)
             self._lut_step = step
-        x = rho / step
+        # a diverged fit (NaN or huge distances) reads as beyond the table, never as an index
+        x = np.nan_to_num(rho / step, nan=len(self._lut) - 1.0, posinf=len(self._lut) - 1.0, neginf=0.0)
+        x = np.clip(x, 0.0, len(self._lut) - 1.0)
         i = np.minimum(x.astype(np.int64), len(self._lut) - 2)
         lo, hi = self._lut[i], self._lut[i + 1]
         slope = (hi - lo) / step
@@ -112,7 +116,11 @@ def split_pairs(d, blobs, template, amplitude, noise_sigma, iterations: int = 10
     # padded by a ball's reach and more: the residual measured over the same background
     near = _PairWindows(d, spans, int(np.ceil(0.25 * r + 5)), c)
     wide = _PairWindows(d, spans, int(np.ceil(1.25 * r + 5)), c)
-    x = np.column_stack([c - ax, c + ax, np.full(k, amplitude), np.full(k, amplitude), near.median(),
+    with warnings.catch_warnings():             # an all-NaN window's median: NaN, handled next
+        warnings.simplefilter("ignore", RuntimeWarning)
+        bg = near.median()
+    bg = np.where(np.isfinite(bg), bg, 0.0)     # a window all off-field: fitted to nothing, gated out below
+    x = np.column_stack([c - ax, c + ax, np.full(k, amplitude), np.full(k, amplitude), bg,
                          np.zeros(k), np.zeros(k)])
     x, _ = _lm(x, near, template, iterations)
     x, cost = _lm(x, wide, template, 2)
@@ -121,7 +129,8 @@ def split_pairs(d, blobs, template, amplitude, noise_sigma, iterations: int = 10
     amp_ok = np.all((x[:, 4:6] > 0.6 * amplitude) & (x[:, 4:6] < 1.6 * amplitude), axis=1)
     # the overlap is not exactly additive once the detector blurs and quantises a very dark
     # core, so the gate is loose; the cross-layer 3D-2D fit rejects a poor centre later
-    ok = wide.finite & amp_ok & (sep > 0.6 * r) & (rms < max(3 * noise_sigma, 0.08 * amplitude))
+    ok = (wide.finite & np.all(np.isfinite(x), axis=1) & amp_ok & (sep > 0.6 * r)
+          & (rms < max(3 * noise_sigma, 0.08 * amplitude)))
     out[ok] = x[ok, :4].reshape(-1, 2, 2)
     return out, ok
 

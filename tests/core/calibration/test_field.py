@@ -90,3 +90,13 @@ def test_without_a_surround_there_is_no_round_field():
     counts, _ = ii_shot(dark_band=False, wire=False)
     assert round_field(np.full(SHAPE, 2000, np.uint16)) is None
     assert round_field(counts[100:280, 100:280]) is None
+
+
+@pytest.mark.parametrize("seed,dark_band", [(0, False), (1, False), (2, True)])
+def test_balls_of_a_lateral_shot_with_the_body_over_two_thirds_are_found(seed, dark_band):
+    """A window of a merged-pair fit lying wholly off the field (NaN) made the fit diverge and
+    the template lookup index with NaN: an IndexError out of detect_beads (and so calibrate)."""
+    counts, balls = ii_shot(seed=seed, dark_band=dark_band, dark_half=True)
+    b = detect_beads(counts.astype(np.float32), 1)
+    d = np.linalg.norm(b.centres_px[None] - balls[:, None], axis=2).min(axis=1)
+    assert len(b.centres_px) == len(balls) and (d < 0.5).all(), np.round(d, 2)
