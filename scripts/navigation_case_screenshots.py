@@ -1,6 +1,8 @@
 """One whole simulated case through the running workstation's workflow bar, with screenshots:
 Calibrate (AP + LAT shots, the calibration workflow), Plan (clicks at the phantom's true L4 left
-pedicle axis, 1 px noise), Align (the preview; hold MOVE until the guide is on the line; Correct
+pedicle axis, 1 px noise), Align (the tool load identified first; the preview; hold MOVE until the
+guide is on the line; the simulated hand pulls it back along the line and pushes it in again to
+the stand-off under the virtual fixture; Correct
 from shots, each correction on a MOVE hold, until 0.3 mm / 0.3 deg; hold INSERT to the planned
 depth), Verify (AP + LAT with the K-wire; deviations and grade).
 
