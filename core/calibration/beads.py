@@ -88,12 +88,7 @@ def density_of(pixels, polarity: int = 1) -> np.ndarray:
 SURROUND_LEVEL = 0.08      # surround: darker than 8 % of the way from the darkest to the bright field
 MIN_SURROUND_FRACTION = 0.01
 MIN_EDGE_STEP = 0.25       # the field's edge: a step of a quarter of the field's level over the surround
-<<<<<<< HEAD
 FLOOR_EDGE_PX = 4          # the first pass's floor is taken this far inside the field's edge
-MIN_FLAT_EDGE_STEP = 0.05  # ... or of 5 % over a flat surround, at least this many times its noise:
-FLAT_EDGE_NOISE_RATIO = 20.0
-=======
->>>>>>> parent of e55baac (Field: a round II field whose edge the lateral body darkens all round (a step under a quarter of the field's level) is still found when the surround beside it is flat (5 % of the level and 20x its noise): before, the whole image was the field and no ball was found (sim run seed 1 case 24 now completes; 27 and 64 still fail later, in ball selection). Calibration samples unchanged: 4/4, rms 0.020 mm, max 0.232 mm)
 
 
 def field_mask(pixels, polarity: int = 1, margin_px: int = 2) -> np.ndarray:
