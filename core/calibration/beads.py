@@ -88,7 +88,6 @@ def density_of(pixels, polarity: int = 1) -> np.ndarray:
 SURROUND_LEVEL = 0.08      # surround: darker than 8 % of the way from the darkest to the bright field
 MIN_SURROUND_FRACTION = 0.01
 MIN_EDGE_STEP = 0.25       # the field's edge: a step of a quarter of the field's level over the surround
-FLOOR_EDGE_PX = 4          # the first pass's floor is taken this far inside the field's edge
 
 
 def field_mask(pixels, polarity: int = 1, margin_px: int = 2) -> np.ndarray:
@@ -502,16 +501,7 @@ def _first_pass(pixels, polarity, kernel_px, min_area):
     if not field.all():     # flatten the unexposed surround so it makes no edges
         d = _extend_beyond_field(d, field)
     th = d - _background(d, kernel_px)
-    # the strongest structures away from the field's edge: at the edge the blurred unexposed
-    # surround reads as a huge density (a lateral shot's saturated air meets it there) and would
-    # set the floor above every ball
-    inner = field
-    if not field.all():
-        k = 2 * FLOOR_EDGE_PX + 1
-        inner = cv2.erode(field.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
-        if inner[::3, ::3].sum() < 100:
-            inner = field
-    floor = 0.25 * float(np.percentile(th[::3, ::3][inner[::3, ::3]], 99.7))
+    floor = 0.25 * float(np.percentile(th[::3, ::3][field[::3, ::3]], 99.7))
     return field, d, _select(d, kernel_px, min_area, floor=floor, th=th)
 
 

@@ -5,8 +5,6 @@
 - case 8: the planned line lies within 7 deg of the two views' epipolar plane with the AP tilted
   one way: the technician tilts it the other way and calibrates again (verification was 0.5 mm
   and 0.5 deg off the truth).
-- case 64: a lateral shot whose blurred surround at the field's edge set the ball threshold
-  above every ball: "no round balls found in the LAT shot".
 (A cage ball on the wire's tip in the closed-loop shots: ``tests/core/navigation/test_tool_line_balls.py``.)
 Figures with margin: tip and angle within 1 mm and 1 deg of the plan, grade A, the verification
 within 0.3 mm and 0.3 deg of the true deviation.
@@ -19,7 +17,7 @@ from app.commands import sim as simcmd
 from app.sim_case import draw_case
 
 RUN_SEED = 1
-CASES = (8, 9, 64)
+CASES = (8, 9)
 
 
 @pytest.fixture(scope="module")
