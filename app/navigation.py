@@ -44,6 +44,7 @@ ARRIVED_MM, ARRIVED_RAD = 0.05, 5e-4   # without the loop's "follow" report: at 
 # a first correction of that size is expected; a larger one is a misdetection or a moved C-arm
 CORRECTION_MAX_STEP_MM, CORRECTION_MAX_STEP_DEG = 8.0, 3.0
 CORRECTION_TIP_GAP_MM = 2.5      # the two views' tips disagree more: the line only, its axial error stays
+WIRE_DIAMETER_MM = 2.0           # the K-wire the closed-loop and verification shots look for (sharp tip)
 CORRECTION_WIRE_MM = 10.0        # the wire's length ahead of the guide's back, beside what sticks out
 
 
@@ -407,10 +408,7 @@ class NavigationController:
         if not hasattr(c, "set_fixture"):
             self._say("Guide: the robot controller has no virtual fixture in this build", True)
             return False
-        plan = self.preview.plan
-        point, direction = plan.insertion.start_mm, plan.direction
-        if self._T_cmd is not None and self.loop is not None and self.loop.history:
-            point, direction = self._T_cmd[:3, 3], self._T_cmd[:3, 2]   # the closed loop's corrected line
+        point, direction = self._guide_line()
         if hasattr(c, "path_active") and c.path_active():
             c.cancel_path()                        # the hand takes over from the path (not a STOP)
         self._sent = None
@@ -430,12 +428,9 @@ class NavigationController:
         q = self.robot_q()
         if q is None or self.kinematics is None:
             return
-        plan = self.preview.plan
         T = np.asarray(self.kinematics.forward(q), float)
-        goal, d = plan.insertion.start_mm, plan.direction
-        if self._T_cmd is not None and self.loop is not None and self.loop.history:
-            goal, d = self._T_cmd[:3, 3], self._T_cmd[:3, 2]
-        angle = math.degrees(math.acos(min(1.0, abs(float(T[:3, 2] @ d) / float(np.linalg.norm(d))))))
+        goal, d = self._guide_line()
+        angle = math.degrees(math.acos(min(1.0, abs(float(T[:3, 2] @ d)))))
         if float(np.linalg.norm(T[:3, 3] - goal)) <= GUIDED_AT_MM and angle <= GUIDED_AT_DEG:
             self._set_phase("approach")
             self._arrived({"q": q.tolist()})
@@ -561,13 +556,25 @@ class NavigationController:
                   + f" (model tip error {record['tip_error_mm']:.2f} mm, {angle:.2f}°)")
 
     # -- closed loop (robot paper II.C.5, eq. 24) ------------------------------------------
+    def _corrected(self) -> bool:
+        """The closed loop has sent a correction: the command's line is no longer the plan's."""
+        return self._T_cmd is not None and self.loop is not None and bool(self.loop.history)
+
+    def _guide_line(self):
+        """(guide tip at the stand-off, unit direction) in base: the closed loop's corrected
+        command once it has corrected, else the plan's."""
+        if self._corrected():
+            return self._T_cmd[:3, 3].copy(), self._T_cmd[:3, 2] / np.linalg.norm(self._T_cmd[:3, 2])
+        plan = self.preview.plan
+        return plan.insertion.start_mm, plan.direction
+
     def _corrected_segment(self):
         """The insertion along the corrected command's line (None before any correction)."""
         from core.navigation.align import InsertionSegment
-        if self._T_cmd is None or self.loop is None or not self.loop.history or self.preview is None:
+        if not self._corrected() or self.preview is None:
             return None
         seg = self.preview.plan.insertion
-        tip, axis = self._T_cmd[:3, 3].copy(), self._T_cmd[:3, 2] / np.linalg.norm(self._T_cmd[:3, 2])
+        tip, axis = self._guide_line()
         return InsertionSegment(tip, tip + seg.length_mm * axis, axis, seg.length_mm)
 
     def correct(self) -> bool:
@@ -629,13 +636,13 @@ class NavigationController:
             from core.navigation.verification import verify_shots
             check_cage(frames, images, q)
             _, _, _, pose = verify_shots(calibration, images["ap"], images["lat"], hint[0], hint[1], tip="sharp",
-                                         cone_length_mm=1.5 * 2.0, tool_diameter_mm=2.0)
+                                         cone_length_mm=1.5 * WIRE_DIAMETER_MM, tool_diameter_mm=WIRE_DIAMETER_MM)
             return pose
 
         self.devices.call("carm", work, self._correction_measured)
 
     def _correction_measured(self, pose, error: str) -> None:
-        from core.navigation.closed_loop import ClosedLoopError, ToolLine, line_residual
+        from core.navigation.closed_loop import ClosedLoopError, ToolLine
         if self.loop is None or self.phase != "correcting":
             return                       # dropped meanwhile (a new plan, a new calibration)
         if error or pose is None:

@@ -476,16 +476,9 @@ def test_closed_loop_refuses_a_correction_too_large_to_be_a_robot_error(aligned_
     assert len(client.sent("follow_path")) == n          # nothing moved
 
 
-def test_hand_guiding_holds_the_fixture_on_the_planned_line_and_records_arrival_at_the_stand_off(tmp_path):
-    s = Session(tmp_path, save_images=True)
-    s.set_device_status("robot", DeviceStatus.SIMULATED, "simulated robot")
-    s.set_robot_state({"q": home_q().tolist()})
-    client = GuideClient()
-    nav = NavigationController(s, kin(), client, stand_off_mm=STAND_OFF)
-    nav.calibration_changed(FakeCalibration())
-    e, t, d = base_line()
-    T_cage0_base = invert(kin().cage(home_q()))
-    put(s, entry=apply(T_cage0_base, e), target=apply(T_cage0_base, t))
+def test_hand_guiding_holds_the_fixture_on_the_planned_line_and_records_arrival_at_the_stand_off(aligned_case):
+    s, nav, _, _, _ = aligned_case
+    nav.client = client = GuideClient()
     assert nav.hold_to_guide(True, "in")
     plan = nav.preview.plan
     (_, (point, direction)), = client.sent("set_fixture")
