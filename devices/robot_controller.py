@@ -247,12 +247,15 @@ def control_main(config: ControllerConfig, shm, cmd_q, state_q, parent_pid: int 
         _publish(shm_view, loop, cycles, start)
         if cycles % config.state_every == 0 or loop.events:
             msg = _state_message(loop, start, cycles, last_period) if loop.q is not None else {}
-            msg["events"], loop.events = loop.events, []
+            msg["events"] = loop.events
             msg["realtime"] = realtime
             try:
                 state_q.put_nowait(msg)
+                loop.events = []
             except queue.Full:
-                pass
+                # nobody read the queue for a while (a stalled GUI): the state is in shared memory,
+                # but the events (refusals, results) would be lost; kept, capped, for the next message
+                del loop.events[:-100]
         if cycles % 200 == 0 and os.getppid() != parent:
             loop.stop(start)                    # the GUI is gone: stop and leave
             # nobody reads the state queue now, and this process holds its read end too: exiting

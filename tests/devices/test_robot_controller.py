@@ -369,6 +369,8 @@ def test_process_stop_zeroes_the_command_and_latches(controller):
 def test_process_reset_jog_stop_race_stays_stopped(controller):
     """The issue's race through the real process: reset(); jog_joint(...); stop() back to
     back left the robot jogging after the STOP in 30 of 30 trials."""
+    controller.drain()                 # what earlier tests left: the refusal must find room
+    msgs = []
     for _ in range(5):
         for _ in range(3):
             controller.jog_task([0, 0.6, 0, 0, 0])
@@ -382,10 +384,11 @@ def test_process_reset_jog_stop_race_stays_stopped(controller):
         controller.jog_joint([0.5, 0, 0, 0, 0])            # after the STOP, no Reset: refused
         time.sleep(0.05)
         assert controller.latest()["mode"] == STOPPED and np.all(controller.latest()["qd_cmd"] == 0)
+        msgs += controller.drain()
         controller.reset()
         assert wait_reset(controller)
     assert controller.latest()["discarded"] >= 10
-    refused = [e[1] for m in controller.drain() for e in m.get("events", []) if e[0] == "refused"]
+    refused = [e[1] for m in msgs + controller.drain() for e in m.get("events", []) if e[0] == "refused"]
     assert any(r.startswith("STOPPED") for r in refused)
 
 
