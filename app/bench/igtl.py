@@ -1,0 +1,121 @@
+"""``fluoronav bench igtl``: the OpenIGTLink pose stream to a pyigtl client over loopback.
+
+The link (``devices.igtl_link``, server mode on a free port) streams a moving tool pose
+at ``--rate`` Hz for ``--seconds``; a ``pyigtl.OpenIGTLinkClient`` (what a Slicer-side
+script would use) receives it. Rate: distinct poses received per second. Latency: from
+the moment the pose was handed to the link to the moment the client's thread had
+decoded it (the pose carries its send time in its translation, so the figure does not
+rest on OpenIGTLink's timestamp resolution). The baseline is pyigtl's own
+``OpenIGTLinkServer`` sending the same poses to the same client.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+DESCRIPTION = "OpenIGTLink pose stream to a pyigtl client over loopback: rate (Hz), latency p50/p95 (ms)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each stream (default 3 s)")
+    parser.add_argument("--rate", type=float, default=100.0, help="poses sent per second (default 100)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip pyigtl's own server")
+
+
+def _pose(k: int, t_sent: float) -> np.ndarray:
+    T = np.eye(4)
+    a = 0.01 * k
+    T[:3, :3] = [[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]]
+    # float32 on the wire: the send time as milliseconds within the run, split to keep precision
+    ms = (t_sent % 1000.0) * 1000.0
+    T[:3, 3] = [float(k), np.floor(ms), ms - np.floor(ms)]
+    return T
+
+
+def _collect(client, seconds: float, t0: float, stop: threading.Event, out: list) -> None:
+    """Drain the client's newest TRANSFORM as fast as it arrives (its own 10 ms poll is too coarse)."""
+    seen = -1
+    while not stop.is_set():
+        with client.lock_incoming_messages:
+            msg = client.incoming_messages.pop("FluoronavTool", None)
+        now = time.perf_counter()
+        if msg is not None:
+            k = int(round(float(msg.matrix[0, 3])))
+            if k > seen:
+                sent_ms = float(msg.matrix[1, 3]) + float(msg.matrix[2, 3])
+                lat = ((now - t0) % 1000.0) * 1000.0 - sent_ms
+                out.append((k, now, lat))
+                seen = k
+        else:
+            time.sleep(0.0002)
+
+
+def _stream(send, client, seconds: float, rate: float) -> dict:
+    import pyigtl  # noqa: F401  (the client type)
+    received: list = []
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    th = threading.Thread(target=_collect, args=(client, seconds, t0, stop, received), daemon=True)
+    th.start()
+    period = 1.0 / rate
+    k, start = 0, time.perf_counter()
+    while (now := time.perf_counter()) - start < seconds:
+        send(_pose(k, now - t0))
+        k += 1
+        time.sleep(max(0.0, start + k * period - time.perf_counter()))
+    time.sleep(0.1)
+    stop.set()
+    th.join()
+    if len(received) < 2:
+        return {"sent": k, "received": len(received), "rate_hz": 0.0, "latency_ms": None}
+    times = np.array([r[1] for r in received])
+    lat = np.array([r[2] for r in received])
+    return {"sent": k, "received": len(received),
+            "rate_hz": float((len(received) - 1) / (times[-1] - times[0])),
+            "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+                           "max": float(lat.max())}}
+
+
+def _wait(cond, timeout=5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def run(args) -> dict:
+    import pyigtl
+    from devices.igtl_link import IgtlLink
+    from app.cli import CommandError
+    if not (args.seconds > 0 and args.rate > 0):
+        raise CommandError("--seconds and --rate must be positive")
+    link = IgtlLink("server", port=0)
+    link.start()
+    client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=link.bound_port)
+    try:
+        if not _wait(lambda: link.connected):
+            raise CommandError("the pyigtl client did not connect to the link on loopback")
+        ours = _stream(lambda T: link.send_pose(T), client, args.seconds, args.rate)
+    finally:
+        client.stop()
+        link.close()
+    out = {"pose_rate_hz": ours["rate_hz"], "latency_ms": ours["latency_ms"], "sent": ours["sent"],
+           "received": ours["received"], "target_rate_hz": args.rate, "seconds": args.seconds}
+    if not args.no_baseline:
+        server = pyigtl.OpenIGTLinkServer(port=0, local_server=True)
+        port = server.server_address[1]
+        client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=port)
+        try:
+            if _wait(lambda: server.is_connected()):
+                base = _stream(lambda T: server.send_message(pyigtl.TransformMessage(T, device_name="FluoronavTool"),
+                                                             wait=False), client, args.seconds, args.rate)
+                out["baseline"] = {"name": "pyigtl OpenIGTLinkServer", "pose_rate_hz": base["rate_hz"],
+                                   "latency_ms": base["latency_ms"]}
+        finally:
+            client.stop()
+            server.stop()
+    return out
