@@ -59,6 +59,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "devices": {"status_poll_s": Key(float, min=0.05, max=60.0)},
     "ui": {"font_pt": Key(int, min=10, max=32)},
     "session": {"data_dir": Key(str), "save_images": Key(bool)},
+    "igtl": {
+        "enabled": Key(bool, help="stream to 3D Slicer over OpenIGTLink"),
+        "mode": Key(str, choices=("server", "client"), help="server: Slicer connects to us (its default)"),
+        "host": Key(str, help="server: address to listen on; client: Slicer's address"),
+        "port": Key(int, min=1, max=65535),
+        "pose_rate_hz": Key(float, min=1.0, max=1000.0, help="most tool poses sent per second"),
+        "heartbeat_s": Key(float, min=0.05, max=60.0, help="STATUS heartbeat period"),
+        "peer_timeout_s": Key(float, min=0.0, max=3600.0, help="drop a peer silent this long (0: never)"),
+        "send_images": Key(bool, help="send each shot as an IMAGE"),
+    },
 }
 
 
@@ -158,6 +168,9 @@ def _check_together(values: dict[str, dict[str, Any]]) -> list[str]:
     carm = values.get("carm", {})
     if carm.get("kind") == "dicom_folder" and not str(carm.get("dicom_folder", "")).strip():
         problems.append('carm.dicom_folder must name a folder when carm.kind = "dicom_folder"')
+    igtl = values.get("igtl", {})
+    if igtl.get("enabled") and igtl.get("mode") == "client" and not str(igtl.get("host", "")).strip():
+        problems.append('igtl.host must name the Slicer computer when igtl.mode = "client"')
     fs = values.get("force_sensor", {})
     if fs.get("kind") == "ati_netft" and not str(fs.get("host", "")).strip():
         problems.append('force_sensor.host must be set when force_sensor.kind = "ati_netft"')
