@@ -11,7 +11,7 @@
   affine fit of the calibrated frustum's grid, distortion left out), else at the origin
   with its pixel spacing.
 
-Frame: patient RAS = ``LPS_TO_RAS @ T_lps_cage`` (``core.formats.markups``) of the cage
+Frame: patient RAS = ``LPS_TO_RAS @ T_lps_cage`` (``core.planning.markups``) of the cage
 frame, the frame the exported ``.mrk.json`` holds in LPS: in Slicer the stream and the
 markups land on each other. A newly connected peer gets everything again at the next
 ``poll`` (called by the GUI's timer, or a script).
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from core.formats.markups import LPS_TO_RAS, T_lps_cage
+from core.planning.markups import LPS_TO_RAS, T_lps_cage
 from core.planning.two_view import PatientAxes
 from devices.base import DeviceStatus
 

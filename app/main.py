@@ -80,6 +80,8 @@ class Workstation:
         if panels:
             self._install_panels()
         self._add_resume_action()
+        from app.slicer_gui import install_slicer  # OpenIGTLink stream, its pill, markups export/import
+        self.slicer = install_slicer(self)
 
     def _install_panels(self) -> None:
         """Planning, robot and C-arm docks; the simulated room when the C-arm is simulated."""
@@ -209,6 +211,7 @@ class Workstation:
             return
         self._started = True
         self.devices.start()
+        self.slicer.start()
 
     def acquire(self, view: str) -> int | None:
         if self.carm_panel is not None:
@@ -330,6 +333,7 @@ class Workstation:
         return box
 
     def shutdown(self) -> None:
+        self.slicer.shutdown()
         if self.robot is not None:
             self.robot.shutdown()
         self.devices.shutdown()

@@ -14,7 +14,7 @@ Sent (pyigtl's message classes do the encoding):
 - ``STATUS`` "Heartbeat" every ``heartbeat_s`` (code 1, OK).
 
 Frames: everything is sent in Slicer's RAS, made from the patient LPS of
-``core.formats.markups`` (the plan's cage frame turned by the patient axes) by
+``core.planning.markups`` (the plan's cage frame turned by the patient axes) by
 ``LPS_TO_RAS``; the caller hands poses and points already in RAS (``app.igtl``), so that
 the stream and an exported ``.mrk.json`` land on each other in Slicer.
 

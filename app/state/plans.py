@@ -202,6 +202,26 @@ class PlanBook:
                 uv, _ = snap_to_epipolar(uv, line)
         return self.set_click(tid, kind, view, uv)
 
+    def import_trajectories(self, trajectories) -> list[str]:
+        """Add trajectories that come with their 3D points (a Slicer markups file), one undo step
+        each; one with the name of a trajectory in the plan replaces it. With a calibration, their
+        clicks become the points' projections (the 3D is then located from them, as any edit).
+        Returns their ids in order."""
+        by_name = {t.name: tid for tid, t in self._items.items()}
+        ids = []
+        for t in trajectories:
+            if not isinstance(t, Trajectory):
+                raise PlanningError(f"an imported trajectory must be a Trajectory, got {type(t).__name__}")
+            if self.calibration is not None and t.complete:
+                t = _reprojected(self.calibration, t)
+            tid = by_name.get(t.name)
+            old = self._items.get(tid) if tid else None
+            tid = tid or self.new_id()
+            self.history.push(_Replace(self, tid, old, t, f"import {t.name}"))
+            by_name[t.name] = tid
+            ids.append(tid)
+        return ids
+
     def set_fields(self, tid: str, **fields) -> None:
         """Rename, change level, side, colour or diameter: ``set_fields(tid, level="L5")``."""
         allowed = {"name", "level", "side", "colour", "diameter_mm"}

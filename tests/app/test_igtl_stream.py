@@ -16,7 +16,7 @@ import pytest
 from app.config import load_defaults
 from app.igtl import SlicerStream, link_from_config
 from app.session import Session
-from core.formats.markups import LPS_TO_RAS, markups_from_trajectories
+from core.planning.markups import LPS_TO_RAS, markups_from_trajectories
 from core.imaging.fluoro_image import FluoroImage
 from core.robot.kinematics.hybrid5 import load_hybrid5
 from devices.igtl_link import HEADER, HEADER_SIZE, IgtlLink

@@ -11,7 +11,8 @@ from devices.base import DeviceStatus
 
 __all__ = ["DeviceStatusBar", "DEVICE_LABELS", "STATUS_COLOURS"]
 
-DEVICE_LABELS = {"carm": "C-arm", "robot": "Robot", "force_sensor": "Force sensor", "tracker": "Tracker"}
+DEVICE_LABELS = {"carm": "C-arm", "robot": "Robot", "force_sensor": "Force sensor", "tracker": "Tracker",
+                 "slicer": "Slicer"}
 
 # status -> (text colour, background): readable on the dark theme, fault unmistakable
 STATUS_COLOURS = {
@@ -23,7 +24,8 @@ STATUS_COLOURS = {
 
 
 class DeviceStatusBar(QWidget):
-    """``set_status(device, DeviceStatus, message)``; unknown device names get a new pill."""
+    """``set_status(device, DeviceStatus, message, text=None)``; unknown device names get a new pill;
+    ``text`` replaces the status word (the Slicer link says disabled / waiting / connected / fault)."""
 
     def __init__(self, devices=tuple(DEVICE_LABELS), parent=None):
         super().__init__(parent)
@@ -36,7 +38,7 @@ class DeviceStatusBar(QWidget):
         for d in devices:
             self.set_status(d, DeviceStatus.DISCONNECTED, "not started")
 
-    def set_status(self, device: str, status: DeviceStatus, message: str = "") -> None:
+    def set_status(self, device: str, status: DeviceStatus, message: str = "", text: str | None = None) -> None:
         if not isinstance(status, DeviceStatus):
             raise TypeError(f"status of {device} must be a DeviceStatus, got {status!r}")
         pill = self._pills.get(device)
@@ -46,9 +48,10 @@ class DeviceStatusBar(QWidget):
             self._pills[device] = pill
         fg, bg = STATUS_COLOURS[status]
         label = DEVICE_LABELS.get(device, device.replace("_", " ").capitalize())
-        pill.setText(f"●  {label}: {status.value}")
+        word = text or status.value
+        pill.setText(f"●  {label}: {word}")
         pill.setStyleSheet(f"QLabel#device_pill {{ color: {fg}; background: {bg}; }}")
-        pill.setToolTip(f"{label}: {status.value}" + (f"\n{message}" if message else ""))
+        pill.setToolTip(f"{label}: {word}" + (f"\n{message}" if message else ""))
         pill.setAccessibleDescription(message)
         self._state[device] = (status, message)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from jsonschema import Draft7Validator
 
-from core.formats.markups import (LPS_TO_RAS, MarkupsError, T_lps_cage, markups_from_trajectories, read_markups,
-                                  trajectories_from_markups, write_markups)
+from core.planning.markups import (LPS_TO_RAS, MarkupsError, T_lps_cage, markups_from_trajectories, read_markups,
+                                   trajectories_from_markups, write_markups)
 from core.planning.two_view import PatientAxes, Trajectory
 
 SCHEMA = Path(__file__).resolve().parents[2] / "data" / "slicer" / "markups-schema-v1.0.3.json"
