@@ -6,10 +6,12 @@ script would use) receives it. Rate: distinct poses received per second. Latency
 the moment the pose was handed to the link to the moment the client's thread had
 decoded it (the pose carries its send time in its translation, so the figure does not
 rest on OpenIGTLink's timestamp resolution). The baseline is pyigtl's own
-``OpenIGTLinkServer`` sending the same poses to the same client.
+``OpenIGTLinkServer`` sending the same poses to the same client. ``stream_call_ms``: what the
+session's side adds per robot state before the link (kinematics, frames, encoding).
 """
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -87,6 +89,40 @@ def _wait(cond, timeout=5.0) -> bool:
     return False
 
 
+def _stream_call_ms(n: int = 300) -> dict:
+    """What the session's side adds per robot state (``app.igtl.SlicerStream``: kinematics, frame change,
+    encoding, queueing), on the GUI thread in the app: p50/p95 over ``n`` distinct joint states."""
+    import tempfile
+    from types import SimpleNamespace
+    from app.igtl import SlicerStream
+    from app.session import Session
+    from core.robot.kinematics.hybrid5 import load_hybrid5
+    from devices.igtl_link import IgtlLink
+    kin = load_hybrid5()
+    q0 = kin.joints_for_pose([625.0, 475.0, -135.0, 0.0, 0.0])
+    link = IgtlLink("server", port=0)
+    link.start()
+    peer = socket.create_connection(("127.0.0.1", link.bound_port))
+    try:
+        _wait(lambda: link.connected)
+        with tempfile.TemporaryDirectory() as d:
+            session = Session(d, save_images=False)
+            stream = SlicerStream(session, link, kin, frames=lambda: SimpleNamespace(T_cage0_base=np.eye(4)),
+                                  pose_rate_hz=1e9)
+            ts = []
+            for k in range(n):
+                q = q0 + 1e-3 * (k + 1)
+                t = time.perf_counter()
+                session.set_robot_state({"q": q.tolist()})
+                ts.append(time.perf_counter() - t)
+        if stream.poses_sent != n:
+            return {"p50": None, "p95": None, "sent": stream.poses_sent}
+        return {"p50": 1000 * float(np.percentile(ts, 50)), "p95": 1000 * float(np.percentile(ts, 95))}
+    finally:
+        peer.close()
+        link.close()
+
+
 def run(args) -> dict:
     import pyigtl
     from devices.igtl_link import IgtlLink
@@ -104,7 +140,8 @@ def run(args) -> dict:
         client.stop()
         link.close()
     out = {"pose_rate_hz": ours["rate_hz"], "latency_ms": ours["latency_ms"], "sent": ours["sent"],
-           "received": ours["received"], "target_rate_hz": args.rate, "seconds": args.seconds}
+           "received": ours["received"], "target_rate_hz": args.rate, "seconds": args.seconds,
+           "stream_call_ms": _stream_call_ms()}
     if not args.no_baseline:
         server = pyigtl.OpenIGTLinkServer(port=0, local_server=True)
         port = server.server_address[1]

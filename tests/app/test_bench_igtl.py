@@ -9,6 +9,7 @@ def test_bench_igtl_json(capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # the newest pose replaces an unsent one, so a busy machine receives fewer, never more
     assert 2 <= out["received"] <= out["sent"] and out["pose_rate_hz"] > 0
+    assert out["stream_call_ms"]["p50"] is not None        # every one of its robot states became a pose
     assert 0 < out["latency_ms"]["p50"] <= out["latency_ms"]["p95"] <= out["latency_ms"]["max"]
 
 
