@@ -124,3 +124,14 @@ def test_config_is_read_only():
         c["carm"]["kind"] = "dicom_folder"
     with pytest.raises(AttributeError):
         c.carm.nothing
+
+
+def test_igtl_off_by_default_and_checked(tmp_path):
+    igtl = load_defaults().igtl
+    assert (igtl.enabled, igtl.mode, igtl.port) == (False, "server", 18944)
+    (msg,) = problems_of(write(tmp_path, '[igtl]\nenabled = true\nmode = "client"\nhost = " "\n'))
+    assert "igtl.host must name the Slicer computer" in msg
+    assert problems_of(write(tmp_path, '[igtl]\nmode = "both"\nport = 0\n')) == [
+        "igtl.mode must be one of 'server', 'client', got 'both'", "igtl.port = 0 is out of range [1, 65535]"]
+    cfg = load_config(write(tmp_path, '[igtl]\nenabled = true\nhost = "0.0.0.0"\npose_rate_hz = 100\n'))
+    assert cfg.igtl.enabled and cfg.igtl.pose_rate_hz == 100.0 and cfg.igtl.heartbeat_s == 1.0

@@ -248,3 +248,25 @@ def test_failed_load_keeps_current_plan(model, calib, tmp_path):
     with pytest.raises(PlanFileError):
         model.load(p)
     assert model.trajectories() == before
+
+
+def test_import_with_a_calibration_gets_clicks_and_the_same_3d(model, calib, tmp_path):
+    """Trajectories from a Slicer markups file: their clicks are the points' projections, the 3D stays."""
+    from core.planning.markups import read_markups, write_markups
+    from core.planning.two_view import Trajectory
+    src = [Trajectory("L4 left", entry_mm=tuple(ENTRY), target_mm=tuple(TARGET)),
+           Trajectory("L5 right", "L5", "right", entry_mm=tuple(ENTRY + 8.0), target_mm=tuple(TARGET + 8.0))]
+    path, _ = write_markups(tmp_path / "p.mrk.json", src)
+    plan_one(model, calib, entry=ENTRY - 20.0, name="L4 left")        # the same name: replaced
+    ids = model.import_trajectories(read_markups(path))
+    assert len(model) == 2 and [model.get(i).name for i in ids] == ["L4 left", "L5 right"]
+    for tid, t in zip(ids, src):
+        got = model.get(tid)
+        assert np.linalg.norm(np.subtract(got.entry_mm, t.entry_mm)) < 1e-6
+        assert np.linalg.norm(np.subtract(got.target_mm, t.target_mm)) < 1e-6
+        assert np.allclose(got.click("entry", "ap"), calib.project(np.asarray(t.entry_mm))["ap"][0], atol=1e-9)
+    model.history.undo()
+    model.history.undo()
+    assert np.linalg.norm(np.subtract(model.get(ids[0]).entry_mm, ENTRY - 20.0)) < 1e-6   # the old one is back
+    with pytest.raises(PlanningError, match="must be a Trajectory"):
+        model.import_trajectories([{"name": "x"}])
