@@ -219,3 +219,27 @@ def test_config_disabled_by_default_and_builds_a_link():
     link = link_from_config(Config(values))
     assert (link.mode, link.port, link.state) == ("client", 18945, "disabled")
     link.close()
+
+
+def test_a_calibrated_shot_is_placed_on_its_detector(tmp_path):
+    """With the view's camera known, (column, row) -> RAS is where the true C-arm's detector has that pixel."""
+    from core.calibration.calibration import ViewCalibration
+    from core.calibration.distortion import NoDistortion
+    from core.simulation.scene import carm_geometry
+    g = carm_geometry("ap", 12.0, -7.0, (0.0, 10.0, -5.0), 1000.0, 625.0, (0.5, 0.5), (120, 160))
+    session = Session(tmp_path, save_images=False)
+    session.calibration = SimpleNamespace(views={"ap": ViewCalibration("ap", g.shape, NoDistortion(),
+                                                                       g.projection_matrix, [])})
+    link = IgtlLink("server", port=0)
+    stream = SlicerStream(session, link)
+    image = FluoroImage(np.zeros(g.shape, np.uint16), pixel_spacing_mm=(0.5, 0.5), sid_mm=1000.0)
+    M = stream.image_to_ras("ap", image)
+    uv = np.array([[0.0, 0.0], [159.0, 0.0], [0.0, 119.0], [80.5, 60.25]])
+    got = (M @ np.column_stack([uv, np.zeros(4), np.ones(4)]).T).T[:, :3]
+    truth = g.pixel_to_detector_mm(uv) @ stream.T_ras_cage[:3, :3].T + stream.T_ras_cage[:3, 3]
+    assert np.abs(got - truth).max() < 1e-3
+    assert np.linalg.norm(M[:3, 0]) == pytest.approx(0.5, abs=1e-6)
+    # another image size than the calibrated one: not placed, only its spacing
+    small = FluoroImage(np.zeros((10, 20), np.uint16), pixel_spacing_mm=(0.3, 0.4))
+    assert np.allclose(stream.image_to_ras("ap", small), np.diag([0.3, 0.4, 1.0, 1.0]))
+    link.close()
