@@ -467,7 +467,7 @@ class Session:
         self._checksums = dict(checksums)
         self._invalidated = dict(record["invalidated"])
         self._calibration_file = result.calibration_file
-        self._calibration_known = "calibration" in record or calibration is None
+        self._calibration_known = True     # from now on session.json names it (null: none restored)
         self.plans.set_calibration(planning_calibration(calibration))
         for view in VIEWS:
             for i, (path, image) in enumerate(result.shots[view]):
@@ -647,7 +647,8 @@ def read_session_record(folder, name: str = "session.json") -> dict:
 
 def find_session(spec, data_dir=None) -> Path:
     """The session folder ``spec`` names: a folder, or ``"last"`` (the newest session folder
-    under ``sessions_root(data_dir)``). Checked with ``read_session_record``."""
+    under ``sessions_root(data_dir)``). Checked with ``read_session_record`` (or its
+    previous version, as ``resume`` does)."""
     if str(spec) == "last":
         root = sessions_root(data_dir)
         found = sorted(p for p in root.glob("*") if (p / "session.json").is_file()) if root.is_dir() else []
@@ -656,7 +657,7 @@ def find_session(spec, data_dir=None) -> Path:
         folder = found[-1]
     else:
         folder = Path(spec).expanduser().absolute()
-    read_session_record(folder)
+    _read_record_or_previous(folder)   # a damaged session.json with a good previous version resumes
     return folder
 
 

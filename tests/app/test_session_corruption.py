@@ -172,3 +172,12 @@ def test_stale_temporaries_of_a_dead_process_are_removed_on_resume(folder, tmp_p
     assert sorted(r.removed_temps) == sorted(dead)
     assert sorted(p.name for p in folder.iterdir() if p.name in dead + keep) == sorted(keep)
     assert remove_stale_temps(folder) == []                 # nothing more to remove
+
+
+def test_find_session_last_accepts_a_folder_its_previous_record_can_resume(folder, tmp_path):
+    from app.session import SessionError, find_session
+    (folder / "session.json").write_text("{")
+    assert find_session("last", folder.parent) == folder
+    (folder / "session.json.prev").unlink()
+    with pytest.raises(SessionError, match="session.json is corrupt"):
+        find_session(str(folder))
