@@ -120,6 +120,11 @@ class Session:
         self._calibration_file: str | None = None       # the calibration in use, when saved here
         self._calibration_known = False                  # the record names the calibration (or none)
         self._invalidated: dict[str, str] = {}          # calibration file -> why it fell
+        # a deleted trajectory must not come back after a kill: its plan is saved at once,
+        # not when the planning screen's autosave comes round
+        self._removal_pending = False
+        self.plans.trajectory_removed.connect(self._on_trajectory_removed)
+        self.plans.changed.connect(self._save_removal)
 
     # -- where data goes ------------------------------------------------------------
     @property
@@ -268,6 +273,20 @@ class Session:
             self.save()
         except OSError as e:
             log.error("session.json could not be updated with %s: %s", what, e)
+
+    def _on_trajectory_removed(self, _tid: str) -> None:
+        self._removal_pending = not self.resuming
+
+    def _save_removal(self) -> None:
+        if not self._removal_pending:
+            return
+        self._removal_pending = False
+        if self._folder is None or not self.save_images or self.resuming:
+            return
+        try:
+            self.save_plan()
+        except OSError as e:
+            log.error("the plan (a trajectory deleted) could not be saved in the session folder: %s", e)
 
     def set_alignment(self, result: Any) -> None:
         self.alignment = result

@@ -181,3 +181,11 @@ def test_find_session_last_accepts_a_folder_its_previous_record_can_resume(folde
     (folder / "session.json.prev").unlink()
     with pytest.raises(SessionError, match="session.json is corrupt"):
         find_session(str(folder))
+
+
+def test_a_deleted_trajectory_is_saved_at_once_and_stays_deleted(folder, tmp_path, saved):
+    s, _ = resume(tmp_path, folder)
+    assert (folder / "plan.json").read_bytes() == (saved[0] / "plan.json").read_bytes()   # resume wrote nothing
+    s.plans.remove(saved[1][0])                 # no save_plan: a kill may follow at once
+    s2, r = resume(tmp_path / "2", folder)
+    assert s2.plans.ids() == saved[1][1:] and r.problems == []

@@ -68,12 +68,14 @@ def _saver(root, folder, seed: int, out_fd: int, cal) -> None:
                                                  bits_stored=12))
             say(f"saved shot {view} {key} {path.name}")
         elif op == "plan":
-            if len(s.plans) >= 3 and rng.random() < 0.5:
+            if len(s.plans) >= 3 and rng.random() < 0.5:     # a deletion is saved at once by itself
+                ids = ",".join(s.plans.ids()[1:])
+                say(f"begin plan {ids}")
                 s.plans.remove(s.plans.ids()[0])
-            else:
+            else:                                              # a new trajectory waits for save_plan
                 s.plans.add("L4", str(rng.choice(["left", "right"])))
-            ids = ",".join(s.plans.ids()) or "-"
-            say(f"begin plan {ids}")
+                ids = ",".join(s.plans.ids())
+                say(f"begin plan {ids}")
             s.save_plan()
             say(f"saved plan {ids}")
         elif op == "calibrate":
