@@ -544,7 +544,7 @@ class CalibrationWorkflow:
             self._fail("accept", f"cannot write {path}: {e.strerror or e}: check the disk")
             return None
         if self.session is not None:
-            self.session.set_calibration(cal)
+            self.session.set_calibration(cal, file=saved)
             try:
                 self.session.go_to_step("plan")
             except ValueError as e:

@@ -848,7 +848,7 @@ class NavigationController:
             return False
         self.frames = None
         self._drop_preview()
-        self.session.set_calibration(None)
+        self.session.set_calibration(None, why=str(error))
         self._say(str(error), True)
         self.calibration_invalidated.emit(str(error))
         return True

@@ -32,7 +32,7 @@ from psygnal import Signal
 from app.state.plans import PlanBook, load_session_plan, planning_calibration
 from app.state.shots import ShotHistory
 
-from core.formats.files import write_json_atomic
+from core.formats.files import (previous_version, remove_stale_temps, sha256_file, write_json_atomic)
 from core.formats.schema import FileFormatError, parse_json, validate
 from core.imaging.fluoro_image import FluoroImage, ImageReadError
 from core.imaging.images import read_image, write_dicom_xa
@@ -115,6 +115,16 @@ class Session:
         self._devices = {d: (DeviceStatus.DISCONNECTED, "not started") for d in DEVICES}
         self.step: str | None = None
         self.resuming = False   # True while ``resume`` emits its events
+        # what session.json keeps so that a resume restores only what is whole and still valid
+        self._checksums: dict[str, str] = {}            # file name -> sha256 as saved
+        self._calibration_file: str | None = None       # the calibration in use, when saved here
+        self._calibration_known = False                  # the record names the calibration (or none)
+        self._invalidated: dict[str, str] = {}          # calibration file -> why it fell
+        # a deleted trajectory must not come back after a kill: its plan is saved at once,
+        # not when the planning screen's autosave comes round
+        self._removal_pending = False
+        self.plans.trajectory_removed.connect(self._on_trajectory_removed)
+        self.plans.changed.connect(self._save_removal)
 
     # -- where data goes ------------------------------------------------------------
     @property
@@ -209,6 +219,7 @@ class Session:
                 n += 1
             path = self.folder / f"{view}-{n:03d}.dcm"
             write_dicom_xa(image, path)
+            self._checksums[path.name] = sha256_file(path)
             self._saved[view].append(path.name)
             self._saved_by_content[view][key] = name = path.name
         self._current_file[view] = name
@@ -216,13 +227,66 @@ class Session:
         return self.folder / name
 
     # -- calibration, plans, alignment ----------------------------------------------
-    def set_calibration(self, calibration: Any, keep: str = "3d") -> None:
+    def set_calibration(self, calibration: Any, keep: str = "3d", file=None, why: str = "") -> None:
         """Make ``calibration`` current; the plan book follows it (``PlanBook.set_calibration``:
-        ``keep="3d"`` for new shots, ``"clicks"`` for the same shots calibrated again)."""
+        ``keep="3d"`` for new shots, ``"clicks"`` for the same shots calibrated again).
+        ``file``: where it was saved in the session folder (session.json names it).
+        None after a calibration invalidates it (``why``: e.g. the C-arm moved): session.json
+        records that every calibration file of the folder fell, so a resume does not bring one back."""
+        had = self.calibration is not None
         self.calibration = calibration
+        if calibration is None and had:
+            self._invalidate_calibrations(why or "it was declared invalid")
+        elif calibration is not None:
+            self._note_calibration_file(file)
         self.plans.set_calibration(planning_calibration(calibration), keep)
         self.calibration_changed.emit(calibration)
         self.changed.emit()
+
+    def _invalidate_calibrations(self, why: str) -> None:
+        if self._folder is None:
+            return
+        for p in sorted(self._folder.glob("calibration-*.json")):
+            self._invalidated.setdefault(p.name, why)
+        self._calibration_file, self._calibration_known = None, True
+        self._save_quietly("the calibration's invalidation")
+
+    def _note_calibration_file(self, file) -> None:
+        if file is None or self._folder is None or Path(file).absolute().parent != self._folder.absolute():
+            self._calibration_file, self._calibration_known = None, False
+            return
+        name = Path(file).name
+        try:
+            self._checksums[name] = sha256_file(file)
+        except OSError as e:
+            log.error("the calibration file %s cannot be read back: %s", name, e)
+            return
+        self._calibration_file, self._calibration_known = name, True
+        self._invalidated.pop(name, None)
+        self._save_quietly("the calibration")
+
+    def _save_quietly(self, what: str) -> None:
+        """session.json updated where a failure must not stop the workflow (the log says it)."""
+        if self._folder is None or not self.save_images:
+            return
+        try:
+            self.save()
+        except OSError as e:
+            log.error("session.json could not be updated with %s: %s", what, e)
+
+    def _on_trajectory_removed(self, _tid: str) -> None:
+        self._removal_pending = not self.resuming
+
+    def _save_removal(self) -> None:
+        if not self._removal_pending:
+            return
+        self._removal_pending = False
+        if self._folder is None or not self.save_images or self.resuming:
+            return
+        try:
+            self.save_plan()
+        except OSError as e:
+            log.error("the plan (a trajectory deleted) could not be saved in the session folder: %s", e)
 
     def set_alignment(self, result: Any) -> None:
         self.alignment = result
@@ -242,7 +306,10 @@ class Session:
             raise SessionError(f"a case record is 'alignment' or 'verification', not {kind!r}")
         taken = [int(p.stem.rsplit("-", 1)[1]) for p in self.folder.glob(f"{kind}-*.json")
                  if p.stem.rsplit("-", 1)[1].isdigit()]
-        return write_json_atomic(self.folder / f"{kind}-{max(taken, default=0) + 1:02d}.json", record)
+        path = write_json_atomic(self.folder / f"{kind}-{max(taken, default=0) + 1:02d}.json", record)
+        self._checksums[path.name] = sha256_file(path)
+        self.save()
+        return path
 
     # -- devices --------------------------------------------------------------------
     def set_robot_state(self, state: dict) -> None:
@@ -328,16 +395,24 @@ class Session:
                 "images": {v: list(files) for v, files in self._saved.items()},
                 "current": dict(self._current_file),
                 "step": self.step,
-                "devices": {d: {"status": s.value, "message": m} for d, (s, m) in self._devices.items()}}
+                "devices": {d: {"status": s.value, "message": m} for d, (s, m) in self._devices.items()},
+                "checksums": dict(sorted(self._checksums.items())),
+                **({"calibration": self._calibration_file} if self._calibration_known else {}),
+                "invalidated": {"calibrations": dict(sorted(self._invalidated.items()))}}
 
     def save(self) -> Path:
-        """Write ``session.json`` into the session folder atomically."""
-        return write_json_atomic(self.folder / "session.json", self.to_dict())
+        """Write ``session.json`` into the session folder atomically (the version it replaces
+        kept as ``session.json.prev``)."""
+        return write_json_atomic(self.folder / "session.json", self.to_dict(), keep_previous=True)
 
     def save_plan(self) -> Path:
         """Write the plan book to ``plan.json`` in the session folder atomically (what
-        ``resume`` reads back)."""
-        return self.plans.save(self.folder / "plan.json")
+        ``resume`` reads back; the version it replaces kept as ``plan.json.prev``), then its
+        checksum into session.json: the plan is saved once both are written."""
+        path = write_json_atomic(self.folder / "plan.json", self.plans.to_dict(), keep_previous=True)
+        self._checksums[path.name] = sha256_file(path)
+        self.save()
+        return path
 
     # -- resuming an interrupted session ------------------------------------------------
     def is_fresh(self) -> bool:
@@ -358,14 +433,19 @@ class Session:
         the step where the workflow still allows it.
         Emits image_changed, calibration_changed, resumed, step_changed and changed.
         Returns what was restored and what was not (``.summary``: one line)."""
-        from core.calibration import CageCalibration, CalibrationFileError
-
         if not self.is_fresh():
             raise SessionError("this session already has shots or a calibration: restart fluoronav and "
                                "resume before taking or loading any image")
         folder = Path(folder).absolute()
-        record = read_session_record(folder)
+        record, record_problem = _read_record_or_previous(folder)
         result = ResumedSession(folder, {v: [] for v in VIEWS}, {v: -1 for v in VIEWS})
+        if record_problem:
+            result.problems.append(record_problem)
+        result.removed_temps = remove_stale_temps(folder)   # what kills of earlier saves left
+        if result.removed_temps:
+            log.info("resume: removed %d temporary file(s) of interrupted saves: %s", len(result.removed_temps),
+                     ", ".join(result.removed_temps))
+        checksums = record.get("checksums", {})
         images: dict[str, FluoroImage | None] = {v: None for v in VIEWS}
         keys: dict[str, dict[bytes, str]] = {v: {} for v in VIEWS}
         for view in VIEWS:
@@ -374,9 +454,10 @@ class Session:
                 image = None
                 try:
                     image = read_image(folder / name).with_view(view)
+                    _check_sum(folder / name, checksums.get(name))
                     keys[view][_content_key(image)] = name
-                except (ImageReadError, OSError, ValueError) as e:
-                    what = "the shot on screen" if name == current else "an earlier shot"
+                except Exception as e:   # noqa: BLE001 - a damaged file can fail a reader any way: skip the one
+                    image, what = None, "the shot on screen" if name == current else "an earlier shot"
                     result.problems.append(f"{view.upper()}: {what} {name} cannot be read ({_one_line(e, folder)})"
                                            + (f": the {view.upper()} view stays empty, take or open it again"
                                               if name == current else ""))
@@ -384,16 +465,10 @@ class Session:
             if current is not None:
                 result.current[view] = names.index(current)
                 images[view] = result.shots[view][result.current[view]][1]
-            if names:
-                result.restored.append(f"{len(names)} {view.upper()} shot{'s' if len(names) != 1 else ''}")
-        calibration = None
-        calib_files = sorted(folder.glob("calibration-*.json"))
-        if calib_files:
-            try:
-                calibration = CageCalibration.load(calib_files[-1])
-                result.restored.append(f"calibration {calib_files[-1].name}")
-            except CalibrationFileError as e:
-                result.problems.append(f"{_one_line(e, folder)}: the session continues uncalibrated, calibrate again")
+            n = sum(im is not None for _p, im in result.shots[view])
+            if n:
+                result.restored.append(f"{n} {view.upper()} shot{'s' if n != 1 else ''}")
+        calibration = _resume_calibration(folder, record, checksums, images, result)
         # adopt: from here on nothing can fail half-way
         old = self._folder
         if old is not None and old != folder and old.is_dir() and not any(old.iterdir()):
@@ -408,6 +483,10 @@ class Session:
         self._current_file = {v: (record["current"][v] if images[v] is not None else None) for v in VIEWS}
         self._images = images
         self.calibration = calibration
+        self._checksums = dict(checksums)
+        self._invalidated = dict(record["invalidated"])
+        self._calibration_file = result.calibration_file
+        self._calibration_known = True     # from now on session.json names it (null: none restored)
         self.plans.set_calibration(planning_calibration(calibration))
         for view in VIEWS:
             for i, (path, image) in enumerate(result.shots[view]):
@@ -425,7 +504,7 @@ class Session:
                     self.image_changed.emit(view, images[view])
             if calibration is not None:
                 self.calibration_changed.emit(calibration)
-            load_session_plan(self.plans, result)
+            load_session_plan(self.plans, result, checksums.get("plan.json"))
             self.resumed.emit(result)   # the shots strip
             step = record["step"]
             if step is not None:
@@ -458,6 +537,8 @@ class ResumedSession:
     current: dict
     restored: list = field(default_factory=list)
     problems: list = field(default_factory=list)
+    removed_temps: list = field(default_factory=list)   # temporary files of interrupted saves, removed
+    calibration_file: str | None = None                  # the calibration file restored
 
     @property
     def summary(self) -> str:
@@ -467,10 +548,81 @@ class ResumedSession:
         return text
 
 
-def read_session_record(folder) -> dict:
+class DamagedFileError(ValueError):
+    """A file that no longer matches the checksum session.json recorded when it was saved."""
+
+
+def _check_sum(path: Path, expected: str | None) -> None:
+    """DamagedFileError when ``path`` does not match ``expected`` (None: nothing recorded)."""
+    if expected is not None and sha256_file(path) != expected:
+        raise DamagedFileError(f"{path.name} is damaged or was not completely saved (its content differs from "
+                               "the checksum recorded when it was saved)")
+
+
+def _read_record_or_previous(folder: Path) -> tuple[dict, str]:
+    """``read_session_record``, or, when session.json is damaged, its previous version
+    session.json.prev with one line saying so."""
+    try:
+        return read_session_record(folder), ""
+    except SessionError as e:
+        prev = previous_version(folder / "session.json")
+        if "is corrupt" not in str(e) or not prev.is_file():
+            raise
+        try:
+            record = read_session_record(folder, prev.name)
+        except SessionError:
+            raise e from None
+        what = str(e).rsplit(" [", 1)[1].rstrip("]") if " [" in str(e) else "unreadable"
+        return record, (f"session.json is damaged ({what}): its previous version {prev.name} was used "
+                        "(the last save before the restart may be missing)")
+
+
+def _resume_calibration(folder: Path, record: dict, checksums: dict, images: dict, result):
+    """The calibration ``resume`` restores (None: none), with its line in ``result``: the one
+    session.json names (older records: the newest file), never one invalidated during the case,
+    nor a damaged one, nor one made for images of another size than the shots on screen."""
+    from core.calibration import CageCalibration, CalibrationFileError
+
+    invalidated = record["invalidated"]
+    if "calibration" in record:
+        name = record["calibration"]
+    else:
+        files = sorted(p.name for p in folder.glob("calibration-*.json"))
+        name = files[-1] if files else None
+    if name is None:
+        if invalidated:
+            newest = sorted(invalidated)[-1]
+            result.problems.append(f"calibration {newest} not restored: it was invalidated before the restart "
+                                   f"({invalidated[newest]}): calibrate again")
+        return None
+    if name in invalidated:
+        result.problems.append(f"calibration {name} not restored: it was invalidated before the restart "
+                               f"({invalidated[name]}): calibrate again")
+        return None
+    try:
+        _check_sum(folder / name, checksums.get(name))
+        calibration = CageCalibration.load(folder / name)
+    except (CalibrationFileError, DamagedFileError, OSError) as e:
+        result.problems.append(f"{_one_line(e, folder)}: the session continues uncalibrated, calibrate again")
+        return None
+    for view in VIEWS:
+        image, vc = images[view], calibration.views.get(view)
+        shape = tuple(getattr(vc, "image_shape", ()) or ())
+        if image is not None and len(shape) == 2 and tuple(image.pixels.shape[:2]) != shape:
+            h, w = image.pixels.shape[:2]
+            result.problems.append(f"calibration {name} not restored: it was made for {shape[1]}x{shape[0]} "
+                                   f"{view.upper()} images and the {view.upper()} shot on screen is {w}x{h} "
+                                   "(its clicks and 3D points would be wrong): calibrate again")
+            return None
+    result.restored.append(f"calibration {name}")
+    result.calibration_file = name
+    return calibration
+
+
+def read_session_record(folder, name: str = "session.json") -> dict:
     """The validated ``session.json`` of ``folder``; SessionError (one line) says what is wrong."""
     folder = Path(folder)
-    path = folder / "session.json"
+    path = folder / name
     if not folder.is_dir():
         raise SessionError(f"{folder} is not a folder: choose a session folder (named like 20261120-083005) "
                            "under the sessions folder")
@@ -499,7 +651,11 @@ def read_session_record(folder) -> dict:
     except FileFormatError as e:
         raise SessionError(f"{corrupt} [{e.json_path}: {e.what}]") from None
     images, current, step = d["images"], d.get("current", {}), d.get("step")
-    out = {"images": {}, "current": {}, "step": step, "started_at": d.get("started_at")}
+    out = {"images": {}, "current": {}, "step": step, "started_at": d.get("started_at"),
+           "checksums": dict(d.get("checksums", {})),
+           "invalidated": dict((d.get("invalidated") or {}).get("calibrations", {}))}
+    if "calibration" in d:
+        out["calibration"] = d["calibration"]
     for view in VIEWS:
         names, cur = images.get(view, []), current.get(view)
         if cur is not None and cur not in names:
@@ -510,7 +666,8 @@ def read_session_record(folder) -> dict:
 
 def find_session(spec, data_dir=None) -> Path:
     """The session folder ``spec`` names: a folder, or ``"last"`` (the newest session folder
-    under ``sessions_root(data_dir)``). Checked with ``read_session_record``."""
+    under ``sessions_root(data_dir)``). Checked with ``read_session_record`` (or its
+    previous version, as ``resume`` does)."""
     if str(spec) == "last":
         root = sessions_root(data_dir)
         found = sorted(p for p in root.glob("*") if (p / "session.json").is_file()) if root.is_dir() else []
@@ -519,7 +676,7 @@ def find_session(spec, data_dir=None) -> Path:
         folder = found[-1]
     else:
         folder = Path(spec).expanduser().absolute()
-    read_session_record(folder)
+    _read_record_or_previous(folder)   # a damaged session.json with a good previous version resumes
     return folder
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from psygnal import Signal
 
 from app.state.history import Command, UndoHistory
-from core.formats.files import write_json_atomic
+from core.formats.files import previous_version, sha256_file, write_json_atomic
 from core.planning.two_view import (MAX_RAY_GAP_MM, PLAN_FORMAT, POINTS, VIEWS, PlanningError, Trajectory,
                                     TwoViewCalibration, check_click, epipolar_line, locate_trajectory,
                                     plan_from_dict, read_plan, snap_to_epipolar)
@@ -336,6 +336,19 @@ def load_plan_file(path) -> dict:
 
 
 
+def _read_session_plan(path: Path, sha256: str | None) -> tuple[dict | None, str]:
+    """The validated plan dict of ``path`` (checked against ``sha256`` when given), or None and why."""
+    try:
+        if sha256 is not None and sha256_file(path) != sha256:
+            return None, (f"{path.name} is damaged or was not completely saved (its content differs from the "
+                          "checksum recorded when it was saved)")
+        return load_plan_file(path), ""
+    except PlanFileError as e:
+        return None, str(e)
+    except OSError as e:
+        return None, f"{path.name} cannot be read ({e.strerror or e})"
+
+
 def planning_calibration(calibration) -> TwoViewCalibration | None:
     """``calibration`` when it can turn clicks into 3D points (``ray``, ``locate``, ``project``),
     else None: a calibration record without the two-view model leaves the plan in clicks."""
@@ -344,24 +357,39 @@ def planning_calibration(calibration) -> TwoViewCalibration | None:
     return calibration if all(callable(getattr(calibration, m, None)) for m in ("ray", "locate", "project")) else None
 
 
-def load_session_plan(book: PlanBook, resumed) -> bool:
+def load_session_plan(book: PlanBook, resumed, sha256: str | None = None) -> bool:
     """A resumed session's ``plan.json`` into ``book``, exactly as saved (the calibration was
-    restored just before). Adds a line to ``resumed.restored`` or ``resumed.problems``
-    (``app.session.ResumedSession``); True when a plan was loaded."""
+    restored just before). ``sha256``: what session.json recorded for it; a plan.json that
+    differs (damaged, or its save interrupted) or cannot be read gives way to its previous
+    version ``plan.json.prev``, said in one line. Adds a line to ``resumed.restored`` or
+    ``resumed.problems`` (``app.session.ResumedSession``); True when a plan was loaded."""
     path = Path(resumed.folder) / "plan.json"
     if not path.exists():
         return False
+    d, why = _read_session_plan(path, sha256)
+    if d is None:
+        prev = previous_version(path)
+        d2, why2 = _read_session_plan(prev, None) if prev.is_file() else (None, "")
+        if d2 is None:
+            resumed.problems.append(f"{why}: plan again" + (f" ({prev.name}: {why2})" if why2 else ""))
+            return False
+        resumed.problems.append(f"{why}: its previous version {prev.name} was restored (the last edits before "
+                                "the restart may be missing)")
+        d = d2
     try:
-        d = load_plan_file(path)
         book.load_dict(d)
-    except PlanFileError as e:
-        resumed.problems.append(f"{e}: plan again")
+    except (PlanFileError, PlanningError, ValueError, TypeError, KeyError) as e:
+        resumed.problems.append(f"plan.json cannot be restored ({(str(e).splitlines() or [type(e).__name__])[0]}): "
+                                "plan again")
         return False
     n = len(book)
     resumed.restored.append(f"plan: {n} trajector{'y' if n == 1 else 'ies'}")
     saved_with = (d.get("calibration") or {}).get("created_utc")
     now = getattr(book.calibration, "created_utc", None)
-    if n and saved_with and now and saved_with != now:
+    if n and saved_with and not now:
+        resumed.problems.append(f"the plan was made with the calibration of {saved_with}, which was not restored: "
+                                "calibrate again, then check each trajectory in both views")
+    elif n and saved_with and now and saved_with != now:
         resumed.problems.append(f"the plan was made with the calibration of {saved_with}, not the one restored "
                                 f"({now}): check each trajectory in both views")
     return True

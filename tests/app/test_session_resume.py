@@ -179,6 +179,7 @@ def test_a_corrupt_calibration_goes_on_uncalibrated_one_step_back(folder, tmp_pa
     (lambda f: shutil.rmtree(f), "is not a folder: choose a session folder"),
 ])
 def test_a_bad_folder_is_one_line_and_changes_nothing(folder, tmp_path, simulated, damage, message):
+    (folder / "session.json.prev").unlink()    # no good version left (with one: test_session_corruption)
     damage(folder)
     s = Session(tmp_path / "sessions")
     seen = record_events(s)
@@ -217,7 +218,7 @@ def test_find_session_last_is_the_newest_and_a_folder_is_checked(folder, tmp_pat
     assert find_session("last", root) == folder
     assert find_session(str(older), root) == older
     assert read_session_record(older) == {"images": {"ap": [], "lat": []}, "current": {"ap": None, "lat": None},
-                                          "step": None, "started_at": None}
+                                          "step": None, "started_at": None, "checksums": {}, "invalidated": {}}
     with pytest.raises(SessionError, match=r"no session to resume under .*empty: start a new one"):
         find_session("last", tmp_path / "empty")
     with pytest.raises(SessionError, match="has no session.json"):
