@@ -74,12 +74,8 @@ def _read_raster(p: Path) -> FluoroImage:
     a = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     if a is None:
         raise ImageReadError(f"{p} is corrupt or truncated: export the image again")
-    if a.ndim == 3:
-        if a.shape[2] == 4:
-            a = a[:, :, :3]
-        if not (np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2])):
-            raise ImageReadError(f"{p} is a colour image: export the shot as grayscale (8 or 16 bit)")
-        a = np.ascontiguousarray(a[:, :, 0])
+    from core.imaging.modality import check_raster
+    a = check_raster(a, p)            # a colour photo is no shot
     if a.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(f"{p} has {a.dtype} pixels: only 8- or 16-bit unsigned images are supported")
     mtime = _dt.datetime.fromtimestamp(p.stat().st_mtime, tz=_dt.timezone.utc)
