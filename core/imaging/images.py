@@ -11,7 +11,7 @@ import numpy as np
 from core.formats.files import write_atomic
 from core.imaging.fluoro_image import FluoroImage, ImageReadError
 
-__all__ = ["read_image", "write_png16", "write_dicom_xa"]
+__all__ = ["read_image", "read_shots", "write_png16", "write_dicom_xa"]
 
 
 # --- files ------------------------------------------------------------------
@@ -54,6 +54,17 @@ def read_image(path) -> FluoroImage:
     if kind in ("png", "tiff"):
         return _read_raster(p)
     raise ImageReadError(f"{p} is not a DICOM, PNG or TIFF image: export the shot as DICOM or 16-bit PNG")
+
+
+def read_shots(path) -> list:
+    """All images of one file: the frames of a multi-frame DICOM, else one image. Every entry
+    point (File → Open, folder, the DICOM receiver, the watched folder) reads through this.
+    Raises ImageReadError (one line) for a missing, broken, unsupported or refused file."""
+    image = read_image(path)          # sniffs the content; checks and decodes frame 0
+    if int(image.extra.get("n_frames", 1)) <= 1:
+        return [image]
+    from core.imaging.dicom_read import read_dicom_frames
+    return [f if f.view is not None else f.with_view(image.view) for f in read_dicom_frames(path)]
 
 
 _VIEW_POSITIONS = {"AP": "ap", "PA": "ap", "LL": "lat", "RL": "lat", "LAT": "lat", "LATERAL": "lat"}
