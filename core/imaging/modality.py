@@ -114,6 +114,9 @@ def classify(ds) -> Verdict:
             return Verdict(False, f"{_words_for('', modality)} (Modality {modality} in {sop})")
     elif uid:
         return Verdict(False, f"{_words_for(uid, modality)} ({sop})")
+    elif not modality:                            # a cut header, or a file from a broken exporter
+        return Verdict(False, "a DICOM file that does not say what it holds (no SOP Class UID, no Modality; "
+                              "it may be cut short)")
     elif modality not in PROJECTION_MODALITIES:   # no SOP class: the modality must say X-ray
         return Verdict(False, f"{_words_for('', modality)} (no SOP Class UID"
                               + (f", Modality {modality})" if modality else ", no Modality)"))

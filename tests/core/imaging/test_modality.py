@@ -62,7 +62,7 @@ def test_projection_xray_is_a_shot(sop, modality):
     (RTIMAGE, "RTIMAGE", "an RT object (RT Image Storage)"),
     (XA, "CT", "a CT image (Modality CT in X-Ray Angiographic Image Storage)"),   # disagreeing header
     ("", "MR", "an MR image (no SOP Class UID, Modality MR)"),
-    ("", "", "an object of unknown modality (no SOP Class UID, no Modality)"),
+    ("", "", "a DICOM file that does not say what it holds (no SOP Class UID, no Modality; it may be cut short)"),
     ("1.2.3.4", "XA", "an XA object (SOP class 1.2.3.4)"),                       # unknown private class
 ])
 def test_other_objects_are_refused_saying_what_they_are(sop, modality, words):
