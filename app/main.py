@@ -115,6 +115,7 @@ class Workstation:
         self.devices.simulated_shot.connect(self.show_simulated_room)
         for view, viewer in w.viewers.items():
             viewer.image_dropped.connect(lambda image, v=view: self.load_image(v, image))
+            viewer.image_refused.connect(lambda line: self.window.statusBar().showMessage(line, 15000))
         s.image_changed.connect(lambda view, image: w.viewers[view].set_image(image))
         s.device_status_changed.connect(w.status_bar.set_status)
         s.step_changed.connect(w.workflow_bar.set_current)

@@ -62,6 +62,8 @@ def test_ct_dropped_on_a_viewer_is_refused(station, tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert station.window.viewers["ap"].load_file(str(path)) is None
     assert "slice.dcm is a CT image (CT Image Storage), not an X-ray projection shot" in caplog.text
+    assert station.window.statusBar().currentMessage() == (
+        f"AP: {path} is a CT image (CT Image Storage), not an X-ray projection shot")
     assert station.session.image("ap") is None
 
 
