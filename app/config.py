@@ -69,6 +69,24 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "peer_timeout_s": Key(float, min=0.0, max=3600.0, help="drop a peer silent this long (0: never)"),
         "send_images": Key(bool, help="send each shot as an IMAGE"),
     },
+    "dicom": {
+        "receive": Key(bool, help="listen for C-STORE from the C-arm"),
+        "ae_title": Key(str, help="this workstation's AE title"),
+        "bind_address": Key(str, help="interface to listen on"),
+        "port": Key(int, min=0, max=65535, help="TCP port (0: any free one)"),
+        "allowed_calling_ae_titles": Key(list, help="AE titles allowed to send"),
+        "acse_timeout_s": Key(float, min=0.5, max=60.0),
+        "dimse_timeout_s": Key(float, min=0.5, max=120.0),
+        "network_timeout_s": Key(float, min=0.5, max=120.0),
+        "max_associations": Key(int, min=1, max=32),
+        "max_pending_connections": Key(int, min=1, max=256),
+        "max_pdu_bytes": Key(int, min=0, max=16_777_216),
+        "incoming_folder": Key(str, help="where received files are kept"),
+        "watch_folder": Key(str, help="folder the C-arm exports into; empty: none"),
+        "watch_settle_s": Key(float, min=0.1, max=60.0),
+        "watch_poll_s": Key(float, min=0.05, max=10.0),
+        "view_tolerance_deg": Key(float, min=1.0, max=44.0),
+    },
 }
 
 
@@ -117,7 +135,8 @@ class _Section:
 
 
 def _type_name(t: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[t]
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            list: "a list of strings"}[t]
 
 
 def _check_value(name: str, key: Key, value: Any) -> tuple[Any, str | None]:
@@ -125,6 +144,8 @@ def _check_value(name: str, key: Key, value: Any) -> tuple[Any, str | None]:
     ok = isinstance(value, key.type) and not (key.type is not bool and isinstance(value, bool))
     if key.type is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
+    if key.type is list and ok and not all(isinstance(x, str) for x in value):
+        ok = False
     if not ok:
         return value, f"{name} must be {_type_name(key.type)}, got {value!r}"
     if key.choices is not None and value not in key.choices:
@@ -174,6 +195,15 @@ def _check_together(values: dict[str, dict[str, Any]]) -> list[str]:
     fs = values.get("force_sensor", {})
     if fs.get("kind") == "ati_netft" and not str(fs.get("host", "")).strip():
         problems.append('force_sensor.host must be set when force_sensor.kind = "ati_netft"')
+    dicom = values.get("dicom", {})
+    titles = [t.strip() for t in dicom.get("allowed_calling_ae_titles", []) if t.strip()]
+    if dicom.get("receive") and not titles:
+        problems.append("dicom.allowed_calling_ae_titles must list the C-arm's AE title when dicom.receive = true")
+    for t in titles + [str(dicom.get("ae_title", "")).strip()]:
+        if len(t) > 16 or not t.isascii() or "\\" in t:
+            problems.append(f"AE title {t!r} in [dicom] is not valid: at most 16 ASCII characters, no backslash")
+    if dicom.get("receive") and not str(dicom.get("ae_title", "")).strip():
+        problems.append("dicom.ae_title must be set when dicom.receive = true")
     return problems
 
 

@@ -73,6 +73,7 @@ class Workstation:
         self.devices = DevicesController(self.config, self.session, parent=self.window)
         self.config_error_box: QMessageBox | None = None
         self.planning = self.robot = self.carm_panel = self.room = self.navigation = None
+        self.dicom_inbox = None
         self._started = False
         self._wire()
         from app.calibration_workflow import install_calibration_wizard  # the Calibrate step opens the wizard
@@ -95,6 +96,8 @@ class Workstation:
                                              session=self.session)
         self.carm_panel = install_carm_panel(self)
         install_viewer_tools(self)
+        from app.dicom_inbox import install_dicom_inbox   # shots pushed or exported by the C-arm
+        install_dicom_inbox(self)
         if self.config.carm.kind == "simulated":
             self._install_simulated_room()
         from app.scene_shots import install_shot_frustums  # each shot's source, beam and image in 3D
@@ -114,6 +117,7 @@ class Workstation:
         self.devices.simulated_shot.connect(self.show_simulated_room)
         for view, viewer in w.viewers.items():
             viewer.image_dropped.connect(lambda image, v=view: self.load_image(v, image))
+            viewer.image_refused.connect(lambda line: self.window.statusBar().showMessage(line, 15000))
         s.image_changed.connect(lambda view, image: w.viewers[view].set_image(image))
         s.device_status_changed.connect(w.status_bar.set_status)
         s.step_changed.connect(w.workflow_bar.set_current)
@@ -334,6 +338,8 @@ class Workstation:
 
     def shutdown(self) -> None:
         self.slicer.shutdown()
+        if self.dicom_inbox is not None:
+            self.dicom_inbox.stop()
         if self.robot is not None:
             self.robot.shutdown()
         self.devices.shutdown()

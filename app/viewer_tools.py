@@ -27,7 +27,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from app.qt_connect import connect_while_alive
 from app.session import SessionError, listener_failure
 from core.imaging.fluoro_image import ImageReadError
-from core.imaging.images import read_image
+from core.imaging.images import read_shots  # noqa: F401  (here since File → Open came first)
 from core.imaging.shot_store import ShotMissingError
 from widgets.viewers.thumbnail_strip import ThumbnailStrip
 
@@ -37,16 +37,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_FILTER = "X-ray images (*.dcm *.DCM *.dicom *.ima *.png *.tif *.tiff);;All files (*)"
 _RASTER = (".png", ".tif", ".tiff")
-
-
-def read_shots(path) -> list:
-    """All images of one file: the frames of a multi-frame DICOM, else one image.
-    Raises ImageReadError (one line) for a missing, broken or unsupported file."""
-    from core.imaging.dicom_read import read_dicom_frames
-    image = read_image(path)          # sniffs the content; checks and decodes frame 0
-    if int(image.extra.get("n_frames", 1)) <= 1:
-        return [image]
-    return [f if f.view is not None else f.with_view(image.view) for f in read_dicom_frames(path)]
 
 
 class ViewerTools(QObject):

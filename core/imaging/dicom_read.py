@@ -1,8 +1,8 @@
 """Reading X-ray shots from DICOM files into ``FluoroImage`` (DESIGN.md: DICOM).
 
 pydicom reads the file, never with ``force=True``: a file without the DICOM
-preamble is refused. Supported: single and multi-frame XA/RF/DX/CR (any
-modality with a greyscale image), MONOCHROME1/2, 8-16 bits stored, signed or
+preamble is refused. Supported: single and multi-frame XA/RF/DX/CR (others are
+refused by ``core.imaging.modality``), MONOCHROME1/2, 8-16 bits stored, signed or
 unsigned, uncompressed or in a compressed transfer syntax that one of pydicom's
 decoders can read (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE with
 pylibjpeg and its plugins). Pixels stay as stored, except that signed data are
@@ -24,6 +24,7 @@ from pydicom.pixels import get_decoder, pixel_array
 from pydicom.valuerep import DA, DT, TM
 
 from core.imaging.fluoro_image import FluoroImage, ImageReadError
+from core.imaging.modality import check_dataset
 
 __all__ = ["read_dicom", "read_dicom_frames", "n_frames", "dicom_summary", "find_dicom_images"]
 
@@ -239,6 +240,7 @@ def read_dicom(path, frame: int = 0) -> FluoroImage:
 
 def _open_image(name: str) -> pydicom.Dataset:
     ds = _open(name)
+    check_dataset(ds, name)       # a CT, MR, secondary capture or RT object is no shot
     _check_image(ds, name)
     _check_decodable(ds, name)
     return ds

@@ -11,7 +11,7 @@ import numpy as np
 from core.formats.files import write_atomic
 from core.imaging.fluoro_image import FluoroImage, ImageReadError
 
-__all__ = ["read_image", "write_png16", "write_dicom_xa"]
+__all__ = ["read_image", "read_shots", "write_png16", "write_dicom_xa"]
 
 
 # --- files ------------------------------------------------------------------
@@ -56,6 +56,17 @@ def read_image(path) -> FluoroImage:
     raise ImageReadError(f"{p} is not a DICOM, PNG or TIFF image: export the shot as DICOM or 16-bit PNG")
 
 
+def read_shots(path) -> list:
+    """All images of one file: the frames of a multi-frame DICOM, else one image. Every entry
+    point (File → Open, folder, the DICOM receiver, the watched folder) reads through this.
+    Raises ImageReadError (one line) for a missing, broken, unsupported or refused file."""
+    image = read_image(path)          # sniffs the content; checks and decodes frame 0
+    if int(image.extra.get("n_frames", 1)) <= 1:
+        return [image]
+    from core.imaging.dicom_read import read_dicom_frames
+    return [f if f.view is not None else f.with_view(image.view) for f in read_dicom_frames(path)]
+
+
 _VIEW_POSITIONS = {"AP": "ap", "PA": "ap", "LL": "lat", "RL": "lat", "LAT": "lat", "LATERAL": "lat"}
 
 
@@ -74,12 +85,8 @@ def _read_raster(p: Path) -> FluoroImage:
     a = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     if a is None:
         raise ImageReadError(f"{p} is corrupt or truncated: export the image again")
-    if a.ndim == 3:
-        if a.shape[2] == 4:
-            a = a[:, :, :3]
-        if not (np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2])):
-            raise ImageReadError(f"{p} is a colour image: export the shot as grayscale (8 or 16 bit)")
-        a = np.ascontiguousarray(a[:, :, 0])
+    from core.imaging.modality import check_raster
+    a = check_raster(a, p)            # a colour photo is no shot
     if a.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(f"{p} has {a.dtype} pixels: only 8- or 16-bit unsigned images are supported")
     mtime = _dt.datetime.fromtimestamp(p.stat().st_mtime, tz=_dt.timezone.utc)

@@ -135,3 +135,18 @@ def test_igtl_off_by_default_and_checked(tmp_path):
         "igtl.mode must be one of 'server', 'client', got 'both'", "igtl.port = 0 is out of range [1, 65535]"]
     cfg = load_config(write(tmp_path, '[igtl]\nenabled = true\nhost = "0.0.0.0"\npose_rate_hz = 100\n'))
     assert cfg.igtl.enabled and cfg.igtl.pose_rate_hz == 100.0 and cfg.igtl.heartbeat_s == 1.0
+def test_dicom_receiver_off_by_default_on_loopback():
+    d = load_defaults().dicom
+    assert d.receive is False and d.bind_address == "127.0.0.1" and d.watch_folder == ""
+    assert d.allowed_calling_ae_titles == [] and d.acse_timeout_s <= 10 and d.max_associations <= 8
+
+
+def test_dicom_receiver_needs_the_carms_ae_title(tmp_path):
+    (msg,) = problems_of(write(tmp_path, '[dicom]\nreceive = true\n'))
+    assert "dicom.allowed_calling_ae_titles must list the C-arm's AE title" in msg
+    (msg,) = problems_of(write(tmp_path, '[dicom]\nallowed_calling_ae_titles = ["CARM", 3]\n'))
+    assert msg == "dicom.allowed_calling_ae_titles must be a list of strings, got ['CARM', 3]"
+    (msg,) = problems_of(write(tmp_path, '[dicom]\nallowed_calling_ae_titles = ["SEVENTEEN_CHARS_X"]\n'))
+    assert "AE title 'SEVENTEEN_CHARS_X' in [dicom] is not valid" in msg
+    ok = load_config(write(tmp_path, '[dicom]\nreceive = true\nallowed_calling_ae_titles = ["CARM1"]\nport = 0\n'))
+    assert ok.dicom.allowed_calling_ae_titles == ["CARM1"] and ok.dicom.port == 0

@@ -12,7 +12,7 @@ from devices.base import DeviceStatus
 __all__ = ["DeviceStatusBar", "DEVICE_LABELS", "STATUS_COLOURS"]
 
 DEVICE_LABELS = {"carm": "C-arm", "robot": "Robot", "force_sensor": "Force sensor", "tracker": "Tracker",
-                 "slicer": "Slicer"}
+                 "slicer": "Slicer", "dicom": "DICOM"}
 
 # status -> (text colour, background): readable on the dark theme, fault unmistakable
 STATUS_COLOURS = {

@@ -273,6 +273,7 @@ class FluoroViewer(QWidget):
     pixel_clicked = Signal(float, float, object)   # u, v (raw px), Qt.KeyboardModifiers
     pixel_hovered = Signal(float, float)           # u, v (raw px)
     image_dropped = Signal(object)                 # FluoroImage read from a dropped file
+    image_refused = Signal(str)                    # one line: why a dropped file is no shot
     window_level_changed = Signal(float, float)    # window, level
     display_changed = Signal()                     # corrected display or calibration changed
 
@@ -688,6 +689,7 @@ class FluoroViewer(QWidget):
             image = read_image(path)
         except ValueError as e:
             log.error("%s viewer: %s", self.view_name.upper(), e)
+            self.image_refused.emit(f"{self.view_name.upper()}: {e}")
             return None
         log.info("%s viewer: loaded %s", self.view_name.upper(), path)
         self.image_dropped.emit(image)

@@ -126,7 +126,7 @@ def test_thumbnail_brings_back_an_earlier_shot(station, tmp_path):
 
 
 @pytest.mark.parametrize("content, why", [
-    (b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI", "DICOM without an image"),   # a cut header
+    (b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI", "does not say what it holds"),   # a cut header
     (b"hello, this is not an image", "not a DICOM, PNG or TIFF"),
 ])
 def test_a_broken_file_gives_one_clear_line(station, tmp_path, content, why):
