@@ -169,8 +169,11 @@ class PlanningPanel(QWidget):
         name_item.setToolTip("\n".join(problems))
         self.table.item(i, 1).setText(r["level"])
         self.table.item(i, 2).setText(r["side"])
+        unusual = r.get("unusual") or set()
         for col, key in ((3, "length"), (4, "medial"), (5, "cranial"), (6, "diameter")):
             self.table.item(i, col).setText(num(r.get(key)))
+            # a figure unusual for the level in amber (a warning: the plan is not refused)
+            self.table.item(i, col).setForeground(QBrush(_WARN if key in unusual else QColor("#d0d0d0")))
         drawn = r.get("image_angles") or {}
         tip = "\n".join(f"{v.upper()} image: drawn at {ang:.1f}° from the image's +u (column) axis towards +v "
                         f"(clockwise on an unflipped screen), {px:.0f} px long" for v, (ang, px) in drawn.items())
