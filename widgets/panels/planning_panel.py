@@ -67,8 +67,8 @@ class PlanningPanel(QWidget):
             self.table.horizontalHeaderItem(col).setToolTip(tip)
         for col in (COLUMNS.index("Level"), COLUMNS.index("Side")):
             self.table.setColumnHidden(col, True)   # the name says them; the editor below sets them
-        self.table.setMinimumHeight(3 * 40 + 36)  # three trajectories at least; the dock may grow
-        self.setMinimumWidth(560)
+        self.table.setMinimumHeight(2 * 40 + 36)  # two trajectories at least; the dock may grow
+        self.setMinimumWidth(420)   # the right-hand column of a 1366 px screen
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setToolTip("Medial: tip towards the midline (+). Cranial: tip towards the head (+). "
