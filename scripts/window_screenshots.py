@@ -118,6 +118,8 @@ def main(out: Path) -> int:
         w.show_step_panel("plan")
         shot("plan")
         w.docks["Robot"].raise_()
+        tabs = w.robot_panel.tabs
+        tabs.setCurrentIndex(next(i for i in range(tabs.count()) if tabs.tabText(i) == "Hand guiding"))
         shot("robot")
     st.shutdown()
     w.close()
