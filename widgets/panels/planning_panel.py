@@ -17,10 +17,11 @@ from core.planning.two_view import LEVELS, SIDES
 
 __all__ = ["PlanningPanel", "COLUMNS"]
 
-COLUMNS = ("Name", "Level", "Side", "Length", "Medial°", "Cranial°", "Ø mm", "Gap mm")
-_TIPS = ("Trajectory name (edit below)", "Vertebra", "Pedicle side", "Entry to target, mm",
-         "Angle towards the midline in the axial plane (+ = tip converges)",
-         "Angle in the sagittal plane (+ = tip towards the head)", "Tool diameter, mm",
+# short headers (each has its tooltip): the name column keeps room in a 1366 px screen's column
+COLUMNS = ("Name", "Level", "Side", "mm", "Med°", "Cran°", "Ø", "Gap")
+_TIPS = ("Trajectory name (edit below)", "Vertebra", "Pedicle side", "Length: entry to target, mm",
+         "Medial: angle towards the midline in the axial plane (+ = tip converges)",
+         "Cranial: angle in the sagittal plane (+ = tip towards the head)", "Tool diameter, mm",
          "Largest distance between the AP and LAT rays of the entry or target, mm (red: the clicks disagree)")
 BUTTON_HEIGHT = 48
 _WARN = QColor("#ff5050")
