@@ -188,6 +188,7 @@ class CalibrationWorkflow:
         self.calibration: CageCalibration | None = None
         self.calibration_error = ""
         self.capture_session_images = False
+        self.outcome = ""          # "accepted" or "rejected" once the technician has decided
         self._busy = ""
         if session is not None:
             session.image_changed.connect(self._on_session_image)
@@ -276,6 +277,17 @@ class CalibrationWorkflow:
         return [(p.id, p.view, p.n_balls) for p in (self.cage.planes if self.cage else ())]
 
     # -- distortion ----------------------------------------------------------------------------
+    def keep_distortion_from(self, other: "CalibrationWorkflow") -> bool:
+        """Start from the plate file, plate shots and distortion fits of ``other``, a rejected
+        attempt (the C-arm's distortion did not change; the technician need not shoot the
+        plate again). True when something was taken over."""
+        if other is None or other.outcome != "rejected" or (not other.plates and other.use_plate):
+            return False
+        self.plate, self.use_plate, self.plates = other.plate, other.use_plate, dict(other.plates)
+        self._invalidate_shots()
+        self.changed.emit("plate")
+        return True
+
     def set_plate_file(self, path=None) -> bool:
         try:
             self.plate = load_plate(path or resources.path("plates", "default.json"))
@@ -551,6 +563,7 @@ class CalibrationWorkflow:
                 log.warning("%s", e)
         log.info("calibration accepted, saved to %s", saved)
         self.capture_session_images = False
+        self.outcome = "accepted"
         self.accepted.emit(saved)
         return saved
 
@@ -564,9 +577,11 @@ class CalibrationWorkflow:
                 pass
 
     def reject(self) -> None:
-        """Drop this calibration attempt; the session keeps what it had."""
+        """Drop this calibration attempt; the session keeps what it had, and the plate shots
+        with their distortion stay (``keep_distortion_from`` hands them to the next attempt)."""
         self._invalidate_shots()
         self.capture_session_images = False
+        self.outcome = "rejected"
         self.changed.emit("result")
         self.rejected.emit()
 
@@ -599,11 +614,14 @@ def install_calibration_wizard(window, session, devices=None, acquire=None):
     def open_wizard():
         wiz = state.get("wizard")
         if wiz is None or not wiz.isVisible():
+            old = wiz
             if wiz is not None:
                 wiz.workflow.detach()
                 wiz.deleteLater()
             wf = CalibrationWorkflow(session, plate_source if devices is not None else None, acquire,
                                      runner=QtThreadRunner(window))
+            if old is not None and wf.keep_distortion_from(old.workflow):
+                log.info("calibration: the plate shots of the rejected attempt are kept")
             wiz = CalibrationWizard(wf, window)
             failed = getattr(devices, "acquisition_failed", None)
             if failed is not None:

@@ -301,6 +301,81 @@ class Workstation:
         menu.addSeparator()
         menu.addAction(act)
         self.resume_action = act
+        self._add_file_and_help_actions(menu)
+
+    def _add_file_and_help_actions(self, menu) -> None:
+        """File → Save (Ctrl+S), Quit (Ctrl+Q); Help → About."""
+        from PySide6.QtGui import QAction, QKeySequence
+        from PySide6.QtCore import Qt
+        self.file_actions = {}
+        for key, text, shortcut, tip, slot in (
+                ("save", "Save session", "Ctrl+S", "Write the case (shots, calibration, plan, step) to its folder now",
+                 self.save_case),
+                ("quit", "Quit", "Ctrl+Q", "Stop the robot, save the case, then close fluoronav", self.quit_case)):
+            act = QAction(text, self.window, objectName=f"action_{key}")
+            act.setShortcut(QKeySequence(shortcut))
+            act.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+            act.setToolTip(tip)
+            act.triggered.connect(lambda _=False, f=slot: f())
+            menu.addSeparator()
+            menu.addAction(act)
+            self.file_actions[key] = act
+        bar = self.window.menuBar()
+        help_menu = bar.addMenu("&Help")
+        about = QAction("About fluoronav", self.window, objectName="action_about")
+        about.triggered.connect(self.show_about)
+        help_menu.addAction(about)
+        self.file_actions["about"] = about
+        self.about_box: QMessageBox | None = None
+
+    def save_case(self) -> bool:
+        """Save the session record and the plan into the session folder; one line in the log
+        and the status bar. False (and the reason said) when the disk refuses."""
+        try:
+            path = self.session.save()
+            if len(self.session.plans):
+                self.session.save_plan()
+        except OSError as e:
+            text = f"Session NOT saved: {e.strerror or e} ({getattr(e, 'filename', '') or self.session.root}): " \
+                   "free disk space or check the data folder, then save again"
+            log.error("%s", text)
+            self.window.statusBar().showMessage(text, 15000)
+            return False
+        text = f"Session saved in {path.parent}"
+        log.info("%s", text)
+        self.window.statusBar().showMessage(text, 15000)
+        return True
+
+    def quit_case(self) -> bool:
+        """Quit safely: STOP the robot first, save the case, then close. A case that cannot be
+        saved keeps the window open (nothing is lost); returns whether it closed."""
+        if self.robot is not None:
+            self.robot.stop()
+            log.info("quit: the robot was stopped")
+        if not self.save_case():
+            return False
+        self.window.close()
+        app = QApplication.instance()
+        if app is not None:
+            app.quit()
+        return True
+
+    def show_about(self) -> QMessageBox:
+        """Version, licence, and that this is not a medical device cleared for clinical use."""
+        from app import __version__
+        if self.about_box is not None:
+            self.about_box.close()
+        box = QMessageBox(QMessageBox.Icon.Information, "About fluoronav",
+                          f"fluoronav {__version__}\n"
+                          "Workstation for robot-assisted spine surgery guided by fluoroscopy.\n\n"
+                          "Licence: Apache-2.0 (open source).\n\n"
+                          "NOT A MEDICAL DEVICE: fluoronav is research software. It is not cleared or approved "
+                          "(FDA, CE/MDR or any other authority) for clinical use and must not be used to treat "
+                          "patients.", QMessageBox.StandardButton.Ok, self.window)
+        box.setObjectName("about_box")
+        box.open()
+        self.about_box = box
+        return box
 
     def _resume_dialog(self) -> None:
         from PySide6.QtWidgets import QFileDialog

@@ -11,7 +11,6 @@ import logging
 
 import numpy as np
 from PySide6.QtCore import QObject
-from PySide6.QtWidgets import QLabel
 
 from app.navigation import NavigationController
 from app.qt_connect import connect_while_alive
@@ -180,14 +179,9 @@ def install_navigation(station) -> NavigationController:
             client.event.connect(lambda kind, payload: kind == "refused" and panel.show_message(f"Not done: {payload}",
                                                                                                True))
         client.stopped_changed.connect(panel.set_stopped)
-        stopped = QLabel("ROBOT STOPPED", objectName="robot_stopped_status")
-        stopped.setStyleSheet("QLabel { background: #b3261e; color: #fff3f0; font-weight: bold; padding: 2px 10px;"
-                              " border-radius: 4px; }")
-        stopped.setToolTip("STOP was pressed: press Reset in the Robot panel when the area is clear")
-        stopped.setVisible(bool(client.stopped))
-        w.statusBar().addPermanentWidget(stopped)
-        client.stopped_changed.connect(stopped.setVisible)
-        w.robot_stopped_label = stopped
+        # STOPPED on the robot's pill in the status bar, seen whichever tab is in front
+        w.status_bar.set_stopped("robot", bool(client.stopped))
+        client.stopped_changed.connect(lambda on: w.status_bar.set_stopped("robot", bool(on)))
     else:
         panel.stop_button.setEnabled(False)
         panel.stop_button.setToolTip("no robot is configured")

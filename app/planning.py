@@ -21,6 +21,7 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from app.qt_connect import connect_while_alive
 from app.state.plans import (PALETTE, PLAN_FORMAT, PlanBook, PlanFileError, load_plan_file,
                              planning_calibration, save_plan_file)
+from core.planning.plausibility import unusual_figures
 from core.planning.two_view import (LEVELS, POINTS, VIEWS, ClickOutsideImageError, PatientAxes, PlanningError,
                                     check_click, epipolar_line, image_angles, plan_warnings,
                                     tool_band, trajectory_angles)
@@ -458,6 +459,7 @@ class PlanningController(QObject):
             if t.complete and t.length_mm >= 1.0:
                 a = trajectory_angles(t.entry_mm, t.target_mm, t.side, self.patient_axes)
                 row.update(length=a.length_mm, medial=math.degrees(a.medial_rad), cranial=math.degrees(a.cranial_rad))
+                row["unusual"] = unusual_figures(t.level, a.medial_rad, a.cranial_rad, a.length_mm)
                 if self.model.calibration is not None:
                     drawn = image_angles(self.model.calibration, t.entry_mm, t.target_mm)
                     row["image_angles"] = {v: (math.degrees(ang), px) for v, (ang, px) in drawn.items()}

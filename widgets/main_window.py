@@ -41,7 +41,7 @@ def _scrollable(dock: QDockWidget) -> None:
     pinned = [w for w in (getattr(panel, name, None) for name in getattr(panel, "PINNED", ())) if w is not None]
     area.setWidget(panel)
     bar = area.verticalScrollBar().sizeHint().width()
-    area.setMinimumWidth(min(panel.minimumSizeHint().width() + bar + 4, 470))  # 1600 px screens
+    area.setMinimumWidth(min(panel.minimumSizeHint().width() + bar + 4, 420))  # 1366 px screens
     if not pinned:
         dock.setWidget(area)
         return
@@ -153,12 +153,16 @@ class MainWindow(QMainWindow):
         self.status_bar = DeviceStatusBar()
         sb = self.statusBar()
         sb.setSizeGripEnabled(False)
-        sb.addWidget(self.status_bar)
+        # everything here is permanent: a message (``showMessage``) takes the space on the left
+        # that is left over and never hides the device pills (a normal widget it would hide)
         self.busy_label = QLabel(objectName="busy_label")
-        self.busy_bar = QProgressBar(objectName="busy_bar", maximumWidth=220)
+        self.busy_bar = QProgressBar(objectName="busy_bar", maximumWidth=160)
         self.busy_bar.setRange(0, 0)  # indeterminate
+        self.busy_bar.setMinimumWidth(60)
+        self.busy_label.setMinimumWidth(1)   # shown while busy, it must not widen the window past the screen
         sb.addPermanentWidget(self.busy_label)
         sb.addPermanentWidget(self.busy_bar)
+        sb.addPermanentWidget(self.status_bar)
         self.busy_label.hide()
         self.busy_bar.hide()
 
@@ -243,7 +247,8 @@ class MainWindow(QMainWindow):
                  and self.dockWidgetArea(d) == Qt.DockWidgetArea.RightDockWidgetArea]
         if below:
             h = self.height()
-            self.resizeDocks([scene, below[0]], [int(0.42 * h), int(0.58 * h)], Qt.Orientation.Vertical)
+            # the panels get the larger share: their buttons and plots should not need scrolling
+            self.resizeDocks([scene, below[0]], [int(0.32 * h), int(0.68 * h)], Qt.Orientation.Vertical)
         if "Log" in self.docks:   # the Log and Shots row: one row of thumbnails (widgets/thumbnail_strip)
             self.resizeDocks([self.docks["Log"]], [max(165, int(0.16 * self.height()))], Qt.Orientation.Vertical)
 

@@ -31,7 +31,7 @@ from core.planning.two_view import (MAX_RAY_GAP_MM, PLAN_FORMAT, POINTS, VIEWS, 
                                     plan_from_dict, read_plan, snap_to_epipolar)
 
 __all__ = ["PlanBook", "PlanFileError", "PLAN_FORMAT", "PALETTE", "load_plan_file", "save_plan_file",
-           "planning_calibration", "load_session_plan"]
+           "planning_calibration", "load_session_plan", "is_given_name"]
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +155,10 @@ class PlanBook:
             pass
         return tid
 
-    def default_name(self, level: str, side: str) -> str:
+    def default_name(self, level: str, side: str, exclude: str = "") -> str:
+        """"L4 left", or "L4 left 2", ... when taken (by a trajectory other than ``exclude``)."""
         base = f"{level} {side}"
-        names = {t.name for t in self._items.values()}
+        names = {t.name for tid, t in self._items.items() if tid != exclude}
         return base if base not in names else next(f"{base} {i}" for i in itertools.count(2)
                                                    if f"{base} {i}" not in names)
 
@@ -223,12 +224,17 @@ class PlanBook:
         return ids
 
     def set_fields(self, tid: str, **fields) -> None:
-        """Rename, change level, side, colour or diameter: ``set_fields(tid, level="L5")``."""
+        """Rename, change level, side, colour or diameter: ``set_fields(tid, level="L5")``.
+
+        A name the plan gave ("L4 left", "L4 left 2") follows a new level or side ("L3 left");
+        a name the surgeon typed is kept."""
         allowed = {"name", "level", "side", "colour", "diameter_mm"}
         if not fields or not set(fields) <= allowed:
             raise PlanningError(f"editable fields are {', '.join(sorted(allowed))}, got {', '.join(fields) or 'none'}")
         old = self.get(tid)
         new = replace(old, **fields)  # validated by Trajectory
+        if "name" not in fields and (new.level, new.side) != (old.level, old.side) and is_given_name(old):
+            new = replace(new, name=self.default_name(new.level, new.side, exclude=tid))
         if new == old:
             return
         what = ", ".join(f"{k} {v}" for k, v in fields.items())
@@ -290,6 +296,14 @@ class PlanBook:
 
     def load(self, path) -> None:
         self.load_dict(load_plan_file(path))
+
+
+def is_given_name(t: Trajectory) -> bool:
+    """Whether ``t``'s name is one the plan gives for its level and side ("L4 left",
+    "L4 left 2"), not one typed by hand ("L4 left screw", "revision")."""
+    base = f"{t.level} {t.side}"
+    rest = t.name[len(base):] if t.name.startswith(base) else None
+    return rest is not None and (rest == "" or (rest[:1] == " " and rest[1:].isdigit() and rest[1:] != "0"))
 
 
 def _calibration_id(calibration) -> dict | None:

@@ -21,9 +21,9 @@ from core.calibration.beads import density_of, refine_centre, whole_ball_field
 from core.calibration.calibration import CalibrationError, PlaneFit, ViewCalibration
 from core.calibration.models import (ModelError, apply_h, fit_homography, fit_projection, loo_dlt_px,
                                      loo_homography_px)
-from core.geometry.pixels import in_image, mask_at
+from core.geometry.pixels import in_image
 from core.calibration.cage import MIN_BALLS_PER_PLANE
-from core.calibration.pipeline import assemble, finite_rms, gate_plane, plane_residuals
+from core.calibration.pipeline import assemble, balls_in_view, finite_rms, gate_plane, plane_residuals
 from core.calibration.distortion import NoDistortion
 
 __all__ = ["ManualEditError", "ViewLabels", "labels_from_view", "add_ball", "remove_detection", "assign",
@@ -236,7 +236,7 @@ def fit_view(cage, labels: ViewLabels, pixels, distortion=None) -> ViewCalibrati
         loo2_all.append(loo2)
         l3 = loo3[off:off + len(bi)]
         off += len(bi)
-        expected = int(mask_at(field, distortion.ideal_to_raw(apply_h(H, p.balls_2d))).sum())
+        expected = balls_in_view(field, distortion, H, p.balls_2d, bi)
         fits.append(PlaneFit(p.id, p.origin_mm, p.axes, H, bi, labels.centres_px[di], r3, r3_mm, expected))
         resid[p.id] = (r2, r2_mm)
         figs["planes"][p.id] = {"expected_in_view": expected, "matched": int(len(bi)), "rejected_outliers": 0,

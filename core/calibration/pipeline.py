@@ -193,7 +193,7 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
         l2, l3 = loo_homography_px(p.balls_2d[bi], uv), loo3[:len(bi)]
         loo3 = loo3[len(bi):]
         loo["2d2d"].append(l2), loo["3d2d"].append(l3)
-        expected = int(mask_at(field, distortion.ideal_to_raw(apply_h(H, p.balls_2d))).sum())
+        expected = balls_in_view(field, distortion, H, p.balls_2d, bi)
         fits.append((PlaneFit(p.id, p.origin_mm, p.axes, H, bi, beads.centres_px[m.point_idx[k]],
                               r3, r3_mm, expected), r2, r2_mm))
         figs["planes"][p.id] = {"expected_in_view": expected, "matched": int(len(bi)),
@@ -206,6 +206,15 @@ def calibrate_view(cage, view, pixels, distortion=None, polarity=None):
     vc = ViewCalibration(view, tuple(pixels.shape), distortion, P, [f[0] for f in fits], figs)
     vc._resid = {pf.plane_id: (r2, r2_mm) for pf, r2, r2_mm in fits}   # per-method, for assemble
     return vc
+
+
+def balls_in_view(field, distortion, H, balls_2d, matched_idx) -> int:
+    """How many of a plane's balls are in view: those whose fitted projection lies in the
+    whole-ball ``field``, and every ball matched to a blob (seen, so in view, even where
+    its projected centre falls just outside the field's eroded edge: "36 / 35" otherwise)."""
+    inside = mask_at(field, distortion.ideal_to_raw(apply_h(H, balls_2d)))
+    inside[np.asarray(matched_idx, dtype=np.int64)] = True
+    return int(inside.sum())
 
 
 RECOVER_MIN_TOL_PX = 0.25

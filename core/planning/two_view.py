@@ -33,6 +33,7 @@ import numpy as np
 from core.formats.schema import load_json, validate
 from core.geometry.pixels import image_bounds, in_image
 from core.geometry.rigid import GeometryError, Ray, triangulate_rays, unit
+from core.planning.plausibility import implausibilities
 
 __all__ = [
     "LEVELS", "SIDES", "VIEWS", "POINTS", "MAX_RAY_GAP_MM", "PlanningError", "ClickOutsideImageError",
@@ -560,8 +561,10 @@ def plan_warnings(traj: Trajectory, axes: PatientAxes = PatientAxes(),
     """What looks wrong with a trajectory, one line each (empty when nothing does).
 
     Checks: clicks that disagree (ray gap over ``max_gap_mm``), a target behind
-    the entry (swapped points), a length outside 15-90 mm, and a tip heading
-    away from the midline (negative medial angulation).
+    the entry (swapped points), a length outside 15-90 mm, a tip heading
+    away from the midline (negative medial angulation), and angles or a length
+    unusual for the trajectory's level (``core.planning.plausibility``, with the
+    literature the ranges come from).
     """
     out = []
     for kind in POINTS:
@@ -576,8 +579,10 @@ def plan_warnings(traj: Trajectory, axes: PatientAxes = PatientAxes(),
     a = trajectory_angles(traj.entry_mm, traj.target_mm, traj.side, axes)
     if a.direction @ np.asarray(axes.posterior) >= 0:
         out.append("the target is not anterior to the entry: entry and target swapped?")
-    if not MIN_LENGTH_MM <= length <= MAX_LENGTH_MM:
+    mis_clicked = not MIN_LENGTH_MM <= length <= MAX_LENGTH_MM
+    if mis_clicked:
         out.append(f"length {length:.0f} mm is outside {MIN_LENGTH_MM:.0f}-{MAX_LENGTH_MM:.0f} mm")
     if a.medial_rad < 0:
         out.append(f"the tip points {np.degrees(-a.medial_rad):.0f}° away from the midline (lateral)")
-    return out
+    unusual = implausibilities(traj.level, a.medial_rad, a.cranial_rad, length)
+    return out + [u for u in unusual if not (mis_clicked and "screw length" in u)]

@@ -147,6 +147,46 @@ def test_default_names_and_colours(model):
     assert model.get(a).colour != model.get(b).colour
 
 
+def test_a_given_name_follows_the_level_and_side_and_undo_puts_it_back(model, calib):
+    tid = plan_one(model, calib, level="L4", side="left")
+    changed = []
+    model.trajectory_changed.connect(changed.append)
+    model.set_fields(tid, level="L3")
+    assert model.get(tid).name == "L3 left" and changed == [tid]   # one change: table and both labels redraw
+    model.set_fields(tid, side="right")
+    assert model.get(tid).name == "L3 right"
+    model.history.undo()
+    assert (model.get(tid).name, model.get(tid).side) == ("L3 left", "left")
+    model.history.undo()
+    assert (model.get(tid).name, model.get(tid).level) == ("L4 left", "L4")
+
+
+def test_a_numbered_name_renumbers_at_its_new_level_and_never_collides(model):
+    a, b = model.add("L4", "left"), model.add("L4", "left")      # "L4 left", "L4 left 2"
+    c = model.add("L3", "left")                                   # "L3 left"
+    model.set_fields(b, level="L3")
+    assert model.get(b).name == "L3 left 2" and model.get(c).name == "L3 left"
+    model.set_fields(a, level="L3")
+    assert model.get(a).name == "L3 left 3"
+    model.set_fields(c, level="L5")                               # its own name is no collision
+    assert model.get(c).name == "L5 left"
+
+
+@pytest.mark.parametrize("name", ["L4 left screw", "revision", "L4 left 0", "L4 lefty", "L4 left 2b"])
+def test_a_hand_given_name_is_kept_when_the_level_changes(model, name):
+    tid = model.add("L4", "left")
+    model.set_fields(tid, name=name)
+    model.set_fields(tid, level="L3", side="right")
+    t = model.get(tid)
+    assert (t.name, t.level, t.side) == (name, "L3", "right")
+
+
+def test_renaming_and_changing_the_level_at_once_keeps_the_given_name(model):
+    tid = model.add("L4", "left")
+    model.set_fields(tid, name="L2 left", level="L5")   # what the surgeon typed wins
+    assert model.get(tid).name == "L2 left" and model.get(tid).level == "L5"
+
+
 def test_signals(model, calib, qtbot):
     with qtbot.waitSignal(model.selection_changed) as sel:
         tid = model.add()

@@ -17,10 +17,11 @@ from core.planning.two_view import LEVELS, SIDES
 
 __all__ = ["PlanningPanel", "COLUMNS"]
 
-COLUMNS = ("Name", "Level", "Side", "Length", "Medial°", "Cranial°", "Ø mm", "Gap mm")
-_TIPS = ("Trajectory name (edit below)", "Vertebra", "Pedicle side", "Entry to target, mm",
-         "Angle towards the midline in the axial plane (+ = tip converges)",
-         "Angle in the sagittal plane (+ = tip towards the head)", "Tool diameter, mm",
+# short headers (each has its tooltip): the name column keeps room in a 1366 px screen's column
+COLUMNS = ("Name", "Level", "Side", "mm", "Med°", "Cran°", "Ø", "Gap")
+_TIPS = ("Trajectory name (edit below)", "Vertebra", "Pedicle side", "Length: entry to target, mm",
+         "Medial: angle towards the midline in the axial plane (+ = tip converges)",
+         "Cranial: angle in the sagittal plane (+ = tip towards the head)", "Tool diameter, mm",
          "Largest distance between the AP and LAT rays of the entry or target, mm (red: the clicks disagree)")
 BUTTON_HEIGHT = 48
 _WARN = QColor("#ff5050")
@@ -67,8 +68,8 @@ class PlanningPanel(QWidget):
             self.table.horizontalHeaderItem(col).setToolTip(tip)
         for col in (COLUMNS.index("Level"), COLUMNS.index("Side")):
             self.table.setColumnHidden(col, True)   # the name says them; the editor below sets them
-        self.table.setMinimumHeight(3 * 40 + 36)  # three trajectories at least; the dock may grow
-        self.setMinimumWidth(560)
+        self.table.setMinimumHeight(2 * 40 + 36)  # two trajectories at least; the dock may grow
+        self.setMinimumWidth(420)   # the right-hand column of a 1366 px screen
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setToolTip("Medial: tip towards the midline (+). Cranial: tip towards the head (+). "
@@ -169,8 +170,11 @@ class PlanningPanel(QWidget):
         name_item.setToolTip("\n".join(problems))
         self.table.item(i, 1).setText(r["level"])
         self.table.item(i, 2).setText(r["side"])
+        unusual = r.get("unusual") or set()
         for col, key in ((3, "length"), (4, "medial"), (5, "cranial"), (6, "diameter")):
             self.table.item(i, col).setText(num(r.get(key)))
+            # a figure unusual for the level in amber (a warning: the plan is not refused)
+            self.table.item(i, col).setForeground(QBrush(_WARN if key in unusual else QColor("#d0d0d0")))
         drawn = r.get("image_angles") or {}
         tip = "\n".join(f"{v.upper()} image: drawn at {ang:.1f}° from the image's +u (column) axis towards +v "
                         f"(clockwise on an unflipped screen), {px:.0f} px long" for v, (ang, px) in drawn.items())

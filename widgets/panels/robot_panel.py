@@ -17,9 +17,9 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from PySide6.QtWidgets import (QApplication, QButtonGroup, QComboBox, QGridLayout, QHBoxLayout,
-                               QLabel, QProgressBar, QPushButton, QRadioButton, QSlider,
+                               QLabel, QProgressBar, QPushButton, QRadioButton, QSizePolicy, QSlider,
                                QTabWidget, QVBoxLayout, QWidget)
 
 __all__ = ["RobotPanel", "StopKeyFilter", "STOP_KEY", "DEADMAN_KEY", "ESC_IS_NOT_STOP"]
@@ -72,6 +72,27 @@ class StopKeyFilter(QObject):
         return False
 
 
+PLOT_TABS = ("Hand guiding", "Tool load")   # the tabs under which the force/torque plots show
+
+
+class _Compact:
+    """Asks for no more height than its minimum: a dock's scroll area sizes a panel holding
+    word-wrapped labels by its preferred height, which made the plots scroll out of view."""
+
+    def sizeHint(self):
+        hint = super().sizeHint()
+        return QSize(hint.width(), self.minimumSizeHint().height())
+
+
+class _CompactTabs(_Compact, QTabWidget):
+    pass
+
+
+class _CompactPlots(_Compact, pg.GraphicsLayoutWidget):
+    def minimumSizeHint(self):
+        return QSize(super().minimumSizeHint().width(), self.minimumHeight())
+
+
 class RobotPanel(QWidget):
     PINNED = ("stop_button",)       # kept in view above the dock's scrolled part
     def __init__(self, client, parent=None, follow_client_state: bool = True):
@@ -110,13 +131,18 @@ class RobotPanel(QWidget):
         layout.addWidget(self.message_label)
         self._message_timer = QTimer(self, singleShot=True, interval=8000)
         self._message_timer.timeout.connect(self.message_label.clear)
-        self.tabs = QTabWidget()
+        self.tabs = _CompactTabs()
         self.tabs.addTab(self._jog_tab(), "Jog")
         self.tabs.addTab(self._joint_tab(), "Joints")
         self.tabs.addTab(self._guide_tab(), "Hand guiding")
         self.tabs.addTab(self._load_tab(), "Tool load")
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self._plots())
+        # only the tab in front asks for height (a QTabWidget asks for its tallest page), and the
+        # force/torque plots show under the tabs where forces matter (hand guiding, tool load):
+        # at 1920 x 1080 they then fit without scrolling
+        self.tabs.currentChanged.connect(self._front_tab_sized)
+        self._front_tab_sized(self.tabs.currentIndex())
         self._set_fault(None)
         self.tabs.setEnabled(False)               # until the control loop runs; STOP always works
         client.ready_changed.connect(self.tabs.setEnabled)
@@ -129,6 +155,13 @@ class RobotPanel(QWidget):
         self._plot_timer.timeout.connect(self._update_plots)
         self._plot_timer.start()
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def _front_tab_sized(self, index: int) -> None:
+        for i in range(self.tabs.count()):
+            policy = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
+            self.tabs.widget(i).setSizePolicy(policy, policy)
+        self.plot.setVisible(self.tabs.tabText(index) in PLOT_TABS)
+        self.tabs.updateGeometry()
 
     # -- building ------------------------------------------------------------------
     def _jog_tab(self):
@@ -235,9 +268,9 @@ class RobotPanel(QWidget):
         return w
 
     def _plots(self):
-        self.plot = pg.GraphicsLayoutWidget()
+        self.plot = _CompactPlots()
         self.plot.setBackground("#15181c")
-        self.plot.setMinimumHeight(240)
+        self.plot.setMinimumHeight(190)
         self.force_plot = self.plot.addPlot(row=0, col=0, title="hand force (N), last 10 s")
         self.torque_plot = self.plot.addPlot(row=1, col=0, title="hand torque (N·m)")
         colours = ("#e06c75", "#98c379", "#61afef")

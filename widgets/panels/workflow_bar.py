@@ -8,7 +8,7 @@ Beside the steps, ``set_hint(text, blocked)`` says what to do next, or what bloc
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QWidget
+from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QWidget
 
 __all__ = ["WorkflowBar", "STEP_LABELS"]
 
@@ -38,6 +38,10 @@ class WorkflowBar(QWidget):
             row.addWidget(b)
         self.hint = QLabel("", objectName="workflow_hint")
         self.hint.setWordWrap(False)
+        # a long hint is cut at the window's edge (its tooltip has it whole) rather than
+        # widening the window beyond a 1366 px screen
+        self.hint.setMinimumWidth(1)
+        self.hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         row.addSpacing(12)
         row.addWidget(self.hint, 1)
         self._current: str | None = None

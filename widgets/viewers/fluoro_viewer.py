@@ -334,10 +334,14 @@ class FluoroViewer(QWidget):
         header = QWidget(objectName="viewer_header")
         row = QHBoxLayout(header)
         row.setContentsMargins(8, 4, 8, 4)
+        row.setSpacing(4)
         title = QLabel(self.view_name.upper(), objectName="viewer_title")
         self.preset_box = QComboBox(objectName="viewer_preset")
         self.preset_box.setToolTip("Window/level preset (right-drag on the image to adjust)")
-        self.preset_box.setStyleSheet("QComboBox { min-width: 96px; }")
+        self.preset_box.setStyleSheet("QComboBox { min-width: 72px; }")
+        # the preset names must not set the viewer's width: two viewers and the panels fit 1366 px
+        self.preset_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.preset_box.setMinimumContentsLength(5)
         for name, (label, _, _) in PRESETS.items():
             self.preset_box.addItem(label, name)
         self.preset_box.activated.connect(lambda i: self.set_preset(self.preset_box.itemData(i)))

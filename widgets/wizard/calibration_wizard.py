@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QFileDialog, QGridLayout,
-                               QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QRadioButton,
+                               QHBoxLayout, QHeaderView, QLabel, QMessageBox, QProgressBar, QPushButton, QRadioButton,
                                QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QWizard,
                                QWizardPage)
 
@@ -240,6 +240,11 @@ class DistortionPage(_Page):
 
     def refresh(self):
         use = self.wf.use_plate
+        if self.ii.isChecked() != use:    # a workflow that took over a rejected attempt's choice
+            for b, on in ((self.ii, use), (self.flat, not use)):
+                b.blockSignals(True)
+                b.setChecked(on)
+                b.blockSignals(False)
         for b in self.buttons:
             b.setEnabled(use and not self.wf.busy)
         for v in VIEWS:
@@ -511,7 +516,8 @@ class BallsPage(_Page):
 class FiguresPage(_Page):
     def __init__(self, wizard):
         super().__init__(wizard, "5   Figures: accept or reject", "Accept saves the calibration with the session "
-                                                                  "and moves on to planning. Reject keeps nothing.")
+                                                                  "and moves on to planning. Reject drops this calibration; "
+                                                                  "the plate shots and their distortion are kept.")
         self.summary = _label("", "wizard_figures")
         self.box.addWidget(self.summary)
         self.table = QTableWidget(0, 6)
@@ -569,11 +575,14 @@ def _summary_lines(f, wf) -> list[str]:
 
 
 class CalibrationWizard(QWizard):
-    """The wizard over a ``CalibrationWorkflow``; Finish = accept, Cancel = reject."""
+    """The wizard over a ``CalibrationWorkflow``; Finish = accept, Cancel = reject.
+    Esc or closing the window asks first (``confirm(text) -> bool``, a question box by
+    default) when there is work to lose; the Reject button is the deliberate way out."""
 
-    def __init__(self, workflow, parent=None):
+    def __init__(self, workflow, parent=None, confirm=None):
         super().__init__(parent)
         self.workflow = workflow
+        self._confirm = confirm or self._ask
         self.setObjectName("calibration_wizard")
         self.setWindowTitle("fluoronav — cage calibration")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
@@ -624,3 +633,40 @@ class CalibrationWizard(QWizard):
             return
         self.workflow.reject()
         super().reject()
+
+    def _work_to_lose(self) -> str:
+        wf = self.workflow
+        if wf.calibration is not None:
+            return "the calibration computed from these shots"
+        if wf.shots or wf.images:
+            return "the cage shots loaded here"
+        return ""
+
+    def _ask(self, text: str) -> bool:
+        box = QMessageBox(QMessageBox.Icon.Question, "Leave the calibration?", text,
+                          QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)   # a second Esc keeps the work
+        return box.exec() == QMessageBox.StandardButton.Discard
+
+    def _reject_if_confirmed(self) -> bool:
+        """Esc / the window's close: ask before dropping work; True when the wizard closed."""
+        if self.workflow.busy:
+            return False
+        lose = self._work_to_lose()
+        if lose and not self._confirm(f"Discard {lose}? The plate shots and their distortion are kept."):
+            return False
+        self.reject()
+        return True
+
+    def keyPressEvent(self, ev) -> None:
+        if ev.key() == Qt.Key.Key_Escape:   # QDialog would reject at once
+            ev.accept()
+            self._reject_if_confirmed()
+            return
+        super().keyPressEvent(ev)
+
+    def closeEvent(self, ev) -> None:
+        if self.isVisible() and not self._reject_if_confirmed():
+            ev.ignore()
+            return
+        super().closeEvent(ev)

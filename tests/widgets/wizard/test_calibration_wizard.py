@@ -156,3 +156,74 @@ def test_calibrate_step_of_the_workflow_bar_opens_the_wizard(qtbot, tmp_path):
     assert wiz is not None and wiz.isVisible() and wiz.workflow.session is session
     assert open_wizard() is wiz          # a second request raises the same wizard
     wiz.reject()
+
+
+def _a_shot(view):
+    from core.imaging.fluoro_image import FluoroImage
+    return FluoroImage(np.full((64, 64), 2000, np.uint16), pixel_spacing_mm=(0.4, 0.4), sid_mm=1000.0, view=view)
+
+
+def _plate_result(view):
+    from app.calibration_workflow import PlateResult
+    from core.calibration.distortion import NoDistortion
+    return PlateResult(_a_shot(view), NoDistortion(), {"model": "polynomial", "plate_balls_matched": 97, "max_correction_px": 4.25,
+                                                           "heldout_rms_px_polynomial": 0.125}, np.zeros((3, 2)), np.zeros((3, 2)),
+                       np.zeros(3))
+
+
+def test_esc_asks_before_discarding_the_shots_and_keeps_them_when_told_no(qtbot, tmp_path):
+    session = Session(tmp_path / "sessions", save_images=False)
+    wf = CalibrationWorkflow(session)
+    asked = []
+    answer = [False]
+    wiz = CalibrationWizard(wf, confirm=lambda text: asked.append(text) or answer[0])
+    qtbot.addWidget(wiz)
+    wiz.show()
+    qtbot.waitExposed(wiz)
+    qtbot.keyClick(wiz, Qt.Key.Key_Escape)            # nothing to lose yet: closes without asking
+    assert not wiz.isVisible() and asked == [] and wf.outcome == "rejected"
+    wf.outcome = ""
+    wiz.show()
+    qtbot.waitExposed(wiz)
+    assert wf.set_shot("ap", _a_shot("ap"))
+    qtbot.keyClick(wiz, Qt.Key.Key_Escape)            # "no": the wizard and its shot stay
+    assert len(asked) == 1 and "cage shots" in asked[0] and "plate shots" in asked[0]
+    assert wiz.isVisible() and "ap" in wf.images and wf.outcome == ""
+    wiz.close()                                       # the window's close asks the same
+    assert len(asked) == 2 and wiz.isVisible()
+    answer[0] = True
+    qtbot.keyClick(wiz, Qt.Key.Key_Escape)            # "discard": rejected, nothing in the session
+    assert len(asked) == 3 and not wiz.isVisible() and wf.outcome == "rejected"
+    assert session.calibration is None
+
+
+def test_after_reject_the_next_attempt_keeps_the_plate_shots_and_their_distortion(qtbot, tmp_path):
+    from widgets.main_window import MainWindow
+    window = MainWindow()
+    qtbot.addWidget(window)
+    session = Session(tmp_path, save_images=False)
+    open_wizard = install_calibration_wizard(window, session)
+    first = open_wizard()
+    plates = {v: _plate_result(v) for v in ("ap", "lat")}
+    first.workflow.plates.update(plates)
+    assert first.workflow.distortion_done()
+    first.reject()                                    # the Reject button: no question
+    second = open_wizard()
+    assert second is not first and second.workflow is not first.workflow
+    assert second.workflow.plates == plates and second.workflow.distortion_done()
+    assert second.workflow.calibration is None and not second.workflow.shots
+    second.page_named("distortion").refresh()
+    assert second.page_named("distortion").figs["ap"].text().startswith("97 plate balls · largest correction 4.2 px")
+    # an accepted calibration starts the next one afresh (the C-arm may have been moved since)
+    second.workflow.outcome = "accepted"
+    second.hide()
+    third = open_wizard()
+    assert third.workflow.plates == {}
+    third.reject()
+    # a flat panel chosen in a rejected attempt stays chosen
+    third.workflow.use_plate = False
+    fourth = open_wizard()
+    assert fourth.workflow.use_plate is False
+    fourth.page_named("distortion").refresh()
+    assert fourth.page_named("distortion").flat.isChecked()
+    fourth.reject()
