@@ -135,7 +135,13 @@ def install_slicer(station) -> SlicerLink:
         if path:
             run(import_trajectories, path)
 
-    menu.addSeparator()
+    # Quit stays the File menu's last entry: the markups actions go before it when it is there
+    quit_act = next((a for a in menu.actions() if a.objectName() == "action_quit"), None)
+    place = (lambda a: menu.insertAction(quit_act, a)) if quit_act is not None else menu.addAction
+    if quit_act is not None:
+        menu.insertSeparator(quit_act)
+    else:
+        menu.addSeparator()
     for name, text, tip, slot in (
             ("action_export_slicer", "Export trajectories to Slicer…",
              "Save the planned trajectories as Slicer line markups (.mrk.json, LPS)", export_dialog),
@@ -144,6 +150,6 @@ def install_slicer(station) -> SlicerLink:
         act = QAction(text, w, objectName=name)
         act.setToolTip(tip)
         act.triggered.connect(slot)
-        menu.addAction(act)
+        place(act)
     return SlicerLink(station)
 
