@@ -14,9 +14,11 @@ reversed into ``pixel_spacing_mm`` = (column, row). Without it, Pixel Spacing
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import os
+import warnings
 
 import numpy as np
 import pydicom
@@ -37,8 +39,9 @@ def _open(path) -> pydicom.Dataset:
     if not os.path.isfile(name):
         raise ImageReadError(f"{name}: no such file")
     try:
-        ds = pydicom.dcmread(name)
-        _convert_all(ds)
+        with _quiet():
+            ds = pydicom.dcmread(name)
+            _convert_all(ds)
         return ds
     except InvalidDicomError:
         raise ImageReadError(f"{name}: not a DICOM file (no 'DICM' preamble); "
@@ -47,6 +50,15 @@ def _open(path) -> pydicom.Dataset:
         raise ImageReadError(f"{name}: damaged or truncated DICOM file ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else 'no detail'}); "
                              "copy the file again from the C-arm") from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """pydicom warns (multi-line, on stderr) of each value that breaks its VR's rules, e.g. a
+    UID with a letter: noise for a technician, and the values used here are checked anyway."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def _convert_all(ds: pydicom.Dataset) -> None:
@@ -258,7 +270,8 @@ def _padding(ds: pydicom.Dataset, extra: dict, notes: list) -> tuple[int, int] |
 
 def _decode(ds: pydicom.Dataset, frame: int, name: str) -> np.ndarray:
     try:
-        a = pixel_array(ds, index=frame if _frame_count(ds) > 1 else None)
+        with _quiet():
+            a = pixel_array(ds, index=frame if _frame_count(ds) > 1 else None)
     except BaseException as e:  # decoders raise ValueError, RuntimeError, struct.error, ...
         # ... and the Rust ones (pylibjpeg-rle) a pyo3 PanicException on a damaged frame: a
         # BaseException that ``except Exception`` misses and that would end the process.
@@ -327,8 +340,9 @@ def n_frames(path) -> int:
     if not os.path.isfile(name):
         raise ImageReadError(f"{name}: no such file")
     try:
-        ds = pydicom.dcmread(name, stop_before_pixels=True)
-        _convert_all(ds)
+        with _quiet():
+            ds = pydicom.dcmread(name, stop_before_pixels=True)
+            _convert_all(ds)
     except InvalidDicomError:
         raise ImageReadError(f"{name}: not a DICOM file (no 'DICM' preamble)") from None
     except Exception as e:
@@ -379,8 +393,9 @@ def find_dicom_images(folder, recursive: bool = True) -> list[dict]:
         for name in files:
             path = os.path.join(base, name)
             try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
-                _convert_all(ds)
+                with _quiet():
+                    ds = pydicom.dcmread(path, stop_before_pixels=True)
+                    _convert_all(ds)
             except Exception:  # not DICOM, or unreadable: not an image to offer
                 continue
             if not _looks_like_image(ds):
