@@ -154,11 +154,14 @@ def test_fuzzed_session_records_refuse_in_one_line(tmp_path):
     doc = json.loads(record.read_text())
     rng = np.random.default_rng(16)
     counts, failures = collections.Counter(), []
-    for label, text in file_mutants(doc, rng, 150):
+    for k, (label, text) in enumerate(file_mutants(doc, rng, 150)):
         record.write_text(text)
         try:
             read_session_record(record.parent)
             counts["read"] += 1
+            resumed = Session(tmp_path / f"fresh{k}").resume(record.parent)   # what gui --resume does
+            assert isinstance(resumed.summary, str) and "\n" not in resumed.summary
+            counts["resumed"] += 1
         except SessionError as e:
             counts["refused"] += 1
             if "\n" in str(e):
