@@ -118,12 +118,25 @@ LOADERS = {"cage": (load_cage, CageFileError, None), "plate": (load_plate, Plate
            "plan": (read_plan, PlanningError, None)}
 
 
+def _plan_book_loader(tmp_path):
+    """The app's plan loader (File → Open plan, resume): the plan book of the truth calibration."""
+    from app.state.plans import PlanBook, PlanFileError
+    cal = truth_calibration(load_cage(path("cages", "default.json")))
+
+    def load(f):
+        book = PlanBook(cal)
+        book.load(f)
+        return book
+    return load, PlanFileError, None
+
+
 def test_fuzzed_project_files_are_loaded_or_refused_in_one_line(tmp_path):
     rng = np.random.default_rng(15)
     docs = _docs(tmp_path)
+    docs["plan_book"] = docs["plan"]
     counts, failures = collections.Counter(), []
     for kind, doc in docs.items():
-        load, error, use = LOADERS[kind]
+        load, error, use = LOADERS[kind] if kind != "plan_book" else _plan_book_loader(tmp_path)
         f = tmp_path / f"{kind}.json"
         for label, text in file_mutants(doc, rng, 120):
             f.write_text(text)
