@@ -14,8 +14,11 @@ reversed into ``pixel_spacing_mm`` = (column, row). Without it, Pixel Spacing
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
 import os
+import warnings
 
 import numpy as np
 import pydicom
@@ -23,7 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.valuerep import DA, DT, TM
 
-from core.imaging.fluoro_image import FluoroImage, ImageReadError
+from core.imaging.fluoro_image import FluoroImage, ImageReadError, check_image_size
 from core.imaging.modality import check_dataset
 
 __all__ = ["read_dicom", "read_dicom_frames", "n_frames", "dicom_summary", "find_dicom_images"]
@@ -37,7 +40,10 @@ def _open(path) -> pydicom.Dataset:
     if not os.path.isfile(name):
         raise ImageReadError(f"{name}: no such file")
     try:
-        return pydicom.dcmread(name)
+        with _quiet():
+            ds = pydicom.dcmread(name)
+            _convert_all(ds)
+        return ds
     except InvalidDicomError:
         raise ImageReadError(f"{name}: not a DICOM file (no 'DICM' preamble); "
                              "export the image from the C-arm as DICOM, PNG or TIFF") from None
@@ -47,6 +53,51 @@ def _open(path) -> pydicom.Dataset:
                              "copy the file again from the C-arm") from None
 
 
+@contextlib.contextmanager
+def _quiet():
+    """pydicom warns (multi-line, on stderr) of each value that breaks its VR's rules, e.g. a
+    UID with a letter: noise for a technician, and the values used here are checked anyway."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+def _convert_all(ds: pydicom.Dataset) -> None:
+    """Decode every element now (pydicom does it lazily, on first use): a damaged element
+    (an unknown VR, a bad length) then fails here, inside the reader's error handling."""
+    if getattr(ds, "file_meta", None) is not None:
+        ds.file_meta.walk(lambda d, e: None)
+    ds.walk(lambda d, e: None)
+
+
+def _int(ds: pydicom.Dataset, keyword: str, default: int, name: str) -> int:
+    """A header element that must be one whole number, ``default`` when absent or empty."""
+    value = ds.get(keyword, None)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ImageReadError(f"{name}: the header's {keyword} is {str(value)[:40]!r}, not a whole number: "
+                             "the file is damaged") from None
+
+
+def _guarded(read):
+    """A reader whose refusals are all ImageReadError: a header value of the wrong type that
+    the checks did not foresee (pydicom keeps what the file says) is named, not a traceback."""
+    @functools.wraps(read)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return read(path, *args, **kwargs)
+        except ImageReadError:
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as e:
+            detail = str(e).splitlines()[0][:120] if str(e) else "no detail"
+            raise ImageReadError(f"{os.fspath(path)}: damaged DICOM header ({type(e).__name__}: {detail}); "
+                                 "copy the file again from the C-arm") from None
+    return wrapper
+
+
 def _check_image(ds: pydicom.Dataset, name: str) -> None:
     """Refuse what is not a greyscale X-ray image, with the reason."""
     if "PixelData" not in ds:
@@ -54,24 +105,29 @@ def _check_image(ds: pydicom.Dataset, name: str) -> None:
         sop = getattr(ds.get("SOPClassUID", None), "name", "") or "unknown SOP class"
         raise ImageReadError(f"{name}: DICOM without an image ({kind}, {sop}); open an X-ray image")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    spp = _int(ds, "SamplesPerPixel", 1, name)
     if photometric not in _MONO or spp != 1:
         raise ImageReadError(f"{name}: colour or non-greyscale image ({photometric or 'no photometric'}, "
                              f"{spp} samples per pixel); only MONOCHROME1/2 X-ray images can be used")
-    alloc = int(ds.get("BitsAllocated", 0) or 0)
-    stored = int(ds.get("BitsStored", alloc) or alloc)
+    alloc = _int(ds, "BitsAllocated", 0, name)
+    stored = _int(ds, "BitsStored", alloc, name) or alloc
     if alloc not in (8, 16) or not 1 <= stored <= alloc:
         raise ImageReadError(f"{name}: {stored} bits stored in {alloc} allocated is not supported; "
                              "only 8-16 bit images can be used")
     for tag in ("Rows", "Columns"):
-        if int(ds.get(tag, 0) or 0) < 1:
+        if _int(ds, tag, 0, name) < 1:
             raise ImageReadError(f"{name}: the header has no valid {tag}: the file is damaged")
+    if _int(ds, "PixelRepresentation", 0, name) not in (0, 1):
+        raise ImageReadError(f"{name}: Pixel Representation {ds.PixelRepresentation} is neither 0 (unsigned) "
+                             "nor 1 (signed): the file is damaged")
+    check_image_size(name, _int(ds, "Rows", 0, name), _int(ds, "Columns", 0, name))
 
 
 def _check_decodable(ds: pydicom.Dataset, name: str) -> None:
     """Raise naming the transfer syntax when no installed decoder can read it."""
     ts = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
-    if ts is None:
+    ts = pydicom.uid.UID(str(ts).strip("\x00 ")) if ts is not None else None
+    if not ts:
         raise ImageReadError(f"{name}: no transfer syntax in the file meta information; the file is damaged")
     label = f"{ts.name} ({ts})" if ts.name != ts else str(ts)
     try:
@@ -215,8 +271,14 @@ def _padding(ds: pydicom.Dataset, extra: dict, notes: list) -> tuple[int, int] |
 
 def _decode(ds: pydicom.Dataset, frame: int, name: str) -> np.ndarray:
     try:
-        a = pixel_array(ds, index=frame if _frame_count(ds) > 1 else None)
-    except Exception as e:  # decoders raise ValueError, RuntimeError, struct.error, ...
+        with _quiet():
+            a = pixel_array(ds, index=frame if _frame_count(ds) > 1 else None)
+    except BaseException as e:  # decoders raise ValueError, RuntimeError, struct.error, ...
+        # ... and the Rust ones (pylibjpeg-rle) a pyo3 PanicException on a damaged frame: a
+        # BaseException that ``except Exception`` misses and that would end the process.
+        # Only that one is caught besides Exception: Ctrl-C and exit still go through.
+        if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+            raise
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageReadError(f"{name}: the pixel data cannot be decoded ({detail}); "
                              "the file is damaged or truncated: copy it again from the C-arm") from None
@@ -228,6 +290,7 @@ def _decode(ds: pydicom.Dataset, frame: int, name: str) -> np.ndarray:
     return a
 
 
+@_guarded
 def read_dicom(path, frame: int = 0) -> FluoroImage:
     """One frame of a DICOM X-ray image as a raw ``FluoroImage``; raises ImageReadError."""
     name = os.fspath(path)
@@ -272,13 +335,16 @@ def _frame_image(ds: pydicom.Dataset, name: str, frame: int) -> FluoroImage:
         acquired_at=_acquired_at(ds, notes, frame), source=name, bits_stored=bits_stored, extra=extra)
 
 
+@_guarded
 def n_frames(path) -> int:
     """Number of frames of a DICOM X-ray image (1 for a single shot), from the header only."""
     name = os.fspath(path)
     if not os.path.isfile(name):
         raise ImageReadError(f"{name}: no such file")
     try:
-        ds = pydicom.dcmread(name, stop_before_pixels=True)
+        with _quiet():
+            ds = pydicom.dcmread(name, stop_before_pixels=True)
+            _convert_all(ds)
     except InvalidDicomError:
         raise ImageReadError(f"{name}: not a DICOM file (no 'DICM' preamble)") from None
     except Exception as e:
@@ -288,6 +354,7 @@ def n_frames(path) -> int:
     return _frame_count(ds)
 
 
+@_guarded
 def read_dicom_frames(path) -> list[FluoroImage]:
     """Every frame of a (multi-frame XA/RF) DICOM file, e.g. for a thumbnail strip.
 
@@ -295,9 +362,11 @@ def read_dicom_frames(path) -> list[FluoroImage]:
     """
     name = os.fspath(path)
     ds = _open_image(name)
+    check_image_size(name, int(ds.Rows), int(ds.Columns), _frame_count(ds))
     return [_frame_image(ds, name, i) for i in range(_frame_count(ds))]
 
 
+@_guarded
 def dicom_summary(path) -> dict:
     """What a file holds, without decoding pixels: for a file browser or a log line."""
     name = os.fspath(path)
@@ -326,20 +395,26 @@ def find_dicom_images(folder, recursive: bool = True) -> list[dict]:
         for name in files:
             path = os.path.join(base, name)
             try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                with _quiet():
+                    ds = pydicom.dcmread(path, stop_before_pixels=True)
+                    _convert_all(ds)
             except Exception:  # not DICOM, or unreadable: not an image to offer
                 continue
             if not _looks_like_image(ds):
                 continue
             notes: list[str] = []
-            found.append({"path": path, "modality": str(ds.get("Modality", "")), "rows": int(ds.Rows),
+            try:
+                entry = {"path": path, "modality": str(ds.get("Modality", "")), "rows": int(ds.Rows),
                           "columns": int(ds.Columns), "n_frames": _frame_count(ds),
                           "photometric": str(ds.PhotometricInterpretation).strip(),
                           "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "")),
                           "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
                           "series": str(ds.get("SeriesInstanceUID", "")),
                           "instance": int(ds.get("InstanceNumber", 0) or 0),
-                          "acquired_at": _acquired_at(ds, notes)})
+                          "acquired_at": _acquired_at(ds, notes)}
+            except (TypeError, ValueError, OverflowError):   # a damaged header: not offered either
+                continue
+            found.append(entry)
     far_past = _dt.datetime.min
     return sorted(found, key=lambda e: (e["series"], (e["acquired_at"] or far_past).replace(tzinfo=None),
                                         e["instance"], e["path"]))
@@ -347,6 +422,13 @@ def find_dicom_images(folder, recursive: bool = True) -> list[dict]:
 
 def _looks_like_image(ds: pydicom.Dataset) -> bool:
     """Header test for ``find_dicom_images`` (pixels were not read: no PixelData check)."""
+    try:
+        return _looks_like_image_unchecked(ds)
+    except (TypeError, ValueError, OverflowError):      # a header value of the wrong type
+        return False
+
+
+def _looks_like_image_unchecked(ds: pydicom.Dataset) -> bool:
     return (str(ds.get("PhotometricInterpretation", "")).strip() in _MONO
             and int(ds.get("SamplesPerPixel", 1) or 1) == 1
             and int(ds.get("BitsAllocated", 0) or 0) in (8, 16)

@@ -11,12 +11,29 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-__all__ = ["FluoroImage", "ImageReadError"]
+__all__ = ["FluoroImage", "ImageReadError", "MAX_SIDE_PX", "MAX_PIXELS", "MAX_RUN_PIXELS", "check_image_size"]
 
+# The largest flat-panel detectors are 3,000-4,000 px a side: a header claiming more than
+# these is damaged, and is refused before any pixel buffer is allocated.
+MAX_SIDE_PX = 16384
+MAX_PIXELS = 8192 * 8192           # one frame (128 MB at 16 bit)
+MAX_RUN_PIXELS = 4 * MAX_PIXELS    # all frames of a multi-frame run read at once
 
 
 class ImageReadError(ValueError):
     """An image file could not be read; the message names the file and what to do."""
+
+
+def check_image_size(name: str, rows: int, columns: int, frames: int = 1) -> None:
+    """Refuse, from the header's figures, an image too large to be an X-ray shot (memory guard)."""
+    if rows < 1 or columns < 1:
+        raise ImageReadError(f"{name}: the header gives a {columns} x {rows} px image: the file is damaged")
+    if max(rows, columns) > MAX_SIDE_PX or rows * columns > MAX_PIXELS:
+        raise ImageReadError(f"{name}: the header claims {columns} x {rows} px, more than any C-arm "
+                             f"detector (at most {MAX_SIDE_PX} px a side): the file is damaged")
+    if frames > 1 and rows * columns * frames > MAX_RUN_PIXELS:
+        raise ImageReadError(f"{name}: the header claims {frames} frames of {columns} x {rows} px, "
+                             "too many to read at once: the file is damaged, or open one frame")
 
 
 @dataclass(frozen=True)

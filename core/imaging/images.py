@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from core.formats.files import write_atomic
-from core.imaging.fluoro_image import FluoroImage, ImageReadError
+from core.imaging.fluoro_image import FluoroImage, ImageReadError, check_image_size
 
 __all__ = ["read_image", "read_shots", "write_png16", "write_dicom_xa"]
 
@@ -80,9 +80,46 @@ def _dicom_view(p: Path) -> str | None:
     return _VIEW_POSITIONS.get(str(ds.get("ViewPosition", "")).strip().upper())
 
 
+def _raster_size(p: Path, kind: str) -> tuple[int, int] | None:
+    """(width, height) that a PNG's IHDR or a TIFF's first IFD claims, None when unreadable
+    (the decoder then says what is wrong); read before decoding, so a damaged header claiming
+    60000 x 60000 px is refused before OpenCV allocates gigabytes for it."""
+    import struct
+    with open(p, "rb") as f:
+        if kind == "png":
+            head = f.read(24)
+            return struct.unpack(">II", head[16:24]) if len(head) == 24 and head[12:16] == b"IHDR" else None
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        end = "<" if head[:2] == b"II" else ">"
+        f.seek(struct.unpack(end + "I", head[4:8])[0])
+        count = f.read(2)
+        if len(count) < 2:
+            return None
+        n = struct.unpack(end + "H", count)[0]
+        entries = f.read(12 * min(n, 4096))
+    size = {}
+    for i in range(len(entries) // 12):
+        tag, typ, _, value = struct.unpack(end + "HHI4s", entries[12 * i:12 * i + 12])
+        if tag in (256, 257):                    # ImageWidth, ImageLength: SHORT or LONG
+            size[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), value[:2] if typ == 3 else value)[0]
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
 def _read_raster(p: Path) -> FluoroImage:
     import cv2
-    a = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    try:
+        size = _raster_size(p, "png" if _sniff(p) == "png" else "tiff")
+    except OSError as e:
+        raise ImageReadError(f"cannot open image file {p}: {e.strerror or e}") from None
+    if size is not None:
+        check_image_size(str(p), rows=size[1], columns=size[0])
+    try:
+        a = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:      # OpenCV's own refusals (its size limit, a broken stream)
+        detail = (str(e).strip().splitlines() or ["no detail"])[-1][:120]
+        raise ImageReadError(f"{p} cannot be decoded ({detail}): export the image again") from None
     if a is None:
         raise ImageReadError(f"{p} is corrupt or truncated: export the image again")
     from core.imaging.modality import check_raster
