@@ -27,7 +27,7 @@ from pydicom.pixels import get_decoder, pixel_array
 from pydicom.valuerep import DA, DT, TM
 
 from core.imaging.fluoro_image import FluoroImage, ImageReadError, check_image_size
-from core.imaging.modality import check_dataset
+from core.imaging.modality import check_dataset, header_text
 
 __all__ = ["read_dicom", "read_dicom_frames", "n_frames", "dicom_summary", "find_dicom_images"]
 
@@ -101,8 +101,8 @@ def _guarded(read):
 def _check_image(ds: pydicom.Dataset, name: str) -> None:
     """Refuse what is not a greyscale X-ray image, with the reason."""
     if "PixelData" not in ds:
-        kind = ds.get("Modality", "") or "unknown modality"
-        sop = getattr(ds.get("SOPClassUID", None), "name", "") or "unknown SOP class"
+        kind = header_text(ds.get("Modality", "")) or "unknown modality"
+        sop = header_text(getattr(ds.get("SOPClassUID", None), "name", ""), 64) or "unknown SOP class"
         raise ImageReadError(f"{name}: DICOM without an image ({kind}, {sop}); open an X-ray image")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     spp = _int(ds, "SamplesPerPixel", 1, name)

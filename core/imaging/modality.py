@@ -78,6 +78,15 @@ class Verdict:
     what: str = ""
 
 
+def header_text(value, limit: int = 24) -> str:
+    """A header value fit for a one-line message: printable ASCII only, at most ``limit``
+    characters (a damaged element can hold kilobytes of pixel bytes and line breaks)."""
+    text = str(value if value is not None else "").strip()
+    if not text.isascii() or not text.isprintable():
+        return "unreadable"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _sop_name(uid: str) -> str:
     if uid in PROJECTION_SOP_CLASSES:
         return PROJECTION_SOP_CLASSES[uid]
@@ -86,6 +95,8 @@ def _sop_name(uid: str) -> str:
         name = UID(uid).name
     except Exception:  # a malformed UID: say the number
         name = uid
+    uid = header_text(uid, 64)
+    name = header_text(name, 64)
     return name if name and name != uid else (f"SOP class {uid}" if uid else "no SOP class")
 
 
@@ -107,7 +118,7 @@ def classify(ds) -> Verdict:
     uid = str(ds.get("SOPClassUID", "") or "").strip()
     if not uid and getattr(ds, "file_meta", None) is not None:
         uid = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "").strip()
-    modality = str(ds.get("Modality", "") or "").strip().upper()
+    modality = header_text(ds.get("Modality", "") or "").upper()
     sop = _sop_name(uid)
     if uid in PROJECTION_SOP_CLASSES:
         if modality and modality not in PROJECTION_MODALITIES:

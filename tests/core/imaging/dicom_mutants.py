@@ -56,8 +56,22 @@ def bases(tmp) -> list[tuple[str, bytes]]:
         path = os.path.join(root, name)
         if os.path.isfile(path):
             with open(path, "rb") as f:
-                out.append((name, f.read()))
+                raw = f.read()
+            out.append((name, as_xa(raw) if name.startswith(("MR_", "JPEG")) else raw))
     return out
+
+
+XA_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.12.1"
+
+
+def as_xa(raw: bytes) -> bytes:
+    """pydicom's MR/JPEG samples relabelled as X-ray angiography, so that the projection-shot
+    check lets them through and the mutants reach the pixel decoders (RLE, JPEG, JPEG 2000,
+    JPEG-LS, big endian, implicit VR); CT, RT dose and secondary capture stay as they are."""
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = XA_IMAGE_STORAGE
+    ds.Modality = "XA"
+    return _write(ds)
 
 
 def _write(ds) -> bytes:
