@@ -544,7 +544,7 @@ class CalibrationWorkflow:
             self._fail("accept", f"cannot write {path}: {e.strerror or e}: check the disk")
             return None
         if self.session is not None:
-            self.session.set_calibration(cal)
+            self.session.set_calibration(cal, reason=f"accepted, saved to {Path(saved).name}")
             try:
                 self.session.go_to_step("plan")
             except ValueError as e:
@@ -563,8 +563,14 @@ class CalibrationWorkflow:
             except ValueError:
                 pass
 
-    def reject(self) -> None:
-        """Drop this calibration attempt; the session keeps what it had."""
+    def reject(self, reason: str = "") -> None:
+        """Drop this calibration attempt; the session keeps what it had (the audit trail
+        records the rejection with the figures that were judged)."""
+        if self.session is not None and (self.calibration is not None or self.shots):
+            from app.audit import calibration_figures
+            figures = calibration_figures(self.calibration) if self.calibration is not None else {}
+            self.session.record("calibration rejected", "technician", reason=reason or "rejected by the technician",
+                                error=self.calibration_error, **figures)
         self._invalidate_shots()
         self.capture_session_images = False
         self.changed.emit("result")

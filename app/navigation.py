@@ -837,7 +837,9 @@ class NavigationController:
                                             result.plan_uv, result.truth, np.asarray(T, float))
         self._set_phase("verified")
         self.session.set_verification(result)
-        self._store("verification", result.to_dict())
+        record = result.to_dict()
+        record["shots"] = {v: self.session.current_file(v) for v in ("ap", "lat")}   # the report draws on them
+        self._store("verification", record)
         self._say(f"verified {result.summary()}", result.grade not in (None, "A", "B"))
 
     # -- helpers ------------------------------------------------------------------------
@@ -848,7 +850,7 @@ class NavigationController:
             return False
         self.frames = None
         self._drop_preview()
-        self.session.set_calibration(None)
+        self.session.set_calibration(None, reason=str(error))
         self._say(str(error), True)
         self.calibration_invalidated.emit(str(error))
         return True

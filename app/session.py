@@ -32,6 +32,7 @@ from psygnal import Signal
 from app.state.plans import PlanBook, load_session_plan, planning_calibration
 from app.state.shots import ShotHistory
 
+from core.audit import AUDIT_FILE, AuditLog
 from core.formats.files import write_json_atomic
 from core.formats.schema import FileFormatError, parse_json, validate
 from core.imaging.fluoro_image import FluoroImage, ImageReadError
@@ -115,6 +116,10 @@ class Session:
         self._devices = {d: (DeviceStatus.DISCONNECTED, "not started") for d in DEVICES}
         self.step: str | None = None
         self.resuming = False   # True while ``resume`` emits its events
+        self._audit: AuditLog | None = None
+        self._reasons: dict[str, str] = {}
+        from app.audit import watch_session
+        watch_session(self)
 
     # -- where data goes ------------------------------------------------------------
     @property
@@ -140,6 +145,32 @@ class Session:
             log.info("session folder: %s", candidate)
         return self._folder
 
+    # -- the audit trail -----------------------------------------------------------------
+    @property
+    def audit(self) -> AuditLog:
+        """The case's audit trail: ``audit.jsonl`` in the session folder (in memory only when
+        the session saves nothing); the folder is made on the first event."""
+        if self._audit is None:
+            self._audit = AuditLog(None if not self.save_images else self.folder / AUDIT_FILE)
+        return self._audit
+
+    def record(self, event: str, role: str, **details) -> dict:
+        """Add an event to the audit trail. A disk failure is logged (one line) and the event
+        kept in memory: the case goes on."""
+        try:
+            return self.audit.append(event, role, **details)
+        except OSError:
+            log.error("%s", self.audit.write_error)
+            return self.audit.events[-1]
+
+    def pop_reason(self, what: str) -> str:
+        """The reason given with the last change of ``what`` (e.g. why a calibration fell)."""
+        return self._reasons.pop(what, "")
+
+    def current_file(self, view: str) -> str | None:
+        """The session file of the image on screen in ``view`` (None: not saved)."""
+        return self._current_file[_check_view(view)]
+
     # -- images ---------------------------------------------------------------------
     def image(self, view: str) -> FluoroImage | None:
         return self._images[_check_view(view)]
@@ -155,6 +186,8 @@ class Session:
         index = self.shots.add(view, self._images[view], f"{n}. {label}", f"{label} {when}".strip(),
                                path=path, saved=path is not None)
         self.shots.set_current(view, index)
+        self.record("shot acquired", "technician", view=view, source=image.source or "", file=name,
+                    label=label, acquired_at=image.acquired_at.isoformat() if image.acquired_at else None)
         return path
 
     def open_shots(self, view: str, images: list, name: str, path) -> int:
@@ -172,6 +205,8 @@ class Session:
             self.shots.add(view, shot, label, label, path=os.path.abspath(path), frame=frame)
         self.shots.set_current(view, first)
         self._show(view, images[0])
+        self.record("shot opened", "technician", view=view, source=os.path.abspath(path), file=name,
+                    frames=len(images))
         return first
 
     def bring_back(self, view: str, index: int) -> FluoroImage:
@@ -216,9 +251,12 @@ class Session:
         return self.folder / name
 
     # -- calibration, plans, alignment ----------------------------------------------
-    def set_calibration(self, calibration: Any, keep: str = "3d") -> None:
+    def set_calibration(self, calibration: Any, keep: str = "3d", reason: str = "") -> None:
         """Make ``calibration`` current; the plan book follows it (``PlanBook.set_calibration``:
-        ``keep="3d"`` for new shots, ``"clicks"`` for the same shots calibrated again)."""
+        ``keep="3d"`` for new shots, ``"clicks"`` for the same shots calibrated again).
+        ``reason``: why (the audit trail says it, e.g. why a calibration was dropped)."""
+        if reason:
+            self._reasons["calibration"] = reason
         self.calibration = calibration
         self.plans.set_calibration(planning_calibration(calibration), keep)
         self.calibration_changed.emit(calibration)
@@ -399,6 +437,7 @@ class Session:
         if old is not None and old != folder and old.is_dir() and not any(old.iterdir()):
             old.rmdir()   # the empty folder this new session had made
         self._folder = folder
+        self._audit = None            # the resumed case's own audit trail, appended to
         try:
             self.started_at = _dt.datetime.fromisoformat(record.get("started_at") or "")
         except (TypeError, ValueError):
@@ -442,6 +481,7 @@ class Session:
         finally:
             self.resuming = False
         self.changed.emit()
+        self.record("session resumed", "system", restored=list(result.restored), problems=list(result.problems))
         log.info("%s", result.summary)
         for problem in result.problems:
             log.warning("resume: %s", problem)

@@ -242,7 +242,7 @@ class SimulatedRoom(QObject):
         if why is None:
             return
         log.warning("%s", why)
-        self.session.set_calibration(None)     # -> _on_calibration(None) clears the frames
+        self.session.set_calibration(None, reason=why)     # -> _on_calibration(None) clears the frames
         self.calibration_invalidated.emit(why)
 
     def _on_calibration(self, calibration) -> None:
