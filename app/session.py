@@ -81,6 +81,7 @@ class Session:
     device_status_changed(device, status, message), step_changed(step),
     verification_changed(record), robot_state_changed(state) (the robot's newest state
     message, about 50 Hz: not followed by changed()),
+    audited(event dict) (after each audit trail event, ``record``),
     resumed(ResumedSession) (``resume``: after the images, the calibration, the shots and the
     plan, before the step), changed() (after any of them but the robot state, and after every
     edit of the plan book ``plans``, whose own signals say which trajectory)."""
@@ -93,6 +94,7 @@ class Session:
     device_status_changed = Signal(str, object, str)
     step_changed = Signal(str)
     resumed = Signal(object)
+    audited = Signal(object)
     changed = Signal()
 
     def __init__(self, data_dir=None, save_images: bool = True,
@@ -158,10 +160,12 @@ class Session:
         """Add an event to the audit trail. A disk failure is logged (one line) and the event
         kept in memory: the case goes on."""
         try:
-            return self.audit.append(event, role, **details)
+            rec = self.audit.append(event, role, **details)
         except OSError:
             log.error("%s", self.audit.write_error)
-            return self.audit.events[-1]
+            rec = self.audit.events[-1]
+        self.audited.emit(rec)
+        return rec
 
     def pop_reason(self, what: str) -> str:
         """The reason given with the last change of ``what`` (e.g. why a calibration fell)."""
