@@ -27,6 +27,8 @@ class AuditPanel(QWidget):
         self.table.setHorizontalHeaderLabels(_COLUMNS)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)   # one line a row
+        self.table.setWordWrap(False)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.summary = QLabel("no events yet")
         export = QPushButton("Export…", objectName="audit_export")
@@ -60,5 +62,8 @@ class AuditPanel(QWidget):
                  json.dumps(details, ensure_ascii=False) if details else "")
         for c, text in enumerate(cells):
             self.table.setItem(r, c, QTableWidgetItem(str(text)))
+        if r < 50:   # the first rows set the columns' widths; later ones do not re-measure all
+            for c in range(3):
+                self.table.resizeColumnToContents(c)
         self.table.scrollToBottom()
         self.summary.setText(f"{r + 1} event{'s' if r else ''}")
