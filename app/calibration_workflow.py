@@ -556,7 +556,7 @@ class CalibrationWorkflow:
             self._fail("accept", f"cannot write {path}: {e.strerror or e}: check the disk")
             return None
         if self.session is not None:
-            self.session.set_calibration(cal, file=saved)
+            self.session.set_calibration(cal, file=saved, why=f"accepted, saved to {Path(saved).name}")
             try:
                 self.session.go_to_step("plan")
             except ValueError as e:
@@ -576,9 +576,15 @@ class CalibrationWorkflow:
             except ValueError:
                 pass
 
-    def reject(self) -> None:
-        """Drop this calibration attempt; the session keeps what it had, and the plate shots
-        with their distortion stay (``keep_distortion_from`` hands them to the next attempt)."""
+    def reject(self, reason: str = "") -> None:
+        """Drop this calibration attempt; the session keeps what it had (the audit trail
+        records the rejection with the figures that were judged), and the plate shots with their
+        distortion stay (``keep_distortion_from`` hands them to the next attempt)."""
+        if self.session is not None and (self.calibration is not None or self.shots):
+            from app.audit import calibration_figures
+            figures = calibration_figures(self.calibration) if self.calibration is not None else {}
+            self.session.record("calibration rejected", "technician", reason=reason or "rejected by the technician",
+                                error=self.calibration_error, **figures)
         self._invalidate_shots()
         self.capture_session_images = False
         self.outcome = "rejected"

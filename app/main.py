@@ -3,9 +3,11 @@ session and devices together. ``run_gui(config_path)`` is what ``fluoronav gui``
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -83,6 +85,7 @@ class Workstation:
         self._add_resume_action()
         from app.slicer_gui import install_slicer  # OpenIGTLink stream, its pill, markups export/import
         self.slicer = install_slicer(self)
+        self._install_audit()
 
     def _install_panels(self) -> None:
         """Planning, robot and C-arm docks; the simulated room when the C-arm is simulated."""
@@ -377,6 +380,79 @@ class Workstation:
         self.about_box = box
         return box
 
+    # -- the audit trail and the case report ---------------------------------------------------
+    def _install_audit(self) -> None:
+        """The Audit dock beside the Log, and File → Export audit trail… / Case report."""
+        from PySide6.QtGui import QAction
+
+        from widgets.panels.audit_panel import AuditPanel
+        w, s = self.window, self.session
+        self.audit_panel = panel = AuditPanel()
+        w.add_dock("Audit", panel, "bottom", tab_with="Log" if "Log" in w.docks else None)
+        s.audited.connect(panel.add_event)
+        s.resumed.connect(lambda _r: self._show_audit_file())
+        panel.export_requested.connect(self._export_audit_dialog)
+        panel.report_requested.connect(self.write_report)
+        menu = next(a.menu() for a in w.menuBar().actions() if a.menu() and a.text().replace("&", "") == "File")
+        for text, slot, name in (("Export audit trail…", self._export_audit_dialog, "action_export_audit"),
+                                 ("Case report", self.write_report, "action_case_report")):
+            act = QAction(text, w, objectName=name)
+            act.triggered.connect(slot)
+            menu.addAction(act)
+
+    def _show_audit_file(self) -> None:
+        from core.audit import AUDIT_FILE, read_audit
+        r = read_audit(self.session.folder / AUDIT_FILE)
+        self.audit_panel.set_events(r.events, "; ".join(r.problems))
+        for problem in r.problems:
+            log.warning("%s", problem)
+
+    def export_audit(self, folder) -> tuple:
+        """Write ``audit-<session>.jsonl`` (a copy of the trail) and ``.csv`` into ``folder``."""
+        import shutil
+
+        from core.audit import AUDIT_FILE, read_audit, write_audit_csv
+        s = self.session
+        src = s.folder / AUDIT_FILE
+        base = f"audit-{s.folder.name}"
+        jsonl = Path(folder) / f"{base}.jsonl"
+        if src.is_file():
+            shutil.copyfile(src, jsonl)
+            events = read_audit(src).events
+        else:
+            jsonl.write_text("".join(json.dumps(e) + "\n" for e in s.audit.events), encoding="utf-8")
+            events = s.audit.events
+        csv_path = write_audit_csv(events, Path(folder) / f"{base}.csv")
+        s.record("audit exported", "technician", jsonl=str(jsonl), csv=str(csv_path))
+        return jsonl, csv_path
+
+    def _export_audit_dialog(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+        folder = QFileDialog.getExistingDirectory(self.window, "Export the audit trail into…", str(Path.home()))
+        if not folder:
+            return
+        try:
+            jsonl, csv_path = self.export_audit(folder)
+        except OSError as e:
+            self._resume_said(f"audit trail not exported: {e.strerror or e}: choose another folder", logging.ERROR)
+            return
+        self._resume_said(f"audit trail exported: {jsonl.name}, {csv_path.name} in {folder}", logging.INFO)
+
+    def write_report(self):
+        """The case report (PDF) into the session folder; one line in the status bar."""
+        from app.report import REPORT_FILE, ReportError, record_report, write_case_report
+        try:
+            self.session.save()
+            if len(self.session.plans):
+                self.session.save_plan()
+            path, pages = write_case_report(self.session.folder, self.session.folder / REPORT_FILE)
+        except (ReportError, OSError) as e:
+            self._resume_said(f"case report not written: {e}", logging.ERROR)
+            return None
+        record_report(self.session.folder, path, pages, audit=_SessionAudit(self.session))
+        self._resume_said(f"case report written: {path} ({pages} pages)", logging.INFO)
+        return path
+
     def _resume_dialog(self) -> None:
         from PySide6.QtWidgets import QFileDialog
         root = self.session.root
@@ -509,3 +585,13 @@ def run_gui(config_path=None, resume=None) -> int:
     code = app.exec()
     station.shutdown()
     return code
+
+
+class _SessionAudit:
+    """The session's ``record`` as an audit log's ``append`` (so the panel sees the event)."""
+
+    def __init__(self, session):
+        self.session, self.write_error = session, None
+
+    def append(self, event, role, **details):
+        return self.session.record(event, role, **details)

@@ -837,7 +837,9 @@ class NavigationController:
                                             result.plan_uv, result.truth, np.asarray(T, float))
         self._set_phase("verified")
         self.session.set_verification(result)
-        self._store("verification", result.to_dict())
+        record = result.to_dict()
+        record["shots"] = {v: self.session.current_file(v) for v in ("ap", "lat")}   # the report draws on them
+        self._store("verification", record)
         self._say(f"verified {result.summary()}", result.grade not in (None, "A", "B"))
 
     # -- helpers ------------------------------------------------------------------------

@@ -307,6 +307,9 @@ def install_robot_panel(window, config: ControllerConfig | None = None, area: st
     from widgets.scene.robot import RobotSceneActors, load_cage_balls
 
     client = RobotControllerClient(config, parent=window)
+    if session is not None:   # every command into the case's audit trail, before the panel's buttons connect
+        from app.audit import watch_robot_client
+        watch_robot_client(session, client)
     panel = RobotPanel(client, follow_client_state=session is None)
     window.add_dock("Robot", panel, area)
     actors = RobotSceneActors(client.kinematics, load_cage_balls())

@@ -32,6 +32,7 @@ from psygnal import Signal
 from app.state.plans import PlanBook, load_session_plan, planning_calibration
 from app.state.shots import ShotHistory
 
+from core.audit import AUDIT_FILE, AuditLog
 from core.formats.files import (previous_version, remove_stale_temps, sha256_file, write_json_atomic)
 from core.formats.schema import FileFormatError, parse_json, validate
 from core.imaging.fluoro_image import FluoroImage, ImageReadError
@@ -80,6 +81,7 @@ class Session:
     device_status_changed(device, status, message), step_changed(step),
     verification_changed(record), robot_state_changed(state) (the robot's newest state
     message, about 50 Hz: not followed by changed()),
+    audited(event dict) (after each audit trail event, ``record``),
     resumed(ResumedSession) (``resume``: after the images, the calibration, the shots and the
     plan, before the step), changed() (after any of them but the robot state, and after every
     edit of the plan book ``plans``, whose own signals say which trajectory)."""
@@ -92,6 +94,7 @@ class Session:
     device_status_changed = Signal(str, object, str)
     step_changed = Signal(str)
     resumed = Signal(object)
+    audited = Signal(object)
     changed = Signal()
 
     def __init__(self, data_dir=None, save_images: bool = True,
@@ -125,6 +128,10 @@ class Session:
         self._removal_pending = False
         self.plans.trajectory_removed.connect(self._on_trajectory_removed)
         self.plans.changed.connect(self._save_removal)
+        self._audit: AuditLog | None = None
+        self._reasons: dict[str, str] = {}
+        from app.audit import watch_session
+        watch_session(self)
 
     # -- where data goes ------------------------------------------------------------
     @property
@@ -150,6 +157,34 @@ class Session:
             log.info("session folder: %s", candidate)
         return self._folder
 
+    # -- the audit trail -----------------------------------------------------------------
+    @property
+    def audit(self) -> AuditLog:
+        """The case's audit trail: ``audit.jsonl`` in the session folder (in memory only when
+        the session saves nothing); the folder is made on the first event."""
+        if self._audit is None:
+            self._audit = AuditLog(None if not self.save_images else self.folder / AUDIT_FILE)
+        return self._audit
+
+    def record(self, event: str, role: str, **details) -> dict:
+        """Add an event to the audit trail. A disk failure is logged (one line) and the event
+        kept in memory: the case goes on."""
+        try:
+            rec = self.audit.append(event, role, **details)
+        except OSError:
+            log.error("%s", self.audit.write_error)
+            rec = self.audit.events[-1]
+        self.audited.emit(rec)
+        return rec
+
+    def pop_reason(self, what: str) -> str:
+        """The reason given with the last change of ``what`` (e.g. why a calibration fell)."""
+        return self._reasons.pop(what, "")
+
+    def current_file(self, view: str) -> str | None:
+        """The session file of the image on screen in ``view`` (None: not saved)."""
+        return self._current_file[_check_view(view)]
+
     # -- images ---------------------------------------------------------------------
     def image(self, view: str) -> FluoroImage | None:
         return self._images[_check_view(view)]
@@ -165,6 +200,8 @@ class Session:
         index = self.shots.add(view, self._images[view], f"{n}. {label}", f"{label} {when}".strip(),
                                path=path, saved=path is not None)
         self.shots.set_current(view, index)
+        self.record("shot acquired", "technician", view=view, source=image.source or "", file=name,
+                    label=label, acquired_at=image.acquired_at.isoformat() if image.acquired_at else None)
         return path
 
     def open_shots(self, view: str, images: list, name: str, path) -> int:
@@ -182,6 +219,8 @@ class Session:
             self.shots.add(view, shot, label, label, path=os.path.abspath(path), frame=frame)
         self.shots.set_current(view, first)
         self._show(view, images[0])
+        self.record("shot opened", "technician", view=view, source=os.path.abspath(path), file=name,
+                    frames=len(images))
         return first
 
     def bring_back(self, view: str, index: int) -> FluoroImage:
@@ -231,9 +270,12 @@ class Session:
         """Make ``calibration`` current; the plan book follows it (``PlanBook.set_calibration``:
         ``keep="3d"`` for new shots, ``"clicks"`` for the same shots calibrated again).
         ``file``: where it was saved in the session folder (session.json names it).
-        None after a calibration invalidates it (``why``: e.g. the C-arm moved): session.json
-        records that every calibration file of the folder fell, so a resume does not bring one back."""
+        ``why``: the reason, which the audit trail records. None after a calibration invalidates
+        it (``why``: e.g. the C-arm moved): session.json records that every calibration file of
+        the folder fell, so a resume does not bring one back."""
         had = self.calibration is not None
+        if why:
+            self._reasons["calibration"] = why
         self.calibration = calibration
         if calibration is None and had:
             self._invalidate_calibrations(why or "it was declared invalid")
@@ -474,6 +516,7 @@ class Session:
         if old is not None and old != folder and old.is_dir() and not any(old.iterdir()):
             old.rmdir()   # the empty folder this new session had made
         self._folder = folder
+        self._audit = None            # the resumed case's own audit trail, appended to
         try:
             self.started_at = _dt.datetime.fromisoformat(record.get("started_at") or "")
         except (TypeError, ValueError):
@@ -521,6 +564,7 @@ class Session:
         finally:
             self.resuming = False
         self.changed.emit()
+        self.record("session resumed", "system", restored=list(result.restored), problems=list(result.problems))
         log.info("%s", result.summary)
         for problem in result.problems:
             log.warning("resume: %s", problem)

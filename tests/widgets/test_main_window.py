@@ -140,7 +140,7 @@ def test_acquire_runs_off_the_gui_thread_and_fills_the_viewer(station, qtbot):
     assert station.session.image("lat").pixels[10, 20] == 200
     assert not w.is_busy_shown()
     saved = sorted(p.name for p in station.session.folder.iterdir())
-    assert saved == ["lat-001.dcm", "session.json"]
+    assert saved == ["audit.jsonl", "lat-001.dcm", "session.json"]   # the shot is in the audit trail
 
 
 def test_slow_acquisition_shows_busy_and_disables_acquire(station, qtbot):
@@ -206,9 +206,9 @@ def test_add_dock_and_its_bad_input(quiet_station):
     with pytest.raises(ValueError, match="no dock titled 'Sky'"):
         w.add_dock("Plan", QLabel("p"), "right", tab_with="Sky")
     tab = w.add_dock("Verify", QLabel("v"), "bottom", tab_with="Log")
-    assert w.tabifiedDockWidgets(tab) == [w.docks["Log"]]
+    assert set(w.tabifiedDockWidgets(tab)) == {w.docks["Log"], w.docks["Audit"]}   # the Audit sits beside the Log
     titles = [a.text() for a in w.panels_menu.actions()]
-    assert titles == ["3D view", "Log", "Robot", "Verify"]
+    assert titles == ["3D view", "Log", "Audit", "Robot", "Verify"]
 
 
 def test_a_new_dock_beside_the_3d_view_does_not_squeeze_it(station, qtbot):
