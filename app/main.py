@@ -398,7 +398,11 @@ class Workstation:
                                  ("Case report", self.write_report, "action_case_report")):
             act = QAction(text, w, objectName=name)
             act.triggered.connect(slot)
-            menu.addAction(act)
+            quit_act = self.file_actions.get("quit")   # Quit stays the File menu's last entry
+            if quit_act is not None:
+                menu.insertAction(quit_act, act)
+            else:
+                menu.addAction(act)
 
     def _show_audit_file(self) -> None:
         from core.audit import AUDIT_FILE, read_audit
