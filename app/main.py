@@ -154,13 +154,15 @@ class Workstation:
         self.cage_actors = None
 
         def scene_ready(scene):
+            # one frame for all of it (frame_patient's): each is a whole-scene render, tens of ms
+            # in software OpenGL, and the GUI thread did nothing else meanwhile
             if scene.get("mesh") is not None:
-                show_bone(sv, scene["mesh"])
+                show_bone(sv, scene["mesh"], levels=scene.get("mesh_levels"), render=False)
             self.cage_actors = CageActors(scene["cage"])
             self.cage_actors.set_transform(scene["T_world_cage"])
-            sv.set_actor("cage", self.cage_actors.assembly)
+            sv.set_actor("cage", self.cage_actors.assembly, render=False)
             if self.planning is not None and getattr(self.planning, "scene", None) is not None:
-                self.planning.scene.set_transform(scene["T_world_cage"])
+                self.planning.scene.set_transform(scene["T_world_cage"], render=False)
             if room.T_world_base is not None and self.robot is not None:
                 self.window.robot_actors.set_transform(room.T_world_base)
                 self.window.robot_actors.cage_actor.VisibilityOff()  # drawn by plane by CageActors

@@ -145,6 +145,15 @@ class PlanningController(QObject):
             self._say(str(e), warn=True)
             return
         self._after_click(tid, kind, view, t)
+        self._paint_viewers_now()
+
+    def _paint_viewers_now(self) -> None:
+        """Both viewers show the edit before the 3D view renders it (that render waits for the
+        event loop): the surgeon's eyes are on the image just clicked."""
+        for viewer in self.viewers.values():
+            paint = getattr(viewer, "paint_now", None)
+            if paint is not None:
+                paint()
 
     def _after_click(self, tid: str, kind: str, view: str, t) -> None:
         other = _other(view)
@@ -195,6 +204,7 @@ class PlanningController(QObject):
             if not self._gap_message(tid, kind):
                 self._say(f"{self.model.get(tid).name}: {kind} moved in {view.upper()}")
             self._refresh_epipolar()
+        self._paint_viewers_now()
 
     def delete_selected(self) -> bool:
         """Delete the selected trajectory after confirmation; True when deleted."""

@@ -129,14 +129,17 @@ class SimulatedRoom(QObject):
         """Ask the C-arm worker for its cage, cage pose and bone surface (built there)."""
         self.scene_requested = True
         def describe(driver):
-            from widgets.scene.anatomy import bone_surface
+            from widgets.scene.anatomy import bone_levels, bone_surface
             scene = driver.scene
+            levels = None
             try:
                 mesh = bone_surface(scene.volume, bone_hu, step_mm)
+                levels = bone_levels(mesh)     # here, not on the GUI thread (seconds for a spine)
             except ValueError as e:
                 log.warning("no bone surface in the 3D view: %s", e)
                 mesh = None
-            return {"T_world_cage": np.array(scene.T_world_cage, float), "cage": scene.cage, "mesh": mesh}
+            return {"T_world_cage": np.array(scene.T_world_cage, float), "cage": scene.cage, "mesh": mesh,
+                    "mesh_levels": levels}
         return self.devices.call("carm", describe, self._on_scene)
 
     def _on_scene(self, scene, error: str) -> None:

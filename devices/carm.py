@@ -88,6 +88,8 @@ class SimulatedCArm(CArmSource):
     """
     name = "Simulated C-arm"
     BUILDING = "building the simulated room…"
+    # what SimulatedOR builds after each of its ``cancelled`` checks, for the status pill
+    BUILD_STAGES = ("phantom CT", "cage and attenuation grid", "X-ray renderer")
 
     def __init__(self, seed: int = 0, detector: str | None = None, sid_mm: float | None = None,
                  sod_mm: float | None = None, shape=None, latency_s: float = 0.15, scene=None,
@@ -111,6 +113,8 @@ class SimulatedCArm(CArmSource):
         self._cancel = threading.Event()
         self._build_error: str | None = None
         self._builder: threading.Thread | None = None
+        self._stage: int | None = None           # the build's stage (index in BUILD_STAGES)
+        self._build_since = time.monotonic()
         self.last_message = "not connected"
         if scene is not None:
             self._ready.set()
@@ -133,20 +137,43 @@ class SimulatedCArm(CArmSource):
                 return
             self._cancel.clear()         # a build abandoned but still running goes on
             self.last_message = self.BUILDING
+            self._build_since = time.monotonic()
             if self._builder is None:
                 self._builder = threading.Thread(target=self._build, name="simulated C-arm scene", daemon=True)
                 self._builder.start()
 
+    @property
+    def last_message(self) -> str:
+        """The status line; while the room is being built, its stage and the seconds so far
+        (a build takes a minute on a loaded machine: the pill shows it is under way)."""
+        msg = self._last_message
+        if self._stage is not None and msg.startswith("building") and self._connected:
+            k, n = self._stage + 1, len(self.BUILD_STAGES)
+            return (f"building the simulated room: {self.BUILD_STAGES[self._stage]} ({k} of {n}), "
+                    f"{time.monotonic() - self._build_since:.0f} s…")
+        return msg
+
+    @last_message.setter
+    def last_message(self, text: str) -> None:
+        self._last_message = text
+
     def _build(self) -> None:
         from core.simulation.scene import SceneCancelled, SimulatedOR
+        checks = [0]
+
+        def cancelled() -> bool:                 # asked before each stage: that stage begins
+            self._stage = min(checks[0], len(self.BUILD_STAGES) - 1)
+            checks[0] += 1
+            return self._cancel.is_set()
         while True:
+            checks[0] = 0
             try:
                 args = dict(self._scene_args)
                 if args.get("detector_model") is None:
                     from core.simulation.fluoro import DetectorModel
                     args["detector_model"] = DetectorModel(kind=args.get("detector", "image_intensifier"),
                                                            signal_fraction=ROOM_SIGNAL_FRACTION)
-                scene = SimulatedOR(**args, cancelled=self._cancel.is_set)
+                scene = SimulatedOR(**args, cancelled=cancelled)
                 break
             except SceneCancelled:
                 with self._lock:
@@ -154,10 +181,12 @@ class SimulatedCArm(CArmSource):
                         self._builder = None
                         return
             except (ValueError, ImportError) as e:
+                self._stage = None
                 self._build_error = f"simulation could not start: {e}"
                 self.last_message = self._build_error
                 self._ready.set()
                 return
+        self._stage = None
         with self._lock:
             if self._scene_args.get("T_world_cage") is not None:   # set while it was being built
                 scene.T_world_cage = np.asarray(self._scene_args["T_world_cage"], float)

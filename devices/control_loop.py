@@ -240,7 +240,10 @@ class ControlLoop:
     (``handle(cmd, now)``: in the current epoch); ``stop(now)`` for STOP."""
 
     def __init__(self, robot, sensor, kin: Hybrid5, limiter: MotionLimiter,
-                 T_flange_sensor, tool_load: ToolLoad | None, timing: LoopTiming):
+                 T_flange_sensor, tool_load: ToolLoad | None, timing: LoopTiming, clock=None):
+        """``clock``: the devices' time base, read as each command goes out (None: commands
+        are taken to go out at the cycle's ``now``, as a fake-clock test drives it)."""
+        self.clock = clock
         self.robot, self.sensor, self.kin, self.limiter = robot, sensor, kin, limiter
         self.R_flange_sensor = np.asarray(T_flange_sensor, float)[:3, :3]
         self.tool_load = tool_load
@@ -281,6 +284,10 @@ class ControlLoop:
         self._rest_tol = np.where(kin.revolute, timing.rest_rad_s, timing.rest_mm_s)
         self._following_key = None
         self._following_tol = None
+        # the command in force before the last one went out, and how long after its cycle's
+        # start that was: the reference integrates each command over the time it really held
+        self._qd_before = np.zeros(kin.n_joints)
+        self._sent_after = 0.0
 
     # -- commands -----------------------------------------------------------------
     def submit(self, epoch: int, cmd: tuple, now: float) -> None:
@@ -786,8 +793,12 @@ class ControlLoop:
         qd, self.reasons = self.limiter.limit(self.q_ref, self.qd_cmd, want,
                                               dt=min(dt, self.limiter.horizon), q_meas=self.q,
                                               X_meas=self.X.tolist())
+        self._qd_before = self.qd_cmd.copy()
         self.qd_cmd = qd
         self.robot.command_joint_velocity(qd)
+        # a process preempted between reading the clock and sending held the previous command
+        # that much longer; without this, its reference ran ahead of the robot (a false fault)
+        self._sent_after = 0.0 if self.clock is None else max(self.clock() - now, 0.0)
 
     def _follow(self, dt) -> bool:
         """The commanded reference ``q_ref``: the integral of the commands over the true
@@ -799,7 +810,8 @@ class ControlLoop:
         if self.q_ref is None or at_rest:
             self.q_ref = self.q.copy()
             return True
-        self.q_ref = self.q_ref + self.qd_cmd * dt
+        held = min(self._sent_after, dt)          # the command before the last one held this long
+        self.q_ref = self.q_ref + self._qd_before * held + self.qd_cmd * (dt - held)
         err = self.q_ref - self.q
         key = (self.timing.following_rad, self.timing.following_mm)
         if key != self._following_key:            # LoopTiming may be changed at run time

@@ -123,7 +123,7 @@ def _build(config: ControllerConfig, clock=None):
     # ten sigma of the simulated encoder noise (2 um, 2e-5 rad) as the box margin
     limiter = MotionLimiter(kin, cart, config.period_s, horizon_s=config.late_cycle_s,
                             margin=config.box_margin)
-    loop = ControlLoop(robot, sensor, kin, limiter, T_fs, load, timing)
+    loop = ControlLoop(robot, sensor, kin, limiter, T_fs, load, timing, clock=clock)
     robot.connect()
     sensor.connect()
     robot.enable()

@@ -79,7 +79,7 @@ def test_connect_returns_before_the_room_is_built_and_acquire_waits_for_it():
     c = SimulatedCArm(seed=1, shape=(64, 64), latency_s=0.0, phantom=block_phantom(8.0), pixel_spacing_mm=4.0)
     c.connect()
     if not c._ready.is_set():     # a busy machine may not have finished the small build yet
-        assert c.status() == DeviceStatus.DISCONNECTED and c.last_message == SimulatedCArm.BUILDING
+        assert c.status() == DeviceStatus.DISCONNECTED and c.last_message.startswith("building the simulated room")
     img = c.acquire("ap")
     assert img.shape == (64, 64) and c.status() == DeviceStatus.SIMULATED and c.scene is not None
 
@@ -98,7 +98,7 @@ def test_disconnect_abandons_the_build_and_nothing_waits_for_it(monkeypatch):
     monkeypatch.setattr(scene_module, "SimulatedOR", EndlessRoom)
     c = SimulatedCArm(seed=2, shape=(64, 64), phantom=block_phantom(8.0), pixel_spacing_mm=4.0)
     c.connect()                   # returns while the room is being built
-    assert started.wait(10) and c.status() == DeviceStatus.DISCONNECTED and c.last_message == c.BUILDING
+    assert started.wait(10) and c.status() == DeviceStatus.DISCONNECTED and c.last_message.startswith("building the simulated room: phantom CT (1 of 3), ")
     builder = c._builder
     c.disconnect()                # returns at once; the build stops at its next stage
     assert c.status() == DeviceStatus.DISCONNECTED and c.last_message == "disconnected"
@@ -192,3 +192,32 @@ def test_presets_set_the_detector():
 def test_unknown_preset_is_refused():
     with pytest.raises(DeviceError, match="unknown C-arm preset 'ii_99'"):
         SimulatedCArm(preset="ii_99")
+
+
+def test_the_status_names_each_stage_of_the_build_and_its_seconds(monkeypatch):
+    import core.simulation.scene as scene_module
+    seen, go_on = [], threading.Event()
+
+    class StagedRoom:             # asks between its stages, as SimulatedOR does
+        def __init__(self, cancelled, **_):
+            for _ in range(3):
+                cancelled()
+                seen.append(c.last_message)
+            go_on.wait(10)
+            raise ValueError("no phantom file")
+
+    monkeypatch.setattr(scene_module, "SimulatedOR", StagedRoom)
+    c = SimulatedCArm(seed=2, shape=(64, 64), phantom=block_phantom(8.0), pixel_spacing_mm=4.0)
+    c.connect()
+    for _ in range(1000):
+        if len(seen) == 3:
+            break
+        time.sleep(0.01)
+    assert [m.split(",")[0] for m in seen] == [
+        "building the simulated room: phantom CT (1 of 3)",
+        "building the simulated room: cage and attenuation grid (2 of 3)",
+        "building the simulated room: X-ray renderer (3 of 3)"]
+    assert all(m.endswith(" s…") for m in seen)
+    go_on.set()
+    assert not c.wait_ready(10)   # the failed build says why, without a stage
+    assert c.status() == DeviceStatus.FAULT and c.last_message == "simulation could not start: no phantom file"

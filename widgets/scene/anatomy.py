@@ -21,7 +21,7 @@ from vtkmodules.vtkFiltersSources import vtkSphereSource
 from vtkmodules.vtkRenderingCore import vtkActor, vtkAssembly, vtkPolyDataMapper
 
 __all__ = ["BoneMesh", "bone_surface", "bone_actor", "simplified_mesh", "show_bone", "CageActors", "BONE_RGB",
-           "PLANE_RGB", "DETAIL_TRIANGLES", "COARSE_TRIANGLES"]
+           "PLANE_RGB", "DETAIL_TRIANGLES", "COARSE_TRIANGLES", "bone_levels"]
 
 # A software-rendered (llvmpipe) frame of the translucent bone costs about 0.3 ms per 1000
 # triangles at 600x400 px: 50 000 look the same as the 110 000 of the surface (the
@@ -143,11 +143,17 @@ def simplified_mesh(mesh: BoneMesh, triangles: int) -> BoneMesh:
                     vtk_to_numpy(out.GetPolys().GetConnectivityArray()).reshape(-1, 3), mesh.seconds)
 
 
-def show_bone(scene_view, mesh: BoneMesh, name: str = "bone") -> None:
+def bone_levels(mesh: BoneMesh) -> tuple[BoneMesh, BoneMesh]:
+    """(detail, coarse) meshes of ``show_bone``: seconds of decimation for a whole spine, so
+    a caller builds them off the GUI thread (VTK filters without rendering)."""
+    return simplified_mesh(mesh, DETAIL_TRIANGLES), simplified_mesh(mesh, COARSE_TRIANGLES)
+
+
+def show_bone(scene_view, mesh: BoneMesh, name: str = "bone", levels=None, render: bool = True) -> None:
     """The bone in the 3D view (``DETAIL_TRIANGLES``), with its coarse twin for interactive
-    frames (``COARSE_TRIANGLES``)."""
-    scene_view.set_actor(name, bone_actor(simplified_mesh(mesh, DETAIL_TRIANGLES)),
-                         coarse=bone_actor(simplified_mesh(mesh, COARSE_TRIANGLES)))
+    frames (``COARSE_TRIANGLES``); ``levels``: those two meshes, made beforehand."""
+    detail, coarse = levels if levels is not None else bone_levels(mesh)
+    scene_view.set_actor(name, bone_actor(detail), coarse=bone_actor(coarse), render=render)
 
 
 def bone_actor(mesh: BoneMesh, opacity: float = 0.55) -> vtkActor:

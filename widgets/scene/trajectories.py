@@ -18,6 +18,9 @@ from vtkmodules.vtkRenderingCore import vtkActor, vtkAssembly, vtkPolyDataMapper
 __all__ = ["SceneTrajectories", "actor_name"]
 
 
+RENDER_AFTER_MS = 0   # the 3D frame of an edit: once the event loop has painted the viewers
+
+
 def actor_name(tid: str) -> str:
     return f"trajectory:{tid}"
 
@@ -73,10 +76,14 @@ class SceneTrajectories:
         self.scene_view = scene_view
         self._actors: dict[str, _TrajectoryActor] = {}
         self._render_pending = False
+        # a timer, not a queued call: Qt delivers a zero-time singleShot as a posted event ahead
+        # of the viewers' (low-priority) repaint requests, so the 3D frame went out first
+        self._render_timer = QTimer(scene_view, singleShot=True, interval=RENDER_AFTER_MS)
+        self._render_timer.timeout.connect(self._render_now)
         self._matrix = vtkMatrix4x4()
         self.set_transform(np.eye(4) if T_scene_cage is None else T_scene_cage)
 
-    def set_transform(self, T_scene_cage) -> None:
+    def set_transform(self, T_scene_cage, render: bool = True) -> None:
         T = np.asarray(T_scene_cage, float)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise ValueError(f"T_scene_cage must be a finite 4x4 transform, got shape {T.shape}")
@@ -85,7 +92,8 @@ class SceneTrajectories:
                 self._matrix.SetElement(i, j, T[i, j])
         for a in self._actors.values():
             a.assembly.SetUserMatrix(self._matrix)
-        self.scene_view.render()
+        if render:
+            self.scene_view.render()
 
     def update(self, tid: str, entry_mm, target_mm, colour: str, diameter_mm: float,
                selected: bool = False, render: bool = True) -> None:
@@ -109,7 +117,7 @@ class SceneTrajectories:
         (a drag or a selection change updates several trajectories at once)."""
         if not self._render_pending:
             self._render_pending = True
-            QTimer.singleShot(0, self._render_now)
+            self._render_timer.start()
 
     def _render_now(self) -> None:
         self._render_pending = False

@@ -588,6 +588,12 @@ class FluoroViewer(QWidget):
         clear.triggered.connect(self.measure.clear)
 
     # -- overlays ---------------------------------------------------------------------
+    def paint_now(self) -> None:
+        """Paint the image and its overlays now, not when the event loop gets to it (a click's
+        feedback goes out before the 3D view's frame, which can take tens of ms in software)."""
+        if self.isVisible():
+            self.graphics.viewport().repaint()
+
     def overlay(self, name: str) -> pg.ItemGroup:
         """The overlay group ``name`` (created on first use); children use raw (u, v)."""
         if name not in self._overlays:

@@ -393,3 +393,40 @@ def test_view_along_the_selected_trajectory(planning):
     x, y = ctrl.scene.display_position(tid)  # the trajectory is in the middle of the view
     w, h = window.scene_view.render_window.GetSize()
     assert abs(x - w / 2) < 0.1 * w and abs(y - h / 2) < 0.1 * h
+
+
+def test_a_click_paints_both_viewers_before_the_3d_frame(planning):
+    """The click that completes a trajectory: both viewers have painted its tool band when
+    the click returns, and the 3D view's frame comes after, from the event loop."""
+    from PySide6.QtCore import QEvent, QObject
+    window, model, ctrl, calib, answers, sim = planning
+    order = []
+
+    class Paints(QObject):
+        def eventFilter(self, obj, ev):
+            if ev.type() == QEvent.Type.Paint:
+                order.append(next(v for v, w in window.viewers.items() if w.graphics.viewport() is obj))
+            return False
+    spy = Paints()
+    for w in window.viewers.values():
+        w.graphics.viewport().installEventFilter(spy)
+    tag = window.scene_view.render_window.AddObserver("EndEvent", lambda *_: order.append("3d"))
+    entry, target, _, _ = _truth(sim)[0]
+    ctrl.new_trajectory()
+    QApplication.processEvents()
+    uv_e, uv_t = calib.project(entry), calib.project(target)
+    for view in ("ap", "lat"):
+        click_pixel(window.viewers[view], *uv_e[view][0])
+    click_pixel(window.viewers["ap"], *uv_t["ap"][0])
+    QApplication.processEvents()
+    order.clear()
+    click_pixel(window.viewers["lat"], *uv_t["lat"][0])      # completes it: a tube in 3D
+    assert model.get(model.selected).complete
+    assert set(order) == {"ap", "lat"} and ctrl.scene._render_pending   # 2D painted, 3D still due
+    for _ in range(50):
+        if "3d" in order:
+            break
+        QApplication.processEvents()
+    window.scene_view.render_window.RemoveObserver(tag)
+    assert "3d" in order and not ctrl.scene._render_pending
+    assert order.index("3d") > max(order.index("ap"), order.index("lat"))
