@@ -123,13 +123,26 @@ def _check_image(ds: pydicom.Dataset, name: str) -> None:
     check_image_size(name, _int(ds, "Rows", 0, name), _int(ds, "Columns", 0, name))
 
 
+# Transfer syntaxes newer than pydicom 3.0's own dictionary: named here so that the message is
+# the same whether or not another library (pynetdicom) has added them to pydicom's registry.
+_NEWER_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+    "1.2.840.10008.1.2.4.201": "High-Throughput JPEG 2000 Image Compression (Lossless Only)",
+    "1.2.840.10008.1.2.4.202": "High-Throughput JPEG 2000 with RPCL Options Image Compression (Lossless Only)",
+    "1.2.840.10008.1.2.4.203": "High-Throughput JPEG 2000 Image Compression",
+}
+
+
 def _check_decodable(ds: pydicom.Dataset, name: str) -> None:
     """Raise naming the transfer syntax when no installed decoder can read it."""
     ts = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
     ts = pydicom.uid.UID(str(ts).strip("\x00 ")) if ts is not None else None
     if not ts:
         raise ImageReadError(f"{name}: no transfer syntax in the file meta information; the file is damaged")
-    label = f"{ts.name} ({ts})" if ts.name != ts else str(ts)
+    known = _NEWER_TRANSFER_SYNTAXES.get(str(ts)) or (ts.name if ts.name != ts else "")
+    label = f"{known} ({ts})" if known else str(ts)
     try:
         decoder = get_decoder(ts)
     except NotImplementedError:

@@ -178,6 +178,13 @@ def _check_resumed(folder, root, exp: Expected, counts) -> None:
                                                  or "not restored: calibrate the cage first" in p
                                                  or "which was not restored" in p)]
     assert unexpected == [], unexpected
+    # the next saver resumes this folder: what came back (the last reported save, or the one
+    # in flight when it had landed) is what it starts from and what later checks expect
+    if exp.plan is not None:
+        exp.plan = s.plans.ids()
+    if exp.calibration is not None:
+        exp.calibration = got
+    exp.in_flight = None
 
 
 def test_sigkill_at_random_moments_loses_nothing_reported_saved(tmp_path, calibration):

@@ -279,7 +279,7 @@ def test_jpeg_xl_transfer_syntax_named(tmp_path):
     ds["PixelData"].VR = "OB"
     p = save(ds, tmp_path)
     p.write_bytes(p.read_bytes().replace(b"1.2.840.10008.1.2.4.201", b"1.2.840.10008.1.2.4.110"))
-    with pytest.raises(ImageReadError, match=r"transfer syntax 1\.2\.840\.10008\.1\.2\.4\.110 cannot be decoded"):
+    with pytest.raises(ImageReadError, match=r"transfer syntax JPEG XL Lossless \(1\.2\.840\.10008\.1\.2\.4\.110\) cannot be decoded"):
         read_dicom(p)
 
 
