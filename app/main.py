@@ -86,6 +86,11 @@ class Workstation:
         from app.slicer_gui import install_slicer  # OpenIGTLink stream, its pill, markups export/import
         self.slicer = install_slicer(self)
         self._install_audit()
+        # the Slicer and DICOM pills only where the configuration turns those links on: at
+        # 1366 px the status bar has no room for pills of what is off (messages would vanish)
+        bar, cfg = self.window.status_bar, self.config
+        bar.pill("slicer").setVisible(bool(cfg.igtl.enabled))
+        bar.pill("dicom").setVisible(bool(cfg.dicom.receive or str(cfg.dicom.watch_folder).strip()))
 
     def _install_panels(self) -> None:
         """Planning, robot and C-arm docks; the simulated room when the C-arm is simulated."""

@@ -215,3 +215,10 @@ def test_stop_shows_stopped_on_the_robots_pill_whatever_tab_is_in_front(full_sta
     st.robot.reset()
     qtbot.waitUntil(lambda: not w.status_bar.is_stopped("robot"), timeout=10000)
     assert "STOPPED" not in w.status_bar.pill("robot").text()
+
+
+def test_links_that_are_off_show_no_pill_and_leave_room_for_messages(station):
+    """Slicer and DICOM are off by default: their pills stay hidden, the devices' show."""
+    bar = station.window.status_bar
+    assert not bar.pill("slicer").isVisible() and not bar.pill("dicom").isVisible()
+    assert all(bar.pill(d).isVisible() for d in ("carm", "robot", "force_sensor", "tracker"))
