@@ -20,6 +20,7 @@ from core.planning.markups import LPS_TO_RAS, markups_from_trajectories
 from core.imaging.fluoro_image import FluoroImage
 from core.robot.kinematics.hybrid5 import load_hybrid5
 from devices.igtl_link import HEADER, HEADER_SIZE, IgtlLink
+from waiting import until as _until
 
 
 class Clock:
@@ -28,15 +29,6 @@ class Clock:
 
     def __call__(self):
         return self.t
-
-
-def _until(cond, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def _rigid(seed):

@@ -8,15 +8,7 @@ import pyigtl
 import pytest
 
 from devices.igtl_link import HEADER, HEADER_SIZE, IgtlError, IgtlLink, crc64
-
-
-def _until(cond, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
+from waiting import until as _until
 
 
 def _pose(i):
@@ -44,11 +36,12 @@ def _raw_peer(port):
     return s
 
 
-def _read_messages(sock, seconds=0.5):
-    """(type, device, body) of every message that arrives in ``seconds``."""
+def _read_messages(sock, seconds=0.5, enough=None):
+    """(type, device, body) of every message that arrives in ``seconds``; with ``enough`` (a
+    test on the messages so far) as soon as it holds, ``seconds`` then being only the deadline."""
     buf, out, end = b"", [], time.monotonic() + seconds
     sock.settimeout(0.05)
-    while time.monotonic() < end:
+    while time.monotonic() < end and not (enough and enough(out)):
         try:
             chunk = sock.recv(1 << 16)
         except socket.timeout:
@@ -79,7 +72,7 @@ def test_pyigtl_client_receives_the_pose(link):
         assert _until(lambda: link.connected)
         for i in range(5):
             assert link.send_pose(_pose(i))
-            msg = client.wait_for_message("FluoronavTool", timeout=3)
+            msg = client.wait_for_message("FluoronavTool", timeout=10)
             assert msg is not None
             assert np.allclose(msg.matrix, _pose(i), atol=1e-5)   # float32 on the wire
     finally:
@@ -93,7 +86,8 @@ def test_heartbeat_line_and_image_reach_the_peer(link):
         link.send_line("L4 left", [1, 2, 3], [4, 5, 6])
         img = (np.arange(12, dtype=np.uint16).reshape(3, 4))
         link.send_image("AP", img, np.diag([0.2, 0.3, 1.0, 1.0]))
-        got = _read_messages(peer, 0.9)
+        got = _read_messages(peer, 10.0, enough=lambda m: [t for t, _, _ in m].count("STATUS") >= 2
+                             and {"POLYDATA", "IMAGE"} <= {t for t, _, _ in m})
         types = [t for t, _, _ in got]
         assert types.count("STATUS") >= 2          # the first on connect, then every 0.2 s
         line = next(b for t, d, b in got if t == "POLYDATA" and d == "L4 left")
@@ -119,7 +113,8 @@ def test_bad_crc_is_rejected_and_the_link_keeps_working(link):
         assert np.allclose(link.latest[("TRANSFORM", "FromSlicer")].matrix, _pose(2), atol=1e-5)
         assert link.connected
         link.send_pose(_pose(7))
-        got = [b for t, d, b in _read_messages(peer, 0.4) if t == "TRANSFORM"]
+        got = [b for t, d, b in _read_messages(peer, 10.0, enough=lambda m: any(t == "TRANSFORM" for t, _, _ in m))
+               if t == "TRANSFORM"]
         assert len(got) == 1 and np.allclose(struct.unpack("> 12f", got[0])[9:], _pose(7)[:3, 3], atol=1e-5)
     finally:
         peer.close()
@@ -148,7 +143,7 @@ def test_a_silent_peer_is_dropped_after_the_timeout():
     peer = _raw_peer(lk.bound_port)
     try:
         assert _until(lambda: lk.connected)
-        assert _until(lambda: lk.state == "waiting", timeout=3.0)
+        assert _until(lambda: lk.state == "waiting")
         assert "silent" in lk.message and lk.counters.drops == 1
     finally:
         peer.close()
@@ -194,7 +189,8 @@ def test_client_mode_reconnects_after_the_server_restarts():
         conn = server.accept()
         assert _until(lambda: lk.connected)
         assert _until(lambda: lk.send_pose(_pose(5)))
-        got = [b for t, _, b in _read_messages(conn, 0.5) if t == "TRANSFORM"]
+        got = [b for t, _, b in _read_messages(conn, 10.0, enough=lambda m: any(t == "TRANSFORM" for t, _, _ in m))
+               if t == "TRANSFORM"]
         assert got and np.allclose(struct.unpack("> 12f", got[-1])[9:], _pose(5)[:3, 3], atol=1e-5)
         conn.close()
     finally:

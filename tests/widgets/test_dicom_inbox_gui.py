@@ -40,7 +40,7 @@ def test_stored_shot_appears_in_its_viewer(station, qtbot):
     assert "DICOM: connected" in w.status_bar.pill("dicom").text()
     px = (np.arange(200 * 240, dtype=np.uint16).reshape(200, 240) * 17) % 4096
     assert store(receiver.port, [shot_dataset(px, primary_deg=-90.0)]) == [0]
-    qtbot.waitUntil(lambda: w.viewers["lat"]._raw is not None, timeout=3000)
+    qtbot.waitUntil(lambda: w.viewers["lat"]._raw is not None, timeout=10000)
     np.testing.assert_array_equal(w.viewers["lat"]._raw, px)
     assert w.viewers["ap"]._raw is None and station.session.shots.count("lat") == 1
     assert w.statusBar().currentMessage().startswith("DICOM: LAT shot 000001-")
@@ -50,7 +50,7 @@ def test_refused_ct_says_so_in_the_status_bar(station, qtbot):
     w = station.window
     receiver = station.dicom_inbox.sources[0]
     assert store(receiver.port, [shot_dataset(np.ones((8, 8)), sop=CT, modality="CT")]) == [0x0122]
-    qtbot.waitUntil(lambda: "CT image" in w.statusBar().currentMessage(), timeout=3000)
+    qtbot.waitUntil(lambda: "CT image" in w.statusBar().currentMessage(), timeout=10000)
     assert w.statusBar().currentMessage() == ("DICOM: received from CARM1 is a CT image (CT Image Storage), "
                                               "not an X-ray projection shot")
     assert station.session.image("ap") is None and station.session.image("lat") is None

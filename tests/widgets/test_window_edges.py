@@ -46,7 +46,7 @@ def test_a_status_message_never_hides_the_device_pills(station, qtbot):
     assert w.statusBar().currentMessage() == "the C-arm moved: calibrate again"
     assert all(p.isVisible() and not p.visibleRegion().isEmpty() for p in pills)
     w.set_busy("ap", True)                      # the busy indication too fits beside them at 1366 px
-    qtbot.waitUntil(w.is_busy_shown, timeout=2000)
+    qtbot.waitUntil(w.is_busy_shown, timeout=10000)
     assert w.minimumSizeHint().width() <= 1366 and all(p.isVisible() for p in pills)
     w.set_busy("ap", False)
 
