@@ -21,15 +21,8 @@ SHAPE = (256, 256)
 
 
 @pytest.fixture(scope="module")
-def calibration():
-    import torch
-    torch.set_num_threads(1)
-    from core.calibration import calibrate
-    from core.simulation.block_phantom import block_phantom
-    from core.simulation.scene import SimulatedOR
-    sim = SimulatedOR(seed=11, phantom=block_phantom(4.0, seed=2), shape=SHAPE, detector="flat_panel")
-    shots = {v: sim.acquire(v) for v in ("ap", "lat")}
-    return calibrate(sim.cage, {v: shots[v].image.pixels for v in shots}, {v: shots[v].distortion for v in shots})
+def calibration(flat_panel_calibration):
+    return flat_panel_calibration
 
 
 def shot(view, seed, shape=SHAPE):
