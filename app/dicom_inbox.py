@@ -7,14 +7,19 @@ Primary Angle (near 0/180 deg: AP, near ±90 deg: LAT), else the file's View Pos
 else asks like File → Open, and adds it to the session as a new shot.
 
 ``DicomInbox`` (Qt) owns the receiver and the watched folder from the ``[dicom]``
-configuration, brings their files from their threads to the GUI thread by a queued
-signal, shows the "DICOM" pill (listening / disabled / fault) and says each outcome in
-one line (log and status bar).
+configuration. Each file is decoded on a reader thread of its own (never on the GUI
+thread, nor on the receiver's, whose C-STORE response must not wait), then brought to the
+GUI thread by a queued signal, in arrival order. Shots that need their view asked wait
+their turn: one question on screen at a time, never a dialog opened over another. It
+shows the "DICOM" pill (listening / disabled / fault) and says each outcome in one line
+(log and status bar).
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -42,11 +47,14 @@ class ShotInbox:
 
     def take(self, path, source: str = "DICOM") -> str | None:
         """Read ``path`` and make it the current shot of its view; the view, or None."""
+        return self.file(path, read_received(path), source)
+
+    def file(self, path, shots, source: str = "DICOM") -> str | None:
+        """``shots`` read from ``path`` (``read_received``: a list, or the one-line error)
+        become the current shot of their view; the view, or None."""
         name = os.path.basename(os.fspath(path))
-        try:
-            shots = read_shots(path)
-        except (ImageReadError, ValueError, OSError) as e:
-            self._say(f"{source}: {_one_line(e, path)}", error=True)
+        if isinstance(shots, str):
+            self._say(f"{source}: {shots}", error=True)
             return None
         first = shots[0]
         view = (view_from_positioner(first.primary_angle_deg, self.tolerance_deg) or first.view
@@ -68,6 +76,15 @@ class ShotInbox:
     def _say(self, text: str, error: bool = False) -> None:
         (log.warning if error else log.info)("%s", text)
         self.say(text, error)
+
+
+def read_received(path):
+    """The shots of a received file, or the one line saying why not: safe on any thread
+    (the decode of a 1024² frame takes tens of ms that the GUI thread should not wait)."""
+    try:
+        return read_shots(path)
+    except (ImageReadError, ValueError, OSError) as e:
+        return _one_line(e, path)
 
 
 def _one_line(error, path) -> str:
@@ -113,7 +130,7 @@ if QObject is not None:
     class DicomInbox(QObject):
         """The configured DICOM sources, their files into the session on the GUI thread."""
 
-        arrived = Signal(str)          # a file path, emitted on a source's thread (queued)
+        arrived = Signal(str, object)  # a file path and its shots (or the error), from the reader
         refused = Signal(str)          # a refusal line, emitted on a source's thread (queued)
         status_changed = Signal(str, object, str)   # "dicom", DeviceStatus, message
 
@@ -122,6 +139,9 @@ if QObject is not None:
             self.config = config
             self.inbox = ShotInbox(session, ask_view, say, config.dicom.view_tolerance_deg)
             self.arrived.connect(self._take)
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fluoronav-dicom-read")
+            self._queue: collections.deque = collections.deque()
+            self._filing = False
             self.refused.connect(lambda line: self.inbox._say(f"DICOM: {line}", error=True))
             self.sources: list = []
             self._error = ""
@@ -132,7 +152,7 @@ if QObject is not None:
         def start(self) -> None:
             """Start listening / watching as configured; a source that fails is a fault line."""
             try:
-                self.sources = build_sources(self.config, lambda p: self.arrived.emit(str(p)), self.refused.emit)
+                self.sources = build_sources(self.config, self.received, self.refused.emit)
             except DeviceError as e:
                 self._error = str(e)
             for source in self.sources:
@@ -148,9 +168,26 @@ if QObject is not None:
             for source in self.sources:
                 source.disconnect()
             self.sources = []
+            self._reader.shutdown(wait=False, cancel_futures=True)
 
-        def _take(self, path: str) -> None:
-            self.inbox.take(path)
+        def received(self, path) -> None:
+            """A source's file (called on its thread): decoded on the reader thread, then filed."""
+            path = str(path)
+            try:
+                self._reader.submit(lambda: self.arrived.emit(path, read_received(path)))
+            except RuntimeError:            # stopped: the file stays in the incoming folder
+                log.info("DICOM: %s arrived after the inbox stopped; it stays in the incoming folder", path)
+
+        def _take(self, path: str, shots) -> None:
+            self._queue.append((path, shots))
+            if self._filing:
+                return          # asking the view of an earlier shot: this one waits its turn
+            self._filing = True
+            try:
+                while self._queue:
+                    self.inbox.file(*self._queue.popleft())
+            finally:
+                self._filing = False
 
         def status(self) -> tuple[DeviceStatus, str]:
             """(status, message) of the pill: fault if any source faulted, listening if one runs."""

@@ -79,3 +79,40 @@ def test_disabled_by_default(qtbot, tmp_path):
     finally:
         st.shutdown()
         st.window.close()
+
+
+def test_files_are_read_off_the_gui_thread_and_asked_one_at_a_time(station, qtbot, monkeypatch):
+    """Three angle-less shots in a row: each is decoded on the reader thread; the view is asked for
+    one at a time (the second waits while the first question is on screen, however many events the
+    question's own loop processes), in arrival order."""
+    import threading
+    import app.dicom_inbox as inbox_module
+    readers = []
+    real_read = inbox_module.read_received
+
+    def read(path):
+        readers.append(threading.current_thread() is threading.main_thread())
+        return real_read(path)
+    monkeypatch.setattr(inbox_module, "read_received", read)
+    inbox = station.dicom_inbox
+    receiver = inbox.sources[0]
+    asked, depth, deepest = [], [0], [0]
+
+    def ask(path):                      # a modal question: its own event loop runs while it is open
+        depth[0] += 1
+        deepest[0] = max(deepest[0], depth[0])
+        asked.append(path)
+        if len(asked) == 1:
+            assert store(receiver.port, [shot_dataset(np.full((16, 16), 7, np.uint16))]) == [0]
+            assert store(receiver.port, [shot_dataset(np.full((16, 16), 9, np.uint16))]) == [0]
+            qtbot.waitUntil(lambda: len(inbox._queue) == 2, timeout=10000)   # both read and waiting
+        depth[0] -= 1
+        return "ap" if len(asked) % 2 else "lat"
+    inbox.inbox.ask_view = ask
+    assert store(receiver.port, [shot_dataset(np.full((16, 16), 5, np.uint16))]) == [0]
+    qtbot.waitUntil(lambda: len(asked) == 3, timeout=10000)
+    assert deepest[0] == 1 and readers == [False, False, False]
+    assert [p.rsplit("/", 1)[-1][:6] for p in asked] == ["000001", "000002", "000003"]
+    s = station.session
+    assert s.shots.count("ap") == 2 and s.shots.count("lat") == 1
+    assert int(s.image("ap").pixels[0, 0]) == 9 and int(s.image("lat").pixels[0, 0]) == 7
