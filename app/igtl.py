@@ -1,10 +1,14 @@
 """What the session streams to 3D Slicer over OpenIGTLink (``devices.igtl_link``), Qt-free.
 
-- The tool pose (TRANSFORM "FluoronavTool") from each robot state: the guide's pose by the
-  robot's kinematics at its reported joints, carried into the plan's cage frame by the
-  calibration held in the robot base frame (``NavigationController.frames``), at most
-  ``pose_rate_hz`` and only when it moved. Without that calibration there is no frame to
-  put it in that matches the plan: nothing is sent and ``status`` says so.
+- The tool pose (TRANSFORM "FluoronavTool"): the guide's pose by the robot's kinematics at
+  its reported joints, carried into the plan's cage frame by the calibration held in the
+  robot base frame (``NavigationController.frames``), at most ``pose_rate_hz`` and only when
+  it moved. Without that calibration there is no frame to put it in that matches the plan:
+  nothing is sent and ``status`` says so. In the app the joints come from the control
+  process's shared memory on a feed thread of its own (``start_feed``), ticking at
+  ``pose_rate_hz``: the robot state the GUI drains arrives at about 50 Hz and waits for the
+  GUI thread, which a software-rendered 3D frame holds for 100 ms and more. Without a feed
+  (a script, a test) each session robot state is the source.
 - The trajectories (POLYDATA, one per trajectory, named after it) when the plan changes;
   a deleted or incomplete one is sent empty so that Slicer's model of it disappears.
 - Each new shot (IMAGE "AP" / "LAT"): on its detector by the view's calibration (the
@@ -19,6 +23,7 @@ markups land on each other. A newly connected peer gets everything again at the 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -62,6 +67,10 @@ class SlicerStream:
         self._pending_pose: np.ndarray | None = None
         self._lines: dict[str, str] = {}          # trajectory id -> device name sent
         self._connections = 0
+        self._pose_lock = threading.Lock()        # the feed thread and the GUI thread both send
+        self._feed: threading.Thread | None = None
+        self._feed_stop = threading.Event()
+        self.feed_error = ""
         self.note = ""                            # why the pose is not streamed, when it is not
         self.poses_sent = 0
         session.robot_state_changed.connect(self.robot_state)
@@ -75,6 +84,8 @@ class SlicerStream:
         state, message = self.link.state, self.link.message
         if state == "connected" and self.note:
             message = f"{message}; {self.note}"
+        if self.feed_error:
+            message += f"; {self.feed_error}"
         c = self.link.counters
         if c.rejected_crc:
             message += f"; {c.rejected_crc} message(s) with a bad CRC rejected"
@@ -95,25 +106,78 @@ class SlicerStream:
         return self.T_ras_cage @ np.asarray(frames.T_cage0_base, float) @ T_base_tool
 
     def robot_state(self, state: dict) -> None:
+        if self._feed is not None:
+            return                   # the feed thread streams the pose from the newest joints
         q = (state or {}).get("q")
-        if q is None:
-            return
+        if q is not None:
+            self._offer(q)
+
+    def _offer(self, q, force: bool = False, source_t: float | None = None) -> bool:
+        """The pose at joints ``q`` becomes the pending one (unless it did not move) and goes
+        now if the rate limit allows; True when sent."""
         T = self.tool_pose_ras(q)
         if T is None:
-            return
-        if self._last_pose is not None and np.max(np.abs(T - self._last_pose)) < POSE_EPS:
-            return
-        self._pending_pose = T
-        self._send_pose_if_due()
+            return False
+        with self._pose_lock:
+            if self._last_pose is not None and np.max(np.abs(T - self._last_pose)) < POSE_EPS:
+                return False
+            self._pending_pose = T
+            return self._send_pose_if_due(force, source_t)
 
-    def _send_pose_if_due(self, force: bool = False) -> None:
+    def _send_pose_if_due(self, force: bool = False, source_t: float | None = None) -> bool:
         T = self._pending_pose
         now = self.clock()
         if T is None or (not force and now - self._last_pose_t < self.min_period):
-            return      # the next state or poll sends the newest
+            return False     # the next state or poll sends the newest
         if self.link.send_pose(T):
             self._last_pose, self._last_pose_t, self._pending_pose = T, now, None
             self.poses_sent += 1
+            self.on_pose_sent(T, source_t)
+            return True
+        return False
+
+    def on_pose_sent(self, T_ras_tool, source_t) -> None:
+        """Called (on the sending thread) for each pose handed to the link, with the time of the
+        robot state it came from when known; the benchmark measures latency through it."""
+
+    # -- the feed thread -----------------------------------------------------------------------
+    def start_feed(self, joints, clock=time.perf_counter) -> None:
+        """Stream the pose from ``joints() -> (t_state, q) | None`` (the control process's
+        newest state, ``t_state`` on ``clock``) on a thread of its own, one read per period
+        of ``pose_rate_hz``: a fixed tick, so a 100 Hz state source does not alias a 60 Hz
+        limit down to 50 Hz. An exception in the source is logged once and the feed stops."""
+        if self._feed is not None:
+            return
+        self._feed_stop.clear()
+
+        def run():
+            period = self.min_period
+            next_t = clock()
+            last_t = None
+            while not self._feed_stop.is_set():
+                try:
+                    s = joints()
+                    if s is not None and s[0] != last_t:
+                        last_t = s[0]
+                        self._offer(s[1], force=True, source_t=s[0])
+                except Exception as e:          # a dead source must not end the app; say it once
+                    self.feed_error = f"the tool pose stream stopped: {type(e).__name__}: {e}"
+                    log.error("Slicer link: %s", self.feed_error)
+                    return
+                next_t += period
+                delay = next_t - clock()
+                if delay < -period:            # fell a whole period behind: resynchronise
+                    next_t, delay = clock(), 0.0
+                self._feed_stop.wait(max(0.0, delay))
+
+        self._feed = threading.Thread(target=run, name="fluoronav-igtl-pose", daemon=True)
+        self._feed.start()
+
+    def stop_feed(self) -> None:
+        t, self._feed = self._feed, None
+        if t is not None:
+            self._feed_stop.set()
+            t.join(1.0)
 
     # -- plan and shots ------------------------------------------------------------------------
     def send_trajectories(self) -> None:
@@ -174,13 +238,15 @@ class SlicerStream:
         c = self.link.counters.connections
         if self.link.connected and c != self._connections:
             self._connections = c
-            if self._last_pose is not None and self._pending_pose is None:
-                self._pending_pose = self._last_pose
-            self._send_pose_if_due(force=True)
+            with self._pose_lock:
+                if self._last_pose is not None and self._pending_pose is None:
+                    self._pending_pose = self._last_pose
+                self._send_pose_if_due(force=True)
             self._lines = {}
             self.send_trajectories()
             for view in ("ap", "lat"):
                 self.send_shot(view, self.session.image(view))
-        else:
-            self._send_pose_if_due()
+        elif self._feed is None:
+            with self._pose_lock:
+                self._send_pose_if_due()
         return self.status

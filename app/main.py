@@ -46,6 +46,8 @@ def load_stylesheet(font_pt: int = 14) -> str:
 
 def create_application(argv=None, font_pt: int = 14) -> QApplication:
     """The QApplication (reused when one exists) with the dark theme applied."""
+    from app import GUI_SWITCH_INTERVAL_S
+    sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
     app = QApplication.instance() or QApplication(list(argv if argv is not None else sys.argv[:1]))
     app.setOrganizationName("fluoronav")
     app.setApplicationName("fluoronav")

@@ -6,6 +6,8 @@ Export / Import trajectories to / from Slicer (``.mrk.json``).
 pose, a new peer's catch-up) and sets the "Slicer" pill, and the two menu actions. The
 link starts with the devices (``start``) and stops at shutdown. ``export_trajectories`` /
 ``import_trajectories`` are what the menu actions call; a script calls them the same way.
+The tool pose itself does not wait for the GUI thread: it streams from the control
+process's shared memory on the stream's feed thread (``SlicerStream.start_feed``).
 """
 from __future__ import annotations
 
@@ -53,6 +55,16 @@ def import_trajectories(session, path) -> str:
     return text
 
 
+def controller_joints(controller):
+    """(time of the control cycle, joints) from the control process's shared memory, or None
+    before its first cycles. The loop writes the five joints while this reads them, so one
+    read may mix two consecutive 1 ms cycles: an error below one millisecond of motion."""
+    s = controller.latest()
+    if s["cycles"] < 10:
+        return None
+    return float(s["heartbeat"]), s["q"]
+
+
 class SlicerLink:
     """The stream, its timer and its pill for one workstation."""
 
@@ -89,6 +101,12 @@ class SlicerLink:
         except ValueError as e:
             log.error("Slicer link: %s", e)
         self.timer.start()
+        robot = self.station.robot
+        if self.stream.kinematics is None and robot is not None:
+            self.stream.kinematics = getattr(robot, "kinematics", None)
+        controller = getattr(robot, "controller", None) if robot is not None else None
+        if controller is not None and self.stream.kinematics is not None:
+            self.stream.start_feed(lambda: controller_joints(controller))
         self.poll()
 
     def poll(self) -> None:
@@ -102,6 +120,8 @@ class SlicerLink:
     def shutdown(self) -> None:
         if self.timer is not None:
             self.timer.stop()
+        if self.stream is not None:
+            self.stream.stop_feed()
         if self.link is not None:
             self.link.close()
 

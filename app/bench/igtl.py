@@ -8,14 +8,27 @@ decoded it (the pose carries its send time in its translation, so the figure doe
 rest on OpenIGTLink's timestamp resolution). The baseline is pyigtl's own
 ``OpenIGTLinkServer`` sending the same poses to the same client. ``stream_call_ms``: what the
 session's side adds per robot state before the link (kinematics, frames, encoding).
+
+``app``: the realistic case, the chain the workstation runs. The simulated robot's control
+process (1 kHz) publishes its joints to shared memory; ``SlicerStream``'s feed thread reads
+them at ``[igtl] pose_rate_hz`` (60 Hz by default), computes the guide's pose in the plan's
+frame and hands it to the link; the pyigtl client decodes it. Latency there is from the
+control cycle that measured the joints (its ``perf_counter``, system-wide on Linux) to the
+client's decode; the poses are told apart by their float32 matrices (the simulated encoder
+noise makes each cycle's pose distinct). Run twice: idle, and with a pure-Python thread
+holding the interpreter like a busy GUI thread does (``app_under_load``), with the
+interpreter's switch interval the workstation sets (``app.GUI_SWITCH_INTERVAL_S``).
 """
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 
 import numpy as np
+
+from app import GUI_SWITCH_INTERVAL_S
 
 DESCRIPTION = "OpenIGTLink pose stream to a pyigtl client over loopback: rate (Hz), latency p50/p95 (ms)"
 
@@ -24,6 +37,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each stream (default 3 s)")
     parser.add_argument("--rate", type=float, default=100.0, help="poses sent per second (default 100)")
     parser.add_argument("--no-baseline", action="store_true", help="skip pyigtl's own server")
+    parser.add_argument("--no-app", action="store_true",
+                        help="skip the app's chain (control process -> feed thread -> link -> client)")
 
 
 def _pose(k: int, t_sent: float) -> np.ndarray:
@@ -123,6 +138,104 @@ def _stream_call_ms(n: int = 300) -> dict:
         link.close()
 
 
+def _busy(stop: threading.Event) -> None:
+    """A thread that keeps the interpreter busy, as the GUI thread does while it lays out or
+    draws (pure Python holds the GIL; the feed thread gets it at the 5 ms switch interval)."""
+    x = 0
+    while not stop.is_set():
+        for k in range(20000):
+            x = (x + k * k) % 1000003
+
+
+def _slicer_side(port: int, seconds: float, conn) -> None:
+    """The receiving end in a process of its own, as 3D Slicer is: every TRANSFORM decoded,
+    with its float32 matrix and the ``perf_counter`` of its decode, sent back when the
+    workstation side says it is done (or after ``seconds``)."""
+    import pyigtl
+    client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=port)
+    out = []
+    end = time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < end:
+            with client.lock_incoming_messages:
+                msg = client.incoming_messages.pop("FluoronavTool", None)
+            if msg is None:
+                if conn.poll():           # the workstation side is done
+                    break
+                time.sleep(0.0002)
+                continue
+            out.append((np.asarray(msg.matrix[:3, :4], np.float32).tobytes(), time.perf_counter()))
+    finally:
+        client.stop()
+        conn.send(out)
+        conn.close()
+
+
+def _app_chain(seconds: float, rate: float, load: bool) -> dict:
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)        # as the workstation's process runs
+    try:
+        return _app_chain_run(seconds, rate, load)
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _app_chain_run(seconds: float, rate: float, load: bool) -> dict:
+    import multiprocessing as mp
+    import tempfile
+    from types import SimpleNamespace
+    from app.igtl import SlicerStream
+    from app.session import Session
+    from app.slicer_gui import controller_joints
+    from core.robot.kinematics.hybrid5 import load_hybrid5
+    from devices.igtl_link import IgtlLink
+    from devices.robot_controller import RobotController
+    controller = RobotController()
+    controller.start(timeout_s=60.0)
+    link = IgtlLink("server", port=0)
+    link.start()
+    ctx = mp.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    slicer = ctx.Process(target=_slicer_side, args=(link.bound_port, seconds + 30.0, theirs), daemon=True)
+    sent: dict = {}
+    stop = threading.Event()
+    busy = threading.Thread(target=_busy, args=(stop,), daemon=True) if load else None
+    try:
+        slicer.start()
+        if not _wait(lambda: link.connected, timeout=30.0):
+            return {"rate_hz": 0.0, "latency_ms": None, "note": "the pyigtl client did not connect"}
+        with tempfile.TemporaryDirectory() as d:
+            session = Session(d, save_images=False)
+            stream = SlicerStream(session, link, load_hybrid5(),
+                                  frames=lambda: SimpleNamespace(T_cage0_base=np.eye(4)), pose_rate_hz=rate)
+            stream.on_pose_sent = lambda T, t: sent.__setitem__(np.asarray(T[:3, :4], np.float32).tobytes(), t)
+            if busy is not None:
+                busy.start()
+            stream.start_feed(lambda: controller_joints(controller))
+            time.sleep(seconds)
+            stream.stop_feed()
+            stop.set()
+        time.sleep(0.1)      # the last poses in flight
+        mine.send("done")
+        got = mine.recv() if mine.poll(10.0) else []
+        slicer.join(5.0)
+    finally:
+        stop.set()
+        if slicer.is_alive():
+            slicer.kill()
+        link.close()
+        controller.close()
+    received = [(t, 1000.0 * (t - sent[m])) for m, t in got if m in sent]
+    if len(received) < 2:
+        return {"rate_hz": 0.0, "latency_ms": None, "sent": len(sent), "received": len(received)}
+    times = np.array([r[0] for r in received])
+    lat = np.array([r[1] for r in received])
+    return {"rate_hz": float((len(received) - 1) / (times[-1] - times[0])), "sent": len(sent),
+            "received": len(received),
+            "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+                           "max": float(lat.max())}}
+
+
 def run(args) -> dict:
     import pyigtl
     from devices.igtl_link import IgtlLink
@@ -142,6 +255,13 @@ def run(args) -> dict:
     out = {"pose_rate_hz": ours["rate_hz"], "latency_ms": ours["latency_ms"], "sent": ours["sent"],
            "received": ours["received"], "target_rate_hz": args.rate, "seconds": args.seconds,
            "stream_call_ms": _stream_call_ms()}
+    if not args.no_app:
+        from app.config import load_defaults
+        rate = float(load_defaults().igtl.pose_rate_hz)
+        out["app"] = {"pose_rate_hz_configured": rate, "idle": _app_chain(args.seconds, rate, load=False),
+                      "under_load": _app_chain(args.seconds, rate, load=True)}
+        out["app_pose_rate_hz"] = out["app"]["under_load"]["rate_hz"]
+        out["app_latency_ms"] = out["app"]["under_load"]["latency_ms"]
     if not args.no_baseline:
         server = pyigtl.OpenIGTLinkServer(port=0, local_server=True)
         port = server.server_address[1]

@@ -235,3 +235,62 @@ def test_a_calibrated_shot_is_placed_on_its_detector(tmp_path):
     small = FluoroImage(np.zeros((10, 20), np.uint16), pixel_spacing_mm=(0.3, 0.4))
     assert np.allclose(stream.image_to_ras("ap", small), np.diag([0.3, 0.4, 1.0, 1.0]))
     link.close()
+
+
+class Joints:
+    """A control process stand-in: each read is a new control cycle, the guide moving 0.1 mm per read."""
+
+    def __init__(self, kin, fail_after=None):
+        self.kin, self.reads, self.fail_after = kin, 0, fail_after
+        self.lock = threading.Lock()
+        self.given: dict[float, np.ndarray] = {}
+
+    def __call__(self):
+        with self.lock:
+            self.reads += 1
+            if self.fail_after is not None and self.reads > self.fail_after:
+                raise OSError("shared memory gone")
+            t, q = 1000.0 + self.reads, _q(self.kin, 0.1 * self.reads)
+            self.given[t] = q
+            return t, q
+
+
+def test_feed_streams_each_new_control_cycle_on_its_own_thread(rig, kin):
+    rig.session.set_robot_state({"q": _q(kin, -5.0).tolist()})       # before the feed: the state path
+    assert rig.stream.poses_sent == 1
+    sent = []
+    rig.stream.on_pose_sent = lambda T, t: sent.append((t, T))
+    joints = Joints(kin)
+    rig.stream.start_feed(joints)
+    try:
+        assert _until(lambda: len(sent) >= 5)
+        rig.session.set_robot_state({"q": _q(kin, -9.0).tolist()})   # ignored while the feed runs
+    finally:
+        rig.stream.stop_feed()
+    n = len(sent)
+    assert all(t is not None for t, _ in sent[:n])
+    T_ras_cage = rig.stream.T_ras_cage
+    for t, T in sent[:n]:       # each pose is the guide at the joints of the cycle it names
+        assert np.allclose(T, T_ras_cage @ rig.frames.T_cage0_base @ kin.forward(joints.given[t]), atol=1e-9)
+    assert sorted(t for t, _ in sent) == [t for t, _ in sent]        # in cycle order
+    last = rig.peer.wait("TRANSFORM", "FluoronavTool")
+    assert last is not None
+    # the last pose the peer got is one of the feed's, not the ignored -9 mm state
+    assert min(np.abs(last.matrix[:3, 3] - T[:3, 3]).max() for _, T in sent) < 1e-3
+    reads = joints.reads
+    time.sleep(0.1)
+    assert joints.reads == reads                                    # stopped means stopped
+    rig.clock.t += 1.0
+    rig.session.set_robot_state({"q": _q(kin, -9.0).tolist()})       # the state path again
+    assert rig.stream.poses_sent == n + 2
+
+
+def test_feed_source_that_fails_stops_the_feed_and_the_pill_says_so(rig, kin):
+    joints = Joints(kin, fail_after=3)
+    rig.stream.start_feed(joints)
+    try:
+        assert _until(lambda: rig.stream.feed_error != "")
+    finally:
+        rig.stream.stop_feed()
+    assert "shared memory gone" in rig.stream.status[1]
+    assert rig.stream.poses_sent == 3          # the three good cycles went, nothing after

@@ -121,3 +121,53 @@ def test_bad_file_and_empty_plan_are_one_line(make_station, tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(MarkupsError, match="cannot write"):
         export_trajectories(st.session, tmp_path / "a_file" / "x.mrk.json")
+
+
+class _ControlProcess:
+    """The control process's shared memory as ``RobotController.latest`` reads it: a new cycle per read."""
+
+    def __init__(self, kin):
+        self.kin, self.cycles = kin, 0
+
+    def latest(self):
+        self.cycles += 1
+        q = self.kin.joints_for_pose([625.0 + 0.01 * self.cycles, 475.0, -135.0, 0.0, 0.0])
+        return {"cycles": 10 + self.cycles, "heartbeat": float(self.cycles), "q": q}
+
+
+def test_tool_pose_streams_from_the_control_process_not_the_gui_thread(make_station, qtbot):
+    """Started with a robot, the link's feed thread reads the joints itself: poses keep coming while
+    the GUI thread is blocked (no Qt event is processed during the wait below)."""
+    import time
+    from types import SimpleNamespace
+    import pyigtl
+    from core.robot.kinematics.hybrid5 import load_hybrid5
+    from waiting import until
+    kin = load_hybrid5()
+    st = make_station(_config(enabled=True, port=0, pose_rate_hz=200.0))
+    st.robot = SimpleNamespace(controller=_ControlProcess(kin), kinematics=kin, shutdown=lambda: None)
+    T_cage0_base = np.eye(4)
+    T_cage0_base[:3, 3] = [-600.0, -450.0, 100.0]
+    st.navigation = SimpleNamespace(frames=SimpleNamespace(T_cage0_base=T_cage0_base))
+    st.slicer.start()
+    client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=st.slicer.link.bound_port)
+    try:
+        assert until(lambda: st.slicer.link.connected)
+        sent0 = st.slicer.stream.poses_sent
+        time.sleep(0.3)                              # the GUI thread busy: no event loop runs
+        assert st.slicer.stream.poses_sent >= sent0 + 5
+        assert until(lambda: client.wait_for_message("FluoronavTool", timeout=0.1) is not None)
+        msg = client.wait_for_message("FluoronavTool", timeout=1.0)
+        # the pose is the guide in patient RAS through the base-frame calibration, at the joints
+        # of one of the control cycles read
+        def expected(k):
+            q = kin.joints_for_pose([625.0 + 0.01 * k, 475.0, -135.0, 0.0, 0.0])
+            return st.slicer.stream.T_ras_cage @ T_cage0_base @ kin.forward(q)
+        err = min(np.abs(msg.matrix - expected(k)).max() for k in range(1, st.robot.controller.cycles + 1))
+        assert err < 1e-3
+    finally:
+        client.stop()
+        st.slicer.shutdown()
+    n = st.slicer.stream.poses_sent
+    time.sleep(0.1)
+    assert st.slicer.stream.poses_sent == n          # shutdown ends the feed
