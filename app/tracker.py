@@ -32,9 +32,10 @@ class TrackerView:
     status: DeviceStatus
     message: str
     banner: str | None
-    rows: tuple[tuple[str, str, float, bool], ...]     # name, status value, rms_mm, needed for control
+    rows: tuple[tuple[str, str, float, bool], ...]     # name, status value ("stale": old data), rms_mm, needed
     frame_number: int | None
     age_ms: float | None
+    stale: bool = False
 
 
 def tracker_view(frame: TrackerFrame | None, tools, control_tools, now: float,
@@ -47,6 +48,8 @@ def tracker_view(frame: TrackerFrame | None, tools, control_tools, now: float,
     stale = frame_age_fault(frame, now, max_age_s) if frame is not None else None
     if frame is None:
         rows = tuple((t, "missing", math.nan, t in control_tools) for t in tools)
+    elif stale:     # the last flags are history: the panel must not say "seen" from them
+        rows = tuple((t, "stale", math.nan, t in control_tools) for t in tools)
     else:
         rows = tuple((t, frame.pose(t).status.value, frame.pose(t).rms_mm, t in control_tools) for t in tools)
     if stale and status in (DeviceStatus.CONNECTED, DeviceStatus.SIMULATED):   # between the driver's reports
@@ -61,7 +64,7 @@ def tracker_view(frame: TrackerFrame | None, tools, control_tools, now: float,
             if lost:
                 banner = "Not tracked: " + "; ".join(lost) + " — tracker data is not used for control"
     return TrackerView(status, message, banner, rows, None if frame is None else frame.frame_number,
-                       None if frame is None else (now - frame.timestamp) * 1000.0)
+                       None if frame is None else (now - frame.timestamp) * 1000.0, bool(stale))
 
 
 class FrameRate:
@@ -77,8 +80,8 @@ class FrameRate:
         if self._seen and frame.frame_number < self._seen[-1][1]:
             self._seen.clear()              # the tracker restarted its count
         self._seen.append((frame.timestamp, frame.frame_number))
-        while self._seen and frame.timestamp - self._seen[0][0] > self.window_s:
-            self._seen.popleft()
+        while len(self._seen) > 2 and frame.timestamp - self._seen[0][0] > self.window_s:
+            self._seen.popleft()     # (two kept: a GUI thread held up still gets a rate)
 
     def hz(self) -> float:
         if len(self._seen) < 2:
@@ -131,7 +134,7 @@ class TrackerMonitor(QObject):
         self.panel.set_status(view.status, view.message)
         self.panel.set_banner(view.banner)
         self.panel.set_tools(view.rows)
-        self.panel.set_frame(view.frame_number, self.rate.hz(), view.age_ms)
+        self.panel.set_frame(view.frame_number, math.nan if view.stale else self.rate.hz(), view.age_ms)
         return view
 
     def _status(self, tracker) -> tuple[DeviceStatus, str]:

@@ -48,6 +48,7 @@ def test_stale_data_is_a_fault_and_a_banner_even_if_every_tool_was_ok():
     v = tracker_view(f, CONTROL, CONTROL, now=10.120)
     assert v.status is DeviceStatus.FAULT and v.message == "tracker: no frame for 120 ms"
     assert v.banner.startswith("Tracking lost (tracker: no frame for 120 ms)")
+    assert [r[1] for r in v.rows] == ["stale", "stale"] and all(math.isnan(r[2]) for r in v.rows)
     v = tracker_view(f, CONTROL, CONTROL, now=10.120, status=DeviceStatus.FAULT, message="tracker: bad CRC")
     assert v.message == "tracker: bad CRC"          # the driver's own fault is kept as it said it
 

@@ -20,9 +20,10 @@ __all__ = ["TrackerPanel", "TOOL_LABELS", "TOOL_COLOURS"]
 
 # a tool's status value (core.navigation.tracking.ToolStatus.value) -> what the row says
 TOOL_LABELS = {"ok": "seen", "missing": "not seen", "out_of_volume": "out of volume",
-               "partially_out_of_volume": "partly out of volume", "disabled": "disabled"}
+               "partially_out_of_volume": "partly out of volume", "disabled": "disabled",
+               "stale": "no data"}
 TOOL_COLOURS = {"ok": "#7ee08a", "missing": "#ff6b5c", "out_of_volume": "#ff9a5c",
-                "partially_out_of_volume": "#f0c674", "disabled": "#9aa4b1"}
+                "partially_out_of_volume": "#f0c674", "disabled": "#9aa4b1", "stale": "#9aa4b1"}
 
 
 class TrackerPanel(QWidget):
@@ -49,8 +50,9 @@ class TrackerPanel(QWidget):
         col = QVBoxLayout(self)
         col.addWidget(self.status_label)
         col.addWidget(self.banner)
-        col.addWidget(self.table, 1)
+        col.addWidget(self.table)
         col.addWidget(self.frame_label)
+        col.addStretch(1)
         self.set_status(DeviceStatus.DISCONNECTED, "not started")
 
     def set_status(self, status: DeviceStatus, message: str = "") -> None:
@@ -67,7 +69,9 @@ class TrackerPanel(QWidget):
     def set_tools(self, rows) -> None:
         """``rows``: (name, status value, rms_mm or NaN, needed for control) per tool, in order."""
         rows = list(rows)
-        self.table.setRowCount(len(rows))
+        resized = self.table.rowCount() != len(rows)
+        if resized:
+            self.table.setRowCount(len(rows))
         for r, (name, status, rms, needed) in enumerate(rows):
             label = TOOL_LABELS.get(status, status)
             cells = (name + ("  (control)" if needed else ""), label,
@@ -81,6 +85,10 @@ class TrackerPanel(QWidget):
                     item.setText(text)
                 if c == 1:
                     item.setForeground(QColor(TOOL_COLOURS.get(status, "#e8eef5")))
+        if resized:     # as tall as its rows: the space below is the panel's, not an empty table's
+            self.table.resizeRowsToContents()
+            height = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
+            self.table.setFixedHeight(height + sum(self.table.rowHeight(r) for r in range(len(rows))) + 2)
 
     def set_frame(self, frame_number: int | None, rate_hz: float | None, age_ms: float | None) -> None:
         if frame_number is None:
