@@ -88,6 +88,7 @@ class NdiTracker(Tracker):
         self._t_tracking = 0.0
         self._roms: dict[str, bytes] = {}
         self.handles: dict[int, str] = {}
+        self._unmatched: tuple[str, ...] = ()    # tools without a ROM that no enabled handle was left for
         self.system_status = 0
         self.counts = {"frames": 0, "bad_replies": 0, "partial_replies": 0, "silences": 0,
                        "error_replies": 0, "link_downs": 0, "bring_ups": 0, "repeated_frames": 0}
@@ -147,7 +148,9 @@ class NdiTracker(Tracker):
         flags = [text for bit, text in SYSTEM_STATUS_TEXT.items() if self.system_status & bit]
         if self.system_status & 0x0010:
             return DeviceStatus.FAULT, "tracker reports a hardware failure: see its status lights and NDI's guide"
-        unseen = [f"{n} {frame.pose(n).status.value.replace('_', ' ')}" for n in self.tools if not frame.pose(n).ok]
+        unseen = [f"{n}: no enabled tool on the tracker for it (plug it in, or give its ROM file in "
+                  "tracker.tool_roms)" if n in self._unmatched else
+                  f"{n} {frame.pose(n).status.value.replace('_', ' ')}" for n in self.tools if not frame.pose(n).ok]
         return DeviceStatus.CONNECTED, "; ".join(unseen + (["tracker reports " + ", ".join(flags)] if flags else []))
 
     def _describe(self) -> str:
@@ -162,7 +165,8 @@ class NdiTracker(Tracker):
         while self._running.is_set():
             link = None
             try:
-                link = self._bring_up()
+                link = NdiLink(self._make_transport())
+                self._bring_up(link)
                 backoff = self.retry_s[0]
                 self._track(link)
             except (NdiLinkError, NdiErrorReply, OSError) as e:
@@ -201,10 +205,9 @@ class NdiTracker(Tracker):
             return SerialTransport(self.serial_port)
         return TcpTransport(self.host, self.port)
 
-    def _bring_up(self) -> NdiLink:
-        transport = self._make_transport()
+    def _bring_up(self, link: NdiLink) -> None:
+        transport = link.transport
         transport.open()
-        link = NdiLink(transport)
         t = self.setup_timeout_s
         with self._lock:
             self.counts["bring_ups"] += 1
@@ -235,10 +238,8 @@ class NdiTracker(Tracker):
             self.handles = handles
             self._link_up = True
             self._t_tracking = self._clock()
-            self._problem = (f"no enabled tool on the tracker for {', '.join(missing)}: plug it in or "
-                             "give its ROM file in tracker.tool_roms") if missing else ""
-            self._problem_since_frame = bool(missing)
-        return link
+            self._unmatched = tuple(missing)
+            self._problem, self._problem_since_frame = "", False
 
     def _serial_reset(self, link: NdiLink) -> None:
         """INIT at 9600 baud; if the system is at another rate (an earlier session's COMM),

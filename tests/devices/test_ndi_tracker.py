@@ -13,7 +13,7 @@ from devices.ndi.fake import FakeNdiServer, fake_rom
 from devices.tracker import TrackerError
 from tests.waiting import until
 
-FAST = dict(rate_hz=200.0, reply_timeout_s=0.1, setup_timeout_s=2.0, retry_s=(0.05, 0.2))
+FAST = dict(rate_hz=200.0, reply_timeout_s=0.2, setup_timeout_s=2.0, retry_s=(0.05, 0.2))
 TOOLS = ("robot_ref", "patient_ref")
 
 
@@ -243,7 +243,7 @@ def test_a_tool_without_rom_and_no_wired_tool_is_missing_and_said(roms):
         try:
             assert until(lambda: t.latest() is not None)
             assert t.latest().pose("probe").status is ToolStatus.MISSING
-            assert "probe" in t.last_message
+            assert "probe: no enabled tool on the tracker" in t.last_message
         finally:
             t.disconnect()
 
@@ -257,6 +257,9 @@ def test_a_rom_the_system_refuses_is_a_fault_with_its_error(tmp_path):
         try:
             assert until(lambda: "ERROR14" in t.last_message), t.last_message
             assert t.status() is DeviceStatus.FAULT and "invalid tool definition" in t.last_message
+            n = t.counts["bring_ups"]
+            assert until(lambda: t.counts["bring_ups"] >= n + 2)      # it keeps trying, each time anew
+            assert until(lambda: "ERROR14" in t.last_message)          # (a leaked link would go silent)
         finally:
             t.disconnect()
 
