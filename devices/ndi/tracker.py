@@ -19,6 +19,7 @@ driver's message, no frame is stored (so the 50 ms watchdog sees the data age), 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 
@@ -40,7 +41,7 @@ PASSIVE_WIRELESS = "*********1****"   # PHRQ: any device, any system, wireless t
 def read_rom(path: str, tool: str) -> bytes:
     """A tool definition (.rom) file's bytes; ``TrackerError`` saying what is wrong."""
     try:
-        data = open(path, "rb").read()
+        data = open(os.path.expanduser(path), "rb").read()
     except OSError as e:
         raise TrackerError(f"tracker tool {tool!r}: cannot read its ROM file {path} "
                            f"({e.strerror or e}): check tracker.tool_roms") from None
