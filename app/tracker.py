@@ -20,7 +20,7 @@ from core.navigation.tracking import MAX_FRAME_AGE_S, TrackerFrame, frame_age_fa
 from devices.base import DeviceStatus
 
 __all__ = ["TrackerView", "tracker_view", "FrameRate", "TrackerMonitor", "install_tracker_panel",
-           "REFRESH_HZ"]
+           "link_health", "REFRESH_HZ"]
 
 REFRESH_HZ = 30.0
 _WHY = {"missing": "not seen", "out_of_volume": "out of the camera's volume",
@@ -65,6 +65,22 @@ def tracker_view(frame: TrackerFrame | None, tools, control_tools, now: float,
                 banner = "Not tracked: " + "; ".join(lost) + " — tracker data is not used for control"
     return TrackerView(status, message, banner, rows, None if frame is None else frame.frame_number,
                        None if frame is None else (now - frame.timestamp) * 1000.0, bool(stale))
+
+
+_HEALTH = (("bad_replies", "bad reply", "bad replies"), ("partial_replies", "reply cut short", "replies cut short"),
+           ("silences", "unanswered request", "unanswered requests"), ("error_replies", "ERROR reply", "ERROR replies"))
+
+
+def link_health(counts) -> str:
+    """The driver's link counters in words ("" when all is well): a flaky cable shows here
+    before it becomes a fault."""
+    if not isinstance(counts, dict):
+        return ""
+    parts = [f"{counts[k]} {one if counts[k] == 1 else many}" for k, one, many in _HEALTH if counts.get(k)]
+    reconnects = max(0, int(counts.get("bring_ups", 0)) - 1)
+    if reconnects:
+        parts.append(f"{reconnects} reconnection{'s' if reconnects > 1 else ''}")
+    return ("since connecting: " + ", ".join(parts)) if parts else ""
 
 
 class FrameRate:
@@ -135,6 +151,7 @@ class TrackerMonitor(QObject):
         self.panel.set_banner(view.banner)
         self.panel.set_tools(view.rows)
         self.panel.set_frame(view.frame_number, math.nan if view.stale else self.rate.hz(), view.age_ms)
+        self.panel.set_link_health(link_health(getattr(tracker, "counts", None)))
         return view
 
     def _status(self, tracker) -> tuple[DeviceStatus, str]:

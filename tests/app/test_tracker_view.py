@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from app.tracker import FrameRate, tracker_view
+from app.tracker import FrameRate, link_health, tracker_view
 from core.navigation.tracking import NAN_POSE, ToolPose, ToolStatus, TrackerFrame
 from devices.base import DeviceStatus
 
@@ -67,3 +67,11 @@ def test_frame_rate_from_frame_numbers_and_receipt_times():
     assert r.hz() == pytest.approx(60.0, rel=1e-9)
     r.add(frame(n=3, t=21.1))                  # the tracker restarted its count
     assert math.isnan(r.hz())
+
+
+def test_link_health_in_words():
+    assert link_health({"bad_replies": 0, "bring_ups": 1}) == ""
+    assert link_health(None) == ""
+    assert link_health({"bad_replies": 3, "partial_replies": 1, "silences": 0, "error_replies": 2,
+                        "bring_ups": 2}) == ("since connecting: 3 bad replies, 1 reply cut short, "
+                                             "2 ERROR replies, 1 reconnection")

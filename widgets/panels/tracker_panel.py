@@ -47,11 +47,14 @@ class TrackerPanel(QWidget):
         head.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         head.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.frame_label = QLabel("no frame yet", objectName="tracker_frame")
+        self.health_label = QLabel("", objectName="tracker_link_health", wordWrap=True)
+        self.health_label.setStyleSheet("QLabel#tracker_link_health { color: #9aa4b1; }")
         col = QVBoxLayout(self)
         col.addWidget(self.status_label)
         col.addWidget(self.banner)
         col.addWidget(self.table)
         col.addWidget(self.frame_label)
+        col.addWidget(self.health_label)
         col.addStretch(1)
         self.set_status(DeviceStatus.DISCONNECTED, "not started")
 
@@ -97,6 +100,12 @@ class TrackerPanel(QWidget):
         rate = f"{rate_hz:.0f} frames/s" if rate_hz is not None and math.isfinite(rate_hz) else "rate —"
         age = f"{age_ms:.0f} ms old" if age_ms is not None and math.isfinite(age_ms) else ""
         self.frame_label.setText(f"frame {frame_number} · {rate} · {age}")
+
+    def set_link_health(self, text: str) -> None:
+        """The link's counters in words ("" hides the line)."""
+        if self.health_label.text() != text:
+            self.health_label.setText(text)
+        self.health_label.setVisible(bool(text))
 
     def row_texts(self) -> list[tuple[str, str, str]]:
         """What the table shows, row by row (for tests and logs)."""

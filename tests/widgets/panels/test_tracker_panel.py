@@ -148,6 +148,7 @@ def test_fed_by_the_ndi_driver_and_the_fake_ndi_system(qtbot, tmp_path):
             qtbot.waitUntil(lambda: "no frame for" in panel.status_label.text(), timeout=10000)
             server.misbehave(None)
             qtbot.waitUntil(lambda: panel.status_label.text().startswith("● Tracker: connected"), timeout=10000)
+            assert "unanswered request" in panel.health_label.text() and panel.health_label.isVisibleTo(panel)
             monitor.stop()
         finally:
             t.disconnect()
