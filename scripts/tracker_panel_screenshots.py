@@ -54,7 +54,9 @@ def main(out: Path) -> int:
             app.processEvents()
             time.sleep(0.01)
             if time.monotonic() - t0 > timeout_s:
-                raise SystemExit(f"timed out waiting for {what}")
+                view = st.tracker_monitor.view
+                raise SystemExit(f"timed out waiting for {what}; tracker panel: "
+                                 f"{view.status.value if view else '-'} {view.message if view else ''}")
 
     def settle(s=0.5):
         t0 = time.monotonic()
@@ -75,7 +77,8 @@ def main(out: Path) -> int:
     w.grab().save(str(out / "tracker_window_out_of_volume.png"))
     server.misbehave("silent")
     wait(lambda: "no frame for" in monitor.view.message, 10, "the watchdog's fault")
-    settle(0.15)
+    wait(lambda: "unanswered" in monitor.panel.health_label.text(), 10, "the first unanswered BX")
+    settle(0.5)
     monitor.panel.grab().save(str(out / "tracker_silent.png"))
     print("rows:", monitor.view.rows)
     print("status:", monitor.view.status.value, monitor.view.message)

@@ -60,6 +60,8 @@ class TrackerPanel(QWidget):
 
     def set_status(self, status: DeviceStatus, message: str = "") -> None:
         fg, bg = STATUS_COLOURS[status]
+        if message.lower().startswith("tracker: "):      # the label already says whose it is
+            message = message[len("tracker: "):]
         self.status_label.setText(f"● Tracker: {status.value}" + (f" — {message}" if message else ""))
         self.status_label.setStyleSheet(f"QLabel#tracker_status {{ color: {fg}; background: {bg};"
                                         " padding: 6px; border-radius: 6px; font-size: 14pt; }")

@@ -94,7 +94,7 @@ def test_stale_frame_turns_the_status_to_fault_within_the_watchdog(setup):
     clock.t = 100.080
     v = monitor.refresh()
     assert v.status is DeviceStatus.FAULT
-    assert panel.status_label.text() == "● Tracker: fault — tracker: no frame for 80 ms"
+    assert panel.status_label.text() == "● Tracker: fault — no frame for 80 ms"
     assert panel.banner.text().startswith("Tracking lost")
     assert [r[1:] for r in panel.row_texts()] == [("no data", "—")] * 3      # never "seen" from old data
     assert "rate —" in panel.frame_label.text() and "80 ms old" in panel.frame_label.text()
