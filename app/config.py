@@ -55,7 +55,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "port": Key(int, min=1, max=65535),
         "rate_hz": Key(float, min=1.0, max=7000.0),
     },
-    "tracker": {"kind": Key(str, choices=("simulated", "none"))},
+    "tracker": {
+        "kind": Key(str, choices=("simulated", "ndi", "none"), help="optical tracker"),
+        "host": Key(str, help="ndi: address of a Polaris Vega (TCP); unused with serial_port"),
+        "port": Key(int, min=1, max=65535, help="ndi: TCP port of the Vega (NDI's is 8765)"),
+        "serial_port": Key(str, help="ndi: serial device of a Polaris or Aurora; set: serial, not TCP"),
+        "serial_baud": Key(int, choices=(9600, 14400, 19200, 38400, 57600, 115200, 230400, 921600, 1228739),
+                           help="ndi: serial rate after COMM (the link starts at 9600)"),
+        "tool_names": Key(list, help="the tools, in order (robot_ref, patient_ref, …)"),
+        "tool_roms": Key(list, help="ndi: one ROM file per tool name; \"\" for a wired tool"),
+        "control_tools": Key(list, help="tools the tracked loop needs: a banner when one is not seen"),
+        "reply_format": Key(str, choices=("bx", "tx"), help="ndi: binary BX or text TX replies"),
+        "rate_hz": Key(float, min=1.0, max=500.0, help="ndi: frames asked per second"),
+    },
     "devices": {"status_poll_s": Key(float, min=0.05, max=60.0)},
     "ui": {"font_pt": Key(int, min=10, max=32)},
     "session": {"data_dir": Key(str), "save_images": Key(bool)},
@@ -195,6 +207,7 @@ def _check_together(values: dict[str, dict[str, Any]]) -> list[str]:
     fs = values.get("force_sensor", {})
     if fs.get("kind") == "ati_netft" and not str(fs.get("host", "")).strip():
         problems.append('force_sensor.host must be set when force_sensor.kind = "ati_netft"')
+    problems += _check_tracker(values.get("tracker", {}))
     dicom = values.get("dicom", {})
     titles = [t.strip() for t in dicom.get("allowed_calling_ae_titles", []) if t.strip()]
     if dicom.get("receive") and not titles:
@@ -204,6 +217,23 @@ def _check_together(values: dict[str, dict[str, Any]]) -> list[str]:
             problems.append(f"AE title {t!r} in [dicom] is not valid: at most 16 ASCII characters, no backslash")
     if dicom.get("receive") and not str(dicom.get("ae_title", "")).strip():
         problems.append("dicom.ae_title must be set when dicom.receive = true")
+    return problems
+
+
+def _check_tracker(tr: dict[str, Any]) -> list[str]:
+    problems = []
+    names = list(tr.get("tool_names", []))
+    if len(set(names)) != len(names) or not all(n.strip() for n in names):
+        problems.append(f"tracker.tool_names must be distinct, non-empty names, got {names}")
+    unknown = [n for n in tr.get("control_tools", []) if n not in names]
+    if unknown:
+        problems.append(f"tracker.control_tools {unknown} are not in tracker.tool_names {names}")
+    if tr.get("kind") == "ndi":
+        if not str(tr.get("host", "")).strip() and not str(tr.get("serial_port", "")).strip():
+            problems.append('tracker.host (Vega, TCP) or tracker.serial_port must be set when tracker.kind = "ndi"')
+        if len(tr.get("tool_roms", [])) != len(names):
+            problems.append(f"tracker.tool_roms must give one ROM file (or \"\") per name in tracker.tool_names: "
+                            f"{len(names)} names, {len(tr.get('tool_roms', []))} files")
     return problems
 
 

@@ -26,7 +26,7 @@ from app.config import Config
 from app.session import DEVICES, Session, listener_failure
 from devices.base import DeviceError, DeviceStatus
 
-__all__ = ["DevicesController", "DeviceWorker", "DRIVERS", "driver_factory"]
+__all__ = ["DevicesController", "DeviceWorker", "DRIVERS", "DriverMissing", "driver_factory"]
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,22 @@ DRIVERS = {
     ("carm", "dicom_folder"): ("devices.carm", "DicomFolderCArm", {"folder": "dicom_folder",
                                                                    "timeout_s": "acquire_timeout_s"}),
     ("tracker", "simulated"): ("devices.tracker", "SimulatedTracker", {}),
+    ("tracker", "ndi"): ("devices.ndi", "NdiTracker", {
+        "host": "host", "port": "port", "serial_port": "serial_port", "baud": "serial_baud",
+        "tools": "tool_names", "tool_roms": "tool_roms", "reply": "reply_format", "rate_hz": "rate_hz"}),
 }
+
+
+class DriverMissing(DeviceError):
+    """The configured driver cannot be loaded: a broken install, never a silent "disconnected"."""
 
 
 ROBOT_PROCESS_DEVICES = ("robot", "force_sensor")   # driven by the robot's control process
 
 
 def driver_factory(device: str, config: Config) -> tuple[Callable[[], Any] | None, str]:
-    """(factory building the configured driver, or None; why not)."""
+    """(factory building the configured driver, or None; why not). A configured driver that
+    cannot be imported raises ``DriverMissing``."""
     kind = config[device]["kind"]
     if kind == "none":
         return None, f"not configured ({device}.kind = \"none\")"
@@ -53,8 +61,10 @@ def driver_factory(device: str, config: Config) -> tuple[Callable[[], Any] | Non
     module_name, class_name, keys = DRIVERS[(device, kind)]
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        return None, f"{kind} {device.replace('_', ' ')} driver not available in this build ({module_name}.{class_name})"
+    except (ImportError, AttributeError) as e:
+        raise DriverMissing(f"the {kind} {device.replace('_', ' ')} driver ({module_name}.{class_name}) is "
+                            f"missing from this installation ({type(e).__name__}: {e}): reinstall "
+                            f"fluoronav, or set {device}.kind to another driver") from None
     accepted = inspect.signature(cls).parameters
     kwargs = {arg: config[device][key] for arg, key in keys.items() if arg in accepted}
     return (lambda: cls(**kwargs)), ""
@@ -200,7 +210,12 @@ class DevicesController(QObject):
 
     def start(self) -> None:
         for device in DEVICES:
-            factory, why = driver_factory(device, self.config)
+            try:
+                factory, why = driver_factory(device, self.config)
+            except DriverMissing as e:
+                log.error("%s: %s", device, e)
+                self.state.status(device, DeviceStatus.FAULT, str(e))
+                continue
             if factory is None:
                 log.info("%s: %s", device, why)
                 reported = self.session.device_status(device) != (DeviceStatus.DISCONNECTED, "not started")

@@ -114,6 +114,8 @@ class Workstation:
         self.shots_3d = install_shot_frustums(self)
         from app.navigation_gui import install_navigation  # Align and Verify: the Navigate dock
         self.navigation = install_navigation(self)
+        from app.tracker import install_tracker_panel   # tools seen, flags, RMS, frame age
+        self.tracker_monitor = install_tracker_panel(self)
         w.arrange_default_layout()
 
     def _wire(self) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ToolStatus", "ToolPose", "TrackerFrame", "NAN_POSE", "usable"]
+__all__ = ["ToolStatus", "ToolPose", "TrackerFrame", "NAN_POSE", "usable", "frame_age_fault", "MAX_FRAME_AGE_S"]
 
 NAN_POSE = np.full((4, 4), np.nan)
 NAN_POSE.setflags(write=False)
@@ -75,3 +75,20 @@ def usable(frame: "TrackerFrame | None", names, now: float, max_age_s: float = 0
     if frame is None or not (now - frame.timestamp <= max_age_s):
         return False
     return all(frame.pose(n).ok for n in names)
+
+
+MAX_FRAME_AGE_S = 0.050     # the watchdog: older tracker data is a fault, never used for control
+
+
+def frame_age_fault(frame: "TrackerFrame | None", now: float, max_age_s: float = MAX_FRAME_AGE_S,
+                    since: float | None = None) -> str | None:
+    """The watchdog's verdict: ``"tracker: no frame for N ms"`` when the newest frame (or,
+    before the first, the start of tracking ``since``) is older than ``max_age_s``; None
+    while the data is fresh. The same bound as ``usable``."""
+    t = frame.timestamp if frame is not None else since
+    if t is None:
+        return "tracker: no frame yet"
+    age = now - t
+    if age <= max_age_s:
+        return None
+    return f"tracker: no frame for {age * 1000:.0f} ms"

@@ -404,12 +404,12 @@ def full_station(qtbot, settings, tmp_path):
 
 def test_panels_sit_in_a_right_hand_column_that_leaves_the_viewers_the_rest(full_station, qtbot):
     w = full_station.window
-    assert {"3D view", "Planning", "Robot", "C-arm", "Navigate", "Log", "Shots"} <= set(w.docks)
+    assert {"3D view", "Planning", "Robot", "C-arm", "Navigate", "Tracker", "Log", "Shots"} <= set(w.docks)
     assert full_station.planning is not None and full_station.robot is not None
     assert full_station.viewer_tools is not None
     right = Qt.DockWidgetArea.RightDockWidgetArea
     tabs = {d.windowTitle() for d in w.tabifiedDockWidgets(w.docks["C-arm"])}
-    assert tabs == {"Planning", "Robot", "Navigate"} and w.dockWidgetArea(w.docks["3D view"]) == right
+    assert tabs == {"Planning", "Robot", "Navigate", "Tracker"} and w.dockWidgetArea(w.docks["3D view"]) == right
     # the right column and the bottom docks never ask for more than a 1600x900 screen leaves
     viewers_w = sum(v.minimumSizeHint().width() for v in w.viewers.values())
     assert w.minimumSizeHint().width() - viewers_w <= 620
