@@ -59,7 +59,7 @@ def test_fast_drr_matches_analytic_sphere(angles):
     p = np.stack(np.meshgrid(*[np.arange(48)] * 3, indexing="ij"), -1)[..., ::-1] * 1.5 + T[:3, 3]  # (k,j,i)->xyz
     mu[np.linalg.norm(p - c, axis=-1) <= r] = MU
     geo = geometry(angles_deg=angles, ps=2.0)
-    img = ShearWarpRenderer(MuGrid(mu, T)).render(geo)
+    img = ShearWarpRenderer(MuGrid(mu, T)).render(geo, level=0)  # the full grid (the pyramid: test_drr_speed.py)
     rows, cols = geo.shape
     vv, uu = np.mgrid[0:rows, 0:cols]
     d = geo.pixel_to_detector_mm(np.stack([uu.ravel(), vv.ravel()], 1)) - geo.source_mm
