@@ -11,7 +11,8 @@ sys_pkgs=(xvfb xauth libgl1 libgl1-mesa-dri libegl1 libglu1-mesa libxkbcommon0
   libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
   libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1
   libxcb-xfixes0 libxcb-sync1 libxrender1 libxi6 libxtst6 libsm6 libice6
-  libfontconfig1 libdbus-1-3 fonts-dejavu-core x11-utils)
+  libfontconfig1 libdbus-1-3 fonts-dejavu-core x11-utils
+  plastimatch)  # plastimatch: the DRR baseline of `fluoronav bench drr`
 missing=()
 for p in "${sys_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -25,7 +25,11 @@ class DrrRenderer:
 
     ``device="auto"``: a CUDA GPU when torch sees one, else the CPU. Both paths
     sample as Joseph (bilinear in slices across the main axis); they agree to
-    NCC ≥ 0.999 (tests/core/test_drr.py).
+    NCC ≥ 0.999 (tests/core/simulation/test_drr.py). ``render(geometry, level)``
+    passes a pyramid level to the CPU renderer (``ShearWarpRenderer``: None = the
+    level the detector's ray pitch calls for, 0 = the full grid, 1-2 = faster and
+    coarser); the GPU path always renders the full grid. ``render_many`` renders
+    several geometries (e.g. the AP and LAT shots of one registration pose).
     """
 
     def __init__(self, grid: MuGrid, device: str = "auto", air_mu: float = 0.0):
@@ -33,9 +37,12 @@ class DrrRenderer:
         self._cpu = ShearWarpRenderer(grid, air_mu=air_mu) if self.device == "cpu" else None
         self._gpu = None
 
-    def render(self, geometry: ConeBeamGeometry) -> np.ndarray:
+    def render_many(self, geometries, level: int | None = None) -> list:
+        return [self.render(g, level) for g in geometries]
+
+    def render(self, geometry: ConeBeamGeometry, level: int | None = None) -> np.ndarray:
         if self._cpu is not None:
-            return self._cpu.render(geometry)
+            return self._cpu.render(geometry, level)
         import torch
         from core.simulation.drr.joseph_torch import joseph_drr_torch
         if self._gpu is None:

@@ -60,11 +60,23 @@ class MuGrid:
         return int(np.argmax(np.abs(d @ axes)))
 
     def path_weight(self, geometry: ConeBeamGeometry, axis: int) -> np.ndarray:
-        """(rows, cols) ray length in mm between consecutive slices across ``axis``: |d| / |(A⁻¹ d)_axis|."""
+        """(rows, cols) ray length in mm between consecutive slices across ``axis``: |d| / |(A⁻¹ d)_axis|.
+
+        d = w + u·su·U + v·sv·V (w = pixel (0, 0) minus the source) is affine in the pixel and U ⟂ V
+        (ConeBeamGeometry orthogonalises them), so |d|² and (A⁻¹ d)_axis are sums of a column term
+        and a row term: two broadcast additions instead of a (rows, cols, 3) array.
+        """
         rows, cols = geometry.shape
-        vv, uu = np.mgrid[0:rows, 0:cols].astype(float)
-        d = geometry.pixel_to_detector_mm(np.stack([uu, vv], -1)) - geometry.source_mm
-        step = d @ np.linalg.inv(self.T_world_voxel[:3, :3])[axis]
-        with np.errstate(divide="ignore"):
-            w = np.linalg.norm(d, axis=-1) / np.abs(step)
-        return np.where(np.isfinite(w), w, 0.0).astype(np.float32)
+        su, sv = geometry.pixel_spacing_mm
+        U, V = geometry.detector_u, geometry.detector_v
+        w = geometry.detector_origin_mm - geometry.source_mm
+        a = np.linalg.inv(self.T_world_voxel[:3, :3])[axis]
+        du, dv = np.arange(cols) * su, np.arange(rows) * sv
+        f32 = np.float32
+        norm2 = (du * (2 * (U @ w) + du)).astype(f32)[None, :] + (w @ w + dv * (2 * (V @ w) + dv)).astype(f32)[:, None]
+        step = (du * (a @ U)).astype(f32)[None, :] + (a @ w + dv * (a @ V)).astype(f32)[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.sqrt(np.maximum(norm2, f32(0), out=norm2), out=norm2)
+            out /= np.abs(step, out=step)
+        out[~np.isfinite(out)] = 0.0
+        return out

@@ -59,7 +59,7 @@ def test_fast_drr_matches_analytic_sphere(angles):
     p = np.stack(np.meshgrid(*[np.arange(48)] * 3, indexing="ij"), -1)[..., ::-1] * 1.5 + T[:3, 3]  # (k,j,i)->xyz
     mu[np.linalg.norm(p - c, axis=-1) <= r] = MU
     geo = geometry(angles_deg=angles, ps=2.0)
-    img = ShearWarpRenderer(MuGrid(mu, T)).render(geo)
+    img = ShearWarpRenderer(MuGrid(mu, T)).render(geo, level=0)  # the full grid (the pyramid: test_drr_speed.py)
     rows, cols = geo.shape
     vv, uu = np.mgrid[0:rows, 0:cols]
     d = geo.pixel_to_detector_mm(np.stack([uu.ravel(), vv.ravel()], 1)) - geo.source_mm
@@ -209,9 +209,42 @@ def test_benchmark_runs_on_a_small_volume():
     from app.bench import drr as bench
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    out = bench.run(parser.parse_args(["--size", "80", "--repeats", "1", "--exact-step", "32", "--device", "none"]))
-    assert out["ms_per_drr_512"] > 0 and out["exact_pixels_compared"] == 256
+    out = bench.run(parser.parse_args(["--size", "80", "--repeats", "1", "--poses", "2", "--exact-step", "32",
+                                       "--device", "none"]))
+    for key in ("ms_per_drr_512", "ms_per_drr_512_new_pose", "ms_per_drr_128_new_pose",
+                "ms_per_drr_128_new_pose_level0"):
+        assert out[key] > 0, key
+    assert out["exact_pixels_compared"] == 256 and out["level_128"] == 1 and out["threads"] == 2
     assert out["ncc_vs_exact"] >= 0.99
     assert out["mae_vs_exact"] < 0.03 * out["mean_line_integral_exact"]
+    assert out["ncc_vs_exact_512_new_poses_min"] >= 0.99
+    assert out["ncc_vs_exact_128_new_poses_min_level1"] >= 0.97  # 8 mm voxels at level 1 of an 80³ phantom
     if "baseline_ms_512" in out:  # plastimatch installed: same geometry, same picture
         assert out["baseline_ncc_vs_fast"] >= 0.98
+        assert out["baseline_name"].startswith("plastimatch drr -i ")
+    else:
+        assert "plastimatch" in out["baseline_note"]
+
+
+def test_benchmark_says_so_without_plastimatch(monkeypatch, capsys):
+    import argparse
+
+    from app.bench import drr as bench
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = bench.run(parser.parse_args(["--size", "40", "--repeats", "1", "--poses", "1", "--exact-step", "64",
+                                       "--device", "none"]))
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "plastimatch" in ln]
+    assert lines == ["plastimatch not found (apt-get install plastimatch): baseline is the torch ray marcher"]
+    assert "baseline_ms_512" not in out  # --device none: no torch baseline either
+
+
+def test_benchmark_refuses_zero_poses():
+    import argparse
+
+    from app.bench import drr as bench
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    with pytest.raises(SystemExit, match="at least 1"):
+        bench.run(parser.parse_args(["--poses", "0"]))
