@@ -52,6 +52,7 @@ class PlanningController(QObject):
     "epipolar" (the dashed line of the point being placed).
     """
     message = Signal(str, bool)
+    drag_finished = Signal()
 
     def __init__(self, model: PlanBook, viewers: dict, panel=None, scene_view=None, confirm=None,
                  T_scene_cage=None, patient_axes=None, shortcut_parent=None, parent=None, session=None):
@@ -253,6 +254,7 @@ class PlanningController(QObject):
             self.model.set_click(tid, kind, view, uv, drag_token=token)
             if finished:
                 self._drag = None
+                self.drag_finished.emit()
                 if not self._gap_message(tid, kind):
                     self._say(f"{self.model.get(tid).name}: {kind} moved in {view.upper()}")
                 self._refresh_epipolar()
@@ -561,9 +563,10 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
 
     ``window`` needs ``viewers``, ``scene_view`` and ``add_dock`` (widgets.main_window).
     With a ``session`` (app.session.Session) the controller works on ``session.plans`` (which
-    follows ``session.calibration``) and, ``autosave_ms`` after the last change, writes it to
-    ``<session folder>/plan.json`` (``PlanBook.load`` reads it back exactly; a resumed
-    session's plan is not written again until it changes).
+    follows ``session.calibration``) and every edit is written to ``<session folder>/plan.json``
+    once the viewers have painted it (during a handle drag at most every ``autosave_ms``, and at
+    its end; ``None``: the session writes each edit at once itself). ``PlanBook.load`` reads it
+    back exactly; a resumed session's plan is not written again until it changes.
     ``T_scene_cage`` places the cage frame in the 3D view's frame (the simulator's
     ``T_world_cage``); ``patient_axes`` defaults to the cage's standard mounting.
     """
@@ -581,18 +584,29 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
     if session is not None:
         connect_while_alive(session.calibration_changed, controller, "calibration_followed")
         if autosave_ms is not None:
-            timer = QTimer(controller, singleShot=True, interval=int(autosave_ms))
-            timer.timeout.connect(lambda: _autosave(session))
-            connect_while_alive(model.changed, timer, "start", nargs=0)
-            controller.autosave_timer = timer
-            # the resumed plan is the file on disk: not written again until it changes
-            connect_while_alive(session.resumed, timer, "stop", nargs=0)
+            _save_plan_edits_after_the_paint(session, controller, int(autosave_ms))
         connect_while_alive(session.resumed, controller, "_resumed")
     return controller
 
 
-def _autosave(session) -> None:
-    try:
-        session.save_plan()
-    except OSError as e:  # a full disk must not stop planning; the log says it
-        log.error("the plan could not be saved in the session folder: %s", e)
+def _save_plan_edits_after_the_paint(session, controller, drag_ms: int) -> None:
+    """Every plan edit is written (``Session.save_plan``, atomic) from a zero timer: after the
+    click's viewers have painted, one write for the edits of one event. While a handle is being
+    dragged, at most one write every ``drag_ms``, and the drag's end at once."""
+    timer = QTimer(controller, singleShot=True, interval=0)
+    timer.timeout.connect(session.save_plan_quietly)
+
+    def edited():
+        if controller._drag is not None:          # a drag: throttled
+            if not timer.isActive():
+                timer.start(drag_ms)
+        else:
+            timer.start(0)
+    session.plan_save_scheduler = edited
+    controller.drag_finished.connect(lambda: timer.start(0))
+    controller.autosave_timer = timer
+    # the resumed plan is the file on disk: not written again until it changes
+    connect_while_alive(session.resumed, timer, "stop", nargs=0)
+
+
+
