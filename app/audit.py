@@ -103,7 +103,7 @@ def watch_session(session) -> None:
     plans.history.changed.connect(history_changed)
 
     def alignment_changed(result):
-        if result is None:
+        if result is None or session.resuming:   # a resumed record was audited when it was made
             return
         d = dict(result) if isinstance(result, dict) else {"summary": str(result)}
         keep = {k: d[k] for k in ("trajectory", "name", "tip_error_mm", "angle_error_deg", "inserted", "phase",
@@ -113,7 +113,7 @@ def watch_session(session) -> None:
     session.alignment_changed.connect(alignment_changed)
 
     def verification_changed(result):
-        if result is None:
+        if result is None or session.resuming:
             return
         rec = getattr(result, "record", result)
         g = getattr(rec, "grade", None) or {}

@@ -403,10 +403,10 @@ class Workstation:
         s.audited.connect(panel.add_event)
         s.resumed.connect(lambda _r: self._show_audit_file())
         panel.export_requested.connect(self._export_audit_dialog)
-        panel.report_requested.connect(self.write_report)
+        panel.report_requested.connect(lambda: self.start_report())
         menu = next(a.menu() for a in w.menuBar().actions() if a.menu() and a.text().replace("&", "") == "File")
         for text, slot, name in (("Export audit trail…", self._export_audit_dialog, "action_export_audit"),
-                                 ("Case report", self.write_report, "action_case_report")):
+                                 ("Case report", lambda: self.start_report(), "action_case_report")):
             act = QAction(text, w, objectName=name)
             act.triggered.connect(slot)
             quit_act = self.file_actions.get("quit")   # Quit stays the File menu's last entry
@@ -454,16 +454,72 @@ class Workstation:
         self._resume_said(f"audit trail exported: {jsonl.name}, {csv_path.name} in {folder}", logging.INFO)
 
     def write_report(self):
-        """The case report (PDF) into the session folder; one line in the status bar."""
-        from app.report import REPORT_FILE, ReportError, record_report, write_case_report
+        """The case report (PDF) into the session folder, built here and now (a script's call;
+        the GUI's File → Case report builds it in a worker: ``start_report``); one line in the
+        status bar; returns its path (None: not written, the line says why)."""
+        from app.report import REPORT_FILE, ReportError, write_case_report
+        if not self._save_for_report():
+            return None
+        try:
+            result = write_case_report(self.session.folder, self.session.folder / REPORT_FILE)
+        except (ReportError, OSError) as e:
+            result = e
+        return self._report_done(result)
+
+    def start_report(self, done=None) -> bool:
+        """Build the case report in a worker thread (the GUI stays responsive), its progress in
+        the status bar; ``done(path or None)`` once it is written or refused. False when one is
+        already being built (said in the status bar)."""
+        from app.qt_worker import QtThreadRunner
+        from app.report import REPORT_FILE, ReportError, write_case_report
+        if self.report_busy:
+            self.window.statusBar().showMessage("the case report is already being built: wait for it", 5000)
+            return False
+        if not self._save_for_report():
+            if done is not None:
+                done(None)
+            return False
+        folder = self.session.folder
+        self.report_busy = True
+        self._report_runner = getattr(self, "_report_runner", None) or QtThreadRunner(self.window)
+
+        def job(progress):
+            try:
+                return write_case_report(folder, folder / REPORT_FILE, progress)
+            except (ReportError, OSError) as e:
+                return e
+
+        def finished(result):
+            self.report_busy = False
+            path = self._report_done(result if isinstance(result, (tuple, Exception)) else
+                                     RuntimeError(f"unexpected result {result!r}"))
+            if done is not None:
+                done(path)
+        self._report_runner.run("case-report", job, finished,
+                                lambda pct, text: self.window.statusBar().showMessage(
+                                    f"case report: {text}… {pct} %", 15000))
+        return True
+
+    report_busy = False
+
+    def _save_for_report(self) -> bool:
         try:
             self.session.save()
             if len(self.session.plans):
                 self.session.save_plan()
-            path, pages = write_case_report(self.session.folder, self.session.folder / REPORT_FILE)
-        except (ReportError, OSError) as e:
-            self._resume_said(f"case report not written: {e}", logging.ERROR)
+        except OSError as e:
+            self._resume_said(f"case report not written: {e.strerror or e}: free disk space or check the data "
+                              "folder, then try again", logging.ERROR)
+            return False
+        return True
+
+    def _report_done(self, result):
+        """The end of a report: (path, pages) recorded in the audit trail, or the error said."""
+        from app.report import record_report
+        if isinstance(result, BaseException):
+            self._resume_said(f"case report not written: {result}", logging.ERROR)
             return None
+        path, pages = result
         record_report(self.session.folder, path, pages, audit=_SessionAudit(self.session))
         self._resume_said(f"case report written: {path} ({pages} pages)", logging.INFO)
         return path

@@ -115,6 +115,9 @@ class NavigationView(QObject):
         text = (f"entry {r.entry_deviation_mm:.2f} mm\ntip {r.tip_deviation_mm:.2f} mm\n{r.angle_deg:.2f}°"
                 + (f"\nGR {grade}" if grade else ""))
         for v, o in self.overlays.items():
+            if result.detections is None:      # restored from the case folder: its figures, no wire drawn
+                o.clear()
+                continue
             det = result.detections[v]
             o.show(det.samples_raw, det.tip_raw, result.plan_uv[v], text, colour)
         T = result.T_world_cage if result.T_world_cage is not None else self.T_scene_cage0

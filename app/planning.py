@@ -10,6 +10,7 @@ book's signals, whoever edited it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -51,6 +52,7 @@ class PlanningController(QObject):
     "epipolar" (the dashed line of the point being placed).
     """
     message = Signal(str, bool)
+    drag_finished = Signal()
 
     def __init__(self, model: PlanBook, viewers: dict, panel=None, scene_view=None, confirm=None,
                  T_scene_cage=None, patient_axes=None, shortcut_parent=None, parent=None, session=None):
@@ -70,6 +72,14 @@ class PlanningController(QObject):
         self.placing: tuple[str, str] | None = None  # (trajectory id, "entry"|"target")
         self._drag = None                             # (tid, kind, view, token) while a handle moves
         self._overlays = {v: {} for v in VIEWS}
+        # While a click or a drag is handled (``_input``), only the 2D overlays are redrawn at
+        # once; the 3D trajectories and the table follow from a zero timer, coalesced, once
+        # both viewers have painted (the surgeon's eyes are on the image just clicked)
+        self._input = False
+        self._later: set[str] = set()        # trajectories whose 3D actor is due
+        self._panel_due = False
+        self._later_timer = QTimer(self, singleShot=True, interval=0)
+        self._later_timer.timeout.connect(self.flush)
         for v in VIEWS:  # created bottom to top: the band under the handles, names on top
             for layer in ("epipolar", "tool", "trajectories", "labels"):
                 viewers[v].overlay(layer)
@@ -138,14 +148,56 @@ class PlanningController(QObject):
             return
         tid, kind = self.placing
         shift = modifiers is not None and bool(modifiers & Qt.KeyboardModifier.ShiftModifier)
-        try:
-            t = self.model.place_click(tid, kind, view, (u, v), self.viewers[view].image_shape,
-                                       snap=self.snap != shift)
-        except ClickOutsideImageError as e:
-            self._say(str(e), warn=True)
-            return
-        self._after_click(tid, kind, view, t)
+        with self._user_input():
+            try:
+                t = self.model.place_click(tid, kind, view, (u, v), self.viewers[view].image_shape,
+                                           snap=self.snap != shift)
+            except ClickOutsideImageError as e:
+                self._say(str(e), warn=True)
+                return
+            self._after_click(tid, kind, view, t)
         self._paint_viewers_now()
+
+    @contextlib.contextmanager
+    def _user_input(self):
+        """While a click or a handle drag is handled: 3D and table updates wait (``flush``)."""
+        outer, self._input = self._input, True
+        try:
+            yield
+        finally:
+            self._input = outer
+            if not outer and (self._later or self._panel_due):
+                self._later_timer.start()
+
+    @property
+    def frame_3d_due(self) -> bool:
+        """A 3D update or frame is still to come (the event loop brings it)."""
+        return bool(self._later) or bool(getattr(self.scene, "_render_pending", False))
+
+    @contextlib.contextmanager
+    def _batch(self):
+        """Outside a click: the table refreshed once at the end, however many trajectories changed."""
+        if self._input:
+            yield
+            return
+        self._input = True
+        try:
+            yield
+        finally:
+            self._input = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Apply the 3D and table updates that a click or a drag left for later (the zero
+        timer calls it once the viewers have painted; a script or a test may call it at once)."""
+        self._later_timer.stop()
+        later, self._later = self._later, set()
+        panel, self._panel_due = self._panel_due, False
+        for tid in self.model.ids():
+            if tid in later:
+                self._refresh_3d(tid)
+        if panel or later:
+            self._refresh_panel()
 
     def _paint_viewers_now(self) -> None:
         """Both viewers show the edit before the 3D view renders it (that render waits for the
@@ -191,19 +243,21 @@ class PlanningController(QObject):
             self._drag = (tid, kind, view, object())
             self.model.select(tid)
         token = self._drag[3]
-        try:
-            uv = check_click((u, v), self.viewers[view].image_shape, view)
-        except ClickOutsideImageError as e:
-            self._say(str(e) + " (the handle stays inside)", warn=True)
-            self._drag = None if finished else self._drag
-            self._refresh(tid)
-            return
-        self.model.set_click(tid, kind, view, uv, drag_token=token)
-        if finished:
-            self._drag = None
-            if not self._gap_message(tid, kind):
-                self._say(f"{self.model.get(tid).name}: {kind} moved in {view.upper()}")
-            self._refresh_epipolar()
+        with self._user_input():
+            try:
+                uv = check_click((u, v), self.viewers[view].image_shape, view)
+            except ClickOutsideImageError as e:
+                self._say(str(e) + " (the handle stays inside)", warn=True)
+                self._drag = None if finished else self._drag
+                self._refresh(tid)
+                return
+            self.model.set_click(tid, kind, view, uv, drag_token=token)
+            if finished:
+                self._drag = None
+                self.drag_finished.emit()
+                if not self._gap_message(tid, kind):
+                    self._say(f"{self.model.get(tid).name}: {kind} moved in {view.upper()}")
+                self._refresh_epipolar()
         self._paint_viewers_now()
 
     def delete_selected(self) -> bool:
@@ -368,8 +422,9 @@ class PlanningController(QObject):
 
     # -- drawing -----------------------------------------------------------------------------
     def refresh_all(self) -> None:
-        for tid in self.model.ids():
-            self._refresh(tid)
+        with self._batch():
+            for tid in self.model.ids():
+                self._refresh(tid)
         self._refresh_panel()
         self._refresh_epipolar()
         self._undo_state()
@@ -386,7 +441,8 @@ class PlanningController(QObject):
         return self._overlays[view][tid]
 
     def _refresh(self, tid: str) -> None:
-        """Redraw ``tid`` in both views and in 3D, and its table row."""
+        """Redraw ``tid`` in both views, then in 3D and its table row (those two later while a
+        click or a drag is handled: ``flush``)."""
         t = self.model.get(tid)
         selected = tid == self.model.selected
         warn = bool(self.model.gap_too_large(tid))
@@ -400,16 +456,28 @@ class PlanningController(QObject):
             elif clicks["entry"] is not None and clicks["target"] is not None:
                 axis = [clicks["entry"], clicks["target"]]
             self._overlay(view, tid).update(clicks, t.colour, t.name, outline, axis, selected, warn, t.side)
-        if self.scene is not None:
-            first = not self.scene.ids() and t.complete
-            self.scene.update(tid, t.entry_mm, t.target_mm, t.colour, t.diameter_mm, selected)
-            if first:  # the first trajectory in 3D: show it, later the user's camera is kept
-                self.scene.focus()
-        self._refresh_panel()
+        if self._input:
+            if self.scene is not None and (t.complete or tid in self.scene.ids()):   # else nothing in 3D
+                self._later.add(tid)
+            self._panel_due = True
+        else:
+            self._later.discard(tid)
+            self._refresh_3d(tid)
+            self._refresh_panel()
         if self._drag is not None and self._drag[0] == tid:
             self._refresh_epipolar()
 
+    def _refresh_3d(self, tid: str) -> None:
+        if self.scene is None or tid not in self.model:
+            return
+        t = self.model.get(tid)
+        first = not self.scene.ids() and t.complete
+        self.scene.update(tid, t.entry_mm, t.target_mm, t.colour, t.diameter_mm, tid == self.model.selected)
+        if first:  # the first trajectory in 3D: show it, later the user's camera is kept
+            self.scene.focus()
+
     def _drop(self, tid: str) -> None:
+        self._later.discard(tid)
         for view in VIEWS:
             overlay = self._overlays[view].pop(tid, None)
             if overlay is not None:
@@ -422,8 +490,9 @@ class PlanningController(QObject):
         self._refresh_epipolar()
 
     def _selection_changed(self, tid: str) -> None:
-        for t in self.model.ids():
-            self._refresh(t)
+        with self._batch():   # one table refresh for all, not one per trajectory
+            for t in self.model.ids():
+                self._refresh(t)
         if self.panel is not None:
             self.panel.set_selected(tid)
 
@@ -455,9 +524,13 @@ class PlanningController(QObject):
         for v in VIEWS:
             self._epipolar[v].set_line(lines[v], colour)
 
-    def _refresh_panel(self) -> None:
+    def _refresh_panel(self, *_) -> None:
         if self.panel is None:
             return
+        if self._input:
+            self._panel_due = True
+            return
+        self._panel_due = False
         rows = []
         for tid, t in zip(self.model.ids(), self.model.trajectories()):
             row = {"tid": tid, "name": t.name, "level": t.level, "side": t.side, "colour": t.colour,
@@ -490,9 +563,10 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
 
     ``window`` needs ``viewers``, ``scene_view`` and ``add_dock`` (widgets.main_window).
     With a ``session`` (app.session.Session) the controller works on ``session.plans`` (which
-    follows ``session.calibration``) and, ``autosave_ms`` after the last change, writes it to
-    ``<session folder>/plan.json`` (``PlanBook.load`` reads it back exactly; a resumed
-    session's plan is not written again until it changes).
+    follows ``session.calibration``) and every edit is written to ``<session folder>/plan.json``
+    once the viewers have painted it (during a handle drag at most every ``autosave_ms``, and at
+    its end; ``None``: the session writes each edit at once itself). ``PlanBook.load`` reads it
+    back exactly; a resumed session's plan is not written again until it changes.
     ``T_scene_cage`` places the cage frame in the 3D view's frame (the simulator's
     ``T_world_cage``); ``patient_axes`` defaults to the cage's standard mounting.
     """
@@ -510,18 +584,29 @@ def install_planning(window, session=None, T_scene_cage=None, patient_axes=None,
     if session is not None:
         connect_while_alive(session.calibration_changed, controller, "calibration_followed")
         if autosave_ms is not None:
-            timer = QTimer(controller, singleShot=True, interval=int(autosave_ms))
-            timer.timeout.connect(lambda: _autosave(session))
-            connect_while_alive(model.changed, timer, "start", nargs=0)
-            controller.autosave_timer = timer
-            # the resumed plan is the file on disk: not written again until it changes
-            connect_while_alive(session.resumed, timer, "stop", nargs=0)
+            _save_plan_edits_after_the_paint(session, controller, int(autosave_ms))
         connect_while_alive(session.resumed, controller, "_resumed")
     return controller
 
 
-def _autosave(session) -> None:
-    try:
-        session.save_plan()
-    except OSError as e:  # a full disk must not stop planning; the log says it
-        log.error("the plan could not be saved in the session folder: %s", e)
+def _save_plan_edits_after_the_paint(session, controller, drag_ms: int) -> None:
+    """Every plan edit is written (``Session.save_plan``, atomic) from a zero timer: after the
+    click's viewers have painted, one write for the edits of one event. While a handle is being
+    dragged, at most one write every ``drag_ms``, and the drag's end at once."""
+    timer = QTimer(controller, singleShot=True, interval=0)
+    timer.timeout.connect(session.save_plan_quietly)
+
+    def edited():
+        if controller._drag is not None:          # a drag: throttled
+            if not timer.isActive():
+                timer.start(drag_ms)
+        else:
+            timer.start(0)
+    session.plan_save_scheduler = edited
+    controller.drag_finished.connect(lambda: timer.start(0))
+    controller.autosave_timer = timer
+    # the resumed plan is the file on disk: not written again until it changes
+    connect_while_alive(session.resumed, timer, "stop", nargs=0)
+
+
+

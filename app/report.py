@@ -271,9 +271,13 @@ def _qt_app():
     return app
 
 
-def write_case_report(folder, out=None) -> tuple[Path, int]:
+def write_case_report(folder, out=None, progress=None) -> tuple[Path, int]:
     """Write the case report of ``folder`` as a PDF (``out``, else ``case-report.pdf`` in the
-    folder); returns (path, pages). ReportError (one line) when it cannot."""
+    folder); returns (path, pages). ReportError (one line) when it cannot. ``progress(percent,
+    text)`` hears each stage. Qt-reentrant only (QTextDocument, QImage, QPdfWriter): it may run
+    in a worker thread while the GUI goes on (``app.main.Workstation.start_report``)."""
+    say = progress or (lambda _pct, _text: None)
+    say(5, "reading the case folder")
     case = read_case(folder)
     app = _qt_app()   # noqa: F841 - kept alive while painting
     from PySide6.QtCore import QMarginsF, QSizeF, QUrl
@@ -284,7 +288,8 @@ def write_case_report(folder, out=None) -> tuple[Path, int]:
     font.setPointSizeF(8.0)
     doc.setDefaultFont(font)
     pictures = {}
-    for name, v in case.verifications:
+    for i, (name, v) in enumerate(case.verifications):
+        say(15 + int(50 * i / max(1, len(case.verifications))), f"drawing the verification shots of {name}")
         names = []
         for view, file in _verification_files(case, v).items():
             img = _shot_picture(case, view, file, v)
@@ -294,6 +299,7 @@ def write_case_report(folder, out=None) -> tuple[Path, int]:
                 names.append(key)
         if names:
             pictures[name] = names
+    say(70, "laying out the pages")
     doc.setHtml(case_report_html(case, pictures))
     out = Path(out) if out else case.folder / REPORT_FILE
     out = out.expanduser().absolute()
@@ -309,6 +315,7 @@ def write_case_report(folder, out=None) -> tuple[Path, int]:
     rect = writer.pageLayout().paintRectPixels(writer.resolution())
     doc.setPageSize(QSizeF(rect.width(), rect.height()))
     pages = doc.pageCount()
+    say(85, f"writing {pages} pages")
     doc.print_(writer)
     del writer                                   # closes the file
     try:
@@ -317,6 +324,7 @@ def write_case_report(folder, out=None) -> tuple[Path, int]:
         os.replace(tmp, out)
     except OSError as e:
         raise ReportError(f"cannot write {out}: {e.strerror or e}") from None
+    say(100, "written")
     return out, pages
 
 

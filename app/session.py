@@ -123,11 +123,14 @@ class Session:
         self._calibration_file: str | None = None       # the calibration in use, when saved here
         self._calibration_known = False                  # the record names the calibration (or none)
         self._invalidated: dict[str, str] = {}          # calibration file -> why it fell
-        # a deleted trajectory must not come back after a kill: its plan is saved at once,
-        # not when the planning screen's autosave comes round
+        self._records: dict[str, dict] = {}              # kind -> newest {"file", "calibration"}
+        # every plan edit is saved at once (a kill loses none): here, or where the GUI says
+        # (``plan_save_scheduler``: after the click's paint, coalesced); a deletion always here
         self._removal_pending = False
+        self.plan_save_scheduler = None
+        self._following_calibration = False
         self.plans.trajectory_removed.connect(self._on_trajectory_removed)
-        self.plans.changed.connect(self._save_removal)
+        self.plans.changed.connect(self._plan_edited)
         self._audit: AuditLog | None = None
         self._reasons: dict[str, str] = {}
         from app.audit import watch_session
@@ -281,7 +284,13 @@ class Session:
             self._invalidate_calibrations(why or "it was declared invalid")
         elif calibration is not None:
             self._note_calibration_file(file)
-        self.plans.set_calibration(planning_calibration(calibration), keep)
+        # the plan following a calibration is no edit: plan.json keeps the calibration it was
+        # made with (a resume says so when that one is not restored)
+        self._following_calibration = True
+        try:
+            self.plans.set_calibration(planning_calibration(calibration), keep)
+        finally:
+            self._following_calibration = False
         self.calibration_changed.emit(calibration)
         self.changed.emit()
 
@@ -319,16 +328,23 @@ class Session:
     def _on_trajectory_removed(self, _tid: str) -> None:
         self._removal_pending = not self.resuming
 
-    def _save_removal(self) -> None:
-        if not self._removal_pending:
+    def _plan_edited(self) -> None:
+        if self.resuming or not self.save_images or self._following_calibration:
             return
-        self._removal_pending = False
-        if self._folder is None or not self.save_images or self.resuming:
+        removal, self._removal_pending = self._removal_pending, False
+        if self.plan_save_scheduler is not None and not removal:
+            self.plan_save_scheduler()
             return
+        self.save_plan_quietly()
+
+    def save_plan_quietly(self) -> bool:
+        """``save_plan`` where a full disk must not stop planning (the log says it)."""
         try:
             self.save_plan()
+            return True
         except OSError as e:
-            log.error("the plan (a trajectory deleted) could not be saved in the session folder: %s", e)
+            log.error("the plan could not be saved in the session folder: %s", e)
+            return False
 
     def set_alignment(self, result: Any) -> None:
         self.alignment = result
@@ -350,6 +366,7 @@ class Session:
                  if p.stem.rsplit("-", 1)[1].isdigit()]
         path = write_json_atomic(self.folder / f"{kind}-{max(taken, default=0) + 1:02d}.json", record)
         self._checksums[path.name] = sha256_file(path)
+        self._records[kind] = {"file": path.name, "calibration": self._calibration_file}
         self.save()
         return path
 
@@ -440,7 +457,8 @@ class Session:
                 "devices": {d: {"status": s.value, "message": m} for d, (s, m) in self._devices.items()},
                 "checksums": dict(sorted(self._checksums.items())),
                 **({"calibration": self._calibration_file} if self._calibration_known else {}),
-                "invalidated": {"calibrations": dict(sorted(self._invalidated.items()))}}
+                "invalidated": {"calibrations": dict(sorted(self._invalidated.items()))},
+                **({"records": {k: dict(v) for k, v in sorted(self._records.items())}} if self._records else {})}
 
     def save(self) -> Path:
         """Write ``session.json`` into the session folder atomically (the version it replaces
@@ -457,6 +475,10 @@ class Session:
         return path
 
     # -- resuming an interrupted session ------------------------------------------------
+    def _resume_records(self, folder: Path, record: dict, checksums: dict, result) -> None:
+        """The newest Align and Verify records, where they still hold (``app.state.records``)."""
+        _restore_records_into(self, folder, record, checksums, result)
+
     def is_fresh(self) -> bool:
         """Nothing taken, loaded, calibrated or planned yet (what ``resume`` needs)."""
         return (all(im is None for im in self._images.values()) and not any(self._saved.values())
@@ -528,6 +550,7 @@ class Session:
         self.calibration = calibration
         self._checksums = dict(checksums)
         self._invalidated = dict(record["invalidated"])
+        self._records = {}
         self._calibration_file = result.calibration_file
         self._calibration_known = True     # from now on session.json names it (null: none restored)
         self.plans.set_calibration(planning_calibration(calibration))
@@ -548,6 +571,7 @@ class Session:
             if calibration is not None:
                 self.calibration_changed.emit(calibration)
             load_session_plan(self.plans, result, checksums.get("plan.json"))
+            self._resume_records(folder, record, checksums, result)
             self.resumed.emit(result)   # the shots strip
             step = record["step"]
             if step is not None:
@@ -569,6 +593,23 @@ class Session:
         for problem in result.problems:
             log.warning("resume: %s", problem)
         return result
+
+
+def _restore_records_into(session: "Session", folder: Path, record: dict, checksums: dict, result) -> None:
+    from app.state.records import restore_records
+    notes = record.get("records", {})
+    got = restore_records(folder, notes, checksums, result.calibration_file if session.calibration is not None
+                          else None, set(session.plans.ids()), _check_sum, result)
+    for kind, obj in got.items():
+        if obj is None:
+            continue
+        session._records[kind] = dict(notes[kind])
+        if kind == "alignment":
+            session.alignment = obj
+            session.alignment_changed.emit(obj)
+        else:
+            session.verification = obj
+            session.verification_changed.emit(obj)
 
 
 @dataclass
@@ -700,6 +741,8 @@ def read_session_record(folder, name: str = "session.json") -> dict:
            "invalidated": dict((d.get("invalidated") or {}).get("calibrations", {}))}
     if "calibration" in d:
         out["calibration"] = d["calibration"]
+    if d.get("records"):
+        out["records"] = {k: dict(v) for k, v in d["records"].items()}
     for view in VIEWS:
         names, cur = images.get(view, []), current.get(view)
         if cur is not None and cur not in names:

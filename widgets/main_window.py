@@ -27,6 +27,7 @@ _AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetAr
 # the panel each workflow step needs in front (the right-hand docks are tabs)
 STEP_PANELS = {"calibrate": "C-arm", "plan": "Planning", "align": "Robot", "verify": "C-arm"}
 
+SHORT_SCREEN_PX = 900   # below this window height the right column favours the panels over the 3D view
 _STATE_VERSION = 3  # bump when docks are added or rearranged: an older saved layout is then ignored
 
 
@@ -247,8 +248,10 @@ class MainWindow(QMainWindow):
                  and self.dockWidgetArea(d) == Qt.DockWidgetArea.RightDockWidgetArea]
         if below:
             h = self.height()
-            # the panels get the larger share: their buttons and plots should not need scrolling
-            self.resizeDocks([scene, below[0]], [int(0.32 * h), int(0.68 * h)], Qt.Orientation.Vertical)
+            # the panels get the larger share: their buttons and plots should not need scrolling;
+            # on a short screen (768 px) the 3D view shrinks further, it stays one drag away
+            share = 0.32 if h >= SHORT_SCREEN_PX else 0.2
+            self.resizeDocks([scene, below[0]], [int(share * h), int((1 - share) * h)], Qt.Orientation.Vertical)
         if "Log" in self.docks:   # the Log and Shots row: one row of thumbnails (widgets/thumbnail_strip)
             self.resizeDocks([self.docks["Log"]], [max(165, int(0.16 * self.height()))], Qt.Orientation.Vertical)
 

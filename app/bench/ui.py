@@ -77,7 +77,7 @@ def _settled(app, ctrl) -> None:
     """The event loop run until the 3D view's pending render is done (between trials)."""
     app.processEvents()
     scene = getattr(ctrl, "scene", None)
-    while scene is not None and getattr(scene, "_render_pending", False):
+    while scene is not None and (ctrl.frame_3d_due or getattr(scene, "_render_pending", False)):
         app.processEvents()
 
 
@@ -231,7 +231,7 @@ def _click_bench(n_traj: int, size: int, phantom: str = "spine", load_procs: int
                 for view in ("ap", "lat"):
                     two, three = _click_to_paint(
                         app, painted, lambda: click_pixel(window.viewers[view], *uv[view][0]), 2,
-                        lambda: bool(getattr(ctrl.scene, "_render_pending", False)))
+                        lambda: ctrl.frame_3d_due)
                     missed += two is None or three is None
                     two_d_ms.append(2000.0 if two is None else two)
                     gui_ms.append(2000.0 if three is None else max(three, two or 0.0))

@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from core.calibration.models import camera_centre
 from core.geometry.pixels import in_image
@@ -257,6 +256,7 @@ class BaseFrameCalibration:
             dist = np.zeros(0)
             if len(P) and len(D):
                 C = np.linalg.norm(P[:, None] - D[None], axis=2)
+                from scipy.optimize import linear_sum_assignment   # lazy: seconds of the GUI's start-up
                 r, c = linear_sum_assignment(C)
                 dist = C[r, c]
         if expected < min_balls:

@@ -32,7 +32,8 @@ def shot(view, seed, shape=SHAPE):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory, calibration):
-    """AP 1, LAT 1, AP 2 on screen; calibrated; plan saved with 1 then 2 trajectories."""
+    """AP 1, LAT 1, AP 2 on screen; calibrated; plan saved with 1 then 2 trajectories (each
+    edit is saved as it is made)."""
     s = Session(tmp_path_factory.mktemp("sessions"), started_at=T0)
     s.set_image("ap", shot("ap", 1))
     s.set_image("lat", shot("lat", 2))
@@ -40,9 +41,7 @@ def saved(tmp_path_factory, calibration):
     calibration.save(s.folder / "calibration-1.json")
     s.set_calibration(calibration, file=s.folder / "calibration-1.json")
     s.plans.add("L4", "left")
-    s.save_plan()
     s.plans.add("L4", "right")
-    s.save_plan()
     return s.folder, list(s.plans.ids())
 
 

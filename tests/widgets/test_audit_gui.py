@@ -55,3 +55,38 @@ def test_case_report_from_the_gui_goes_into_the_session_folder(station):
     last = station.audit_panel.table
     assert last.item(last.rowCount() - 1, 2).text() == "report"
     assert read_audit(s.folder / "audit.jsonl").events[-1]["pages"] >= 2
+
+
+def test_the_case_report_action_builds_in_a_worker_with_progress(station, qtbot):
+    """File → Case report: the PDF is built off the GUI thread; the status bar shows each
+    stage, the event loop keeps running meanwhile, a second request waits its turn."""
+    from PySide6.QtCore import QTimer
+    s, w = station.session, station.window
+    s.set_image("ap", FluoroImage(np.full((40, 50), 2000, np.uint16), pixel_spacing_mm=(0.4, 0.4), sid_mm=1000.0,
+                                  view="ap"))
+    said, got = [], []
+    w.statusBar().messageChanged.connect(lambda text: said.append(text))
+    ticks = []
+    timer = QTimer(w, interval=1)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+    action = next(a for m in w.menuBar().actions() if m.menu() for a in m.menu().actions()
+                  if a.objectName() == "action_case_report")
+    assert station.start_report(done=got.append)
+    assert station.report_busy
+    assert not station.start_report() and "already being built" in said[-1]
+    qtbot.waitUntil(lambda: bool(got), timeout=20000)
+    timer.stop()
+    path = got[0]
+    assert path == s.folder / "case-report.pdf" and path.read_bytes().startswith(b"%PDF")
+    assert not station.report_busy and ticks            # the GUI thread ran its timers meanwhile
+    stages = [t for t in said if t.startswith("case report: ")]
+    assert any("reading the case folder" in t for t in stages) and any("writing" in t for t in stages)
+    assert said[-1].startswith("case report written: ") and said[-1].endswith("pages)")
+    assert read_audit(s.folder / "audit.jsonl").events[-1]["event"] == "report"
+    # the menu action goes the same way
+    got.clear()
+    action.trigger()
+    assert station.report_busy
+    qtbot.waitUntil(lambda: not station.report_busy, timeout=20000)
+    assert said[-1].startswith("case report written: ")

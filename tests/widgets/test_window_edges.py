@@ -184,9 +184,10 @@ def test_the_window_fits_1366_by_768_with_its_key_controls_in_view(full_station,
     assert _inside(st.navigation_panel.stop_button, w)
 
 
-def test_at_1920_by_1080_the_plots_and_the_planning_buttons_need_no_scrolling(full_station, qtbot):
+@pytest.mark.parametrize("size", [(1920, 1080), (1366, 768)])
+def test_the_plots_and_the_planning_buttons_need_no_scrolling(full_station, qtbot, size):
     st, w = full_station, full_station.window
-    _show_at(qtbot, w, 1920, 1080)
+    _show_at(qtbot, w, *size)
     w.show_step_panel("plan")
     qtbot.wait(100)
     panel = st.planning.panel
@@ -195,10 +196,14 @@ def test_at_1920_by_1080_the_plots_and_the_planning_buttons_need_no_scrolling(fu
     assert _unscrolled(panel.table) and _unscrolled(panel.snap_box)
     w.docks["Robot"].raise_()
     robot = w.robot_panel
+    if size[1] < 1080:
+        return        # at 768 px the robot panel's tabs with their plots still scroll (not fixed yet)
     for tab in ("Hand guiding", "Tool load"):
         robot.tabs.setCurrentIndex(next(i for i in range(robot.tabs.count()) if robot.tabs.tabText(i) == tab))
         qtbot.wait(100)
-        assert _unscrolled(robot.plot) and robot.plot.height() >= 180, tab
+        assert _unscrolled(robot.plot) and robot.plot.height() >= 150, tab
+        f, t = (p.sceneBoundingRect() for p in (robot.force_plot, robot.torque_plot))
+        assert f.right() <= t.left() and f.height() >= 120 and t.height() >= 120, tab   # side by side, whole
         assert _unscrolled(robot.tabs), tab
     robot.tabs.setCurrentIndex(0)                                   # Jog: no plots, the jog buttons in view
     qtbot.wait(100)

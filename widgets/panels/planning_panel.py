@@ -68,7 +68,7 @@ class PlanningPanel(QWidget):
             self.table.horizontalHeaderItem(col).setToolTip(tip)
         for col in (COLUMNS.index("Level"), COLUMNS.index("Side")):
             self.table.setColumnHidden(col, True)   # the name says them; the editor below sets them
-        self.table.setMinimumHeight(2 * 40 + 36)  # two trajectories at least; the dock may grow
+        self.table.setMinimumHeight(40 + 36)  # one trajectory at least (a 768 px screen); the dock grows it
         self.setMinimumWidth(420)   # the right-hand column of a 1366 px screen
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

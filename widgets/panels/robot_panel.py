@@ -270,9 +270,11 @@ class RobotPanel(QWidget):
     def _plots(self):
         self.plot = _CompactPlots()
         self.plot.setBackground("#15181c")
-        self.plot.setMinimumHeight(190)
+        # force and torque side by side: half the height stacked plots took, so both show whole
+        # under the hand guiding and tool load tabs at 1920 x 1080 and 1366 x 768
+        self.plot.setMinimumHeight(150)
         self.force_plot = self.plot.addPlot(row=0, col=0, title="hand force (N), last 10 s")
-        self.torque_plot = self.plot.addPlot(row=1, col=0, title="hand torque (N·m)")
+        self.torque_plot = self.plot.addPlot(row=0, col=1, title="hand torque (N·m)")
         colours = ("#e06c75", "#98c379", "#61afef")
         self.curves = [p.plot(pen=pg.mkPen(c, width=2)) for p in (self.force_plot, self.torque_plot)
                        for c in colours]

@@ -28,7 +28,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 import shiboken6
-from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import QPolygonF, QTransform
 from PySide6.QtWidgets import (QComboBox, QGraphicsItem, QGraphicsPolygonItem, QGridLayout, QHBoxLayout,
                                QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
@@ -86,6 +86,7 @@ def _display_array(image) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- display mapping: raw pixels -> what is drawn ------------------------------------
+PAINT_MARGIN_PX = 24   # around the overlays' bounds: pens, handles and names drawn at a fixed screen size
 _DENSIFY_PX = 8.0  # a raw straight segment is a curve once undistorted: sample it this finely
 
 
@@ -589,10 +590,29 @@ class FluoroViewer(QWidget):
 
     # -- overlays ---------------------------------------------------------------------
     def paint_now(self) -> None:
-        """Paint the image and its overlays now, not when the event loop gets to it (a click's
-        feedback goes out before the 3D view's frame, which can take tens of ms in software)."""
-        if self.isVisible():
-            self.graphics.viewport().repaint()
+        """Paint the overlays now, not when the event loop gets to it (a click's feedback goes
+        out before the 3D view's frame, which can take tens of ms in software). Only the part
+        of the viewport the overlays cover, now and at the last call, is painted: the rest did
+        not change, and what an overlay outside it changed Qt's own update paints next."""
+        if not self.isVisible():
+            return
+        vp = self.graphics.viewport()
+        now = self._overlay_viewport_rect()
+        before, self._painted_overlays = getattr(self, "_painted_overlays", None), now
+        region = now if before is None else now.united(before)
+        region = region.adjusted(-PAINT_MARGIN_PX, -PAINT_MARGIN_PX, PAINT_MARGIN_PX, PAINT_MARGIN_PX) & vp.rect()
+        if not region.isEmpty():
+            vp.repaint(region)
+
+    def _overlay_viewport_rect(self) -> QRect:
+        """The viewport pixels the visible overlay layers' items cover."""
+        rect = QRectF()
+        for group in self._overlays.values():
+            if group.isVisible() and group.childItems():
+                rect = rect.united(group.mapRectToScene(group.childrenBoundingRect()))
+        if rect.isNull():
+            return QRect()
+        return self.graphics.mapFromScene(rect).boundingRect()
 
     def overlay(self, name: str) -> pg.ItemGroup:
         """The overlay group ``name`` (created on first use); children use raw (u, v)."""

@@ -80,6 +80,7 @@ def plan_by_clicks(window, ctrl, calib, entry, target, rng, order=("ap", "lat"))
             a = rng.uniform(0, 2 * np.pi)
             u, v = uv[view][0] + [np.cos(a), np.sin(a)]
             click_pixel(window.viewers[view], u, v)
+    QApplication.processEvents()   # the 3D view and the table follow a click from the event loop
     return tid
 
 
@@ -170,6 +171,7 @@ def test_unsnapped_wrong_click_is_flagged(planning):
     click_pixel(window.viewers["lat"], *off, modifiers=Qt.KeyboardModifier.ShiftModifier)  # Shift: no snap
     assert model.gap_too_large(tid) == ["entry"]
     assert messages[-1][1] and "do not show the same point" in messages[-1][0]
+    QApplication.processEvents()   # the table follows the click from the event loop
     name_item = ctrl.panel.table.item(0, 0)
     assert name_item.text().startswith("⚠") and "apart" in name_item.toolTip()
     assert ctrl._overlays["ap"][tid].handles["entry"].pen.color().name() == "#ff3030"
@@ -191,10 +193,11 @@ def test_handle_drag_moves_live_and_undoes_in_one_step(planning, qtbot):
     assert model.history.count() == n + 1
     assert after.click("target", "lat") == pytest.approx((start.x() + 7, start.y() + 3.5))
     assert not np.allclose(after.target_mm, before.target_mm)
-    # the AP view and the 3D view followed
+    # the AP view at once, the 3D view once the event loop ran
     ap_axis = ctrl._overlays["ap"][tid].axis.getData()
     expected = calib.project(np.array(after.target_mm))["ap"][0]
     assert np.hypot(ap_axis[0][-1] - expected[0], ap_axis[1][-1] - expected[1]) < 1e-6
+    QApplication.processEvents()
     tube = ctrl.scene._actors[tid].line.GetPoint2()
     assert np.allclose(tube, after.target_mm)
     ctrl.undo()
@@ -420,9 +423,16 @@ def test_a_click_paints_both_viewers_before_the_3d_frame(planning):
     click_pixel(window.viewers["ap"], *uv_t["ap"][0])
     QApplication.processEvents()
     order.clear()
+    tid = model.selected
+    assert ctrl.panel.table.item(0, 3).text() == "—"
     click_pixel(window.viewers["lat"], *uv_t["lat"][0])      # completes it: a tube in 3D
-    assert model.get(model.selected).complete
-    assert set(order) == {"ap", "lat"} and ctrl.scene._render_pending   # 2D painted, 3D still due
+    assert model.get(tid).complete
+    # 2D painted; the 3D tube and the table's length come from the event loop, after the paint
+    assert set(order) == {"ap", "lat"} and tid not in ctrl.scene.ids()
+    assert ctrl.panel.table.item(0, 3).text() == "—"
+    QApplication.processEvents()
+    assert tid in ctrl.scene.ids() and ctrl.scene._render_pending or "3d" in order
+    assert float(ctrl.panel.table.item(0, 3).text()) == pytest.approx(model.get(tid).length_mm, abs=0.05)
     for _ in range(50):
         if "3d" in order:
             break

@@ -459,3 +459,37 @@ def test_corrected_display_handle_drag_reports_raw_and_toggling_is_no_drag(viewe
         h.mouseDragEvent(_Drag(down, cursor, start, finish))
         raw = d.ideal_to_raw(np.array([target]))[0]
         assert moved[-1] == pytest.approx(tuple(raw), abs=0.05)
+
+
+def test_paint_now_paints_where_the_overlays_are_and_were(viewer):
+    """A click's feedback: ``paint_now`` paints at once, and only the viewport part that its
+    overlays cover now and covered at the last call (a moved handle's old place is repainted)."""
+    import pyqtgraph as pg
+    from PySide6.QtCore import QEvent, QObject
+    viewer.set_image(FluoroImage(np.zeros((400, 400), np.uint16), view="ap"))
+    viewer.reset_view()
+    QApplication.processEvents()
+    regions = []
+
+    class Spy(QObject):
+        def eventFilter(self, obj, ev):
+            if ev.type() == QEvent.Type.Paint:
+                regions.append(ev.region().boundingRect())
+            return False
+    spy = Spy()
+    vp = viewer.graphics.viewport()
+    vp.installEventFilter(spy)
+    dot = pg.ScatterPlotItem([50.0], [60.0], size=10)
+    viewer.overlay("marks").addItem(dot)
+
+    def at(u, v):
+        return viewer.graphics.mapFromScene(viewer.image_item.mapToScene(QPointF(u + 0.5, v + 0.5)))
+    viewer.paint_now()
+    assert len(regions) == 1
+    first = regions[-1]
+    assert first.contains(at(50, 60)) and first.width() < vp.width() / 2 and first.height() < vp.height() / 2
+    dot.setData([300.0], [320.0])
+    viewer.paint_now()
+    assert len(regions) == 2
+    assert regions[-1].contains(at(300, 320)) and regions[-1].contains(at(50, 60))   # new place and old
+    vp.removeEventFilter(spy)
