@@ -35,7 +35,7 @@ DRIVERS = {
     ("carm", "simulated"): ("devices.carm", "SimulatedCArm", {"seed": "seed"}),
     ("carm", "dicom_folder"): ("devices.carm", "DicomFolderCArm", {"folder": "dicom_folder",
                                                                    "timeout_s": "acquire_timeout_s"}),
-    ("tracker", "simulated"): ("devices.tracker", "SimulatedTracker", {}),
+    ("tracker", "simulated"): ("devices.sim_tracker", "SimulatedTracker", {}),
 }
 
 
