@@ -43,7 +43,8 @@ class TrackedHandEyeError(HandEyeError):
     """The tracked hand-eye cannot be done: too few poses, the marker not seen, bad input."""
 
 
-# where the robot marker is designed to sit on the flange: 110 mm beside it, its marker plane
+# where the robot marker is designed to sit: on the guide holder, about 110 mm from the tool tip (a
+# shorter lever for its rotation noise), its marker plane
 # turned towards the tracker, which stands at the foot end, above and opposite the C-arm's detector
 TRACKER_DIRECTION_BASE = np.array([-0.35, -0.55, 0.75]) / np.linalg.norm([-0.35, -0.55, 0.75])
 
@@ -55,7 +56,7 @@ def _facing(normal) -> np.ndarray:
     return np.stack([x, np.cross(z, x), z], 1)
 
 
-NOMINAL_T_FLANGE_ROBOTREF = make_transform(_facing(TRACKER_DIRECTION_BASE), [-70.0, -85.0, 40.0])
+NOMINAL_T_FLANGE_ROBOTREF = make_transform(_facing(TRACKER_DIRECTION_BASE), [-60.0, -70.0, -90.0])
 
 
 def average_pose(Ts) -> np.ndarray:
