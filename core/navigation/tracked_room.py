@@ -5,7 +5,7 @@ The controller knows the nominal robot and the marker's nominal mount
 (``tracked_hand_eye.NOMINAL_T_FLANGE_ROBOTREF``); the truth is a ``TrueRobot`` and a marker
 mounted a few mm and about a degree off its drawing. The camera stands ``distance_mm`` from the
 surgical site along ``TRACKER_DIRECTION_BASE`` (the foot end, above). The patient's marker is
-clamped 150 mm from the site towards the camera (``patient_offset_base``, base axes); the patient's motion (``motion(t) -> T_world_world``, identity when
+clamped 110 mm from the site towards the camera (``patient_offset_base``, base axes); the patient's motion (``motion(t) -> T_world_world``, identity when
 still) moves it, and the plan, with the patient. Times in seconds, millimetres.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ class TrackedRoom:
     poses. ``frame(t)`` measures the current truth at time ``t`` (one ``TrackerFrame``)."""
 
     def __init__(self, truth, T_world_base, site_world, seed: int = 0, distance_mm: float = 1600.0,
-                 model: TrackerModel | None = None, T_flange_robotref=None, patient_offset_base=(60.0, -150.0, 20.0),
+                 model: TrackerModel | None = None, T_flange_robotref=None, patient_offset_base=(-20.0, -110.0, 20.0),
                  motion=None, occluders=None):
         self.truth = truth
         self.T_world_base = np.asarray(T_world_base, float)

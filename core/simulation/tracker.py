@@ -99,11 +99,12 @@ class MarkerBody:
 
 
 # NDI-style passive bodies: four coplanar spheres, no two distances alike (the tracker tells them
-# apart by their distances); layouts of the size of NDI's 8700339/8700340 reference frames
+# apart by their distances); robot_ref and the tool of the size of NDI's 8700339/8700340 frames
 ROBOT_REF = MarkerBody("robot_ref", np.array([[0.0, 0.0, 0.0], [0.0, 50.0, 0.0], [-25.0, 100.0, 0.0],
                                               [35.0, 135.0, 0.0]]))
-PATIENT_REF = MarkerBody("patient_ref", np.array([[0.0, 0.0, 0.0], [41.0, 28.6, 0.0], [88.0, 0.0, 0.0],
-                                                  [40.0, -44.4, 0.0]]))
+PATIENT_REF = MarkerBody("patient_ref", np.array([[0.0, 0.0, 0.0], [70.0, 52.0, 0.0], [150.0, 0.0, 0.0],
+                                                  [62.0, -68.0, 0.0]]))   # a large frame: its turn noise
+                                                                        # has a 100-150 mm lever to the site
 TOOL_REF = MarkerBody("tool", np.array([[0.0, 0.0, 0.0], [-30.0, 45.0, 0.0], [25.0, 70.0, 0.0],
                                         [-10.0, 110.0, 0.0]]))
 

@@ -16,7 +16,7 @@ from core.navigation.tracked_room import TrackedRoom, hand_eye_in_room
 from core.navigation.tracker_sim import frame_from
 from core.robot.kinematics.hybrid5 import load_hybrid5
 from core.simulation.robot_truth import TrueRobot, sample_robot_errors
-from core.simulation.tracker import Occluder
+from core.simulation.tracker import PATIENT_REF, Occluder
 
 HOME = (625.0, 475.0, -135.0, 0.0, 0.0)
 
@@ -125,10 +125,14 @@ def test_refusals_name_the_tool_and_why(kin):
     T_cmd = c.T_des
     # the surgeon's shoulder hides the patient's marker
     P = c.room.true_poses(0.0)["patient_ref"][:3, 3]
-    # a hand in each camera's sight line of the patient's marker, 60 % of the way there
-    hands = [Occluder(cam + 0.6 * (P - cam) - [0, 20.0, 0], cam + 0.6 * (P - cam) + [0, 20.0, 0], 30.0, "hand")
-             for cam in c.room.model.cameras]
-    c.room.occluders = lambda t: hands
+    # a hand over the patient's marker, 100 mm in front of it towards the cameras
+    T_P = c.room.true_poses(0.0)["patient_ref"]
+    marks = PATIENT_REF.markers_mm @ T_P[:3, :3].T + T_P[:3, 3]
+    toward = -marks.mean(0) / np.linalg.norm(marks.mean(0))       # the cameras sit about the origin
+    a, b = marks[0] + 100 * toward, marks[2] + 100 * toward
+    c.room.occluders = lambda t: [Occluder(a, b, 75.0, "hand")]
+    f0 = c.frames(1)[0]
+    assert f0.pose("robot_ref").ok
     assert not c.frames(1)[0].pose("patient_ref").ok
     with pytest.raises(TrackerNotSeeing, match="patient_ref is not seen") as e:
         loop.update(c.frames(), T_cmd)
