@@ -36,7 +36,7 @@ from scipy.spatial.transform import Rotation
 
 from core.geometry.rigid import invert
 from core.navigation.closed_loop import ClosedLoopError, _angle, tool_frame
-from core.navigation.tracked_loop import NEEDED, pose_residual, tool_in_patient
+from core.navigation.tracked_loop import NEEDED, pose_residual
 from core.navigation.tracking import usable
 
 __all__ = ["needle_guide_correction", "guide_motion", "MotionMonitor", "MotionState", "MotionFollower",

@@ -6,14 +6,13 @@ import math
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
 
-from core.geometry.rigid import from_rotvec, invert
+from core.geometry.rigid import from_rotvec
 from core.navigation.closed_loop import ClosedLoopError
 from core.navigation.motion_sim import follow_in_room, recovery_time
 from core.navigation.patient_motion import (MotionFollower, MotionMonitor, guide_motion, needle_guide_correction)
 from core.robot.kinematics.hybrid5 import load_hybrid5
-from core.simulation.patient_motion import PatientMotion, sample_motion, still
+from core.simulation.patient_motion import PatientMotion, sample_motion
 from tests.core.navigation.test_tracked_loop import Case
 
 

@@ -1,12 +1,10 @@
 """The robot's tracker marker on the flange by AX = XB (>= 8 automatically chosen poses, every
 OpenCV method compared) against the simulator's truth in mm and degrees; the marker's relation
 to cage and tool; the refusals (too few poses, marker unseen, mismatched lists)."""
-import math
-
 import numpy as np
 import pytest
 
-from core.geometry.rigid import invert, make_transform
+from core.geometry.rigid import make_transform
 from core.navigation.hand_eye import METHODS
 from core.navigation.hand_eye_sim import mount_error
 from core.navigation.tracked_hand_eye import (NOMINAL_T_FLANGE_ROBOTREF, TrackedHandEyeError, average_pose,

@@ -2,8 +2,6 @@
 0.3-0.7 mm open loop lands within 0.3 mm and 0.2 deg after the tracked corrections (measured
 residual under 0.2 mm / 0.2 deg); eq. 24 removes a rigid error in one step; the plan registered
 through the tool; typed refusals when the tracker does not see what the loop needs."""
-import math
-
 import numpy as np
 import pytest
 
