@@ -35,7 +35,7 @@ DRIVERS = {
     ("carm", "simulated"): ("devices.carm", "SimulatedCArm", {"seed": "seed"}),
     ("carm", "dicom_folder"): ("devices.carm", "DicomFolderCArm", {"folder": "dicom_folder",
                                                                    "timeout_s": "acquire_timeout_s"}),
-    ("tracker", "simulated"): ("devices.tracker", "SimulatedTracker", {}),
+    ("tracker", "simulated"): ("devices.sim_tracker", "SimulatedTracker", {}),
     ("tracker", "ndi"): ("devices.ndi", "NdiTracker", {
         "host": "host", "port": "port", "serial_port": "serial_port", "baud": "serial_baud",
         "tools": "tool_names", "tool_roms": "tool_roms", "reply": "reply_format", "rate_hz": "rate_hz"}),

@@ -80,6 +80,8 @@ class CaseSpec:
     max_shots: int = 4                 # closed-loop shot pairs at most
     robot_scale: float = 1.0           # robot errors x this (0: the nominal robot)
     signal_fraction: float = 0.12      # detector: the field centre's share of full scale (air saturates)
+    tracker: bool = False              # issue 13: the tracked closed loop (app.sim_tracked)
+    motion: bool = False               # with the tracker: breathing and a bump while the guide is held
 
 
 def case_seed(run_seed: int, index: int) -> int:
@@ -261,7 +263,13 @@ def _run(spec: CaseSpec, stage) -> dict:
     except KinematicsError as e:
         raise CaseFailure("setup", f"robot start pose: {_one_line(e)}") from None
     truth.move(q0)
+    tracked = None
+    if spec.tracker:                      # the robot marker's hand-eye moves the robot first, then back to q0
+        from app import sim_tracked
+        tracked = sim_tracked.setup(spec, K, truth, q0, T_world_cage0, iso, CaseFailure)
     T_world_base = T_world_cage0 @ invert(truth.cage(q0))     # the room: the true cage where the C-arm sees it
+    if tracked is not None:
+        sim_tracked.start(tracked, T_world_base, CaseFailure)
     poses = {"ap": tuple(spec.ap_pose_deg), "lat": tuple(spec.lat_pose_deg)}
 
     def shoot(view, instruments=()):
@@ -383,6 +391,15 @@ def _run(spec: CaseSpec, stage) -> dict:
         # the tip along the line: both views' tips agreeing, or the one view whose tip no ball hides
         tip_known = len(pose.tip_views) == 1 or (len(pose.tip_views) == 2 and pose.tip_gap_mm <= TIP_GAP_MM)
         measured = ToolLine(tip_b, R @ pose.direction, tip_b if tip_known else None)
+        if tracked is not None:           # the tracker takes over after this first pair (eq. 24)
+            def redetect(T_world_now):    # one more pair with the tool where it is now
+                p, _ = _detect(cal, {v: shoot(v, _tool_instruments(T_world_now)[1]) for v in ("ap", "lat")},
+                               hint_c0[0], hint_c0[1], "tracked_loop")
+                return p, len(p.tip_views) == 1 or (len(p.tip_views) == 2 and p.tip_gap_mm <= TIP_GAP_MM)
+            T_world_tool, T_cmd, q = sim_tracked.closed_loop(tracked, spec, K, frames, plan, pose, tip_known, T_cmd,
+                                                             move, T_world_cage0, T_world_tool, CaseFailure,
+                                                             redetect)
+            break
         try:
             step = loop.update(measured, T_cmd)
         except ClosedLoopError as e:
@@ -400,17 +417,28 @@ def _run(spec: CaseSpec, stage) -> dict:
 
     # -- insertion and verification ------------------------------------------------------------
     stage("verification")
+    plan_meas_c0 = plan_true_c0 = plan_c0          # after a patient motion: the plan moved with the patient
+    if tracked is not None and spec.motion:        # breathing and a bump while the guide is held
+        T_world_tool, plan_meas_c0, plan_true_c0, T_phantom_world = sim_tracked.after_motion(
+            tracked, spec, K, move, plan_c0, T_world_cage0)
     wire, instruments = _tool_instruments(T_world_tool, travel)
-    vshots = {v: shoot(v, instruments) for v in ("ap", "lat")}
-    vpose, _ = _detect(cal, vshots, plan_c0[0], plan_c0[1], "verification")
-    meas = verify(plan_c0[0], plan_c0[1], vpose)
+    wire_patient = wire
+    if tracked is not None and spec.motion:
+        wire_patient, instruments = _tool_instruments(T_phantom_world @ T_world_tool, travel)
+        with sim_tracked.patient_moved(sim, T_phantom_world):
+            vshots = {v: shoot(v, instruments) for v in ("ap", "lat")}
+    else:
+        vshots = {v: shoot(v, instruments) for v in ("ap", "lat")}
+    vpose, _ = _detect(cal, vshots, plan_meas_c0[0], plan_meas_c0[1], "verification")
+    meas = verify(plan_meas_c0[0], plan_meas_c0[1], vpose)
     true_tip_c0 = _apply(T_cage0_world, wire.tip_mm)
     true_dir_c0 = T_cage0_world[:3, :3] @ wire.axis
-    true_rec = verify(plan_c0[0], plan_c0[1], (true_tip_c0, true_dir_c0))
+    true_rec = verify(plan_true_c0[0], plan_true_c0[1], (true_tip_c0, true_dir_c0))
     stage("grading")
     try:
-        # a screw following the true wire, from the guide's stand-off to the wire's tip
-        g = grade_trajectory(wire.tip_mm - travel * wire.axis, wire.tip_mm, SCREW_DIAMETER_MM, ped)
+        # a screw following the true wire, from the guide's stand-off to the wire's tip (in the patient)
+        g = grade_trajectory(wire_patient.tip_mm - travel * wire_patient.axis, wire_patient.tip_mm,
+                             SCREW_DIAMETER_MM, ped)
         grade = {"grade": g.grade, "breach_mm": g.breach_mm, "clearance_mm": g.clearance_mm}
     except GradingError as e:
         raise CaseFailure("grading", _one_line(e)) from None
@@ -419,7 +447,7 @@ def _run(spec: CaseSpec, stage) -> dict:
     except GradingError:
         g_plan = None
 
-    return {
+    out = {
         "case": spec.case, "seed": spec.seed, "level": spec.level, "side": spec.side,
         "levels": list(spec.levels),
         "tip_error_mm": true_rec.tip_deviation_mm, "entry_error_mm": true_rec.entry_deviation_mm,
@@ -454,3 +482,6 @@ def _run(spec: CaseSpec, stage) -> dict:
         "cage_mount": "nominal",
         "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()},
     }
+    if tracked is not None:
+        out.update(sim_tracked.figures(tracked, loop))
+    return out

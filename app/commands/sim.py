@@ -1,6 +1,6 @@
 """``fluoronav sim run``: whole navigated cases headless over randomized phantoms (issue 12).
 
-DESIGN.md command line: ``fluoronav sim run --cases N --seed S [--workers K] [--json]``. Each
+DESIGN.md command line: ``fluoronav sim run --cases N --seed S [--workers K] [--tracker] [--motion] [--json]``. Each
 case (``app.sim_case``) is drawn from the run's seed and its index only, runs in a worker process
 (spawned, one torch thread each) and comes back as one dict; results are sorted by case index,
 so the figures do not depend on ``--workers`` or on scheduling. One line per case, then the
@@ -17,8 +17,10 @@ import numpy as np
 
 from app.cli import CommandError
 
-__all__ = ["register", "run", "run_specs", "summarize", "figure_stats"]
+__all__ = ["register", "run", "run_specs", "summarize", "figure_stats", "tracker_summary"]
 
+TRACKER_GOALS = {"tip_error_mm": 0.3, "tip_p95_mm": 0.6, "recovery_s": 1.0, "after_recovery_mm": 0.5,
+                 "breathing_error_mm": 0.5, "hand_eye_mm": 0.3, "hand_eye_deg": 0.1}
 GOALS = {"tip_error_mm": 0.5, "angle_error_deg": 0.5, "tip_p95_mm": 1.0, "angle_p95_deg": 1.0,
          "grade_a_fraction": 1.0, "verification_error_mm": 0.2, "seconds_per_case": 10.0}
 
@@ -35,6 +37,12 @@ def register(sub) -> None:
     r.add_argument("--seed", type=int, required=True, help="run seed (>= 0): case i is drawn from (seed, i)")
     r.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     r.add_argument("--json", action="store_true", help="one JSON object per case, the summary as the last line")
+    r.add_argument("--tracker", action="store_true",
+                   help="the optical tracker in each case: robot-marker hand-eye, the plan registered to the "
+                        "patient marker through the first tool shots, then eq. 24's tracked loop (no more shots)")
+    r.add_argument("--motion", action="store_true",
+                   help="with --tracker: the patient breathes and is bumped by 5-20 mm while the guide is held; "
+                        "recovery time and tip error after recovery are reported")
     r.set_defaults(func=run)
 
 
@@ -127,6 +135,29 @@ def summarize(results: list[dict], wall_s: float, workers: int) -> dict:
         "failed": failed,
         "goals": GOALS,
     }
+    tracked = [r for r in ok if "tracker" in r]
+    if tracked:
+        out["tracker"] = tracker_summary(tracked)
+    return out
+
+
+def tracker_summary(ok: list[dict]) -> dict:
+    """The tracker's figures over the completed cases (``--tracker``, ``--motion``)."""
+    get = lambda *keys: [_dig(r, keys) for r in ok]
+    out = {"hand_eye_error_mm": figure_stats(get("tracker", "hand_eye", "error_mm")),
+           "hand_eye_error_deg": figure_stats(get("tracker", "hand_eye", "error_deg")),
+           "tracked_steps": figure_stats(get("tracked_steps")),
+           "converged_fraction": sum(bool(r["converged"]) for r in ok) / len(ok),
+           "goals": TRACKER_GOALS}
+    moved = [r for r in ok if "motion" in r]
+    if moved:
+        m = lambda *keys: [_dig(r, ("motion", *keys)) for r in moved]
+        out["motion"] = {"cases": len(moved), "recovery_s": figure_stats(m("recovery_s")),
+                         "recovered_fraction": sum(math.isfinite(x) for x in m("recovery_s")) / len(moved),
+                         "tip_error_after_recovery_mm": figure_stats(m("after_recovery_mm", "mean")),
+                         "breathing_error_p95_mm": figure_stats(m("breathing_error_mm", "p95")),
+                         "bump_mm": figure_stats(m("bump_mm")),
+                         "reverify_fraction": sum(bool(x) for x in m("reverify")) / len(moved)}
     return out
 
 
@@ -140,20 +171,35 @@ def _case_line(r: dict) -> str:
     if not r.get("ok"):
         return f"case {r['case']}: FAILED - {r['reason']}"
     ol = r["open_loop"]
+    tr = ""
+    if "tracker" in r:
+        tr = f"; tracker: {r['tracked_steps']} measurement(s), hand-eye off {r['tracker']['hand_eye']['error_mm']:.2f} mm"
+        if "motion" in r:
+            m = r["motion"]
+            tr += (f"; {m['bump_mm']:.0f} mm bump recovered in {m['recovery_s']:.2f} s, then "
+                   f"{m['after_recovery_mm']['mean']:.2f} mm")
     return (f"case {r['case']}: {r['level']} {r['side']}: tip {r['tip_error_mm']:.2f} mm, entry "
             f"{r['entry_error_mm']:.2f} mm, angle {r['angle_error_deg']:.2f}°, grade {r['grade']} "
             f"(open loop {ol['tip_mm']:.2f} mm / {ol['angle_deg']:.2f}°; {r['closed_loop_shots']} correction "
             f"pair(s), {r['shots']} shots; verification off by {r['verification_error']['tip_deviation_mm']:.2f} mm; "
-            f"ray gap {r['ray_gap_mm']:.2f} mm; {r['seconds']:.1f} s)")
+            f"ray gap {r['ray_gap_mm']:.2f} mm{tr}; {r['seconds']:.1f} s)")
 
 
 def _summary_line(s: dict) -> str:
     f = lambda d, u: f"{d['mean']:.2f}/{d['p95']:.2f}/{d['max']:.2f} {u}"
     failed = "; ".join(f"case {x['case']}: {x['reason']}" for x in s["failed"]) or "none"
+    tr = ""
+    if "tracker" in s:
+        t = s["tracker"]
+        tr = f"; tracker hand-eye {f(t['hand_eye_error_mm'], 'mm')}"
+        if "motion" in t:
+            m = t["motion"]
+            tr += (f"; motion: recovered in {f(m['recovery_s'], 's')}, tip after recovery "
+                   f"{f(m['tip_error_after_recovery_mm'], 'mm')}, breathing p95 {f(m['breathing_error_p95_mm'], 'mm')}")
     return (f"{s['completed']}/{s['cases']} cases completed: tip {f(s['tip_error_mm'], 'mm')}, entry "
             f"{f(s['entry_error_mm'], 'mm')}, angle {f(s['angle_error_deg'], '°')} (mean/p95/max); grade A "
             f"{100 * s['grade_a_fraction']:.0f} %; open loop tip {f(s['open_loop']['tip_error_mm'], 'mm')}; "
-            f"{s['seconds_per_case']:.1f} s per case; failed: {failed}")
+            f"{s['seconds_per_case']:.1f} s per case{tr}; failed: {failed}")
 
 
 def run(args) -> int:
@@ -165,8 +211,10 @@ def run(args) -> int:
         raise CommandError(f"--seed must be >= 0, got {args.seed}")
     if args.workers < 1:
         raise CommandError(f"--workers must be at least 1, got {args.workers}")
+    if args.motion and not args.tracker:
+        raise CommandError("--motion needs --tracker: the patient's motion is followed through the tracker")
     from app.sim_case import draw_case
-    specs = [draw_case(args.seed, i) for i in range(args.cases)]
+    specs = [draw_case(args.seed, i, tracker=bool(args.tracker), motion=bool(args.motion)) for i in range(args.cases)]
     t0 = time.perf_counter()
     results = run_specs(specs, args.workers)
     summary = summarize(results, time.perf_counter() - t0, args.workers)

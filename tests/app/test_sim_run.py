@@ -110,7 +110,7 @@ def test_bad_arguments_are_one_line_errors(argv, words, capsys):
     assert err.startswith("fluoronav sim: error: ") and words in err and "\n" not in err
 
 
-def test_unimplemented_options_are_refused(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["sim", "run", "--cases", "1", "--seed", "1", "--tracker"])
-    assert e.value.code == 2 and "--tracker" in capsys.readouterr().err
+def test_motion_without_the_tracker_is_refused(capsys):
+    assert main(["sim", "run", "--cases", "1", "--seed", "1", "--motion"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--motion needs --tracker" in err and "\n" not in err
