@@ -186,6 +186,8 @@ def _translation_start(model, levels, binning: int, bound: float) -> np.ndarray:
     vertebra shifted by its own pedicle distance looks much like itself in the AP).
     """
     z0 = np.zeros(model.n_params)
+    if not hasattr(model, "T_start") or model.n_params < 6:      # a translation as x[3:6] is assumed
+        return z0
     foot = model.footprint(z0)
     centre = foot.mean(axis=0)
     rays = []
@@ -205,8 +207,6 @@ def _translation_start(model, levels, binning: int, bound: float) -> np.ndarray:
         rays.append(lv.geometry.ray(uv))
     p, _ = triangulate_rays(rays[0], rays[1])
     shift = p - centre
-    if not hasattr(model, "T_start") or model.n_params < 6:
-        return z0
     z = z0.copy()
     z[3:6] = (model.T_start[:3, :3].T @ shift) / model.scales[3:6]   # the shift in the model frame
     return np.clip(z, -0.9 * bound, 0.9 * bound)
@@ -256,8 +256,7 @@ def register(model, views, settings: RegistrationSettings = RegistrationSettings
     """
     t0 = time.perf_counter()
     views = _check_views(views)
-    footprint = model.footprint(np.zeros(model.n_params)) if hasattr(model, "footprint") else \
-        model.check_points(np.zeros(model.n_params))
+    footprint = model.footprint(np.zeros(model.n_params))
     levels = _levels(views, footprint, settings)
     levels["names"] = [v.name for v in views]
     run = _Run(model, levels, settings)
