@@ -75,3 +75,45 @@ def test_similarities_against_known_relations():
     trend = a + 0.01 * uu                          # soft tissue's slow ramp under the same structure
     assert highpass_ncc(a, trend) > 0.95
     assert ncc(a, trend) < 0.5
+
+
+class _Shift:
+    """A distortion that moves every ideal pixel by (+3, -2) raw pixels."""
+    def ideal_to_raw(self, uv):
+        return np.asarray(uv, float) + [3.0, -2.0]
+
+
+def test_views_from_a_calibration_use_its_projection_and_undistort():
+    from core.calibration.calibration import CageCalibration, PlaneFit, ViewCalibration
+    from core.calibration.distortion import NoDistortion
+    from core.registration import views_from_calibration
+    views, images = {}, {}
+    for name, dist in (("ap", NoDistortion()), ("lat", _Shift())):
+        g = carm_geometry(name, 3, -2, np.zeros(3), 1000, 625, (0.5, 0.5), (96, 128))
+        plane = PlaneFit("p", np.zeros(3), np.eye(3)[:2], np.eye(3), np.zeros(0, int), np.zeros((0, 2)),
+                         np.zeros(0), np.zeros(0))
+        views[name] = ViewCalibration(name, (96, 128), dist, g.projection_matrix, [plane, plane])
+        img = np.full((96, 128), 3000, np.uint16)
+        img[30:70, 40:80] = 300              # a dense square, in raw pixels (larger than a cage ball)
+        images[name] = img
+    calib = CageCalibration("3d2d", views)
+    out = views_from_calibration(calib, images)
+    X = np.random.default_rng(2).uniform(-40, 40, (10, 3))
+    for v in out:
+        assert np.max(np.abs(v.geometry.project(X) - _project(views[v.name].P, X))) < 1e-6
+    ap, lat = out
+    dense, clear = np.log(3001 / 301), 0.0
+    # image[v, u]; ideal (u, v) is raw (u + 3, v - 2) in the LAT, raw itself in the AP
+    assert ap.image[50, 37] - ap.image[0, 0] == pytest.approx(clear, abs=0.05)
+    assert ap.image[50, 78] - ap.image[0, 0] == pytest.approx(dense, abs=0.05)
+    assert lat.image[50, 37] - lat.image[0, 0] == pytest.approx(dense, abs=0.05)
+    assert lat.image[50, 78] - lat.image[0, 0] == pytest.approx(clear, abs=0.05)
+    with pytest.raises(RegistrationError, match="calibrated at"):
+        views_from_calibration(calib, {"ap": images["ap"][:90], "lat": images["lat"]})
+    with pytest.raises(RegistrationError, match="LAT image is missing"):
+        views_from_calibration(calib, {"ap": images["ap"]})
+
+
+def _project(P, X):
+    h = X @ P[:, :3].T + P[:, 3]
+    return h[:, :2] / h[:, 2:]
