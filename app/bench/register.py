@@ -151,7 +151,8 @@ def run(args) -> dict:
         "baseline_name": "start pose (no registration)",
         "baseline_median_target_error_mm": float(statistics.median(r["start_error_mm"] for r in rows)),
         "ct": f"procedural spine at {args.ct_spacing:g} mm, bone above 100 HU in a box around the level",
-        "shots": f"{args.size}² flat panel, anatomy at {args.room_spacing:g} mm, 60 keV bone model, Poisson noise, blur, cage balls",
+        "shots": f"{args.size}² flat panel, anatomy at {args.room_spacing:g} mm, 60 keV bone model, "
+                 "Poisson noise, blur, cage balls",
         "per_case": [{k: v for k, v in r.items() if k != "per_view"} for r in rows],
     })
     if args.sweep != "none":

@@ -9,8 +9,8 @@ from app.cli import main
 @pytest.mark.slow
 def test_bench_register_json(capsys, tmp_path):
     fig = tmp_path / "overlay.png"
-    assert main(["bench", "register", "--json", "--cases", "1", "--sweep", "none", "--size", "384", "--room-spacing", "1.5",
-                 "--figure", str(fig)]) == 0
+    assert main(["bench", "register", "--json", "--cases", "1", "--sweep", "none", "--size", "384",
+                 "--room-spacing", "1.5", "--figure", str(fig)]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["cases"] == 1 and out["refused"] == 0
     assert out["success_fraction"] == 1.0
