@@ -303,11 +303,28 @@ def plane_is_symmetric(model_xy, min_balls: int = 6) -> bool:
     return False
 
 
+_SELF_MAPS: dict = {}
+
+
 def _self_maps(model):
     """Candidate near-symmetries of a layout and its pitch (median nearest-neighbour distance):
     the rotations that carry one dominant neighbour direction onto another, each also after a
     reflection, identity first. A layout without dominant directions gets the identity and the
-    reflection."""
+    reflection. Remembered per layout (every seed of every plane asks again)."""
+    model = np.asarray(model, float)
+    key = (model.tobytes(), model.shape)
+    if key not in _SELF_MAPS:
+        if len(_SELF_MAPS) > 32:
+            _SELF_MAPS.clear()
+        maps, pitch = _compute_self_maps(model)
+        for R in maps:
+            R.setflags(write=False)
+        _SELF_MAPS[key] = (tuple(maps), pitch)
+    maps, pitch = _SELF_MAPS[key]
+    return list(maps), pitch
+
+
+def _compute_self_maps(model):
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     k = min(5, len(model))
     d, nn = cKDTree(model).query(model, k)
@@ -355,6 +372,7 @@ def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 32):
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     model, q = np.asarray(model_xy, float), np.asarray(q_xy, float)
     maps, pitch = _self_maps(model)
+    mtree = cKDTree(model)
     cell = 0.5 * tol
     lo, hi = model.min(0), model.max(0)
     span = hi - lo + pitch
@@ -374,8 +392,10 @@ def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 32):
         C = np.rint(cv2.matchTemplate(M, T, cv2.TM_CCORR)).astype(np.float32)   # exact small integers
         top = C == cv2.dilate(C, np.ones((3, 3), np.uint8))
         ys, xs = np.nonzero(top & (C >= 4))
+        cs = C[ys, xs].astype(np.int64)
         mine = []
-        for m in sorted((-int(C[y, x]), k, int(y), int(x)) for y, x in zip(ys, xs)):
+        for e in np.lexsort((xs, ys, -cs)).tolist():      # most overlap first, ties by position
+            m = (-int(cs[e]), k, int(ys[e]), int(xs[e]))
             if all(abs(m[2] - o[2]) > 3 or abs(m[3] - o[3]) > 3 for o in mine):     # one per plateau
                 mine.append(m)
                 if len(mine) == PEAKS_PER_MAP:
@@ -393,7 +413,7 @@ def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 32):
         qr = q @ R.T
         t = off + np.array([x, y]) * cell
         for it in range(3):         # the translation, then the turn, from the points that landed on balls
-            d, j = cKDTree(model).query(qr + t, distance_upper_bound=1.5 * tol)
+            d, j = mtree.query(qr + t, distance_upper_bound=1.5 * tol)
             ok = np.isfinite(d)
             if ok.sum() < 4:
                 break
