@@ -177,13 +177,18 @@ def _votes(mq, mo, n_mb, iq, io, n_ib, min_votes):
     """The (image basis, model basis) pairs with at least ``min_votes`` votes: how many of the
     image basis's affine coordinates ``iq`` lie within ``HASH_TOL`` of one of the model basis's
     ``mq`` (each such coordinate pair one vote). A layout's coordinates repeat (a grid's
-    neighbours sit at the same affine positions around most bases), so the image coordinates
-    are paired with the distinct model values only and the votes are the sparse product
+    neighbours sit at the same affine positions around most bases: a coded grid's thousands of
+    coordinates take about a hundred values), so the image coordinates are paired with the
+    distinct model values only and the votes are the sparse product
     (image basis x value) (value x model basis): exact integer counts, without listing the
     millions of coordinate pairs. Returns (key = image basis * n_mb + model basis, votes)."""
     from scipy import sparse
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
-    uq, uinv = np.unique(mq, axis=0, return_inverse=True)
+    # equal up to rounding (1e-9 of a basis vector; the same lattice point reached through
+    # different bases): one value, the first of them
+    _, first, uinv = np.unique(np.rint(mq / 1e-9).astype(np.int64), axis=0, return_index=True,
+                               return_inverse=True)
+    uq = mq[first]
     pu = cKDTree(iq).sparse_distance_matrix(cKDTree(uq), HASH_TOL, output_type="ndarray")
     if len(pu) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
