@@ -16,6 +16,7 @@ those of a pinhole camera: the plate's balls in the central region fix them
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import cv2
@@ -64,14 +65,24 @@ def _consistent_inverse(forward, inverse, ideal, iterations=6):
 RHO_MAX = 1.05
 
 
+@functools.lru_cache(maxsize=None)
 def _monomials(order):
-    return [(i, j) for n in range(order + 1) for i in range(n + 1) for j in [n - i]]
+    return tuple((i, j) for n in range(order + 1) for i in range(n + 1) for j in [n - i])
 
 
 def _design(q, centre, scale, order):
+    """Monomials x^i y^j of the normalised coordinates, one column each (``_monomials`` order).
+    Each power is computed once and reused across the columns (this runs in every
+    ideal -> raw iteration of the labelling's field test): the same values as x**i * y**j."""
     x = (q[:, 0] - centre[0]) / scale
     y = (q[:, 1] - centre[1]) / scale
-    return np.column_stack([x ** i * y ** j for i, j in _monomials(order)])
+    xp = [x ** i for i in range(order + 1)]
+    yp = [y ** j for j in range(order + 1)]
+    mons = _monomials(order)
+    out = np.empty((len(q), len(mons)))
+    for c, (i, j) in enumerate(mons):
+        np.multiply(xp[i], yp[j], out=out[:, c])
+    return out
 
 
 @dataclass

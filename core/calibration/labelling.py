@@ -137,41 +137,27 @@ def _hypotheses(model, pts, n_best, wide=False):
 
     ``wide``: larger neighbourhoods and two votes suffice, for when few balls are in
     view (part of the cage off the field): fewer neighbours are shared there."""
-    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     km, cm_, ki, ci_, min_votes = ((K_MODEL + 2, N_MODEL_COORDS + 4, K_IMAGE + 3, N_IMAGE_COORDS + 6, 2) if wide
                                    else (K_MODEL, N_MODEL_COORDS, K_IMAGE, N_IMAGE_COORDS, 3))
     mb, mq, mo, mm = _model_bases(model, km, cm_)
     ib, iq, io, im = _bases(pts, ki, ci_)
     if len(mb) == 0 or len(ib) == 0:
         return []
-    pairs = cKDTree(iq).sparse_distance_matrix(cKDTree(mq), HASH_TOL, output_type="ndarray")
-    if len(pairs) == 0:
+    keys, votes = _votes(mq, mo, len(mb), iq, io, len(ib), min_votes)
+    if len(keys) == 0:
         return []
-    i, j = pairs["i"], pairs["j"]
-    key = io[i].astype(np.int64) * len(mb) + mo[j]
-    # votes per (image basis, model basis) by counting (no sort of the millions of pairs); the pool:
-    # most votes first, ties by key (a full key: the same pool on every CPU)
-    votes = np.bincount(key)
-    cand = np.flatnonzero(votes >= min_votes)
-    if len(cand) == 0:
-        return []
-    if len(cand) > N_POOL:
-        thr = np.partition(votes[cand], len(cand) - N_POOL)[len(cand) - N_POOL]
-        cand = np.concatenate([cand[votes[cand] > thr], cand[votes[cand] == thr]])   # keys ascending in each
-    pool = cand[np.lexsort((cand, -votes[cand]))][:N_POOL]
-    slot = np.full(len(votes), -1, np.int64)
-    slot[pool] = np.arange(len(pool))
-    h = slot[key]
-    sel_pairs = np.flatnonzero(h >= 0)
-    sel_pairs = sel_pairs[np.argsort(h[sel_pairs], kind="stable")]
-    starts = np.concatenate([[0], np.cumsum(np.bincount(h[sel_pairs], minlength=len(pool)))])
+    # the pool: most votes first, ties by key (a full key: the same pool on every CPU)
+    top = np.lexsort((keys, -votes))[:N_POOL]
+    pool, pool_votes = keys[top], votes[top]
     ibi, mbi = np.divmod(pool, len(mb))
-    # each hypothesis's correspondences: its basis (3 pairs), then its voters in pair order
-    hyp = np.concatenate([np.repeat(np.arange(len(pool)), 3), h[sel_pairs]])
-    cm_all = np.concatenate([mb[mbi].ravel(), mm[j[sel_pairs]]])
-    ci_all = np.concatenate([ib[ibi].ravel(), im[i[sel_pairs]]])
+    h, ie, me = _voters(iq, io, len(ib), ibi, mq, mo, len(mb), mbi)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(h, minlength=len(pool)))])
+    # each hypothesis's correspondences: its basis (3 pairs), then its voters
+    hyp = np.concatenate([np.repeat(np.arange(len(pool)), 3), h])
+    cm_all = np.concatenate([mb[mbi].ravel(), mm[me]])
+    ci_all = np.concatenate([ib[ibi].ravel(), im[ie]])
     local = _local_scores(model, pts, hyp, cm_all, ci_all, mb[mbi, 0], len(pool))
-    order = np.lexsort((pool, -votes[pool], -local))
+    order = np.lexsort((pool, -pool_votes, -local))
     # the best hypothesis per detection at the basis origin first, then the rest: seeds spread
     # over the image (both layers) rather than many relabellings of one patch
     seen, first, rest = set(), [], []
@@ -181,10 +167,56 @@ def _hypotheses(model, pts, n_best, wide=False):
         seen.add(a)
     out = []
     for o in (first + rest)[:n_best]:
-        sel = sel_pairs[starts[o]:starts[o + 1]]
-        out.append((int(votes[pool[o]]), np.concatenate([mb[mbi[o]], mm[j[sel]]]),
-                    np.concatenate([ib[ibi[o]], im[i[sel]]])))
+        sel = slice(starts[o], starts[o + 1])
+        out.append((int(pool_votes[o]), np.concatenate([mb[mbi[o]], mm[me[sel]]]),
+                    np.concatenate([ib[ibi[o]], im[ie[sel]]])))
     return out
+
+
+def _votes(mq, mo, n_mb, iq, io, n_ib, min_votes):
+    """The (image basis, model basis) pairs with at least ``min_votes`` votes: how many of the
+    image basis's affine coordinates ``iq`` lie within ``HASH_TOL`` of one of the model basis's
+    ``mq`` (each such coordinate pair one vote). A layout's coordinates repeat (a grid's
+    neighbours sit at the same affine positions around most bases: a coded grid's thousands of
+    coordinates take about a hundred values), so the image coordinates are paired with the
+    distinct model values only and the votes are the sparse product
+    (image basis x value) (value x model basis): exact integer counts, without listing the
+    millions of coordinate pairs. Returns (key = image basis * n_mb + model basis, votes)."""
+    from scipy import sparse
+    from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
+    # equal up to rounding (1e-9 of a basis vector; the same lattice point reached through
+    # different bases): one value, the first of them
+    _, first, uinv = np.unique(np.rint(mq / 1e-9).astype(np.int64), axis=0, return_index=True,
+                               return_inverse=True)
+    uq = mq[first]
+    pu = cKDTree(iq).sparse_distance_matrix(cKDTree(uq), HASH_TOL, output_type="ndarray")
+    if len(pu) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    A = sparse.csr_matrix((np.ones(len(pu), np.int32), (io[pu["i"]], pu["j"])), shape=(n_ib, len(uq)))
+    B = sparse.csr_matrix((np.ones(len(mq), np.int32), (uinv.ravel(), mo)), shape=(len(uq), n_mb))
+    V = A @ B
+    sel = np.flatnonzero(V.data >= min_votes)
+    rows = np.searchsorted(V.indptr, sel, side="right") - 1
+    return rows.astype(np.int64) * n_mb + V.indices[sel], V.data[sel].astype(np.int64)
+
+
+def _voters(iq, io, n_ib, ibi, mq, mo, n_mb, mbi):
+    """The voting coordinate pairs of the hypotheses (image basis ``ibi``, model basis ``mbi``):
+    (hypothesis, image coordinate, model coordinate), by hypothesis, then image, then model
+    coordinate. The coordinates of one basis are contiguous (``io``, ``mo`` ascending)."""
+    i0 = np.searchsorted(io, np.arange(n_ib + 1))
+    m0 = np.searchsorted(mo, np.arange(n_mb + 1))
+    ni, nm = (i0[ibi + 1] - i0[ibi]), (m0[mbi + 1] - m0[mbi])
+    ri, rm = max(int(ni.max()), 1), max(int(nm.max()), 1)
+    a = np.arange(ri)[None, :, None]
+    b = np.arange(rm)[None, None, :]
+    valid = (a < ni[:, None, None]) & (b < nm[:, None, None])
+    ie = np.minimum(i0[ibi][:, None, None] + a, len(iq) - 1)
+    me = np.minimum(m0[mbi][:, None, None] + b, len(mq) - 1)
+    d = iq[ie] - mq[me]
+    close = valid & (np.hypot(d[..., 0], d[..., 1]) <= HASH_TOL)
+    h, x, y = np.nonzero(close)
+    return h, ie[h, x, 0], me[h, 0, y]
 
 
 def _local_scores(model, pts, hyp, cm, ci, m0, n_hyp):
@@ -276,11 +308,28 @@ def plane_is_symmetric(model_xy, min_balls: int = 6) -> bool:
     return False
 
 
+_SELF_MAPS: dict = {}
+
+
 def _self_maps(model):
     """Candidate near-symmetries of a layout and its pitch (median nearest-neighbour distance):
     the rotations that carry one dominant neighbour direction onto another, each also after a
     reflection, identity first. A layout without dominant directions gets the identity and the
-    reflection."""
+    reflection. Remembered per layout (every seed of every plane asks again)."""
+    model = np.asarray(model, float)
+    key = (model.tobytes(), model.shape)
+    if key not in _SELF_MAPS:
+        if len(_SELF_MAPS) > 32:
+            _SELF_MAPS.clear()
+        maps, pitch = _compute_self_maps(model)
+        for R in maps:
+            R.setflags(write=False)
+        _SELF_MAPS[key] = (tuple(maps), pitch)
+    maps, pitch = _SELF_MAPS[key]
+    return list(maps), pitch
+
+
+def _compute_self_maps(model):
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     k = min(5, len(model))
     d, nn = cKDTree(model).query(model, k)
@@ -328,6 +377,7 @@ def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 32):
     from scipy.spatial import cKDTree  # lazy: ~0.5 s of start-up
     model, q = np.asarray(model_xy, float), np.asarray(q_xy, float)
     maps, pitch = _self_maps(model)
+    mtree = cKDTree(model)
     cell = 0.5 * tol
     lo, hi = model.min(0), model.max(0)
     span = hi - lo + pitch
@@ -347,8 +397,10 @@ def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 32):
         C = np.rint(cv2.matchTemplate(M, T, cv2.TM_CCORR)).astype(np.float32)   # exact small integers
         top = C == cv2.dilate(C, np.ones((3, 3), np.uint8))
         ys, xs = np.nonzero(top & (C >= 4))
+        cs = C[ys, xs].astype(np.int64)
         mine = []
-        for m in sorted((-int(C[y, x]), k, int(y), int(x)) for y, x in zip(ys, xs)):
+        for e in np.lexsort((xs, ys, -cs)).tolist():      # most overlap first, ties by position
+            m = (-int(cs[e]), k, int(ys[e]), int(xs[e]))
             if all(abs(m[2] - o[2]) > 3 or abs(m[3] - o[3]) > 3 for o in mine):     # one per plateau
                 mine.append(m)
                 if len(mine) == PEAKS_PER_MAP:
@@ -366,7 +418,7 @@ def register_layout(model_xy, q_xy, covered, tol, n_keep: int = 32):
         qr = q @ R.T
         t = off + np.array([x, y]) * cell
         for it in range(3):         # the translation, then the turn, from the points that landed on balls
-            d, j = cKDTree(model).query(qr + t, distance_upper_bound=1.5 * tol)
+            d, j = mtree.query(qr + t, distance_upper_bound=1.5 * tol)
             ok = np.isfinite(d)
             if ok.sum() < 4:
                 break

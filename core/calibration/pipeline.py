@@ -41,10 +41,60 @@ def _label_planes(cage, view, ideal, shape, in_field=None):
 
 def _in_field(field, distortion):
     """Ideal px (K, 2) -> bool (K,): where a whole ball would have been seen in the raw shot."""
-    def inside(uv):
-        uv = np.asarray(uv, float).reshape(-1, 2)
+    def exact(uv):
         return mask_at(field, distortion.ideal_to_raw(uv)) if len(uv) else np.zeros(0, bool)
-    return inside
+    if isinstance(distortion, NoDistortion):
+        return lambda uv: exact(np.asarray(uv, float).reshape(-1, 2))
+    return _FieldTest(field, distortion, exact)
+
+
+class _FieldTest:
+    """``mask_at(field, ideal_to_raw(uv))`` with the distortion's inverse evaluated only near the
+    field's edge. The labelling asks this of thousands of predicted balls per view, and the
+    inverse is an iterated polynomial: a point whose raw position is certain to round to a pixel
+    deep inside the field (or far outside it) is answered from distance maps. The answers are
+    the exact test's: ``reach`` bounds how far ideal_to_raw moves any point (its largest
+    displacement over the plane, sampled, with a margin: beyond the plate's control points the
+    correction holds the edge's displacement), so a point whose pixel is more than ``reach`` + 2
+    px from the field's edge (or from the image) lies on the same side as its raw position."""
+
+    def __init__(self, field, distortion, exact):
+        import cv2
+        rows, cols = field.shape
+        g = np.stack(np.meshgrid(np.linspace(-0.5 * cols, 1.5 * cols, 33),
+                                 np.linspace(-0.5 * rows, 1.5 * rows, 33)), -1).reshape(-1, 2)
+        with np.errstate(all="ignore"):
+            move = np.linalg.norm(distortion.ideal_to_raw(g) - g, axis=1)
+        self.exact = exact
+        self.ok = bool(np.all(np.isfinite(move)))
+        if not self.ok:
+            return
+        self.reach = 1.25 * float(move.max()) + 1.0
+        self.pad = int(np.ceil(self.reach)) + 4
+        f = np.pad(np.asarray(field, bool), self.pad).astype(np.uint8)
+        self.d_in = cv2.distanceTransform(f, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)       # to the nearest outside
+        self.d_out = cv2.distanceTransform(1 - f, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)  # to the nearest inside
+        self.lo = np.array([-self.pad, -self.pad])
+        self.hi = np.array([cols - 1 + self.pad, rows - 1 + self.pad])
+
+    def __call__(self, uv):
+        uv = np.asarray(uv, float).reshape(-1, 2)
+        if not self.ok or len(uv) == 0:
+            return self.exact(uv)
+        out = np.zeros(len(uv), bool)
+        with np.errstate(invalid="ignore"):
+            k = np.rint(uv)
+            fin = np.all(np.isfinite(k), axis=1)
+            grid = fin & np.all((k >= self.lo) & (k <= self.hi), axis=1)     # else far off the image: False
+        ij = (k[grid] + self.pad).astype(np.int64)
+        d_in, d_out = self.d_in[ij[:, 1], ij[:, 0]], self.d_out[ij[:, 1], ij[:, 0]]
+        sure = self.reach + 2.0
+        out[np.flatnonzero(grid)[d_in > sure]] = True
+        unsure = ~fin.copy()
+        unsure[np.flatnonzero(grid)[(d_in <= sure) & (d_out <= sure)]] = True
+        if unsure.any():
+            out[unsure] = self.exact(uv[unsure])
+        return out
 
 
 def _label(cage, view, ideal, shape, radius_px, in_field=None):
