@@ -65,7 +65,7 @@ def run(args) -> dict:
         if not r["ok"]:
             failed.append({"case": r["case"], "reason": r["reason"]})
             continue
-        c = evaluate_case(case, model, refine=False, floor=False)
+        c = evaluate_case(case, model, refine=False, floor=False, baseline=False)
         rows.append(r)
         clicks_rows.append(c)
     if not rows:

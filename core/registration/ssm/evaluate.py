@@ -74,10 +74,10 @@ def grade_case(vertebra, trajectories_world: dict, diameter_mm: float = DIAMETER
 def _recon(vertebra, verts_world, faces, spacing_mm):
     lo, hi = vertebra.box(0.0)
     corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-    return dice_hd95(verts_world, faces, vertebra.signed_distance, spacing_mm, truth_points=corners)
+    return dice_hd95(verts_world, faces, vertebra.parts, spacing_mm, truth_points=corners)
 
 
-def evaluate_case(case, model: ShapeModel, refine: bool = True, floor: bool = True,
+def evaluate_case(case, model: ShapeModel, refine: bool = True, floor: bool = True, baseline: bool = True,
                   spacing_mm: float = 0.75, generations: int = 40) -> dict:
     """Figures of the model fit (clicks then images), the baseline and the 3D floor on one case."""
     T_wc = case.T_world_cage
@@ -95,14 +95,8 @@ def evaluate_case(case, model: ShapeModel, refine: bool = True, floor: bool = Tr
     out["model"] = grade_case(case.vertebra, traj)
     out["dice"], out["hd95_mm"] = _recon(case.vertebra, _apply(T_wc, res.vertices_mm), res.faces, spacing_mm)
     out["quality"] = res.quality
-    t = time.perf_counter()
-    base = baseline_trajectories(case.level, case.calibration, case.clicks)
-    P, _ = _triangulate(case.calibration, case.clicks)
-    T_rigid = _kabsch(np.array([model.points()[n] for n in ("body_centre", "isthmus_left", "isthmus_right")]), P)
-    out["baseline_seconds"] = time.perf_counter() - t
-    out["baseline"] = grade_case(case.vertebra, {s: tuple(_apply(T_wc, q) for q in base[s]) for s in SIDES})
-    out["baseline_dice"], out["baseline_hd95_mm"] = _recon(
-        case.vertebra, _apply(T_wc @ T_rigid, model.mean), model.faces, spacing_mm)
+    if baseline:
+        out.update(_baseline(case, model, spacing_mm))
     if floor:
         T0 = case.vertebra.T_world_vertebra
         Tf, bf = best_3d_fit(model, case.vertebra.signed_distance, T0)
@@ -111,4 +105,17 @@ def evaluate_case(case, model: ShapeModel, refine: bool = True, floor: bool = Tr
         pts = {n: _apply(Tf, p) for n, p in model.points(bf).items()}
         out["floor"] = grade_case(case.vertebra, {s: (pts[f"entry_{s}"], pts[f"target_{s}"]) for s in SIDES})
     out["ok"] = True
+    return out
+
+
+def _baseline(case, model, spacing_mm) -> dict:
+    T_wc, out = case.T_world_cage, {}
+    t = time.perf_counter()
+    base = baseline_trajectories(case.level, case.calibration, case.clicks)
+    P, _ = _triangulate(case.calibration, case.clicks)
+    T_rigid = _kabsch(np.array([model.points()[n] for n in ("body_centre", "isthmus_left", "isthmus_right")]), P)
+    out["baseline_seconds"] = time.perf_counter() - t
+    out["baseline"] = grade_case(case.vertebra, {s: tuple(_apply(T_wc, q) for q in base[s]) for s in SIDES})
+    out["baseline_dice"], out["baseline_hd95_mm"] = _recon(
+        case.vertebra, _apply(T_wc @ T_rigid, model.mean), model.faces, spacing_mm)
     return out

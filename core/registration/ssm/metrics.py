@@ -13,6 +13,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import least_squares
 
+from core.simulation.phantom.parts import FAR_MM, Grid, rasterize
+
 __all__ = ["voxelize_mesh", "dice_hd95", "best_3d_fit"]
 
 
@@ -56,17 +58,30 @@ def _surface(mask):
     return mask & ~ndimage.binary_erosion(mask)
 
 
+def _truth_mask(sdf, origin, spacing_mm, shape) -> np.ndarray:
+    """Inside mask of the truth: a list of phantom parts (rasterised box by box) or a callable sdf."""
+    if isinstance(sdf, (list, tuple)):
+        grid = Grid(origin=np.asarray(origin, float), spacing=np.full(3, spacing_mm), shape=tuple(shape))
+        d = np.full(shape, FAR_MM, np.float32)
+        res = rasterize(list(sdf), grid, margin=2.0)
+        if res is not None:
+            d[res[0]] = res[1]
+        return d < 0
+    nz, ny, nx = shape
+    z, y, x = (origin[i] + spacing_mm * np.arange(n) for i, n in ((2, nz), (1, ny), (0, nx)))
+    Z, Y, X = np.meshgrid(z, y, x, indexing="ij")
+    return sdf(np.stack([X, Y, Z], -1)) < 0
+
+
 def dice_hd95(verts, faces, sdf, spacing_mm: float = 0.75, truth_points=None) -> tuple[float, float]:
-    """(DICE, HD95 mm) of the mesh against the bone ``sdf`` (world points (..., 3) -> mm, < 0 inside).
+    """(DICE, HD95 mm) of the mesh against the bone ``sdf``: world points (..., 3) -> mm (< 0 inside),
+    or the bone's phantom parts (faster: each part only within its box).
 
     ``truth_points``: points spanning the true bone (its box corners) so that the grid holds both.
     """
     pts = [np.asarray(verts, float)] + ([np.asarray(truth_points, float)] if truth_points is not None else [])
     origin, shape = _grid_for(pts, spacing_mm)
-    nz, ny, nx = shape
-    z, y, x = (origin[i] + spacing_mm * np.arange(n) for i, n in ((2, nz), (1, ny), (0, nx)))
-    Z, Y, X = np.meshgrid(z, y, x, indexing="ij")
-    truth = sdf(np.stack([X, Y, Z], -1)) < 0
+    truth = _truth_mask(sdf, origin, spacing_mm, shape)
     fit = voxelize_mesh(verts, faces, origin, spacing_mm, shape)
     inter = np.logical_and(truth, fit).sum()
     dice = 2.0 * inter / max(truth.sum() + fit.sum(), 1)
