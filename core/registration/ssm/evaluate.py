@@ -26,6 +26,7 @@ from core.simulation.phantom.anatomy import morphometry
 __all__ = ["baseline_trajectories", "grade_case", "evaluate_case", "DIAMETER_MM"]
 
 DIAMETER_MM = 5.0
+SCREW_MM = 6.5          # a pedicle screw (the project's verification default), a stricter test of the same lines
 SIDES = ("left", "right")
 
 
@@ -93,6 +94,7 @@ def evaluate_case(case, model: ShapeModel, refine: bool = True, floor: bool = Tr
     traj = {s: (_apply(T_wc, res.trajectories[s].entry_mm), _apply(T_wc, res.trajectories[s].target_mm))
             for s in SIDES}
     out["model"] = grade_case(case.vertebra, traj)
+    out["model_screw"] = grade_case(case.vertebra, traj, SCREW_MM)
     out["dice"], out["hd95_mm"] = _recon(case.vertebra, _apply(T_wc, res.vertices_mm), res.faces, spacing_mm)
     out["quality"] = res.quality
     if baseline:
@@ -103,7 +105,9 @@ def evaluate_case(case, model: ShapeModel, refine: bool = True, floor: bool = Tr
         out["floor_dice"], out["floor_hd95_mm"] = _recon(case.vertebra, _apply(Tf, model.vertices(bf)),
                                                          model.faces, spacing_mm)
         pts = {n: _apply(Tf, p) for n, p in model.points(bf).items()}
-        out["floor"] = grade_case(case.vertebra, {s: (pts[f"entry_{s}"], pts[f"target_{s}"]) for s in SIDES})
+        floor_traj = {s: (pts[f"entry_{s}"], pts[f"target_{s}"]) for s in SIDES}
+        out["floor"] = grade_case(case.vertebra, floor_traj)
+        out["floor_screw"] = grade_case(case.vertebra, floor_traj, SCREW_MM)
     out["ok"] = True
     return out
 
@@ -115,7 +119,9 @@ def _baseline(case, model, spacing_mm) -> dict:
     P, _ = _triangulate(case.calibration, case.clicks)
     T_rigid = _kabsch(np.array([model.points()[n] for n in ("body_centre", "isthmus_left", "isthmus_right")]), P)
     out["baseline_seconds"] = time.perf_counter() - t
-    out["baseline"] = grade_case(case.vertebra, {s: tuple(_apply(T_wc, q) for q in base[s]) for s in SIDES})
+    base_w = {s: tuple(_apply(T_wc, q) for q in base[s]) for s in SIDES}
+    out["baseline"] = grade_case(case.vertebra, base_w)
+    out["baseline_screw"] = grade_case(case.vertebra, base_w, SCREW_MM)
     out["baseline_dice"], out["baseline_hd95_mm"] = _recon(
         case.vertebra, _apply(T_wc @ T_rigid, model.mean), model.faces, spacing_mm)
     return out

@@ -35,6 +35,7 @@ __all__ = ["AutoPlanError", "AutoPlanResult", "autoplan", "fit_clicks", "edge_di
 VIEWS = ("ap", "lat")
 CLICK_POINTS = ("body_centre", "isthmus_left", "isthmus_right")
 MAX_RAY_GAP_MM = 4.0
+MAX_CLICK_RMS_SIGMAS = 4.0        # clicks the fitted model stays farther from: refused
 CHAMFER_CAP_PX = 6.0
 _SCALE = np.array([np.radians(2.0)] * 3 + [1.5] * 3)      # CMA-ES steps: rotation (rad), translation (mm)
 
@@ -140,7 +141,11 @@ def fit_clicks(model: ShapeModel, cal, clicks, click_sigma_px: float = 3.0, n_mo
         return np.concatenate(r + [b])
     sol = least_squares(residuals, np.zeros(6 + k), method="lm", x_scale=np.concatenate([_SCALE, np.ones(k)]))
     r = sol.fun[:12] * click_sigma_px
-    return _pose_matrix(sol.x, T0), sol.x[6:], float(np.sqrt(np.mean(r ** 2) * 2)), gaps
+    rms = float(np.sqrt(np.mean(r ** 2) * 2))
+    if rms > MAX_CLICK_RMS_SIGMAS * click_sigma_px:
+        raise AutoPlanError(f"the {model.level} model cannot meet the clicks (they stay {rms:.1f} px away): "
+                            "check the level and that each click is on the right landmark")
+    return _pose_matrix(sol.x, T0), sol.x[6:], rms, gaps
 
 
 def edge_distance_map(pixels, cal_view=None, sigma_px: float = 1.5) -> np.ndarray:

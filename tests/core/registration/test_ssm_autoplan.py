@@ -96,3 +96,4 @@ def test_bad_clicks_are_refused(model, case, clicks, match):
 def test_images_must_be_both_views(model, case):
     with pytest.raises(AutoPlanError, match="AP and the LAT shot"):
         autoplan(model, case.calibration, case.clicks, images={"ap": case.shots["ap"].image.pixels})
+
