@@ -9,7 +9,8 @@ with 3 px noise. Figures, over the cases:
 - the model (clicks, then the images' edges): ``bipedicular_success_fraction``
   (both 5 mm trajectories grade A with the tip in the body; ``screw_6_5mm``: the
   same lines graded as 6.5 mm screws), ``dice``,
-  ``hd95_mm`` (mean over cases), ``seconds_per_vertebra`` (the fit, wall clock);
+  ``hd95_mm`` (mean over cases), ``seconds_per_vertebra`` (the fit, wall clock; and its
+  process CPU time);
 - ``clicks_only``: the same model fitted to the clicks alone;
 - ``baseline``: 2D detection plus triangulation (clicked pedicles triangulated,
   textbook angles; reconstruction figures of the mean shape placed rigidly);
@@ -33,6 +34,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--generations", type=int, default=40, help="CMA-ES generations of the image stage")
     parser.add_argument("--click-px", type=float, default=3.0, help="click noise, px standard deviation (default 3)")
     parser.add_argument("--no-floor", action="store_true", help="skip the 3D floor (faster)")
+    parser.add_argument("--overlay", default=None, metavar="DIR",
+                        help="write each case's fit drawn over its AP and LAT shots (PNG) into DIR")
 
 
 def _summary(rows, key_ok, dice, hd) -> dict:
@@ -43,6 +46,15 @@ def _summary(rows, key_ok, dice, hd) -> dict:
             "dice_min": float(np.min([r[dice] for r in rows])),
             "hd95_mm": float(np.mean([r[hd] for r in rows])),
             "hd95_max_mm": float(np.max([r[hd] for r in rows]))}
+
+
+def _write_overlay(folder, case, r) -> None:
+    import cv2
+    from pathlib import Path
+    from core.registration.ssm.overlay import overlay
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    views = [overlay(r["result"], case.calibration, case.shots[v].image.pixels, v, case.clicks) for v in ("ap", "lat")]
+    cv2.imwrite(str(Path(folder) / f"{r['case']}.png"), np.hstack(views))
 
 
 def run(args) -> dict:
@@ -68,6 +80,9 @@ def run(args) -> dict:
             failed.append({"case": r["case"], "reason": r["reason"]})
             continue
         c = evaluate_case(case, model, refine=False, floor=False, baseline=False)
+        if args.overlay:
+            _write_overlay(args.overlay, case, r)
+        r.pop("result", None), c.pop("result", None)
         rows.append(r)
         clicks_rows.append(c)
     if not rows:
@@ -75,7 +90,9 @@ def run(args) -> dict:
     out = {"cases": args.cases, "fitted": len(rows), "failed": failed, "diameter_mm": 5.0,
            **_summary(rows, "model", "dice", "hd95_mm"),
            "seconds_per_vertebra": float(np.mean([r["seconds"] for r in rows])),
-           "seconds_per_vertebra_max": float(np.max([r["seconds"] for r in rows]))}
+           "seconds_per_vertebra_max": float(np.max([r["seconds"] for r in rows])),
+           "cpu_seconds_per_vertebra": float(np.mean([r["cpu_seconds"] for r in rows])),
+           "cpu_seconds_per_vertebra_max": float(np.max([r["cpu_seconds"] for r in rows]))}
     out["clicks_only"] = {**_summary(clicks_rows, "model", "dice", "hd95_mm"),
                           "seconds_per_vertebra": float(np.mean([r["seconds"] for r in clicks_rows]))}
     out["baseline"] = {"name": "2D detection + triangulation (textbook angles; mean shape placed rigidly)",

@@ -84,19 +84,21 @@ def evaluate_case(case, model: ShapeModel, refine: bool = True, floor: bool = Tr
     T_wc = case.T_world_cage
     images = {v: s.image.pixels for v, s in case.shots.items()} if refine else None
     out = {"case": f"{case.level}-{case.kind}-{case.seed}", "level": case.level, "kind": case.kind}
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     try:
         res = autoplan(model, case.calibration, case.clicks, images, generations=generations, seed=case.seed)
     except AutoPlanError as e:
         out.update(ok=False, reason=str(e))
         return out
     out["seconds"] = time.perf_counter() - t
+    out["cpu_seconds"] = time.process_time() - cpu       # the fit's own work, whatever else loads the machine
     traj = {s: (_apply(T_wc, res.trajectories[s].entry_mm), _apply(T_wc, res.trajectories[s].target_mm))
             for s in SIDES}
     out["model"] = grade_case(case.vertebra, traj)
     out["model_screw"] = grade_case(case.vertebra, traj, SCREW_MM)
     out["dice"], out["hd95_mm"] = _recon(case.vertebra, _apply(T_wc, res.vertices_mm), res.faces, spacing_mm)
     out["quality"] = res.quality
+    out["result"] = res
     if baseline:
         out.update(_baseline(case, model, spacing_mm))
     if floor:

@@ -97,3 +97,21 @@ def test_images_must_be_both_views(model, case):
     with pytest.raises(AutoPlanError, match="AP and the LAT shot"):
         autoplan(model, case.calibration, case.clicks, images={"ap": case.shots["ap"].image.pixels})
 
+
+
+def test_overlay_draws_the_fit_where_the_vertebra_projects(case, fitted):
+    from core.registration.ssm.overlay import overlay
+    for view in ("ap", "lat"):
+        img = overlay(fitted, case.calibration, case.shots[view].image.pixels, view, case.clicks)
+        assert img.shape == (384, 384, 3) and img.dtype == np.uint8
+        green = (img[..., 1] > 200) & (img[..., 0] < 90) & (img[..., 2] < 90)
+        rows, cols = np.nonzero(green)
+        assert green.sum() > 200
+        # drawn inside the true vertebra's projected box (10 px margin)
+        lo, hi = case.vertebra.box(0.0)
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        T = np.linalg.inv(case.T_world_cage)
+        uv = case.calibration.project(corners @ T[:3, :3].T + T[:3, 3])[view]
+        inside = ((cols >= uv[:, 0].min() - 10) & (cols <= uv[:, 0].max() + 10)
+                  & (rows >= uv[:, 1].min() - 10) & (rows <= uv[:, 1].max() + 10))
+        assert inside.mean() > 0.97
