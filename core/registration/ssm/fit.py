@@ -34,7 +34,7 @@ __all__ = ["AutoPlanError", "AutoPlanResult", "autoplan", "fit_clicks", "edge_di
 
 VIEWS = ("ap", "lat")
 CLICK_POINTS = ("body_centre", "isthmus_left", "isthmus_right")
-MAX_RAY_GAP_MM = 4.0
+MAX_RAY_GAP_MM = 6.0      # mm; a pedicle is ~15 mm high: farther apart, the two clicks are not on the same one
 MAX_CLICK_RMS_SIGMAS = 4.0        # clicks the fitted model stays farther from: refused
 CHAMFER_CAP_PX = 6.0
 _SCALE = np.array([np.radians(2.0)] * 3 + [1.5] * 3)      # CMA-ES steps: rotation (rad), translation (mm)
