@@ -2,10 +2,13 @@
 AP and LAT shots taken, a calibration accepted and an L4 left trajectory planned: what a surgeon
 sees at the Plan step (Planning dock in front) and with the Robot panel in front.
 
-    source scripts/xdisplay.sh && .venv/bin/python -u scripts/window_screenshots.py OUT_DIR
+    source scripts/xdisplay.sh && .venv/bin/python -u scripts/window_screenshots.py OUT_DIR [--links]
 
 Writes OUT_DIR/{plan,robot,calibrate}_{1920x1080,1366x768}.png and prints each window's
-minimum size. A flat-panel C-arm (no plate shots) at 512 x 512 and a three-level phantom.
+minimum size. With ``--links`` (after OUT_DIR) the OpenIGTLink stream and the DICOM receiver are
+on as well: a pyigtl client in another process (Slicer's stand-in) counts the tool poses while
+the window renders 3D frames back to back, a simulated C-arm stores a LAT shot by C-STORE, and
+OUT_DIR/links_1920x1080.png shows it in the LAT viewer with the Slicer and DICOM pills. A flat-panel C-arm (no plate shots) at 512 x 512 and a three-level phantom.
 """
 from __future__ import annotations
 
@@ -20,7 +23,42 @@ from PySide6.QtTest import QTest
 SIZES = ((1920, 1080), (1366, 768))
 
 
-def main(out: Path) -> int:
+def check_links(st, w, app, wait, shot) -> None:
+    """The room's interfaces in the running workstation (``--links``): figures printed, one screenshot."""
+    import multiprocessing as mp
+    from app.bench.igtl import _slicer_side
+    from devices.dicom_sender import shot_dataset, store
+    st.slicer.start()
+    ctx = mp.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_slicer_side, args=(st.slicer.link.bound_port, 60.0, theirs), daemon=True)
+    proc.start()
+    wait(lambda: st.slicer.link.connected, 30, "the Slicer stand-in to connect")
+    n0, t0, frames = st.slicer.stream.poses_sent, time.monotonic(), 0
+    while time.monotonic() - t0 < 5.0:
+        app.processEvents()
+        w.scene_view.render(interactive=True)     # the GUI thread busy: one 3D frame after another
+        frames += 1
+    dt = time.monotonic() - t0
+    sent = st.slicer.stream.poses_sent - n0
+    mine.send("done")
+    got = mine.recv() if mine.poll(10) else []
+    proc.join(5)
+    ts = sorted(t for _, t in got)
+    rate = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 else 0.0
+    print(f"tool pose while the window rendered {frames / dt:.1f} 3D frames/s: sent {sent / dt:.1f} Hz, "
+          f"the client process decoded {len(got)} ({rate:.1f} Hz)")
+    receiver = st.dicom_inbox.sources[0]
+    n = st.session.shots.count("lat")
+    px = np.clip(np.asarray(st.session.image("lat").pixels, float), 0, 65535).astype(np.uint16)
+    t = time.monotonic()
+    status = store(receiver.port, [shot_dataset(px, primary_deg=90.0)])
+    wait(lambda: st.session.shots.count("lat") > n, 30, "the stored LAT shot")
+    print(f"C-STORE status {status}, LAT shot in the session {1000 * (time.monotonic() - t):.0f} ms after the store began")
+    shot("links")
+
+
+def main(out: Path, links: bool = False) -> int:
     from app.calibration_workflow import CalibrationWorkflow
     from app.config import load_defaults
     from app.main import Workstation, create_application
@@ -31,7 +69,15 @@ def main(out: Path) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     app = create_application([sys.argv[0]])
-    st = Workstation(load_defaults(), settings=QSettings(str(out / "fluoronav.ini"), QSettings.Format.IniFormat))
+    config = load_defaults()
+    if links:
+        from app.config import Config
+        values = config.as_dict()
+        values["igtl"].update(enabled=True, port=0)
+        values["dicom"].update(receive=True, port=0, allowed_calling_ae_titles=["CARM1"],
+                               incoming_folder=str(out / "incoming"))
+        config = Config(values)
+    st = Workstation(config, settings=QSettings(str(out / "fluoronav.ini"), QSettings.Format.IniFormat))
     st.session._root = out / "sessions"
     w = st.window
     w.setGeometry(0, 0, *SIZES[0])
@@ -121,10 +167,14 @@ def main(out: Path) -> int:
         tabs = w.robot_panel.tabs
         tabs.setCurrentIndex(next(i for i in range(tabs.count()) if tabs.tabText(i) == "Hand guiding"))
         shot("robot")
+    if links:
+        resize(SIZES[0])
+        w.show_step_panel("plan")
+        check_links(st, w, app, wait, shot)
     st.shutdown()
     w.close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/edges_shots")))
+    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/edges_shots"), links="--links" in sys.argv[2:]))
