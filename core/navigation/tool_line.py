@@ -527,8 +527,9 @@ def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
             k += sign
         nxt = k + sign
         near = ((ts[k] - ts) * sign >= 0) & ((ts[k] - ts) * sign <= reach)
-        occluded = bool(np.any(cs[near] > OCCLUDED_RATIO * ref_low)) or _dip_then_blob(ts, cs, mid, k, sign, reach,
-                                                                                        ref_low)
+        # "blob": a ball on the end; "dip": a dip then a blob, a ball past the tip if one is found there
+        occluded = ("blob" if np.any(cs[near] > OCCLUDED_RATIO * ref_low) else
+                    "dip" if _dip_then_blob(ts, cs, mid, k, sign, reach, ref_low) else "")
         if not (0 <= nxt < len(ts)) or not np.isfinite(cs[nxt]):
             ends.append((float(ts[k]), True, occluded))
             continue
@@ -607,14 +608,15 @@ def _without_balls_near(d, fieldm, raw, pol, uv_raw, line_pt_raw, line_dir_raw, 
     return out
 
 
-def _tip_without_ball(sample, distortion, fieldm, raw, pol, p0, dvec, samples_ideal, tip, width):
+def _tip_without_ball(sample, distortion, fieldm, raw, pol, p0, dvec, samples_ideal, tip, width, kind="blob"):
     """A tip end that a ball may hide (``tip_occluded``), found again on the density with the balls
     near it subtracted (``_without_balls_near``): (tip (ideal px), still occluded). Unchanged when
-    no ball is found there, or the end found again is still at a ball or at the field's edge."""
+    no ball is found there, or the end found again is still at a ball or at the field's edge; a
+    ``kind`` "dip" end (``_dip_then_blob``) with no ball near it is not a ball's: trusted as found."""
     q, t, _ = _raw_frames(distortion, tip[None], dvec)
     clean = _without_balls_near(sample.d, fieldm, raw, pol, q[0], q[0], t[0], 0.5 * width + 1.5, 2.0 * width + 10.0)
     if clean is None:
-        return tip, True
+        return tip, kind != "dip"
     tt = (samples_ideal - p0) @ dvec
     ends, _ = _ends(_Sampler(clean, fieldm), distortion, p0, dvec, float(tt.min()), float(tt.max()), width)
     t_tip = (tip - p0) @ dvec
@@ -827,8 +829,12 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
                                                    else ((pa, edge_a, occ_a), (pb, edge_b)))
     if tip_edge:
         raise ToolLineError("the tool's tip is not in view: its line runs off the field")
-    if tip_occ and raw is not None:
-        tip, tip_occ = _tip_without_ball(sample, distortion, fieldm, raw, pol, p0, dvec, ideal_c[keep], tip, w_med)
+    if tip_occ == "dip" and raw is not None:
+        # a ball past the tip, beside the line: subtracted. A ball on the end itself ("blob") hides
+        # the end's fall, which its subtraction does not give back to a pixel: flagged as before
+        tip, tip_occ = _tip_without_ball(sample, distortion, fieldm, raw, pol, p0, dvec, ideal_c[keep], tip, w_med,
+                                         tip_occ)
+    tip_occ = bool(tip_occ)
     direction = (tip - back) / np.linalg.norm(tip - back)
     resid = ((ideal_c[keep] - p0) @ np.array([-dvec[1], dvec[0]]))
     rms = float(np.sqrt(np.mean(resid ** 2)))
