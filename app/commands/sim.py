@@ -101,6 +101,8 @@ def summarize(results: list[dict], wall_s: float, workers: int) -> dict:
     get = lambda *keys: [_dig(r, keys) for r in ok]
     stages = ("calibration", "clicks", "kinematics", "open_loop", "closed_loop", "tool_detection", "verification")
     grades = [r["grade"] for r in ok]
+    plan_grades = [r.get("plan_grade") or "ungraded" for r in ok]
+    plan_a = [r for r in ok if r.get("plan_grade") == "A"]
     out = {
         "cases": len(results), "completed": len(ok), "workers": int(workers),
         "tip_error_mm": figure_stats(get("tip_error_mm")),
@@ -110,6 +112,10 @@ def summarize(results: list[dict], wall_s: float, workers: int) -> dict:
         "grade_a_fraction": (sum(g == "A" for g in grades) / len(ok)) if ok else 0.0,
         "grade_a_fraction_of_all": (sum(g == "A" for g in grades) / len(results)) if results else 0.0,
         "grades": {g: grades.count(g) for g in sorted(set(grades))},
+        # the planned screw itself graded against the pedicle: a plan whose clicks already breach
+        # cannot be placed grade A; navigation is judged on the cases whose plan is grade A
+        "plan_grades": {g: plan_grades.count(g) for g in sorted(set(plan_grades), key=str)},
+        "grade_a_fraction_of_plans_a": (sum(r["grade"] == "A" for r in plan_a) / len(plan_a)) if plan_a else 0.0,
         "open_loop": {"tip_error_mm": figure_stats(get("open_loop", "tip_mm")),
                       "angle_error_deg": figure_stats(get("open_loop", "angle_deg")),
                       "entry_error_mm": figure_stats(get("open_loop", "entry_mm"))},

@@ -88,6 +88,9 @@ def density_of(pixels, polarity: int = 1) -> np.ndarray:
 SURROUND_LEVEL = 0.08      # surround: darker than 8 % of the way from the darkest to the bright field
 MIN_SURROUND_FRACTION = 0.01
 MIN_EDGE_STEP = 0.25       # the field's edge: a step of a quarter of the field's level over the surround
+MIN_FLAT_EDGE_STEP = 0.05  # ... or of 5 % over a flat surround, at least this many times its noise:
+FLAT_EDGE_NOISE_RATIO = 20.0
+FLOOR_EDGE_PX = 4          # without a ball over the first pass's floor, it is taken this far inside the field's edge
 
 
 def field_mask(pixels, polarity: int = 1, margin_px: int = 2) -> np.ndarray:
@@ -174,7 +177,14 @@ def _find_field(pixels, polarity: int = 1, margin_px: int = 2):
     if not inner.any() or not outer.any():
         return everything
     level_in, level_out = float(np.median(small[inner])), float(np.median(small[outer]))
-    if level_in - level_out < MIN_EDGE_STEP * (ref - lo):
+    step = level_in - level_out
+    o = small[outer]
+    noise_out = 1.4826 * float(np.median(np.abs(o - np.median(o))))
+    # a step smaller than a quarter of the field's level is still the field's edge when the
+    # surround beside it is flat (an unexposed II surround: a lateral shot's body darkens the
+    # whole field edge to a few % of the bright air); dark anatomy at a border has texture
+    if step < MIN_EDGE_STEP * (ref - lo) and not (step >= MIN_FLAT_EDGE_STEP * (ref - lo)
+                                                 and step >= FLAT_EDGE_NOISE_RATIO * noise_out):
         return everything
     # the edge itself: where the (symmetrically) blurred step crosses half its height
     s = cv2.blur(a, (5, 5), borderType=cv2.BORDER_REPLICATE)
@@ -502,7 +512,17 @@ def _first_pass(pixels, polarity, kernel_px, min_area):
         d = _extend_beyond_field(d, field)
     th = d - _background(d, kernel_px)
     floor = 0.25 * float(np.percentile(th[::3, ::3][field[::3, ::3]], 99.7))
-    return field, d, _select(d, kernel_px, min_area, floor=floor, th=th)
+    sel = _select(d, kernel_px, min_area, floor=floor, th=th)
+    if not sel[0] and not field.all():
+        # no ball over that floor: at the field's edge the blurred unexposed surround beside a
+        # lateral shot's saturated air reads as a density far above any ball's; the strongest
+        # structures ``FLOOR_EDGE_PX`` inside the edge set the floor instead
+        k = 2 * FLOOR_EDGE_PX + 1
+        inner = cv2.erode(field.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
+        if inner[::3, ::3].sum() >= 100:
+            floor = 0.25 * float(np.percentile(th[::3, ::3][inner[::3, ::3]], 99.7))
+            sel = _select(d, kernel_px, min_area, floor=floor, th=th)
+    return field, d, sel
 
 
 def _first_score(first):

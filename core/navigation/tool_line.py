@@ -53,6 +53,7 @@ PROFILE_STEP_PX = 0.25
 MAX_RMS_PX = 0.2            # a straight wire's samples lie on their line to ~0.01-0.05 px; a bent set is not one
 BLOB_RATIO = 1.4            # cross-section over the wire's: a blob (ball) on the line; samples near it leave the fit
 OCCLUDED_RATIO = 1.6        # cross-section over the wire's beyond its consistent stretch: a ball on its end
+DIP_RATIO, HUMP_RATIO = 0.8, 1.2   # ... or a dip under 0.8 of it, then a rise over 1.2 near the end: a ball past the tip
 SAMPLE_STEP_PX = 1.0
 
 
@@ -525,8 +526,10 @@ def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
         while 0 <= k + sign < len(ts) and cs[k + sign] >= 0.5 * ref:    # NaN stops: the field ends there
             k += sign
         nxt = k + sign
-        near_end = cs[((ts[k] - ts) * sign >= 0) & ((ts[k] - ts) * sign <= reach)]
-        occluded = bool(np.any(near_end > OCCLUDED_RATIO * ref_low))
+        near = ((ts[k] - ts) * sign >= 0) & ((ts[k] - ts) * sign <= reach)
+        # "blob": a ball on the end; "dip": a dip then a blob, a ball past the tip if one is found there
+        occluded = ("blob" if np.any(cs[near] > OCCLUDED_RATIO * ref_low) else
+                    "dip" if _dip_then_blob(ts, cs, mid, k, sign, reach, ref_low) else "")
         if not (0 <= nxt < len(ts)) or not np.isfinite(cs[nxt]):
             ends.append((float(ts[k]), True, occluded))
             continue
@@ -535,6 +538,92 @@ def _ends(sample, distortion, p0, dvec, t_lo, t_hi, width):
         ends.append((float(ts[k] + sign * f * step), False, occluded))
     return ends, (ts, cs, ref_low)
 
+
+def _dip_then_blob(ts, cs, mid, k, sign, reach, ref):
+    """Whether the walk from ``mid`` out to the end ``k`` crossed a dip and then a blob near the end:
+    the cross-section falls under ``DIP_RATIO`` of the wire's (the wire's tip) and rises again over
+    ``HUMP_RATIO`` of it within ``reach`` of the end (a ball just beyond the tip, off the line's
+    centre, that a half-contrast walk runs through). The end found is then the ball's far side."""
+    path = np.arange(mid, k + sign, sign)
+    if len(path) < 3:
+        return False
+    c = cs[path]
+    tail = np.flatnonzero(np.abs(ts[path] - ts[k]) <= reach)
+    h = int(tail[np.argmax(c[tail])])
+    if not c[h] >= HUMP_RATIO * ref:
+        return False
+    before = (np.abs(ts[path] - ts[path[h]]) <= reach) & (np.arange(len(path)) < h)
+    return bool(before.any() and np.min(c[before]) <= DIP_RATIO * ref)
+
+
+
+def _without_balls_near(d, fieldm, raw, pol, uv_raw, line_pt_raw, line_dir_raw, half_width_px, reach_px):
+    """The density with the cage balls within ``reach_px`` of ``uv_raw`` (a tip end a ball may hide)
+    subtracted, or None when no such ball is found. The balls: ``core.calibration.beads`` finds them
+    in the shot (a ball joined to the wire too); their shape is the shot's own ball template
+    (``build_template`` over the isolated ones); each ball's centre, amplitude and a background
+    plane are fitted by least squares to its window without the wire's band (``half_width_px`` of
+    the line, which runs on to the true tip somewhere under the ball), and that ball is subtracted.
+    Beer-Lambert makes the ball's footprint additive in density, so the wire's own cross-section
+    and its tip are what is left."""
+    from scipy.optimize import least_squares
+    from core.calibration.bead_pairs import build_template
+    from core.calibration.beads import BeadDetectionError, detect_beads
+    try:
+        beads = detect_beads(raw, pol)
+    except BeadDetectionError:
+        return None
+    cen = np.asarray(beads.centres_px, float)
+    near = np.linalg.norm(cen - uv_raw, axis=1) <= reach_px
+    if not near.any() or len(cen) < 4:
+        return None
+    r = float(np.median(beads.radius_px))
+    dn = np.where(fieldm, d, np.nan)
+    template = build_template(dn, cen[~near], r)
+    if template is None:
+        return None
+    out = d.copy()
+    rows, cols = d.shape
+    nrm = np.array([-line_dir_raw[1], line_dir_raw[0]])
+    R = int(np.ceil(1.25 * r + 5))
+    for c0 in cen[near]:
+        u0, v0 = max(int(c0[0]) - R, 0), max(int(c0[1]) - R, 0)
+        u1, v1 = min(int(c0[0]) + R + 2, cols), min(int(c0[1]) + R + 2, rows)
+        yy, xx = np.mgrid[v0:v1, u0:u1]
+        p = d[v0:v1, u0:u1]
+        off_wire = np.abs((np.stack([xx, yy], -1) - line_pt_raw) @ nrm) > half_width_px
+        use = off_wire & fieldm[v0:v1, u0:u1]
+        if use.sum() < 30:
+            continue
+        xf, yf, pf = xx[use].astype(float), yy[use].astype(float), p[use]
+
+        def res(x):
+            return x[3] + x[4] * (xf - c0[0]) + x[5] * (yf - c0[1]) + x[2] * template(
+                np.hypot(xf - x[0], yf - x[1])) - pf
+        x0 = np.array([c0[0], c0[1], float(np.max(pf) - np.median(pf)), float(np.median(pf)), 0.0, 0.0])
+        fit = least_squares(res, x0, loss="soft_l1", f_scale=0.05)
+        if not (fit.success and np.hypot(*(fit.x[:2] - c0)) < 0.5 * r + 1.0 and fit.x[2] > 0):
+            continue
+        out[v0:v1, u0:u1] -= fit.x[2] * template(np.hypot(xx - fit.x[0], yy - fit.x[1]))
+    return out
+
+
+def _tip_without_ball(sample, distortion, fieldm, raw, pol, p0, dvec, samples_ideal, tip, width, kind="blob"):
+    """A tip end that a ball may hide (``tip_occluded``), found again on the density with the balls
+    near it subtracted (``_without_balls_near``): (tip (ideal px), still occluded). Unchanged when
+    no ball is found there, or the end found again is still at a ball or at the field's edge; a
+    ``kind`` "dip" end (``_dip_then_blob``) with no ball near it is not a ball's: trusted as found."""
+    q, t, _ = _raw_frames(distortion, tip[None], dvec)
+    clean = _without_balls_near(sample.d, fieldm, raw, pol, q[0], q[0], t[0], 0.5 * width + 1.5, 2.0 * width + 10.0)
+    if clean is None:
+        return tip, kind != "dip"
+    tt = (samples_ideal - p0) @ dvec
+    ends, _ = _ends(_Sampler(clean, fieldm), distortion, p0, dvec, float(tt.min()), float(tt.max()), width)
+    t_tip = (tip - p0) @ dvec
+    t_new, at_edge, occluded = min(ends, key=lambda e: abs(e[0] - t_tip))
+    if at_edge or occluded:
+        return tip, True
+    return p0 + t_new * dvec, False
 
 def _near_blob(t_samples, profile, width):
     """True for line positions ``t_samples`` within ``width + 2`` px of a blob on the line: where
@@ -630,7 +719,7 @@ def detect_tool_line(pixels, *, polarity: int | None = None, distortion=None, ca
     for p0, dvec, (t0, t1), _ in hyps:
         try:
             return _finish(sample, distortion, fieldm, p0, dvec, t0, t1, (lo_w, hi_w), min_contrast,
-                           min_length_px, hint_line, pol, view)
+                           min_length_px, hint_line, pol, view, raw)
         except ToolLineError as e:
             reasons.append(str(e))
     why = reasons[0] if reasons else "no line-like structure in the image"
@@ -654,7 +743,7 @@ def _in_field_span(fieldm, distortion, p0, dvec, t0, t1):
 
 
 def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contrast, min_length_px,
-            hint_line, pol, view) -> ToolLine2D:
+            hint_line, pol, view, raw=None) -> ToolLine2D:
     """Centreline samples, line fit and ends of one hypothesis (steps 4-5)."""
     half = 0.5 * width_range[1] + 6.0
     for k in range(3):
@@ -740,6 +829,12 @@ def _finish(sample, distortion, fieldm, p0, dvec, t0, t1, width_range, min_contr
                                                    else ((pa, edge_a, occ_a), (pb, edge_b)))
     if tip_edge:
         raise ToolLineError("the tool's tip is not in view: its line runs off the field")
+    if tip_occ == "dip" and raw is not None:
+        # a ball past the tip, beside the line: subtracted. A ball on the end itself ("blob") hides
+        # the end's fall, which its subtraction does not give back to a pixel: flagged as before
+        tip, tip_occ = _tip_without_ball(sample, distortion, fieldm, raw, pol, p0, dvec, ideal_c[keep], tip, w_med,
+                                         tip_occ)
+    tip_occ = bool(tip_occ)
     direction = (tip - back) / np.linalg.norm(tip - back)
     resid = ((ideal_c[keep] - p0) @ np.array([-dvec[1], dvec[0]]))
     rms = float(np.sqrt(np.mean(resid ** 2)))

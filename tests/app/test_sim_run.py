@@ -90,6 +90,7 @@ def test_the_command_prints_cases_then_the_summary(in_workers, monkeypatch, caps
         assert set(s[key]) >= {"mean", "p95", "max"} and all(isinstance(v, float) for v in s[key].values())
         assert s[key]["mean"] <= s[key]["p95"] <= s[key]["max"] <= 1.0
     assert s["cases"] == 3 and s["completed"] == 2 and s["grade_a_fraction"] == 1.0
+    assert sum(s["plan_grades"].values()) == 2 and s["grade_a_fraction_of_plans_a"] == (1.0 if "A" in s["plan_grades"] else 0.0)
     assert isinstance(s["seconds_per_case"], float) and s["seconds_per_case"] > 0
     assert [x["case"] for x in s["failed"]] == [7] and s["failed"][0]["reason"].startswith("calibration: ")
     assert set(s["error_budget_mm"]) == {"calibration", "clicks", "kinematics", "open_loop", "closed_loop",

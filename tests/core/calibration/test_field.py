@@ -100,3 +100,29 @@ def test_balls_of_a_lateral_shot_with_the_body_over_two_thirds_are_found(seed, d
     b = detect_beads(counts.astype(np.float32), 1)
     d = np.linalg.norm(b.centres_px[None] - balls[:, None], axis=2).min(axis=1)
     assert len(b.centres_px) == len(balls) and (d < 0.5).all(), np.round(d, 2)
+
+
+def test_a_lateral_shot_whose_body_darkens_the_whole_field_edge_still_has_its_round_field():
+    """Case 24 of ``sim run --seed 1``: the body at ~7 % of the air over most of the field,
+    the air saturated in a strip, the unexposed surround exactly 0. The edge's step is under a
+    quarter of the field's level, but over a flat surround it is the edge (before: the whole
+    image was the field and no ball was found)."""
+    vv, uu = np.mgrid[0:SHAPE[0], 0:SHAPE[1]].astype(float)
+    disc = (uu - CENTRE[0]) ** 2 + (vv - CENTRE[1]) ** 2 <= RADIUS ** 2
+    body = np.where(uu < CENTRE[0] + 20 + 10 * np.sin(vv / 40.0), 0.07, 1.0)
+    rng = np.random.default_rng(3)
+    balls = np.array([[50.0 + 30 * i, 60.0 + 25 * j] for i in range(5) for j in range(10)])
+    balls = balls[np.hypot(balls[:, 0] - CENTRE[0], balls[:, 1] - CENTRE[1]) < RADIUS - 15]
+    t = body.copy()
+    for u, v in balls:
+        chord = 2 * np.sqrt(np.clip(4.0 ** 2 - (uu - u) ** 2 - (vv - v) ** 2, 0, None))
+        t *= np.exp(-0.45 * chord)
+    counts = np.minimum(cv2.GaussianBlur(6000.0 * t, (0, 0), 0.8), 4095.0)
+    counts = np.where(disc, rng.poisson(counts), 0).astype(np.uint16)
+    (cu, cv), r = round_field(counts)
+    assert np.hypot(cu - CENTRE[0], cv - CENTRE[1]) < 1.0 and abs(r - RADIUS) < 1.0
+    outside = (uu - CENTRE[0]) ** 2 + (vv - CENTRE[1]) ** 2 > (RADIUS + 1.0) ** 2
+    assert not field_mask(counts)[outside].any()
+    b = detect_beads(counts, 1)
+    d = np.linalg.norm(b.centres_px[None] - balls[:, None], axis=2).min(axis=1)
+    assert (d < 0.5).mean() > 0.9, np.round(d, 2)
