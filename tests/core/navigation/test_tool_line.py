@@ -90,20 +90,33 @@ def test_hint_picks_the_wire_among_guide_tube_screw_and_stray_wire():
     assert np.linalg.norm(pose.tip_mm - case.wire.tip_mm) < 0.25
 
 
-def test_wire_over_the_other_pedicles_screw_in_lat_is_found_with_a_small_bias():
+@pytest.mark.parametrize("seed", [11, 31, 41, 51, 61])
+def test_wire_over_the_other_pedicles_screw_in_lat_is_found_along_its_line(seed):
     """In LAT the contralateral screw (titanium, 6 mm) lies under the wire, the wire across the
     screw's edge: the expected width passes over the screw's 11 px shadow, the wire's edges are
-    pulled by the screw's (~0.5 px in LAT, ~0.8 deg and ~1 mm at the tip in 3D)."""
-    case = cached_case(detector="image_intensifier", tip="sharp", guide=True, clutter="same level")
+    pulled by the screw's (~0.5 px in LAT, under 2 deg in 3D). The line holds in every noise
+    realisation; the tip does not: with the LAT end lost at the screw only the AP tip is used,
+    1.1-4.9 mm off along the wire over these five (so a verification here needs the tip from a
+    view the screw does not cover). One noise seed had fixed a 1.1 mm tip before (seed 11)."""
+    case = make_case(detector="image_intensifier", tip="sharp", guide=True, clutter="same level", seed=seed)
     widths = wire_widths(case)
     dets = {v: detect(case, v, width_px=(0.6 * widths[v], 1.5 * widths[v])) for v in ("ap", "lat")}
     assert np.median(centreline_error(case, "ap", dets["ap"])) < 0.1
     assert np.median(centreline_error(case, "lat", dets["lat"])) < 0.8
     pose = triangulate_tool(case.calibration, dets["ap"], dets["lat"],
                             tip_offset_mm=tip_offset_mm(case.wire.tip, case.wire.tip_length_mm))
-    assert angle_deg(pose.direction, case.wire.axis) < 1.5
-    assert np.linalg.norm(pose.tip_mm - case.wire.tip_mm) < 2.0
+    assert angle_deg(pose.direction, case.wire.axis) < 2.0
     assert pose.distance_to(case.wire.entry_mm) < 0.7
+    assert np.linalg.norm(pose.tip_mm - case.wire.tip_mm) < 5.5
+
+
+@pytest.mark.xfail(strict=True, reason="known: in this noise realisation the LAT line locks onto the "
+                   "contralateral screw (12 samples, 19 mm off); only the 16.7 mm tip gap between the views shows it")
+def test_wire_over_the_other_pedicles_screw_in_lat_does_not_lock_onto_the_screw():
+    case = make_case(detector="image_intensifier", tip="sharp", guide=True, clutter="same level", seed=21)
+    widths = wire_widths(case)
+    lat = detect(case, "lat", width_px=(0.6 * widths["lat"], 1.5 * widths["lat"]))
+    assert np.median(centreline_error(case, "lat", lat)) < 0.8
 
 
 def test_a_hint_elsewhere_finds_the_object_there():

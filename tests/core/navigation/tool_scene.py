@@ -55,7 +55,8 @@ class Case:
 
 
 def make_case(detector="image_intensifier", level="L4", side="left", offset_mm=1.0, angle_deg=2.0,
-              depth_mm=1.5, tip="sharp", guide=False, clutter="", poses=None, wire_world=None) -> Case:
+              depth_mm=1.5, tip="sharp", guide=False, clutter="", poses=None, wire_world=None,
+              seed: int = 11) -> Case:
     sim = room(detector)
     ped = phantom().pedicle(level, side)
     if wire_world is None:
@@ -70,7 +71,7 @@ def make_case(detector="image_intensifier", level="L4", side="left", offset_mm=1
         instruments.append(Cylinder(other.entry_mm, other.target_mm, 3.0, MU_TITANIUM_PER_MM))
         instruments.append(KWire([-60.0, 60.0, -70.0], [40.0, 30.0, 50.0], 1.6, 0.0, "flat"))
     poses = poses or {"ap": (0.0, 0.0), "lat": (0.0, 0.0)}
-    shots = {v: sim.acquire(v, *poses[v], instruments=instruments, seed=11 + i) for i, v in enumerate(("ap", "lat"))}
+    shots = {v: sim.acquire(v, *poses[v], instruments=instruments, seed=seed + i) for i, v in enumerate(("ap", "lat"))}
     return Case(sim, shots, TruthCalibration(shots), wire_world, wire_world.in_frame(invert(sim.T_world_cage)),
                 to_cage(sim, ped.entry_mm), to_cage(sim, ped.target_mm), ped, poses)
 
